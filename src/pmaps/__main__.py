@@ -1,0 +1,4 @@
+"""python -m pmaps"""
+from .cli import entry
+
+entry()

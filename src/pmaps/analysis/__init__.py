@@ -1,0 +1,1 @@
+"""Pure functions over Pages and Snapshots: footprints, sharing, diffs, working sets."""

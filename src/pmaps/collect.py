@@ -1,0 +1,262 @@
+"""Read a process's pages: PAGEMAP_SCAN (or the pagemap fallback), then kpageflags/kpagecount.
+
+`open_process` streams (VMA, Pages) chunks in address order so that text and ndjson output
+need memory for one chunk only; `collect` gathers them into a Snapshot.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import KernelThread, PmapsError, Unsupported, UsageError
+from .kernel import caps as capsmod
+from .kernel import pagemap as pmb
+from .kernel import procfs
+from .kernel.kpage import PfnReader
+from .kernel.maps import PAGE_SHIFT, Vma, decode_maps
+from .kernel.scan import CAT_UNKNOWN, TASK_SIZE_MAX, Scanner, probe
+from .kernel.smaps import decode_smaps
+from .model import Known, Pages, Snapshot
+
+U64 = np.uint64
+CHUNK_PAGES = 1 << 18  # pages per chunk: ~10 MiB of columns; bounds peak memory
+READ_GAP = 512  # read through holes up to this many pages (4 KiB) rather than split a read
+NO_SCAN_ENV = "PMAPS_NO_SCAN"
+
+
+@dataclass(frozen=True)
+class Options:
+    """What to read. Reading less is cheaper (a pagemap-only sample skips kpageflags)."""
+
+    flags: bool = True  # kpageflags
+    counts: bool = True  # kpagecount
+    scan: bool | None = None  # None: PAGEMAP_SCAN when the kernel has it (and PMAPS_NO_SCAN unset)
+    chunk_pages: int = CHUNK_PAGES
+
+
+def parse_pid(text: str) -> int:
+    try:
+        pid = int(text)
+    except ValueError:
+        raise UsageError(f"not a process ID: {text!r}") from None
+    if pid <= 0:
+        raise UsageError(f"not a process ID: {text!r}")
+    return pid
+
+
+def _arange_runs(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """Concatenation of arange(s, s+l) for each run, vectorised."""
+    total = int(lens.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    offs = np.concatenate(([0], np.cumsum(lens)[:-1]))
+    return np.repeat(starts.astype(np.int64) - offs, lens) + np.arange(total, dtype=np.int64)
+
+
+class Process:
+    """An open target: its VMAs, and a stream of its populated pages. Use as a context manager."""
+
+    def __init__(self, pid: int, opts: Options = Options(), caps: capsmod.Caps | None = None) -> None:
+        self.pid = pid
+        self.opts = opts
+        self.caps = caps or capsmod.probe()
+        self.comm = procfs.read_file(pid, "comm").decode("utf-8", "replace").strip()
+        self._fd: int | None = None
+        self._kpage: PfnReader | None = None
+        self.vmas: list[Vma] = decode_maps(procfs.read_file(pid, "maps"))
+        if not self.vmas:
+            # Kernel threads and zombies have no mm: maps reads empty (proc.rst).
+            raise procfs.gone_error(pid, procfs.proc_path(pid, "maps"), started=False) if not procfs.is_kernel_thread(
+                pid
+            ) else KernelThread(f"process {pid} is a kernel thread: it has no user memory", pid)
+        self._fd = procfs.open_pagemap(pid)
+        want_scan = opts.scan
+        if want_scan is None:
+            want_scan = not os.environ.get(NO_SCAN_ENV)
+        self.scanning = bool(want_scan) and probe(self._fd, pid)
+        if want_scan is True and opts.scan is True and not self.scanning:
+            raise Unsupported("this kernel has no PAGEMAP_SCAN (Linux 6.7+)", pid)
+        pfn_ok = self.caps.sys_admin
+        if pfn_ok and (opts.flags or opts.counts):
+            self._kpage = PfnReader(want_flags=opts.flags, want_count=opts.counts)
+        self.known = Known(
+            pfn=pfn_ok,
+            flags=bool(self._kpage and self._kpage.can_flags),
+            count=bool(self._kpage and self._kpage.can_count),
+            young=False,
+            soft_dirty=self.caps.soft_dirty,
+            categories=self.scanning,
+        )
+        self._pfn_checked = False
+
+    # -- populated regions -------------------------------------------------------------
+    def _regions(self) -> np.ndarray:
+        """(k, 3) [start_page, end_page, categories] of populated space, sorted."""
+        if self.scanning:
+            lo = self.vmas[0].start
+            hi = min(self.vmas[-1].end, TASK_SIZE_MAX)
+            regs = Scanner(self._fd, self.pid).regions(lo, hi)  # type: ignore[arg-type]
+            out = np.empty_like(regs)
+            out[:, 0] = regs[:, 0] >> U64(PAGE_SHIFT)
+            out[:, 1] = regs[:, 1] >> U64(PAGE_SHIFT)
+            out[:, 2] = regs[:, 2]
+            return out
+        # Fallback: whole VMAs, skipping those whose smaps say nothing is resident or swapped.
+        sm = decode_smaps(procfs.read_file(self.pid, "smaps", started=True))
+        busy = {(r["start"], r["end"]) for r in sm if r.get("Rss", 0) or r.get("Swap", 0)}
+        rows = [
+            (v.start >> PAGE_SHIFT, v.end >> PAGE_SHIFT, CAT_UNKNOWN)
+            for v in self.vmas
+            if (v.start, v.end) in busy and v.end <= TASK_SIZE_MAX
+        ]
+        return np.array(rows, dtype=U64).reshape(-1, 3)
+
+    # -- reading -------------------------------------------------------------------------
+    def _read_pagemap(self, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """Entries for the pages of the given sorted, disjoint runs, in order."""
+        lens = (ends - starts).astype(np.int64)
+        # Coalesce runs separated by small holes into one read each.
+        new = np.ones(len(starts), dtype=bool)
+        new[1:] = (starts[1:] - ends[:-1]).astype(np.int64) > READ_GAP
+        first = np.flatnonzero(new)
+        seg_s = starts[first].astype(np.int64)
+        seg_e = np.maximum.reduceat(ends.astype(np.int64), first)
+        seg_len = seg_e - seg_s
+        buf = np.zeros(int(seg_len.sum()), dtype="<u8")
+        mv = memoryview(buf).cast("B")
+        path = procfs.proc_path(self.pid, "pagemap")
+        pos = 0
+        for s, ln in zip(seg_s.tolist(), seg_len.tolist()):
+            got = procfs.pread_into(self._fd, mv[pos * 8 : (pos + ln) * 8], s * 8, self.pid, path)  # type: ignore[arg-type]
+            if got < ln * 8:
+                # pagemap reads 0 bytes once the mm is gone (fs/proc/task_mmu.c pagemap_read).
+                raise procfs.gone_error(self.pid, path, started=True)
+            pos += ln
+        seg_off = np.concatenate(([0], np.cumsum(seg_len)[:-1]))
+        seg_id = np.cumsum(new) - 1
+        run_buf = seg_off[seg_id] + (starts.astype(np.int64) - seg_s[seg_id])
+        return buf[_arange_runs(run_buf, lens)]
+
+    def _pages(self, regs: np.ndarray) -> Pages:
+        starts, ends, cats = regs[:, 0], regs[:, 1], regs[:, 2]
+        lens = (ends - starts).astype(np.int64)
+        pm = self._read_pagemap(starts, ends)
+        vpn = _arange_runs(starts, lens).astype(U64)
+        cat = np.repeat(cats.astype(np.uint16), lens)
+        keep = pmb.populated(pm)  # pages may have changed since the scan: trust pagemap
+        if not keep.all():
+            vpn, pm, cat = vpn[keep], pm[keep], cat[keep]
+        pages = Pages(vpn, pm, cat)
+        if self._kpage is not None:
+            self._lookup(pages)
+        return pages
+
+    def _lookup(self, pages: Pages) -> None:
+        pres = pmb.present(pages.pm)
+        pfn = pages.pm[pres] & pmb.PM_PFN_MASK
+        if not self._pfn_checked and len(pfn):
+            self._pfn_checked = True
+            if not pfn.any():
+                # Root whose CAP_SYS_ADMIN was dropped opens kpageflags yet reads PFN 0
+                # (pagemap.rst, since 4.2): PFN 0's flags are not this page's.
+                self._drop_page_info()
+                return
+        flags, count = self._kpage.lookup(pfn)  # type: ignore[union-attr]
+        if flags is not None:
+            pages.kflags = np.zeros(len(pages), dtype=U64)
+            pages.kflags[pres] = flags
+        if count is not None:
+            pages.kcount = np.zeros(len(pages), dtype=U64)
+            pages.kcount[pres] = count
+
+    def _drop_page_info(self) -> None:
+        if self._kpage is not None:
+            self._kpage.close()
+        self._kpage = None
+        self.known = Known(soft_dirty=self.known.soft_dirty, categories=self.known.categories)
+
+    def chunks(self) -> Iterator[tuple[int, Pages]]:
+        """(VMA index, Pages) in address order; a VMA may come in several chunks."""
+        regs = self._regions()
+        rs, re_ = regs[:, 0], regs[:, 1]
+        limit = self.opts.chunk_pages
+        for i, vma in enumerate(self.vmas):
+            vs, ve = U64(vma.start >> PAGE_SHIFT), U64(vma.end >> PAGE_SHIFT)
+            a = int(np.searchsorted(re_, vs, side="right"))
+            b = int(np.searchsorted(rs, ve, side="left"))
+            if a >= b:
+                continue
+            sub = regs[a:b].copy()
+            sub[:, 0] = np.maximum(sub[:, 0], vs)
+            sub[:, 1] = np.minimum(sub[:, 1], ve)
+            yield from ((i, p) for p in self._chunked(sub, limit))
+        self.check_alive()
+
+    def _chunked(self, sub: np.ndarray, limit: int) -> Iterator[Pages]:
+        """Split a VMA's regions into pieces of at most `limit` pages each."""
+        lens = (sub[:, 1] - sub[:, 0]).astype(np.int64)
+        if lens.sum() <= limit:
+            yield self._pages(sub)
+            return
+        # Cut long regions into limit-sized pieces, then group pieces up to the limit.
+        pieces = []
+        for (s, e, c), ln in zip(sub.tolist(), lens.tolist()):
+            for off in range(0, ln, limit):
+                pieces.append((s + off, min(e, s + off + limit), c))
+        arr = np.array(pieces, dtype=U64)
+        plen = (arr[:, 1] - arr[:, 0]).astype(np.int64)
+        group = np.cumsum(plen) // limit if len(plen) else plen
+        # A piece that straddles a group boundary stays with the earlier group.
+        for g in np.unique(group):
+            yield self._pages(arr[group == g])
+
+    def check_alive(self) -> None:
+        """After a scan: a process that exited mid-scan must not pass as a quiet one."""
+        state = procfs.process_state(self.pid)
+        if state is None or state in ("Z", "X"):
+            raise procfs.gone_error(self.pid, procfs.proc_path(self.pid, "pagemap"), started=True)
+
+    def close(self) -> None:
+        procfs.close(self._fd)
+        self._fd = None
+        if self._kpage is not None:
+            self._kpage.close()
+            self._kpage = None
+
+    def __enter__(self) -> Process:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def snapshot(self) -> Snapshot:
+        parts = [p for _, p in self.chunks()]
+        snap = Snapshot(self.pid, self.comm, self.vmas, Pages.concat(parts), self.known)
+        snap.notes = missing_notes(self.known, self.caps)
+        return snap
+
+
+def missing_notes(known: Known, caps: capsmod.Caps | None = None) -> list[str]:
+    """What a view of these pages cannot tell, in phrases for one stderr line."""
+    out = []
+    if not (known.flags and known.count):
+        out.append("page flags and map counts (need CAP_SYS_ADMIN and /proc/kpageflags, kpagecount: run as root)")
+    if not known.young:
+        out.append("Y (no idle page tracking in this kernel)")
+    if not known.soft_dirty:
+        out.append("P (no soft-dirty in this kernel)")
+    if not known.zero:
+        out.append("the zero page (needs PAGEMAP_SCAN or root)")
+    return out
+
+
+def collect(pid: int, *, flags: bool = True, counts: bool = True, scan: bool | None = None) -> Snapshot:
+    """Snapshot of a process's memory, page by page. Raises PmapsError subclasses."""
+    with Process(pid, Options(flags=flags, counts=counts, scan=scan)) as proc:
+        return proc.snapshot()
+
+
+__all__ = ["Options", "Process", "collect", "parse_pid", "PmapsError"]

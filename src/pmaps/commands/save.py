@@ -1,0 +1,30 @@
+"""pmaps save PID -o FILE: one snapshot to a file that 'pmaps show FILE' and pmaps.store.load read."""
+from __future__ import annotations
+
+import argparse
+from typing import TextIO
+
+from ..collect import Options, Process, parse_pid
+from ..store import save
+from . import Command
+
+
+class Save(Command):
+    """Save a snapshot of a process's pages to FILE (.npz, 0600, written atomically)."""
+
+    name = "save"
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("pid", metavar="PID")
+        p.add_argument("-o", "--output", required=True, metavar="FILE")
+        p.add_argument("--pfn", action="store_true", help="keep PFNs in the file (sensitive: off by default)")
+        p.add_argument("--no-scan", action="store_true", help="use the pagemap fallback instead of PAGEMAP_SCAN")
+
+    def run(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+        pid = parse_pid(args.pid)
+        with Process(pid, Options(scan=False if args.no_scan else None)) as proc:
+            snap = proc.snapshot()
+        save(snap, args.output, keep_pfns=args.pfn)
+        err.write(f"pmaps: saved {len(snap.pages)} pages of {len(snap.vmas)} VMAs of {pid} ({snap.comm}) to "
+                  f"{args.output}\n")
+        return 0

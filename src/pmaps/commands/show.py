@@ -1,0 +1,148 @@
+"""pmaps PID...: the page-range view of the 2007 RFC, its physical and full-flag variants, --summary."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+from collections.abc import Iterator
+from typing import TextIO
+
+from ..analysis.footprint import Footprint, footprint
+from ..collect import Options, Process, missing_notes, parse_pid
+from ..errors import PmapsError, UsageError
+from ..kernel import caps as capsmod
+from ..kernel.kpage import KPF_BITS
+from ..kernel.pagemap import PM_BITS
+from ..render.pmaps import RangeWriter, ViewOptions
+from ..model import Snapshot
+from ..render.summary import SummaryView, write_summary
+from ..store import load, snapshot_chunks
+from . import Command, add_output_options
+
+EXIT_SOME_FAILED = 7
+
+LEGEND_RFC = """\
+RFC flags (default view), '_' clear, '?' unknown on this kernel or with these privileges:
+  Y  young         the pte young bit, via idle page tracking (not idle => young); '?' without it
+  R  referenced    kpageflags REFERENCED
+  A  active        kpageflags ACTIVE
+  U  uptodate      kpageflags UPTODATE
+  P  pte dirty     pagemap soft-dirty (bit 55), the nearest exported signal; '?' without
+                   CONFIG_MEM_SOFT_DIRTY
+  D  dirty         kpageflags DIRTY
+  W  writeback     kpageflags WRITEBACK
+  swapped          (with --swap) a range of swapped-out pages; MAPCOUNT is then '-'
+"""
+
+
+def legend() -> str:
+    lines = [LEGEND_RFC, "--flags=all: kpageflags letters (bits 0-26, as page-types prints them), ':', pagemap bits:"]
+    lines += [f"  {ch}  {name:<14} kpageflags bit {b}" for b, name, ch in KPF_BITS]
+    lines += [f"  {ch}  {name:<14} pagemap bit {b}" for b, name, ch in PM_BITS]
+    return "\n".join(lines) + "\n"
+
+
+class Show(Command):
+    """Show processes' memory maps page by page: each VMA, then INDEX COUNT FLAGS MAPCOUNT ranges."""
+
+    name = "show"
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("pids", nargs="*", metavar="PID", help="process IDs, or snapshot files from 'pmaps save'")
+        p.add_argument("--flags", choices=("rfc", "all"), default="rfc",
+                       help="rfc: the 2007 letters YRAUPDW; all: every kpageflags and pagemap bit")
+        p.add_argument("--pfn", action="store_true",
+                       help="physical view: add each range's first PFN (hex); ranges then are physically contiguous")
+        p.add_argument("--swap", action="store_true", help="also show swapped-out ranges")
+        p.add_argument("--summary", action="store_true", help="a footprint table per VMA with process totals")
+        p.add_argument("--no-scan", action="store_true",
+                       help="read pagemap in chunks instead of PAGEMAP_SCAN (also: PMAPS_NO_SCAN=1)")
+        p.add_argument("--legend", action="store_true", help="print what every flag letter means and exit")
+        add_output_options(p)
+
+    def run(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+        if args.legend:
+            out.write(legend())
+            return 0
+        if not args.pids:
+            raise UsageError("give at least one PID (or --legend)")
+        if args.format == "csv" and not args.summary:
+            raise UsageError("--format csv goes with --summary")
+        pids = [p if os.path.isfile(p) else parse_pid(p) for p in args.pids]
+        opts = Options(scan=False if args.no_scan else None)
+        caps = capsmod.probe()
+        view = ViewOptions(full=args.flags == "all", with_pfn=args.pfn, swap=args.swap)
+        writer = RangeWriter(out, args.format, view)
+        summaries: list[SummaryView] = []
+        failures: list[PmapsError] = []
+        notes: list[str] = []
+        if not args.summary:
+            writer.begin()
+        for pid in pids:
+            try:
+                with _open_source(pid, opts, caps) as proc:
+                    if args.summary:
+                        summaries.append(self._summary(proc))
+                    elif args.format == "text":
+                        writer.process(proc.pid, proc.comm, proc.vmas, proc.chunks(), lambda: proc.known,
+                                       header=len(pids) > 1)
+                    else:
+                        # JSON is built per process, then written whole: a process that exits
+                        # mid-scan must not leave a half-written document behind.
+                        buf = io.StringIO()
+                        sub = RangeWriter(buf, args.format, view)
+                        sub.first_process = writer.first_process
+                        sub.process(proc.pid, proc.comm, proc.vmas, proc.chunks(), lambda: proc.known, header=False)
+                        out.write(buf.getvalue())
+                        writer.first_process = False
+                    for n in missing_notes(proc.known, caps):
+                        if n not in notes:
+                            notes.append(n)
+            except PmapsError as e:
+                failures.append(e)
+                err.write(f"pmaps: {e}\n")
+        if args.summary:
+            write_summary(out, summaries, args.format, args.unit)
+        else:
+            writer.end()
+        if notes and not args.quiet and args.format == "text" and len(failures) < len(pids):
+            err.write("pmaps: '?' marks what cannot be known here: " + "; ".join(notes) + "\n")
+        if not failures:
+            return 0
+        if len(pids) == 1:
+            return failures[0].exit_code
+        return EXIT_SOME_FAILED if len(failures) < len(pids) else failures[0].exit_code
+
+    @staticmethod
+    def _summary(proc: Process | SnapshotSource) -> SummaryView:
+        fps = [Footprint() for _ in proc.vmas]
+        for i, pages in proc.chunks():
+            fps[i] = fps[i] + footprint(pages, proc.known)
+        if not proc.known.count:
+            for f in fps:
+                f.pss_fixed = None
+        if not proc.known.flags:
+            for f in fps:
+                f.dirty = f.referenced = None
+        return SummaryView.build(proc.pid, proc.comm, proc.vmas, fps)
+
+
+class SnapshotSource:
+    """A saved snapshot, shaped like an open Process for the writers."""
+
+    def __init__(self, snap: Snapshot) -> None:
+        self.snap = snap
+        self.pid, self.comm, self.vmas, self.known = snap.pid, snap.comm, snap.vmas, snap.known
+
+    def chunks(self) -> Iterator[tuple[int, object]]:
+        return snapshot_chunks(self.snap)  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def _open_source(src: int | str, opts: Options, caps: capsmod.Caps) -> Iterator[Process | SnapshotSource]:
+    if isinstance(src, str):
+        yield SnapshotSource(load(src))
+        return
+    with Process(src, opts, caps) as proc:
+        yield proc

@@ -1,0 +1,83 @@
+"""What this kernel and these privileges allow, probed at run time into a value."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+CAP_SYS_ADMIN = 21
+IDLE_BITMAP = "/sys/kernel/mm/page_idle/bitmap"
+
+
+def _cap_eff() -> int:
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"CapEff:"):
+                    return int(line.split()[1], 16)
+    except OSError:
+        pass
+    return 0
+
+
+def _soft_dirty_supported() -> bool:
+    """CONFIG_MEM_SOFT_DIRTY: a new VMA carries "sd" in smaps VmFlags (proc.rst)."""
+    try:
+        with open("/proc/self/smaps", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmFlags:"):
+                    return b" sd" in line
+    except OSError:
+        pass
+    return False
+
+
+@dataclass(frozen=True)
+class Caps:
+    """Facts that decide what pmaps can know; passed down, never global."""
+
+    sys_admin: bool  # PFNs are shown in pagemap only with CAP_SYS_ADMIN (since 4.2)
+    kpageflags: bool  # /proc/kpageflags opens (root, mode 0400)
+    kpagecount: bool
+    idle_tracking: bool  # CONFIG_IDLE_PAGE_TRACKING and readable
+    soft_dirty: bool  # CONFIG_MEM_SOFT_DIRTY
+    scan: bool | None = None  # PAGEMAP_SCAN; None until probed on a pagemap fd
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def page_info(self) -> bool:
+        """kpageflags/kpagecount facts are real only when PFNs are real too."""
+        return self.sys_admin and (self.kpageflags or self.kpagecount)
+
+    def missing(self) -> list[str]:
+        """One phrase per thing these privileges or this kernel cannot tell."""
+        out = []
+        if not self.sys_admin:
+            out.append("PFNs, page flags and map counts (need CAP_SYS_ADMIN: run as root)")
+        elif not (self.kpageflags and self.kpagecount):
+            out.append("page flags and map counts (/proc/kpageflags, /proc/kpagecount need root)")
+        if not self.idle_tracking:
+            out.append("Y/young (no idle page tracking, CONFIG_IDLE_PAGE_TRACKING)")
+        if not self.soft_dirty:
+            out.append("P/soft-dirty (kernel without CONFIG_MEM_SOFT_DIRTY)")
+        return out
+
+
+def _readable(path: str) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+def probe() -> Caps:
+    """Probe this process's privileges and the kernel's features."""
+    sys_admin = bool(_cap_eff() >> CAP_SYS_ADMIN & 1)
+    return Caps(
+        sys_admin=sys_admin,
+        kpageflags=_readable("/proc/kpageflags"),
+        kpagecount=_readable("/proc/kpagecount"),
+        idle_tracking=_readable(IDLE_BITMAP),
+        soft_dirty=_soft_dirty_supported(),
+    )

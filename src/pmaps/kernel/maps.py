@@ -1,0 +1,78 @@
+"""Decode /proc/PID/maps (Documentation/filesystems/proc.rst, "The /proc/PID/maps file"). Pure."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PAGE_SIZE = 4096
+PAGE_SHIFT = 12
+
+
+@dataclass(frozen=True, slots=True)
+class Vma:
+    """One line of /proc/PID/maps."""
+
+    start: int
+    end: int
+    perms: str
+    offset: int
+    dev: str  # "MAJ:MIN" in hex, as the kernel prints it
+    inode: int
+    path: str = ""
+
+    @property
+    def pages(self) -> int:
+        return (self.end - self.start) >> PAGE_SHIFT
+
+    @property
+    def pgoff(self) -> int:
+        """File page index of the VMA's first page (offset / PAGE_SIZE)."""
+        return self.offset >> PAGE_SHIFT
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+    @property
+    def is_file(self) -> bool:
+        return self.inode != 0
+
+    def maps_line(self) -> str:
+        """The line as /proc/PID/maps prints it.
+
+        fs/proc/task_mmu.c show_vma_header_prefix() then seq_pad() to column 73
+        (25 + 6 * sizeof(void *) - 1 on 64-bit) before the name.
+        """
+        head = f"{self.start:08x}-{self.end:08x} {self.perms} {self.offset:08x} {self.dev} {self.inode} "
+        if not self.path:
+            return head.rstrip()
+        return head.ljust(72) + " " + self.path
+
+
+class MapsFormatError(ValueError):
+    """A maps line that does not parse."""
+
+
+def decode_maps_line(line: str) -> Vma:
+    parts = line.split(None, 5)
+    if len(parts) < 5:
+        raise MapsFormatError(f"short maps line: {line!r}")
+    try:
+        lo, hi = parts[0].split("-", 1)
+        return Vma(
+            start=int(lo, 16),
+            end=int(hi, 16),
+            perms=parts[1],
+            offset=int(parts[2], 16),
+            dev=parts[3],
+            inode=int(parts[4]),
+            # The path keeps inner spaces and a " (deleted)" suffix; only the padding goes.
+            path=parts[5].rstrip("\n") if len(parts) > 5 else "",
+        )
+    except ValueError as err:
+        raise MapsFormatError(f"bad maps line: {line!r}") from err
+
+
+def decode_maps(data: bytes) -> list[Vma]:
+    """All VMAs of a maps file, in address order."""
+    text = data.decode("utf-8", "surrogateescape")
+    return [decode_maps_line(ln) for ln in text.splitlines() if ln.strip()]

@@ -1,0 +1,66 @@
+"""The /proc/PID/pagemap entry layout (Documentation/admin-guide/mm/pagemap.rst). Pure, numpy."""
+from __future__ import annotations
+
+import numpy as np
+
+PM_PFN_MASK = np.uint64((1 << 55) - 1)  # bits 0-54; zeroed without CAP_SYS_ADMIN since 4.2
+PM_SWAP_TYPE_MASK = np.uint64(0x1F)  # bits 0-4 when swapped
+PM_SOFT_DIRTY = 55
+PM_EXCLUSIVE = 56  # "page exclusively mapped", since 4.2
+PM_UFFD_WP = 57  # since 5.13
+PM_GUARD = 58  # guard region, since 6.15
+PM_FILE = 61  # file page or shared anon, since 3.5
+PM_SWAPPED = 62
+PM_PRESENT = 63
+
+# The pagemap bits pmaps reports, in the order of the --flags=all letters and JSON names.
+PM_BITS: tuple[tuple[int, str, str], ...] = (
+    (PM_PRESENT, "present", "p"),
+    (PM_SWAPPED, "swapped", "w"),
+    (PM_FILE, "file", "F"),
+    (PM_EXCLUSIVE, "exclusive", "1"),
+    (PM_SOFT_DIRTY, "soft_dirty", "f"),
+    (PM_UFFD_WP, "uffd_wp", "k"),
+    (PM_GUARD, "guard", "j"),
+)
+# Mask of the flag bits (not the PFN/swap fields) of an entry.
+PM_FLAG_MASK = np.uint64(sum(1 << b for b, _, _ in PM_BITS))
+ENTRY = np.dtype("<u8")
+
+
+def decode_pagemap(data: bytes | bytearray | memoryview) -> np.ndarray:
+    """Entries of a pagemap read: one little-endian u64 per virtual page."""
+    if len(data) % 8:
+        raise ValueError(f"pagemap data of {len(data)} bytes is not a multiple of 8")
+    return np.frombuffer(data, dtype=ENTRY)
+
+
+def bit(entries: np.ndarray, n: int) -> np.ndarray:
+    """Boolean column of bit n."""
+    return ((entries >> np.uint64(n)) & np.uint64(1)).astype(bool)
+
+
+def present(entries: np.ndarray) -> np.ndarray:
+    return bit(entries, PM_PRESENT)
+
+
+def swapped(entries: np.ndarray) -> np.ndarray:
+    return bit(entries, PM_SWAPPED)
+
+
+def populated(entries: np.ndarray) -> np.ndarray:
+    """Present or swapped."""
+    return (entries >> np.uint64(PM_SWAPPED)) != 0
+
+
+def pfn(entries: np.ndarray) -> np.ndarray:
+    """PFN of present entries, 0 elsewhere (and 0 everywhere without CAP_SYS_ADMIN)."""
+    return np.where(present(entries), entries & PM_PFN_MASK, np.uint64(0))
+
+
+def swap_type(entries: np.ndarray) -> np.ndarray:
+    return np.where(swapped(entries), entries & PM_SWAP_TYPE_MASK, np.uint64(0))
+
+
+def swap_offset(entries: np.ndarray) -> np.ndarray:
+    return np.where(swapped(entries), (entries & PM_PFN_MASK) >> np.uint64(5), np.uint64(0))

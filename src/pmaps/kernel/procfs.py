@@ -1,0 +1,137 @@
+"""Thin readers of /proc: fetch bytes, translate OS errors once, here.
+
+Every function takes the pid it reads for, so that errors carry it. Decoding lives in
+the pure modules beside this one (maps.py, pagemap.py, kpage.py, smaps.py).
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from collections.abc import Iterator
+
+from ..errors import (
+    AccessDenied,
+    KernelThread,
+    NoSuchProcess,
+    PmapsError,
+    ProcessGone,
+    ZombieProcess,
+)
+
+PROC = "/proc"
+PF_KTHREAD = 0x00200000  # include/linux/sched.h; /proc/PID/stat field 9 ("flags")
+
+
+def proc_path(pid: int | str, name: str) -> str:
+    return f"{PROC}/{pid}/{name}"
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the comm, or None if the process is gone."""
+    try:
+        with open(proc_path(pid, "stat"), "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    # comm may contain spaces and parentheses: split after the last ')' (proc(5)).
+    return raw[raw.rfind(b")") + 2 :].decode("ascii", "replace").split()
+
+
+def process_state(pid: int) -> str | None:
+    """The one-letter state (R, S, Z, ...) or None when the pid does not exist."""
+    fields = _stat_fields(pid)
+    return fields[0] if fields else None
+
+
+def is_kernel_thread(pid: int) -> bool:
+    fields = _stat_fields(pid)
+    return bool(fields) and (int(fields[6]) & PF_KTHREAD) != 0
+
+
+def gone_error(pid: int, path: str | None, *, started: bool) -> PmapsError:
+    """Choose the right error once a read says ENOENT/ESRCH/EOF (psutil's habit)."""
+    state = process_state(pid)
+    if state is None:
+        if started:
+            return ProcessGone(f"process {pid} exited during the scan", pid, path)
+        return NoSuchProcess(f"no such process: {pid}", pid, path)
+    if state in ("Z", "X"):
+        return ZombieProcess(f"process {pid} is a zombie: its memory is already gone", pid, path)
+    if is_kernel_thread(pid):
+        return KernelThread(f"process {pid} is a kernel thread: it has no user memory", pid, path)
+    return ProcessGone(f"process {pid} changed while it was read ({path})", pid, path)
+
+
+@contextlib.contextmanager
+def translate(pid: int, path: str, *, started: bool = False) -> Iterator[None]:
+    """Turn OSError from reading `path` of `pid` into a PmapsError, chained."""
+    try:
+        yield
+    except PmapsError:
+        raise
+    except OSError as err:
+        if err.errno in (errno.ENOENT, errno.ESRCH):
+            raise gone_error(pid, path, started=started) from err
+        if err.errno in (errno.EACCES, errno.EPERM):
+            who = "root (CAP_SYS_ADMIN)" if path.startswith("/proc/kpage") else "the owner or root"
+            raise AccessDenied(f"permission denied: {path} (needs {who})", pid, path) from err
+        raise PmapsError(f"cannot read {path}: {os.strerror(err.errno or 0)}", pid, path) from err
+
+
+def read_file(pid: int, name: str, *, started: bool = False) -> bytes:
+    """Whole /proc/PID/NAME as bytes."""
+    path = proc_path(pid, name)
+    with translate(pid, path, started=started):
+        with open(path, "rb", buffering=0) as f:
+            chunks = []
+            while True:
+                b = f.read(1 << 20)
+                if not b:
+                    break
+                chunks.append(b)
+    return b"".join(chunks)
+
+
+def read_system(path: str) -> bytes:
+    """A whole system file (/sys, /proc/meminfo...)."""
+    with translate(0, path):
+        with open(path, "rb") as f:
+            return f.read()
+
+
+def open_pagemap(pid: int) -> int:
+    path = proc_path(pid, "pagemap")
+    with translate(pid, path):
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+
+
+def open_kpage(name: str) -> int | None:
+    """Open /proc/kpageflags, kpagecount or kpagecgroup; None when not readable (not root)."""
+    try:
+        return os.open(f"{PROC}/{name}", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
+def pread_into(fd: int, buf: memoryview, offset: int, pid: int, path: str) -> int:
+    """Fill `buf` from `offset`; returns bytes read (short only at EOF)."""
+    done = 0
+    n = len(buf)
+    with translate(pid, path, started=True):
+        while done < n:
+            got = os.preadv(fd, [buf[done:]], offset + done)
+            if got <= 0:
+                break
+            done += got
+    return done
+
+
+def list_pids() -> list[int]:
+    return sorted(int(d) for d in os.listdir(PROC) if d.isdigit())
+
+
+def close(fd: int | None) -> None:
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)

@@ -1,0 +1,1 @@
+"""Renderers: build rows (a view-model) from model/analysis values, then write them."""

@@ -1,0 +1,25 @@
+"""One family of number formatters for every human-facing output."""
+from __future__ import annotations
+
+UNITS = {"human": 0, "bytes": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def fmt_bytes(n: int | None, unit: str = "human") -> str:
+    """Bytes as text: '?' unknown; human ('1.5G', '12K', '0'), or a whole number of unit."""
+    if n is None:
+        return "?"
+    if unit == "bytes":
+        return str(n)
+    if unit != "human":
+        return str(round(n / UNITS[unit]))
+    if n < 1024:
+        return str(n) if n else "0"
+    for suffix, size in (("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if abs(n) >= size:
+            v = n / size
+            return f"{v:.1f}{suffix}" if v < 10 else f"{v:.0f}{suffix}"
+    return str(n)
+
+
+def unit_header(unit: str) -> str:
+    return {"human": "", "bytes": " (B)", "k": " (KiB)", "m": " (MiB)", "g": " (GiB)"}[unit]

@@ -1,0 +1,133 @@
+"""Pure decoders on byte strings."""
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+
+from pmaps.kernel import pagemap as pmb
+from pmaps.kernel.kpage import decode_u64, plan_lookup
+from pmaps.kernel.maps import MapsFormatError, Vma, decode_maps, decode_maps_line
+from pmaps.kernel.scan import ARG, decode_regions
+from pmaps.kernel.smaps import decode_rollup, decode_smaps
+
+MAPS = (
+    b"55cc6aa05000-55cc6aa06000 r--p 00000000 fe:00 26723                      /usr/bin/python3.11\n"
+    b"7effea1ff000-7effea3ff000 rw-p 00000000 00:00 0 \n"
+    b"7ffd41c04000-7ffd41c25000 rw-p 00000000 00:00 0                          [stack]\n"
+    b"7f0000000000-7f0000001000 rw-s 00000000 00:01 1234                       /memfd:a b (deleted)\n"
+    b"ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsyscall]\n"
+)
+
+
+def test_decode_maps_fields():
+    v = decode_maps(MAPS)
+    assert len(v) == 5
+    assert v[0] == Vma(0x55CC6AA05000, 0x55CC6AA06000, "r--p", 0, "fe:00", 26723, "/usr/bin/python3.11")
+    assert v[1].path == "" and v[1].pages == 512
+    assert v[2].path == "[stack]"
+    assert v[3].path == "/memfd:a b (deleted)"  # inner spaces and the suffix kept
+    assert v[4].start == 0xFFFFFFFFFF600000
+
+
+def test_maps_line_roundtrip_matches_kernel_padding():
+    for raw in MAPS.decode().splitlines():
+        assert decode_maps_line(raw).maps_line() == raw.rstrip()
+
+
+def test_maps_line_real_process():
+    raw = open("/proc/self/maps").read().splitlines()
+    assert [decode_maps_line(r).maps_line() for r in raw] == [r.rstrip() for r in raw]
+
+
+@pytest.mark.parametrize("bad", ["", "zzz r--p", "0-1000 r--p 0 fe:00", "x-1000 r--p 0 fe:00 1"])
+def test_maps_bad_lines(bad):
+    with pytest.raises(MapsFormatError):
+        decode_maps_line(bad)
+
+
+def test_pagemap_bits():
+    present = (1 << 63) | (1 << 56) | 0x1234
+    swapped = (1 << 62) | (77 << 5) | 3
+    filepg = (1 << 63) | (1 << 61) | (1 << 55) | 0x99
+    e = pmb.decode_pagemap(struct.pack("<4Q", present, swapped, filepg, 0))
+    assert e.dtype == np.dtype("<u8")
+    assert pmb.present(e).tolist() == [True, False, True, False]
+    assert pmb.swapped(e).tolist() == [False, True, False, False]
+    assert pmb.populated(e).tolist() == [True, True, True, False]
+    assert pmb.pfn(e).tolist() == [0x1234, 0, 0x99, 0]
+    assert pmb.swap_type(e).tolist() == [0, 3, 0, 0]
+    assert pmb.swap_offset(e).tolist() == [0, 77, 0, 0]
+    assert pmb.bit(e, pmb.PM_EXCLUSIVE).tolist() == [True, False, False, False]
+    assert pmb.bit(e, pmb.PM_FILE).tolist() == [False, False, True, False]
+    assert pmb.bit(e, pmb.PM_SOFT_DIRTY).tolist() == [False, False, True, False]
+    with pytest.raises(ValueError):
+        pmb.decode_pagemap(b"1234567")
+
+
+def test_decode_u64():
+    assert decode_u64(struct.pack("<2Q", 5, 1 << 60)).tolist() == [5, 1 << 60]
+    with pytest.raises(ValueError):
+        decode_u64(b"123")
+
+
+def _check_plan(pfns, gap=64):
+    pfns = np.array(pfns, dtype=np.uint64)
+    plan = plan_lookup(pfns, gap)
+    # Simulate the file: entry value = PFN * 3 + 1.
+    buf = np.concatenate([np.arange(s, s + n, dtype=np.int64) * 3 + 1 for s, n in zip(plan.seg_start, plan.seg_len)])
+    assert (buf[plan.index] == pfns.astype(np.int64) * 3 + 1).all()
+    return plan
+
+
+def test_plan_lookup_contiguous_is_one_read():
+    plan = _check_plan(range(1000, 3000))
+    assert plan.seg_start.tolist() == [1000] and plan.seg_len.tolist() == [2000]
+
+
+def test_plan_lookup_unsorted_duplicates_and_far_runs():
+    pfns = [10, 11, 12, 5_000_000, 5_000_001, 10, 11, 50, 2_000_000]
+    plan = _check_plan(pfns)
+    assert len(plan.seg_start) == 3  # 10..50 merged through the small gap, two far runs alone
+    assert plan.total < 200
+
+
+def test_plan_lookup_dense_becomes_whole_span():
+    rng = np.random.default_rng(1)
+    pfns = rng.permutation(np.arange(0, 100_000, 2))
+    plan = _check_plan(pfns, gap=1)
+    assert len(plan.seg_start) == 1
+
+
+def test_plan_lookup_empty():
+    assert plan_lookup(np.zeros(0, dtype=np.uint64)).total == 0
+
+
+def test_scan_arg_and_regions():
+    assert ARG.size == 96  # struct pm_scan_arg
+    raw = struct.pack("<6Q", 0x1000, 0x3000, 8, 0x5000, 0x6000, 16)
+    r = decode_regions(raw, 2)
+    assert r.tolist() == [[0x1000, 0x3000, 8], [0x5000, 0x6000, 16]]
+
+
+SMAPS = b"""\
+00400000-00452000 r-xp 00000000 fe:00 123 /bin/x
+Size:                328 kB
+Rss:                 300 kB
+Pss:                 150 kB
+Swap:                  0 kB
+THPeligible:    0
+VmFlags: rd ex mr mw me
+7f0000000000-7f0000200000 rw-p 00000000 00:00 0
+Size:               2048 kB
+AnonHugePages:      2048 kB
+"""
+
+
+def test_decode_smaps():
+    rows = decode_smaps(SMAPS)
+    assert rows[0] == {"start": 0x400000, "end": 0x452000, "Size": 328 << 10, "Rss": 300 << 10, "Pss": 150 << 10,
+                       "Swap": 0, "THPeligible": 0}
+    assert rows[1]["AnonHugePages"] == 2 << 20
+    assert decode_rollup(SMAPS)["Rss"] == 300 << 10
