@@ -25,6 +25,7 @@ U64 = np.uint64
 CHUNK_PAGES = 1 << 18  # pages per chunk: ~10 MiB of columns; bounds peak memory
 READ_GAP = 512  # read through holes up to this many pages (4 KiB) rather than split a read
 NO_SCAN_ENV = "PMAPS_NO_SCAN"
+FALLBACK_ZERO_LIMIT = 4 << 30  # bytes of VMA (8 MiB of pagemap) read just to find zero pages
 
 
 @dataclass(frozen=True)
@@ -105,13 +106,17 @@ class Process:
             out[:, 2] = regs[:, 2]
             return out
         # Fallback: whole VMAs, skipping those whose smaps say nothing is resident or swapped.
+        # smaps Rss leaves out the zero page, so a readable private anonymous VMA with Rss 0
+        # may still map it: read those too, unless so large that reading costs too much.
         sm = decode_smaps(procfs.read_file(self.pid, "smaps", started=True))
         busy = {(r["start"], r["end"]) for r in sm if r.get("Rss", 0) or r.get("Swap", 0)}
-        rows = [
-            (v.start >> PAGE_SHIFT, v.end >> PAGE_SHIFT, CAT_UNKNOWN)
-            for v in self.vmas
-            if (v.start, v.end) in busy and v.end <= TASK_SIZE_MAX
-        ]
+        rows = []
+        for v in self.vmas:
+            if v.end > TASK_SIZE_MAX:
+                continue
+            maybe_zero = v.perms.startswith("r") and v.perms[3] == "p" and v.inode == 0
+            if (v.start, v.end) in busy or (maybe_zero and v.size <= FALLBACK_ZERO_LIMIT):
+                rows.append((v.start >> PAGE_SHIFT, v.end >> PAGE_SHIFT, CAT_UNKNOWN))
         return np.array(rows, dtype=U64).reshape(-1, 3)
 
     # -- reading -------------------------------------------------------------------------
@@ -135,6 +140,8 @@ class Process:
                 # pagemap reads 0 bytes once the mm is gone (fs/proc/task_mmu.c pagemap_read).
                 raise procfs.gone_error(self.pid, path, started=True)
             pos += ln
+        if len(first) == len(starts):
+            return buf  # no holes were read through: the buffer is the runs, in order
         seg_off = np.concatenate(([0], np.cumsum(seg_len)[:-1]))
         seg_id = np.cumsum(new) - 1
         run_buf = seg_off[seg_id] + (starts.astype(np.int64) - seg_s[seg_id])
@@ -156,7 +163,9 @@ class Process:
 
     def _lookup(self, pages: Pages) -> None:
         pres = pmb.present(pages.pm)
-        pfn = pages.pm[pres] & pmb.PM_PFN_MASK
+        allp = bool(pres.all())
+        pm = pages.pm if allp else pages.pm[pres]
+        pfn = pm & pmb.PM_PFN_MASK
         if not self._pfn_checked and len(pfn):
             self._pfn_checked = True
             if not pfn.any():
@@ -164,7 +173,18 @@ class Process:
                 # (pagemap.rst, since 4.2): PFN 0's flags are not this page's.
                 self._drop_page_info()
                 return
-        flags, count = self._kpage.lookup(pfn)  # type: ignore[union-attr]
+        # pagemap's "exclusively mapped" bit is set exactly when the page's mapcount is 1, the
+        # same count kpagecount reports (fs/proc/task_mmu.c, 6.x: folio_precise_page_mapcount;
+        # checked by tests/test_kernel_facts.py): read kpagecount only for the other pages.
+        shared = ~pmb.bit(pm, pmb.PM_EXCLUSIVE)
+        flags, count = self._kpage.lookup(pfn, shared)  # type: ignore[union-attr]
+        if count is not None:
+            kc = np.ones(len(pfn), dtype=U64)
+            kc[shared] = count
+            count = kc
+        if allp:
+            pages.kflags, pages.kcount = flags, count
+            return
         if flags is not None:
             pages.kflags = np.zeros(len(pages), dtype=U64)
             pages.kflags[pres] = flags

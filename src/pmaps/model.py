@@ -38,6 +38,12 @@ LETTERS: dict[int, str] = {b: ch for b, _, ch in KPF_BITS} | {
     PM_SHIFT + i: ch for i, (_, _, ch) in enumerate(pmb.PM_BITS)
 }
 FULL_BITS = [b for b, _, _ in KPF_BITS] + [PM_SHIFT + i for i in range(len(pmb.PM_BITS))]
+# pagemap bits 55-63 (entry >> 55) -> their state bits, one table lookup per page.
+_PM_LOW = 55
+_PM_LUT = np.array(
+    [sum(1 << (PM_SHIFT + i) for i, (b, _, _) in enumerate(pmb.PM_BITS) if v >> (b - _PM_LOW) & 1) for v in range(512)],
+    dtype=U64,
+)
 
 
 @dataclass(frozen=True)
@@ -145,8 +151,7 @@ class Pages:
             w |= self.kflags & KPF_ABI_MASK
         elif known.categories:
             w |= ((self.cat & CAT_PFNZERO) != 0).astype(U64) << U64(KPF["zero_page"])
-        for i, (b, _, _) in enumerate(pmb.PM_BITS):
-            w |= ((self.pm >> U64(b)) & U64(1)) << U64(PM_SHIFT + i)
+        w |= _PM_LUT[self.pm >> U64(_PM_LOW)]
         if known.young and self.idle is not None:
             w |= (~self.idle & pmb.present(self.pm)).astype(U64) << U64(S_YOUNG)
         return w & known.mask()
@@ -187,7 +192,9 @@ def ranges_of(pages: Pages, known: Known, *, full: bool, with_pfn: bool, swap: b
     the map count changes, and, with PFNs, where pages stop being physically contiguous.
     """
     if not swap:
-        pages = pages.take(pmb.present(pages.pm))
+        pres = pmb.present(pages.pm)
+        if not pres.all():
+            pages = pages.take(pres)
     n = len(pages)
     state = pages.state(known)
     if not full:

@@ -5,7 +5,7 @@ The lookup plan is pure (numpy on PFN arrays); only `PfnReader` reads, through p
 """
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -119,12 +119,15 @@ def plan_lookup(pfns: np.ndarray, gap: int = PFNS_PER_CALL) -> LookupPlan:
 
 
 class PfnReader:
-    """Reads kpageflags and kpagecount (concurrently) for a plan. Needs root."""
+    """Reads kpageflags and kpagecount for batches of PFNs, on two threads. Needs root.
+
+    The reads are split into pieces and shared between the calling thread and one helper:
+    the kernel's per-PFN cost dominates, and pread releases the GIL.
+    """
 
     def __init__(self, want_flags: bool = True, want_count: bool = True) -> None:
         self.flags_fd = procfs.open_kpage("kpageflags") if want_flags else None
         self.count_fd = procfs.open_kpage("kpagecount") if want_count else None
-        self._pool = ThreadPoolExecutor(max_workers=2) if self.flags_fd and self.count_fd else None
 
     @property
     def can_flags(self) -> bool:
@@ -134,43 +137,82 @@ class PfnReader:
     def can_count(self) -> bool:
         return self.count_fd is not None
 
-    def _read(self, fd: int, path: str, plan: LookupPlan) -> np.ndarray:
-        out = np.zeros(plan.total, dtype="<u8")
-        mv = memoryview(out).cast("B")
-        pos = 0
-        for start, length in zip(plan.seg_start.tolist(), plan.seg_len.tolist()):
-            for off in range(0, length, MAX_READ):
-                k = min(MAX_READ, length - off)
-                got = procfs.pread_into(fd, mv[(pos + off) * 8 : (pos + off + k) * 8], (start + off) * 8, 0, path)
-                if got < k * 8:  # past the end of RAM: leave zeros
-                    break
-            pos += length
-        return out
-
-    def lookup(self, pfns: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """(kpageflags, kpagecount) per PFN; None for a file this process cannot read."""
-        plan = plan_lookup(pfns)
-        jobs = []
-        for fd, path in ((self.flags_fd, "/proc/kpageflags"), (self.count_fd, "/proc/kpagecount")):
+    def lookup(self, pfns: np.ndarray, count_sel: np.ndarray | None = None
+               ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(kpageflags per PFN, kpagecount per PFN of pfns[count_sel]); None for an unreadable file."""
+        jobs: list[tuple[int, str, int, memoryview]] = []
+        results: list[tuple[np.ndarray, LookupPlan] | None] = []
+        for fd, path, sel in ((self.flags_fd, "/proc/kpageflags", None),
+                              (self.count_fd, "/proc/kpagecount", count_sel)):
             if fd is None:
-                jobs.append(None)
-            elif self._pool is not None:
-                jobs.append(self._pool.submit(self._read, fd, path, plan))
-            else:
-                jobs.append(self._read(fd, path, plan))
-        res = [j.result() if hasattr(j, "result") else j for j in jobs]
-        return tuple(None if r is None else r[plan.index] for r in res)  # type: ignore[return-value]
+                results.append(None)
+                continue
+            plan = plan_lookup(pfns if sel is None else pfns[sel])
+            buf = np.zeros(plan.total, dtype="<u8")
+            mv = memoryview(buf).cast("B")
+            pos = 0
+            for start, length in zip(plan.seg_start.tolist(), plan.seg_len.tolist()):
+                for off in range(0, length, MAX_READ):
+                    k = min(MAX_READ, length - off)
+                    jobs.append((fd, path, (start + off) * 8, mv[(pos + off) * 8 : (pos + off + k) * 8]))
+                pos += length
+            results.append((buf, plan))
+        _run_split(jobs)
+        return tuple(None if r is None else r[0][r[1].index] for r in results)  # type: ignore[return-value]
 
     def close(self) -> None:
         procfs.close(self.flags_fd)
         procfs.close(self.count_fd)
         self.flags_fd = self.count_fd = None
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
-            self._pool = None
 
     def __enter__(self) -> PfnReader:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+SPLIT_MIN = 1 << 15  # PFNs: below this a second thread costs more than it saves
+
+
+def _read_jobs(jobs: list[tuple[int, str, int, memoryview]], errors: list[BaseException]) -> None:
+    try:
+        for fd, path, off, view in jobs:
+            # Past the end of RAM a read is short: the rest stays zero.
+            procfs.pread_into(fd, view, off, 0, path)
+    except BaseException as e:  # re-raised in the calling thread
+        errors.append(e)
+
+
+def _run_split(jobs: list[tuple[int, str, int, memoryview]]) -> None:
+    """Run the reads on this thread and one helper, halves balanced by size."""
+    total = sum(len(j[3]) for j in jobs) // 8
+    if total < SPLIT_MIN:
+        errs: list[BaseException] = []
+        _read_jobs(jobs, errs)
+        if errs:
+            raise errs[0]
+        return
+    # Cut pieces so that both halves get about total/2 PFNs.
+    half = total // 2
+    mine: list[tuple[int, str, int, memoryview]] = []
+    theirs: list[tuple[int, str, int, memoryview]] = []
+    acc = 0
+    for fd, path, off, view in jobs:
+        n = len(view) // 8
+        if acc < half < acc + n:
+            cut = (half - acc) * 8
+            mine.append((fd, path, off, view[:cut]))
+            theirs.append((fd, path, off + cut, view[cut:]))
+        elif acc < half:
+            mine.append((fd, path, off, view))
+        else:
+            theirs.append((fd, path, off, view))
+        acc += n
+    errs = []
+    t = threading.Thread(target=_read_jobs, args=(theirs, errs), daemon=True)
+    t.start()
+    _read_jobs(mine, errs)
+    t.join()
+    if errs:
+        raise errs[0]

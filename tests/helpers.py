@@ -1,0 +1,70 @@
+"""Helpers for integration tests: run pmaps, parse its outputs, read the kernel's oracle."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from pmaps.kernel.smaps import decode_smaps
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGE = 4096
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def pmaps_cmd(*args: str, user: bool = False, env: dict[str, str] | None = None, check: bool = True
+              ) -> subprocess.CompletedProcess[str]:
+    """Run `python -m pmaps ARGS` in a subprocess (optionally as nobody)."""
+    argv = [sys.executable, "-m", "pmaps", *args]
+    if user:
+        argv = NOBODY + argv
+    e = dict(os.environ)
+    e["PYTHONPATH"] = str(ROOT / "src")
+    e.update(env or {})
+    r = subprocess.run(argv, capture_output=True, text=True, env=e, timeout=300)
+    if check and r.returncode != 0:
+        raise AssertionError(f"pmaps {args} exited {r.returncode}: {r.stderr}")
+    return r
+
+
+def json_vmas(out: str) -> dict[int, dict]:
+    """pmaps --format json output -> {vma start: vma object} of the single process."""
+    doc = json.loads(out)
+    assert doc["schema"] == "pmaps/1"
+    (proc,) = doc["processes"]
+    return {v["start"]: v for v in proc["vmas"]}
+
+
+def page_set(ranges: list[dict], base_index: int = 0) -> set[int]:
+    """Page indexes (relative to base_index) covered by ranges."""
+    out: set[int] = set()
+    for r in ranges:
+        out.update(range(r["index"] - base_index, r["index"] - base_index + r["count"]))
+    return out
+
+
+def runs_to_set(runs: list[list[int]]) -> set[int]:
+    out: set[int] = set()
+    for first, count in runs:
+        out.update(range(first, first + count))
+    return out
+
+
+def smaps_by_start(pid: int) -> dict[int, dict[str, int]]:
+    return {r["start"]: r for r in decode_smaps(Path(f"/proc/{pid}/smaps").read_bytes())}
+
+
+def text_blocks(out: str) -> list[tuple[str, list[tuple[int, int, str, str]]]]:
+    """The 2007 text format -> [(maps line, [(index, count, flags, mapcount), ...]), ...]."""
+    blocks: list[tuple[str, list[tuple[int, int, str, str]]]] = []
+    for line in out.splitlines():
+        if line.startswith("#"):
+            continue
+        parts = line.split()
+        if "-" in parts[0]:
+            blocks.append((line, []))
+        else:
+            blocks[-1][1].append((int(parts[0]), int(parts[1]), parts[2], parts[3]))
+    return blocks

@@ -1,0 +1,206 @@
+"""Integration: real child processes with a known layout; pmaps against what was made and smaps."""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+from helpers import PAGE, json_vmas, page_set, pmaps_cmd, runs_to_set, smaps_by_start, text_blocks
+from memchild import MemChild
+
+import pmaps
+from pmaps.analysis.footprint import footprint
+
+LAYOUT = [
+    "a:anon:256K",  # 64 pages, every page written
+    "s16:anon:1M:every=16",  # 256 pages, every 16th written
+    "hole:anon:256K:skip=10-20",  # 64 pages, 10..19 untouched
+    "z:zero:128K",  # 32 pages read only: the zero page
+    "f:file:256K:read=8-16",  # 64-page file, pages 8..15 read
+    "sh:shared:128K",  # 32 pages shared with a forked grandchild
+    "cow:cow:128K",  # 32 pages of a file, even pages written (COW)
+    "thp:thp:4M",  # MADV_HUGEPAGE, written
+    "ml:mlock:128K",  # mlocked
+    "r:reserve:64T",  # PROT_NONE MAP_NORESERVE reservation
+]
+
+SCAN_MODES = [pytest.param({}, id="scan"), pytest.param({"PMAPS_NO_SCAN": "1"}, id="fallback")]
+
+
+@pytest.fixture(scope="module")
+def child():
+    with MemChild(LAYOUT) as mc:
+        yield mc
+
+
+def region_ranges(child, name, out):
+    reg = child.regions[name]
+    vmas = json_vmas(out)
+    assert reg["start"] in vmas, f"{name} VMA missing"
+    v = vmas[reg["start"]]
+    assert v["end"] == reg["end"]
+    return v, v["ranges"]
+
+
+@pytest.mark.parametrize("env", SCAN_MODES)
+def test_exact_pages_per_region(child, env):
+    out = pmaps_cmd("--format", "json", str(child.pid), env=env).stdout
+    for name in ("a", "s16", "hole", "sh", "thp", "ml"):
+        reg = child.regions[name]
+        v, ranges = region_ranges(child, name, out)
+        assert page_set(ranges, v["offset"] // PAGE) == runs_to_set(reg["touched"]), name
+    # every 16th page: exactly one single-page range per written page
+    _, ranges = region_ranges(child, "s16", out)
+    assert [(r["index"], r["count"]) for r in ranges] == [(i, 1) for i in range(0, 256, 16)]
+    # the hole: two runs, 0..9 and 20..63
+    _, ranges = region_ranges(child, "hole", out)
+    assert page_set(ranges) == set(range(10)) | set(range(20, 64))
+    # the reservation: nothing
+    _, ranges = region_ranges(child, "r", out)
+    assert ranges == []
+
+
+@pytest.mark.parametrize("env", SCAN_MODES)
+def test_flags_and_mapcounts(child, env):
+    out = pmaps_cmd("--format", "json", str(child.pid), env=env).stdout
+    _, a = region_ranges(child, "a", out)
+    assert all(r["mapcount"] == 1 and {"anon", "present", "exclusive"} <= set(r["names"]) for r in a)
+    _, sh = region_ranges(child, "sh", out)
+    assert sh and all(r["mapcount"] == 2 and "file" in r["names"] and "exclusive" not in r["names"] for r in sh)
+    _, z = region_ranges(child, "z", out)
+    assert page_set(z) == set(range(32)) and all("zero_page" in r["names"] for r in z)
+    _, ml = region_ranges(child, "ml", out)
+    assert all("unevictable" in r["names"] for r in ml)
+    _, thp = region_ranges(child, "thp", out)
+    assert all("thp" in r["names"] for r in thp)
+    v, cow = region_ranges(child, "cow", out)
+    anon = page_set([r for r in cow if "anon" in r["names"]], v["offset"] // PAGE)
+    filep = page_set([r for r in cow if "anon" not in r["names"]], v["offset"] // PAGE)
+    assert anon == set(range(0, 32, 2)) and filep == set(range(1, 32, 2))
+    v, f = region_ranges(child, "f", out)
+    got = page_set(f, v["offset"] // PAGE)
+    assert set(range(8, 16)) <= got and all("file" in r["names"] for r in f)
+
+
+def test_rfc_text_format(child):
+    """The 2007 layout: a maps line per VMA, then INDEX COUNT FLAGS MAPCOUNT, ranges maximal."""
+    out = pmaps_cmd(str(child.pid)).stdout
+    maps = open(f"/proc/{child.pid}/maps").read().splitlines()
+    blocks = text_blocks(out)
+    assert [b[0] for b in blocks] == [m.rstrip() for m in maps]
+    for _line, rows in blocks:
+        for (i1, c1, f1, m1), (i2, _c2, f2, m2) in zip(rows, rows[1:]):
+            assert i1 + c1 <= i2
+            assert not (i1 + c1 == i2 and f1 == f2 and m1 == m2), "ranges are not maximal"
+        for _i, _c, flags, mc in rows:
+            assert len(flags) == 7 and all(ch in "YRAUPDW_?"[:] for ch in flags)
+            assert flags[0] == "?"  # no idle page tracking on this kernel: Y cannot be told
+            assert mc.isdigit()
+    a = child.regions["a"]
+    (row,) = [b for b in blocks if b[0].startswith(f"{a['start']:08x}-")]
+    assert sum(c for _, c, _, _ in row[1]) == 64 and {m for *_, m in row[1]} == {"1"}
+
+
+def test_pfn_view(child):
+    out = pmaps_cmd("--pfn", "--format", "json", str(child.pid)).stdout
+    _, thp = region_ranges(child, "thp", out)
+    # A PMD-mapped THP: a head page at a 512-aligned PFN, then 511 physically contiguous tails.
+    assert sum(r["count"] for r in thp) == 1024
+    heads = [i for i, r in enumerate(thp) if "compound_head" in r["names"]]
+    assert len(heads) == 2
+    for i in heads:
+        head, tail = thp[i], thp[i + 1]
+        assert head["count"] == 1 and head["pfn"] % 512 == 0
+        assert tail["pfn"] == head["pfn"] + 1 and tail["count"] == 511 and "compound_tail" in tail["names"]
+    text = pmaps_cmd("--pfn", str(child.pid)).stdout
+    assert all(len(line.split()) == 5 for line in text.splitlines() if "-" not in line.split()[0])
+    plain = pmaps_cmd("--format", "json", str(child.pid)).stdout
+    assert all("pfn" not in r for v in json_vmas(plain).values() for r in v["ranges"])  # only when asked
+
+
+def _summary(pid, env=None):
+    doc = json.loads(pmaps_cmd("--summary", "--format", "json", str(pid), env=env).stdout)
+    (proc,) = doc["processes"]
+    return {v["start"]: v for v in proc["vmas"]}, proc["total"]
+
+
+@pytest.mark.parametrize("env", SCAN_MODES)
+def test_totals_match_smaps(child, env):
+    """Per VMA of the layout: RSS, PSS, USS, swap, AnonHugePages equal the kernel's smaps."""
+    vmas, _ = _summary(child.pid, env)
+    sm = smaps_by_start(child.pid)
+    for name, reg in child.regions.items():
+        k, got = sm[reg["start"]], vmas[reg["start"]]
+        assert got["rss"] == k["Rss"], name
+        assert got["pss"] >> 10 == k["Pss"] >> 10, name
+        assert got["uss"] == k["Private_Clean"] + k["Private_Dirty"], name
+        assert got["swap"] == k["Swap"], name
+        assert got["anon_thp"] == k["AnonHugePages"], name
+    assert vmas[child.regions["thp"]["start"]]["anon_thp"] == 4 << 20
+    assert vmas[child.regions["z"]["start"]]["rss"] == 0
+    assert vmas[child.regions["z"]["start"]]["zero_page"] == 32 * PAGE
+
+
+def test_whole_process_against_smaps(child):
+    """Every VMA of the child, libraries included (retried: other processes change sharing)."""
+    for _attempt in range(5):
+        before = smaps_by_start(child.pid)
+        snap = pmaps.collect(child.pid)
+        after = smaps_by_start(child.pid)
+        if before != after:
+            continue
+        bad = []
+        for vma, pages in snap.iter_vmas():
+            fp, k = footprint(pages, snap.known), after[vma.start]
+            if (fp.rss, fp.pss >> 10, fp.swap, fp.anon_thp) != (k["Rss"], k["Pss"] >> 10, k["Swap"],
+                                                                 k["AnonHugePages"]):
+                bad.append((vma.maps_line(), fp, k))
+        if not bad:
+            return
+    pytest.fail(f"never matched smaps: {bad[:3]}")
+
+
+def _rchar() -> int:
+    for line in open("/proc/self/io"):
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no rchar")
+
+
+@pytest.mark.parametrize("scan", [True, False], ids=["scan", "fallback"])
+def test_reservation_costs_nothing(child, scan):
+    """A 64 TiB reservation must not be read page by page (8 bytes a page would be 128 GiB)."""
+    before = _rchar()
+    t = time.perf_counter()
+    snap = pmaps.collect(child.pid, scan=scan)
+    dt = time.perf_counter() - t
+    read = _rchar() - before
+    assert read < 64 << 20, f"read {read} bytes"
+    assert dt < 5
+    assert len(snap.pages) > 0
+
+
+def test_collect_api(child):
+    snap = pmaps.collect(child.pid)
+    assert snap.pid == child.pid and snap.known.pfn and snap.known.flags and snap.known.count
+    a = child.regions["a"]
+    idx = [i for i, v in enumerate(snap.vmas) if v.start == a["start"]][0]
+    r = snap.ranges(idx)
+    assert int(r.count.sum()) == 64
+    pages = snap.pages
+    sel = (pages.vpn >= a["start"] // PAGE) & (pages.vpn < a["end"] // PAGE)
+    assert sel.sum() == 64 and (pages.pfn[sel] > 0).all() and (pages.kcount[sel] == 1).all()
+
+
+def test_scan_and_fallback_agree(child):
+    s1 = pmaps.collect(child.pid, scan=True)
+    s2 = pmaps.collect(child.pid, scan=False)
+    mine = {r["start"] for r in child.regions.values()}
+    for snap in (s1, s2):
+        snap.vmas = [v for v in snap.vmas if v.start in mine]
+    f1 = {v.start: footprint(p, s1.known).as_dict() for v, p in s1.iter_vmas()}
+    f2 = {v.start: footprint(p, s2.known).as_dict() for v, p in s2.iter_vmas()}
+    for start in mine:
+        for key in ("rss", "pss", "uss", "swap", "anon_thp"):
+            assert f1[start][key] == f2[start][key], (start, key)
