@@ -1,0 +1,75 @@
+"""A swapped-out region: make a swap file, push pages out with MADV_PAGEOUT, remove it after."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from helpers import PAGE, json_vmas, page_set, pmaps_cmd, smaps_by_start, text_blocks
+from memchild import MemChild
+
+SWAP_MB = 64
+
+
+def _swaps() -> list[str]:
+    return [ln.split()[0] for ln in Path("/proc/swaps").read_text().splitlines()[1:]]
+
+
+@pytest.fixture(scope="module")
+def swapfile(tmp_path_factory):
+    if os.geteuid() != 0 or not shutil.which("mkswap") or not shutil.which("swapon"):
+        pytest.skip("needs root with mkswap/swapon")
+    # Swap files cannot live on tmpfs: put it beside the checkout (ext4 here).
+    path = Path(__file__).resolve().parent / f".pmaps-test-swap-{os.getpid()}"
+    try:
+        with open(path, "wb") as f:
+            f.write(b"\0" * (SWAP_MB << 20))  # no holes: swapon refuses sparse files
+        path.chmod(0o600)
+        subprocess.run(["mkswap", str(path)], check=True, capture_output=True)
+        r = subprocess.run(["swapon", str(path)], capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"swapon refused: {r.stderr.strip()}")
+        yield path
+    finally:
+        if str(path) in _swaps():
+            subprocess.run(["swapoff", str(path)], check=False)
+        path.unlink(missing_ok=True)
+
+
+def test_swapped_ranges(swapfile):
+    with MemChild(["a:anon:256K", "sw:anon:1M"]) as mc:
+        mc.cmd("pageout sw 0 128")
+        sw = mc.regions["sw"]
+        for _ in range(50):
+            if smaps_by_start(mc.pid)[sw["start"]]["Swap"] >= 128 * PAGE:
+                break
+            mc.cmd("pageout sw 0 128")
+            time.sleep(0.05)
+        k = smaps_by_start(mc.pid)[sw["start"]]
+        assert k["Swap"] > 0, "MADV_PAGEOUT pushed nothing out"
+        swapped_pages = k["Swap"] // PAGE
+
+        # Default: resident pages only.
+        plain = json_vmas(pmaps_cmd("--format", "json", str(mc.pid)).stdout)[sw["start"]]["ranges"]
+        assert sum(r["count"] for r in plain) == k["Rss"] // PAGE
+        # --swap: the swapped ranges too, marked.
+        doc = json_vmas(pmaps_cmd("--swap", "--format", "json", str(mc.pid)).stdout)[sw["start"]]["ranges"]
+        swr = [r for r in doc if "swapped" in r["names"]]
+        assert sum(r["count"] for r in swr) == swapped_pages
+        assert all(r["flags"] == "swapped" and r["mapcount"] is None for r in swr)
+        # Every page was written: each is now either resident or swapped, none lost.
+        assert page_set(doc) == set(range(256))
+        assert swapped_pages + k["Rss"] // PAGE == 256
+        text = pmaps_cmd("--swap", str(mc.pid)).stdout
+        (rows,) = [rows for line, rows in text_blocks(text) if line.startswith(f"{sw['start']:08x}-")]
+        assert sum(c for _, c, f, m in rows if f == "swapped" and m == "-") == swapped_pages
+        # Totals against smaps, both paths.
+        for env in ({}, {"PMAPS_NO_SCAN": "1"}):
+            r = pmaps_cmd("--summary", "--format", "json", str(mc.pid), env=env)
+            (proc,) = json.loads(r.stdout)["processes"]
+            got = {v["start"]: v for v in proc["vmas"]}[sw["start"]]
+            assert got["swap"] == k["Swap"] and got["rss"] == k["Rss"] and got["swap_pss"] == k["SwapPss"]
