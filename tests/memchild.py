@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import json
 import os
 import re
@@ -260,8 +261,10 @@ def populate_read(addr: int, length: int) -> None:
         return
     try:
         madvise(addr, length, MADV_POPULATE_READ)
-    except OSError:
-        # Kernels before 5.14: touch one byte per page from Python instead.
+    except OSError as e:
+        if e.errno != errno.EINVAL:  # e.g. EFAULT on PROT_NONE: a plain read would SIGSEGV
+            raise
+        # Kernels before 5.14 do not know the advice: touch one byte per page from Python.
         for a in range(addr, addr + length, PAGE):
             ctypes.c_char.from_address(a).value  # noqa: B018 - the read is the point
 

@@ -1,0 +1,37 @@
+"""Facts about this kernel that pmaps relies on, checked on real processes."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from memchild import MemChild
+
+import pmaps
+from pmaps.kernel import pagemap as pmb
+
+
+def test_exclusive_bit_means_mapcount_one():
+    """collect() reads kpagecount only for pages without pagemap's exclusive bit: that is sound
+    only if the bit is set exactly when kpagecount is 1 (fs/proc/task_mmu.c on 6.x)."""
+    with MemChild(["a:anon:1M", "sh:shared:256K", "c:cow:256K", "t:thp:2M"]) as mc:
+        snap = pmaps.collect(mc.pid, flags=False)
+        fd = os.open("/proc/kpagecount", os.O_RDONLY)
+        try:
+            pres = snap.pages.present & ~snap.pages.zero(snap.known)
+            pfn = snap.pages.pfn[pres]
+            real = np.array([int.from_bytes(os.pread(fd, 8, int(p) * 8), "little") for p in pfn[:5000]])
+        finally:
+            os.close(fd)
+        excl = pmb.bit(snap.pages.pm[pres], pmb.PM_EXCLUSIVE)[:5000]
+        assert ((real == 1) == excl).all()
+        assert np.array_equal(snap.pages.kcount[pres][:5000], real)
+        assert (real == 2).any() and (real == 1).any()
+
+
+def test_pagemap_scan_present():
+    major, minor = (int(x) for x in os.uname().release.split(".")[:2])
+    if (major, minor) < (6, 7):
+        pytest.skip("PAGEMAP_SCAN arrived in Linux 6.7")
+    snap = pmaps.collect(os.getpid())
+    assert snap.known.categories

@@ -1,0 +1,106 @@
+"""Round trips: snapshot files and the JSON/NDJSON schemas."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import pmaps
+from pmaps import store
+from pmaps.errors import BadSnapshot
+from pmaps.kernel import pagemap as pmb
+from pmaps.model import state_names
+
+INPUT = Path(__file__).parent / "golden" / "layout.npz"
+
+
+def _same(a: pmaps.Snapshot, b: pmaps.Snapshot, pfns: bool) -> None:
+    assert (a.pid, a.comm, a.vmas, a.known.flags, a.known.count) == (b.pid, b.comm, b.vmas, b.known.flags,
+                                                                      b.known.count)
+    for col in ("vpn", "cat", "kflags", "kcount"):
+        assert np.array_equal(getattr(a.pages, col), getattr(b.pages, col)), col
+    if pfns:
+        assert np.array_equal(a.pages.pm, b.pages.pm)
+    else:
+        assert (b.pages.pfn == 0).all()
+        assert np.array_equal(a.pages.pm & ~pmb.PM_PFN_MASK, b.pages.pm & ~pmb.PM_PFN_MASK)
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_snapshot_roundtrip(tmp_path, keep):
+    snap = store.load(INPUT)
+    out = tmp_path / "s.npz"
+    store.save(snap, out, keep_pfns=keep)
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
+    _same(snap, store.load(out), keep)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp file left
+
+
+def test_live_snapshot_roundtrip(tmp_path):
+    snap = pmaps.collect(os.getpid())
+    store.save(snap, tmp_path / "me.npz")
+    back = store.load(tmp_path / "me.npz")
+    _same(snap, back, pfns=False)
+    assert back.known.pfn is False  # PFNs were stripped, and the file says so
+
+
+def test_truncated_and_tampered_files(tmp_path):
+    data = INPUT.read_bytes()
+    for cut in (0, 10, len(data) // 2, len(data) - 1):
+        with pytest.raises(BadSnapshot):
+            store.loads(data[:cut])
+    import io
+
+    with np.load(INPUT) as z:
+        good = {k: z[k] for k in z.files}
+    meta = json.loads(bytes(good["meta"]))
+
+    def npz(**arrays) -> bytes:
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        return buf.getvalue()
+
+    def meta_bytes(m) -> np.ndarray:
+        return np.frombuffer(json.dumps(m).encode(), dtype=np.uint8)
+
+    bad_schema = npz(**{**good, "meta": meta_bytes({**meta, "schema": "pmaps-snapshot/9"})})
+    short_col = npz(**{**good, "kcount": good["kcount"][:-1]})
+    no_vmas = npz(**{**good, "meta": meta_bytes({k: v for k, v in meta.items() if k != "vmas"})})
+    unsorted = npz(**{**good, "vpn": good["vpn"][::-1].copy()})
+    for data in (bad_schema, short_col, no_vmas, unsorted):
+        with pytest.raises(BadSnapshot):
+            store.loads(data)
+    store.loads(npz(**good))  # the untampered rebuild loads
+
+
+def test_json_roundtrip(run):
+    """Every range in the JSON equals the model's, field by field."""
+    snap = store.load(INPUT)
+    r = run("--format", "json", "--pfn", "--swap", str(INPUT))
+    doc = json.loads(r.out)
+    assert doc["schema"] == "pmaps/1"
+    (proc,) = doc["processes"]
+    assert proc["pid"] == snap.pid and proc["comm"] == snap.comm
+    assert [(v["start"], v["end"], v["perms"], v["offset"], v["dev"], v["inode"], v["path"]) for v in proc["vmas"]] \
+        == [(v.start, v.end, v.perms, v.offset, v.dev, v.inode, v.path) for v in snap.vmas]
+    for i, (vma, jv) in enumerate(zip(snap.vmas, proc["vmas"])):
+        rg = snap.ranges(i, full=True, with_pfn=True, swap=True)
+        assert [x["addr"] for x in jv["ranges"]] == (rg.vpn * 4096).tolist()
+        assert [x["count"] for x in jv["ranges"]] == rg.count.tolist()
+        assert [x["index"] for x in jv["ranges"]] == (rg.vpn - vma.start // 4096 + vma.offset // 4096).tolist()
+        assert [x["names"] for x in jv["ranges"]] == [state_names(s) for s in rg.state.tolist()]
+        for x, pfn, mc, st in zip(jv["ranges"], rg.pfn.tolist(), rg.mapcount.tolist(), rg.state.tolist()):
+            sw = "swapped" in x["names"]
+            assert x["pfn"] == (None if sw else pfn) and x["mapcount"] == (None if sw else mc)
+
+
+def test_ndjson_matches_json(run):
+    j = json.loads(run("--format", "json", str(INPUT)).out)["processes"][0]
+    lines = [json.loads(ln) for ln in run("--format", "ndjson", str(INPUT)).out.splitlines()]
+    assert all(x["schema"] == "pmaps-vma/1" and x["pid"] == j["pid"] for x in lines)
+    strip = [{k: v for k, v in x.items() if k not in ("schema", "pid", "comm")} for x in lines]
+    assert strip == j["vmas"]
