@@ -7,28 +7,40 @@ Exit codes: 0 ok; 2 usage; 3 no such process (or it exited mid-scan); 4 permissi
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
+import pkgutil
 import sys
 from typing import TextIO
 
+from . import commands as commands_pkg
 from .commands import Command
-from .commands.save import Save
-from .commands.show import Show
 from .errors import PmapsError
 
-COMMANDS: list[Command] = [Show(), Save()]
 DEFAULT = "show"
 EPILOG = """\
-commands:
-  pmaps [show] PID...   page ranges per VMA (the default command); also reads saved snapshots
-  pmaps save PID -o F   save a snapshot of a process's pages to a file
-Run 'pmaps COMMAND --help' for a command's options, 'pmaps --legend' for the flag letters.
+'pmaps PID...' means 'pmaps show PID...'. Run 'pmaps COMMAND --help' for a command's options,
+'pmaps --legend' for the flag letters.
 Exit codes: 0 ok, 2 usage, 3 no such process, 4 permission denied, 5 unsupported target or
 kernel, 6 corrupt snapshot, 7 some of several PIDs failed, 130 interrupted."""
 
 
+def discover() -> list[Command]:
+    """Every Command subclass in a module of pmaps.commands, ordered by its `order`."""
+    found: dict[str, Command] = {}
+    for info in pkgutil.iter_modules(commands_pkg.__path__):
+        mod = importlib.import_module(f"{commands_pkg.__name__}.{info.name}")
+        for obj in vars(mod).values():
+            if isinstance(obj, type) and issubclass(obj, Command) and obj is not Command and obj.name:
+                found[obj.name] = obj()
+    return sorted(found.values(), key=lambda c: (c.order, c.name))
+
+
+COMMANDS: list[Command] = discover()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pmaps", description=__doc__.splitlines()[0] if __doc__ else None,
+    parser = argparse.ArgumentParser(prog="pmaps", description="pmaps: a Linux process's memory, page by page.",
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for cmd in COMMANDS:

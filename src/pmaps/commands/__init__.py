@@ -1,4 +1,8 @@
-"""One module per subcommand: a Command subclass with add_arguments() and run()."""
+"""One module per subcommand: a Command subclass with add_arguments() and run().
+
+cli.py finds every Command subclass in this package by itself: adding a command is adding
+a module here.
+"""
 from __future__ import annotations
 
 import argparse
@@ -12,6 +16,7 @@ class Command:
 
     name = ""
     aliases: tuple[str, ...] = ()
+    order = 50  # place in `pmaps --help`
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:  # pragma: no cover - interface
         pass

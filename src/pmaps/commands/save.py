@@ -13,6 +13,7 @@ class Save(Command):
     """Save a snapshot of a process's pages to FILE (.npz, 0600, written atomically)."""
 
     name = "save"
+    order = 10
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("pid", metavar="PID")

@@ -47,6 +47,7 @@ class Show(Command):
     """Show processes' memory maps page by page: each VMA, then INDEX COUNT FLAGS MAPCOUNT ranges."""
 
     name = "show"
+    order = 0
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("pids", nargs="*", metavar="PID", help="process IDs, or snapshot files from 'pmaps save'")
