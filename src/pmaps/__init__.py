@@ -6,6 +6,13 @@
 """
 from __future__ import annotations
 
+import os as _os
+
+# pmaps uses no BLAS; OpenBLAS's default thread pool would spin up a thread per core at
+# import and compete with the kernel reads for the CPUs.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    _os.environ.setdefault(_var, "1")
+
 from .collect import Options, Process, collect
 from .errors import (
     AccessDenied,

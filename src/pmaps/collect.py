@@ -5,8 +5,10 @@ need memory for one chunk only; `collect` gathers them into a Snapshot.
 """
 from __future__ import annotations
 
+import collections
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +24,8 @@ from .kernel.smaps import decode_smaps
 from .model import Known, Pages, Snapshot
 
 U64 = np.uint64
+T = TypeVar("T")
+R = TypeVar("R")
 CHUNK_PAGES = 1 << 18  # pages per chunk: ~10 MiB of columns; bounds peak memory
 READ_GAP = 512  # read through holes up to this many pages (4 KiB) rather than split a read
 NO_SCAN_ENV = "PMAPS_NO_SCAN"
@@ -49,12 +53,15 @@ def parse_pid(text: str) -> int:
 
 
 def _arange_runs(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
-    """Concatenation of arange(s, s+l) for each run, vectorised."""
+    """Concatenation of arange(s, s+l) for each run, vectorised (dtype of starts)."""
     total = int(lens.sum())
     if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    offs = np.concatenate(([0], np.cumsum(lens)[:-1]))
-    return np.repeat(starts.astype(np.int64) - offs, lens) + np.arange(total, dtype=np.int64)
+        return np.zeros(0, dtype=starts.dtype)
+    if len(starts) == 1:
+        return np.arange(total, dtype=starts.dtype) + starts[0]
+    offs = np.concatenate(([0], np.cumsum(lens)[:-1])).astype(starts.dtype)
+    # uint64 arithmetic wraps, and the wrap cancels when the arange is added back
+    return np.repeat(starts - offs, lens) + np.arange(total, dtype=starts.dtype)
 
 
 class Process:
@@ -92,6 +99,7 @@ class Process:
             categories=self.scanning,
         )
         self._pfn_checked = False
+        self._split_reads = True  # split kpage reads over two threads (off when chunks run in parallel)
 
     # -- populated regions -------------------------------------------------------------
     def _regions(self) -> np.ndarray:
@@ -145,13 +153,13 @@ class Process:
         seg_off = np.concatenate(([0], np.cumsum(seg_len)[:-1]))
         seg_id = np.cumsum(new) - 1
         run_buf = seg_off[seg_id] + (starts.astype(np.int64) - seg_s[seg_id])
-        return buf[_arange_runs(run_buf, lens)]
+        return buf[_arange_runs(run_buf.astype(np.int64), lens)]
 
     def _pages(self, regs: np.ndarray) -> Pages:
         starts, ends, cats = regs[:, 0], regs[:, 1], regs[:, 2]
         lens = (ends - starts).astype(np.int64)
         pm = self._read_pagemap(starts, ends)
-        vpn = _arange_runs(starts, lens).astype(U64)
+        vpn = _arange_runs(starts, lens)
         cat = np.repeat(cats.astype(np.uint16), lens)
         keep = pmb.populated(pm)  # pages may have changed since the scan: trust pagemap
         if not keep.all():
@@ -176,8 +184,8 @@ class Process:
         # pagemap's "exclusively mapped" bit is set exactly when the page's mapcount is 1, the
         # same count kpagecount reports (fs/proc/task_mmu.c, 6.x: folio_precise_page_mapcount;
         # checked by tests/test_kernel_facts.py): read kpagecount only for the other pages.
-        shared = ~pmb.bit(pm, pmb.PM_EXCLUSIVE)
-        flags, count = self._kpage.lookup(pfn, shared)  # type: ignore[union-attr]
+        shared = (pmb.top_byte(pm) & pmb.TOP_EXCLUSIVE) == 0
+        flags, count = self._kpage.lookup(pfn, shared, split=self._split_reads)  # type: ignore[union-attr]
         if count is not None:
             kc = np.ones(len(pfn), dtype=U64)
             kc[shared] = count
@@ -198,8 +206,28 @@ class Process:
         self._kpage = None
         self.known = Known(soft_dirty=self.known.soft_dirty, categories=self.known.categories)
 
-    def chunks(self) -> Iterator[tuple[int, Pages]]:
-        """(VMA index, Pages) in address order; a VMA may come in several chunks."""
+    def chunks(self, workers: int = 2) -> Iterator[tuple[int, Pages]]:
+        """(VMA index, Pages) in address order; a VMA may come in several chunks.
+
+        Chunks are read by `workers` threads, a few ahead of the caller, and handed over in
+        order: the reads spend their time in the kernel (pagemap, kpageflags) without the GIL,
+        so two cores read while the caller renders. Memory stays bounded by the window.
+        """
+        tasks = self._tasks()
+        # The first chunk runs alone: it decides whether PFNs are real (see _lookup) before
+        # any worker shares the kpage reader.
+        for i, sub in tasks:
+            yield i, self._pages(sub)
+            break
+        if workers <= 1:
+            yield from ((i, self._pages(sub)) for i, sub in tasks)
+        else:
+            self._split_reads = False  # the workers are the parallelism
+            yield from _ordered_map(lambda t: (t[0], self._pages(t[1])), tasks, workers, ahead=2 * workers)
+        self.check_alive()
+
+    def _tasks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """(VMA index, its populated regions) in pieces of at most chunk_pages pages."""
         regs = self._regions()
         rs, re_ = regs[:, 0], regs[:, 1]
         limit = self.opts.chunk_pages
@@ -212,26 +240,7 @@ class Process:
             sub = regs[a:b].copy()
             sub[:, 0] = np.maximum(sub[:, 0], vs)
             sub[:, 1] = np.minimum(sub[:, 1], ve)
-            yield from ((i, p) for p in self._chunked(sub, limit))
-        self.check_alive()
-
-    def _chunked(self, sub: np.ndarray, limit: int) -> Iterator[Pages]:
-        """Split a VMA's regions into pieces of at most `limit` pages each."""
-        lens = (sub[:, 1] - sub[:, 0]).astype(np.int64)
-        if lens.sum() <= limit:
-            yield self._pages(sub)
-            return
-        # Cut long regions into limit-sized pieces, then group pieces up to the limit.
-        pieces = []
-        for (s, e, c), ln in zip(sub.tolist(), lens.tolist()):
-            for off in range(0, ln, limit):
-                pieces.append((s + off, min(e, s + off + limit), c))
-        arr = np.array(pieces, dtype=U64)
-        plen = (arr[:, 1] - arr[:, 0]).astype(np.int64)
-        group = np.cumsum(plen) // limit if len(plen) else plen
-        # A piece that straddles a group boundary stays with the earlier group.
-        for g in np.unique(group):
-            yield self._pages(arr[group == g])
+            yield from ((i, piece) for piece in _split_regions(sub, limit))
 
     def check_alive(self) -> None:
         """After a scan: a process that exited mid-scan must not pass as a quiet one."""
@@ -257,6 +266,43 @@ class Process:
         snap = Snapshot(self.pid, self.comm, self.vmas, Pages.concat(parts), self.known)
         snap.notes = missing_notes(self.known, self.caps)
         return snap
+
+
+def _split_regions(sub: np.ndarray, limit: int) -> Iterator[np.ndarray]:
+    """Split sorted regions into groups of about `limit` pages (at most 2 * limit)."""
+    lens = (sub[:, 1] - sub[:, 0]).astype(np.int64)
+    if lens.sum() <= limit:
+        yield sub
+        return
+    # Cut long regions into limit-sized pieces, then group pieces up to the limit.
+    pieces = []
+    for (s, e, c), ln in zip(sub.tolist(), lens.tolist()):
+        for off in range(0, ln, limit):
+            pieces.append((s + off, min(e, s + off + limit), c))
+    arr = np.array(pieces, dtype=U64)
+    plen = (arr[:, 1] - arr[:, 0]).astype(np.int64)
+    group = np.cumsum(plen) // limit
+    # A piece that straddles a group boundary stays with the earlier group.
+    cuts = np.flatnonzero(np.diff(group)) + 1
+    yield from np.split(arr, cuts)
+
+
+def _ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, ahead: int) -> Iterator[R]:
+    """fn over items on `workers` threads, at most `ahead` in flight, results in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    window: collections.deque = collections.deque()
+    with ThreadPoolExecutor(workers, thread_name_prefix="pmaps-read") as ex:
+        try:
+            for item in items:
+                window.append(ex.submit(fn, item))
+                if len(window) >= ahead:
+                    yield window.popleft().result()
+            while window:
+                yield window.popleft().result()
+        finally:
+            for f in window:
+                f.cancel()
 
 
 def missing_notes(known: Known, caps: capsmod.Caps | None = None) -> list[str]:

@@ -30,6 +30,7 @@ PM_STATE_MASK = U64(((1 << len(pmb.PM_BITS)) - 1) << PM_SHIFT)
 RFC_LETTERS = "YRAUPDW"
 RFC_BITS = (S_YOUNG, KPF["referenced"], KPF["active"], KPF["uptodate"], S_SOFT_DIRTY,
             KPF["dirty"], KPF["writeback"])
+MC_KEY_MAX = (1 << 24) - 1  # -1 (unknown) wraps to the max: fine, it only has to differ
 RFC_MASK = U64(sum(1 << b for b in RFC_BITS) | (1 << S_SWAPPED))
 NAMES: dict[int, str] = {b: n for b, n, _ in KPF_BITS} | {
     PM_SHIFT + i: name for i, (_, name, _) in enumerate(pmb.PM_BITS)
@@ -40,6 +41,11 @@ LETTERS: dict[int, str] = {b: ch for b, _, ch in KPF_BITS} | {
 FULL_BITS = [b for b, _, _ in KPF_BITS] + [PM_SHIFT + i for i in range(len(pmb.PM_BITS))]
 # pagemap bits 55-63 (entry >> 55) -> their state bits, one table lookup per page.
 _PM_LOW = 55
+_TOP_LUT = np.array(  # the same from bits 56-63 alone (when soft-dirty does not exist)
+    [sum(1 << (PM_SHIFT + i) for i, (b, _, _) in enumerate(pmb.PM_BITS) if b >= 56 and v >> (b - 56) & 1)
+     for v in range(256)],
+    dtype=U64,
+)
 _PM_LUT = np.array(
     [sum(1 << (PM_SHIFT + i) for i, (b, _, _) in enumerate(pmb.PM_BITS) if v >> (b - _PM_LOW) & 1) for v in range(512)],
     dtype=U64,
@@ -151,7 +157,7 @@ class Pages:
             w |= self.kflags & KPF_ABI_MASK
         elif known.categories:
             w |= ((self.cat & CAT_PFNZERO) != 0).astype(U64) << U64(KPF["zero_page"])
-        w |= _PM_LUT[self.pm >> U64(_PM_LOW)]
+        w |= _PM_LUT[self.pm >> U64(_PM_LOW)] if known.soft_dirty else _TOP_LUT[pmb.top_byte(self.pm)]
         if known.young and self.idle is not None:
             w |= (~self.idle & pmb.present(self.pm)).astype(U64) << U64(S_YOUNG)
         return w & known.mask()
@@ -203,7 +209,9 @@ def ranges_of(pages: Pages, known: Known, *, full: bool, with_pfn: bool, swap: b
     if n == 0:
         z = np.zeros(0, dtype=np.int64)
         return Ranges(pages.vpn, z, state, z, z.astype(U64) if with_pfn else None)
-    brk = (pages.vpn[1:] != pages.vpn[:-1] + U64(1)) | (state[1:] != state[:-1]) | (mc[1:] != mc[:-1])
+    # One compare for state and map count: the state word leaves bits 40-63 free.
+    key = state | (np.minimum(mc.astype(U64), U64(MC_KEY_MAX)) << U64(40))
+    brk = (pages.vpn[1:] != pages.vpn[:-1] + U64(1)) | (key[1:] != key[:-1])
     pfn = pages.pfn if with_pfn and known.pfn else None  # hidden PFNs read 0: no contiguity
     if pfn is not None:
         brk |= pfn[1:] != pfn[:-1] + U64(1)

@@ -89,11 +89,14 @@ def plan_lookup(pfns: np.ndarray, gap: int = PFNS_PER_CALL) -> LookupPlan:
         empty = np.zeros(0, dtype=np.int64)
         return LookupPlan(empty, empty, empty)
     p = pfns.astype(np.int64)
-    brk = np.flatnonzero(p[1:] != p[:-1] + 1) + 1
+    # A run continues while the PFN stays or steps by one: physically contiguous pages, and
+    # the zero page mapped over and over (same PFN), both cost one run.
+    step = p[1:] - p[:-1]
+    brk = np.flatnonzero((step != 1) & (step != 0)) + 1
     first = np.concatenate(([0], brk))
     rlen = np.diff(np.concatenate((first, [n])))
-    rstart = p[first]
-    rend = rstart + rlen
+    rstart = np.minimum.reduceat(p, first)
+    rend = np.maximum.reduceat(p, first) + 1
     order = np.argsort(rstart, kind="stable")
     s, e = rstart[order], rend[order]
     reach = np.maximum.accumulate(e)
@@ -110,12 +113,18 @@ def plan_lookup(pfns: np.ndarray, gap: int = PFNS_PER_CALL) -> LookupPlan:
         seg_of_run = np.zeros(len(s), dtype=np.int64)
     else:
         seg_of_run = np.cumsum(new) - 1
-    seg_off = np.concatenate(([0], np.cumsum(seg_len)[:-1]))
-    run_off_sorted = seg_off[seg_of_run] + (s - seg_start[seg_of_run])
-    run_off = np.empty_like(run_off_sorted)
-    run_off[order] = run_off_sorted
-    index = np.repeat(run_off - first, rlen) + np.arange(n, dtype=np.int64)
+    # Position of each run's start PFN in the concatenated buffer; a page lands at that
+    # position plus its distance from the run's start PFN.
+    run_pos_sorted = seg_off_of(seg_len)[seg_of_run] + (s - seg_start[seg_of_run])
+    run_pos = np.empty_like(run_pos_sorted)
+    run_pos[order] = run_pos_sorted
+    index = np.repeat(run_pos - rstart, rlen) + p
     return LookupPlan(seg_start.astype(np.int64), seg_len.astype(np.int64), index)
+
+
+def seg_off_of(seg_len: np.ndarray) -> np.ndarray:
+    """Start of each segment in the concatenated buffer."""
+    return np.concatenate(([0], np.cumsum(seg_len)[:-1])).astype(np.int64)
 
 
 class PfnReader:
@@ -137,7 +146,7 @@ class PfnReader:
     def can_count(self) -> bool:
         return self.count_fd is not None
 
-    def lookup(self, pfns: np.ndarray, count_sel: np.ndarray | None = None
+    def lookup(self, pfns: np.ndarray, count_sel: np.ndarray | None = None, split: bool = True
                ) -> tuple[np.ndarray | None, np.ndarray | None]:
         """(kpageflags per PFN, kpagecount per PFN of pfns[count_sel]); None for an unreadable file."""
         jobs: list[tuple[int, str, int, memoryview]] = []
@@ -157,7 +166,7 @@ class PfnReader:
                     jobs.append((fd, path, (start + off) * 8, mv[(pos + off) * 8 : (pos + off + k) * 8]))
                 pos += length
             results.append((buf, plan))
-        _run_split(jobs)
+        _run_split(jobs, split)
         return tuple(None if r is None else r[0][r[1].index] for r in results)  # type: ignore[return-value]
 
     def close(self) -> None:
@@ -184,10 +193,10 @@ def _read_jobs(jobs: list[tuple[int, str, int, memoryview]], errors: list[BaseEx
         errors.append(e)
 
 
-def _run_split(jobs: list[tuple[int, str, int, memoryview]]) -> None:
+def _run_split(jobs: list[tuple[int, str, int, memoryview]], split: bool = True) -> None:
     """Run the reads on this thread and one helper, halves balanced by size."""
     total = sum(len(j[3]) for j in jobs) // 8
-    if total < SPLIT_MIN:
+    if total < SPLIT_MIN or not split:
         errs: list[BaseException] = []
         _read_jobs(jobs, errs)
         if errs:

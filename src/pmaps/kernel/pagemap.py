@@ -35,13 +35,24 @@ def decode_pagemap(data: bytes | bytearray | memoryview) -> np.ndarray:
     return np.frombuffer(data, dtype=ENTRY)
 
 
+def top_byte(entries: np.ndarray) -> np.ndarray:
+    """Bits 56-63 of each entry (exclusive, uffd-wp, guard, file, swapped, present) as a
+    strided uint8 view: no copy, and 8x less memory traffic for the tests on them."""
+    return np.ascontiguousarray(entries).view(np.uint8)[7::8]
+
+
+TOP_PRESENT = 0x80  # bit 63
+TOP_SWAPPED = 0x40  # bit 62
+TOP_EXCLUSIVE = 0x01  # bit 56
+
+
 def bit(entries: np.ndarray, n: int) -> np.ndarray:
     """Boolean column of bit n."""
     return ((entries >> np.uint64(n)) & np.uint64(1)).astype(bool)
 
 
 def present(entries: np.ndarray) -> np.ndarray:
-    return bit(entries, PM_PRESENT)
+    return top_byte(entries) >= TOP_PRESENT
 
 
 def swapped(entries: np.ndarray) -> np.ndarray:
@@ -50,7 +61,7 @@ def swapped(entries: np.ndarray) -> np.ndarray:
 
 def populated(entries: np.ndarray) -> np.ndarray:
     """Present or swapped."""
-    return (entries >> np.uint64(PM_SWAPPED)) != 0
+    return top_byte(entries) >= TOP_SWAPPED
 
 
 def pfn(entries: np.ndarray) -> np.ndarray:

@@ -10,14 +10,14 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TextIO
 
+import numpy as np
+
 from ..kernel.maps import PAGE_SHIFT, Vma
 from ..model import S_SWAPPED, Known, Pages, Ranges, flag_string, merge_boundary, ranges_of, state_names
 
 SCHEMA = "pmaps/1"
 VMA_SCHEMA = "pmaps-vma/1"
 
-# (addr, index, count, mapcount or None, flags, names, pfn or None, swapped)
-Row = tuple[int, int, int, "int | None", str, list[str], "int | None", bool]
 
 
 @dataclass(frozen=True)
@@ -60,68 +60,69 @@ def vma_ranges(
 
 
 class RowBuilder:
-    """Turns Ranges into rows; caches the flag text of each distinct state."""
+    """Turns Ranges into output rows. Each distinct (state, mapcount) pair is formatted once
+    and cached, so a row costs one string join: no per-row dict or JSON encoding."""
 
-    def __init__(self, known: Known, full_letters: bool) -> None:
+    def __init__(self, known: Known, full_letters: bool, with_pfn: bool = False) -> None:
         self.mask = int(known.mask())
         self.pfn_known = known.pfn
         self.full_letters = full_letters
-        self._cache: dict[int, tuple[str, str, list[str]]] = {}
+        self.with_pfn = with_pfn
+        self._text: dict[tuple[int, int], str] = {}
+        self._json: dict[tuple[int, int], str] = {}
 
-    def _flags(self, st: int) -> tuple[str, str, list[str]]:
-        f = self._cache.get(st)
-        if f is None:
-            sw = bool(st >> S_SWAPPED & 1)
-            f = (
-                flag_string(st, self.mask, full=self.full_letters, swapped=sw and not self.full_letters),
-                flag_string(st, self.mask, full=False, swapped=sw),
-                state_names(st),
-            )
-            self._cache[st] = f
-        return f
+    def _text_tail(self, st: int, mc: int) -> str:
+        sw = bool(st >> S_SWAPPED & 1)
+        flags = flag_string(st, self.mask, full=self.full_letters, swapped=sw and not self.full_letters)
+        mcs = "-" if sw else ("?" if mc < 0 else str(mc))
+        return f" {flags} {mcs}"
 
-    def rows(self, vma: Vma, r: Ranges) -> list[Row]:
+    def _json_tail(self, st: int, mc: int) -> str:
+        sw = bool(st >> S_SWAPPED & 1)
+        return ',"mapcount":%s,"flags":%s,"names":%s' % (
+            "null" if mc < 0 or sw else mc, _dumps(flag_string(st, self.mask, full=False, swapped=sw)),
+            _dumps(state_names(st)))
+
+    def _pfns(self, r: Ranges) -> list[str]:
+        if r.pfn is None or not self.pfn_known:
+            return ["?"] * len(r)
+        swapped = (r.state >> np.uint64(S_SWAPPED)) & np.uint64(1)
+        return ["-" if sw else f"{p:x}" for p, sw in zip(r.pfn.tolist(), swapped.tolist())]
+
+    def text(self, vma: Vma, r: Ranges) -> str:
+        """INDEX COUNT FLAGS MAPCOUNT [PFN] lines: the RFC's range line ('?' unknown, '-' swapped)."""
         base = vma.pgoff - (vma.start >> PAGE_SHIFT)
-        pfns = r.pfn.tolist() if r.pfn is not None else [None] * len(r)
-        out: list[Row] = []
-        for vpn, cnt, st, mc, pfn in zip(r.vpn.tolist(), r.count.tolist(), r.state.tolist(), r.mapcount.tolist(), pfns):
-            text, _rfc, names = self._flags(st)
-            sw = bool(st >> S_SWAPPED & 1)
-            out.append((vpn << PAGE_SHIFT, vpn + base, cnt, None if mc < 0 or sw else mc, text, names,
-                        None if sw or not self.pfn_known else pfn, sw))
-        return out
+        cache = self._text
+        lines = []
+        for index, count, st, mc in zip((r.vpn.astype(np.int64) + base).tolist(), r.count.tolist(), r.state.tolist(),
+                                        r.mapcount.tolist()):
+            tail = cache.get((st, mc))
+            if tail is None:
+                tail = cache[(st, mc)] = self._text_tail(st, mc)
+            lines.append(f"{index} {count}{tail}")
+        if self.with_pfn:
+            lines = [f"{ln} {p}" for ln, p in zip(lines, self._pfns(r))]
+        return "\n".join(lines) + "\n" if lines else ""
 
-    def rfc(self, st: int) -> str:
-        return self._flags(st)[1]
-
-
-def write_text_rows(out: TextIO, rows: list[Row], with_pfn: bool = False) -> None:
-    """INDEX COUNT FLAGS MAPCOUNT [PFN]: the RFC's range line ('?' unknown, '-' swapped)."""
-    lines = []
-    for _addr, index, count, mc, flags, _names, pfn, sw in rows:
-        mcs = "-" if sw else ("?" if mc is None else str(mc))
-        if not with_pfn:
-            lines.append(f"{index} {count} {flags} {mcs}")
-        else:
-            lines.append(f"{index} {count} {flags} {mcs} " + ("-" if sw else "?" if pfn is None else f"{pfn:x}"))
-    if lines:
-        out.write("\n".join(lines) + "\n")
+    def json(self, vma: Vma, r: Ranges) -> list[str]:
+        """One JSON object (text) per range: addr, index, count, mapcount, flags, names[, pfn]."""
+        base = vma.pgoff - (vma.start >> PAGE_SHIFT)
+        cache = self._json
+        out = []
+        for vpn, count, st, mc in zip(r.vpn.tolist(), r.count.tolist(), r.state.tolist(), r.mapcount.tolist()):
+            tail = cache.get((st, mc))
+            if tail is None:
+                tail = cache[(st, mc)] = self._json_tail(st, mc)
+            out.append('{"addr":%d,"index":%d,"count":%d%s' % (vpn << PAGE_SHIFT, vpn + base, count, tail))
+        if self.with_pfn:
+            pf = ["null" if p in ("?", "-") else str(int(p, 16)) for p in self._pfns(r)]
+            return [f'{o},"pfn":{p}}}' for o, p in zip(out, pf)]
+        return [o + "}" for o in out]
 
 
 def vma_json_head(vma: Vma) -> dict[str, object]:
     return {"start": vma.start, "end": vma.end, "perms": vma.perms, "offset": vma.offset, "dev": vma.dev,
             "inode": vma.inode, "path": vma.path}
-
-
-def json_ranges(builder: RowBuilder, vma: Vma, r: Ranges, with_pfn: bool) -> list[dict[str, object]]:
-    out = []
-    for (addr, index, count, mc, _flags, names, pfn, _sw), st in zip(builder.rows(vma, r), r.state.tolist()):
-        d: dict[str, object] = {"addr": addr, "index": index, "count": count, "mapcount": mc,
-                                "flags": builder.rfc(st), "names": names}
-        if with_pfn:
-            d["pfn"] = pfn
-        out.append(d)
-    return out
 
 
 def _dumps(obj: object) -> str:
@@ -158,8 +159,8 @@ class RangeWriter:
                 if r is None:
                     out.write(vmas[i].maps_line() + "\n")
                     continue
-                builder = builder or RowBuilder(known(), self.opts.full)
-                write_text_rows(out, builder.rows(vmas[i], r), self.opts.with_pfn)
+                builder = builder or RowBuilder(known(), self.opts.full, self.opts.with_pfn)
+                out.write(builder.text(vmas[i], r))
             return
         if self.fmt == "json":
             if not self.first_process:
@@ -175,10 +176,10 @@ class RangeWriter:
                 open_vma = i
                 first_range = True
                 continue
-            builder = builder or RowBuilder(known(), True)
-            items = json_ranges(builder, vmas[i], r, self.opts.with_pfn)
+            builder = builder or RowBuilder(known(), True, self.opts.with_pfn)
+            items = builder.json(vmas[i], r)
             if items:
-                body = ",".join(_dumps(x) for x in items)
+                body = ",".join(items)
                 out.write(body if first_range else "," + body)
                 first_range = False
         if open_vma >= 0:
