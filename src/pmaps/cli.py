@@ -25,25 +25,31 @@ Exit codes: 0 ok, 2 usage, 3 no such process, 4 permission denied, 5 unsupported
 kernel, 6 corrupt snapshot, 7 some of several PIDs failed, 130 interrupted."""
 
 
-def discover() -> list[Command]:
-    """Every Command subclass in a module of pmaps.commands, ordered by its `order`."""
+def module_names() -> list[str]:
+    """Command modules, without importing them: a command's module is named after it."""
+    return sorted(i.name for i in pkgutil.iter_modules(commands_pkg.__path__) if not i.name.startswith("_"))
+
+
+def discover(names: list[str] | None = None) -> list[Command]:
+    """Command subclasses in the given modules of pmaps.commands (all by default), by `order`.
+
+    `pmaps PID` imports only the show module: every other command's imports stay off the
+    start-up path.
+    """
     found: dict[str, Command] = {}
-    for info in pkgutil.iter_modules(commands_pkg.__path__):
-        mod = importlib.import_module(f"{commands_pkg.__name__}.{info.name}")
+    for name in module_names() if names is None else names:
+        mod = importlib.import_module(f"{commands_pkg.__name__}.{name}")
         for obj in vars(mod).values():
             if isinstance(obj, type) and issubclass(obj, Command) and obj is not Command and obj.name:
                 found[obj.name] = obj()
     return sorted(found.values(), key=lambda c: (c.order, c.name))
 
 
-COMMANDS: list[Command] = discover()
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: list[Command] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pmaps", description="pmaps: a Linux process's memory, page by page.",
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for cmd in COMMANDS:
+    for cmd in discover() if commands is None else commands:
         doc = (cmd.__doc__ or "").strip()
         p = sub.add_parser(cmd.name, aliases=list(cmd.aliases), help=doc.splitlines()[0] if doc else None,
                            description=doc)
@@ -52,31 +58,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _route(argv: list[str]) -> list[str]:
-    """`pmaps PID...` and `pmaps --legend` mean `pmaps show ...`."""
-    names = {n for c in COMMANDS for n in (c.name, *c.aliases)}
+def _route(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """(argv for argparse, command modules to load). `pmaps PID...` means `pmaps show ...`."""
     if not argv or argv[0] in ("-h", "--help", "--version"):
-        return argv
-    if argv[0] in names:
-        return argv
-    return [DEFAULT, *argv]
+        return argv, None
+    if argv[0] in module_names():
+        return argv, [argv[0]]
+    return [DEFAULT, *argv], [DEFAULT]
 
 
 def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
     if argv[:1] == ["--version"]:
         from . import __version__
 
         out.write(f"pmaps {__version__}\n")
         return 0
     if not argv:
-        parser.print_help(err)
+        build_parser().print_help(err)
         return 2
+    routed, modules = _route(argv)
+    parser = build_parser(discover(modules) if modules else None)
     try:
-        args = parser.parse_args(_route(argv))
+        args = parser.parse_args(routed)
     except SystemExit as e:  # argparse already printed its one-line error
         return int(e.code or 0)
     try:

@@ -1,7 +1,8 @@
 """One module per subcommand: a Command subclass with add_arguments() and run().
 
 cli.py finds every Command subclass in this package by itself: adding a command is adding
-a module here.
+a module here, named after the command (`pmaps NAME` imports only NAME.py). Import heavy
+libraries inside run(), not at module level.
 """
 from __future__ import annotations
 

@@ -6,9 +6,8 @@ import contextlib
 import io
 import os
 from collections.abc import Iterator
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from ..analysis.footprint import Footprint, footprint
 from ..collect import Options, Process, missing_notes, parse_pid
 from ..errors import PmapsError, UsageError
 from ..kernel import caps as capsmod
@@ -16,9 +15,10 @@ from ..kernel.kpage import KPF_BITS
 from ..kernel.pagemap import PM_BITS
 from ..render.pmaps import RangeWriter, ViewOptions
 from ..model import Snapshot
-from ..render.summary import SummaryView, write_summary
-from ..store import load, snapshot_chunks
 from . import Command, add_output_options
+
+if TYPE_CHECKING:
+    from ..render.summary import SummaryView
 
 EXIT_SOME_FAILED = 7
 
@@ -104,6 +104,8 @@ class Show(Command):
                 failures.append(e)
                 err.write(f"pmaps: {e}\n")
         if args.summary:
+            from ..render.summary import write_summary
+
             write_summary(out, summaries, args.format, args.unit)
         else:
             writer.end()
@@ -117,6 +119,9 @@ class Show(Command):
 
     @staticmethod
     def _summary(proc: Process | SnapshotSource) -> SummaryView:
+        from ..analysis.footprint import Footprint, footprint
+        from ..render.summary import SummaryView
+
         fps = [Footprint() for _ in proc.vmas]
         for i, pages in proc.chunks():
             fps[i] = fps[i] + footprint(pages, proc.known)
@@ -137,12 +142,16 @@ class SnapshotSource:
         self.pid, self.comm, self.vmas, self.known = snap.pid, snap.comm, snap.vmas, snap.known
 
     def chunks(self) -> Iterator[tuple[int, object]]:
+        from ..store import snapshot_chunks
+
         return snapshot_chunks(self.snap)  # type: ignore[return-value]
 
 
 @contextlib.contextmanager
 def _open_source(src: int | str, opts: Options, caps: capsmod.Caps) -> Iterator[Process | SnapshotSource]:
     if isinstance(src, str):
+        from ..store import load
+
         yield SnapshotSource(load(src))
         return
     with Process(src, opts, caps) as proc:
