@@ -131,3 +131,28 @@ def test_decode_smaps():
                        "Swap": 0, "THPeligible": 0}
     assert rows[1]["AnonHugePages"] == 2 << 20
     assert decode_rollup(SMAPS)["Rss"] == 300 << 10
+
+
+def test_idle_bits():
+    from pmaps.kernel.kpage import idle_bits
+
+    # each page's word: PFNs 64..127 have bits 0 and 63 set; PFNs 0..63 have bit 5 set
+    words = np.array([1 | (1 << 63), 1 | (1 << 63), 1 << 5], dtype=np.uint64)
+    pfns = np.array([64, 127, 5], dtype=np.uint64)
+    assert idle_bits(words, pfns).tolist() == [True, True, True]
+    assert idle_bits(words, np.array([65, 126, 6], dtype=np.uint64)).tolist() == [False, False, False]
+
+
+def test_rfc_flags_young_from_idle():
+    from pmaps.model import Known, Pages, flag_string
+
+    pm = np.array([1 << 63 | 5, 1 << 63 | 6], dtype=np.uint64)
+    kf = np.array([1 << 2, 1 << 2], dtype=np.uint64)  # referenced
+    pages = Pages(pm=pm, vpn=np.array([10, 11], dtype=np.uint64), cat=np.zeros(2, np.uint16), kflags=kf,
+                  kcount=np.ones(2, np.uint64), idle=np.array([False, True]))
+    known = Known(pfn=True, flags=True, count=True, young=True)
+    st = pages.state(known)
+    assert [flag_string(int(s), int(known.mask()), full=False) for s in st] == ["YR__?__", "_R__?__"]
+    unknown = Known(pfn=True, flags=True, count=True)
+    st = pages.state(unknown)
+    assert flag_string(int(st[0]), int(unknown.mask()), full=False) == "?R__?__"

@@ -17,7 +17,7 @@ from .errors import KernelThread, PmapsError, Unsupported, UsageError
 from .kernel import caps as capsmod
 from .kernel import pagemap as pmb
 from .kernel import procfs
-from .kernel.kpage import PfnReader
+from .kernel.kpage import IdleReader, PfnReader
 from .kernel.maps import PAGE_SHIFT, Vma, decode_maps
 from .kernel.scan import CAT_UNKNOWN, TASK_SIZE_MAX, Scanner, probe
 from .kernel.smaps import decode_smaps
@@ -90,11 +90,12 @@ class Process:
         pfn_ok = self.caps.sys_admin
         if pfn_ok and (opts.flags or opts.counts):
             self._kpage = PfnReader(want_flags=opts.flags, want_count=opts.counts)
+        self._idle = IdleReader() if self._kpage is not None and self.caps.idle_tracking else None
         self.known = Known(
             pfn=pfn_ok,
             flags=bool(self._kpage and self._kpage.can_flags),
             count=bool(self._kpage and self._kpage.can_count),
-            young=False,
+            young=bool(self._idle and self._idle.fd is not None),
             soft_dirty=self.caps.soft_dirty,
             categories=self.scanning,
         )
@@ -186,6 +187,12 @@ class Process:
         # checked by tests/test_kernel_facts.py): read kpagecount only for the other pages.
         shared = (pmb.top_byte(pm) & pmb.TOP_EXCLUSIVE) == 0
         flags, count = self._kpage.lookup(pfn, shared, split=self._split_reads)  # type: ignore[union-attr]
+        if self._idle is not None:
+            # Y: the pte young bit, via idle page tracking: a page not idle is young (KERNEL.md).
+            idle = self._idle.lookup(pfn)
+            if idle is not None:
+                pages.idle = np.zeros(len(pages), dtype=bool)
+                pages.idle[pres] = idle
         if count is not None:
             kc = np.ones(len(pfn), dtype=U64)
             kc[shared] = count
@@ -203,7 +210,9 @@ class Process:
     def _drop_page_info(self) -> None:
         if self._kpage is not None:
             self._kpage.close()
-        self._kpage = None
+        if self._idle is not None:
+            self._idle.close()
+        self._kpage = self._idle = None
         self.known = Known(soft_dirty=self.known.soft_dirty, categories=self.known.categories)
 
     def chunks(self, workers: int = 2) -> Iterator[tuple[int, Pages]]:
@@ -254,6 +263,9 @@ class Process:
         if self._kpage is not None:
             self._kpage.close()
             self._kpage = None
+        if self._idle is not None:
+            self._idle.close()
+            self._idle = None
 
     def __enter__(self) -> Process:
         return self

@@ -122,6 +122,39 @@ def plan_lookup(pfns: np.ndarray, gap: int = PFNS_PER_CALL) -> LookupPlan:
     return LookupPlan(seg_start.astype(np.int64), seg_len.astype(np.int64), index)
 
 
+def idle_bits(words: np.ndarray, pfns: np.ndarray) -> np.ndarray:
+    """Idle flag of each PFN from its u64 word of /sys/kernel/mm/page_idle/bitmap
+    (Documentation/admin-guide/mm/idle_page_tracking.rst: PFN i is bit i % 64 of word i / 64)."""
+    return ((words >> (pfns.astype(np.uint64) & np.uint64(63))) & np.uint64(1)).astype(bool)
+
+
+class IdleReader:
+    """Reads the idle page bitmap for PFNs (CONFIG_IDLE_PAGE_TRACKING, root)."""
+
+    PATH = "/sys/kernel/mm/page_idle/bitmap"
+
+    def __init__(self) -> None:
+        self.fd = procfs.open_path(self.PATH)
+
+    def lookup(self, pfns: np.ndarray) -> np.ndarray | None:
+        if self.fd is None:
+            return None
+        words_idx = pfns.astype(np.uint64) >> np.uint64(6)
+        plan = plan_lookup(words_idx)
+        buf = np.zeros(plan.total, dtype="<u8")
+        mv = memoryview(buf).cast("B")
+        pos = 0
+        for start, length in zip(plan.seg_start.tolist(), plan.seg_len.tolist()):
+            # The bitmap takes whole, 8-byte aligned words only (EINVAL otherwise).
+            procfs.pread_into(self.fd, mv[pos * 8 : (pos + length) * 8], start * 8, 0, self.PATH)
+            pos += length
+        return idle_bits(buf[plan.index], pfns)
+
+    def close(self) -> None:
+        procfs.close(self.fd)
+        self.fd = None
+
+
 def seg_off_of(seg_len: np.ndarray) -> np.ndarray:
     """Start of each segment in the concatenated buffer."""
     return np.concatenate(([0], np.cumsum(seg_len)[:-1])).astype(np.int64)

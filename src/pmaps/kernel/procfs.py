@@ -114,6 +114,14 @@ def open_kpage(name: str) -> int | None:
         return None
 
 
+def open_path(path: str) -> int | None:
+    """Open a system file read-only; None when it is absent or not readable."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
 def pread_into(fd: int, buf: memoryview, offset: int, pid: int, path: str) -> int:
     """Fill `buf` from `offset`; returns bytes read (short only at EOF)."""
     done = 0
