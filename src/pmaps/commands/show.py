@@ -85,12 +85,13 @@ class Show(Command):
                 with _open_source(pid, opts, caps) as proc:
                     if args.summary:
                         summaries.append(self._summary(proc))
-                    elif args.format == "text":
+                    elif args.format in ("text", "ndjson"):
+                        # Streamed: text line by line, NDJSON a whole VMA line at a time.
                         writer.process(proc.pid, proc.comm, proc.vmas, proc.chunks(), lambda: proc.known,
                                        header=len(pids) > 1)
                     else:
-                        # JSON is built per process, then written whole: a process that exits
-                        # mid-scan must not leave a half-written document behind.
+                        # A JSON document is built per process, then written whole: a process that
+                        # exits mid-scan must not leave a half-written document behind.
                         buf = io.StringIO()
                         sub = RangeWriter(buf, args.format, view)
                         sub.first_process = writer.first_process

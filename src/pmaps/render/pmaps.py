@@ -167,34 +167,28 @@ class RangeWriter:
                 out.write(",")
             out.write('{"pid":%d,"comm":%s,"vmas":[' % (pid, _dumps(comm)))
         self.first_process = False
-        open_vma = -1
+        # Each VMA is assembled, then written whole: an NDJSON line is never left half written
+        # when the process exits mid-scan.
+        parts: list[str] = []
         for i, r in events:
             if r is None:
-                if open_vma >= 0:
-                    self._close_vma()
-                self._open_vma(pid, comm, vmas[i], first=i == 0)
-                open_vma = i
-                first_range = True
+                if parts:
+                    self._write_vma(parts)
+                head = vma_json_head(vmas[i])
+                if self.fmt == "ndjson":
+                    head = {"schema": VMA_SCHEMA, "pid": pid, "comm": comm, **head}
+                parts = [("," if self.fmt == "json" and i else "") + _dumps(head)[:-1] + ',"ranges":[']
                 continue
             builder = builder or RowBuilder(known(), True, self.opts.with_pfn)
             items = builder.json(vmas[i], r)
             if items:
-                body = ",".join(items)
-                out.write(body if first_range else "," + body)
-                first_range = False
-        if open_vma >= 0:
-            self._close_vma()
+                parts.append(("," if len(parts) > 1 else "") + ",".join(items))
+        if parts:
+            self._write_vma(parts)
         if self.fmt == "json":
             # Written last: the first chunk may reveal that PFNs are hidden (collect.py).
             out.write('],"known":%s}' % _dumps(known().to_dict()))
 
-    def _open_vma(self, pid: int, comm: str, vma: Vma, first: bool) -> None:
-        head = vma_json_head(vma)
-        if self.fmt == "ndjson":
-            head = {"schema": VMA_SCHEMA, "pid": pid, "comm": comm, **head}
-        elif not first:
-            self.out.write(",")
-        self.out.write(_dumps(head)[:-1] + ',"ranges":[')
-
-    def _close_vma(self) -> None:
-        self.out.write("]}\n" if self.fmt == "ndjson" else "]}")
+    def _write_vma(self, parts: list[str]) -> None:
+        parts.append("]}\n" if self.fmt == "ndjson" else "]}")
+        self.out.write("".join(parts))
