@@ -143,22 +143,31 @@ def test_totals_match_smaps(child, env):
 
 
 def test_whole_process_against_smaps(child):
-    """Every VMA of the child, libraries included (retried: other processes change sharing)."""
-    for _attempt in range(5):
-        before = smaps_by_start(child.pid)
+    """Every VMA of the child, libraries included. Other processes starting and exiting change
+    the sharing of library pages, so retry until smaps reads the same before and after a scan."""
+    keys = ("Rss", "Pss", "Swap", "AnonHugePages")
+
+    def oracle():
+        return {s: tuple(k[f] for f in keys) for s, k in smaps_by_start(child.pid).items()}
+
+    bad: list = []
+    for _attempt in range(20):
+        before = oracle()
         snap = pmaps.collect(child.pid)
-        after = smaps_by_start(child.pid)
+        after = oracle()
         if before != after:
+            time.sleep(0.05)
             continue
         bad = []
         for vma, pages in snap.iter_vmas():
-            fp, k = footprint(pages, snap.known), after[vma.start]
-            if (fp.rss, fp.pss >> 10, fp.swap, fp.anon_thp) != (k["Rss"], k["Pss"] >> 10, k["Swap"],
-                                                                 k["AnonHugePages"]):
-                bad.append((vma.maps_line(), fp, k))
+            fp = footprint(pages, snap.known)
+            got = (fp.rss, fp.pss >> 10, fp.swap, fp.anon_thp)
+            rss, pss, swap, thp = after[vma.start]
+            if got != (rss, pss >> 10, swap, thp):
+                bad.append((vma.maps_line(), got, after[vma.start]))
         if not bad:
             return
-    pytest.fail(f"never matched smaps: {bad[:3]}")
+    pytest.fail(f"never matched a stable smaps: {bad[:3] or 'smaps never stable'}")
 
 
 def _rchar() -> int:
