@@ -213,3 +213,18 @@ def test_scan_and_fallback_agree(child):
     for start in mine:
         for key in ("rss", "pss", "uss", "swap", "anon_thp"):
             assert f1[start][key] == f2[start][key], (start, key)
+
+
+def test_scan_continues_past_full_vector():
+    """More populated regions than one PAGEMAP_SCAN vector holds (and than the kernel's
+    internal 512-region buffer): the walk resumes without losing or repeating any
+    (the walk_end quirk, KERNEL.md)."""
+    from pmaps.kernel.scan import VEC_LEN
+
+    pages = 2 * (VEC_LEN + 4000)
+    with MemChild([f"alt:anon:{pages * PAGE}:every=2"]) as mc:
+        reg = mc.regions["alt"]
+        snap = pmaps.collect(mc.pid, scan=True)
+        sel = (snap.pages.vpn >= reg["start"] // PAGE) & (snap.pages.vpn < reg["end"] // PAGE)
+        got = (snap.pages.vpn[sel] - reg["start"] // PAGE).tolist()
+        assert got == list(range(0, pages, 2))

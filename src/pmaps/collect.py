@@ -29,6 +29,7 @@ R = TypeVar("R")
 CHUNK_PAGES = 1 << 18  # pages per chunk: ~10 MiB of columns; bounds peak memory
 READ_GAP = 512  # read through holes up to this many pages (4 KiB) rather than split a read
 NO_SCAN_ENV = "PMAPS_NO_SCAN"
+SCAN_GROUP_BYTES = 256 << 20  # VMAs scanned per PAGEMAP_SCAN call, at least one VMA
 FALLBACK_ZERO_LIMIT = 4 << 30  # bytes of VMA (8 MiB of pagemap) read just to find zero pages
 
 
@@ -103,20 +104,36 @@ class Process:
         self._split_reads = True  # split kpage reads over two threads (off when chunks run in parallel)
 
     # -- populated regions -------------------------------------------------------------
-    def _regions(self) -> np.ndarray:
-        """(k, 3) [start_page, end_page, categories] of populated space, sorted."""
-        if self.scanning:
-            lo = self.vmas[0].start
-            hi = min(self.vmas[-1].end, TASK_SIZE_MAX)
-            regs = Scanner(self._fd, self.pid).regions(lo, hi)  # type: ignore[arg-type]
+    def _scan_groups(self) -> Iterator[tuple[range, np.ndarray]]:
+        """(VMA indexes, [start_page, end_page, categories] of their populated space), sorted.
+
+        PAGEMAP_SCAN runs over groups of consecutive VMAs, lazily: the reads of one group's
+        pages start while the next group is still being scanned.
+        """
+        if not self.scanning:
+            yield range(len(self.vmas)), self._fallback_regions()
+            return
+        scanner = Scanner(self._fd, self.pid)  # type: ignore[arg-type]
+        lo = 0
+        while lo < len(self.vmas):
+            hi, size = lo, 0
+            while hi < len(self.vmas) and (hi == lo or size < SCAN_GROUP_BYTES):
+                size += self.vmas[hi].size
+                hi += 1
+            start, end = self.vmas[lo].start, min(self.vmas[hi - 1].end, TASK_SIZE_MAX)
+            regs = scanner.regions(start, end) if start < end else np.zeros((0, 3), dtype=U64)
             out = np.empty_like(regs)
-            out[:, 0] = regs[:, 0] >> U64(PAGE_SHIFT)
-            out[:, 1] = regs[:, 1] >> U64(PAGE_SHIFT)
+            out[:, :2] = regs[:, :2] >> U64(PAGE_SHIFT)
             out[:, 2] = regs[:, 2]
-            return out
-        # Fallback: whole VMAs, skipping those whose smaps say nothing is resident or swapped.
-        # smaps Rss leaves out the zero page, so a readable private anonymous VMA with Rss 0
-        # may still map it: read those too, unless so large that reading costs too much.
+            yield range(lo, hi), out
+            lo = hi
+
+    def _fallback_regions(self) -> np.ndarray:
+        """Whole VMAs, skipping those whose smaps say nothing is resident or swapped.
+
+        smaps Rss leaves out the zero page, so a readable private anonymous VMA with Rss 0
+        may still map it: read those too, unless so large that reading costs too much.
+        """
         sm = decode_smaps(procfs.read_file(self.pid, "smaps", started=True))
         busy = {(r["start"], r["end"]) for r in sm if r.get("Rss", 0) or r.get("Swap", 0)}
         rows = []
@@ -237,19 +254,20 @@ class Process:
 
     def _tasks(self) -> Iterator[tuple[int, np.ndarray]]:
         """(VMA index, its populated regions) in pieces of at most chunk_pages pages."""
-        regs = self._regions()
-        rs, re_ = regs[:, 0], regs[:, 1]
         limit = self.opts.chunk_pages
-        for i, vma in enumerate(self.vmas):
-            vs, ve = U64(vma.start >> PAGE_SHIFT), U64(vma.end >> PAGE_SHIFT)
-            a = int(np.searchsorted(re_, vs, side="right"))
-            b = int(np.searchsorted(rs, ve, side="left"))
-            if a >= b:
-                continue
-            sub = regs[a:b].copy()
-            sub[:, 0] = np.maximum(sub[:, 0], vs)
-            sub[:, 1] = np.minimum(sub[:, 1], ve)
-            yield from ((i, piece) for piece in _split_regions(sub, limit))
+        for idxs, regs in self._scan_groups():
+            rs, re_ = regs[:, 0], regs[:, 1]
+            for i in idxs:
+                vma = self.vmas[i]
+                vs, ve = U64(vma.start >> PAGE_SHIFT), U64(vma.end >> PAGE_SHIFT)
+                a = int(np.searchsorted(re_, vs, side="right"))
+                b = int(np.searchsorted(rs, ve, side="left"))
+                if a >= b:
+                    continue
+                sub = regs[a:b].copy()
+                sub[:, 0] = np.maximum(sub[:, 0], vs)
+                sub[:, 1] = np.minimum(sub[:, 1], ve)
+                yield from ((i, piece) for piece in _split_regions(sub, limit))
 
     def check_alive(self) -> None:
         """After a scan: a process that exited mid-scan must not pass as a quiet one."""
