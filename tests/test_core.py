@@ -228,3 +228,21 @@ def test_scan_continues_past_full_vector():
         sel = (snap.pages.vpn >= reg["start"] // PAGE) & (snap.pages.vpn < reg["end"] // PAGE)
         got = (snap.pages.vpn[sel] - reg["start"] // PAGE).tolist()
         assert got == list(range(0, pages, 2))
+
+
+@pytest.mark.parametrize("fmt", ["text", "ndjson"])
+def test_chunking_does_not_split_ranges(child, fmt):
+    """Streaming in small chunks gives exactly the ranges of one big read (maximal ranges)."""
+    import io
+
+    from pmaps.collect import Options, Process
+    from pmaps.render.pmaps import RangeWriter, ViewOptions
+
+    outs = []
+    for chunk in (7, 1 << 18):
+        buf = io.StringIO()
+        with Process(child.pid, Options(chunk_pages=chunk)) as proc:
+            RangeWriter(buf, fmt, ViewOptions(full=True, with_pfn=True)).process(
+                proc.pid, proc.comm, proc.vmas, proc.chunks(), lambda: proc.known, header=False)
+        outs.append(buf.getvalue())
+    assert outs[0] == outs[1]

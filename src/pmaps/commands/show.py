@@ -44,7 +44,12 @@ def legend() -> str:
 
 
 class Show(Command):
-    """Show processes' memory maps page by page: each VMA, then INDEX COUNT FLAGS MAPCOUNT ranges."""
+    """Show processes' memory maps page by page: each VMA, then INDEX COUNT FLAGS MAPCOUNT ranges.
+
+    Only resident pages are listed, in maximal ranges of consecutive pages in the same state.
+    Without root, PFNs, page flags and map counts cannot be read: they show as '?', and one
+    line on stderr says so.
+    """
 
     name = "show"
     order = 0
@@ -52,7 +57,9 @@ class Show(Command):
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("pids", nargs="*", metavar="PID", help="process IDs, or snapshot files from 'pmaps save'")
         p.add_argument("--flags", choices=("rfc", "all"), default="rfc",
-                       help="rfc: the 2007 letters YRAUPDW; all: every kpageflags and pagemap bit")
+                       help="rfc: the 2007 letters YRAUPDW (R A U D W from kpageflags, Y from idle page "
+                            "tracking, P from pagemap soft-dirty; '?' where unknown); all: every kpageflags "
+                            "and pagemap bit. --legend tells each letter's source")
         p.add_argument("--pfn", action="store_true",
                        help="physical view: add each range's first PFN (hex); ranges then are physically contiguous")
         p.add_argument("--swap", action="store_true", help="also show swapped-out ranges")
