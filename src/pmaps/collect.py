@@ -122,10 +122,7 @@ class Process:
                 hi += 1
             start, end = self.vmas[lo].start, min(self.vmas[hi - 1].end, TASK_SIZE_MAX)
             regs = scanner.regions(start, end) if start < end else np.zeros((0, 3), dtype=U64)
-            out = np.empty_like(regs)
-            out[:, :2] = regs[:, :2] >> U64(PAGE_SHIFT)
-            out[:, 2] = regs[:, 2]
-            yield range(lo, hi), out
+            yield range(lo, hi), _page_regions(regs)
             lo = hi
 
     def _fallback_regions(self) -> np.ndarray:
@@ -296,6 +293,14 @@ class Process:
         snap = Snapshot(self.pid, self.comm, self.vmas, Pages.concat(parts), self.known)
         snap.notes = missing_notes(self.known, self.caps)
         return snap
+
+
+def _page_regions(regs: np.ndarray) -> np.ndarray:
+    """Regions in bytes -> in pages (start, end), categories kept."""
+    out = np.empty_like(regs)
+    out[:, :2] = regs[:, :2] >> U64(PAGE_SHIFT)
+    out[:, 2] = regs[:, 2]
+    return out
 
 
 def _split_regions(sub: np.ndarray, limit: int) -> Iterator[np.ndarray]:

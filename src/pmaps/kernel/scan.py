@@ -5,11 +5,14 @@ so unpopulated space (a 64 TiB PROT_NONE reservation) costs nothing.
 """
 from __future__ import annotations
 
+import array
 import errno
 import fcntl
 import struct
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 from ..errors import Unsupported
 from . import procfs
@@ -34,9 +37,23 @@ RETURN_MASK = CAT_FILE | CAT_PRESENT | CAT_SWAPPED | CAT_PFNZERO | CAT_HUGE | CA
 VEC_LEN = 16384  # regions per ioctl (384 KiB)
 
 
-def decode_regions(buf: bytes | bytearray | memoryview, n: int) -> np.ndarray:
-    """The first n struct page_region {u64 start, end, categories} of a vector."""
-    return np.frombuffer(buf, dtype="<u8", count=3 * n).reshape(n, 3)
+def decode_regions(buf: bytes | bytearray | memoryview, n: int | None = None) -> np.ndarray:
+    """struct page_region {u64 start, end, categories} entries (the first n, or all) as (k, 3).
+
+    A resumed walk may repeat a region already returned: regions that start before the end
+    of an earlier one are dropped.
+    """
+    import numpy as np
+
+    k = len(buf) // 24 if n is None else n
+    regs = np.frombuffer(buf, dtype="<u8", count=3 * k).reshape(k, 3)
+    if k > 1:
+        reach = np.maximum.accumulate(regs[:, 1])
+        keep = np.ones(k, dtype=bool)
+        keep[1:] = regs[1:, 0] >= reach[:-1]
+        if not keep.all():
+            regs = regs[keep]
+    return regs
 
 
 class Scanner:
@@ -45,12 +62,12 @@ class Scanner:
     def __init__(self, fd: int, pid: int) -> None:
         self.fd = fd
         self.pid = pid
-        self.vec = np.zeros((VEC_LEN, 3), dtype="<u8")
+        self.vec = array.array("Q", bytes(VEC_LEN * 24))
         self.return_mask = RETURN_MASK | CAT_GUARD
 
     def _ioctl(self, start: int, end: int) -> tuple[int, int]:
         arg = bytearray(
-            ARG.pack(ARG.size, 0, start, end, 0, self.vec.ctypes.data, VEC_LEN, 0, 0, 0,
+            ARG.pack(ARG.size, 0, start, end, 0, self.vec.buffer_info()[0], VEC_LEN, 0, 0, 0,
                      CAT_PRESENT | CAT_SWAPPED, self.return_mask)
         )
         try:
@@ -66,26 +83,25 @@ class Scanner:
                 raise
         return n, ARG.unpack(arg)[4]
 
-    def regions(self, start: int, end: int) -> np.ndarray:
-        """(k, 3) array of [start, end, categories] byte addresses, sorted, for [start, end)."""
+    def regions_raw(self, start: int, end: int) -> bytes:
+        """struct page_region array (u64 start, end, categories) covering [start, end), sorted."""
         end = min(end, TASK_SIZE_MAX)
-        out: list[np.ndarray] = []
+        out: list[bytes] = []
         cur = start
         while cur < end:
             n, walk_end = self._ioctl(cur, end)
             if n:
-                out.append(self.vec[:n].copy())
+                out.append(self.vec[: 3 * n].tobytes())
             if n < VEC_LEN:
                 break
             # Seen on 6.18: once the kernel's 512-region buffer has flushed, walk_end stays at
             # that flush point even when the walk went further; trust the last region too.
-            cur = max(walk_end, int(self.vec[n - 1, 1]))
-        if not out:
-            return np.zeros((0, 3), dtype="<u8")
-        regs = np.concatenate(out)
-        if len(out) > 1:  # a resumed walk may repeat a region: keep the first of each start
-            regs = regs[np.unique(regs[:, 0], return_index=True)[1]]
-        return regs
+            cur = max(walk_end, self.vec[3 * n - 2])
+        return b"".join(out)
+
+    def regions(self, start: int, end: int) -> np.ndarray:
+        """(k, 3) array of [start, end, categories] byte addresses, sorted, for [start, end)."""
+        return decode_regions(self.regions_raw(start, end))
 
 
 def probe(fd: int, pid: int) -> bool:
