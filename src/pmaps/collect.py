@@ -232,22 +232,53 @@ class Process:
     def chunks(self, workers: int = 2) -> Iterator[tuple[int, Pages]]:
         """(VMA index, Pages) in address order; a VMA may come in several chunks.
 
-        Chunks are read by `workers` threads, a few ahead of the caller, and handed over in
-        order: the reads spend their time in the kernel (pagemap, kpageflags) without the GIL,
-        so two cores read while the caller renders. Memory stays bounded by the window.
+        Pages are read in batches of about chunk_pages pages (a batch may span many small
+        VMAs: one pagemap pass and one kpage lookup for all of them). Batches are read by
+        `workers` threads, a few ahead of the caller, and handed over in order: the reads
+        spend their time in the kernel (pagemap, kpageflags) without the GIL, so two cores
+        read while the caller renders. Memory stays bounded by the window.
         """
-        tasks = self._tasks()
-        # The first chunk runs alone: it decides whether PFNs are real (see _lookup) before
-        # any worker shares the kpage reader.
-        for i, sub in tasks:
-            yield i, self._pages(sub)
+        batches = self._batches()
+        # The first batch runs alone: it decides whether PFNs are real (see _lookup) before
+        # any worker shares the kpage reader. A small process is a single batch: no threads.
+        for batch in batches:
+            yield from self._read_batch(batch)
             break
         if workers <= 1:
-            yield from ((i, self._pages(sub)) for i, sub in tasks)
+            for batch in batches:
+                yield from self._read_batch(batch)
         else:
             self._split_reads = False  # the workers are the parallelism
-            yield from _ordered_map(lambda t: (t[0], self._pages(t[1])), tasks, workers, ahead=2 * workers)
+            for done in _ordered_map(self._read_batch, batches, workers, ahead=2 * workers):
+                yield from done
         self.check_alive()
+
+    def _batches(self) -> Iterator[list[tuple[int, np.ndarray]]]:
+        """Consecutive (VMA index, regions) pieces, grouped up to chunk_pages pages."""
+        batch: list[tuple[int, np.ndarray]] = []
+        size = 0
+        for i, sub in self._tasks():
+            n = int((sub[:, 1] - sub[:, 0]).sum())
+            if batch and size + n > self.opts.chunk_pages:
+                yield batch
+                batch, size = [], 0
+            batch.append((i, sub))
+            size += n
+        if batch:
+            yield batch
+
+    def _read_batch(self, batch: list[tuple[int, np.ndarray]]) -> list[tuple[int, Pages]]:
+        """Read a batch's pages at once, then split them back per piece."""
+        if len(batch) == 1:
+            return [(batch[0][0], self._pages(batch[0][1]))]
+        pages = self._pages(np.concatenate([sub for _, sub in batch]))
+        ends = np.array([sub[-1, 1] for _, sub in batch], dtype=U64)
+        cuts = np.searchsorted(pages.vpn, ends, side="left")
+        out, lo = [], 0
+        for (i, _), hi in zip(batch, cuts.tolist()):
+            out.append((i, pages.take(slice(lo, hi))))
+            lo = hi
+        return out
 
     def _tasks(self) -> Iterator[tuple[int, np.ndarray]]:
         """(VMA index, its populated regions) in pieces of at most chunk_pages pages."""

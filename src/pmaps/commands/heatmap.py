@@ -1,0 +1,41 @@
+"""pmaps heatmap DIR -o FILE: a recording as a picture, address x time, coloured by page state."""
+from __future__ import annotations
+
+import argparse
+from typing import TextIO
+
+from ..errors import UsageError
+from . import Command
+
+
+class Heatmap(Command):
+    """Draw a recording: populated address space (holes squeezed) x time, coloured by state.
+
+    States: absent, present, dirty, swapped, THP; each cell mixes the colours of its pages.
+    FILE ends in .png, .svg or .html. Needs matplotlib (pip install 'pmaps[plot]').
+    """
+
+    name = "heatmap"
+    order = 34
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("recording", metavar="DIR")
+        p.add_argument("-o", "--output", required=True, metavar="FILE", help="FILE.png, FILE.svg or FILE.html")
+        p.add_argument("--width", type=int, default=1200, metavar="PX", help="address columns (default 1200)")
+
+    def run(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+        from ..recording import load_sample, read_manifest, sample_files
+        from ..render.heatmap import build, draw
+
+        if not args.output.endswith((".png", ".svg", ".html")):
+            raise UsageError("the output must end in .png, .svg or .html")
+        samples = [load_sample(f) for f in sample_files(args.recording)]
+        heat = build(samples, args.width)
+        m = read_manifest(args.recording)
+        s = samples[0]
+        title = f"pmaps heatmap: pid {s.pid} ({s.comm}), {len(samples)} samples" + (
+            f", every {m['interval']:g}s" if m.get("interval") else "")
+        draw(heat, args.output, title)
+        err.write(f"pmaps: wrote {args.output} ({len(samples)} samples, {heat.total_pages} populated pages, "
+                  f"{heat.pages_per_px:.1f} pages per column)\n")
+        return 0

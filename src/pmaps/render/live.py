@@ -1,0 +1,185 @@
+"""`pmaps watch` view-model and its two writers: a plain aligned table and a rich renderable.
+
+The view is built from the current sample, the previous one and their diff; rich is imported
+only by `rich_view`, inside the function.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import numpy as np
+
+from ..analysis.diff import KIND_TITLES, KINDS, Diff, dirty
+from ..kernel.kpage import KPF
+from ..kernel.maps import PAGE_SIZE
+from ..model import S_PRESENT, S_SWAPPED
+from ..recording import Sample
+from .table import write_table
+from .units import fmt_bytes
+
+U64 = np.uint64
+STATS = ("resident", "swapped", "dirty", "thp")
+SORTS = ("address", "resident", "change")
+KIND_STYLE = {"present": "green", "freed": "red", "swapped_out": "magenta", "swapped_in": "cyan",
+              "dirtied": "yellow", "lost_sharing": "blue", "gained_sharing": "bright_blue", "flags": "white"}
+KIND_SHORT = {"present": "+", "freed": "-", "swapped_out": "out", "swapped_in": "in", "dirtied": "dirty",
+              "lost_sharing": "unshared", "gained_sharing": "shared", "flags": "flags"}
+
+
+def vma_stats(s: Sample) -> dict[tuple[int, int], dict[str, int]]:
+    """Pages per VMA (keyed by start, end): resident, swapped, dirty, thp."""
+    bit = lambda b: ((s.state >> U64(b)) & U64(1)).astype(bool)  # noqa: E731
+    sel = {"resident": bit(S_PRESENT), "swapped": bit(S_SWAPPED), "dirty": dirty(s.state),
+           "thp": bit(S_PRESENT) & bit(KPF["thp"])}
+    n = len(s.vmas)
+    sums = {k: np.bincount(s.vma, weights=s.count * m, minlength=n).astype(np.int64) for k, m in sel.items()}
+    return {(v.start, v.end): {k: int(sums[k][i]) for k in STATS} for i, v in enumerate(s.vmas)}
+
+
+@dataclass
+class Row:
+    start: int
+    end: int
+    perms: str
+    name: str
+    now: dict[str, int]
+    delta: dict[str, int | None]  # None: no previous sample of this VMA
+    changes: dict[str, int]  # pages per change kind since the previous sample
+
+    @property
+    def changed(self) -> int:
+        return sum(self.changes.values())
+
+
+@dataclass
+class WatchView:
+    pid: int
+    comm: str
+    seq: int
+    rows: list[Row]
+    cost_ms: float  # wall time of the last sample
+    cpu_pct: float  # pmaps' own CPU time over the last cycle, % of one core
+    interval: float
+    fields: str
+    status: list[str] = field(default_factory=list)  # notes: slowed down, paused, ...
+    sort: str = "address"
+    known_flags: bool = True
+
+    @classmethod
+    def build(cls, cur: Sample, prev: Sample | None, diff: Diff | None, *, cost_ms: float, cpu_pct: float,
+              interval: float, fields: str, sort: str = "address", status: list[str] | None = None,
+              all_vmas: bool = False) -> WatchView:
+        now = vma_stats(cur)
+        before = vma_stats(prev) if prev is not None else {}
+        ch: dict[tuple[int, int], dict[str, int]] = {}
+        for v in diff.vmas if diff else []:
+            d = ch.setdefault((v.vma.start, v.vma.end), {})
+            for k, n in v.totals().items():
+                d[k] = d.get(k, 0) + n
+        rows = []
+        for v in cur.vmas:
+            key = (v.start, v.end)
+            st, old = now[key], before.get(key)
+            if not all_vmas and not any(st.values()) and key not in ch:
+                continue
+            delta = {k: (st[k] - old[k]) if old is not None else None for k in STATS}
+            rows.append(Row(v.start, v.end, v.perms, v.path, st, delta, ch.get(key, {})))
+        view = cls(cur.pid, cur.comm, cur.seq, rows, cost_ms, cpu_pct, interval, fields, list(status or []), sort,
+                   cur.known.flags)
+        view.sort_rows()
+        return view
+
+    def sort_rows(self) -> None:
+        if self.sort == "resident":
+            self.rows.sort(key=lambda r: (-r.now["resident"], r.start))
+        elif self.sort == "change":
+            self.rows.sort(key=lambda r: (-r.changed, r.start))
+        else:
+            self.rows.sort(key=lambda r: r.start)
+
+    def header(self) -> str:
+        return (f"pmaps watch {self.pid} ({self.comm})  sample {self.seq}  every {self.interval:g}s  "
+                f"fields {self.fields}  cost {self.cost_ms:.1f} ms/sample, {self.cpu_pct:.1f}% of a core  "
+                f"sort {self.sort}")
+
+    def totals(self) -> dict[str, int]:
+        return {k: sum(r.now[k] for r in self.rows) for k in STATS}
+
+
+def _delta(d: int | None, unit: str) -> str:
+    if not d:
+        return ""
+    return ("+" if d > 0 else "-") + fmt_bytes(abs(d) * PAGE_SIZE, unit)
+
+
+def _cells(r: Row, unit: str, flags: bool) -> list[str]:
+    cells = [f"{r.start:x}-{r.end:x}", r.perms]
+    for k in STATS:
+        if k == "thp" and not flags:
+            cells += ["?", ""]
+            continue
+        cells += [fmt_bytes(r.now[k] * PAGE_SIZE, unit), _delta(r.delta[k], unit)]
+    cells.append(" ".join(f"{KIND_SHORT[k]}{fmt_bytes(n * PAGE_SIZE, unit)}" for k, n in r.changes.items()))
+    cells.append(r.name)
+    return cells
+
+
+HEAD = ["ADDRESS", "PERMS", "RSS", "ΔRSS", "SWAP", "ΔSWAP", "DIRTY", "ΔDIRTY", "THP", "ΔTHP", "CHANGED", "MAPPING"]
+
+
+def write_plain(out: TextIO, view: WatchView, unit: str = "human") -> None:
+    """The plain-text frame (--once, or not a terminal)."""
+    out.write(view.header() + "\n")
+    for s in view.status:
+        out.write(f"! {s}\n")
+    rows = [_cells(r, unit, view.known_flags) for r in view.rows]
+    t = view.totals()
+    foot = ["total", ""]
+    for k in STATS:
+        foot += [fmt_bytes(t[k] * PAGE_SIZE, unit) if view.known_flags or k != "thp" else "?", ""]
+    # MAPPING is appended after the aligned columns: write_table right-aligns a last column.
+    buf = io.StringIO()
+    write_table(buf, HEAD[:-1], [c[:-1] for c in rows], left=2, footer=[foot + [""]])
+    names = [HEAD[-1], *(c[-1] for c in rows), ""]
+    lines = buf.getvalue().splitlines()
+    width = max(len(ln) for ln in lines)
+    for ln, name in zip(lines, names):
+        out.write((ln.ljust(width) + "  " + name).rstrip() + "\n")
+    legend = ", ".join(f"{KIND_SHORT[k]} {KIND_TITLES[k]}" for k in KINDS)
+    out.write(f"CHANGED since the last sample: {legend}\n")
+
+
+def rich_view(view: WatchView, unit: str = "human", height: int | None = None) -> Any:
+    """A rich renderable of the view: the table, changed rows highlighted by their main change."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    title = Text(view.header(), style="bold")
+    lines: list[Any] = [title]
+    for s in view.status:
+        lines.append(Text(s, style="bold red"))
+    table = Table(box=None, pad_edge=False, header_style="bold reverse")
+    for i, h in enumerate(HEAD):
+        table.add_column(h, justify="left" if i in (0, 1, 10, 11) else "right", no_wrap=True,
+                         min_width=25 if i == 0 else None, max_width=48 if h == "MAPPING" else None,
+                         overflow="ellipsis" if h == "MAPPING" else "fold")
+    rows = view.rows if height is None else view.rows[: max(height - 6, 1)]
+    for r in rows:
+        cells = _cells(r, unit, view.known_flags)
+        style = None
+        if r.changes:
+            main = max(r.changes, key=lambda k: r.changes[k])
+            style = KIND_STYLE[main]
+        changed = Text()
+        for k, n in r.changes.items():
+            changed.append(f"{KIND_SHORT[k]}{fmt_bytes(n * PAGE_SIZE, unit)} ", style=KIND_STYLE[k])
+        table.add_row(*cells[:10], changed, cells[11], style=style)
+    lines.append(table)
+    if len(rows) < len(view.rows):
+        lines.append(Text(f"... {len(view.rows) - len(rows)} more VMAs (s: sort)", style="dim"))
+    lines.append(Text("q quit  s sort  p pause   " + "  ".join(f"{KIND_SHORT[k]}={KIND_TITLES[k]}" for k in KINDS),
+                      style="dim"))
+    return Group(*lines)

@@ -1,0 +1,106 @@
+"""pmaps diff: exact page changes of a child that changes on cue; JSON round trip; golden table."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import PAGE
+from memchild import MemChild
+
+from pmaps.analysis.diff import KINDS, diff_samples
+from pmaps.collect import Process
+from pmaps.recording import load_sample, take_sample
+from pmaps.render.diff import to_json
+
+GOLDEN = Path(__file__).parent / "golden"
+A, B = str(GOLDEN / "time_a.parquet"), str(GOLDEN / "time_b.parquet")
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (kpageflags)")
+
+
+def changes(doc: dict, start: int) -> list[tuple[int, int, str]]:
+    (v,) = [v for v in doc["vmas"] if v["start"] == start]
+    return [((c["addr"] - start) // PAGE, c["pages"], c["change"]) for c in v["changes"]]
+
+
+def test_exact_changes_live():
+    with MemChild(["a:anon:256K", "b:anon:512K:skip=0-128", "z:zero:64K"]) as mc, Process(mc.pid) as proc:
+        before = take_sample(proc)
+        mc.cmd("touch b 10 20")  # 10 new pages
+        mc.cmd("free a 0 5")  # 5 pages freed
+        mc.cmd("free a 30 31")
+        mc.cmd("touch z 3 7")  # zero page -> private page: written
+        after = take_sample(proc)
+    doc = to_json(diff_samples(before, after))
+    r = mc.regions
+    assert changes(doc, r["a"]["start"]) == [(0, 5, "freed"), (30, 1, "freed")]
+    assert changes(doc, r["b"]["start"]) == [(10, 10, "present")]
+    assert changes(doc, r["z"]["start"]) == [(3, 4, "dirtied")]
+    (c,) = [v for v in doc["vmas"] if v["start"] == r["z"]["start"]][0]["changes"]
+    assert "zero_page" in c["before"] and "zero_page" not in c["after"] and "anon" in c["after"]
+    (f,) = [v for v in doc["vmas"] if v["start"] == r["a"]["start"]][0]["changes"][:1]
+    assert f["after"] == [] and "present" in f["before"]
+
+
+def test_cli_live_pid_vs_recording(run, tmp_path):
+    with MemChild(["a:anon:128K"]) as mc:
+        assert run("record", str(mc.pid), "-o", str(tmp_path / "r"), "--count", "1", "-q").code == 0
+        mc.cmd("free a 0 3")
+        res = run("diff", str(tmp_path / "r"), str(mc.pid), "--format", "json")
+    assert res.code == 0, res.err
+    assert changes(json.loads(res.out), mc.regions["a"]["start"]) == [(0, 3, "freed")]
+
+
+def test_json_round_trip():
+    d = diff_samples(load_sample(A), load_sample(B))
+    doc = json.loads(json.dumps(to_json(d)))
+    for v, jv in zip(d.vmas, doc["vmas"]):
+        got = [(c["addr"], c["pages"], KINDS.index(c["change"])) for c in jv["changes"]]
+        assert got == list(zip(v.addr.tolist(), v.pages.tolist(), v.kind.tolist()))
+        assert jv["totals"] == v.totals()
+    assert doc["totals"] == d.totals()
+
+
+def test_identical_samples_no_change(run):
+    r = run("diff", A, A)
+    assert r.code == 0 and "no page changed state" in r.out
+
+
+@pytest.mark.parametrize("fmt", ["text", "csv", "ndjson"])
+def test_golden(run, fmt, monkeypatch):
+    monkeypatch.chdir(GOLDEN)
+    r = run("diff", "time_a.parquet", "time_b.parquet", "--format", fmt)
+    assert r.code == 0, r.err
+    path = GOLDEN / f"diff.{'txt' if fmt == 'text' else fmt}"
+    if os.environ.get("PMAPS_BLESS"):
+        path.write_text(r.out)
+    assert r.out == path.read_text(), f"{path.name} differs; PMAPS_BLESS=1 to accept"
+
+
+def test_corrupt_sample_one_line(run, tmp_path):
+    bad = tmp_path / "sample-000000.parquet"
+    bad.write_bytes(Path(A).read_bytes()[:200])
+    r = run("diff", str(bad), A)
+    assert r.code == 6 and r.err.count("\n") == 1 and "corrupt or truncated" in r.err
+
+
+def test_sweep_matches_per_page_reference():
+    """The interval sweep agrees with a brute-force per-page comparison (on the golden pair)."""
+    a, b = load_sample(A), load_sample(B)
+    d = diff_samples(a, b)
+
+    def pages(s):
+        out = {}
+        for v, n, st, mc in zip(s.vpn.tolist(), s.count.tolist(), s.state.tolist(), s.mapcount.tolist()):
+            for p in range(v, v + n):
+                out[p] = (st & int(mask), mc)
+        return out
+
+    from pmaps.analysis.diff import VOLATILE
+    mask = a.known.mask() & b.known.mask() & ~VOLATILE
+    pa, pb = pages(a), pages(b)
+    want = {p for p in set(pa) | set(pb) if pa.get(p, (0, 0)) != pb.get(p, (0, 0))}
+    got = {int(x >> 12) + i for v in d.vmas for x, n in zip(v.addr.tolist(), v.pages.tolist()) for i in range(n)}
+    assert got == want

@@ -1,0 +1,102 @@
+"""pmaps record: the recording format round trip, SIGKILL safety, target exit, file modes."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import ROOT
+from memchild import MemChild
+
+from pmaps.collect import Process
+from pmaps.errors import BadSnapshot
+from pmaps.recording import Recorder, load_sample, read_manifest, sample_files, take_sample
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (kpageflags)")
+
+
+def pmaps_popen(*args: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    return subprocess.Popen([sys.executable, "-m", "pmaps", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("pfn", [False, True])
+def test_round_trip(tmp_path, pfn):
+    with MemChild(["a:anon:256K:every=3", "t:thp:2M"]) as mc, Process(mc.pid) as proc:
+        s = take_sample(proc, with_pfn=pfn, seq=7)
+    rec = Recorder(tmp_path / "r", s.pid, s.comm, 1.0, pfn).open()
+    rec.add(s)
+    (f,) = sample_files(tmp_path / "r")
+    t = load_sample(f)
+    assert (t.pid, t.comm, t.seq, t.vmas, t.known) == (s.pid, s.comm, 7, s.vmas, s.known)
+    for col in ("vma", "vpn", "count", "state", "mapcount"):
+        assert np.array_equal(getattr(t, col), getattr(s, col)), col
+    assert (t.pfn is not None) == pfn
+    if pfn:
+        assert np.array_equal(t.pfn, s.pfn) and t.pfn.any()
+    assert stat.S_IMODE(os.stat(f).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(tmp_path / "r").st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(tmp_path / "r" / "manifest.json").st_mode) == 0o600
+    # ranges, not pages: one range per written page of a (every third), a few for the 512-page THP
+    def n_ranges(name):
+        reg = mc.regions[name]
+        return int(((s.vpn >= reg["start"] >> 12) & (s.vpn < reg["end"] >> 12)).sum())
+
+    assert n_ranges("a") == len(range(0, 64, 3)) and n_ranges("t") <= 4
+
+
+def test_sigkill_keeps_completed_samples(tmp_path):
+    out = tmp_path / "r"
+    with MemChild(["a:anon:4M"]) as mc:
+        p = pmaps_popen("record", str(mc.pid), "-o", str(out), "--interval", "0.02", "-q")
+        try:
+            deadline = time.monotonic() + 20
+            while len(read_manifest(out).get("samples", [])) < 5 and time.monotonic() < deadline:
+                mc.cmd("touch a 0 64")
+                time.sleep(0.01)
+        finally:
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+    files = sample_files(out)
+    listed = read_manifest(out)["samples"]
+    assert len(files) >= 5 and len(files) >= len(listed)
+    assert [f["file"] for f in listed] == [f.name for f in files[: len(listed)]]  # the manifest may lag
+    for f in files:
+        assert load_sample(f).pid == mc.pid  # every completed sample is readable
+
+
+def test_target_exit_ends_cleanly(tmp_path, run):
+    mc = MemChild(["a:anon:64K"]).start()
+    p = pmaps_popen("record", str(mc.pid), "-o", str(tmp_path / "r"), "--interval", "0.05", "-q")
+    time.sleep(1.0)
+    mc.close()
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err
+    m = read_manifest(tmp_path / "r")
+    assert m["end"]["reason"] == "exited" and m["samples"], m
+    assert "exited" in err
+
+
+def test_count_and_refuses_existing(tmp_path, run):
+    with MemChild(["a:anon:64K"]) as mc:
+        r = run("record", str(mc.pid), "-o", str(tmp_path / "r"), "--count", "2", "--interval", "0.05")
+        assert r.code == 0, r.err
+        assert len(sample_files(tmp_path / "r")) == 2 and "bytes per sample" in r.err
+        assert read_manifest(tmp_path / "r")["end"]["reason"] == "count"
+        r = run("record", str(mc.pid), "-o", str(tmp_path / "r"), "--count", "1")
+        assert r.code == 2 and "already holds a recording" in r.err
+
+
+def test_truncated_sample_is_bad_snapshot(tmp_path):
+    p = tmp_path / "sample-000000.parquet"
+    p.write_bytes(b"PAR1" + b"\0" * 50)
+    with pytest.raises(BadSnapshot):
+        load_sample(p)
