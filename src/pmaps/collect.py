@@ -322,7 +322,7 @@ class Process:
     def snapshot(self) -> Snapshot:
         parts = [p for _, p in self.chunks()]
         snap = Snapshot(self.pid, self.comm, self.vmas, Pages.concat(parts), self.known)
-        snap.notes = missing_notes(self.known, self.caps)
+        snap.notes = missing_notes(self.known)
         return snap
 
 
@@ -371,7 +371,7 @@ def _ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, ahead: 
                 f.cancel()
 
 
-def missing_notes(known: Known, caps: capsmod.Caps | None = None) -> list[str]:
+def missing_notes(known: Known) -> list[str]:
     """What a view of these pages cannot tell, in phrases for one stderr line."""
     out = []
     if not (known.flags and known.count):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 CAP_SYS_ADMIN = 21
 IDLE_BITMAP = "/sys/kernel/mm/page_idle/bitmap"
@@ -40,26 +40,6 @@ class Caps:
     kpagecount: bool
     idle_tracking: bool  # CONFIG_IDLE_PAGE_TRACKING and readable
     soft_dirty: bool  # CONFIG_MEM_SOFT_DIRTY
-    scan: bool | None = None  # PAGEMAP_SCAN; None until probed on a pagemap fd
-    notes: tuple[str, ...] = field(default=())
-
-    @property
-    def page_info(self) -> bool:
-        """kpageflags/kpagecount facts are real only when PFNs are real too."""
-        return self.sys_admin and (self.kpageflags or self.kpagecount)
-
-    def missing(self) -> list[str]:
-        """One phrase per thing these privileges or this kernel cannot tell."""
-        out = []
-        if not self.sys_admin:
-            out.append("PFNs, page flags and map counts (need CAP_SYS_ADMIN: run as root)")
-        elif not (self.kpageflags and self.kpagecount):
-            out.append("page flags and map counts (/proc/kpageflags, /proc/kpagecount need root)")
-        if not self.idle_tracking:
-            out.append("Y/young (no idle page tracking, CONFIG_IDLE_PAGE_TRACKING)")
-        if not self.soft_dirty:
-            out.append("P/soft-dirty (kernel without CONFIG_MEM_SOFT_DIRTY)")
-        return out
 
 
 def _readable(path: str) -> bool:
