@@ -1,0 +1,52 @@
+"""pmaps libs: librank; what each library, file and kind of anonymous memory costs across processes."""
+from __future__ import annotations
+
+import argparse
+from typing import TextIO
+
+from ..analysis import system as S
+from ..render.rows import Col, RowsView, write_rows
+from ..sysscan import SystemScan
+from . import Command, add_output_options
+from .top import add_chart_options, add_filter_options, charts, load_or_scan, report_scan, user_namer
+
+SCHEMA = "pmaps-libs/1"
+COLS = [Col("rss", "RSS", True), Col("pss", "PSS", True), Col("uss", "USS", True), Col("swap", "SWAP", True),
+        Col("procs", "PROCS"), Col("path", "MAPPING", left=True)]
+
+
+def libs_view(scan: SystemScan, args: argparse.Namespace) -> RowsView:
+    reps = S.mm_reps(scan)
+    figs = S.page_figures(scan, reps)
+    rows = S.sort_rows(S.lib_rows(scan, figs, reps, args.path), args.sort, args.reverse)
+    total = {k: sum(r.fig[k] or 0 for r in rows) if k not in figs.unknown else None for k in ("rss", "pss", "uss",
+                                                                                              "swap")}
+    if args.limit:
+        rows = rows[: args.limit]
+    return RowsView(SCHEMA, COLS, [{"path": r.key["path"], "procs": r.nprocs, **r.fig} for r in rows],
+                    {**total, "path": ""}, extra={"skipped": scan.skipped, "known": scan.known.to_dict()})
+
+
+class Libs(Command):
+    """Per mapping (library, file, [heap], [anon]...) across all processes: RSS, PSS, USS, processes."""
+
+    name = "libs"
+    order = 21
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("--sort", default="pss", choices=("rss", "pss", "uss", "swap", "procs", "path"),
+                       help="sort by this column (sizes descending; default pss)")
+        p.add_argument("-r", "--reverse", action="store_true", help="reverse the sort order")
+        p.add_argument("-n", "--limit", type=int, default=0, metavar="N", help="show the first N rows only")
+        p.add_argument("--path", metavar="REGEX", help="only mappings whose path matches")
+        add_filter_options(p)
+        add_chart_options(p)
+        add_output_options(p)
+
+    def run(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+        scan = load_or_scan(args, user_namer())
+        report_scan(scan, args, err)
+        view = libs_view(scan, args)
+        write_rows(out, view, args.format, args.unit)
+        charts(args, [(str(r["path"]), r["pss"] or 0) for r in view.rows], "PSS by mapping")  # type: ignore[misc]
+        return 0

@@ -1,0 +1,191 @@
+"""One scan of many processes: pagemap columns per process, then kpageflags/kpagecount read once
+for the union of all their PFNs (not once per process).
+
+Each process is opened with `collect.Process(pid, Options(flags=False, counts=False))`: PAGEMAP_SCAN
+(or the pagemap fallback) only. The page columns of every process are concatenated; one
+`PfnReader.lookup` then reads kpageflags for every present PFN and kpagecount only for the pages
+pagemap does not already mark "exclusively mapped" (mapcount 1, see collect.py).
+
+Processes that exit mid-scan or cannot be read are counted in `SystemScan.skipped`, never dropped
+silently; kernel threads (no mm) are not processes with memory and are left out. The scanning
+process itself is left out too (its own memory changes while it scans).
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .collect import Options, Process
+from .errors import AccessDenied, BadSnapshot, KernelThread, NoSuchProcess, PmapsError, Unsupported
+from .kernel import caps as capsmod
+from .kernel import pagemap as pmb
+from .kernel import procfs
+from .kernel.kpage import PfnReader
+from .kernel.maps import Vma
+from .kernel.system import Ident, read_ident, read_meminfo
+from .model import Known, Pages
+
+SCHEMA = "pmaps-sysscan/1"
+U64 = np.uint64
+
+
+@dataclass
+class ProcRec:
+    """One scanned process: who it is, its VMAs, and where its pages sit in the scan's columns."""
+
+    ident: Ident
+    vmas: list[Vma]
+    lo: int  # first page index in SystemScan.pages
+    hi: int
+    vma_lo: np.ndarray  # per VMA: [lo, hi) page indexes in SystemScan.pages
+    vma_hi: np.ndarray
+
+    @property
+    def pid(self) -> int:
+        return self.ident.pid
+
+
+@dataclass
+class SystemScan:
+    """Every scanned process's pages in one set of columns, with kpageflags/kpagecount filled in."""
+
+    procs: list[ProcRec]
+    pages: Pages
+    known: Known
+    skipped: dict[str, list[int]] = field(default_factory=lambda: {"exited": [], "denied": []})
+    meminfo: dict[str, int] = field(default_factory=dict)
+    complete: bool = True  # every process on the machine was asked for (no filter)
+    time: float = field(default_factory=time.time)
+
+    def skipped_line(self) -> str | None:
+        """The one stderr line about processes that are not in the figures, or None."""
+        parts = []
+        if self.skipped["exited"]:
+            parts.append(f"{len(self.skipped['exited'])} exited during the scan")
+        if self.skipped["denied"]:
+            pids = self.skipped["denied"]
+            shown = ",".join(map(str, pids[:5])) + (",..." if len(pids) > 5 else "")
+            parts.append(f"{len(pids)} unreadable (permission denied: pid {shown})")
+        if not parts:
+            return None
+        n = len(self.skipped["exited"]) + len(self.skipped["denied"])
+        return f"{n} process{'es' if n > 1 else ''} not counted: " + "; ".join(parts)
+
+
+def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] | None = None,
+                caps: capsmod.Caps | None = None, scan: bool | None = None) -> SystemScan:
+    """Scan the given PIDs (default: every process) whose identity passes `select`."""
+    caps = caps or capsmod.probe()
+    opts = Options(flags=False, counts=False, scan=scan)
+    me = os.getpid()
+    todo = procfs.list_pids() if pids is None else list(pids)
+    procs: list[ProcRec] = []
+    parts: list[Pages] = []
+    skipped: dict[str, list[int]] = {"exited": [], "denied": []}
+    categories = True
+    pos = 0
+    for pid in todo:
+        if pid == me or procfs.is_kernel_thread(pid):
+            continue
+        try:
+            ident = read_ident(pid)
+            if select is not None and not select(ident):
+                continue
+            with Process(pid, opts, caps) as proc:
+                snap = proc.snapshot()
+                categories &= proc.scanning
+        except KernelThread:
+            continue
+        except AccessDenied:
+            skipped["denied"].append(pid)
+            continue
+        except (NoSuchProcess, Unsupported):  # exited, or a zombie: its memory is gone
+            skipped["exited"].append(pid)
+            continue
+        bounds = snap.bounds().astype(np.int64) + pos
+        n = len(snap.pages)
+        procs.append(ProcRec(ident, snap.vmas, pos, pos + n, bounds[:, 0].copy(), bounds[:, 1].copy()))
+        parts.append(snap.pages)
+        pos += n
+    pages = Pages.concat(parts)
+    known = Known(pfn=caps.sys_admin, categories=categories and bool(procs), soft_dirty=caps.soft_dirty)
+    if caps.sys_admin:
+        known = _lookup_union(pages, known)
+    try:
+        meminfo = read_meminfo()
+    except PmapsError:
+        meminfo = {}
+    return SystemScan(procs, pages, known, skipped, meminfo, complete=pids is None and select is None)
+
+
+def _lookup_union(pages: Pages, known: Known) -> Known:
+    """kpageflags for every present page and kpagecount for the non-exclusive ones, in one pass."""
+    pres = pmb.present(pages.pm)
+    pm = pages.pm[pres]
+    pfn = pm & pmb.PM_PFN_MASK
+    if len(pfn) and not pfn.any():
+        # Root without CAP_SYS_ADMIN reads PFN 0 everywhere (pagemap.rst, since 4.2).
+        return Known(categories=known.categories, soft_dirty=known.soft_dirty)
+    try:
+        reader = PfnReader(want_flags=True, want_count=True)
+    except PmapsError:
+        return known
+    with reader:
+        if not (reader.can_flags and reader.can_count):
+            return known
+        shared = ~pmb.bit(pm, pmb.PM_EXCLUSIVE)
+        flags, count = reader.lookup(pfn, shared)
+    kflags = np.zeros(len(pages), dtype=U64)
+    kflags[pres] = flags
+    kc = np.ones(len(pfn), dtype=U64)
+    kc[shared] = count
+    kcount = np.zeros(len(pages), dtype=U64)
+    kcount[pres] = kc
+    pages.kflags, pages.kcount = kflags, kcount
+    return Known(pfn=True, flags=True, count=True, categories=known.categories, soft_dirty=known.soft_dirty)
+
+
+# -- fixtures: a scan saved to one .npz (for golden tests and bug reports) ----------------------
+
+def dumps(scan: SystemScan) -> bytes:
+    meta = {
+        "schema": SCHEMA, "known": scan.known.to_dict(), "skipped": scan.skipped, "meminfo": scan.meminfo,
+        "complete": scan.complete, "time": scan.time,
+        "procs": [{"pid": p.ident.pid, "comm": p.ident.comm, "uid": p.ident.uid, "cgroup": p.ident.cgroup,
+                   "lo": p.lo, "hi": p.hi,
+                   "vmas": [[v.start, v.end, v.perms, v.offset, v.dev, v.inode, v.path] for v in p.vmas]}
+                  for p in scan.procs],
+    }
+    cols = {k: getattr(scan.pages, k) for k in ("vpn", "pm", "cat", "kflags", "kcount")
+            if getattr(scan.pages, k) is not None}
+    buf = io.BytesIO()
+    np.savez_compressed(buf, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **cols)
+    return buf.getvalue()
+
+
+def loads(data: bytes, name: str = "<bytes>") -> SystemScan:
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            meta = json.loads(bytes(z["meta"]).decode())
+            cols = {k: z[k] for k in z.files if k != "meta"}
+        if meta.get("schema") != SCHEMA:
+            raise ValueError(f"schema {meta.get('schema')!r}")
+        pages = Pages(cols["vpn"], cols["pm"], cols["cat"], cols.get("kflags"), cols.get("kcount"))
+        procs = []
+        for p in meta["procs"]:
+            vmas = [Vma(a, b, pr, o, d, i, n) for a, b, pr, o, d, i, n in p["vmas"]]
+            sub = pages.vpn[p["lo"]:p["hi"]]
+            lo = np.searchsorted(sub, np.array([v.start >> 12 for v in vmas], dtype=U64)) + p["lo"]
+            hi = np.searchsorted(sub, np.array([v.end >> 12 for v in vmas], dtype=U64)) + p["lo"]
+            procs.append(ProcRec(Ident(p["pid"], p["comm"], p["uid"], p["cgroup"]), vmas, p["lo"], p["hi"],
+                                 lo.astype(np.int64), hi.astype(np.int64)))
+        return SystemScan(procs, pages, Known(**meta["known"]), meta["skipped"], meta["meminfo"],
+                          meta["complete"], meta["time"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise BadSnapshot(f"{name}: not a pmaps system scan ({err})", path=name) from err

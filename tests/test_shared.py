@@ -1,0 +1,62 @@
+"""pmaps shared: pages physically in common between a parent and its forked workers."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from helpers import PAGE, pmaps_cmd
+from test_top import ForkChild
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (PFNs)")
+
+
+@pytest.fixture(scope="module")
+def family():
+    fc = ForkChild("--workers", "3", "--cow", "1M")
+    try:
+        fc.cmd("diverge 0 0 64")
+        fc.cmd("diverge 1 0 128")
+        yield fc
+    finally:
+        fc.close()
+
+
+def test_cow_left_per_vma(run, family):
+    """Parent's 256-page COW region: w0 wrote 0-63, w1 0-127, w2 nothing."""
+    info = family.info
+    w = info["workers"]
+    r = run("shared", *map(str, family.pids), "--format", "json")
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)
+    (cow,) = [v for v in doc["vmas"] if v["start"] == info["regions"]["cow"][0]]
+    assert cow["rss"] == 256 * PAGE
+    assert cow["shared"] == 256 * PAGE  # worker 2 still shares every page
+    assert cow["shared_with"] == {str(w[0]): 192 * PAGE, str(w[1]): 128 * PAGE, str(w[2]): 256 * PAGE}
+    assert cow["private"] == 0
+    pairs = {tuple(p["pids"]): p["shared_bytes"] for p in doc["pairs"]}
+    assert len(pairs) == 6
+    # Pair totals hold the region's part plus the interpreter's own COW-shared pages.
+    assert pairs[(info["parent"], w[2])] - pairs[(info["parent"], w[1])] >= 128 * PAGE
+    # Symmetric to the per-VMA view of the parent: the sum over its VMAs is the pair total.
+    assert sum(v["shared_with"][str(w[2])] for v in doc["vmas"]) == pairs[(info["parent"], w[2])]
+
+
+def test_formats(run, family):
+    pids = list(map(str, family.pids))
+    nd = [json.loads(x) for x in run("shared", *pids, "--format", "ndjson").out.splitlines()]
+    assert sum(x["kind"] == "pair" for x in nd) == 6 and all(x["schema"] == "pmaps-shared/1" for x in nd)
+    csv = run("shared", *pids, "--format", "csv").out.splitlines()
+    assert csv[0].startswith("start,end,perms,path,rss,shared,private,with_")
+    text = run("shared", *pids).out
+    assert "W/" in text and "# VMAs of" in text
+
+
+def test_needs_root_says_so():
+    r = pmaps_cmd("shared", str(os.getpid()), str(os.getppid()), user=True, check=False)
+    assert r.returncode == 4
+    assert r.stdout == "" and len(r.stderr.strip().splitlines()) == 1 and "root" in r.stderr
+
+
+def test_needs_two(run):
+    assert run("shared", "1").code == 2

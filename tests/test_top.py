@@ -1,0 +1,363 @@
+"""pmaps top / libs: one scan of real processes, checked against each process's smaps_rollup."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import PAGE, pmaps_cmd
+from memchild import MemChild
+
+from pmaps.analysis import system as S
+from pmaps.kernel.smaps import decode_rollup
+from pmaps.sysscan import scan_system
+
+HERE = Path(__file__).parent
+GOLDEN = HERE / "golden"
+ROOT = os.geteuid() == 0
+needs_root = pytest.mark.skipif(not ROOT, reason="needs root (PFNs, kpageflags, kpagecount)")
+LAYOUT = ["a:anon:256K", "z:zero:128K", "f:file:256K:read=8-16", "sh:shared:128K", "cow:cow:128K",
+          "thp:thp:2M", "ml:mlock:64K"]
+
+
+class ForkChild:
+    """tests/forkchild.py: a parent, N COW workers, maybe a CLONE_VM sibling."""
+
+    def __init__(self, *args: str) -> None:
+        self.p = subprocess.Popen([sys.executable, str(HERE / "forkchild.py"), *args], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        self.info = json.loads(self.p.stdout.readline())  # type: ignore[union-attr]
+        if "error" in self.info:
+            self.close()
+            pytest.skip(self.info["error"])
+
+    def cmd(self, line: str) -> None:
+        self.p.stdin.write(line + "\n")  # type: ignore[union-attr]
+        self.p.stdin.flush()  # type: ignore[union-attr]
+        assert json.loads(self.p.stdout.readline())["ok"]  # type: ignore[union-attr]
+
+    @property
+    def pids(self) -> list[int]:
+        return [self.info["parent"], *self.info["workers"], *([self.info["clone"]] if self.info["clone"] else [])]
+
+    def close(self) -> None:
+        try:
+            self.p.stdin.write("exit\n")  # type: ignore[union-attr]
+            self.p.stdin.close()  # type: ignore[union-attr]
+        except (OSError, ValueError):
+            pass
+        try:
+            self.p.wait(10)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait()
+        self.p.stdout.close()  # type: ignore[union-attr]
+
+
+@pytest.fixture(scope="module")
+def family():
+    fc = ForkChild("--workers", "3", "--cow", "1M", "--shared", "256K", "--clone-vm")
+    try:
+        fc.cmd("diverge 0 0 64")
+        fc.cmd("diverge 1 0 128")
+        yield fc
+    finally:
+        fc.close()
+
+
+@pytest.fixture(scope="module")
+def layout():
+    with MemChild(LAYOUT) as mc:
+        yield mc
+
+
+def rollup(pid: int) -> dict[str, int] | None:
+    try:
+        return decode_rollup(Path(f"/proc/{pid}/smaps_rollup").read_bytes())
+    except OSError:
+        return None
+
+
+def expected(k: dict[str, int]) -> dict[str, int]:
+    return {"rss": k["Rss"], "pss": k["Pss"], "uss": k["Private_Clean"] + k["Private_Dirty"], "swap": k["Swap"],
+            "swap_pss": k["SwapPss"], "anon_thp": k["AnonHugePages"], "ksm": k.get("KSM", 0),
+            "shared_hugetlb": k["Shared_Hugetlb"], "private_hugetlb": k["Private_Hugetlb"]}
+
+
+def got(row: dict) -> dict[str, int]:
+    g = {k: row[k] for k in ("rss", "pss", "uss", "swap", "swap_pss", "anon_thp", "ksm", "shared_hugetlb",
+                             "private_hugetlb")}
+    g["pss"] = g["pss"] >> 10 << 10  # smaps_rollup prints kB
+    g["swap_pss"] = g["swap_pss"] >> 10 << 10
+    return g
+
+
+def agree(g: dict[str, int], k: dict[str, int], exact: bool) -> bool:
+    """Ours exactly. Other sessions' processes: a sharer that comes and goes between the two
+    smaps_rollup reads moves PSS without changing either read, so PSS within 0.5% for them."""
+    if exact:
+        return g == k
+    return all(g[x] == k[x] for x in g if x != "pss") and abs(g["pss"] - k["pss"]) <= k["pss"] // 200 + 4096
+
+
+def check_against_rollup(pids: list[int] | None, must: set[int], attempts: int = 10) -> dict[int, dict]:
+    """Scan; every process whose smaps_rollup did not change across the scan must match it exactly,
+    and each process in `must` must have been quiet in some attempt (other sessions churn memory:
+    a python starting elsewhere changes the PSS of our libpython pages)."""
+    verified: set[int] = set()
+    for _ in range(attempts):
+        before = {pid: rollup(pid) for pid in (pids or [int(d) for d in os.listdir("/proc") if d.isdigit()])}
+        scan = scan_system(pids)
+        after = {p.pid: rollup(p.pid) for p in scan.procs}
+        reps = S.mm_reps(scan)
+        rows = {r.key["pid"]: r.as_dict() for r in S.process_rows(scan, S.page_figures(scan, reps), reps)}
+        quiet = {pid for pid in rows if after.get(pid) and before.get(pid) == after[pid]}
+        bad = {pid: (got(rows[pid]), expected(after[pid])) for pid in quiet if not agree(got(rows[pid]),
+                                                                                      expected(after[pid]), pid in must)}
+        assert not bad, f"disagrees with smaps_rollup: {bad}"
+        verified |= quiet
+        if must <= verified:
+            return rows
+    pytest.fail(f"never quiet long enough to compare: {sorted(must - verified)}")
+
+
+@needs_root
+def test_every_process_matches_smaps_rollup(family, layout):
+    """The whole machine: RSS, PSS, USS, Swap, SwapPss, AnonHugePages, KSM, hugetlb per process."""
+    ours = set(family.pids) | {layout.pid, layout.grandchild}
+    rows = check_against_rollup(None, ours)
+    assert rows[layout.pid]["anon_thp"] == 2 << 20
+
+
+@needs_root
+def test_cow_family_exact(family):
+    """Parent + 3 workers: the 1 MiB COW region's pages are shared by exactly the processes that
+    have not written them; USS/PSS follow."""
+    info = family.info
+    parent, w = info["parent"], info["workers"]
+    scan = scan_system(family.pids)
+    cow_lo, cow_hi = info["regions"]["cow"]
+    # Per VMA of the parent: the cow region's pages and their map counts.
+    (pp,) = [p for p in scan.procs if p.pid == parent]
+    (vi,) = [i for i, v in enumerate(pp.vmas) if v.start == cow_lo and v.end == cow_hi]
+    kc = scan.pages.kcount[pp.vma_lo[vi]:pp.vma_hi[vi]]
+    # Worker 0 wrote pages 0-63, worker 1 pages 0-127, worker 2 nothing: pages 0-63 are left in
+    # the parent and worker 2, 64-127 in parent and workers 0 and 2, 128-255 in all four.
+    assert kc.tolist() == [2] * 64 + [3] * 64 + [4] * 128
+    # Each worker's copy of a written page is its own.
+    for i, (lo, n_own) in enumerate([(0, 64), (1, 128), (2, 0)]):
+        (wp,) = [p for p in scan.procs if p.pid == w[i]]
+        (wi,) = [j for j, v in enumerate(wp.vmas) if v.start == cow_lo]
+        wkc = scan.pages.kcount[wp.vma_lo[wi]:wp.vma_hi[wi]]
+        assert int((wkc == 1).sum()) == n_own
+
+
+@needs_root
+def test_clone_vm_sibling_counted_once(family):
+    """A CLONE_VM sibling is a second pid on the same mm: same figures, one mm in totals and groups."""
+    clone, parent = family.info["clone"], family.info["parent"]
+    doc = json.loads(pmaps_cmd("top", "-p", ",".join(map(str, family.pids)), "--format", "json").stdout)
+    rows = {r["pid"]: r for r in doc["rows"]}
+    assert rows[clone]["mm"] == parent and rows[parent]["mm"] == parent
+    assert all(rows[p]["mm"] == p for p in family.info["workers"])
+    strip = {k: v for k, v in rows[parent].items() if k not in ("pid", "mm")}
+    assert {k: v for k, v in rows[clone].items() if k not in ("pid", "mm")} == strip
+    once = sum(r["pss"] for p, r in rows.items() if p != clone)
+    assert 0 <= doc["total"]["pss"] - once < len(rows)  # the total shifts the fixed-point sum once
+    g = json.loads(pmaps_cmd("top", "-p", ",".join(map(str, family.pids)), "--group-by", "program",
+                             "--format", "json").stdout)
+    (prog,) = g["rows"]
+    # (a second scan: PSS of shared library pages may move a little with other processes)
+    assert prog["procs"] == 5 and abs(prog["pss"] - doc["total"]["pss"]) < 256 << 10 and prog["rss"] == sum(r["rss"] for p, r in rows.items()
+                                                                               if p != clone)
+
+
+def test_formats_round_trip(run, layout):
+    """json, ndjson and csv carry the same rows, sizes in bytes, with the documented keys."""
+    pid = str(layout.pid)
+    j = json.loads(run("top", "-p", pid, "--format", "json").out)
+    nd = [json.loads(x) for x in run("top", "-p", pid, "--format", "ndjson").out.splitlines()]
+    cs = list(csv.DictReader(io.StringIO(run("top", "-p", pid, "--format", "csv").out)))
+    (row,) = j["rows"]
+    assert {"pid", "comm", "user", "rss", "pss", "uss", "swap", "swap_pss", "anon_thp", "shared"} <= set(row)
+    (nrow,) = nd
+    (crow,) = cs
+    for k in ("pid", "rss", "uss", "swap", "anon_thp", "shared"):  # pss may move by a shared page in between
+        assert nrow[k] == row[k] == int(crow[k]), k
+    assert row["comm"] == crow["comm"] == "python3" or row["comm"] == crow["comm"]
+    assert row["rss"] == row["uss"] + row["shared"]
+
+
+def test_filters_and_sort(run, layout, family):
+    r = run("top", "-p", ",".join(map(str, [layout.pid, *family.pids])), "--sort", "rss", "--format", "json")
+    rows = json.loads(r.out)["rows"]
+    assert [x["rss"] for x in rows] == sorted((x["rss"] for x in rows), reverse=True)
+    assert {x["pid"] for x in rows} == {layout.pid, *family.pids}
+    one = json.loads(run("top", "-p", str(layout.pid), "-u", "root", "--format", "json").out)["rows"]
+    assert [x["pid"] for x in one] == ([layout.pid] if ROOT else [])
+    none = json.loads(run("top", "-p", str(layout.pid), "-c", "^no-such-program$", "--format", "json").out)["rows"]
+    assert none == []
+    cg = json.loads(run("top", "-p", str(layout.pid), "--format", "json").out)["rows"][0]["cgroup"]
+    assert [x["pid"] for x in json.loads(run("top", "-p", str(layout.pid), "--cgroup", cg, "--format",
+                                             "json").out)["rows"]] == [layout.pid]
+    r = run("top", "-p", str(layout.pid), "--group-by", "cgroup")
+    assert r.code == 0 and cg in r.out
+
+
+@needs_root
+def test_libs_sums_to_top(run, family, tmp_path):
+    """librank rows partition every mm's pages: their RSS/PSS/USS add up to top's totals."""
+    pids = ",".join(map(str, family.pids))
+    saved = str(tmp_path / "scan.npz")
+    t = json.loads(run("top", "-p", pids, "--format", "json", "--save-scan", saved).out)["total"]
+    lib = json.loads(run("libs", "--load-scan", saved, "--format", "json").out)
+    for k in ("rss", "uss", "swap"):
+        assert sum(r[k] for r in lib["rows"]) == t[k], k
+    assert abs(sum(r["pss"] for r in lib["rows"]) - t["pss"]) <= len(lib["rows"])  # per-row >> PSS_SHIFT
+    (cow,) = [r for r in lib["rows"] if r["path"] == "[anon]" and r["procs"] == 4] or [None]
+    assert cow is not None  # 4 mms (the sibling is the parent's)
+
+
+@needs_root
+def test_reconcile_with_meminfo(run):
+    """ΣPss over every process vs AnonPages + Mapped: equal but for pages mapped only by processes
+    outside the scan (unreadable ones, other pid namespaces) and churn (docs/footprints.md)."""
+    doc = json.loads(run("top", "--format", "json").out)
+    rec = doc["reconcile"]
+    assert rec["pss_total"] == doc["total"]["pss"]
+    assert abs(rec["difference"]) <= 0.10 * rec["meminfo_anon_plus_mapped"] + (64 << 20), rec
+
+
+def test_watch_headless(run, layout):
+    r = run("top", "-p", str(layout.pid), "--watch", "0.05", "--iterations", "3")
+    assert r.code == 0
+    assert r.out.count("# 20") == 3 and r.out.count("\ntotal") + r.out.count(" total ") >= 3
+
+
+def test_watch_ctrl_c_exits_0(run, layout, monkeypatch):
+    def interrupt(_s: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(time, "sleep", interrupt)
+    r = run("top", "-p", str(layout.pid), "--watch", "1")
+    assert r.code == 0 and r.out.count("# 20") == 1
+
+
+def test_charts(run, layout, tmp_path):
+    pytest.importorskip("matplotlib", reason="charts need the plot extra")
+    pie, bar = tmp_path / "p.png", tmp_path / "b.png"
+    r = run("top", "-p", str(layout.pid), "--pie", str(pie), "--bar", str(bar))
+    assert r.code == 0, r.err
+    for f in (pie, bar):
+        data = f.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
+    from pmaps.render.charts import top_items
+
+    items = top_items([(f"p{i}", i + 1) for i in range(30)])
+    assert len(items) == 12 and items[-1][0] == "other (19)" and sum(v for _, v in items) == sum(range(1, 31))
+
+
+def test_unprivileged_top(layout):
+    """As nobody: other users' processes are counted in one line; PSS is '?'; exit 0."""
+    if not ROOT:
+        pytest.skip("needs root to switch to nobody")
+    r = pmaps_cmd("top", user=True, check=False)
+    assert r.returncode == 0, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln]
+    assert any("not counted" in ln and "unreadable" in ln for ln in lines)
+    assert len([ln for ln in lines if "not counted" in ln]) == 1
+
+
+@pytest.mark.parametrize("name,args", [
+    ("top.txt", ["top"]), ("top_k.txt", ["top", "-k", "--all"]), ("top_program.txt", ["top", "--group-by", "program"]),
+    ("libs.txt", ["libs"]), ("top.csv", ["top", "--format", "csv"])])
+def test_golden(run, name, args):
+    """Human formats from a captured scan (tests/golden/capture_top.py); PMAPS_BLESS=1 re-blesses."""
+    fixture = GOLDEN / "sysscan.npz"
+    r = run(*args, "--load-scan", str(fixture))
+    assert r.code == 0, r.err
+    path = GOLDEN / name
+    if os.environ.get("PMAPS_BLESS"):
+        path.write_text(r.out)
+    assert r.out == path.read_text(), f"{name} differs; PMAPS_BLESS=1 to accept"
+
+
+def test_page_size():
+    assert PAGE == os.sysconf("SC_PAGE_SIZE")
+
+
+def _write(path: str, value: str) -> None:
+    with open(path, "w") as f:
+        f.write(value)
+
+
+@pytest.fixture
+def ksm():
+    """KSM on, scanning fast; every setting restored after (run=2 unmerges what we merged)."""
+    base = Path("/sys/kernel/mm/ksm")
+    if not ROOT or not (base / "run").exists():
+        pytest.skip("needs root and KSM (/sys/kernel/mm/ksm)")
+    keys = ("run", "pages_to_scan", "sleep_millisecs")
+    old = {k: (base / k).read_text().strip() for k in keys}
+    try:
+        _write(str(base / "pages_to_scan"), "10000")
+        _write(str(base / "sleep_millisecs"), "10")
+        _write(str(base / "run"), "1")
+        yield base
+    finally:
+        if old["run"] != "1":
+            _write(str(base / "run"), "2")  # unmerge before stopping, as it was before us
+        for k in ("pages_to_scan", "sleep_millisecs", "run"):
+            _write(str(base / k), old[k])
+
+
+def test_ksm_merged_region(ksm):
+    with MemChild(["k:ksm:1M", "a:anon:64K"]) as mc:
+        start = mc.regions["k"]["start"]
+        for _ in range(100):
+            if (mc.cmd("smaps k")["smaps"].get("KSM", 0)) >= 1024:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.skip("KSM merged nothing within 5 s")
+        rows = check_against_rollup([mc.pid], {mc.pid})
+        assert rows[mc.pid]["ksm"] >= 1 << 20
+        # All 256 identical pages became one KSM page: mapped 256 times by this one process.
+        scan = scan_system([mc.pid])
+        (p,) = scan.procs
+        (vi,) = [i for i, v in enumerate(p.vmas) if v.start == start]
+        pfn = scan.pages.pfn[p.vma_lo[vi]:p.vma_hi[vi]]
+        assert len(set(pfn.tolist())) == 1 and int(scan.pages.kcount[p.vma_lo[vi]]) == 256
+
+
+@pytest.fixture
+def hugepages():
+    """Reserve 4 hugetlb pages of 2 MiB; restore nr_hugepages after."""
+    path = "/proc/sys/vm/nr_hugepages"
+    if not ROOT:
+        pytest.skip("needs root to reserve hugepages")
+    old = Path(path).read_text().strip()
+    try:
+        _write(path, str(int(old) + 4))
+        if int(Path("/proc/meminfo").read_text().split("HugePages_Free:")[1].split()[0]) < 4:
+            pytest.skip("could not reserve 4 hugepages (memory too fragmented)")
+        yield
+    finally:
+        _write(path, old)
+
+
+def test_hugetlb_outside_rss(hugepages):
+    """Parent + 1 forked worker share 2 hugetlb pages: Shared_Hugetlb, not in Rss/Pss."""
+    fc = ForkChild("--workers", "1", "--cow", "64K", "--hugetlb", "2")
+    try:
+        rows = check_against_rollup(fc.pids, set(fc.pids))
+        for pid in fc.pids:
+            assert rows[pid]["shared_hugetlb"] == 4 << 20 and rows[pid]["private_hugetlb"] == 0
+    finally:
+        fc.close()
