@@ -81,7 +81,7 @@ def sample_costs(gib: float, runs: int) -> list[tuple[str, str]]:
                 res[f + "_bytes"] = len(sample_bytes(s))
                 res[f + "_ranges"] = len(s)
         rows += [
-            (f"target", f"{gib:g} GiB memchild (60% anon in 256 MiB VMAs, 15% sparse, 15% zero, 10% file)"),
+            ("target", f"{gib:g} GiB memchild (60% anon in 256 MiB VMAs, 15% sparse, 15% zero, 10% file)"),
             ("cat /proc/PID/smaps", f"{t_smaps * 1000:.0f} ms"),
             ("full sample (flags+counts)", f"{res['full'] * 1000:.0f} ms  (goal <= 500 ms)"),
             ("pagemap-only sample", f"{res['pagemap'] * 1000:.0f} ms = {res['pagemap'] / t_smaps:.2f}x cat smaps "

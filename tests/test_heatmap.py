@@ -36,7 +36,6 @@ def test_pixels(recording):
     heat = build(samples, width=4000)
     assert heat.image.shape[0] == 2
     # Column of a's first page and of b's first page, in squeezed coordinates.
-    xs = {name: x for x, name in heat.vma_edges for name in [name]}
     ea = [x for x, lab in heat.vma_edges if lab == f"{regions['a']['start']:x}"][0]
     eb = [x for x, lab in heat.vma_edges if lab == f"{regions['b']['start']:x}"][0]
     dirty, absent = COLORS[2], COLORS[0]

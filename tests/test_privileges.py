@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import PAGE, json_vmas, page_set, pmaps_cmd, runs_to_set, smaps_by_start, text_blocks
+from helpers import json_vmas, page_set, pmaps_cmd, runs_to_set, smaps_by_start, text_blocks
 from memchild import MemChild
 
 LAYOUT = ["a:anon:256K", "z:zero:64K", "s:anon:256K:every=4", "t:thp:2M"]

@@ -1,14 +1,12 @@
 """pmaps record: the recording format round trip, SIGKILL safety, target exit, file modes."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import stat
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -185,41 +185,12 @@ class Process:
         return pages
 
     def _lookup(self, pages: Pages) -> None:
-        pres = pmb.present(pages.pm)
-        allp = bool(pres.all())
-        pm = pages.pm if allp else pages.pm[pres]
-        pfn = pm & pmb.PM_PFN_MASK
-        if not self._pfn_checked and len(pfn):
+        if not self._pfn_checked and pmb.present(pages.pm).any():
             self._pfn_checked = True
-            if not pfn.any():
-                # Root whose CAP_SYS_ADMIN was dropped opens kpageflags yet reads PFN 0
-                # (pagemap.rst, since 4.2): PFN 0's flags are not this page's.
+            if not pfns_visible(pages):
                 self._drop_page_info()
                 return
-        # pagemap's "exclusively mapped" bit is set exactly when the page's mapcount is 1, the
-        # same count kpagecount reports (fs/proc/task_mmu.c, 6.x: folio_precise_page_mapcount;
-        # checked by tests/test_kernel_facts.py): read kpagecount only for the other pages.
-        shared = (pmb.top_byte(pm) & pmb.TOP_EXCLUSIVE) == 0
-        flags, count = self._kpage.lookup(pfn, shared, split=self._split_reads)  # type: ignore[union-attr]
-        if self._idle is not None:
-            # Y: the pte young bit, via idle page tracking: a page not idle is young (KERNEL.md).
-            idle = self._idle.lookup(pfn)
-            if idle is not None:
-                pages.idle = np.zeros(len(pages), dtype=bool)
-                pages.idle[pres] = idle
-        if count is not None:
-            kc = np.ones(len(pfn), dtype=U64)
-            kc[shared] = count
-            count = kc
-        if allp:
-            pages.kflags, pages.kcount = flags, count
-            return
-        if flags is not None:
-            pages.kflags = np.zeros(len(pages), dtype=U64)
-            pages.kflags[pres] = flags
-        if count is not None:
-            pages.kcount = np.zeros(len(pages), dtype=U64)
-            pages.kcount[pres] = count
+        lookup_pages(pages, self._kpage, self._idle, split=self._split_reads)  # type: ignore[arg-type]
 
     def _drop_page_info(self) -> None:
         if self._kpage is not None:
@@ -230,72 +201,57 @@ class Process:
         self.known = Known(soft_dirty=self.known.soft_dirty, categories=self.known.categories)
 
     def chunks(self, workers: int = 2) -> Iterator[tuple[int, Pages]]:
-        """(VMA index, Pages) in address order; a VMA may come in several chunks.
+        """(VMA index, Pages) in address order; a VMA may come in several chunks."""
+        starts = np.array([v.start >> PAGE_SHIFT for v in self.vmas], dtype=U64)
+        ends = np.array([v.end >> PAGE_SHIFT for v in self.vmas], dtype=U64)
+        for pages in self.batches(workers):
+            if not len(pages):
+                continue
+            # The VMAs this batch touches, and where each one's pages start and end in it.
+            lo = int(np.searchsorted(ends, pages.vpn[0], side="right"))
+            hi = int(np.searchsorted(starts, pages.vpn[-1], side="right"))
+            cut_lo = np.searchsorted(pages.vpn, starts[lo:hi]).tolist()
+            cut_hi = np.searchsorted(pages.vpn, ends[lo:hi]).tolist()
+            for i, a, b in zip(range(lo, hi), cut_lo, cut_hi):
+                if b > a:
+                    yield i, pages.take(slice(a, b))
 
-        Pages are read in batches of about chunk_pages pages (a batch may span many small
-        VMAs: one pagemap pass and one kpage lookup for all of them). Batches are read by
-        `workers` threads, a few ahead of the caller, and handed over in order: the reads
-        spend their time in the kernel (pagemap, kpageflags) without the GIL, so two cores
-        read while the caller renders. Memory stays bounded by the window.
+    def batches(self, workers: int = 2) -> Iterator[Pages]:
+        """Populated pages in address order, in batches of about chunk_pages pages.
+
+        A batch may span many small VMAs: one pagemap pass and one kpage lookup for all of
+        them. Batches are read by `workers` threads, a few ahead of the caller, and handed
+        over in order: the reads spend their time in the kernel (pagemap, kpageflags) without
+        the GIL, so two cores read while the caller renders. Memory stays bounded by the window.
         """
-        batches = self._batches()
+        todo = self._batch_regions()
         # The first batch runs alone: it decides whether PFNs are real (see _lookup) before
         # any worker shares the kpage reader. A small process is a single batch: no threads.
-        for batch in batches:
-            yield from self._read_batch(batch)
+        for regs in todo:
+            yield self._pages(regs)
             break
         if workers <= 1:
-            for batch in batches:
-                yield from self._read_batch(batch)
+            yield from (self._pages(regs) for regs in todo)
         else:
             self._split_reads = False  # the workers are the parallelism
-            for done in _ordered_map(self._read_batch, batches, workers, ahead=2 * workers):
-                yield from done
+            yield from _ordered_map(self._pages, todo, workers, ahead=2 * workers)
         self.check_alive()
 
-    def _batches(self) -> Iterator[list[tuple[int, np.ndarray]]]:
-        """Consecutive (VMA index, regions) pieces, grouped up to chunk_pages pages."""
-        batch: list[tuple[int, np.ndarray]] = []
-        size = 0
-        for i, sub in self._tasks():
-            n = int((sub[:, 1] - sub[:, 0]).sum())
-            if batch and size + n > self.opts.chunk_pages:
-                yield batch
-                batch, size = [], 0
-            batch.append((i, sub))
-            size += n
-        if batch:
-            yield batch
-
-    def _read_batch(self, batch: list[tuple[int, np.ndarray]]) -> list[tuple[int, Pages]]:
-        """Read a batch's pages at once, then split them back per piece."""
-        if len(batch) == 1:
-            return [(batch[0][0], self._pages(batch[0][1]))]
-        pages = self._pages(np.concatenate([sub for _, sub in batch]))
-        ends = np.array([sub[-1, 1] for _, sub in batch], dtype=U64)
-        cuts = np.searchsorted(pages.vpn, ends, side="left")
-        out, lo = [], 0
-        for (i, _), hi in zip(batch, cuts.tolist()):
-            out.append((i, pages.take(slice(lo, hi))))
-            lo = hi
-        return out
-
-    def _tasks(self) -> Iterator[tuple[int, np.ndarray]]:
-        """(VMA index, its populated regions) in pieces of at most chunk_pages pages."""
+    def _batch_regions(self) -> Iterator[np.ndarray]:
+        """[start_page, end_page, categories] regions in address order, about chunk_pages pages a batch."""
         limit = self.opts.chunk_pages
-        for idxs, regs in self._scan_groups():
-            rs, re_ = regs[:, 0], regs[:, 1]
-            for i in idxs:
-                vma = self.vmas[i]
-                vs, ve = U64(vma.start >> PAGE_SHIFT), U64(vma.end >> PAGE_SHIFT)
-                a = int(np.searchsorted(re_, vs, side="right"))
-                b = int(np.searchsorted(rs, ve, side="left"))
-                if a >= b:
-                    continue
-                sub = regs[a:b].copy()
-                sub[:, 0] = np.maximum(sub[:, 0], vs)
-                sub[:, 1] = np.minimum(sub[:, 1], ve)
-                yield from ((i, piece) for piece in _split_regions(sub, limit))
+        pending: list[np.ndarray] = []
+        size = 0
+        for _idxs, regs in self._scan_groups():
+            for piece in _split_regions(regs, limit) if len(regs) else ():
+                n = int(piece[:, 1].sum() - piece[:, 0].sum())
+                if pending and size + n > limit:
+                    yield np.concatenate(pending) if len(pending) > 1 else pending[0]
+                    pending, size = [], 0
+                pending.append(piece)
+                size += n
+        if pending:
+            yield np.concatenate(pending) if len(pending) > 1 else pending[0]
 
     def check_alive(self) -> None:
         """After a scan: a process that exited mid-scan must not pass as a quiet one."""
@@ -320,10 +276,50 @@ class Process:
         self.close()
 
     def snapshot(self) -> Snapshot:
-        parts = [p for _, p in self.chunks()]
+        parts = list(self.batches())
         snap = Snapshot(self.pid, self.comm, self.vmas, Pages.concat(parts), self.known)
         snap.notes = missing_notes(self.known)
         return snap
+
+
+def pfns_visible(pages: Pages) -> bool:
+    """False when present pages all read PFN 0: root whose CAP_SYS_ADMIN was dropped opens
+    kpageflags yet reads PFN 0 from pagemap (pagemap.rst, since 4.2), and PFN 0's flags
+    are not these pages'."""
+    pres = pmb.present(pages.pm)
+    return not pres.any() or bool((pages.pm[pres] & pmb.PM_PFN_MASK).any())
+
+
+def lookup_pages(pages: Pages, reader: PfnReader, idle: IdleReader | None = None, split: bool = True) -> None:
+    """Fill pages.kflags and pages.kcount (and pages.idle) for the present pages, in place."""
+    pres = pmb.present(pages.pm)
+    allp = bool(pres.all())
+    pm = pages.pm if allp else pages.pm[pres]
+    pfn = pm & pmb.PM_PFN_MASK
+    # pagemap's "exclusively mapped" bit is set exactly when the page's mapcount is 1, the
+    # same count kpagecount reports (fs/proc/task_mmu.c, 6.x: folio_precise_page_mapcount;
+    # checked by tests/test_kernel_facts.py): read kpagecount only for the other pages.
+    shared = (pmb.top_byte(pm) & pmb.TOP_EXCLUSIVE) == 0
+    flags, count = reader.lookup(pfn, shared, split=split)
+    if idle is not None:
+        # Y: the pte young bit, via idle page tracking: a page not idle is young (KERNEL.md).
+        bits = idle.lookup(pfn)
+        if bits is not None:
+            pages.idle = np.zeros(len(pages), dtype=bool)
+            pages.idle[pres] = bits
+    if count is not None:
+        kc = np.ones(len(pfn), dtype=U64)
+        kc[shared] = count
+        count = kc
+    if allp:
+        pages.kflags, pages.kcount = flags, count
+        return
+    if flags is not None:
+        pages.kflags = np.zeros(len(pages), dtype=U64)
+        pages.kflags[pres] = flags
+    if count is not None:
+        pages.kcount = np.zeros(len(pages), dtype=U64)
+        pages.kcount[pres] = count
 
 
 def _page_regions(regs: np.ndarray) -> np.ndarray:
@@ -334,23 +330,30 @@ def _page_regions(regs: np.ndarray) -> np.ndarray:
     return out
 
 
-def _split_regions(sub: np.ndarray, limit: int) -> Iterator[np.ndarray]:
+def _split_regions(regs: np.ndarray, limit: int) -> Iterator[np.ndarray]:
     """Split sorted regions into groups of about `limit` pages (at most 2 * limit)."""
-    lens = (sub[:, 1] - sub[:, 0]).astype(np.int64)
+    lens = (regs[:, 1] - regs[:, 0]).astype(np.int64)
     if lens.sum() <= limit:
-        yield sub
+        yield regs
         return
-    # Cut long regions into limit-sized pieces, then group pieces up to the limit.
-    pieces = []
-    for (s, e, c), ln in zip(sub.tolist(), lens.tolist()):
-        for off in range(0, ln, limit):
-            pieces.append((s + off, min(e, s + off + limit), c))
-    arr = np.array(pieces, dtype=U64)
-    plen = (arr[:, 1] - arr[:, 0]).astype(np.int64)
-    group = np.cumsum(plen) // limit
+    long = np.flatnonzero(lens > limit)
+    if len(long):
+        # Cut the few regions longer than the limit into limit-sized pieces.
+        rows: list[np.ndarray] = []
+        prev = 0
+        for k in long.tolist():
+            rows.append(regs[prev:k])
+            s, e, c = (int(x) for x in regs[k])
+            cuts = np.arange(s, e, limit, dtype=np.uint64)
+            rows.append(np.stack([cuts, np.minimum(cuts + np.uint64(limit), np.uint64(e)),
+                                  np.full(len(cuts), c, dtype=np.uint64)], axis=1))
+            prev = k + 1
+        rows.append(regs[prev:])
+        regs = np.concatenate(rows)
+        lens = (regs[:, 1] - regs[:, 0]).astype(np.int64)
+    group = np.cumsum(lens) // limit
     # A piece that straddles a group boundary stays with the earlier group.
-    cuts = np.flatnonzero(np.diff(group)) + 1
-    yield from np.split(arr, cuts)
+    yield from np.split(regs, np.flatnonzero(np.diff(group)) + 1)
 
 
 def _ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, ahead: int) -> Iterator[R]:

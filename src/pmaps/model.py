@@ -10,7 +10,7 @@ import numpy as np
 from .kernel import pagemap as pmb
 from .kernel.kpage import KPF, KPF_ABI_MASK, KPF_BITS
 from .kernel.maps import PAGE_SHIFT, PAGE_SIZE, Vma
-from .kernel.scan import CAT_HUGE, CAT_PFNZERO, CAT_UNKNOWN
+from .kernel.scan import CAT_HUGE, CAT_PFNZERO
 
 __all__ = ["Pages", "Known", "Ranges", "Snapshot", "Vma", "PAGE_SIZE"]
 

@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .collect import Options, Process
+from .collect import Options, Process, lookup_pages, pfns_visible
 from .errors import AccessDenied, BadSnapshot, KernelThread, NoSuchProcess, PmapsError, Unsupported
 from .kernel import caps as capsmod
-from .kernel import pagemap as pmb
 from .kernel import procfs
 from .kernel.kpage import PfnReader
 from .kernel.maps import Vma
@@ -126,11 +125,7 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
 
 def _lookup_union(pages: Pages, known: Known) -> Known:
     """kpageflags for every present page and kpagecount for the non-exclusive ones, in one pass."""
-    pres = pmb.present(pages.pm)
-    pm = pages.pm[pres]
-    pfn = pm & pmb.PM_PFN_MASK
-    if len(pfn) and not pfn.any():
-        # Root without CAP_SYS_ADMIN reads PFN 0 everywhere (pagemap.rst, since 4.2).
+    if not pfns_visible(pages):
         return Known(categories=known.categories, soft_dirty=known.soft_dirty)
     try:
         reader = PfnReader(want_flags=True, want_count=True)
@@ -139,15 +134,7 @@ def _lookup_union(pages: Pages, known: Known) -> Known:
     with reader:
         if not (reader.can_flags and reader.can_count):
             return known
-        shared = ~pmb.bit(pm, pmb.PM_EXCLUSIVE)
-        flags, count = reader.lookup(pfn, shared)
-    kflags = np.zeros(len(pages), dtype=U64)
-    kflags[pres] = flags
-    kc = np.ones(len(pfn), dtype=U64)
-    kc[shared] = count
-    kcount = np.zeros(len(pages), dtype=U64)
-    kcount[pres] = kc
-    pages.kflags, pages.kcount = kflags, kcount
+        lookup_pages(pages, reader)
     return Known(pfn=True, flags=True, count=True, categories=known.categories, soft_dirty=known.soft_dirty)
 
 

@@ -46,18 +46,47 @@ def _kbit(kflags: np.ndarray, name: str) -> np.ndarray:
     return (kflags >> U64(KPF[name]) & U64(1)).astype(bool)
 
 
+class _Prefix:
+    """Prefix sums of one figure, readable at the boundaries of processes and VMAs only."""
+
+    def __init__(self, pos: dict[int, int], sums: list[int]) -> None:
+        self.pos, self.sums = pos, sums
+
+    def __getitem__(self, page_index: int) -> int:
+        return self.sums[self.pos[page_index]]
+
+
 @dataclass
 class PageFigures:
-    """Per-page contributions (int64), and which figures this scan can tell at all."""
+    """Per-page contributions, and which figures this scan can tell at all.
+
+    Columns are bool masks (worth PAGE each) or int64 fixed-point values; they are summed per
+    segment between process and VMA boundaries (np.add.reduceat), never into full-length
+    int64 prefix arrays: 4 M pages x 10 figures would be 350 MB of temporaries.
+    """
 
     cols: dict[str, np.ndarray]
     unknown: set[str]
-    _prefix: dict[str, np.ndarray] | None = None
+    bounds: np.ndarray  # sorted page indexes of every process and VMA start and end
+    _prefix: dict[str, _Prefix] | None = None
 
-    def prefix(self) -> dict[str, np.ndarray]:
-        """Prefix sums (computed once), so that any [lo, hi) page slice sums in O(1)."""
+    def prefix(self) -> dict[str, _Prefix]:
+        """Prefix sums at the boundaries (computed once): any [lo, hi) boundary slice sums in O(1)."""
         if self._prefix is None:
-            self._prefix = {k: np.concatenate(([0], np.cumsum(v, dtype=np.int64))) for k, v in self.cols.items()}
+            b = self.bounds
+            pos = {int(x): i for i, x in enumerate(b.tolist())}
+            starts = b[:-1]
+            empty = b[1:] == starts
+            self._prefix = {}
+            for k, v in self.cols.items():
+                if len(starts):
+                    seg = np.add.reduceat(np.append(v, v[:1] * 0), starts, dtype=np.int64)
+                    seg[empty] = 0
+                    if v.dtype == bool:
+                        seg *= PAGE
+                else:
+                    seg = np.zeros(0, dtype=np.int64)
+                self._prefix[k] = _Prefix(pos, [0, *np.cumsum(seg).tolist()])
         return self._prefix
 
 
@@ -119,7 +148,7 @@ def page_figures(scan: SystemScan, reps: np.ndarray) -> PageFigures:
         huge = np.zeros(n, dtype=bool)
     res = present & ~zero & ~huge
     unknown: set[str] = set()
-    cols: dict[str, np.ndarray] = {"rss": res * PAGE}
+    cols: dict[str, np.ndarray] = {"rss": res}
     if known.count and pages.kcount is not None:
         mc = np.maximum(pages.kcount.astype(np.int64), 1)
         cols["pss"] = np.where(res, (PAGE << PSS_SHIFT) // mc, 0)
@@ -129,31 +158,34 @@ def page_figures(scan: SystemScan, reps: np.ndarray) -> PageFigures:
         cols["pss"] = np.zeros(n, dtype=np.int64)
         unknown.add("pss")
         single = pmb.bit(pm, pmb.PM_EXCLUSIVE)
-    cols["uss"] = (res & single) * PAGE
-    cols["shared"] = (res & ~single) * PAGE
-    cols["swap"] = swapped * PAGE
+    cols["uss"] = res & single
+    cols["shared"] = res & ~single
+    cols["swap"] = swapped
     cols["swap_pss"] = _swap_pss(scan, reps, swapped)
     anon = _kbit(kf, "anon") if kf is not None else ~pmb.bit(pm, pmb.PM_FILE)
     if known.categories:
-        cols["anon_thp"] = (res & anon & ((pages.cat & CAT_HUGE) != 0)) * PAGE
+        cols["anon_thp"] = res & anon & ((pages.cat & CAT_HUGE) != 0)
     elif kf is not None:
         thp = np.zeros(n, dtype=bool)
         cand = res & anon & _kbit(kf, "thp")
         for p in scan.procs:
             thp[p.lo:p.hi] = _pmd_thp_fallback(pages.take(slice(p.lo, p.hi)), cand[p.lo:p.hi])
-        cols["anon_thp"] = thp * PAGE
+        cols["anon_thp"] = thp
     else:
-        cols["anon_thp"] = np.zeros(n, dtype=np.int64)
+        cols["anon_thp"] = np.zeros(n, dtype=bool)
         unknown.add("anon_thp")
     if kf is not None and mc is not None:
-        cols["ksm"] = (res & _kbit(kf, "ksm")) * PAGE
-        cols["shared_hugetlb"] = (huge & (mc >= 2)) * PAGE
-        cols["private_hugetlb"] = (huge & (mc < 2)) * PAGE
+        cols["ksm"] = res & _kbit(kf, "ksm")
+        cols["shared_hugetlb"] = huge & (mc >= 2)
+        cols["private_hugetlb"] = huge & (mc < 2)
     else:
         for k in ("ksm", "shared_hugetlb", "private_hugetlb"):
-            cols[k] = np.zeros(n, dtype=np.int64)
+            cols[k] = np.zeros(n, dtype=bool)
             unknown.add(k)
-    return PageFigures({k: v.astype(np.int64) for k, v in cols.items()}, unknown)
+    edges = [np.array([0, n], dtype=np.int64)]
+    for p in scan.procs:
+        edges += [np.array([p.lo, p.hi], dtype=np.int64), p.vma_lo, p.vma_hi]
+    return PageFigures(cols, unknown, np.unique(np.concatenate(edges)))
 
 
 def _swap_pss(scan: SystemScan, reps: np.ndarray, swapped: np.ndarray) -> np.ndarray:

@@ -7,7 +7,6 @@ import time
 from typing import TextIO
 
 from ..collect import Process, parse_pid
-from ..errors import UsageError
 from ..recording import FIELDS, Sample, fields_options, resolve_sample, take_sample
 from . import Command, add_output_options
 

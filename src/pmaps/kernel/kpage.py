@@ -88,15 +88,16 @@ def plan_lookup(pfns: np.ndarray, gap: int = PFNS_PER_CALL) -> LookupPlan:
     if n == 0:
         empty = np.zeros(0, dtype=np.int64)
         return LookupPlan(empty, empty, empty)
-    p = pfns.astype(np.int64)
+    p = pfns.view(np.int64)  # PFNs are < 2**55: the same values, no copy
     # A run continues while the PFN stays or steps by one: physically contiguous pages, and
-    # the zero page mapped over and over (same PFN), both cost one run.
-    step = p[1:] - p[:-1]
-    brk = np.flatnonzero((step != 1) & (step != 0)) + 1
+    # the zero page mapped over and over (same PFN), both cost one run. In unsigned
+    # arithmetic a step back wraps to a huge number, so one compare finds every break.
+    brk = np.flatnonzero((pfns[1:] - pfns[:-1]) > np.uint64(1)) + 1
     first = np.concatenate(([0], brk))
-    rlen = np.diff(np.concatenate((first, [n])))
-    rstart = np.minimum.reduceat(p, first)
-    rend = np.maximum.reduceat(p, first) + 1
+    last = np.concatenate((brk - 1, [n - 1]))
+    rlen = last - first + 1
+    rstart = p[first]  # runs never decrease: first is the lowest, last the highest
+    rend = p[last] + 1
     order = np.argsort(rstart, kind="stable")
     s, e = rstart[order], rend[order]
     reach = np.maximum.accumulate(e)
@@ -183,24 +184,36 @@ class PfnReader:
                ) -> tuple[np.ndarray | None, np.ndarray | None]:
         """(kpageflags per PFN, kpagecount per PFN of pfns[count_sel]); None for an unreadable file."""
         jobs: list[tuple[int, str, int, memoryview]] = []
-        results: list[tuple[np.ndarray, LookupPlan] | None] = []
-        for fd, path, sel in ((self.flags_fd, "/proc/kpageflags", None),
-                              (self.count_fd, "/proc/kpagecount", count_sel)):
+        plan = plan_lookup(pfns)
+        # kpagecount for a subset: its own plan when the subset is small (fewer PFNs for the
+        # kernel to count), the flags plan when it is most of the PFNs (no second plan).
+        count_plan = plan
+        if count_sel is not None and 4 * int(np.count_nonzero(count_sel)) < len(pfns):
+            count_plan = plan_lookup(pfns[count_sel])
+        results: list[np.ndarray | None] = []
+        for fd, path, pl in ((self.flags_fd, "/proc/kpageflags", plan), (self.count_fd, "/proc/kpagecount", count_plan)):
             if fd is None:
                 results.append(None)
                 continue
-            plan = plan_lookup(pfns if sel is None else pfns[sel])
-            buf = np.zeros(plan.total, dtype="<u8")
+            buf = np.zeros(pl.total, dtype="<u8")
             mv = memoryview(buf).cast("B")
             pos = 0
-            for start, length in zip(plan.seg_start.tolist(), plan.seg_len.tolist()):
+            for start, length in zip(pl.seg_start.tolist(), pl.seg_len.tolist()):
                 for off in range(0, length, MAX_READ):
                     k = min(MAX_READ, length - off)
                     jobs.append((fd, path, (start + off) * 8, mv[(pos + off) * 8 : (pos + off + k) * 8]))
                 pos += length
-            results.append((buf, plan))
+            results.append(buf)
         _run_split(jobs, split)
-        return tuple(None if r is None else r[0][r[1].index] for r in results)  # type: ignore[return-value]
+        flags, counts = results
+        if flags is not None:
+            flags = flags[plan.index]
+        if counts is not None:
+            if count_plan is not plan:
+                counts = counts[count_plan.index]
+            else:
+                counts = counts[plan.index if count_sel is None else plan.index[count_sel]]
+        return flags, counts
 
     def close(self) -> None:
         procfs.close(self.flags_fd)
