@@ -275,8 +275,8 @@ class Process:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def snapshot(self) -> Snapshot:
-        parts = list(self.batches())
+    def snapshot(self, workers: int = 2) -> Snapshot:
+        parts = list(self.batches(workers))
         snap = Snapshot(self.pid, self.comm, self.vmas, Pages.concat(parts), self.known)
         snap.notes = missing_notes(self.known)
         return snap
