@@ -254,3 +254,31 @@ def test_chunking_does_not_split_ranges(child, fmt):
 
     assert own(render(7)) == own(render(1 << 18))
     assert len(own(render(7))) == len(child.regions)
+
+
+def test_hugetlb_outside_rss_in_summary():
+    """hugetlb pages are present in pagemap but outside smaps' Rss/Pss: --summary agrees."""
+    from pathlib import Path
+
+    from test_top import ForkChild, _write
+
+    path = "/proc/sys/vm/nr_hugepages"
+    old = Path(path).read_text().strip()
+    try:
+        _write(path, str(int(old) + 2))
+        if int(Path("/proc/meminfo").read_text().split("HugePages_Free:")[1].split()[0]) < 2:
+            pytest.skip("could not reserve 2 hugepages (memory too fragmented)")
+        fc = ForkChild("--workers", "0", "--cow", "64K", "--hugetlb", "1")
+        try:
+            pid = fc.pids[0]
+            vmas, _ = _summary(pid)
+            sm = smaps_by_start(pid)
+            ht = [s for s, k in sm.items() if k.get("Private_Hugetlb", 0) + k.get("Shared_Hugetlb", 0)]
+            assert len(ht) == 1
+            got, k = vmas[ht[0]], sm[ht[0]]
+            assert (got["rss"], got["pss"], got["uss"]) == (k["Rss"], k["Pss"], 0) == (0, 0, 0)
+            assert got["hugetlb"] == 2 << 20
+        finally:
+            fc.close()
+    finally:
+        _write(path, old)

@@ -11,6 +11,9 @@ Accounting rules (see README "How the figures are computed"):
 - AnonHugePages: anonymous pages mapped by a PMD (PAGEMAP_SCAN's PAGE_IS_HUGE category).
 - SwapPss: the kernel divides by the swap entry's count, which user space cannot read
   (no interface); pmaps reports it equal to Swap, exact for unshared swap entries.
+- hugetlb pages (kpageflags HUGE) are outside Rss/Pss/USS, as in smaps (smaps_hugetlb_range()
+  adds them to Shared_Hugetlb / Private_Hugetlb by mapcount); without kpageflags they cannot
+  be told from THP and count as resident.
 """
 from __future__ import annotations
 
@@ -43,6 +46,7 @@ class Footprint:
     dirty: int | None = 0
     referenced: int | None = 0
     zero: int | None = 0  # zero-page mappings (present, not counted in rss)
+    hugetlb: int | None = 0  # hugetlb pages (present, not counted in rss)
 
     @property
     def pss(self) -> int | None:
@@ -67,7 +71,7 @@ class Footprint:
         return {
             "rss": self.rss, "pss": self.pss, "uss": self.uss, "shared": self.shared, "swap": self.swap,
             "swap_pss": self.swap_pss, "anon_thp": self.anon_thp, "dirty": self.dirty,
-            "referenced": self.referenced, "zero_page": self.zero,
+            "referenced": self.referenced, "zero_page": self.zero, "hugetlb": self.hugetlb,
         }
 
 
@@ -93,9 +97,12 @@ def footprint(pages: Pages, known: Known) -> Footprint:
     """Totals for any set of pages (one VMA, a chunk of it, or a whole process)."""
     present = pmb.present(pages.pm)
     zero = pages.zero(known)
-    res = present & ~zero
+    kf = pages.kflags if known.flags else None
+    huge = present & _kbit(kf, "huge") if kf is not None else np.zeros(len(pages), dtype=bool)
+    res = present & ~zero & ~huge
     fp = Footprint(rss=int(res.sum()) * PAGE, swap=int(pmb.swapped(pages.pm).sum()) * PAGE)
     fp.zero = int((present & zero).sum()) * PAGE if known.zero else None
+    fp.hugetlb = int(huge.sum()) * PAGE if kf is not None else None
     if known.count and pages.kcount is not None:
         mc = np.maximum(pages.kcount[res].astype(np.int64), 1)
         fp.pss_fixed = int(((PAGE << PSS_SHIFT) // mc).sum())
@@ -103,7 +110,6 @@ def footprint(pages: Pages, known: Known) -> Footprint:
     else:
         fp.pss_fixed = None
         fp.uss = int((res & pmb.bit(pages.pm, pmb.PM_EXCLUSIVE)).sum()) * PAGE
-    kf = pages.kflags if known.flags else None
     if kf is not None:
         anon = _kbit(kf, "anon")
         # Anonymous pages not in the swap cache have no clean copy anywhere: dirty, as
