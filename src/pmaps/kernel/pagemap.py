@@ -52,7 +52,8 @@ def bit(entries: np.ndarray, n: int) -> np.ndarray:
 
 
 def present(entries: np.ndarray) -> np.ndarray:
-    return top_byte(entries) >= TOP_PRESENT
+    # Bit 63 is the top bit: one unsigned compare.
+    return entries >= np.uint64(1 << PM_PRESENT)
 
 
 def swapped(entries: np.ndarray) -> np.ndarray:
@@ -60,8 +61,8 @@ def swapped(entries: np.ndarray) -> np.ndarray:
 
 
 def populated(entries: np.ndarray) -> np.ndarray:
-    """Present or swapped."""
-    return top_byte(entries) >= TOP_SWAPPED
+    """Present or swapped (bit 63 or 62: the value is at least 2**62)."""
+    return entries >= np.uint64(1 << PM_SWAPPED)
 
 
 def pfn(entries: np.ndarray) -> np.ndarray:
