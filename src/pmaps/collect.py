@@ -29,6 +29,7 @@ R = TypeVar("R")
 CHUNK_PAGES = 1 << 18  # pages per chunk: ~10 MiB of columns; bounds peak memory
 READ_GAP = 512  # read through holes up to this many pages (4 KiB) rather than split a read
 NO_SCAN_ENV = "PMAPS_NO_SCAN"
+FIRST_BATCH_PAGES = 1 << 12
 SCAN_GROUP_BYTES = 256 << 20  # VMAs scanned per PAGEMAP_SCAN call, at least one VMA
 FALLBACK_ZERO_LIMIT = 4 << 30  # bytes of VMA (8 MiB of pagemap) read just to find zero pages
 
@@ -239,15 +240,17 @@ class Process:
 
     def _batch_regions(self) -> Iterator[np.ndarray]:
         """[start_page, end_page, categories] regions in address order, about chunk_pages pages a batch."""
-        limit = self.opts.chunk_pages
+        # The first batch is read alone (see batches()): keep it small so the workers start soon.
+        limit = min(self.opts.chunk_pages, FIRST_BATCH_PAGES)
         pending: list[np.ndarray] = []
         size = 0
         for _idxs, regs in self._scan_groups():
-            for piece in _split_regions(regs, limit) if len(regs) else ():
+            for piece in _split_regions(regs, self.opts.chunk_pages) if len(regs) else ():
                 n = int(piece[:, 1].sum() - piece[:, 0].sum())
                 if pending and size + n > limit:
                     yield np.concatenate(pending) if len(pending) > 1 else pending[0]
                     pending, size = [], 0
+                    limit = self.opts.chunk_pages
                 pending.append(piece)
                 size += n
         if pending:
