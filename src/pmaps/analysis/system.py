@@ -79,13 +79,15 @@ class PageFigures:
             empty = b[1:] == starts
             self._prefix = {}
             for k, v in self.cols.items():
-                if len(starts):
-                    seg = np.add.reduceat(np.append(v, v[:1] * 0), starts, dtype=np.int64)
+                if len(starts) and len(v):
+                    # b is sorted and unique with b[-1] == len(v), so every start is a valid
+                    # index; reduceat gives v[start] for empty segments: zero those.
+                    seg = np.add.reduceat(v, starts, dtype=np.int64)
                     seg[empty] = 0
                     if v.dtype == bool:
                         seg *= PAGE
                 else:
-                    seg = np.zeros(0, dtype=np.int64)
+                    seg = np.zeros(len(starts), dtype=np.int64)
                 self._prefix[k] = _Prefix(pos, [0, *np.cumsum(seg).tolist()])
         return self._prefix
 

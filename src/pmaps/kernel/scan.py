@@ -59,15 +59,16 @@ def decode_regions(buf: bytes | bytearray | memoryview, n: int | None = None) ->
 class Scanner:
     """Populated (present or swapped) regions of a process via PAGEMAP_SCAN."""
 
-    def __init__(self, fd: int, pid: int) -> None:
+    def __init__(self, fd: int, pid: int, vec_len: int = VEC_LEN) -> None:
         self.fd = fd
         self.pid = pid
-        self.vec = array.array("Q", bytes(VEC_LEN * 24))
+        self.vec_len = vec_len
+        self.vec = array.array("Q", [0]) * (3 * vec_len)
         self.return_mask = RETURN_MASK | CAT_GUARD
 
     def _ioctl(self, start: int, end: int) -> tuple[int, int]:
         arg = bytearray(
-            ARG.pack(ARG.size, 0, start, end, 0, self.vec.buffer_info()[0], VEC_LEN, 0, 0, 0,
+            ARG.pack(ARG.size, 0, start, end, 0, self.vec.buffer_info()[0], self.vec_len, 0, 0, 0,
                      CAT_PRESENT | CAT_SWAPPED, self.return_mask)
         )
         try:
@@ -92,7 +93,7 @@ class Scanner:
             n, walk_end = self._ioctl(cur, end)
             if n:
                 out.append(self.vec[: 3 * n].tobytes())
-            if n < VEC_LEN:
+            if n < self.vec_len:
                 break
             # Seen on 6.18: once the kernel's 512-region buffer has flushed, walk_end stays at
             # that flush point even when the walk went further; trust the last region too.
@@ -107,7 +108,7 @@ class Scanner:
 def probe(fd: int, pid: int) -> bool:
     """Whether PAGEMAP_SCAN works on this kernel (an empty scan of page 0)."""
     try:
-        Scanner(fd, pid)._ioctl(0, 4096)
+        Scanner(fd, pid, vec_len=1)._ioctl(0, 4096)
     except Unsupported:
         return False
     return True
