@@ -1,8 +1,9 @@
 """The pmaps command: a registry of subcommands, shared output options, errors -> exit codes.
 
-Exit codes: 0 ok; 2 usage; 3 no such process (or it exited mid-scan); 4 permission denied;
-5 unsupported target or kernel (kernel thread, zombie, no PAGEMAP_SCAN when forced);
-6 corrupt snapshot; 7 several PIDs given and some of them failed; 130 interrupted.
+Exit codes: 0 ok; 1 a file that cannot be read or written (output path, snapshot, recording);
+2 usage; 3 no such process (or it exited mid-scan); 4 permission denied; 5 unsupported target or
+kernel (kernel thread, zombie, no PAGEMAP_SCAN when forced); 6 corrupt snapshot; 7 several PIDs
+given and some of them failed; 130 interrupted (SIGINT or SIGTERM).
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import argparse
 import importlib
 import os
 import pkgutil
+import signal
 import sys
 from typing import TextIO
 
@@ -21,8 +23,16 @@ DEFAULT = "show"
 EPILOG = """\
 'pmaps PID...' means 'pmaps show PID...'. Run 'pmaps COMMAND --help' for a command's options,
 'pmaps --legend' for the flag letters.
-Exit codes: 0 ok, 2 usage, 3 no such process, 4 permission denied, 5 unsupported target or
-kernel, 6 corrupt snapshot, 7 some of several PIDs failed, 130 interrupted."""
+Exit codes: 0 ok, 1 a file cannot be read or written, 2 usage, 3 no such process, 4 permission
+denied, 5 unsupported target or kernel, 6 corrupt snapshot, 7 some of several PIDs failed,
+130 interrupted."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (it prints the whole usage block by default)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
 def module_names() -> list[str]:
@@ -46,8 +56,8 @@ def discover(names: list[str] | None = None) -> list[Command]:
 
 
 def build_parser(commands: list[Command] | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pmaps", description="pmaps: a Linux process's memory, page by page.",
-                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="pmaps", description="pmaps: a Linux process's memory, page by page.",
+                    epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for cmd in discover() if commands is None else commands:
         doc = (cmd.__doc__ or "").strip()
@@ -100,7 +110,13 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
         return 0
 
 
+def _terminate(signum: int, frame: object) -> None:
+    # `kill PID` ends pmaps as Ctrl-C does: temp files removed, the terminal restored.
+    raise KeyboardInterrupt
+
+
 def entry() -> None:
+    signal.signal(signal.SIGTERM, _terminate)
     sys.exit(main())
 
 

@@ -45,13 +45,10 @@ class Options:
 
 
 def parse_pid(text: str) -> int:
-    try:
-        pid = int(text)
-    except ValueError:
-        raise UsageError(f"not a process ID: {text!r}") from None
-    if pid <= 0:
+    """A PID as typed: ASCII digits only (int() would also take ' 12', '+1' or Arabic digits)."""
+    if not (text.isascii() and text.isdigit()) or int(text) <= 0:
         raise UsageError(f"not a process ID: {text!r}")
-    return pid
+    return int(text)
 
 
 def _arange_runs(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:

@@ -34,7 +34,7 @@ from .collect import Process
 from .errors import BadSnapshot, PmapsError, UsageError
 from .kernel.maps import PAGE_SHIFT, Vma
 from .model import Known, merged_ranges, ranges_of
-from .store import write_atomic
+from .store import decode_known, decode_vmas, write_atomic
 
 SAMPLE_SCHEMA = "pmaps-sample/1"
 RECORDING_SCHEMA = "pmaps-recording/1"
@@ -223,23 +223,31 @@ def load_sample(path: str | os.PathLike[str]) -> Sample:
         raise BadSnapshot(f"{name}: not a pmaps sample (schema {meta.get('schema') if isinstance(meta, dict) else None!r})",
                           path=name)
     try:
-        vmas = [Vma(int(a), int(b), str(p), int(o), str(d), int(i), str(n)) for a, b, p, o, d, i, n in meta["vmas"]]
+        vmas = decode_vmas(meta["vmas"])
+        for c in table.column_names:
+            t = table.column(c).type
+            if table.column(c).null_count or not (pa.types.is_integer(t)):
+                raise ValueError(f"column {c} holds {t}{' with nulls' if table.column(c).null_count else ''}")
         col = {c: table.column(c).to_numpy() for c in table.column_names}
         starts = np.array([v.start for v in vmas], dtype=U64)
+        ends = np.array([v.end for v in vmas], dtype=U64)
         vs = col["vma_start"].astype(U64)
         vma = np.searchsorted(starts, vs).astype(np.int32)
         if len(vs) and (vma.max() >= len(vmas) or not (starts[np.minimum(vma, len(vmas) - 1)] == vs).all()):
             raise ValueError("a range names a VMA the sample does not list")
         vpn = col["addr"].astype(U64) >> U64(PAGE_SHIFT)
         count = col["count"].astype(np.int64)
+        if len(vpn) and ((count <= 0).any() or (vpn < starts[vma] >> U64(PAGE_SHIFT)).any()
+                         or (vpn + count.astype(U64) > ends[vma] >> U64(PAGE_SHIFT)).any()):
+            raise ValueError("a range is empty or lies outside its VMA")
         if len(vpn) > 1 and not (vpn[1:] >= vpn[:-1] + count[:-1].astype(U64)).all():
             raise ValueError("ranges overlap or are out of address order")
-        known = Known(**{k: bool(v) for k, v in meta["known"].items()})
+        known = decode_known(meta["known"])
         return Sample(int(meta["pid"]), str(meta["comm"]), vmas, known, vma, vpn, count,
                       col["state"].astype(U64), col["mapcount"].astype(np.int64),
                       col["pfn"].astype(U64) if "pfn" in col else None, float(meta["time"]), int(meta["seq"]),
                       float(meta.get("cost", 0.0)), bool(meta.get("exclusive_known", True)))
-    except (KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as err:
         raise BadSnapshot(f"{name}: corrupt pmaps sample ({err})", path=name) from err
 
 
@@ -260,13 +268,31 @@ class Recorder:
     manifest: dict[str, Any] = field(default_factory=dict)
 
     def open(self) -> Recorder:
+        """Create the directory (0700), or take an existing empty one (made 0700 too).
+
+        A directory with anything in it is refused: `-o .` or `-o /tmp` must not chmod a
+        directory that others use, nor mix a recording with other files.
+        """
         try:
-            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
-            os.chmod(self.path, 0o700)
+            self.path.mkdir(mode=0o700, parents=True)
+        except FileExistsError:
+            if not self.path.is_dir():
+                raise PmapsError(f"cannot create {self.path}: it exists and is not a directory",
+                                 path=str(self.path)) from None
+            try:
+                names = [p.name for p in self.path.iterdir()]
+            except OSError as err:
+                raise PmapsError(f"cannot read {self.path}: {err.strerror}", path=str(self.path)) from err
+            if any(SAMPLE_RE.match(n) for n in names):
+                raise UsageError(f"{self.path} already holds a recording: choose a new directory") from None
+            if names:
+                raise UsageError(f"{self.path} is not empty: choose a new or empty directory") from None
         except OSError as err:
             raise PmapsError(f"cannot create {self.path}: {err.strerror}", path=str(self.path)) from err
-        if any(SAMPLE_RE.match(p.name) for p in self.path.iterdir()):
-            raise UsageError(f"{self.path} already holds a recording: choose a new directory")
+        try:
+            os.chmod(self.path, 0o700)
+        except OSError as err:
+            raise PmapsError(f"cannot use {self.path}: {err.strerror}", path=str(self.path)) from err
         self.manifest = {"schema": RECORDING_SCHEMA, "pid": self.pid, "comm": self.comm, "interval": self.interval,
                          "pfn": self.with_pfn, "started": time.time(), "samples": [], "end": None}
         self._write_manifest()

@@ -74,6 +74,29 @@ def save(snap: Snapshot, path: str | os.PathLike[str], keep_pfns: bool = False) 
         raise PmapsError(f"cannot write {path}: {err.strerror}", path=str(path)) from err
 
 
+ADDR_LIMIT = 1 << 64  # VMAs of a 64-bit address space
+
+
+def decode_vmas(raw: object) -> list[Vma]:
+    """VMAs as stored ([start, end, perms, offset, dev, inode, path] lists); ValueError unless they
+    are sorted, disjoint, page-aligned and inside the 64-bit address space, as maps lists them."""
+    if not isinstance(raw, list):
+        raise TypeError("vmas is not a list")
+    vmas = [Vma(int(a), int(b), str(p), int(o), str(d), int(i), str(n)) for a, b, p, o, d, i, n in raw]
+    prev_end = 0
+    for i, v in enumerate(vmas):
+        if not (prev_end <= v.start < v.end <= ADDR_LIMIT) or (v.start | v.end) & 0xFFF:
+            raise ValueError(f"VMA {i} is out of order or not a valid address range")
+        prev_end = v.end
+    return vmas
+
+
+def decode_known(raw: object) -> Known:
+    if not isinstance(raw, dict):
+        raise TypeError("known is not an object")
+    return Known(**{str(k): bool(v) for k, v in raw.items()})
+
+
 def loads(data: bytes, name: str = "<bytes>") -> Snapshot:
     """Parse a snapshot file's bytes; BadSnapshot on anything malformed."""
     try:
@@ -86,19 +109,21 @@ def loads(data: bytes, name: str = "<bytes>") -> Snapshot:
         raise BadSnapshot(f"{name}: unknown snapshot schema {meta.get('schema') if isinstance(meta, dict) else None!r}",
                           path=name)
     try:
-        vmas = [Vma(int(a), int(b), str(p), int(o), str(d), int(i), str(n)) for a, b, p, o, d, i, n in meta["vmas"]]
+        vmas = decode_vmas(meta["vmas"])
         n = len(cols["vpn"])
         for k, v in cols.items():
             if v.ndim != 1 or len(v) != n:
                 raise ValueError(f"column {k} has shape {v.shape}, expected ({n},)")
+            if v.dtype.kind not in "uib":
+                raise ValueError(f"column {k} holds {v.dtype}, not integers")
         pages = Pages(cols["vpn"].astype(np.uint64), cols["pm"].astype(np.uint64), cols["cat"].astype(np.uint16),
                       cols.get("kflags"), cols.get("kcount"), cols.get("idle"))
-        if n > 1 and not (np.diff(pages.vpn.astype(np.int64)) > 0).all():
+        if n > 1 and not (pages.vpn[1:] > pages.vpn[:-1]).all():
             raise ValueError("pages are not in address order")
-        known = Known(**{k: bool(v) for k, v in meta["known"].items()})
+        known = decode_known(meta["known"])
         snap = Snapshot(int(meta["pid"]), str(meta["comm"]), vmas, pages, known, float(meta["time"]),
                         list(meta.get("notes", [])))
-    except (KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as err:
         raise BadSnapshot(f"{name}: corrupt snapshot ({err})", path=name) from err
     return snap
 

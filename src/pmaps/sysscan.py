@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 import os
 import time
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .collect import Options, Process, lookup_pages, pfns_visible
-from .errors import AccessDenied, BadSnapshot, KernelThread, NoSuchProcess, PmapsError, Unsupported
+from .errors import AccessDenied, BadSnapshot, KernelThread, NoSuchProcess, PmapsError, ProcessGone, Unsupported
 from .kernel import caps as capsmod
 from .kernel import procfs
 from .kernel.kpage import PfnReader
@@ -57,7 +58,7 @@ class SystemScan:
     procs: list[ProcRec]
     pages: Pages
     known: Known
-    skipped: dict[str, list[int]] = field(default_factory=lambda: {"exited": [], "denied": []})
+    skipped: dict[str, list[int]] = field(default_factory=lambda: {"exited": [], "denied": [], "missing": []})
     meminfo: dict[str, int] = field(default_factory=dict)
     complete: bool = True  # every process on the machine was asked for (no filter)
     time: float = field(default_factory=time.time)
@@ -71,9 +72,13 @@ class SystemScan:
             pids = self.skipped["denied"]
             shown = ",".join(map(str, pids[:5])) + (",..." if len(pids) > 5 else "")
             parts.append(f"{len(pids)} unreadable (permission denied: pid {shown})")
+        if self.skipped.get("missing"):
+            pids = self.skipped["missing"]
+            parts.append(f"{len(pids)} not found (no such process: pid {','.join(map(str, pids[:5]))}"
+                         f"{',...' if len(pids) > 5 else ''})")
         if not parts:
             return None
-        n = len(self.skipped["exited"]) + len(self.skipped["denied"])
+        n = sum(len(v) for v in self.skipped.values())
         return f"{n} process{'es' if n > 1 else ''} not counted: " + "; ".join(parts)
 
 
@@ -86,7 +91,7 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
     todo = procfs.list_pids() if pids is None else list(pids)
     procs: list[ProcRec] = []
     parts: list[Pages] = []
-    skipped: dict[str, list[int]] = {"exited": [], "denied": []}
+    skipped: dict[str, list[int]] = {"exited": [], "denied": [], "missing": []}
     categories = True
     pos = 0
     for pid in todo:
@@ -104,7 +109,13 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
         except AccessDenied:
             skipped["denied"].append(pid)
             continue
-        except (NoSuchProcess, Unsupported):  # exited, or a zombie: its memory is gone
+        except ProcessGone:
+            skipped["exited"].append(pid)
+            continue
+        except NoSuchProcess:
+            skipped["missing"].append(pid)
+            continue
+        except Unsupported:  # a zombie: its memory is gone
             skipped["exited"].append(pid)
             continue
         bounds = snap.bounds().astype(np.int64) + pos
@@ -161,7 +172,7 @@ def loads(data: bytes, name: str = "<bytes>") -> SystemScan:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             meta = json.loads(bytes(z["meta"]).decode())
             cols = {k: z[k] for k in z.files if k != "meta"}
-        if meta.get("schema") != SCHEMA:
+        if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
             raise ValueError(f"schema {meta.get('schema')!r}")
         pages = Pages(cols["vpn"], cols["pm"], cols["cat"], cols.get("kflags"), cols.get("kcount"))
         procs = []
@@ -174,5 +185,5 @@ def loads(data: bytes, name: str = "<bytes>") -> SystemScan:
                                  lo.astype(np.int64), hi.astype(np.int64)))
         return SystemScan(procs, pages, Known(**meta["known"]), meta["skipped"], meta["meminfo"],
                           meta["complete"], meta["time"])
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise BadSnapshot(f"{name}: not a pmaps system scan ({err})", path=name) from err
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError, zipfile.BadZipFile) as err:
+        raise BadSnapshot(f"{name}: not a pmaps system scan file (or a damaged one)", path=name) from err

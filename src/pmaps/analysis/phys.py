@@ -31,6 +31,7 @@ PT_FLAGS: tuple[tuple[int, str, str], ...] = (
 ABI_BITS = tuple(f for f in PT_FLAGS if f[0] < 32)
 ALL_BITS = (1 << 64) - 1  # page-types' KPF_ALL_BITS
 COMPOUND = (1 << 15) | (1 << 16)  # page-types' BITS_COMPOUND
+MAX_PFN = 1 << 52  # 64-bit physical addresses / 4 KiB pages; kpageflags offsets (PFN * 8) fit in off_t
 
 
 def _flag_name(word: str, raw: bool = False) -> int:
@@ -43,9 +44,12 @@ def _flag_name(word: str, raw: bool = False) -> int:
         if name.startswith(word):
             return 1 << bit
     try:
-        return int(word, 0)
+        v = int(word, 0)
     except ValueError:
         raise UsageError(f"invalid flag name or number: {word!r}") from None
+    if not 0 <= v < 1 << 64:
+        raise UsageError(f"flag number out of range (64 bits): {word!r}")
+    return v
 
 
 def _flag_names(text: str, negated: bool, raw: bool) -> int:
@@ -169,6 +173,6 @@ def parse_pfn_range(text: str) -> tuple[int, int | None]:
         hi = (int(b, 0) if b else None) if sep else lo + 1
     except ValueError:
         raise UsageError(f"bad PFN range {text!r} (want A-B, e.g. 0x100000-0x200000)") from None
-    if lo < 0 or (hi is not None and hi <= lo):
+    if lo < 0 or (hi is not None and hi <= lo) or lo >= MAX_PFN:
         raise UsageError(f"bad PFN range {text!r}")
-    return lo, hi
+    return lo, None if hi is None else min(hi, MAX_PFN)

@@ -7,6 +7,7 @@ libraries inside run(), not at module level.
 from __future__ import annotations
 
 import argparse
+import math
 from typing import TextIO
 
 FORMATS = ("text", "json", "ndjson", "csv")
@@ -24,6 +25,33 @@ class Command:
 
     def run(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:  # pragma: no cover
         raise NotImplementedError
+
+
+def seconds(text: str, zero: bool = False) -> float:
+    """argparse type: a positive, finite number of seconds (nan and inf would spin or overflow sleep)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (math.isfinite(v) and (0 <= v if zero else 0 < v) and v <= 1e6):
+        raise argparse.ArgumentTypeError(f"must be a {'' if zero else 'positive '}number of seconds "
+                                         f"{'from 0 ' if zero else ''}up to 1e6: {text!r}")
+    return v
+
+
+def seconds_or_zero(text: str) -> float:
+    return seconds(text, zero=True)
+
+
+def positive(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return v
 
 
 def add_output_options(p: argparse.ArgumentParser, formats: tuple[str, ...] = FORMATS, units: bool = True) -> None:

@@ -7,8 +7,9 @@ import time
 from typing import TextIO
 
 from ..collect import Process, parse_pid
+from ..errors import UsageError
 from ..recording import FIELDS, Sample, fields_options, resolve_sample, take_sample
-from . import Command, add_output_options
+from . import Command, add_output_options, seconds_or_zero
 
 
 class DiffCommand(Command):
@@ -28,7 +29,7 @@ class DiffCommand(Command):
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("a", metavar="A")
         p.add_argument("b", metavar="B", nargs="?")
-        p.add_argument("--wait", type=float, default=1.0, metavar="S",
+        p.add_argument("--wait", type=seconds_or_zero, default=1.0, metavar="S",
                        help="seconds between the two samples of one live PID (default 1)")
         p.add_argument("--fields", choices=tuple(FIELDS), default="full", help="what live samples read")
         p.add_argument("--all-flags", action="store_true", help="also report changes of LRU bookkeeping bits")
@@ -38,7 +39,7 @@ class DiffCommand(Command):
         b_src = args.b if args.b is not None else args.a
         a = resolve_sample(args.a, last=False)
         if a is None:
-            pid = parse_pid(args.a)
+            pid = _pid(args.a)
             if b_src == args.a:  # one live process twice: sample, wait, sample again, one open pagemap
                 with Process(pid, fields_options(args.fields)) as proc:
                     a = take_sample(proc, seq=0)
@@ -48,7 +49,7 @@ class DiffCommand(Command):
             a = self._live(pid, args)
         b = resolve_sample(b_src, last=True)
         if b is None:
-            b = self._live(parse_pid(b_src), args)
+            b = self._live(_pid(b_src), args)
         if a.pid != b.pid and not args.quiet:
             err.write(f"pmaps: note: comparing different processes ({a.pid} {a.comm}, {b.pid} {b.comm})\n")
         return self._write(out, err, args, a, b, _label(args.a), _label(b_src))
@@ -67,6 +68,13 @@ class DiffCommand(Command):
                          all_flags=args.all_flags)
         write_diff(out, d, args.format, args.unit)
         return 0
+
+
+def _pid(src: str) -> int:
+    try:
+        return parse_pid(src)
+    except UsageError:
+        raise UsageError(f"not a process ID, nor an existing sample file or recording: {src!r}") from None
 
 
 def _label(src: str) -> str:

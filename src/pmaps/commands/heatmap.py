@@ -5,7 +5,7 @@ import argparse
 from typing import TextIO
 
 from ..errors import UsageError
-from . import Command
+from . import Command, positive
 
 
 class Heatmap(Command):
@@ -21,7 +21,7 @@ class Heatmap(Command):
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("recording", metavar="DIR")
         p.add_argument("-o", "--output", required=True, metavar="FILE", help="FILE.png, FILE.svg or FILE.html")
-        p.add_argument("--width", type=int, default=1200, metavar="PX", help="address columns (default 1200)")
+        p.add_argument("--width", type=positive, default=1200, metavar="PX", help="address columns (default 1200)")
 
     def run(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         from ..recording import load_sample, read_manifest, sample_files
@@ -31,10 +31,11 @@ class Heatmap(Command):
             raise UsageError("the output must end in .png, .svg or .html")
         samples = [load_sample(f) for f in sample_files(args.recording)]
         heat = build(samples, args.width)
-        m = read_manifest(args.recording)
+        interval = read_manifest(args.recording).get("interval")
         s = samples[0]
+        # The manifest is advisory (samples are self-describing): a damaged one costs the title a detail.
         title = f"pmaps heatmap: pid {s.pid} ({s.comm}), {len(samples)} samples" + (
-            f", every {m['interval']:g}s" if m.get("interval") else "")
+            f", every {interval:g}s" if isinstance(interval, (int, float)) and interval > 0 else "")
         draw(heat, args.output, title)
         err.write(f"pmaps: wrote {args.output} ({len(samples)} samples, {heat.total_pages} populated pages, "
                   f"{heat.pages_per_px:.1f} pages per column)\n")

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import re
 from typing import TextIO
 
 from ..analysis import system as S
+from ..errors import UsageError
 from ..render.rows import Col, RowsView, write_rows
 from ..sysscan import SystemScan
-from . import Command, add_output_options
-from .top import add_chart_options, add_filter_options, charts, load_or_scan, report_scan, user_namer
+from . import Command, add_output_options, positive
+from .top import add_chart_options, add_filter_options, charts, check_charts, load_or_scan, report_scan, user_namer
 
 SCHEMA = "pmaps-libs/1"
 COLS = [Col("rss", "RSS", True), Col("pss", "PSS", True), Col("uss", "USS", True), Col("swap", "SWAP", True),
@@ -37,13 +39,18 @@ class Libs(Command):
         p.add_argument("--sort", default="pss", choices=("rss", "pss", "uss", "swap", "procs", "path"),
                        help="sort by this column (sizes descending; default pss)")
         p.add_argument("-r", "--reverse", action="store_true", help="reverse the sort order")
-        p.add_argument("-n", "--limit", type=int, default=0, metavar="N", help="show the first N rows only")
+        p.add_argument("-n", "--limit", type=positive, default=0, metavar="N", help="show the first N rows only")
         p.add_argument("--path", metavar="REGEX", help="only mappings whose path matches")
         add_filter_options(p)
         add_chart_options(p)
         add_output_options(p)
 
     def run(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+        try:
+            re.compile(args.path or "")
+        except re.error as e:
+            raise UsageError(f"--path: not a regular expression: {args.path!r} ({e})") from None
+        check_charts(args)
         scan = load_or_scan(args, user_namer())
         report_scan(scan, args, err)
         view = libs_view(scan, args)

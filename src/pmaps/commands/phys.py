@@ -8,7 +8,7 @@ from ..analysis import phys as P
 from ..kernel.system import iter_kpageflags
 from ..render.rows import Col, RowsView, write_rows
 from . import Command, add_output_options
-from .top import add_chart_options, charts
+from .top import add_chart_options, charts, check_charts
 
 SCHEMA = "pmaps-phys/1"
 PAGE = 4096
@@ -68,6 +68,7 @@ class Phys(Command):
         add_output_options(p)
 
     def run(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+        check_charts(args)
         filters = [P.parse_bits(b, args.raw) for b in args.bits]
         lo, hi = P.parse_pfn_range(args.pfn) if args.pfn else (0, None)
         s = P.summarize(iter_kpageflags(lo, hi), filters, args.raw, args.ranges)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import TextIO
 from ..collect import Process, parse_pid
 from ..errors import NoSuchProcess, UsageError, ZombieProcess
 from ..recording import FIELDS, Recorder, fields_options, take_sample
-from . import Command
+from . import Command, positive, seconds
 
 
 class Interrupted(Exception):
@@ -35,10 +36,10 @@ class Record(Command):
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("pid", metavar="PID")
         p.add_argument("-o", "--output", required=True, metavar="DIR", help="recording directory (new or empty)")
-        p.add_argument("--interval", type=float, default=1.0, metavar="S", help="seconds between samples (default 1)")
+        p.add_argument("--interval", type=seconds, default=1.0, metavar="S", help="seconds between samples (default 1)")
         g = p.add_mutually_exclusive_group()
-        g.add_argument("--count", type=int, metavar="N", help="stop after N samples")
-        g.add_argument("--duration", type=float, metavar="T", help="stop after T seconds")
+        g.add_argument("--count", type=positive, metavar="N", help="stop after N samples")
+        g.add_argument("--duration", type=seconds, metavar="T", help="stop after T seconds")
         p.add_argument("--fields", choices=tuple(FIELDS), default="full",
                        help="full: pagemap+kpageflags+kpagecount; flags: no kpagecount; pagemap: pagemap only "
                             "(cheapest)")
@@ -47,8 +48,8 @@ class Record(Command):
 
     def run(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         pid = parse_pid(args.pid)
-        if args.interval <= 0 or (args.count is not None and args.count <= 0):
-            raise UsageError("--interval and --count must be positive")
+        if not args.output:
+            raise UsageError("-o needs a directory name")
         with Process(pid, fields_options(args.fields)) as proc:
             rec = Recorder(Path(args.output), pid, proc.comm, args.interval, args.pfn).open()
             old = {s: signal.signal(s, _raise) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -56,6 +57,10 @@ class Record(Command):
                 reason, note = self._loop(proc, rec, args, err)
             except Interrupted as e:
                 reason, note = "interrupted", f"stopped by {e}"
+            except BaseException as e:  # a write failed, stderr closed...: say so in the manifest
+                with contextlib.suppress(Exception):
+                    rec.finish("error", str(e) or type(e).__name__)
+                raise
             finally:
                 for s, h in old.items():
                     signal.signal(s, h)

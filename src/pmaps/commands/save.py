@@ -5,6 +5,7 @@ import argparse
 from typing import TextIO
 
 from ..collect import Options, Process, parse_pid
+from ..errors import UsageError
 from ..store import save
 from . import Command
 
@@ -23,6 +24,8 @@ class Save(Command):
 
     def run(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         pid = parse_pid(args.pid)
+        if not args.output:
+            raise UsageError("-o needs a file name")
         with Process(pid, Options(scan=False if args.no_scan else None)) as proc:
             snap = proc.snapshot()
         save(snap, args.output, keep_pfns=args.pfn)

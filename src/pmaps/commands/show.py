@@ -77,7 +77,7 @@ class Show(Command):
             raise UsageError("give at least one PID (or --legend)")
         if args.format == "csv" and not args.summary:
             raise UsageError("--format csv goes with --summary")
-        pids = [p if os.path.isfile(p) else parse_pid(p) for p in args.pids]
+        pids = [_source_arg(p) for p in args.pids]
         opts = Options(scan=False if args.no_scan else None)
         caps = capsmod.probe()
         view = ViewOptions(full=args.flags == "all", with_pfn=args.pfn, swap=args.swap)
@@ -153,6 +153,18 @@ class SnapshotSource:
         from ..store import snapshot_chunks
 
         return snapshot_chunks(self.snap)  # type: ignore[return-value]
+
+
+def _source_arg(arg: str) -> int | str:
+    """A snapshot file's path, or a PID; UsageError naming both when it is neither."""
+    if os.path.isfile(arg):
+        return arg
+    if os.path.isdir(arg):
+        raise UsageError(f"{arg} is a directory, not a snapshot file (see 'pmaps save')")
+    try:
+        return parse_pid(arg)
+    except UsageError:
+        raise UsageError(f"not a process ID, nor an existing snapshot file: {arg!r}") from None
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ from ..render.rows import Col, RowsView, write_rows
 from ..render.units import fmt_bytes
 from ..store import write_atomic
 from ..sysscan import SystemScan, scan_system
-from . import Command, add_output_options
+from . import Command, add_output_options, positive, seconds
 
 SCHEMA = "pmaps-top/1"
 PROC_COLS = [Col("pid", "PID"), Col("user", "USER", left=True), Col("comm", "COMMAND", left=True)]
@@ -50,6 +50,14 @@ def add_chart_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bar", metavar="FILE.png", help="also draw a bar chart of PSS (matplotlib)")
 
 
+def check_charts(args: argparse.Namespace) -> None:
+    """Refuse a chart path that is not .png before any work is done (the picture is always PNG)."""
+    for kind in ("pie", "bar"):
+        path = getattr(args, kind, None)
+        if path is not None and not path.lower().endswith(".png"):
+            raise UsageError(f"--{kind} writes a PNG: the file name must end in .png ({path!r})")
+
+
 def charts(args: argparse.Namespace, items: list[tuple[str, int]], title: str) -> None:
     for kind in ("pie", "bar"):
         path = getattr(args, kind, None)
@@ -68,14 +76,20 @@ def report_scan(scan: SystemScan, args: argparse.Namespace, err: TextIO) -> None
 
 def parse_pids(text: str) -> list[int]:
     try:
-        return [int(x) for x in re.split(r"[,\s]+", text.strip()) if x]
+        pids = [int(x) for x in re.split(r"[,\s]+", text.strip()) if x]
     except ValueError:
         raise UsageError(f"not a list of PIDs: {text!r}") from None
+    if not pids or min(pids) <= 0:
+        raise UsageError(f"not a list of PIDs: {text!r}")
+    return pids
 
 
 def selector(args: argparse.Namespace, user_of: Callable[[int], str]) -> Callable[[Ident], bool] | None:
     users = set(re.split(r"[,\s]+", args.user)) if args.user else None
-    rx = re.compile(args.command) if args.command else None
+    try:
+        rx = re.compile(args.command) if args.command else None
+    except re.error as err:
+        raise UsageError(f"-c: not a regular expression: {args.command!r} ({err})") from None
     cg = args.cgroup
     if users is None and rx is None and cg is None:
         return None
@@ -160,11 +174,11 @@ class Top(Command):
         p.add_argument("--sort", default="pss", choices=(*S.FIGURES, "pid", "comm", "user", "procs"),
                        help="sort by this column (sizes descending; default pss)")
         p.add_argument("-r", "--reverse", action="store_true", help="reverse the sort order")
-        p.add_argument("-n", "--limit", type=int, default=0, metavar="N", help="show the first N rows only")
+        p.add_argument("-n", "--limit", type=positive, default=0, metavar="N", help="show the first N rows only")
         p.add_argument("--group-by", choices=("program", "user", "cgroup"),
                        help="one row per program (comm), user or cgroup; an mm shared by pids counts once")
         p.add_argument("--all", action="store_true", help="also the KSM and hugetlb columns")
-        p.add_argument("--watch", type=float, metavar="S", help="refresh every S seconds (Ctrl-C to stop)")
+        p.add_argument("--watch", type=seconds, metavar="S", help="refresh every S seconds (Ctrl-C to stop)")
         p.add_argument("--iterations", type=int, default=0, help=argparse.SUPPRESS)
         add_filter_options(p)
         add_chart_options(p)
@@ -172,6 +186,7 @@ class Top(Command):
 
     def run(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         user_of = user_namer()
+        check_charts(args)
         if args.watch is not None:
             return self._watch(args, out, err, user_of)
         scan = load_or_scan(args, user_of)

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from typing import Any, TextIO
 
 from ..collect import Process, parse_pid
-from ..errors import NoSuchProcess, UsageError, ZombieProcess
+from ..errors import NoSuchProcess, ZombieProcess
 from ..recording import FIELDS, Sample, fields_options, take_sample
-from . import Command, add_output_options
+from . import Command, add_output_options, positive, seconds
 
 SLOWDOWN = 1.5  # when a sample outlasts the interval, the next interval is this times the sample
 
@@ -32,20 +32,18 @@ class Watch(Command):
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("pid", metavar="PID")
-        p.add_argument("--interval", type=float, default=1.0, metavar="S", help="seconds between samples (default 1)")
+        p.add_argument("--interval", type=seconds, default=1.0, metavar="S", help="seconds between samples (default 1)")
         p.add_argument("--fields", choices=tuple(FIELDS), default="full",
                        help="full: pagemap+kpageflags+kpagecount; flags: no kpagecount; pagemap: pagemap only "
                             "(much cheaper; no dirty/THP)")
         p.add_argument("--once", action="store_true", help="one sample, as plain text")
-        p.add_argument("--count", type=int, metavar="N", help="stop after N samples")
+        p.add_argument("--count", type=positive, metavar="N", help="stop after N samples")
         p.add_argument("--sort", choices=("address", "resident", "change"), default="address")
         p.add_argument("--all", action="store_true", help="list VMAs with no pages too")
         add_output_options(p, formats=("text",))
 
     def run(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         pid = parse_pid(args.pid)
-        if args.interval <= 0:
-            raise UsageError("--interval must be positive")
         tty = not args.once and _isatty(out) and _isatty(sys.stdin)
         with Process(pid, fields_options(args.fields)) as proc:
             loop = WatchLoop(proc, args)
@@ -128,6 +126,12 @@ class WatchLoop:
             return 0
 
     def live(self, out: TextIO) -> int:
+        try:
+            return self._live(out)
+        except KeyboardInterrupt:  # Ctrl-C ends a watch as q does (the terminal is restored on the way)
+            return 0
+
+    def _live(self, out: TextIO) -> int:
         from rich.console import Console
         from rich.live import Live
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..analysis.wss import Ages, VmaWss, located, per_vma
 from ..collect import Options, Process, parse_pid
-from ..errors import Unsupported, UsageError
+from ..errors import NoSuchProcess, PmapsError, Unsupported, ZombieProcess
 from ..kernel import caps as capsmod
 from ..kernel import procfs
 from ..kernel.refs import CLEAR_REFERENCED, IdleBitmap, clear_refs
@@ -19,7 +19,7 @@ from ..kernel.smaps import decode_smaps
 from ..recording import refresh_vmas
 from ..render.table import write_csv, write_table
 from ..render.units import fmt_bytes, unit_header
-from . import Command, add_output_options
+from . import Command, add_output_options, positive, seconds
 
 PAGE = 4096
 LIMITS = {
@@ -62,8 +62,8 @@ class Wss(Command):
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("pid", metavar="PID")
-        p.add_argument("--interval", type=float, default=1.0, metavar="S", help="seconds per cycle (default 1)")
-        p.add_argument("--cycles", type=int, default=1, metavar="N", help="cycles (default 1)")
+        p.add_argument("--interval", type=seconds, default=1.0, metavar="S", help="seconds per cycle (default 1)")
+        p.add_argument("--cycles", type=positive, default=1, metavar="N", help="cycles (default 1)")
         p.add_argument("--method", choices=("auto", "idle", "clear_refs"), default="auto",
                        help="auto: idle page tracking when available, else clear_refs")
         p.add_argument("--all", action="store_true", help="list VMAs with nothing resident too")
@@ -71,8 +71,6 @@ class Wss(Command):
 
     def run(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         pid = parse_pid(args.pid)
-        if args.interval <= 0 or args.cycles <= 0:
-            raise UsageError("--interval and --cycles must be positive")
         caps = capsmod.probe()
         method = args.method
         if method == "auto":
@@ -81,6 +79,8 @@ class Wss(Command):
             raise Unsupported("idle page tracking is unavailable (no /sys/kernel/mm/page_idle/bitmap, or not root)")
         res = self.measure(pid, method, args.interval, args.cycles, caps, err)
         self.write(out, res, args)
+        if res["ended"] is not None:
+            return res["ended"].exit_code
         return 130 if res["interrupted"] else 0
 
     def measure(self, pid: int, method: str, interval: float, cycles: int, caps: capsmod.Caps,
@@ -91,6 +91,7 @@ class Wss(Command):
         rows: list[VmaWss] = []
         per_cycle: list[dict[str, int]] = []
         interrupted = False
+        ended: PmapsError | None = None
         comm = ""
         try:
             with Process(pid, Options(), caps) as proc:
@@ -125,6 +126,12 @@ class Wss(Command):
         except Interrupted:
             interrupted = True
             err.write("pmaps: interrupted: results of the completed cycles follow\n")
+        except (NoSuchProcess, ZombieProcess) as e:
+            if not per_cycle:
+                raise
+            # The target exited in a later cycle: what the completed cycles measured still stands.
+            ended = e
+            err.write(f"pmaps: {e}: results of the completed cycles follow\n")
         finally:
             if bitmap is not None:
                 bitmap.close()
@@ -132,7 +139,7 @@ class Wss(Command):
                 signal.signal(s, h)
         return {"pid": pid, "comm": comm, "method": method,
                 "interval": interval, "cycles": per_cycle, "rows": rows, "ages": ages.histogram() if per_cycle else [],
-                "interrupted": interrupted}
+                "interrupted": interrupted, "ended": ended}
 
     def write(self, out: TextIO, res: dict[str, Any], args: argparse.Namespace) -> None:
         rows: list[VmaWss] = [r for r in res["rows"] if args.all or r.resident or r.accessed]

@@ -57,6 +57,9 @@ def gone_error(pid: int, path: str | None, *, started: bool) -> PmapsError:
             return ProcessGone(f"process {pid} exited during the scan", pid, path)
         return NoSuchProcess(f"no such process: {pid}", pid, path)
     if state in ("Z", "X"):
+        if started:
+            # It was alive when the scan began and died in it; not yet reaped by its parent.
+            return ProcessGone(f"process {pid} exited during the scan", pid, path)
         return ZombieProcess(f"process {pid} is a zombie: its memory is already gone", pid, path)
     if is_kernel_thread(pid):
         return KernelThread(f"process {pid} is a kernel thread: it has no user memory", pid, path)

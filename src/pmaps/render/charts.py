@@ -5,6 +5,10 @@ and a 0.5 s import must not be paid by commands that draw nothing.
 """
 from __future__ import annotations
 
+import io
+import logging
+from typing import Any
+
 from ..errors import PmapsError, Unsupported
 from .units import fmt_bytes
 
@@ -20,15 +24,40 @@ def top_items(items: list[tuple[str, int]], limit: int = MAX_SLICES) -> list[tup
     return head + [(f"other ({len(tail)})", sum(v for _, v in tail))]
 
 
-def draw(path: str, kind: str, items: list[tuple[str, int]], title: str) -> int:
-    """Write a pie or horizontal bar chart of (label, bytes) to a PNG; returns the number of labels."""
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend, None without matplotlib.
+
+    matplotlib logs multi-line warnings on stderr when its config directory is not writable
+    (e.g. a user with root's HOME under setpriv/sudo); pmaps keeps stderr to its own lines.
+    """
+    logging.getLogger("matplotlib").setLevel(logging.ERROR)
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-    except ImportError as err:
-        raise Unsupported("charts need matplotlib: pip install 'pmaps[plot]'") from err
+    except ImportError:
+        return None
+    return plt
+
+
+def save_figure(fig: Any, path: str, fmt: str, mode: int = 0o644, **kw: Any) -> None:
+    """Render the figure in memory, then write it atomically: never a half-written picture."""
+    from ..store import write_atomic
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, **kw)
+    try:
+        write_atomic(path, buf.getvalue(), mode)
+    except OSError as err:
+        raise PmapsError(f"cannot write {path}: {err.strerror or err}", path=path) from err
+
+
+def draw(path: str, kind: str, items: list[tuple[str, int]], title: str) -> int:
+    """Write a pie or horizontal bar chart of (label, bytes) to a PNG; returns the number of labels."""
+    plt = pyplot()
+    if plt is None:
+        raise Unsupported("charts need matplotlib: pip install 'pmaps[plot]'")
     items = top_items(items)
     labels = [f"{k} ({fmt_bytes(v)})" for k, v in items]
     values = [v for _, v in items]
@@ -48,10 +77,7 @@ def draw(path: str, kind: str, items: list[tuple[str, int]], title: str) -> int:
             ax.set_xlabel("MiB")
         ax.set_title(title)
         fig.tight_layout()
-        try:
-            fig.savefig(path, format="png", dpi=100)
-        except OSError as err:
-            raise PmapsError(f"cannot write {path}: {err.strerror}", path=path) from err
+        save_figure(fig, path, "png", dpi=100)
     finally:
         plt.close(fig)
     return len(items)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..analysis.diff import dirty
-from ..errors import UsageError
+from ..errors import PmapsError, UsageError
 from ..kernel.kpage import KPF
 from ..recording import Sample
 from ..model import S_PRESENT, S_SWAPPED
@@ -109,15 +109,13 @@ def build(samples: list[Sample], width: int = 1200) -> Heat:
 
 
 def draw(heat: Heat, path: str, title: str) -> None:
-    """Write PNG or SVG (by suffix), or HTML with the PNG embedded."""
-    try:
-        import matplotlib
+    """Write PNG or SVG (by suffix), or HTML with the PNG embedded; atomically (temp file, rename)."""
+    from .charts import pyplot, save_figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from matplotlib.patches import Patch
-    except ImportError:
-        raise UsageError("heatmap needs matplotlib: pip install 'pmaps[plot]'") from None
+    plt = pyplot()
+    if plt is None:
+        raise UsageError("heatmap needs matplotlib: pip install 'pmaps[plot]'")
+    from matplotlib.patches import Patch
     n, w, _ = heat.image.shape
     fig, ax = plt.subplots(figsize=(12, 6.5), dpi=100)
     tmax = heat.times[-1] if n > 1 else 1.0
@@ -142,15 +140,20 @@ def draw(heat: Heat, path: str, title: str) -> None:
     ax.legend(handles=[Patch(color=COLORS[i], label=c) for i, c in enumerate(CLASSES)], loc="upper center",
               bbox_to_anchor=(0.5, -0.08), ncol=len(CLASSES), frameon=False)
     fig.tight_layout()
-    if path.endswith(".html"):
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-        b64 = base64.b64encode(buf.getvalue()).decode()
-        html = (f"<!doctype html><meta charset=utf-8><title>{title}</title><h1>{title}</h1>"
-                f"<img alt='pmaps heatmap' src='data:image/png;base64,{b64}'>\n")
-        from ..store import write_atomic
+    try:
+        if path.endswith(".html"):
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png")
+            b64 = base64.b64encode(buf.getvalue()).decode()
+            html = (f"<!doctype html><meta charset=utf-8><title>{title}</title><h1>{title}</h1>"
+                    f"<img alt='pmaps heatmap' src='data:image/png;base64,{b64}'>\n")
+            from ..store import write_atomic
 
-        write_atomic(path, html.encode(), 0o644)
-    else:
-        fig.savefig(path)
-    plt.close(fig)
+            try:
+                write_atomic(path, html.encode(), 0o644)
+            except OSError as err:
+                raise PmapsError(f"cannot write {path}: {err.strerror or err}", path=path) from err
+        else:
+            save_figure(fig, path, "svg" if path.endswith(".svg") else "png")
+    finally:
+        plt.close(fig)
