@@ -26,7 +26,7 @@ from .model import Known, Pages, Snapshot
 U64 = np.uint64
 T = TypeVar("T")
 R = TypeVar("R")
-CHUNK_PAGES = 1 << 18  # pages per chunk: ~10 MiB of columns; bounds peak memory
+CHUNK_PAGES = 1 << 16  # pages per batch: ~2.5 MiB of columns; bounds memory, feeds two readers
 READ_GAP = 512  # read through holes up to this many pages (4 KiB) rather than split a read
 NO_SCAN_ENV = "PMAPS_NO_SCAN"
 FIRST_BATCH_PAGES = 1 << 12
@@ -242,7 +242,7 @@ class Process:
         pending: list[np.ndarray] = []
         size = 0
         for _idxs, regs in self._scan_groups():
-            for piece in _split_regions(regs, self.opts.chunk_pages) if len(regs) else ():
+            for piece in _split_regions(regs, limit) if len(regs) else ():
                 n = int(piece[:, 1].sum() - piece[:, 0].sum())
                 if pending and size + n > limit:
                     yield np.concatenate(pending) if len(pending) > 1 else pending[0]

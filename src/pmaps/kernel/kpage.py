@@ -60,7 +60,7 @@ def decode_u64(data: bytes | bytearray | memoryview) -> np.ndarray:
 
 # A read call costs about as much as reading this many PFNs' entries (measured on 6.18,
 # see bench/); gaps shorter than this are read through rather than split into two calls.
-PFNS_PER_CALL = 64
+PFNS_PER_CALL = 24
 MAX_READ = 1 << 20  # PFNs per pread (8 MiB of u64)
 
 
@@ -232,9 +232,11 @@ SPLIT_MIN = 1 << 15  # PFNs: below this a second thread costs more than it saves
 
 def _read_jobs(jobs: list[tuple[int, str, int, memoryview]], errors: list[BaseException]) -> None:
     try:
+        by_fd: dict[int, tuple[str, list[tuple[int, memoryview]]]] = {}
         for fd, path, off, view in jobs:
-            # Past the end of RAM a read is short: the rest stays zero.
-            procfs.pread_into(fd, view, off, 0, path)
+            by_fd.setdefault(fd, (path, []))[1].append((off, view))
+        for fd, (path, items) in by_fd.items():
+            procfs.pread_many(fd, items, path)
     except BaseException as e:  # re-raised in the calling thread
         errors.append(e)
 

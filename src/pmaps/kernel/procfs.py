@@ -127,15 +127,32 @@ def open_path(path: str) -> int | None:
 
 def pread_into(fd: int, buf: memoryview, offset: int, pid: int, path: str) -> int:
     """Fill `buf` from `offset`; returns bytes read (short only at EOF)."""
-    done = 0
-    n = len(buf)
-    with translate(pid, path, started=True):
-        while done < n:
+    try:
+        done = os.preadv(fd, [buf], offset)
+        n = len(buf)
+        while 0 < done < n:  # /proc reads may come back short before EOF
             got = os.preadv(fd, [buf[done:]], offset + done)
             if got <= 0:
                 break
             done += got
+    except OSError:
+        with translate(pid, path, started=True):
+            raise
     return done
+
+
+def pread_many(fd: int, jobs: list[tuple[int, memoryview]], path: str) -> None:
+    """Fill each (offset, buffer) from fd; short reads leave zeros (past the end of RAM).
+    One tight loop: kpageflags lookups make thousands of small reads."""
+    preadv = os.preadv
+    try:
+        for off, view in jobs:
+            got = preadv(fd, [view], off)
+            if 0 < got < len(view):
+                pread_into(fd, view[got:], off + got, 0, path)
+    except OSError:
+        with translate(0, path, started=True):
+            raise
 
 
 def list_pids() -> list[int]:
