@@ -58,8 +58,8 @@ def decode_u64(data: bytes | bytearray | memoryview) -> np.ndarray:
     return np.frombuffer(data, dtype="<u8")
 
 
-# A read call costs about as much as reading this many PFNs' entries (measured on 6.18,
-# see bench/); gaps shorter than this are read through rather than split into two calls.
+# A read call costs about as much as reading this many PFNs' entries (measured on 6.18:
+# ~1 us a call, ~65 ns a PFN); gaps shorter than this are read through, not split in two calls.
 PFNS_PER_CALL = 24
 MAX_READ = 1 << 20  # PFNs per pread (8 MiB of u64)
 
