@@ -26,7 +26,7 @@ from .model import Known, Pages, Snapshot
 U64 = np.uint64
 T = TypeVar("T")
 R = TypeVar("R")
-CHUNK_PAGES = 1 << 16  # pages per batch: ~2.5 MiB of columns; bounds memory, feeds two readers
+CHUNK_PAGES = 1 << 18  # pages per batch: ~10 MiB of columns; bounds peak memory
 READ_GAP = 512  # read through holes up to this many pages (4 KiB) rather than split a read
 NO_SCAN_ENV = "PMAPS_NO_SCAN"
 FIRST_BATCH_PAGES = 1 << 12
