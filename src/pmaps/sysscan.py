@@ -22,16 +22,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .collect import Options, Process, lookup_pages, pfns_visible
+from .collect import Options, Process, _ordered_map, lookup_pages, pfns_visible
 from .errors import AccessDenied, BadSnapshot, KernelThread, NoSuchProcess, PmapsError, ProcessGone, Unsupported
 from .kernel import caps as capsmod
 from .kernel import procfs
 from .kernel.kpage import PfnReader
 from .kernel.maps import Vma
 from .kernel.system import Ident, read_ident, read_meminfo
-from .model import Known, Pages
+from .model import Known, Pages, Snapshot
 
 SCHEMA = "pmaps-sysscan/1"
+PARALLEL = 2
 U64 = np.uint64
 
 
@@ -94,30 +95,35 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
     skipped: dict[str, list[int]] = {"exited": [], "denied": [], "missing": []}
     categories = True
     pos = 0
-    for pid in todo:
+    def one(pid: int) -> tuple[str, int, Ident | None, Snapshot | None, bool]:
+        """Scan one process: ("ok" | "skip" | "denied" | "exited" | "missing", pid, ident, snapshot, scanning)."""
         if pid == me or procfs.is_kernel_thread(pid):
-            continue
+            return "skip", pid, None, None, True
         try:
             ident = read_ident(pid)
             if select is not None and not select(ident):
-                continue
+                return "skip", pid, None, None, True
             with Process(pid, opts, caps) as proc:
-                snap = proc.snapshot()
-                categories &= proc.scanning
+                return "ok", pid, ident, proc.snapshot(workers=1), proc.scanning
         except KernelThread:
-            continue
+            return "skip", pid, None, None, True
         except AccessDenied:
-            skipped["denied"].append(pid)
-            continue
+            return "denied", pid, None, None, True
         except ProcessGone:
-            skipped["exited"].append(pid)
-            continue
+            return "exited", pid, None, None, True
         except NoSuchProcess:
-            skipped["missing"].append(pid)
-            continue
+            return "missing", pid, None, None, True
         except Unsupported:  # a zombie: its memory is gone
-            skipped["exited"].append(pid)
+            return "exited", pid, None, None, True
+
+    # Processes are read PARALLEL at a time: most of the time goes to the kernel (maps,
+    # PAGEMAP_SCAN, pagemap), which runs without the GIL.
+    for status, pid, ident, snap, scanning in _ordered_map(one, todo, workers=PARALLEL, ahead=4 * PARALLEL):
+        if status != "ok":
+            if status != "skip":
+                skipped[status].append(pid)
             continue
+        categories &= scanning
         bounds = snap.bounds().astype(np.int64) + pos
         n = len(snap.pages)
         procs.append(ProcRec(ident, snap.vmas, pos, pos + n, bounds[:, 0].copy(), bounds[:, 1].copy()))
