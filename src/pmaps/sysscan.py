@@ -28,7 +28,8 @@ from .kernel import caps as capsmod
 from .kernel import procfs
 from .kernel.kpage import PfnReader
 from .kernel.maps import Vma
-from .kernel.system import Ident, read_ident, read_meminfo
+from .kernel.smaps import decode_rollup
+from .kernel.system import Ident, read_ident, read_meminfo, read_smaps_rollup
 from .model import Known, Pages, Snapshot
 
 SCHEMA = "pmaps-sysscan/1"
@@ -61,6 +62,7 @@ class SystemScan:
     known: Known
     skipped: dict[str, list[int]] = field(default_factory=lambda: {"exited": [], "denied": [], "missing": []})
     meminfo: dict[str, int] = field(default_factory=dict)
+    self_pss: int = 0  # PSS of the scanning process itself (left out of the scan), per its smaps_rollup
     complete: bool = True  # every process on the machine was asked for (no filter)
     time: float = field(default_factory=time.time)
 
@@ -137,7 +139,14 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
         meminfo = read_meminfo()
     except PmapsError:
         meminfo = {}
-    return SystemScan(procs, pages, known, skipped, meminfo, complete=pids is None and select is None)
+    try:
+        # The scanner leaves itself out (its memory changes as it scans), yet its pages are in
+        # /proc/meminfo: the kernel's own figure for it keeps the reconciliation honest.
+        self_pss = decode_rollup(read_smaps_rollup(me)).get("Pss", 0)
+    except PmapsError:
+        self_pss = 0
+    return SystemScan(procs, pages, known, skipped, meminfo, complete=pids is None and select is None,
+                      self_pss=self_pss)
 
 
 def _lookup_union(pages: Pages, known: Known) -> Known:
@@ -159,7 +168,7 @@ def _lookup_union(pages: Pages, known: Known) -> Known:
 
 def dumps(scan: SystemScan) -> bytes:
     meta = {
-        "schema": SCHEMA, "known": scan.known.to_dict(), "skipped": scan.skipped, "meminfo": scan.meminfo,
+        "schema": SCHEMA, "known": scan.known.to_dict(), "skipped": scan.skipped, "meminfo": scan.meminfo, "self_pss": scan.self_pss,
         "complete": scan.complete, "time": scan.time,
         "procs": [{"pid": p.ident.pid, "comm": p.ident.comm, "uid": p.ident.uid, "cgroup": p.ident.cgroup,
                    "lo": p.lo, "hi": p.hi,
@@ -190,6 +199,6 @@ def loads(data: bytes, name: str = "<bytes>") -> SystemScan:
             procs.append(ProcRec(Ident(p["pid"], p["comm"], p["uid"], p["cgroup"]), vmas, p["lo"], p["hi"],
                                  lo.astype(np.int64), hi.astype(np.int64)))
         return SystemScan(procs, pages, Known(**meta["known"]), meta["skipped"], meta["meminfo"],
-                          meta["complete"], meta["time"])
+                          complete=meta["complete"], time=meta["time"], self_pss=int(meta.get("self_pss", 0)))
     except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError, zipfile.BadZipFile) as err:
         raise BadSnapshot(f"{name}: not a pmaps system scan file (or a damaged one)", path=name) from err

@@ -315,8 +315,10 @@ def reconcile(scan: SystemScan, total: dict[str, int | None]) -> dict[str, int] 
     if not scan.complete or total.get("pss") is None or "AnonPages" not in mi or "Mapped" not in mi:
         return None
     mapped = mi["AnonPages"] + mi["Mapped"]
-    return {"pss_total": int(total["pss"]), "meminfo_anon_plus_mapped": mapped,  # type: ignore[arg-type]
-            "difference": mapped - int(total["pss"])}  # type: ignore[arg-type]
+    pss = int(total["pss"])  # type: ignore[arg-type]
+    # pmaps itself is not in the scan but is in meminfo: its own smaps_rollup PSS stands in.
+    return {"pss_total": pss, "self_pss": scan.self_pss, "meminfo_anon_plus_mapped": mapped,
+            "difference": mapped - pss - scan.self_pss}
 
 
 def pages_of(scan: SystemScan, i: int) -> Pages:

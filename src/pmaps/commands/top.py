@@ -158,7 +158,8 @@ def top_view(scan: SystemScan, args: argparse.Namespace, user_of: Callable[[int]
     rec = S.reconcile(scan, total)
     if rec is not None:
         view.extra["reconcile"] = rec
-        view.notes.append(f"# PSS of all processes {fmt_bytes(rec['pss_total'])}; /proc/meminfo AnonPages+Mapped "
+        view.notes.append(f"# PSS of all processes {fmt_bytes(rec['pss_total'])} + pmaps itself "
+                          f"{fmt_bytes(rec['self_pss'])}; /proc/meminfo AnonPages+Mapped "
                           f"{fmt_bytes(rec['meminfo_anon_plus_mapped'])} (difference {fmt_bytes(rec['difference'])}: "
                           "pages mapped only outside this scan, and churn)")
     return view
