@@ -6,6 +6,7 @@ libraries inside run(), not at module level.
 """
 from __future__ import annotations
 
+import abc
 import argparse
 import math
 from typing import TextIO
@@ -13,7 +14,7 @@ from typing import TextIO
 FORMATS = ("text", "json", "ndjson", "csv")
 
 
-class Command:
+class Command(abc.ABC):
     """A subcommand: its help comes from the class docstring."""
 
     name = ""
@@ -21,10 +22,11 @@ class Command:
     order = 50  # place in `pmaps --help`
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:  # pragma: no cover - interface
-        pass
+        """Add the command's own options (the shared ones come from add_output_options)."""
 
-    def run(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:  # pragma: no cover
-        raise NotImplementedError
+    @abc.abstractmethod
+    def run(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+        """Do the work, write to out (data) and err (notes); return the exit code."""
 
 
 def seconds(text: str, zero: bool = False) -> float:
