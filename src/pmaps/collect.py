@@ -374,9 +374,11 @@ def _ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, ahead: 
                 f.cancel()
 
 
-def missing_notes(known: Known) -> list[str]:
+def missing_notes(known: Known, pfn: bool = False) -> list[str]:
     """What a view of these pages cannot tell, in phrases for one stderr line."""
     out = []
+    if pfn and not known.pfn:
+        out.append("PFNs (pagemap shows them only to CAP_SYS_ADMIN, since Linux 4.2)")
     if not (known.flags and known.count):
         out.append("page flags and map counts (need CAP_SYS_ADMIN and /proc/kpageflags, kpagecount: run as root)")
     if not known.young:

@@ -105,7 +105,7 @@ class Show(Command):
                         sub.process(proc.pid, proc.comm, proc.vmas, proc.chunks(), lambda: proc.known, header=False)
                         out.write(buf.getvalue())
                         writer.first_process = False
-                    for n in missing_notes(proc.known):
+                    for n in missing_notes(proc.known, pfn=args.pfn):
                         if n not in notes:
                             notes.append(n)
             except PmapsError as e:
