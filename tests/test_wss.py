@@ -1,10 +1,11 @@
-"""pmaps wss with the clear_refs method: a child touches known pages during the interval."""
+"""pmaps wss with the clear_refs and damon methods: a child touches known pages during the interval."""
 from __future__ import annotations
 
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -12,8 +13,9 @@ import pytest
 from helpers import ROOT
 from memchild import MemChild
 
-from pmaps.analysis.wss import Ages, located
+from pmaps.analysis.wss import Ages, located, runs
 from pmaps.collect import collect
+from pmaps.kernel import damon
 from pmaps.kernel.refs import clear_refs, idle_bits, idle_words
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (kpageflags)")
@@ -45,7 +47,7 @@ def test_cli_counts_cpu_writes_exactly(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     with MemChild(LAYOUT) as mc:
         p = subprocess.Popen([sys.executable, "-m", "pmaps", "wss", str(mc.pid), "--interval", "2.5",
-                              "--format", "json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              "--method", "clear_refs", "--format", "json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             time.sleep(1.2)  # pmaps starts, samples, clears
             mc.cmd("touch a 10 30")  # 20 pages written by the CPU (memset)
@@ -87,3 +89,90 @@ def test_idle_unavailable_is_one_line(run):
         pytest.skip("this kernel has idle page tracking")
     r = run("wss", str(os.getpid()), "--method", "idle")
     assert r.code == 5 and r.err.count("\n") == 1
+
+
+NR_KDAMONDS = "/sys/kernel/mm/damon/admin/kdamonds/nr_kdamonds"
+
+
+def test_damon_locates_cpu_writes_page_by_page():
+    """--method damon: CPU writes to already-resident pages are found exactly, page by page."""
+    why = damon.usable()
+    if why is not None:
+        pytest.skip(why)
+    touches = ["touch a 10 30", "touch a 200 201", "touch a 255 256", "touch c 0 3", "touch c 64 66"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    with MemChild(LAYOUT) as mc:
+        p = subprocess.Popen([sys.executable, "-m", "pmaps", "wss", str(mc.pid), "--interval", "2", "--method", "damon",
+                              "--format", "json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        done = threading.Event()
+
+        def toucher() -> None:  # until pmaps exits, so every touch also falls inside its interval
+            while not done.is_set() and p.poll() is None:
+                for t in touches:
+                    mc.cmd(t)
+                time.sleep(0.05)
+
+        th = threading.Thread(target=toucher)
+        th.start()
+        try:
+            out, err = p.communicate(timeout=30)
+        finally:
+            done.set()
+            th.join()
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert p.returncode == 0, err
+    with open(NR_KDAMONDS) as f:
+        assert f.read().strip() == "0"  # the kdamond was turned off and removed
+    doc = json.loads(out)
+    assert doc["method"] == "damon" and doc["limits"]
+    by = {v["start"]: v for v in doc["vmas"]}
+
+    def pages(name):
+        v = by.get(mc.regions[name]["start"])
+        if v is None:
+            return set()
+        base = mc.regions[name]["start"]
+        return {(a - base) // 4096 + i for a, n in v["located_runs"] for i in range(n)}
+
+    assert pages("a") == set(range(10, 30)) | {200, 255}
+    assert pages("b") == set()
+    assert pages("c") == {0, 1, 2, 64, 65}
+    assert by[mc.regions["a"]["start"]]["resident"] == 256  # all resident before: nothing was faulted in
+
+
+def test_damon_in_use_is_refused(run):
+    if os.geteuid() != 0 or not os.path.exists(NR_KDAMONDS):
+        pytest.skip("no DAMON sysfs interface")
+    with open(NR_KDAMONDS) as f:
+        if f.read().strip() != "0":
+            pytest.skip("DAMON is in use on this machine")
+    with open(NR_KDAMONDS, "w") as f:
+        f.write("1")
+    try:
+        r = run("wss", str(os.getpid()), "--method", "damon")
+    finally:
+        with open(NR_KDAMONDS, "w") as f:
+            f.write("0")
+    assert r.code == 5 and "DAMON is in use" in r.err and r.err.count("\n") == 1
+
+
+def test_damon_regions_and_decoding():
+    first, end, group = damon.page_regions(np.array([5, 6, 9], dtype=np.uint64))
+    assert (first.tolist(), end.tolist(), group) == ([5, 6, 9], [6, 7, 10], 1)
+    first, end, group = damon.page_regions(np.arange(10, 17, dtype=np.uint64), limit=3)
+    assert (first.tolist(), end.tolist(), group) == ([10, 13, 16], [13, 16, 17], 3)
+    tried = damon.decode_tried([(b"40960\n", b"45056\n", b"3\n"), (b"20480\n", b"24576\n", b"1\n"),
+                                (b"53248\n", b"61440\n", b"0\n")])
+    assert tried.tolist() == [[20480, 24576, 1], [40960, 45056, 3], [53248, 61440, 0]]
+    pfns = np.array([10, 5, 4, 11, 13, 14], dtype=np.uint64)
+    assert damon.accessed_pages(pfns, tried).tolist() == [True, True, False, False, False, False]
+    assert damon.accessed_pages(pfns, damon.decode_tried([])).tolist() == [False] * 6
+
+
+def test_located_runs_cut_at_vmas():
+    vpn = np.array([1, 2, 3, 4, 7, 8], dtype=np.uint64)
+    sel = np.array([1, 1, 0, 1, 1, 1], dtype=bool)
+    assert [x.tolist() for x in runs(vpn, sel)] == [[1, 4, 7], [2, 1, 2]]
+    assert [x.tolist() for x in runs(vpn, sel, np.array([8]))] == [[1, 4, 7, 8], [2, 1, 1, 1]]

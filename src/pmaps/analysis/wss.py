@@ -1,8 +1,10 @@
 """Working set: which pages were accessed in an interval, per VMA, and page ages over cycles. Pure.
 
-Two readbacks feed it (docs/time.md says what each can and cannot see):
+Three readbacks feed it (docs/time.md says what each can and cannot see):
 - idle page tracking: a page is accessed when it is no longer idle (page-exact for LRU pages;
   a THP by its head page);
+- DAMON (one region per resident PFN): a page is accessed when its region's nr_accesses > 0;
+  passed in as `idle` like the idle bitmap (page-exact for LRU pages; a large folio as a whole);
 - clear_refs 1 then kpageflags/pagemap: a page is *located* as accessed when its REFERENCED
   flag is set again (accesses the kernel mediates: read()/write(), GUP, faults through
   folio_mark_accessed) or when it became present or was swapped in during the interval. A CPU
@@ -42,6 +44,21 @@ def located(before: Pages, after: Pages, *, idle: np.ndarray | None = None) -> n
     was_res = was & before.present[idx_c] if len(before) else was
     touched = ~idle if idle is not None else _kbit(after, "referenced")
     return pres & (touched | ~was_res)
+
+
+def runs(vpn: np.ndarray, sel: np.ndarray, cuts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(first vpn, pages) of the runs of consecutive selected vpns (vpn sorted), also cut where a
+    vpn is in `cuts` (e.g. the first pages of VMAs). Pure, vectorised."""
+    v = vpn[sel].astype(np.int64)
+    if len(v) == 0:
+        return v, v
+    brk = np.diff(v) != 1
+    if cuts is not None:
+        brk |= np.isin(v[1:], np.asarray(cuts, dtype=np.int64))
+    brk = np.flatnonzero(brk) + 1
+    starts = np.concatenate(([0], brk))
+    ends = np.concatenate((brk, [len(v)]))
+    return v[starts], ends - starts
 
 
 @dataclass
