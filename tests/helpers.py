@@ -1,17 +1,67 @@
 """Helpers for integration tests: run pmaps, parse its outputs, read the kernel's oracle."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from pmaps.kernel.smaps import decode_smaps
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = 4096
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+class ForkChild:
+    """tests/forkchild.py: a parent, N COW workers, maybe a CLONE_VM sibling."""
+
+    def __init__(self, *args: str) -> None:
+        self.p = subprocess.Popen([sys.executable, str(Path(__file__).parent / "forkchild.py"), *args], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        self.info = json.loads(self.p.stdout.readline())  # type: ignore[union-attr]
+        if "error" in self.info:
+            self.close()
+            pytest.skip(self.info["error"])
+
+    def cmd(self, line: str) -> None:
+        self.p.stdin.write(line + "\n")  # type: ignore[union-attr]
+        self.p.stdin.flush()  # type: ignore[union-attr]
+        assert json.loads(self.p.stdout.readline())["ok"]  # type: ignore[union-attr]
+
+    @property
+    def pids(self) -> list[int]:
+        return [self.info["parent"], *self.info["workers"], *([self.info["clone"]] if self.info["clone"] else [])]
+
+    def close(self) -> None:
+        try:
+            self.p.stdin.write("exit\n")  # type: ignore[union-attr]
+            self.p.stdin.close()  # type: ignore[union-attr]
+        except (OSError, ValueError):
+            pass
+        try:
+            self.p.wait(10)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait()
+        self.p.stdout.close()  # type: ignore[union-attr]
+
+
+@contextlib.contextmanager
+def diverged_family(*extra: str) -> Iterator[ForkChild]:
+    """A parent and 3 COW workers over 1 MiB: worker 0 rewrote pages 0-63, worker 1 pages 0-127."""
+    fc = ForkChild("--workers", "3", "--cow", "1M", *extra)
+    try:
+        fc.cmd("diverge 0 0 64")
+        fc.cmd("diverge 1 0 128")
+        yield fc
+    finally:
+        fc.close()
 
 
 def pmaps_cmd(*args: str, user: bool = False, env: dict[str, str] | None = None, check: bool = True

@@ -260,7 +260,8 @@ def test_hugetlb_outside_rss_in_summary():
     """hugetlb pages are present in pagemap but outside smaps' Rss/Pss: --summary agrees."""
     from pathlib import Path
 
-    from test_top import ForkChild, _write
+    from helpers import ForkChild
+    from test_top import _write
 
     path = "/proc/sys/vm/nr_hugepages"
     old = Path(path).read_text().strip()

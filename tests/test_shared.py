@@ -5,21 +5,15 @@ import json
 import os
 
 import pytest
-from helpers import PAGE, pmaps_cmd
-from test_top import ForkChild
+from helpers import PAGE, diverged_family, pmaps_cmd
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (PFNs)")
 
 
 @pytest.fixture(scope="module")
 def family():
-    fc = ForkChild("--workers", "3", "--cow", "1M")
-    try:
-        fc.cmd("diverge 0 0 64")
-        fc.cmd("diverge 1 0 128")
+    with diverged_family() as fc:
         yield fc
-    finally:
-        fc.close()
 
 
 def test_cow_left_per_vma(run, family):

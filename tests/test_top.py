@@ -5,13 +5,11 @@ import csv
 import io
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from helpers import PAGE, pmaps_cmd
+from helpers import PAGE, ForkChild, diverged_family, pmaps_cmd
 from memchild import MemChild
 
 from pmaps.analysis import system as S
@@ -26,49 +24,10 @@ LAYOUT = ["a:anon:256K", "z:zero:128K", "f:file:256K:read=8-16", "sh:shared:128K
           "thp:thp:2M", "ml:mlock:64K"]
 
 
-class ForkChild:
-    """tests/forkchild.py: a parent, N COW workers, maybe a CLONE_VM sibling."""
-
-    def __init__(self, *args: str) -> None:
-        self.p = subprocess.Popen([sys.executable, str(HERE / "forkchild.py"), *args], stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, text=True)
-        self.info = json.loads(self.p.stdout.readline())  # type: ignore[union-attr]
-        if "error" in self.info:
-            self.close()
-            pytest.skip(self.info["error"])
-
-    def cmd(self, line: str) -> None:
-        self.p.stdin.write(line + "\n")  # type: ignore[union-attr]
-        self.p.stdin.flush()  # type: ignore[union-attr]
-        assert json.loads(self.p.stdout.readline())["ok"]  # type: ignore[union-attr]
-
-    @property
-    def pids(self) -> list[int]:
-        return [self.info["parent"], *self.info["workers"], *([self.info["clone"]] if self.info["clone"] else [])]
-
-    def close(self) -> None:
-        try:
-            self.p.stdin.write("exit\n")  # type: ignore[union-attr]
-            self.p.stdin.close()  # type: ignore[union-attr]
-        except (OSError, ValueError):
-            pass
-        try:
-            self.p.wait(10)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            self.p.wait()
-        self.p.stdout.close()  # type: ignore[union-attr]
-
-
 @pytest.fixture(scope="module")
 def family():
-    fc = ForkChild("--workers", "3", "--cow", "1M", "--shared", "256K", "--clone-vm")
-    try:
-        fc.cmd("diverge 0 0 64")
-        fc.cmd("diverge 1 0 128")
+    with diverged_family("--shared", "256K", "--clone-vm") as fc:
         yield fc
-    finally:
-        fc.close()
 
 
 @pytest.fixture(scope="module")
