@@ -41,3 +41,24 @@ def test_pagemap_scan_present():
         pytest.skip("PAGEMAP_SCAN arrived in Linux 6.7")
     snap = pmaps.collect(os.getpid())
     assert snap.known.categories
+
+
+def test_thp_tail_flags_derived_from_head():
+    """collect() reads kpageflags once per PMD-mapped THP and derives the 511 tails' flags from
+    the head's: they must equal what kpageflags says for each tail (ABI bits 0-26)."""
+    from pmaps.kernel.kpage import KPF_ABI_MASK
+
+    with MemChild(["t:thp:8M", "a:anon:1M"]) as mc:
+        snap = pmaps.collect(mc.pid)
+        reg = mc.regions["t"]
+        sel = (snap.pages.vpn >= reg["start"] // 4096) & (snap.pages.vpn < reg["end"] // 4096)
+        assert (snap.pages.pmd_mapped()[sel]).all()
+        pfn = snap.pages.pfn[sel]
+        fd = os.open("/proc/kpageflags", os.O_RDONLY)
+        try:
+            real = np.frombuffer(b"".join(os.pread(fd, 8, int(p) * 8) for p in pfn), dtype="<u8")
+        finally:
+            os.close(fd)
+        mask = np.uint64(KPF_ABI_MASK)
+        assert np.array_equal(snap.pages.kflags[sel] & mask, real & mask)
+        assert ((real >> np.uint64(16)) & np.uint64(1)).sum() == len(pfn) - len(pfn) // 512  # tails

@@ -17,9 +17,9 @@ from .errors import KernelThread, PmapsError, Unsupported, UsageError
 from .kernel import caps as capsmod
 from .kernel import pagemap as pmb
 from .kernel import procfs
-from .kernel.kpage import IdleReader, PfnReader
+from .kernel.kpage import KPF_ABI_MASK, IdleReader, PfnReader, kpf_mask
 from .kernel.maps import PAGE_SHIFT, Vma, decode_maps
-from .kernel.scan import CAT_UNKNOWN, TASK_SIZE_MAX, Scanner, probe
+from .kernel.scan import CAT_HUGE, CAT_UNKNOWN, TASK_SIZE_MAX, Scanner, probe
 from .kernel.smaps import decode_smaps
 from .model import Known, Pages, Snapshot
 
@@ -30,6 +30,7 @@ CHUNK_PAGES = 1 << 18  # pages per batch: ~10 MiB of columns; bounds peak memory
 READ_GAP = 512  # read through holes up to this many pages (4 KiB) rather than split a read
 NO_SCAN_ENV = "PMAPS_NO_SCAN"
 FIRST_BATCH_PAGES = 1 << 12
+THP_MASK = U64(511)  # PFNs of a PMD-sized folio: its head is aligned to 512
 SCAN_GROUP_BYTES = 256 << 20  # VMAs scanned per PAGEMAP_SCAN call, at least one VMA
 FALLBACK_ZERO_LIMIT = 4 << 30  # bytes of VMA (8 MiB of pagemap) read just to find zero pages
 
@@ -300,7 +301,16 @@ def lookup_pages(pages: Pages, reader: PfnReader, idle: IdleReader | None = None
     # same count kpagecount reports (fs/proc/task_mmu.c, 6.x: folio_precise_page_mapcount;
     # checked by tests/test_kernel_facts.py): read kpagecount only for the other pages.
     shared = (pmb.top_byte(pm) & pmb.TOP_EXCLUSIVE) == 0
-    flags, count = reader.lookup(pfn, shared, split=split)
+    # A PMD-mapped THP is one naturally aligned 512-page folio, and kpageflags' bits are the
+    # folio's but for COMPOUND_HEAD/TAIL (fs/proc/page.c stable_page_flags): read the head's
+    # flags once and derive the 511 tails' (checked against real reads by the tests).
+    cat = pages.cat if allp else pages.cat[pres]
+    tails = ((cat & CAT_HUGE) != 0) & ((cat & CAT_UNKNOWN) == 0) & ((pfn & THP_MASK) != 0)
+    flag_pfn = np.where(tails, pfn & ~THP_MASK, pfn) if tails.any() else pfn
+    flags, count = reader.lookup(pfn, shared, split=split, flag_pfns=flag_pfn)
+    if flags is not None and flag_pfn is not pfn:
+        # Only the ABI bits carry over: kernel-internal ones (32+) may be per page.
+        flags[tails] = (flags[tails] & KPF_ABI_MASK & ~kpf_mask("compound_head")) | kpf_mask("compound_tail")
     if idle is not None:
         # Y: the pte young bit, via idle page tracking: a page not idle is young (KERNEL.md).
         bits = idle.lookup(pfn)

@@ -180,15 +180,20 @@ class PfnReader:
     def can_count(self) -> bool:
         return self.count_fd is not None
 
-    def lookup(self, pfns: np.ndarray, count_sel: np.ndarray | None = None, split: bool = True
-               ) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """(kpageflags per PFN, kpagecount per PFN of pfns[count_sel]); None for an unreadable file."""
+    def lookup(self, pfns: np.ndarray, count_sel: np.ndarray | None = None, split: bool = True,
+               flag_pfns: np.ndarray | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(kpageflags per PFN, kpagecount per PFN of pfns[count_sel]); None for an unreadable file.
+
+        flag_pfns, when given, are the PFNs whose kpageflags to read in place of pfns (a THP
+        tail's head, whose flags the caller adapts)."""
         jobs: list[tuple[int, str, int, memoryview]] = []
-        plan = plan_lookup(pfns)
+        plan = plan_lookup(pfns if flag_pfns is None else flag_pfns)
         # kpagecount for a subset: its own plan when the subset is small (fewer PFNs for the
         # kernel to count), the flags plan when it is most of the PFNs (no second plan).
         count_plan = plan
-        if count_sel is not None and 4 * int(np.count_nonzero(count_sel)) < len(pfns):
+        if flag_pfns is not None and flag_pfns is not pfns:
+            count_plan = plan_lookup(pfns if count_sel is None else pfns[count_sel])
+        elif count_sel is not None and 4 * int(np.count_nonzero(count_sel)) < len(pfns):
             count_plan = plan_lookup(pfns[count_sel])
         results: list[np.ndarray | None] = []
         for fd, path, pl in ((self.flags_fd, "/proc/kpageflags", plan), (self.count_fd, "/proc/kpagecount", count_plan)):
