@@ -44,7 +44,6 @@ KPF_BITS: tuple[tuple[int, str, str], ...] = (
 )
 KPF = {name: b for b, name, _ in KPF_BITS}
 KPF_ABI_MASK = np.uint64((1 << 27) - 1)
-KPF_NAMES = {name: b for b, name, _ in KPF_BITS}
 
 
 def kpf_mask(*names: str) -> np.uint64:

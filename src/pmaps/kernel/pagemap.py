@@ -23,8 +23,6 @@ PM_BITS: tuple[tuple[int, str, str], ...] = (
     (PM_UFFD_WP, "uffd_wp", "k"),
     (PM_GUARD, "guard", "j"),
 )
-# Mask of the flag bits (not the PFN/swap fields) of an entry.
-PM_FLAG_MASK = np.uint64(sum(1 << b for b, _, _ in PM_BITS))
 ENTRY = np.dtype("<u8")
 
 

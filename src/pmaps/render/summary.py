@@ -7,7 +7,7 @@ from typing import TextIO
 
 from ..analysis.footprint import Footprint
 from ..kernel.maps import Vma
-from .table import write_csv
+from .table import write_csv, write_table
 from .units import fmt_bytes, unit_header
 
 SCHEMA = "pmaps-summary/1"
@@ -61,16 +61,7 @@ def write_summary(out: TextIO, views: list[SummaryView], fmt: str, unit: str = "
         rows = [[f"{vma.start:012x}", vma.perms, *(fmt_bytes(vals[c], unit) for c in COLS), vma.path]
                 for vma, vals in v.rows]
         total = [["total", "", *(fmt_bytes(v.total[c], unit) for c in COLS), ""]]
-        _write_with_path_left(out, header, rows, total)
-
-
-def _write_with_path_left(out: TextIO, header: list[str], rows: list[list[str]], footer: list[list[str]]) -> None:
-    """Address and perms left, numbers right, path last and unpadded."""
-    allr = [header, *rows, *footer]
-    w = [max(len(r[i]) for r in allr) for i in range(len(header))]
-    for r in allr:
-        cells = [r[0].ljust(w[0]), r[1].ljust(w[1])] + [c.rjust(w[i + 2]) for i, c in enumerate(r[2:-1])] + [r[-1]]
-        out.write(" ".join(cells).rstrip() + "\n")
+        write_table(out, header, rows, left=2, footer=total, text_last=True)
 
 
 def _vma_dict(vma: Vma) -> dict[str, object]:

@@ -7,8 +7,9 @@ from typing import TextIO
 
 
 def write_table(out: TextIO, header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 0,
-                footer: Sequence[Sequence[str]] = ()) -> None:
-    """Columns right-aligned except the first `left` ones; the last column is never padded."""
+                footer: Sequence[Sequence[str]] = (), text_last: bool = False) -> None:
+    """Columns right-aligned except the first `left` ones; with text_last the last column is free
+    text (a path), left-aligned after the others; the last column is never padded."""
     allrows = [list(header), *map(list, rows), *map(list, footer)]
     if not allrows:
         return
@@ -18,7 +19,7 @@ def write_table(out: TextIO, header: Sequence[str], rows: Sequence[Sequence[str]
     def line(r: Sequence[str]) -> str:
         cells = []
         for i, c in enumerate(r):
-            if i == ncol - 1 and i < left:
+            if i == ncol - 1 and (i < left or text_last):
                 cells.append(c)
             elif i < left:
                 cells.append(c.ljust(widths[i]))
@@ -26,10 +27,7 @@ def write_table(out: TextIO, header: Sequence[str], rows: Sequence[Sequence[str]
                 cells.append(c.rjust(widths[i]))
         return " ".join(cells).rstrip()
 
-    out.write(line(header) + "\n")
-    for r in rows:
-        out.write(line(r) + "\n")
-    for r in footer:
+    for r in allrows:
         out.write(line(r) + "\n")
 
 
