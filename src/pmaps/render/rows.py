@@ -6,11 +6,10 @@ sizes into units with fmt_bytes, the machine formats keep bytes.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from .table import write_csv
+from .table import write_csv, write_table
 from .units import fmt_bytes, unit_header
 
 
@@ -73,7 +72,7 @@ def write_rows(out: TextIO, view: RowsView, fmt: str, unit: str = "human") -> No
         write_csv(out, allkeys, [[_csv(r.get(k)) for k in allkeys] for r in view.rows])
     else:
         header, body, foot = text_lines(view, unit)
-        _write_mixed(out, view.columns, header, body, foot)
+        write_table(out, header, body, footer=foot, lefts=[c.left for c in view.columns])
         for n in view.notes:
             out.write(n + "\n")
 
@@ -82,18 +81,3 @@ def _csv(v: object) -> object:
     if isinstance(v, (list, dict)):
         return json.dumps(v, separators=(",", ":"))
     return v
-
-
-def _write_mixed(out: TextIO, cols: Sequence[Col], header: list[str], body: list[list[str]],
-                 foot: list[list[str]]) -> None:
-    """Left-aligned text columns, right-aligned numbers; the last column unpadded."""
-    allr = [header, *body, *foot]
-    w = [max(len(r[i]) for r in allr) for i in range(len(cols))]
-    for r in allr:
-        cells = []
-        for i, (c, v) in enumerate(zip(cols, r)):
-            if i == len(cols) - 1:
-                cells.append(v if c.left else v.rjust(w[i]))
-            else:
-                cells.append(v.ljust(w[i]) if c.left else v.rjust(w[i]))
-        out.write(" ".join(cells).rstrip() + "\n")

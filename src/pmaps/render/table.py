@@ -7,28 +7,22 @@ from typing import TextIO
 
 
 def write_table(out: TextIO, header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 0,
-                footer: Sequence[Sequence[str]] = (), text_last: bool = False) -> None:
-    """Columns right-aligned except the first `left` ones; with text_last the last column is free
-    text (a path), left-aligned after the others; the last column is never padded."""
+                footer: Sequence[Sequence[str]] = (), text_last: bool = False,
+                lefts: Sequence[bool] | None = None) -> None:
+    """Columns right-aligned except the first `left` ones (or those `lefts` marks); with
+    text_last the last column is free text (a path), left-aligned after the others. A
+    left-aligned last column is never padded."""
     allrows = [list(header), *map(list, rows), *map(list, footer)]
     if not allrows:
         return
     ncol = len(header)
+    if lefts is None:
+        lefts = [i < left or (text_last and i == ncol - 1) for i in range(ncol)]
     widths = [max(len(r[i]) for r in allrows) for i in range(ncol)]
-
-    def line(r: Sequence[str]) -> str:
-        cells = []
-        for i, c in enumerate(r):
-            if i == ncol - 1 and (i < left or text_last):
-                cells.append(c)
-            elif i < left:
-                cells.append(c.ljust(widths[i]))
-            else:
-                cells.append(c.rjust(widths[i]))
-        return " ".join(cells).rstrip()
-
     for r in allrows:
-        out.write(line(r) + "\n")
+        cells = [c if lefts[i] and i == ncol - 1 else c.ljust(widths[i]) if lefts[i] else c.rjust(widths[i])
+                 for i, c in enumerate(r)]
+        out.write(" ".join(cells).rstrip() + "\n")
 
 
 def write_csv(out: TextIO, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
