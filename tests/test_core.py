@@ -160,7 +160,7 @@ def test_whole_process_against_smaps(child):
         bad = []
         for vma, pages in snap.iter_vmas():
             fp = footprint(pages, snap.known)
-            got = (fp.rss, fp.pss >> 10, fp.swap, fp.anon_thp)
+            got = (fp["rss"], fp["pss"] >> 10, fp["swap"], fp["anon_thp"])
             rss, pss, swap, thp = after[vma.start]
             if got != (rss, pss >> 10, swap, thp):
                 bad.append((vma.maps_line(), got, after[vma.start]))
@@ -207,8 +207,8 @@ def test_scan_and_fallback_agree(child):
     mine = {r["start"] for r in child.regions.values()}
     for snap in (s1, s2):
         snap.vmas = [v for v in snap.vmas if v.start in mine]
-    f1 = {v.start: footprint(p, s1.known).as_dict() for v, p in s1.iter_vmas()}
-    f2 = {v.start: footprint(p, s2.known).as_dict() for v, p in s2.iter_vmas()}
+    f1 = {v.start: footprint(p, s1.known) for v, p in s1.iter_vmas()}
+    f2 = {v.start: footprint(p, s2.known) for v, p in s2.iter_vmas()}
     for start in mine:
         for key in ("rss", "pss", "uss", "swap", "anon_thp"):
             assert f1[start][key] == f2[start][key], (start, key)
@@ -218,7 +218,7 @@ def test_scan_continues_past_full_vector():
     """More populated regions than one PAGEMAP_SCAN vector holds (and than the kernel's
     internal 512-region buffer): the walk resumes without losing or repeating any
     (the walk_end quirk, KERNEL.md)."""
-    from pmaps.kernel.scan import VEC_LEN
+    from pmaps.kernel.pagemap import VEC_LEN
 
     pages = 2 * (VEC_LEN + 4000)
     with MemChild([f"alt:anon:{pages * PAGE}:every=2"]) as mc:
@@ -234,7 +234,7 @@ def test_chunking_does_not_split_ranges(child, fmt):
     """Streaming in small chunks gives exactly the ranges of one big read (maximal ranges)."""
     import io
 
-    from pmaps.collect import Options, Process
+    from pmaps.collector import Options, Process
     from pmaps.render.pmaps import RangeWriter, ViewOptions
 
     def render(chunk: int) -> str:

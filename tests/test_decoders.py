@@ -9,7 +9,7 @@ import pytest
 from pmaps.kernel import pagemap as pmb
 from pmaps.kernel.kpage import decode_u64, plan_lookup
 from pmaps.kernel.maps import MapsFormatError, Vma, decode_maps, decode_maps_line
-from pmaps.kernel.scan import ARG, decode_regions
+from pmaps.kernel.pagemap import ARG, decode_regions
 from pmaps.kernel.smaps import decode_rollup, decode_smaps
 
 MAPS = (
@@ -134,7 +134,7 @@ def test_decode_smaps():
 
 
 def test_idle_bits():
-    from pmaps.kernel.kpage import idle_bits
+    from pmaps.kernel.idle import idle_bits
 
     # each page's word: PFNs 64..127 have bits 0 and 63 set; PFNs 0..63 have bit 5 set
     words = np.array([1 | (1 << 63), 1 | (1 << 63), 1 << 5], dtype=np.uint64)

@@ -10,8 +10,9 @@ from helpers import PAGE
 from memchild import MemChild
 
 from pmaps.analysis.diff import KINDS, diff_samples
-from pmaps.collect import Process
-from pmaps.recording import load_sample, take_sample
+from pmaps.collector import Process
+from pmaps.collector import take_sample
+from pmaps.store.recording import load_sample
 from pmaps.render.diff import to_json
 
 GOLDEN = Path(__file__).parent / "golden"

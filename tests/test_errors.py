@@ -12,7 +12,7 @@ from helpers import pmaps_cmd
 from memchild import MemChild
 
 import pmaps
-from pmaps.collect import Options, Process
+from pmaps.collector import Options, Process
 
 
 def _one_line(err: str) -> str:
@@ -85,7 +85,7 @@ def test_forced_scan_on_kernel_without_it_is_clear(monkeypatch):
     """A kernel without PAGEMAP_SCAN answers ENOTTY: forced scan says so; auto falls back."""
     import errno
 
-    from pmaps.kernel import scan
+    from pmaps.kernel import pagemap as scan
 
     def no_ioctl(*a, **k):
         raise OSError(errno.ENOTTY, "Inappropriate ioctl for device")

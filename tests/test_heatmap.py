@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from memchild import MemChild
 
-from pmaps.recording import load_sample, sample_files
+from pmaps.store.recording import load_sample, sample_files
 from pmaps.render.heatmap import COLORS, build
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (kpageflags)")
@@ -57,4 +57,4 @@ def test_without_matplotlib_one_line(run, recording, tmp_path, monkeypatch):
     d, _ = recording
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     r = run("heatmap", str(d), "-o", str(tmp_path / "x.png"))
-    assert r.code == 2 and r.err.strip() == "pmaps: heatmap needs matplotlib: pip install 'pmaps[plot]'"
+    assert r.code == 5 and r.err.strip() == "pmaps: heatmaps need matplotlib: pip install 'pmaps[plot]'"

@@ -376,7 +376,7 @@ def test_sigterm_is_an_interruption():
 
 @pytest.mark.parametrize("arg", ["\u0663", "+1", " 12", "1_0"])
 def test_pid_must_be_ascii_digits(arg):
-    from pmaps.collect import parse_pid
+    from pmaps.commands._common import parse_pid
     from pmaps.errors import UsageError
 
     with pytest.raises(UsageError):
@@ -386,7 +386,7 @@ def test_pid_must_be_ascii_digits(arg):
 @pytest.mark.parametrize("data", [b"", b"PK\x03\x04" + b"\0" * 30, b"garbage"])
 def test_corrupt_system_scan_file(tmp_path, data):
     from pmaps.errors import BadSnapshot
-    from pmaps.sysscan import loads
+    from pmaps.store.scan import loads
 
     with pytest.raises(BadSnapshot):
         loads(data)

@@ -52,7 +52,7 @@ def test_thp_tail_flags_derived_from_head():
         snap = pmaps.collect(mc.pid)
         reg = mc.regions["t"]
         sel = (snap.pages.vpn >= reg["start"] // 4096) & (snap.pages.vpn < reg["end"] // 4096)
-        assert (snap.pages.pmd_mapped()[sel]).all()
+        assert (snap.pages.pmd_mapped(snap.known)[sel]).all()
         pfn = snap.pages.pfn[sel]
         fd = os.open("/proc/kpageflags", os.O_RDONLY)
         try:

@@ -9,7 +9,7 @@ import pytest
 from memchild import MemChild
 
 from pmaps.analysis import phys as P
-from pmaps.errors import UsageError
+
 
 root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (/proc/kpageflags)")
 A, L, T = 1 << 12, 1 << 5, 1 << 22  # anonymous, lru, thp
@@ -35,7 +35,7 @@ def test_bits_filter_semantics():
     assert sel("anon,~lru") == [False, True, False, False, True]
     assert sel("=anon") == [False, True, False, False, False]
     assert sel("anon", "~thp,lru=lru") == [False, False, False, True, False]  # several -b: AND
-    with pytest.raises(UsageError):
+    with pytest.raises(ValueError):
         P.parse_bits("nosuchflag")
 
 
@@ -57,7 +57,7 @@ def test_pfn_range_parse():
     assert P.parse_pfn_range("0x10-0x20") == (16, 32)
     assert P.parse_pfn_range("5") == (5, 6)
     assert P.parse_pfn_range("7-") == (7, None)
-    with pytest.raises(UsageError):
+    with pytest.raises(ValueError):
         P.parse_pfn_range("9-3")
 
 

@@ -13,9 +13,10 @@ import pytest
 from helpers import ROOT
 from memchild import MemChild
 
-from pmaps.collect import Process
+from pmaps.collector import Process
 from pmaps.errors import BadSnapshot
-from pmaps.recording import Recorder, load_sample, read_manifest, sample_files, take_sample
+from pmaps.collector import take_sample
+from pmaps.store.recording import Recorder, load_sample, read_manifest, sample_files
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (kpageflags)")
 

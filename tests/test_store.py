@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import pmaps
-from pmaps import store
+from pmaps.store import snapshot as store
 from pmaps.errors import BadSnapshot
 from pmaps.kernel import pagemap as pmb
 from pmaps.model import state_names

@@ -14,7 +14,7 @@ from memchild import MemChild
 
 from pmaps.analysis import system as S
 from pmaps.kernel.smaps import decode_rollup
-from pmaps.sysscan import scan_system
+from pmaps.collector import scan_system
 
 HERE = Path(__file__).parent
 GOLDEN = HERE / "golden"

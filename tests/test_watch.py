@@ -16,7 +16,7 @@ from helpers import ROOT
 from memchild import MemChild
 
 from pmaps.analysis.diff import diff_samples
-from pmaps.recording import load_sample
+from pmaps.store.recording import load_sample
 from pmaps.render.live import WatchView, write_plain
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -47,13 +47,13 @@ def test_plain_frames_and_deltas(run):
 
 
 def test_pagemap_fields_cheaper(run):
-    from pmaps.collect import Process
-    from pmaps.recording import fields_options, take_sample
+    from pmaps.collector import Process
+    from pmaps.collector import Options, take_sample
 
     with MemChild(["a:anon:64M"]) as mc:
         cost = {}
         for f in ("full", "pagemap"):
-            with Process(mc.pid, fields_options(f)) as proc:
+            with Process(mc.pid, Options.fields(f)) as proc:
                 cost[f] = min(take_sample(proc).cost for _ in range(3))
     assert cost["pagemap"] < cost["full"]
 

@@ -14,9 +14,10 @@ from helpers import ROOT
 from memchild import MemChild
 
 from pmaps.analysis.wss import Ages, located, runs
-from pmaps.collect import collect
+from pmaps.collector import collect
 from pmaps.kernel import damon
-from pmaps.kernel.refs import clear_refs, idle_bits, idle_words
+from pmaps.kernel.clear_refs import clear_refs
+from pmaps.kernel.idle import idle_bits, idle_words
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (kpageflags)")
 LAYOUT = ["a:anon:1M", "b:anon:1M:skip=0-256", "c:anon:512K"]
@@ -80,7 +81,9 @@ def test_idle_bitmap_encoding():
     words, masks = idle_words(pfns)
     assert words.tolist() == [0, 1, 2]
     assert masks.tolist() == [(1 << 0) | (1 << 1) | (1 << 63), 1, (1 << 2) | (1 << 1)]
-    back = idle_bits(np.array([1 << 63, 1, 1 << 1], dtype=np.uint64), pfns)
+    # the bitmap read back, one word per PFN (the shared decoder of IdleBitmap.read_idle)
+    read_back = np.array([1 << 63, 1, 1 << 1], dtype=np.uint64)
+    back = idle_bits(read_back[np.searchsorted(words, pfns >> np.uint64(6))], pfns)
     assert back.tolist() == [False, False, True, True, False, True]
 
 

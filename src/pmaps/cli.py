@@ -116,6 +116,11 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 def entry() -> None:
+    # pmaps uses no BLAS; OpenBLAS's default thread pool would spin up a thread per core when numpy
+    # is imported and compete with the kernel reads for the CPUs. Set for the command only: a
+    # library user's process keeps its own settings.
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
     signal.signal(signal.SIGTERM, _terminate)
     code = main()
     # Leave without the interpreter's teardown (freeing every array, joining idle reader

@@ -1,4 +1,6 @@
-"""Errors pmaps raises. Only cli.main() turns them into messages and exit codes."""
+"""Errors pmaps raises. Only cli.main() turns them into messages and exit codes.
+
+UsageError belongs to the command layer: nothing below commands/ raises it."""
 from __future__ import annotations
 
 
@@ -47,6 +49,18 @@ class BadSnapshot(PmapsError):
     """A snapshot or recording file is corrupt, truncated or of an unknown schema."""
 
     exit_code = 6
+
+
+class MissingExtra(PmapsError):
+    """An optional dependency is not installed (pip install 'pmaps[EXTRA]')."""
+
+    exit_code = 5
+
+
+class OutputExists(PmapsError):
+    """An output path holds something pmaps must not replace or mix with."""
+
+    exit_code = 2
 
 
 class UsageError(PmapsError):

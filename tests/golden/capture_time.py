@@ -18,8 +18,9 @@ sys.path.insert(0, str(HERE.parent))
 
 from memchild import MemChild  # noqa: E402
 
-from pmaps.collect import Process  # noqa: E402
-from pmaps.recording import sample_bytes, take_sample  # noqa: E402
+from pmaps.collector import Process  # noqa: E402
+from pmaps.collector import take_sample  # noqa: E402
+from pmaps.store.recording import sample_bytes  # noqa: E402
 
 LAYOUT = ["a:anon:64K", "b:anon:128K:skip=0-32", "z:zero:32K", "f:file:64K:read=2-6", "t:thp:2M"]
 

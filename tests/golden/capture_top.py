@@ -19,9 +19,9 @@ sys.path.insert(0, str(HERE.parent))
 from memchild import MemChild  # noqa: E402
 from test_top import LAYOUT, ForkChild  # noqa: E402
 
-from pmaps import sysscan  # noqa: E402
+from pmaps.store import scan as sysscan  # noqa: E402
 from pmaps.kernel import pagemap as pmb  # noqa: E402
-from pmaps.kernel.system import Ident  # noqa: E402
+from pmaps.kernel.status import Ident  # noqa: E402
 from pmaps.store import write_atomic  # noqa: E402
 
 

@@ -1,1 +1,2 @@
-"""Pure functions over Pages and Snapshots: footprints, sharing, diffs, working sets."""
+"""Analyses over model values: the one footprint engine (smaps' rules) and what is built on it
+(whole-machine rows, sharing by PFN, page-exact diffs, working sets, the physical view)."""

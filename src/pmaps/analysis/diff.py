@@ -13,12 +13,11 @@ import numpy as np
 
 from ..kernel.kpage import KPF
 from ..kernel.maps import PAGE_SHIFT, Vma
-from ..kernel.pagemap import PM_BITS
-from ..model import PM_SHIFT, S_PRESENT, S_SOFT_DIRTY, S_SWAPPED, S_YOUNG
-from ..recording import Sample
+from ..model import Sample
+from ..model.state import S_EXCLUSIVE, S_PRESENT, S_SWAPPED, S_YOUNG, sbit
+from .footprint import dirty_mask
 
 U64 = np.uint64
-S_EXCLUSIVE = PM_SHIFT + [n for _, n, _ in PM_BITS].index("exclusive")
 
 # Change kinds, in the order they are tested (the first that applies wins).
 KINDS = ("present", "freed", "swapped_out", "swapped_in", "dirtied", "lost_sharing", "gained_sharing", "flags")
@@ -33,24 +32,13 @@ VOLATILE = U64(sum(1 << KPF[n] for n in ("referenced", "active", "lru", "idle", 
                | (1 << S_YOUNG))
 
 
-S_FILE = PM_SHIFT + [n for _, n, _ in PM_BITS].index("file")
-
-
-def _bit(x: np.ndarray, b: int) -> np.ndarray:
-    return ((x >> U64(b)) & U64(1)).astype(bool)
+_bit = sbit
 
 
 def dirty(state: np.ndarray) -> np.ndarray:
-    """Present pages holding data written since they were read in or cleaned.
-
-    Private anonymous pages carry no PG_dirty while mapped (the dirt is in the pte, which is not
-    exported): such a page exists only once written (a read fault maps the zero page), so it counts
-    as dirty unless it is a clean swap-cache copy. File and shared pages: PG_dirty (or soft-dirty).
-    """
-    pres = _bit(state, S_PRESENT)
-    anon = ~_bit(state, S_FILE) & ~_bit(state, KPF["zero_page"])
-    clean_copy = _bit(state, KPF["swapcache"]) & ~_bit(state, KPF["dirty"])
-    return pres & (_bit(state, KPF["dirty"]) | _bit(state, S_SOFT_DIRTY) | (anon & ~clean_copy))
+    """Present pages holding data not written back: the footprint engine's dirty rule on state words
+    (the zero page is never dirty)."""
+    return _bit(state, S_PRESENT) & ~_bit(state, KPF["zero_page"]) & dirty_mask(state)
 
 
 @dataclass

@@ -1,129 +1,198 @@
-"""RSS / PSS / USS / swap / THP of pages, computed the way fs/proc/task_mmu.c smaps does.
+"""The one footprint engine: RSS / PSS / USS / swap / SwapPss / THP / KSM / hugetlb / dirty of any
+pages or ranges, computed the way fs/proc/task_mmu.c (smaps, smaps_rollup) does. Pure numpy.
 
-Accounting rules (see README "How the figures are computed"):
-- The zero page and huge zero page are present in pagemap but not "normal" pages:
-  smaps counts them in neither Rss nor Pss (vm_normal_page() returns NULL).
-- PSS: each page adds PAGE_SIZE / mapcount in 12-bit fixed point (PSS_SHIFT), summed per VMA
-  and shifted once, exactly as smaps_account(); mapcount is kpagecount, which uses the same
-  folio_precise_page_mapcount()/folio_average_page_mapcount() as smaps on 6.x.
-- USS (Private_Clean + Private_Dirty): pages with mapcount < 2; without kpagecount,
+Every view that shows a footprint (`--summary`, `top`, `libs`, `watch`, the exporter) computes it
+here, from the same rules (fs/proc/task_mmu.c smaps_account / smaps_pte_entry / smaps_hugetlb_range, 6.x):
+- Rss: present pages except the zero page and huge zero page (vm_normal_page() is NULL for them)
+  and except hugetlb pages (kpageflags HUGE), which smaps counts in Shared/Private_Hugetlb only.
+  Without kpageflags, hugetlb cannot be told from THP and counts as resident.
+- Pss: PAGE_SIZE << PSS_SHIFT divided by the page's mapcount (kpagecount, which uses the same
+  folio_precise_page_mapcount()/folio_average_page_mapcount() as smaps on 6.x), in 12-bit fixed
+  point, summed and shifted once, as smaps_account() does.
+- USS (Private_Clean + Private_Dirty): pages mapped once (mapcount < 2); without kpagecount,
   pagemap's "exclusively mapped" bit (56) tells the same.
-- AnonHugePages: anonymous pages mapped by a PMD (PAGEMAP_SCAN's PAGE_IS_HUGE category).
-- SwapPss: the kernel divides by the swap entry's count, which user space cannot read
-  (no interface); pmaps reports it equal to Swap, exact for unshared swap entries.
-- hugetlb pages (kpageflags HUGE) are outside Rss/Pss/USS, as in smaps (smaps_hugetlb_range()
-  adds them to Shared_Hugetlb / Private_Hugetlb by mapcount); without kpageflags they cannot
-  be told from THP and count as resident.
+- Swap: swap ptes. SwapPss: PAGE_SIZE << PSS_SHIFT divided by the swap entry's count
+  (swp_swapcount). No interface exports that count; a caller that scanned every holder passes the
+  number of swap ptes sharing each entry (analysis/system.py), else each entry counts once.
+- AnonHugePages: anonymous pages mapped by a PMD (PAGEMAP_SCAN PAGE_IS_HUGE, or the layout test
+  of Pages.pmd_mapped without it). KSM: kpageflags KSM.
+- Shared/Private_Hugetlb: hugetlb pages with mapcount >= 2 / < 2 (folio_maybe_mapped_shared).
+- Dirty: PG_dirty, or an anonymous page not in the swap cache (it has no clean copy anywhere, as
+  reclaim sees it; the pte dirty bit itself is not exported).
+
+The input is a state word per element (model/state.py) and a map count, with a weight when the
+elements are ranges of pages (samples) rather than pages.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..kernel import pagemap as pmb
 from ..kernel.kpage import KPF
-from ..model import Known, Pages
+from ..model import Known, Pages, Sample
+from ..model.state import S_EXCLUSIVE, S_FILE, S_PRESENT, S_SWAPPED, sbit
+from ..numeric import PAGE_SIZE
 
-PAGE = 4096
 PSS_SHIFT = 12
 U64 = np.uint64
-
-
-def _kbit(kflags: np.ndarray, name: str) -> np.ndarray:
-    return (kflags >> U64(KPF[name]) & U64(1)).astype(bool)
+# Every figure, in bytes; pss and swap_pss are summed in fixed point (<< PSS_SHIFT).
+FIGURES = ("rss", "pss", "uss", "shared", "swap", "swap_pss", "anon_thp", "ksm", "shared_hugetlb",
+           "private_hugetlb", "dirty", "referenced", "zero_page", "hugetlb", "thp")
+FIXED = ("pss", "swap_pss")
 
 
 @dataclass
-class Footprint:
-    """Byte totals; None where these privileges or this kernel cannot tell."""
+class Facts:
+    """What the rules read, one element per page or per range of pages."""
 
-    rss: int = 0
-    pss_fixed: int | None = 0  # PSS << PSS_SHIFT, summed before the final shift like the kernel
-    uss: int | None = 0
-    swap: int = 0
-    anon_thp: int | None = 0
-    dirty: int | None = 0
-    referenced: int | None = 0
-    zero: int | None = 0  # zero-page mappings (present, not counted in rss)
-    hugetlb: int | None = 0  # hugetlb pages (present, not counted in rss)
+    state: np.ndarray  # u64 state word (unknown bits clear)
+    mapcount: np.ndarray  # int64, -1 unknown
+    known: Known
+    weight: np.ndarray | None = None  # int64 pages per element; None: one page each
+    pmd: np.ndarray | None = None  # bool: mapped by a PMD; None: not known
+    swap_share: np.ndarray | None = None  # int64 swap ptes holding each element's swap entry
 
-    @property
-    def pss(self) -> int | None:
-        return None if self.pss_fixed is None else self.pss_fixed >> PSS_SHIFT
+    @classmethod
+    def of_pages(cls, pages: Pages, known: Known, swap_share: np.ndarray | None = None) -> Facts:
+        return cls(pages.state(known), pages.mapcount(known), known, None, pages.pmd_mapped(known), swap_share)
 
-    @property
-    def swap_pss(self) -> int:
-        return self.swap
-
-    @property
-    def shared(self) -> int | None:
-        return None if self.uss is None else self.rss - self.uss
-
-    def __add__(self, other: Footprint) -> Footprint:
-        vals = {}
-        for f in fields(self):
-            a, b = getattr(self, f.name), getattr(other, f.name)
-            vals[f.name] = None if a is None or b is None else a + b
-        return Footprint(**vals)
-
-    def as_dict(self) -> dict[str, int | None]:
-        return {
-            "rss": self.rss, "pss": self.pss, "uss": self.uss, "shared": self.shared, "swap": self.swap,
-            "swap_pss": self.swap_pss, "anon_thp": self.anon_thp, "dirty": self.dirty,
-            "referenced": self.referenced, "zero_page": self.zero, "hugetlb": self.hugetlb,
-        }
+    @classmethod
+    def of_sample(cls, s: Sample) -> Facts:
+        """Ranges of a sample: PMD mappings are not recorded, so anon_thp is unknown there."""
+        return cls(s.state, s.mapcount, s.known, s.count.astype(np.int64))
 
 
-def _pmd_thp_fallback(pages: Pages, cand: np.ndarray) -> np.ndarray:
-    """Without PAGEMAP_SCAN: THP pages filling a 2 MiB-aligned virtual block with one
-    naturally aligned, physically contiguous folio (how a PMD mapping looks)."""
-    out = np.zeros(len(pages), dtype=bool)
-    idx = np.flatnonzero(cand)
-    if len(idx) < 512:
-        return out
-    vpn, pfn = pages.vpn[idx], pages.pfn[idx]
-    block = vpn >> U64(9)
-    delta = pfn.astype(np.int64) - vpn.astype(np.int64)
-    first = np.concatenate(([0], np.flatnonzero((block[1:] != block[:-1]) | (delta[1:] != delta[:-1])) + 1))
-    lens = np.diff(np.concatenate((first, [len(idx)])))
-    full = (lens == 512) & (vpn[first] & U64(511) == 0) & (pfn[first] & U64(511) == 0)
-    for f in first[full].tolist():
-        out[idx[f : f + 512]] = True
+def _kbit(state: np.ndarray, name: str) -> np.ndarray:
+    return sbit(state, KPF[name])
+
+
+def dirty_mask(state: np.ndarray, known_flags: bool = True) -> np.ndarray:
+    """PG_dirty, or anonymous and not a clean swap-cache copy (see the module doc). On state words."""
+    anon = _kbit(state, "anon") if known_flags else ~sbit(state, S_FILE)
+    return _kbit(state, "dirty") | (anon & _kbit(state, "swapbacked") & ~_kbit(state, "swapcache"))
+
+
+@dataclass
+class Figures:
+    """Per-element contributions to each figure (pages, or fixed-point bytes for FIXED), and which
+    figures these facts cannot tell."""
+
+    cols: dict[str, np.ndarray]
+    unknown: set[str] = field(default_factory=set)
+
+    def total(self) -> dict[str, int]:
+        """Raw sums (pages, or fixed point) over all elements."""
+        return {k: int(v.sum(dtype=np.int64)) for k, v in self.cols.items()}
+
+    def by_group(self, group: np.ndarray, n: int) -> dict[str, np.ndarray]:
+        """Raw sums per group index (0..n-1) of each element."""
+        return {k: np.bincount(group, weights=v, minlength=n).astype(np.int64) for k, v in self.cols.items()}
+
+    def prefix(self, bounds: np.ndarray) -> Prefix:
+        """Prefix sums readable at the given sorted, unique element indexes (which must include 0 and
+        the number of elements): any [lo, hi) between two of them sums in O(1).
+
+        Columns are summed per segment (np.add.reduceat), never into full-length int64 prefix
+        arrays: 4 M pages x 10 figures would be 350 MB of temporaries."""
+        starts = bounds[:-1]
+        empty = bounds[1:] == starts
+        pos = {int(x): i for i, x in enumerate(bounds.tolist())}
+        sums: dict[str, list[int]] = {}
+        for k, v in self.cols.items():
+            if len(starts) and len(v):
+                # reduceat gives v[start] for empty segments: zero those.
+                seg = np.add.reduceat(v, starts, dtype=np.int64)
+                seg[empty] = 0
+            else:
+                seg = np.zeros(len(starts), dtype=np.int64)
+            sums[k] = [0, *np.cumsum(seg).tolist()]
+        return Prefix(pos, sums)
+
+
+@dataclass
+class Prefix:
+    pos: dict[int, int]
+    sums: dict[str, list[int]]
+
+    def between(self, lo: int, hi: int) -> dict[str, int]:
+        a, b = self.pos[lo], self.pos[hi]
+        return {k: s[b] - s[a] for k, s in self.sums.items()}
+
+
+def unknown_of(known: Known) -> set[str]:
+    """The figures pages with these facts cannot tell, whatever the pages."""
+    out = set()
+    if not known.count:
+        out |= {"pss", "ksm", "shared_hugetlb", "private_hugetlb"}
+    if not known.flags:
+        out |= {"ksm", "shared_hugetlb", "private_hugetlb", "dirty", "referenced", "hugetlb", "thp"}
+    if not known.zero:
+        out.add("zero_page")
+    if not (known.categories or (known.flags and known.pfn)):
+        out.add("anon_thp")
     return out
 
 
-def footprint(pages: Pages, known: Known) -> Footprint:
-    """Totals for any set of pages (one VMA, a chunk of it, or a whole process)."""
-    present = pmb.present(pages.pm)
-    zero = pages.zero(known)
-    kf = pages.kflags if known.flags else None
-    huge = present & _kbit(kf, "huge") if kf is not None else np.zeros(len(pages), dtype=bool)
+def figures(f: Facts, want: tuple[str, ...] = FIGURES) -> Figures:
+    """Each element's contribution to the wanted figures."""
+    s, known = f.state, f.known
+    n = len(s)
+    w = f.weight
+    present = sbit(s, S_PRESENT)
+    zero = _kbit(s, "zero_page")  # set from kpageflags or PAGEMAP_SCAN's PFNZERO, when known
+    huge = present & _kbit(s, "huge") if known.flags else np.zeros(n, dtype=bool)
     res = present & ~zero & ~huge
-    fp = Footprint(rss=int(res.sum()) * PAGE, swap=int(pmb.swapped(pages.pm).sum()) * PAGE)
-    fp.zero = int((present & zero).sum()) * PAGE if known.zero else None
-    fp.hugetlb = int(huge.sum()) * PAGE if kf is not None else None
-    if known.count and pages.kcount is not None:
-        mc = np.maximum(pages.kcount[res].astype(np.int64), 1)
-        fp.pss_fixed = int(((PAGE << PSS_SHIFT) // mc).sum())
-        fp.uss = int((mc < 2).sum()) * PAGE
-    else:
-        fp.pss_fixed = None
-        fp.uss = int((res & pmb.bit(pages.pm, pmb.PM_EXCLUSIVE)).sum()) * PAGE
-    if kf is not None:
-        anon = _kbit(kf, "anon")
-        # Anonymous pages not in the swap cache have no clean copy anywhere: dirty, as
-        # reclaim sees them (the pte dirty bit itself is not exported).
-        dirty = _kbit(kf, "dirty") | (anon & _kbit(kf, "swapbacked") & ~_kbit(kf, "swapcache"))
-        fp.dirty = int((res & dirty).sum()) * PAGE
-        fp.referenced = int((res & _kbit(kf, "referenced")).sum()) * PAGE
-    else:
-        anon = ~pmb.bit(pages.pm, pmb.PM_FILE)
-        fp.dirty = fp.referenced = None
-    if known.categories:
-        fp.anon_thp = int((res & anon & pages.pmd_mapped()).sum()) * PAGE
-    elif kf is not None and known.pfn:
-        fp.anon_thp = int(_pmd_thp_fallback(pages, res & anon & _kbit(kf, "thp")).sum()) * PAGE
-    else:
-        fp.anon_thp = None
-    return fp
+    out = Figures({})
+    counts = known.count and len(f.mapcount) == n
+    mc = np.maximum(f.mapcount, 1) if counts else None
+    single = (mc < 2) if mc is not None else sbit(s, S_EXCLUSIVE)
+    anon = _kbit(s, "anon") if known.flags else ~sbit(s, S_FILE)
+
+    def put(name: str, col: np.ndarray | None) -> None:
+        if name not in want:
+            return
+        if col is None:
+            out.unknown.add(name)
+            col = np.zeros(n, dtype=bool)
+        if w is not None:
+            col = col * w
+        out.cols[name] = col
+
+    put("rss", res)
+    put("pss", np.where(res, (PAGE_SIZE << PSS_SHIFT) // mc, 0) if mc is not None else None)
+    put("uss", res & single)
+    put("shared", res & ~single)
+    swapped = sbit(s, S_SWAPPED)
+    put("swap", swapped)
+    if "swap_pss" in want:
+        share = np.ones(n, dtype=np.int64) if f.swap_share is None else np.maximum(f.swap_share, 1)
+        put("swap_pss", np.where(swapped, (PAGE_SIZE << PSS_SHIFT) // share, 0))
+    put("anon_thp", res & anon & f.pmd if f.pmd is not None else None)
+    flags_counts = known.flags and mc is not None
+    put("ksm", res & _kbit(s, "ksm") if flags_counts else None)
+    put("shared_hugetlb", huge & ~single if flags_counts else None)
+    put("private_hugetlb", huge & single if flags_counts else None)
+    put("dirty", res & dirty_mask(s) if known.flags else None)
+    put("referenced", res & _kbit(s, "referenced") if known.flags else None)
+    put("zero_page", present & zero if known.zero else None)
+    put("hugetlb", huge if known.flags else None)
+    put("thp", res & anon & _kbit(s, "thp") if known.flags else None)
+    return out
+
+
+def finish(raw: dict[str, int], unknown: set[str], keys: tuple[str, ...] = FIGURES) -> dict[str, int | None]:
+    """Raw sums -> bytes (fixed point shifted once, as smaps does); None for what is unknown."""
+    return {k: None if k in unknown else
+            (raw.get(k, 0) >> PSS_SHIFT if k in FIXED else raw.get(k, 0) * PAGE_SIZE) for k in keys}
+
+
+def add(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    """Raw sums added (fixed point stays fixed point until finish)."""
+    return {k: a.get(k, 0) + b.get(k, 0) for k in a.keys() | b.keys()}
+
+
+def footprint(pages: Pages, known: Known, keys: tuple[str, ...] = FIGURES) -> dict[str, int | None]:
+    """Byte figures of any set of pages (one VMA, a chunk, a whole snapshot)."""
+    figs = figures(Facts.of_pages(pages, known), keys)
+    return finish(figs.total(), figs.unknown, keys)

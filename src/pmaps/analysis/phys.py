@@ -1,5 +1,6 @@
 """The physical view (page-types without -p): kpageflags of a PFN range grouped by flag set, runs
 of equal flags, and page-types' -b/--bits filter. Pure: numpy over u64 arrays.
+Parsers raise ValueError on a bad expression (the command turns it into a usage error).
 
 Names and letters follow tools/mm/page-types.c (page_flag_names); bits 0-26 are the ABI
 (include/uapi/linux/kernel-page-flags.h); 32-41 are kernel-internal ("raw", --raw only).
@@ -11,23 +12,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import UsageError
-from ..kernel.kpage import KPF_ABI_MASK
+from ..kernel.kpage import KPF_ABI_MASK, KPF_TABLE
 
 U64 = np.uint64
-# (bit, page-types long name, letter): page_flag_names[] of tools/mm/page-types.c.
-PT_FLAGS: tuple[tuple[int, str, str], ...] = (
-    (0, "locked", "L"), (1, "error", "E"), (2, "referenced", "R"), (3, "uptodate", "U"), (4, "dirty", "D"),
-    (5, "lru", "l"), (6, "active", "A"), (7, "slab", "S"), (8, "writeback", "W"), (9, "reclaim", "I"),
-    (10, "buddy", "B"), (11, "mmap", "M"), (12, "anonymous", "a"), (13, "swapcache", "s"),
-    (14, "swapbacked", "b"), (15, "compound_head", "H"), (16, "compound_tail", "T"), (17, "huge", "G"),
-    (18, "unevictable", "u"), (19, "hwpoison", "X"), (20, "nopage", "n"), (21, "ksm", "x"), (22, "thp", "t"),
-    (23, "offline", "o"), (24, "zero_page", "z"), (25, "idle_page", "i"), (26, "pgtable", "g"),
-    # raw mode bits: kernel-internal, not ABI (fs/proc/page.c, KPF_RESERVED..KPF_ARCH_2)
-    (32, "reserved", "r"), (33, "mlocked", "m"), (34, "mappedtodisk", "d"), (35, "private", "P"),
-    (36, "private_2", "p"), (37, "owner_private", "O"), (38, "arch", "h"), (39, "uncached", "c"),
-    (40, "softdirty", "f"), (41, "arch_2", "H"),
-)
+# (bit, page-types long name, letter): the kpageflags table with page-types' names.
+PT_FLAGS: tuple[tuple[int, str, str], ...] = tuple((b, pt, ch) for b, _, ch, pt in KPF_TABLE)
 ABI_BITS = tuple(f for f in PT_FLAGS if f[0] < 32)
 ALL_BITS = (1 << 64) - 1  # page-types' KPF_ALL_BITS
 COMPOUND = (1 << 15) | (1 << 16)  # page-types' BITS_COMPOUND
@@ -46,9 +35,9 @@ def _flag_name(word: str, raw: bool = False) -> int:
     try:
         v = int(word, 0)
     except ValueError:
-        raise UsageError(f"invalid flag name or number: {word!r}") from None
+        raise ValueError(f"invalid flag name or number: {word!r}") from None
     if not 0 <= v < 1 << 64:
-        raise UsageError(f"flag number out of range (64 bits): {word!r}")
+        raise ValueError(f"flag number out of range (64 bits): {word!r}")
     return v
 
 
@@ -172,7 +161,7 @@ def parse_pfn_range(text: str) -> tuple[int, int | None]:
         lo = int(a, 0)
         hi = (int(b, 0) if b else None) if sep else lo + 1
     except ValueError:
-        raise UsageError(f"bad PFN range {text!r} (want A-B, e.g. 0x100000-0x200000)") from None
+        raise ValueError(f"bad PFN range {text!r} (want A-B, e.g. 0x100000-0x200000)") from None
     if lo < 0 or (hi is not None and hi <= lo) or lo >= MAX_PFN:
-        raise UsageError(f"bad PFN range {text!r}")
+        raise ValueError(f"bad PFN range {text!r}")
     return lo, None if hi is None else min(hi, MAX_PFN)

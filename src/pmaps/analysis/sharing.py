@@ -14,8 +14,7 @@ import numpy as np
 
 from ..kernel.maps import Vma
 from ..model import Snapshot
-
-PAGE = 4096
+from ..numeric import PAGE_SIZE
 
 
 def mapped_pfns(snap: Snapshot) -> np.ndarray:
@@ -53,7 +52,7 @@ class Sharing:
 def sharing(snaps: list[Snapshot]) -> Sharing:
     """Pairs of processes and the first one's VMAs, by pages physically in common."""
     sets = [np.unique(mapped_pfns(s)) for s in snaps]
-    pairs = [(snaps[a].pid, snaps[b].pid, len(np.intersect1d(sets[a], sets[b], assume_unique=True)) * PAGE)
+    pairs = [(snaps[a].pid, snaps[b].pid, len(np.intersect1d(sets[a], sets[b], assume_unique=True)) * PAGE_SIZE)
              for a, b in combinations(range(len(snaps)), 2)]
     first = snaps[0]
     others = sets[1:]
@@ -64,7 +63,7 @@ def sharing(snaps: list[Snapshot]) -> Sharing:
         pfn = pages.pfn[keep]
         if not len(pfn):
             continue
-        row = VmaSharing(vma, len(pfn) * PAGE, int(member(union, pfn).sum()) * PAGE)
-        row.with_each = {s.pid: int(member(o, pfn).sum()) * PAGE for s, o in zip(snaps[1:], others)}
+        row = VmaSharing(vma, len(pfn) * PAGE_SIZE, int(member(union, pfn).sum()) * PAGE_SIZE)
+        row.with_each = {s.pid: int(member(o, pfn).sum()) * PAGE_SIZE for s, o in zip(snaps[1:], others)}
         rows.append(row)
-    return Sharing([s.pid for s in snaps], [s.comm for s in snaps], [len(x) * PAGE for x in sets], pairs, rows)
+    return Sharing([s.pid for s in snaps], [s.comm for s in snaps], [len(x) * PAGE_SIZE for x in sets], pairs, rows)

@@ -1,4 +1,6 @@
-"""Working set: which pages were accessed in an interval, per VMA, and page ages over cycles. Pure.
+"""Working set: which pages were accessed in an interval, per VMA, and page ages over cycles.
+
+`measure` runs the measurement (it writes access state: see LIMITS); the rest is pure.
 
 Three readbacks feed it (docs/time.md says what each can and cannot see):
 - idle page tracking: a page is accessed when it is no longer idle (page-exact for LRU pages;
@@ -14,13 +16,24 @@ Three readbacks feed it (docs/time.md says what each can and cannot see):
 """
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..collector import Options, Process
+from ..errors import NoSuchProcess, PmapsError, Unsupported, ZombieProcess
+from ..kernel import caps as capsmod
+from ..kernel import damon as damonmod
+from ..kernel.clear_refs import CLEAR_REFERENCED, clear_refs
+from ..kernel.idle import IdleBitmap
 from ..kernel.kpage import KPF
-from ..kernel.maps import Vma
+from ..kernel.maps import PAGE_SHIFT, Vma
+from ..kernel.smaps import read_smaps
 from ..model import Pages
+from ..numeric import PAGE_SIZE, consecutive_runs
 
 U64 = np.uint64
 
@@ -50,15 +63,9 @@ def runs(vpn: np.ndarray, sel: np.ndarray, cuts: np.ndarray | None = None) -> tu
     """(first vpn, pages) of the runs of consecutive selected vpns (vpn sorted), also cut where a
     vpn is in `cuts` (e.g. the first pages of VMAs). Pure, vectorised."""
     v = vpn[sel].astype(np.int64)
-    if len(v) == 0:
-        return v, v
-    brk = np.diff(v) != 1
-    if cuts is not None:
-        brk |= np.isin(v[1:], np.asarray(cuts, dtype=np.int64))
-    brk = np.flatnonzero(brk) + 1
-    starts = np.concatenate(([0], brk))
-    ends = np.concatenate((brk, [len(v)]))
-    return v[starts], ends - starts
+    extra = np.isin(v[1:], np.asarray(cuts, dtype=np.int64)) if cuts is not None and len(v) else None
+    first, n = consecutive_runs(v, extra)
+    return v[first], n
 
 
 @dataclass
@@ -80,7 +87,7 @@ def per_vma(vmas: list[Vma], bounds: np.ndarray, acc: np.ndarray, pres: np.ndarr
     cp = np.concatenate(([0], np.cumsum(pres)))
     out = []
     for v, (lo, hi) in zip(vmas, bounds.tolist()):
-        counted = None if smaps_ref is None else smaps_ref.get(v.start, 0) // 4096
+        counted = None if smaps_ref is None else smaps_ref.get(v.start, 0) // PAGE_SIZE
         out.append(VmaWss(v, int(cp[hi] - cp[lo]), int(ca[hi] - ca[lo]), counted))
     return out
 
@@ -110,3 +117,145 @@ class Ages:
         rows = [(str(k), int(counts[k])) for k in range(1, self.cycles + 1)]
         rows.append((f"never (>{self.cycles})", int(counts[0])))
         return rows
+
+
+# -- the measurement -------------------------------------------------------------------------
+
+METHODS = ("idle", "damon", "clear_refs")
+# auto picks DAMON only for intervals this long: each DAMON cycle also writes one sysfs region per
+# resident page and its samples stretch with the region count (measured: a 4200-page process took
+# 0.7 s for a 0.3 s interval), so shorter cycles would mostly measure overhead. method="damon" forces it.
+DAMON_AUTO_MIN_INTERVAL = 1.0
+LIMITS = {
+    "idle": [
+        "idle page tracking: page-exact for pages on the LRU; a THP is tracked by its head page;",
+        "pages outside the LRU (zero page, kernel-owned) are never reported idle.",
+    ],
+    "damon": [
+        "DAMON (paddr operations, one region per resident physical page, min = max regions so none merge or split)",
+        "checks and clears the pte young bits of each page every 5 ms: page-exact for CPU and kernel accesses to",
+        "pages on the LRU; a large folio is checked as a whole; a page mapped by other processes too is seen",
+        "accessed when any of them touched it; a page moved to another PFN during the interval is not seen.",
+        f"Above {damonmod.MAX_REGIONS} resident pages, regions group adjacent PFNs and are only sampled.",
+        "Side effect: like idle tracking, the pages' young bits are cleared (reclaim sees them colder).",
+    ],
+    "clear_refs": [
+        "clear_refs 1 clears the pte young bits and PG_referenced of every page of the process: reclaim then",
+        "sees its pages as cold until touched again (nothing can set them back).",
+        "ACCESSED per VMA is exact (smaps Referenced counts young ptes). LOCATED is the part known page by",
+        "page: pages faulted in or swapped in since, and pages whose REFERENCED flag the kernel set again",
+        "(read()/write(), GUP, faults); a CPU access to a resident page sets only the pte young bit, which",
+        "no per-page interface exports without idle page tracking (CONFIG_IDLE_PAGE_TRACKING) or soft-dirty",
+        "(CONFIG_MEM_SOFT_DIRTY, writes only). A large folio is referenced as a whole. Page ages count",
+        "located accesses only.",
+    ],
+}
+
+
+def choose_method(requested: str, interval: float, caps: capsmod.Caps) -> str:
+    """The method to use ("auto": idle tracking, else DAMON for long intervals, else clear_refs);
+    Unsupported when a requested method cannot run here."""
+    method = requested
+    if method == "auto":
+        if caps.idle_tracking and caps.sys_admin:
+            method = "idle"
+        elif interval >= DAMON_AUTO_MIN_INTERVAL and caps.sys_admin and damonmod.usable() is None:
+            method = "damon"
+        else:
+            method = "clear_refs"
+    if method == "idle" and not (caps.idle_tracking and caps.sys_admin):
+        raise Unsupported("idle page tracking is unavailable (no /sys/kernel/mm/page_idle/bitmap, or not root)")
+    if method == "damon":
+        why = None if caps.sys_admin else "DAMON needs root (CAP_SYS_ADMIN: PFNs and /sys/kernel/mm/damon)"
+        why = why or damonmod.usable()
+        if why is not None:
+            raise Unsupported(why)
+    return method
+
+
+@dataclass
+class WssResult:
+    """What `measure` found: per VMA rows of the last cycle, per-cycle totals, page ages."""
+
+    pid: int
+    comm: str
+    method: str
+    interval: float
+    rows: list[VmaWss] = field(default_factory=list)
+    cycles: list[dict[str, int]] = field(default_factory=list)  # pages: resident, accessed, located
+    ages: list[tuple[str, int]] = field(default_factory=list)
+    runs: tuple[np.ndarray, np.ndarray] = field(
+        default_factory=lambda: (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)))
+    interrupted: bool = False  # Ctrl-C / SIGTERM: the completed cycles are kept
+    ended: PmapsError | None = None  # the target exited after at least one cycle
+
+    @property
+    def limits(self) -> list[str]:
+        return LIMITS[self.method]
+
+
+def totals(rows: list[VmaWss]) -> dict[str, int]:
+    return {"resident": sum(r.resident for r in rows), "accessed": sum(r.accessed for r in rows),
+            "located": sum(r.located for r in rows)}
+
+
+def measure(pid: int, method: str = "auto", interval: float = 1.0, cycles: int = 1, caps: capsmod.Caps | None = None,
+            note: Callable[[str], None] | None = None) -> WssResult:
+    """Measure the working set of `pid` over `cycles` intervals. A KeyboardInterrupt ends it after
+    the current cycle (result.interrupted); notes (one line each) go to `note`."""
+    caps = caps or capsmod.probe()
+    method = choose_method(method, interval, caps)
+    say = note or (lambda _msg: None)
+    res = WssResult(pid, "", method, interval)
+    ages = Ages()
+    bitmap: IdleBitmap | None = None
+    try:
+        with Process(pid, Options(), caps) as proc, contextlib.ExitStack() as stack:
+            res.comm = proc.comm
+            before = proc.snapshot()
+            if method == "idle":
+                bitmap = stack.enter_context(contextlib.closing(IdleBitmap.open(write=True)))
+            dm = stack.enter_context(damonmod.Damon(pid)) if method == "damon" else None
+            for c in range(cycles):
+                tried = None
+                if bitmap is not None:
+                    bitmap.mark_idle(before.pages.pfn[before.pages.present])
+                elif dm is not None:
+                    pres = before.pages.present & (before.pages.pfn != 0)
+                    first, end, group = damonmod.page_regions(np.unique(before.pages.pfn[pres]))
+                    if group > 1 and c == 0:
+                        say(f"{int(pres.sum())} resident pages: DAMON regions of {group} adjacent PFNs, "
+                            "accesses are sampled per region, not page-exact")
+                    tried = dm.sample(first, end, interval, damonmod.SAMPLE_US)  # takes `interval`
+                else:
+                    clear_refs(pid, CLEAR_REFERENCED)
+                if tried is None:
+                    time.sleep(interval)
+                proc.refresh_vmas()
+                after = proc.snapshot()
+                idle = None
+                ref = None
+                if tried is not None:
+                    idle = ~damonmod.accessed_pages(after.pages.pfn, tried)
+                elif bitmap is not None:
+                    idle = np.zeros(len(after.pages), dtype=bool)
+                    pres = after.pages.present
+                    idle[pres] = bitmap.read_idle(after.pages.pfn[pres])
+                else:
+                    ref = {r["start"]: r.get("Referenced", 0) for r in read_smaps(pid, started=True)}
+                acc = located(before.pages, after.pages, idle=idle)
+                pres = after.pages.present
+                res.rows = per_vma(after.vmas, after.bounds(), acc, pres, ref)
+                ages.update(after.pages.vpn[pres], acc[pres])
+                res.runs = runs(after.pages.vpn, acc, np.array([v.start >> PAGE_SHIFT for v in after.vmas]))
+                res.cycles.append(totals(res.rows))
+                before = after
+    except KeyboardInterrupt:
+        res.interrupted = True
+    except (NoSuchProcess, ZombieProcess) as e:
+        if not res.cycles:
+            raise
+        # The target exited in a later cycle: what the completed cycles measured still stands.
+        res.ended = e
+    res.ages = ages.histogram() if res.cycles else []
+    return res

@@ -6,10 +6,14 @@ import os
 import time
 from typing import TextIO
 
-from ..collect import Process, parse_pid
+from ..collector import FIELDS, Options, Process, take_sample
 from ..errors import UsageError
-from ..recording import FIELDS, Sample, fields_options, resolve_sample, take_sample
+from ..model import Sample
+from ..render import write
+from ..render.diff import DiffView
+from ..store.recording import load_sample, sample_files
 from . import Command, add_output_options, seconds_or_zero
+from ._common import parse_pid
 
 
 class DiffCommand(Command):
@@ -31,7 +35,7 @@ class DiffCommand(Command):
         p.add_argument("b", metavar="B", nargs="?")
         p.add_argument("--wait", type=seconds_or_zero, default=1.0, metavar="S",
                        help="seconds between the two samples of one live PID (default 1)")
-        p.add_argument("--fields", choices=tuple(FIELDS), default="full", help="what live samples read")
+        p.add_argument("--fields", choices=FIELDS, default="full", help="what live samples read")
         p.add_argument("--all-flags", action="store_true", help="also report changes of LRU bookkeeping bits")
         add_output_options(p)
 
@@ -41,32 +45,29 @@ class DiffCommand(Command):
         if a is None:
             pid = _pid(args.a)
             if b_src == args.a:  # one live process twice: sample, wait, sample again, one open pagemap
-                with Process(pid, fields_options(args.fields)) as proc:
+                with Process(pid, Options.fields(args.fields)) as proc:
                     a = take_sample(proc, seq=0)
                     time.sleep(max(args.wait, 0.0))
                     b = take_sample(proc, seq=1)
                 return self._write(out, err, args, a, b, "live", f"live, {args.wait:g}s later")
             a = self._live(pid, args)
-        b = resolve_sample(b_src, last=True)
-        if b is None:
-            b = self._live(_pid(b_src), args)
+        b = resolve_sample(b_src, last=True) or self._live(_pid(b_src), args)
         if a.pid != b.pid and not args.quiet:
             err.write(f"pmaps: note: comparing different processes ({a.pid} {a.comm}, {b.pid} {b.comm})\n")
         return self._write(out, err, args, a, b, _label(args.a), _label(b_src))
 
     @staticmethod
     def _live(pid: int, args: argparse.Namespace) -> Sample:
-        with Process(pid, fields_options(args.fields)) as proc:
+        with Process(pid, Options.fields(args.fields)) as proc:
             return take_sample(proc)
 
     @staticmethod
     def _write(out: TextIO, err: TextIO, args: argparse.Namespace, a: Sample, b: Sample, la: str, lb: str) -> int:
         from ..analysis.diff import diff_samples
-        from ..render.diff import write_diff
 
         d = diff_samples(a, b, a_label=f"{la} (pid {a.pid} {a.comm})", b_label=f"{lb} (pid {b.pid} {b.comm})",
                          all_flags=args.all_flags)
-        write_diff(out, d, args.format, args.unit)
+        write(DiffView(d), out, args.format, args.unit)
         return 0
 
 
@@ -79,3 +80,20 @@ def _pid(src: str) -> int:
 
 def _label(src: str) -> str:
     return src if (os.path.exists(src) or "@" in src) else "live"
+
+
+def resolve_sample(src: str, *, last: bool) -> Sample | None:
+    """A sample file, a recording (its first or last sample; DIR@N picks sample N), or None for a PID."""
+    path, at, idx = src.rpartition("@") if "@" in src else (src, "", "")
+    if at and os.path.isdir(path):
+        files = sample_files(path)
+        try:
+            return load_sample(files[int(idx)])
+        except (ValueError, IndexError):
+            raise UsageError(f"{src}: no sample {idx!r} (the recording has {len(files)})") from None
+    if os.path.isdir(src):
+        files = sample_files(src)
+        return load_sample(files[-1] if last else files[0])
+    if os.path.exists(src):
+        return load_sample(src)
+    return None

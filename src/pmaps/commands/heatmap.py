@@ -24,19 +24,24 @@ class Heatmap(Command):
         p.add_argument("--width", type=positive, default=1200, metavar="PX", help="address columns (default 1200)")
 
     def run(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-        from ..recording import load_sample, read_manifest, sample_files
-        from ..render.heatmap import build, draw
+        from ..render.heatmap import build, render
+        from ..store import save_bytes
+        from ..store.recording import load_sample, read_manifest, sample_files
 
-        if not args.output.endswith((".png", ".svg", ".html")):
+        fmt = args.output.rpartition(".")[2]
+        if fmt not in ("png", "svg", "html"):
             raise UsageError("the output must end in .png, .svg or .html")
         samples = [load_sample(f) for f in sample_files(args.recording)]
-        heat = build(samples, args.width)
+        try:
+            heat = build(samples, args.width)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
         interval = read_manifest(args.recording).get("interval")
         s = samples[0]
         # The manifest is advisory (samples are self-describing): a damaged one costs the title a detail.
         title = f"pmaps heatmap: pid {s.pid} ({s.comm}), {len(samples)} samples" + (
             f", every {interval:g}s" if isinstance(interval, (int, float)) and interval > 0 else "")
-        draw(heat, args.output, title)
+        save_bytes(args.output, render(heat, fmt, title), 0o644)
         err.write(f"pmaps: wrote {args.output} ({len(samples)} samples, {heat.total_pages} populated pages, "
                   f"{heat.pages_per_px:.1f} pages per column)\n")
         return 0

@@ -7,10 +7,11 @@ from typing import TextIO
 
 from ..analysis import system as S
 from ..errors import UsageError
-from ..render.rows import Col, RowsView, write_rows
-from ..sysscan import SystemScan
+from ..model import SystemScan
+from ..render import write
+from ..render.rows import Col, RowsView
 from . import Command, add_output_options, positive
-from .top import add_chart_options, add_filter_options, charts, check_charts, load_or_scan, report_scan, user_namer
+from ._common import add_chart_options, add_filter_options, charts, check_charts, load_or_scan, report_scan, user_namer
 
 SCHEMA = "pmaps-libs/1"
 COLS = [Col("rss", "RSS", True), Col("pss", "PSS", True), Col("uss", "USS", True), Col("swap", "SWAP", True),
@@ -54,6 +55,6 @@ class Libs(Command):
         scan = load_or_scan(args, user_namer())
         report_scan(scan, args, err)
         view = libs_view(scan, args)
-        write_rows(out, view, args.format, args.unit)
-        charts(args, [(str(r["path"]), r["pss"] or 0) for r in view.rows], "PSS by mapping")  # type: ignore[misc]
+        write(view, out, args.format, args.unit)
+        charts(args, [(str(r["path"]), r["pss"] or 0) for r in view.rows], "PSS by mapping")
         return 0

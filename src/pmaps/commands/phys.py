@@ -5,43 +5,40 @@ import argparse
 from typing import TextIO
 
 from ..analysis import phys as P
-from ..kernel.system import iter_kpageflags
-from ..render.rows import Col, RowsView, write_rows
+from ..errors import UsageError
+from ..kernel.kpage import iter_kpageflags
+from ..numeric import PAGE_SIZE
+from ..render import write
+from ..render.rows import Col, RowsView
 from . import Command, add_output_options
-from .top import add_chart_options, charts, check_charts
+from ._common import add_chart_options, charts, check_charts
 
 SCHEMA = "pmaps-phys/1"
-PAGE = 4096
+TEXT_ONLY = ("names_text", "pfn_hex")
 
 
 def group_view(s: P.PhysSummary, raw: bool, long: bool, sort: str) -> RowsView:
     items = sorted(s.groups.items(), key=(lambda kv: -kv[1]) if sort == "pages" else (lambda kv: kv[0]))
     rows = [{"flags": f"0x{f:016x}", "names": P.names(f, raw), "symbolic": P.symbolic(f, raw), "pages": n,
-             "bytes": n * PAGE, "names_text": ",".join(P.names(f, raw)) or "-"} for f, n in items]
+             "bytes": n * PAGE_SIZE, "names_text": ",".join(P.names(f, raw)) or "-"} for f, n in items]
     cols = [Col("flags", "FLAGS", left=True), Col("pages", "PAGES"), Col("bytes", "SIZE", True),
             Col("symbolic", "SYMBOLIC", left=True)]
     if long:
         cols.append(Col("names_text", "NAMES", left=True))
-    total = {"pages": sum(s.groups.values()), "bytes": sum(s.groups.values()) * PAGE}
-    return RowsView(SCHEMA, cols, rows, total, extra={"scanned_pfns": s.scanned})
+    total = {"pages": sum(s.groups.values()), "bytes": sum(s.groups.values()) * PAGE_SIZE}
+    return RowsView(SCHEMA, cols, rows, total, extra={"scanned_pfns": s.scanned}, machine_drop=TEXT_ONLY)
 
 
 def range_view(s: P.PhysSummary, raw: bool, long: bool) -> RowsView:
     start, length, flags = s.runs()
-    rows = [{"pfn": a, "pfn_hex": f"0x{a:x}", "pages": n, "bytes": n * PAGE, "flags": f"0x{f:016x}",
+    rows = [{"pfn": a, "pfn_hex": f"0x{a:x}", "pages": n, "bytes": n * PAGE_SIZE, "flags": f"0x{f:016x}",
              "symbolic": P.symbolic(f, raw), "names": P.names(f, raw), "names_text": ",".join(P.names(f, raw)) or "-"}
             for a, n, f in zip(start.tolist(), length.tolist(), flags.tolist())]
     cols = [Col("pfn_hex", "PFN", left=True), Col("pages", "PAGES"), Col("symbolic", "SYMBOLIC", left=True)]
     if long:
         cols.append(Col("names_text", "NAMES", left=True))
-    return RowsView(SCHEMA.replace("phys", "phys-ranges"), cols, rows, extra={"scanned_pfns": s.scanned})
-
-
-def machine(view: RowsView) -> RowsView:
-    """Machine formats drop the text-only helper column."""
-    view.rows = [{k: v for k, v in r.items() if k not in ("names_text", "pfn_hex")} for r in view.rows]
-    view.columns = [c for c in view.columns if c.key not in ("names_text", "pfn_hex")]
-    return view
+    return RowsView(SCHEMA.replace("phys", "phys-ranges"), cols, rows, extra={"scanned_pfns": s.scanned},
+                    machine_drop=TEXT_ONLY)
 
 
 class Phys(Command):
@@ -69,15 +66,16 @@ class Phys(Command):
 
     def run(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         check_charts(args)
-        filters = [P.parse_bits(b, args.raw) for b in args.bits]
-        lo, hi = P.parse_pfn_range(args.pfn) if args.pfn else (0, None)
+        try:
+            filters = [P.parse_bits(b, args.raw) for b in args.bits]
+            lo, hi = P.parse_pfn_range(args.pfn) if args.pfn else (0, None)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
         s = P.summarize(iter_kpageflags(lo, hi), filters, args.raw, args.ranges)
         long = args.flags == "all"
         view = range_view(s, args.raw, long) if args.ranges else group_view(s, args.raw, long, args.sort)
-        if args.format != "text":
-            view = machine(view)
-        write_rows(out, view, args.format, args.unit)
+        write(view, out, args.format, args.unit)
         if not args.ranges:
-            charts(args, [(",".join(P.names(int(r["flags"], 16), args.raw)) or "(none)", int(r["bytes"]))  # type: ignore
+            charts(args, [(",".join(P.names(int(r["flags"], 16), args.raw)) or "(none)", int(r["bytes"]))
                           for r in view.rows], "physical memory by page flags")
         return 0

@@ -8,10 +8,11 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from ..collect import Process, parse_pid
+from ..collector import FIELDS, Options, Process, take_sample
 from ..errors import NoSuchProcess, UsageError, ZombieProcess
-from ..recording import FIELDS, Recorder, fields_options, take_sample
+from ..store.recording import Recorder
 from . import Command, positive, seconds
+from ._common import parse_pid
 
 
 class Interrupted(Exception):
@@ -40,7 +41,7 @@ class Record(Command):
         g = p.add_mutually_exclusive_group()
         g.add_argument("--count", type=positive, metavar="N", help="stop after N samples")
         g.add_argument("--duration", type=seconds, metavar="T", help="stop after T seconds")
-        p.add_argument("--fields", choices=tuple(FIELDS), default="full",
+        p.add_argument("--fields", choices=FIELDS, default="full",
                        help="full: pagemap+kpageflags+kpagecount; flags: no kpagecount; pagemap: pagemap only "
                             "(cheapest)")
         p.add_argument("--pfn", action="store_true", help="store each range's first PFN (sensitive: off by default)")
@@ -50,7 +51,7 @@ class Record(Command):
         pid = parse_pid(args.pid)
         if not args.output:
             raise UsageError("-o needs a directory name")
-        with Process(pid, fields_options(args.fields)) as proc:
+        with Process(pid, Options.fields(args.fields)) as proc:
             rec = Recorder(Path(args.output), pid, proc.comm, args.interval, args.pfn).open()
             old = {s: signal.signal(s, _raise) for s in (signal.SIGINT, signal.SIGTERM)}
             try:

@@ -4,10 +4,11 @@ from __future__ import annotations
 import argparse
 from typing import TextIO
 
-from ..collect import Options, Process, parse_pid
+from ..collector import Options, Process
 from ..errors import UsageError
 from ..store import save
 from . import Command
+from ._common import parse_pid
 
 
 class Save(Command):

@@ -2,23 +2,24 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import os
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, TextIO
+from collections.abc import Callable, Iterator
+from typing import TextIO
 
-from ..collect import Options, Process, missing_notes, parse_pid
+from ..analysis.footprint import Facts, add, figures, unknown_of
+from ..collector import Options, Process
 from ..errors import PmapsError, UsageError
 from ..kernel import caps as capsmod
 from ..kernel.kpage import KPF_BITS
 from ..kernel.pagemap import PM_BITS
-from ..render.pmaps import RangeWriter, ViewOptions
-from ..model import Snapshot
+from ..model import PageSource
+from ..render import View, write
+from ..render.notes import missing_notes
+from ..render.pmaps import PageRangesView, ViewOptions
+from ..render.summary import KEYS, ProcessSummary, SummaryView
+from ..store import load
 from . import Command, add_output_options
-
-if TYPE_CHECKING:
-    from ..render.summary import SummaryView
+from ._common import parse_pid
 
 EXIT_SOME_FAILED = 7
 
@@ -77,82 +78,55 @@ class Show(Command):
             raise UsageError("give at least one PID (or --legend)")
         if args.format == "csv" and not args.summary:
             raise UsageError("--format csv goes with --summary")
-        pids = [_source_arg(p) for p in args.pids]
+        srcs = [_source_arg(p) for p in args.pids]
         opts = Options(scan=False if args.no_scan else None)
         caps = capsmod.probe()
-        view = ViewOptions(full=args.flags == "all", with_pfn=args.pfn, swap=args.swap)
-        writer = RangeWriter(out, args.format, view)
-        summaries: list[SummaryView] = []
         failures: list[PmapsError] = []
         notes: list[str] = []
-        if not args.summary:
-            writer.begin()
-        for pid in pids:
-            try:
-                with _open_source(pid, opts, caps) as proc:
-                    if args.summary:
-                        summaries.append(self._summary(proc))
-                    elif args.format in ("text", "ndjson"):
-                        # Streamed: text line by line, NDJSON a whole VMA line at a time.
-                        writer.process(proc.pid, proc.comm, proc.vmas, proc.chunks(), lambda: proc.known,
-                                       header=len(pids) > 1)
-                    else:
-                        # A JSON document is built per process, then written whole: a process that
-                        # exits mid-scan must not leave a half-written document behind.
-                        buf = io.StringIO()
-                        sub = RangeWriter(buf, args.format, view)
-                        sub.first_process = writer.first_process
-                        sub.process(proc.pid, proc.comm, proc.vmas, proc.chunks(), lambda: proc.known, header=False)
-                        out.write(buf.getvalue())
-                        writer.first_process = False
-                    for n in missing_notes(proc.known, pfn=args.pfn):
-                        if n not in notes:
-                            notes.append(n)
-            except PmapsError as e:
-                failures.append(e)
-                err.write(f"pmaps: {e}\n")
-        if args.summary:
-            from ..render.summary import write_summary
 
-            write_summary(out, summaries, args.format, args.unit)
+        def failed(e: PmapsError) -> None:
+            failures.append(e)
+            err.write(f"pmaps: {e}\n")
+
+        def done(src: PageSource) -> None:
+            notes.extend(n for n in missing_notes(src.known, pfn=args.pfn) if n not in notes)
+
+        view: View
+        if args.summary:
+            summaries = []
+            for src in _opened(srcs, opts, caps, failed):
+                try:
+                    summaries.append(summarize(src))
+                except PmapsError as e:
+                    failed(e)
+                    continue
+                done(src)
+            view = SummaryView(summaries)
         else:
-            writer.end()
-        if notes and not args.quiet and args.format == "text" and len(failures) < len(pids):
+            view = PageRangesView(_opened(srcs, opts, caps, failed),
+                                  ViewOptions(full=args.flags == "all", with_pfn=args.pfn, swap=args.swap),
+                                  header=len(srcs) > 1, on_error=failed, on_done=done)
+        write(view, out, args.format, args.unit)
+        if notes and not args.quiet and args.format == "text" and len(failures) < len(srcs):
             err.write("pmaps: '?' marks what cannot be known here: " + "; ".join(notes) + "\n")
         if not failures:
             return 0
-        if len(pids) == 1:
+        if len(srcs) == 1:
             return failures[0].exit_code
-        return EXIT_SOME_FAILED if len(failures) < len(pids) else failures[0].exit_code
-
-    @staticmethod
-    def _summary(proc: Process | SnapshotSource) -> SummaryView:
-        from ..analysis.footprint import Footprint, footprint
-        from ..render.summary import SummaryView
-
-        fps = [Footprint() for _ in proc.vmas]
-        for i, pages in proc.chunks():
-            fps[i] = fps[i] + footprint(pages, proc.known)
-        if not proc.known.count:
-            for f in fps:
-                f.pss_fixed = None
-        if not proc.known.flags:
-            for f in fps:
-                f.dirty = f.referenced = None
-        return SummaryView.build(proc.pid, proc.comm, proc.vmas, fps)
+        return EXIT_SOME_FAILED if len(failures) < len(srcs) else failures[0].exit_code
 
 
-class SnapshotSource:
-    """A saved snapshot, shaped like an open Process for the writers."""
-
-    def __init__(self, snap: Snapshot) -> None:
-        self.snap = snap
-        self.pid, self.comm, self.vmas, self.known = snap.pid, snap.comm, snap.vmas, snap.known
-
-    def chunks(self) -> Iterator[tuple[int, object]]:
-        from ..store import snapshot_chunks
-
-        return snapshot_chunks(self.snap)  # type: ignore[return-value]
+def summarize(src: PageSource) -> ProcessSummary:
+    """Per-VMA footprints of a source, through the footprint engine, chunk by chunk."""
+    raw: list[dict[str, int]] = [{} for _ in src.vmas]
+    unknown: set[str] = set()
+    for i, pages in src.chunks():
+        figs = figures(Facts.of_pages(pages, src.known), KEYS)
+        raw[i] = add(raw[i], figs.total())
+        unknown |= figs.unknown
+    # `known` may have lost facts mid-scan (PFNs hidden): what the last chunk could not tell is unknown.
+    unknown |= unknown_of(src.known)
+    return ProcessSummary.build(src.pid, src.comm, src.vmas, raw, unknown)
 
 
 def _source_arg(arg: str) -> int | str:
@@ -164,15 +138,18 @@ def _source_arg(arg: str) -> int | str:
     try:
         return parse_pid(arg)
     except UsageError:
-        raise UsageError(f"not a process ID, nor an existing snapshot file: {arg!r}") from None
+        raise UsageError(f"not a process ID, nor an existing snapshot file: {arg[:60]!r}") from None
 
 
-@contextlib.contextmanager
-def _open_source(src: int | str, opts: Options, caps: capsmod.Caps) -> Iterator[Process | SnapshotSource]:
-    if isinstance(src, str):
-        from ..store import load
-
-        yield SnapshotSource(load(src))
-        return
-    with Process(src, opts, caps) as proc:
-        yield proc
+def _opened(srcs: list[int | str], opts: Options, caps: capsmod.Caps,
+            failed: Callable[[PmapsError], None]) -> Iterator[PageSource]:
+    """Each source opened in turn (a live process is closed after its turn); failures reported."""
+    for src in srcs:
+        try:
+            if isinstance(src, str):
+                yield load(src)
+                continue
+            with Process(src, opts, caps) as proc:
+                yield proc
+        except PmapsError as e:
+            failed(e)

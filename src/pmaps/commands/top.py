@@ -3,21 +3,27 @@ from __future__ import annotations
 
 import argparse
 import io
-import re
 import time
 from collections.abc import Callable
 from typing import TextIO
 
 from ..analysis import system as S
-from .. import sysscan
-from ..errors import PmapsError, UsageError
-from ..kernel.system import Ident
-from ..render.charts import draw
-from ..render.rows import Col, RowsView, write_rows
+from ..errors import UsageError
+from ..model import SystemScan
+from ..render import write
+from ..render.rows import Col, RowsView
 from ..render.units import fmt_bytes
-from ..store import write_atomic
-from ..sysscan import SystemScan, scan_system
 from . import Command, add_output_options, positive, seconds
+from ._common import (
+    add_chart_options,
+    add_filter_options,
+    charts,
+    check_charts,
+    load_or_scan,
+    report_scan,
+    scan_from_args,
+    user_namer,
+)
 
 SCHEMA = "pmaps-top/1"
 PROC_COLS = [Col("pid", "PID"), Col("user", "USER", left=True), Col("comm", "COMMAND", left=True)]
@@ -26,114 +32,6 @@ FIG_COLS = [Col("rss", "RSS", True), Col("pss", "PSS", True), Col("uss", "USS", 
 MORE_COLS = [Col("ksm", "KSM", True), Col("shared_hugetlb", "SHHUGETLB", True),
              Col("private_hugetlb", "PRHUGETLB", True)]
 GROUP_NAMES = {"program": "PROGRAM", "user": "USER", "cgroup": "CGROUP"}
-
-
-def user_namer() -> Callable[[int], str]:
-    """uid -> login name (number when unknown), cached."""
-    import pwd
-
-    cache: dict[int, str] = {}
-
-    def name(uid: int) -> str:
-        if uid not in cache:
-            try:
-                cache[uid] = pwd.getpwuid(uid).pw_name
-            except KeyError:
-                cache[uid] = str(uid)
-        return cache[uid]
-
-    return name
-
-
-def add_chart_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--pie", metavar="FILE.png", help="also draw a pie chart of PSS (matplotlib)")
-    p.add_argument("--bar", metavar="FILE.png", help="also draw a bar chart of PSS (matplotlib)")
-
-
-def check_charts(args: argparse.Namespace) -> None:
-    """Refuse a chart path that is not .png before any work is done (the picture is always PNG)."""
-    for kind in ("pie", "bar"):
-        path = getattr(args, kind, None)
-        if path is not None and not path.lower().endswith(".png"):
-            raise UsageError(f"--{kind} writes a PNG: the file name must end in .png ({path!r})")
-
-
-def charts(args: argparse.Namespace, items: list[tuple[str, int]], title: str) -> None:
-    for kind in ("pie", "bar"):
-        path = getattr(args, kind, None)
-        if path:
-            draw(path, kind, items, title)
-
-
-def report_scan(scan: SystemScan, args: argparse.Namespace, err: TextIO) -> None:
-    """The one line about processes not counted, and what these privileges cannot tell."""
-    line = scan.skipped_line()
-    if line:
-        err.write(f"pmaps: {line}\n")
-    if not args.quiet and not scan.known.count:
-        err.write("pmaps: PSS, KSM and hugetlb figures need root (kpageflags, kpagecount): shown as '?'\n")
-
-
-def parse_pids(text: str) -> list[int]:
-    try:
-        pids = [int(x) for x in re.split(r"[,\s]+", text.strip()) if x]
-    except ValueError:
-        raise UsageError(f"not a list of PIDs: {text!r}") from None
-    if not pids or min(pids) <= 0:
-        raise UsageError(f"not a list of PIDs: {text!r}")
-    return pids
-
-
-def selector(args: argparse.Namespace, user_of: Callable[[int], str]) -> Callable[[Ident], bool] | None:
-    users = set(re.split(r"[,\s]+", args.user)) if args.user else None
-    try:
-        rx = re.compile(args.command) if args.command else None
-    except re.error as err:
-        raise UsageError(f"-c: not a regular expression: {args.command!r} ({err})") from None
-    cg = args.cgroup
-    if users is None and rx is None and cg is None:
-        return None
-
-    def ok(ident: Ident) -> bool:
-        if users is not None and str(ident.uid) not in users and user_of(ident.uid) not in users:
-            return False
-        if rx is not None and not rx.search(ident.comm):
-            return False
-        return cg is None or ident.cgroup == cg or ident.cgroup.startswith(cg.rstrip("/") + "/")
-
-    return ok
-
-
-def add_filter_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-u", "--user", help="only these users (names or uids, comma-separated)")
-    p.add_argument("-c", "--command", metavar="REGEX", help="only processes whose command (comm) matches")
-    p.add_argument("-p", "--pid", metavar="PIDS", help="only these PIDs (comma-separated)")
-    p.add_argument("--cgroup", metavar="PATH", help="only processes in this cgroup or below it")
-    p.add_argument("--no-scan", action="store_true", help="read pagemap instead of PAGEMAP_SCAN")
-    p.add_argument("--save-scan", metavar="FILE", help="also save the raw scan (.npz, PFNs included, 0600)")
-    p.add_argument("--load-scan", metavar="FILE", help=argparse.SUPPRESS)  # golden tests, bug reports
-
-
-def scan_from_args(args: argparse.Namespace, user_of: Callable[[int], str]) -> SystemScan:
-    pids = parse_pids(args.pid) if args.pid else None
-    return scan_system(pids, selector(args, user_of), scan=False if args.no_scan else None)
-
-
-def load_or_scan(args: argparse.Namespace, user_of: Callable[[int], str]) -> SystemScan:
-    """The scan: read from --load-scan, or made now (and kept with --save-scan)."""
-    if args.load_scan:
-        try:
-            with open(args.load_scan, "rb") as f:
-                return sysscan.loads(f.read(), args.load_scan)
-        except OSError as err:
-            raise PmapsError(f"cannot read {args.load_scan}: {err.strerror}", path=args.load_scan) from err
-    scan = scan_from_args(args, user_of)
-    if args.save_scan:
-        try:
-            write_atomic(args.save_scan, sysscan.dumps(scan))
-        except OSError as err:
-            raise PmapsError(f"cannot write {args.save_scan}: {err.strerror}", path=args.save_scan) from err
-    return scan
 
 
 def top_view(scan: SystemScan, args: argparse.Namespace, user_of: Callable[[int], str]) -> RowsView:
@@ -193,10 +91,10 @@ class Top(Command):
         scan = load_or_scan(args, user_of)
         report_scan(scan, args, err)
         view = top_view(scan, args, user_of)
-        write_rows(out, view, args.format, args.unit)
+        write(view, out, args.format, args.unit)
         key = args.group_by or "comm"
         # One slice per mm: a CLONE_VM sibling's row repeats its mm's figures.
-        charts(args, [(f"{r[key]}" + ("" if args.group_by else f" [{r['pid']}]"), r["pss"] or 0)  # type: ignore[misc]
+        charts(args, [(f"{r[key]}" + ("" if args.group_by else f" [{r['pid']}]"), r["pss"] or 0)
                       for r in view.rows if args.group_by or r["mm"] == r["pid"]], "PSS by " + (args.group_by or "process"))
         return 0
 
@@ -214,7 +112,7 @@ class Top(Command):
                 with Live(console=Console(file=out), auto_refresh=False, screen=False) as lv:
                     while True:
                         buf = io.StringIO()
-                        write_rows(buf, top_view(scan_from_args(args, user_of), args, user_of), "text", args.unit)
+                        write(top_view(scan_from_args(args, user_of), args, user_of), buf, "text", args.unit)
                         lv.update(Text(time.strftime("%H:%M:%S ") + f"every {args.watch:g}s\n" + buf.getvalue()),
                                   refresh=True)
                         n += 1
@@ -228,7 +126,7 @@ class Top(Command):
                         out.write("\n")
                     if args.format == "text":
                         out.write(time.strftime("# %Y-%m-%d %H:%M:%S\n"))
-                    write_rows(out, top_view(scan, args, user_of), args.format, args.unit)
+                    write(top_view(scan, args, user_of), out, args.format, args.unit)
                     out.flush()
                     n += 1
                     if args.iterations and n >= args.iterations:

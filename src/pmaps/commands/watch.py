@@ -10,10 +10,11 @@ import time
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-from ..collect import Process, parse_pid
+from ..collector import FIELDS, Options, Process, take_sample
 from ..errors import NoSuchProcess, ZombieProcess
-from ..recording import FIELDS, Sample, fields_options, take_sample
+from ..model import Sample
 from . import Command, add_output_options, positive, seconds
+from ._common import parse_pid
 
 SLOWDOWN = 1.5  # when a sample outlasts the interval, the next interval is this times the sample
 
@@ -33,7 +34,7 @@ class Watch(Command):
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("pid", metavar="PID")
         p.add_argument("--interval", type=seconds, default=1.0, metavar="S", help="seconds between samples (default 1)")
-        p.add_argument("--fields", choices=tuple(FIELDS), default="full",
+        p.add_argument("--fields", choices=FIELDS, default="full",
                        help="full: pagemap+kpageflags+kpagecount; flags: no kpagecount; pagemap: pagemap only "
                             "(much cheaper; no dirty/THP)")
         p.add_argument("--once", action="store_true", help="one sample, as plain text")
@@ -45,7 +46,7 @@ class Watch(Command):
     def run(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         pid = parse_pid(args.pid)
         tty = not args.once and _isatty(out) and _isatty(sys.stdin)
-        with Process(pid, fields_options(args.fields)) as proc:
+        with Process(pid, Options.fields(args.fields)) as proc:
             loop = WatchLoop(proc, args)
             if tty:
                 return loop.live(out)

@@ -4,8 +4,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from .idle import IDLE_BITMAP
+
 CAP_SYS_ADMIN = 21
-IDLE_BITMAP = "/sys/kernel/mm/page_idle/bitmap"
 
 
 def _cap_eff() -> int:

@@ -39,10 +39,11 @@ from types import TracebackType
 import numpy as np
 
 from ..errors import AccessDenied, PmapsError, Unsupported
+from ..numeric import PAGE_SIZE
 from . import procfs
 
 ADMIN = "/sys/kernel/mm/damon/admin"
-PAGE = 4096
+
 MAX_REGIONS = 16384  # above it, adjacent resident pages are grouped into one region
 SAMPLE_US = 5000  # DAMON's default sample interval
 U64_MAX = (1 << 64) - 1
@@ -97,7 +98,7 @@ def accessed_pages(vpns: np.ndarray, tried: np.ndarray) -> np.ndarray:
     if len(hit) == 0 or len(vpns) == 0:
         return np.zeros(len(vpns), dtype=bool)
     starts = hit[:, 0] >> np.uint64(12)
-    ends = (hit[:, 1] + np.uint64(PAGE - 1)) >> np.uint64(12)
+    ends = (hit[:, 1] + np.uint64(PAGE_SIZE - 1)) >> np.uint64(12)
     i = np.searchsorted(starts, vpns, side="right") - 1
     ic = np.maximum(i, 0)
     return (i >= 0) & (vpns < ends[ic])

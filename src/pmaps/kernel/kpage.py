@@ -1,4 +1,4 @@
-"""kpageflags / kpagecount: bit names, letters, and batched lookups by PFN.
+"""/proc/kpageflags, kpagecount, kpagecgroup: the flag table, batched lookups by PFN, and whole-range reads.
 
 Bits from include/uapi/linux/kernel-page-flags.h; letters from tools/mm/page-types.c.
 The lookup plan is pure (numpy on PFN arrays); only `PfnReader` reads, through procfs.
@@ -6,42 +6,60 @@ The lookup plan is pure (numpy on PFN arrays); only `PfnReader` reads, through p
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import AccessDenied
+from ..numeric import seg_offsets
 from . import procfs
 
-# (bit, long name, page-types letter). Bits 0-26 are ABI; 32-41 are kernel-internal (not shown).
-KPF_BITS: tuple[tuple[int, str, str], ...] = (
-    (0, "locked", "L"),
-    (1, "error", "E"),
-    (2, "referenced", "R"),
-    (3, "uptodate", "U"),
-    (4, "dirty", "D"),
-    (5, "lru", "l"),
-    (6, "active", "A"),
-    (7, "slab", "S"),
-    (8, "writeback", "W"),
-    (9, "reclaim", "I"),
-    (10, "buddy", "B"),
-    (11, "mmap", "M"),
-    (12, "anon", "a"),
-    (13, "swapcache", "s"),
-    (14, "swapbacked", "b"),
-    (15, "compound_head", "H"),
-    (16, "compound_tail", "T"),
-    (17, "huge", "G"),
-    (18, "unevictable", "u"),
-    (19, "hwpoison", "X"),
-    (20, "nopage", "n"),
-    (21, "ksm", "x"),
-    (22, "thp", "t"),
-    (23, "offline", "o"),
-    (24, "zero_page", "z"),
-    (25, "idle", "i"),
-    (26, "pgtable", "g"),
+# The one kpageflags table: (bit, pmaps name, page-types letter, page-types name). Bits 0-26 are
+# ABI (include/uapi/linux/kernel-page-flags.h); 32-41 are kernel-internal, fs/proc/page.c
+# KPF_RESERVED..KPF_ARCH_2, shown only in page-types' raw mode (`phys --raw`). Letters and
+# page-types names: page_flag_names[] of tools/mm/page-types.c.
+KPF_TABLE: tuple[tuple[int, str, str, str], ...] = (
+    (0, "locked", "L", "locked"),
+    (1, "error", "E", "error"),
+    (2, "referenced", "R", "referenced"),
+    (3, "uptodate", "U", "uptodate"),
+    (4, "dirty", "D", "dirty"),
+    (5, "lru", "l", "lru"),
+    (6, "active", "A", "active"),
+    (7, "slab", "S", "slab"),
+    (8, "writeback", "W", "writeback"),
+    (9, "reclaim", "I", "reclaim"),
+    (10, "buddy", "B", "buddy"),
+    (11, "mmap", "M", "mmap"),
+    (12, "anon", "a", "anonymous"),
+    (13, "swapcache", "s", "swapcache"),
+    (14, "swapbacked", "b", "swapbacked"),
+    (15, "compound_head", "H", "compound_head"),
+    (16, "compound_tail", "T", "compound_tail"),
+    (17, "huge", "G", "huge"),
+    (18, "unevictable", "u", "unevictable"),
+    (19, "hwpoison", "X", "hwpoison"),
+    (20, "nopage", "n", "nopage"),
+    (21, "ksm", "x", "ksm"),
+    (22, "thp", "t", "thp"),
+    (23, "offline", "o", "offline"),
+    (24, "zero_page", "z", "zero_page"),
+    (25, "idle", "i", "idle_page"),
+    (26, "pgtable", "g", "pgtable"),
+    (32, "reserved", "r", "reserved"),
+    (33, "mlocked", "m", "mlocked"),
+    (34, "mappedtodisk", "d", "mappedtodisk"),
+    (35, "private", "P", "private"),
+    (36, "private_2", "p", "private_2"),
+    (37, "owner_private", "O", "owner_private"),
+    (38, "arch", "h", "arch"),
+    (39, "uncached", "c", "uncached"),
+    (40, "softdirty", "f", "softdirty"),
+    (41, "arch_2", "H", "arch_2"),
 )
+# The ABI bits as (bit, name, letter): what --flags=all and the JSON names show.
+KPF_BITS: tuple[tuple[int, str, str], ...] = tuple((b, n, ch) for b, n, ch, _ in KPF_TABLE if b < 32)
 KPF = {name: b for b, name, _ in KPF_BITS}
 KPF_ABI_MASK = np.uint64((1 << 27) - 1)
 
@@ -115,49 +133,11 @@ def plan_lookup(pfns: np.ndarray, gap: int = PFNS_PER_CALL) -> LookupPlan:
         seg_of_run = np.cumsum(new) - 1
     # Position of each run's start PFN in the concatenated buffer; a page lands at that
     # position plus its distance from the run's start PFN.
-    run_pos_sorted = seg_off_of(seg_len)[seg_of_run] + (s - seg_start[seg_of_run])
+    run_pos_sorted = seg_offsets(seg_len)[seg_of_run] + (s - seg_start[seg_of_run])
     run_pos = np.empty_like(run_pos_sorted)
     run_pos[order] = run_pos_sorted
     index = np.repeat(run_pos - rstart, rlen) + p
     return LookupPlan(seg_start.astype(np.int64), seg_len.astype(np.int64), index)
-
-
-def idle_bits(words: np.ndarray, pfns: np.ndarray) -> np.ndarray:
-    """Idle flag of each PFN from its u64 word of /sys/kernel/mm/page_idle/bitmap
-    (Documentation/admin-guide/mm/idle_page_tracking.rst: PFN i is bit i % 64 of word i / 64)."""
-    return ((words >> (pfns.astype(np.uint64) & np.uint64(63))) & np.uint64(1)).astype(bool)
-
-
-class IdleReader:
-    """Reads the idle page bitmap for PFNs (CONFIG_IDLE_PAGE_TRACKING, root)."""
-
-    PATH = "/sys/kernel/mm/page_idle/bitmap"
-
-    def __init__(self) -> None:
-        self.fd = procfs.open_path(self.PATH)
-
-    def lookup(self, pfns: np.ndarray) -> np.ndarray | None:
-        if self.fd is None:
-            return None
-        words_idx = pfns.astype(np.uint64) >> np.uint64(6)
-        plan = plan_lookup(words_idx)
-        buf = np.zeros(plan.total, dtype="<u8")
-        mv = memoryview(buf).cast("B")
-        pos = 0
-        for start, length in zip(plan.seg_start.tolist(), plan.seg_len.tolist()):
-            # The bitmap takes whole, 8-byte aligned words only (EINVAL otherwise).
-            procfs.pread_into(self.fd, mv[pos * 8 : (pos + length) * 8], start * 8, 0, self.PATH)
-            pos += length
-        return idle_bits(buf[plan.index], pfns)
-
-    def close(self) -> None:
-        procfs.close(self.fd)
-        self.fd = None
-
-
-def seg_off_of(seg_len: np.ndarray) -> np.ndarray:
-    """Start of each segment in the concatenated buffer."""
-    return np.concatenate(([0], np.cumsum(seg_len)[:-1])).astype(np.int64)
 
 
 class PfnReader:
@@ -200,7 +180,7 @@ class PfnReader:
                 results.append(None)
                 continue
             buf = np.zeros(pl.total, dtype="<u8")
-            mv = memoryview(buf).cast("B")
+            mv = buf.data.cast("B")
             pos = 0
             for start, length in zip(pl.seg_start.tolist(), pl.seg_len.tolist()):
                 for off in range(0, length, MAX_READ):
@@ -277,3 +257,31 @@ def _run_split(jobs: list[tuple[int, str, int, memoryview]], split: bool = True)
     t.join()
     if errs:
         raise errs[0]
+
+
+KPAGEFLAGS = "/proc/kpageflags"
+PHYS_CHUNK = 1 << 20  # PFNs per read: 8 MiB of u64
+
+
+def iter_kpageflags(start: int = 0, end: int | None = None, chunk: int = PHYS_CHUNK) -> Iterator[tuple[int, np.ndarray]]:
+    """(first PFN, kpageflags u64 array) chunks over [start, end); end None: to the end of memory.
+
+    Reads past the last PFN are short (fs/proc/page.c kpageflags_read stops at max_pfn), so a
+    short read ends the walk. Needs root (the file is 0400): AccessDenied otherwise.
+    """
+    fd = procfs.open_kpage("kpageflags")
+    if fd is None:
+        raise AccessDenied(f"permission denied: {KPAGEFLAGS} (needs root (CAP_SYS_ADMIN))", path=KPAGEFLAGS)
+    try:
+        pfn = start
+        while end is None or pfn < end:
+            n = chunk if end is None else min(chunk, end - pfn)
+            buf = np.zeros(n, dtype="<u8")
+            got = procfs.pread_into(fd, buf.data.cast("B"), pfn * 8, 0, KPAGEFLAGS) // 8
+            if got:
+                yield pfn, buf[:got]
+            if got < n:
+                return
+            pfn += got
+    finally:
+        procfs.close(fd)

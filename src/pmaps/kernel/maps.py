@@ -1,11 +1,15 @@
-"""Decode /proc/PID/maps (Documentation/filesystems/proc.rst, "The /proc/PID/maps file"). Pure."""
+"""/proc/PID/maps (Documentation/filesystems/proc.rst, "The /proc/PID/maps file"): the pure decoder
+and the one reader every collector uses."""
 from __future__ import annotations
 
 import re
 from typing import NamedTuple
 
-PAGE_SIZE = 4096
-PAGE_SHIFT = 12
+from ..errors import KernelThread
+from ..numeric import PAGE_SHIFT, PAGE_SIZE
+from . import procfs
+
+__all__ = ["PAGE_SHIFT", "PAGE_SIZE", "MapsFormatError", "Vma", "decode_maps", "decode_maps_line", "read_maps"]
 
 
 class Vma(NamedTuple):
@@ -31,10 +35,6 @@ class Vma(NamedTuple):
     @property
     def size(self) -> int:
         return self.end - self.start
-
-    @property
-    def is_file(self) -> bool:
-        return self.inode != 0
 
     def maps_line(self) -> str:
         """The line as /proc/PID/maps prints it.
@@ -82,4 +82,15 @@ def decode_maps(data: bytes) -> list[Vma]:
     if len(vmas) != text.count("\n") + (0 if text.endswith("\n") or not text else 1):
         # A line the fast pattern did not take: parse line by line, to report it.
         return [decode_maps_line(ln) for ln in text.splitlines() if ln.strip()]
+    return vmas
+
+
+def read_maps(pid: int, *, started: bool = False) -> list[Vma]:
+    """The process's VMAs now. A kernel thread or a zombie has no mm: maps reads empty (proc.rst),
+    which becomes KernelThread, ZombieProcess or ProcessGone here."""
+    vmas = decode_maps(procfs.read_file(pid, "maps", started=started))
+    if not vmas:
+        if not started and procfs.is_kernel_thread(pid):
+            raise KernelThread(f"process {pid} is a kernel thread: it has no user memory", pid)
+        raise procfs.gone_error(pid, procfs.proc_path(pid, "maps"), started=started)
     return vmas

@@ -46,7 +46,7 @@ def process_state(pid: int) -> str | None:
 
 def is_kernel_thread(pid: int) -> bool:
     fields = _stat_fields(pid)
-    return bool(fields) and (int(fields[6]) & PF_KTHREAD) != 0
+    return fields is not None and len(fields) > 6 and (int(fields[6]) & PF_KTHREAD) != 0
 
 
 def gone_error(pid: int, path: str | None, *, started: bool) -> PmapsError:

@@ -1,7 +1,9 @@
-"""Decode /proc/PID/smaps and smaps_rollup (proc.rst): the kernel's own totals. Pure."""
+"""/proc/PID/smaps and smaps_rollup (proc.rst): the kernel's own totals; pure decoders, thin readers."""
 from __future__ import annotations
 
 import re
+
+from . import procfs
 
 _HEADER = re.compile(rb"^([0-9a-f]+)-([0-9a-f]+) ")
 
@@ -31,3 +33,13 @@ def decode_rollup(data: bytes) -> dict[str, int]:
     """smaps_rollup's single block, fields in bytes."""
     rows = decode_smaps(data)
     return rows[0] if rows else {}
+
+
+def read_smaps(pid: int, *, started: bool = False) -> list[dict[str, int]]:
+    """/proc/PID/smaps, decoded. Costly on a large process: the kernel walks every page table."""
+    return decode_smaps(procfs.read_file(pid, "smaps", started=started))
+
+
+def read_rollup(pid: int) -> dict[str, int]:
+    """/proc/PID/smaps_rollup, decoded."""
+    return decode_rollup(procfs.read_file(pid, "smaps_rollup"))

@@ -1,1 +1,5 @@
-"""Renderers: build rows (a view-model) from model/analysis values, then write them."""
+"""Renderers: build a view-model (a View) from model/analysis values, then `write(view, out, fmt,
+unit)`: one dispatch for text, json, ndjson and csv. Pictures (charts, heatmaps) render to bytes."""
+from .output import FORMATS, View, write
+
+__all__ = ["FORMATS", "View", "write"]

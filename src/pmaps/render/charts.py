@@ -1,7 +1,7 @@
 """--pie / --bar FILE.png charts (smem's), drawn with matplotlib's Agg backend (the `plot` extra).
 
-matplotlib is imported here, inside the function: every pmaps start imports the command modules,
-and a 0.5 s import must not be paid by commands that draw nothing.
+matplotlib is imported here, inside the function: a 0.5 s import must not be paid by commands
+that draw nothing. Renderers return the picture's bytes; the command writes the file (store/).
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import io
 import logging
 from typing import Any
 
-from ..errors import PmapsError, Unsupported
+from ..errors import MissingExtra
 from .units import fmt_bytes
 
 MAX_SLICES = 12  # the largest N-1 items, then "other"
@@ -41,23 +41,23 @@ def pyplot() -> Any:
     return plt
 
 
-def save_figure(fig: Any, path: str, fmt: str, mode: int = 0o644, **kw: Any) -> None:
-    """Render the figure in memory, then write it atomically: never a half-written picture."""
-    from ..store import write_atomic
-
+def figure_bytes(fig: Any, fmt: str, **kw: Any) -> bytes:
+    """Render a figure in memory (the file is written whole by the caller: never half a picture)."""
     buf = io.BytesIO()
     fig.savefig(buf, format=fmt, **kw)
-    try:
-        write_atomic(path, buf.getvalue(), mode)
-    except OSError as err:
-        raise PmapsError(f"cannot write {path}: {err.strerror or err}", path=path) from err
+    return buf.getvalue()
 
 
-def draw(path: str, kind: str, items: list[tuple[str, int]], title: str) -> int:
-    """Write a pie or horizontal bar chart of (label, bytes) to a PNG; returns the number of labels."""
+def need_pyplot(what: str) -> Any:
     plt = pyplot()
     if plt is None:
-        raise Unsupported("charts need matplotlib: pip install 'pmaps[plot]'")
+        raise MissingExtra(f"{what} need matplotlib: pip install 'pmaps[plot]'")
+    return plt
+
+
+def chart_png(kind: str, items: list[tuple[str, int]], title: str) -> bytes:
+    """A pie or horizontal bar chart of (label, bytes) as PNG bytes."""
+    plt = need_pyplot("charts")
     items = top_items(items)
     labels = [f"{k} ({fmt_bytes(v)})" for k, v in items]
     values = [v for _, v in items]
@@ -77,7 +77,6 @@ def draw(path: str, kind: str, items: list[tuple[str, int]], title: str) -> int:
             ax.set_xlabel("MiB")
         ax.set_title(title)
         fig.tight_layout()
-        save_figure(fig, path, "png", dpi=100)
+        return figure_bytes(fig, "png", dpi=100)
     finally:
         plt.close(fig)
-    return len(items)

@@ -4,15 +4,16 @@ Rows are built from an analysis.diff.Diff, then written (one --format dispatch).
 """
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 from ..analysis.diff import KIND_TITLES, KINDS, Diff, VmaDiff
 from ..kernel.maps import PAGE_SIZE
-from ..model import FULL_BITS, LETTERS, PM_SHIFT, state_names
-from .table import write_csv, write_table
+from ..model.state import FULL_BITS, LETTERS, PM_SHIFT, state_names
+from .output import View
+from .table import write_table
 from .units import fmt_bytes, unit_header
 
 SCHEMA = "pmaps-diff/1"
@@ -59,22 +60,32 @@ def _stamp(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z" if t else "?"
 
 
-def write_diff(out: TextIO, d: Diff, fmt: str, unit: str = "human") -> None:
-    if fmt == "json":
-        out.write(json.dumps(to_json(d), indent=1) + "\n")
-    elif fmt == "ndjson":
-        for v in d.vmas:
+CSV_HEADER = ["vma_start", "vma_end", "perms", "path", "status", "addr", "pages", "bytes", "change", "before", "after",
+              "mapcount_before", "mapcount_after"]
+
+
+@dataclass
+class DiffView(View):
+    diff: Diff
+    schema: str = SCHEMA
+    json_indent: int | None = 1
+
+    def document(self) -> dict[str, Any]:
+        return to_json(self.diff)
+
+    def records(self) -> Iterable[dict[str, Any]]:
+        for v in self.diff.vmas:
             head = vma_head(v)
             for c in change_dicts(v):
-                out.write(json.dumps({"vma": head} | c, separators=(",", ":")) + "\n")
-    elif fmt == "csv":
-        rows = [[v.vma.start, v.vma.end, v.vma.perms, v.vma.path, v.status, c["addr"], c["pages"], c["bytes"],
-                 c["change"], " ".join(c["before"]), " ".join(c["after"]), c["mapcount_before"], c["mapcount_after"]]
-                for v in d.vmas for c in change_dicts(v)]
-        write_csv(out, ["vma_start", "vma_end", "perms", "path", "status", "addr", "pages", "bytes", "change",
-                        "before", "after", "mapcount_before", "mapcount_after"], rows)
-    else:
-        write_text(out, d, unit)
+                yield {"vma": head} | c
+
+    def table(self) -> tuple[Sequence[str], Iterable[Sequence[object]]]:
+        return CSV_HEADER, ([v.vma.start, v.vma.end, v.vma.perms, v.vma.path, v.status, c["addr"], c["pages"], c["bytes"],
+                             c["change"], " ".join(c["before"]), " ".join(c["after"]), c["mapcount_before"],
+                             c["mapcount_after"]] for v in self.diff.vmas for c in change_dicts(v))
+
+    def text(self, out: TextIO, unit: str) -> None:
+        write_text(out, self.diff, unit)
 
 
 def write_text(out: TextIO, d: Diff, unit: str = "human") -> None:

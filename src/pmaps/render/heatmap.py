@@ -9,16 +9,15 @@ picture. matplotlib (the `plot` extra) is imported inside the functions.
 from __future__ import annotations
 
 import base64
-import io
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..analysis.diff import dirty
-from ..errors import PmapsError, UsageError
 from ..kernel.kpage import KPF
-from ..recording import Sample
-from ..model import S_PRESENT, S_SWAPPED
+from ..model import Sample
+from ..model.state import S_PRESENT, S_SWAPPED
+from ..numeric import merge_intervals
 
 U64 = np.uint64
 CLASSES = ("absent", "present", "dirty", "swapped", "thp")
@@ -28,7 +27,7 @@ COLORS = np.array([[0.93, 0.93, 0.93], [0.55, 0.75, 0.95], [0.95, 0.55, 0.15], [
 
 def page_class(state: np.ndarray) -> np.ndarray:
     """Class index per range: swapped, THP, dirty, present (first that applies)."""
-    b = lambda n: ((state >> U64(n)) & U64(1)).astype(bool)  # noqa: E731
+    b = lambda n: ((state >> U64(n)) & U64(1)).astype(bool)
     cls = np.zeros(len(state), dtype=np.int64)
     cls[b(S_PRESENT)] = 1
     cls[dirty(state)] = 2
@@ -50,21 +49,15 @@ def _union(samples: list[Sample]) -> tuple[np.ndarray, np.ndarray]:
     """Sorted disjoint [start, end) page intervals populated in any sample."""
     s = np.concatenate([x.vpn for x in samples]).astype(np.int64)
     e = np.concatenate([x.end for x in samples]).astype(np.int64)
-    if not len(s):
-        return s, e
     o = np.argsort(s, kind="stable")
-    s, e = s[o], e[o]
-    run_end = np.maximum.accumulate(e)
-    new = np.ones(len(s), dtype=bool)
-    new[1:] = s[1:] > run_end[:-1]
-    first = np.flatnonzero(new)
-    return s[first], np.maximum.reduceat(e, first)
+    us, ue, _ = merge_intervals(s[o], e[o])
+    return us, ue
 
 
 def build(samples: list[Sample], width: int = 1200) -> Heat:
     us, ue = _union(samples)
     if not len(us):
-        raise UsageError("the recording holds no populated pages: nothing to draw")
+        raise ValueError("the recording holds no populated pages: nothing to draw")
     ulen = ue - us
     ucum = np.concatenate(([0], np.cumsum(ulen)))
     total = int(ucum[-1])
@@ -73,8 +66,8 @@ def build(samples: list[Sample], width: int = 1200) -> Heat:
     img = np.zeros((len(samples), width, 3))
     for row, smp in enumerate(samples):
         # Squeezed coordinate of each range start (ranges lie inside union intervals).
-        k = np.searchsorted(us, smp.vpn.astype(np.int64), side="right") - 1
-        c0 = ucum[k] + (smp.vpn.astype(np.int64) - us[k])
+        ki = np.searchsorted(us, smp.vpn.astype(np.int64), side="right") - 1
+        c0 = ucum[ki] + (smp.vpn.astype(np.int64) - us[ki])
         cls = page_class(smp.state)
         frac = np.zeros((len(CLASSES), width))
         for ci in range(1, len(CLASSES)):
@@ -101,59 +94,51 @@ def build(samples: list[Sample], width: int = 1200) -> Heat:
     t0 = samples[0].time
     edges = []
     for v in samples[-1].vmas:
-        k = np.searchsorted(us, v.start >> 12, side="left")
+        k = int(np.searchsorted(us, v.start >> 12, side="left"))
         if k < len(us) and us[k] < (v.end >> 12):
-            x = (ucum[k] + max(0, (v.start >> 12) - us[k])) / total * width
+            x = (ucum[k] + max(0, (v.start >> 12) - int(us[k]))) / total * width
             edges.append((float(x), v.path or f"{v.start:x}"))
     return Heat(img, np.array([s.time - t0 for s in samples]), edges, total / width, total)
 
 
-def draw(heat: Heat, path: str, title: str) -> None:
-    """Write PNG or SVG (by suffix), or HTML with the PNG embedded; atomically (temp file, rename)."""
-    from .charts import pyplot, save_figure
+def render(heat: Heat, fmt: str, title: str) -> bytes:
+    """The picture as bytes: "png", "svg", or "html" (the PNG embedded, the title escaped)."""
+    import html
 
-    plt = pyplot()
-    if plt is None:
-        raise UsageError("heatmap needs matplotlib: pip install 'pmaps[plot]'")
+    from .charts import figure_bytes, need_pyplot
+
+    plt = need_pyplot("heatmaps")
     from matplotlib.patches import Patch
     n, w, _ = heat.image.shape
     fig, ax = plt.subplots(figsize=(12, 6.5), dpi=100)
-    tmax = heat.times[-1] if n > 1 else 1.0
-    ax.imshow(heat.image, aspect="auto", interpolation="nearest", origin="upper",
-              extent=(0, w, tmax + (tmax / max(n - 1, 1) if n > 1 else 0), 0))
-    for x, _ in heat.vma_edges:
-        ax.axvline(x, color="black", lw=0.3, alpha=0.5)
-    # Label the widest VMAs only: labels of narrow ones would overlap.
-    spans = [(heat.vma_edges[i + 1][0] if i + 1 < len(heat.vma_edges) else w) - x
-             for i, (x, _) in enumerate(heat.vma_edges)]
-    for i in sorted(range(len(spans)), key=lambda i: -spans[i])[:12]:
-        x, label = heat.vma_edges[i]
-        if spans[i] > w / 40:
-            ax.text(x + 1, 0, label.rsplit("/", 1)[-1][:24], fontsize=7, rotation=90, va="top", ha="left",
-                    color="black", alpha=0.8)
-    mib = heat.total_pages * 4096 / (1 << 20)
-    ax.set_xlabel(f"populated address space, holes squeezed ({mib:,.0f} MiB; {heat.pages_per_px:,.1f} pages per "
-                  f"column; lines: VMA starts)")
-    ax.set_ylabel("seconds since the first sample")
-    ax.set_xticks([])
-    ax.set_title(title)
-    ax.legend(handles=[Patch(color=COLORS[i], label=c) for i, c in enumerate(CLASSES)], loc="upper center",
-              bbox_to_anchor=(0.5, -0.08), ncol=len(CLASSES), frameon=False)
-    fig.tight_layout()
     try:
-        if path.endswith(".html"):
-            buf = io.BytesIO()
-            fig.savefig(buf, format="png")
-            b64 = base64.b64encode(buf.getvalue()).decode()
-            html = (f"<!doctype html><meta charset=utf-8><title>{title}</title><h1>{title}</h1>"
-                    f"<img alt='pmaps heatmap' src='data:image/png;base64,{b64}'>\n")
-            from ..store import write_atomic
-
-            try:
-                write_atomic(path, html.encode(), 0o644)
-            except OSError as err:
-                raise PmapsError(f"cannot write {path}: {err.strerror or err}", path=path) from err
-        else:
-            save_figure(fig, path, "svg" if path.endswith(".svg") else "png")
+        tmax = heat.times[-1] if n > 1 else 1.0
+        ax.imshow(heat.image, aspect="auto", interpolation="nearest", origin="upper",
+                  extent=(0, w, tmax + (tmax / max(n - 1, 1) if n > 1 else 0), 0))
+        for x, _ in heat.vma_edges:
+            ax.axvline(x, color="black", lw=0.3, alpha=0.5)
+        # Label the widest VMAs only: labels of narrow ones would overlap.
+        spans = [(heat.vma_edges[i + 1][0] if i + 1 < len(heat.vma_edges) else w) - x
+                 for i, (x, _) in enumerate(heat.vma_edges)]
+        for i in sorted(range(len(spans)), key=lambda i: -spans[i])[:12]:
+            x, label = heat.vma_edges[i]
+            if spans[i] > w / 40:
+                ax.text(x + 1, 0, label.rsplit("/", 1)[-1][:24], fontsize=7, rotation=90, va="top", ha="left",
+                        color="black", alpha=0.8)
+        mib = heat.total_pages * 4096 / (1 << 20)
+        ax.set_xlabel(f"populated address space, holes squeezed ({mib:,.0f} MiB; {heat.pages_per_px:,.1f} pages per "
+                      f"column; lines: VMA starts)")
+        ax.set_ylabel("seconds since the first sample")
+        ax.set_xticks([])
+        ax.set_title(title)
+        ax.legend(handles=[Patch(color=COLORS[i], label=c) for i, c in enumerate(CLASSES)], loc="upper center",
+                  bbox_to_anchor=(0.5, -0.08), ncol=len(CLASSES), frameon=False)
+        fig.tight_layout()
+        if fmt != "html":
+            return figure_bytes(fig, fmt)
+        b64 = base64.b64encode(figure_bytes(fig, "png")).decode()
+        t = html.escape(title)
+        return (f"<!doctype html><meta charset=utf-8><title>{t}</title><h1>{t}</h1>"
+                f"<img alt='pmaps heatmap' src='data:image/png;base64,{b64}'>\n").encode()
     finally:
         plt.close(fig)

@@ -9,17 +9,13 @@ import io
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-import numpy as np
-
-from ..analysis.diff import KIND_TITLES, KINDS, Diff, dirty
-from ..kernel.kpage import KPF
+from ..analysis.diff import KIND_TITLES, KINDS, Diff
+from ..analysis.footprint import Facts, figures
 from ..kernel.maps import PAGE_SIZE
-from ..model import S_PRESENT, S_SWAPPED
-from ..recording import Sample
+from ..model import Sample
 from .table import write_table
 from .units import fmt_bytes
 
-U64 = np.uint64
 STATS = ("resident", "swapped", "dirty", "thp")
 SORTS = ("address", "resident", "change")
 KIND_STYLE = {"present": "green", "freed": "red", "swapped_out": "magenta", "swapped_in": "cyan",
@@ -28,14 +24,17 @@ KIND_SHORT = {"present": "+", "freed": "-", "swapped_out": "out", "swapped_in": 
               "lost_sharing": "unshared", "gained_sharing": "shared", "flags": "flags"}
 
 
+# Watch's columns and the footprint engine's figures they show (smaps' rules: the zero page is not
+# resident; THP is anonymous memory in transparent huge folios, by kpageflags, as samples do not
+# record PMD mappings).
+FIGURE_OF = {"resident": "rss", "swapped": "swap", "dirty": "dirty", "thp": "thp"}
+
+
 def vma_stats(s: Sample) -> dict[tuple[int, int], dict[str, int]]:
     """Pages per VMA (keyed by start, end): resident, swapped, dirty, thp."""
-    bit = lambda b: ((s.state >> U64(b)) & U64(1)).astype(bool)  # noqa: E731
-    sel = {"resident": bit(S_PRESENT), "swapped": bit(S_SWAPPED), "dirty": dirty(s.state),
-           "thp": bit(S_PRESENT) & bit(KPF["thp"])}
-    n = len(s.vmas)
-    sums = {k: np.bincount(s.vma, weights=s.count * m, minlength=n).astype(np.int64) for k, m in sel.items()}
-    return {(v.start, v.end): {k: int(sums[k][i]) for k in STATS} for i, v in enumerate(s.vmas)}
+    figs = figures(Facts.of_sample(s), tuple(FIGURE_OF.values()))
+    sums = figs.by_group(s.vma, len(s.vmas))
+    return {(v.start, v.end): {k: int(sums[f][i]) for k, f in FIGURE_OF.items()} for i, v in enumerate(s.vmas)}
 
 
 @dataclass
@@ -74,9 +73,9 @@ class WatchView:
         now = vma_stats(cur)
         before = vma_stats(prev) if prev is not None else {}
         ch: dict[tuple[int, int], dict[str, int]] = {}
-        for v in diff.vmas if diff else []:
-            d = ch.setdefault((v.vma.start, v.vma.end), {})
-            for k, n in v.totals().items():
+        for vd in diff.vmas if diff else []:
+            d = ch.setdefault((vd.vma.start, vd.vma.end), {})
+            for k, n in vd.totals().items():
                 d[k] = d.get(k, 0) + n
         rows = []
         for v in cur.vmas:
@@ -117,7 +116,7 @@ def _delta(d: int | None, unit: str) -> str:
 def _cells(r: Row, unit: str, flags: bool) -> list[str]:
     cells = [f"{r.start:x}-{r.end:x}", r.perms]
     for k in STATS:
-        if k == "thp" and not flags:
+        if k in ("thp", "dirty") and not flags:
             cells += ["?", ""]
             continue
         cells += [fmt_bytes(r.now[k] * PAGE_SIZE, unit), _delta(r.delta[k], unit)]
@@ -138,7 +137,7 @@ def write_plain(out: TextIO, view: WatchView, unit: str = "human") -> None:
     t = view.totals()
     foot = ["total", ""]
     for k in STATS:
-        foot += [fmt_bytes(t[k] * PAGE_SIZE, unit) if view.known_flags or k != "thp" else "?", ""]
+        foot += [fmt_bytes(t[k] * PAGE_SIZE, unit) if view.known_flags or k not in ("thp", "dirty") else "?", ""]
     # MAPPING is appended after the aligned columns: write_table right-aligns a last column.
     buf = io.StringIO()
     write_table(buf, HEAD[:-1], [c[:-1] for c in rows], left=2, footer=[foot + [""]])

@@ -1,23 +1,27 @@
 """The page-range view: the 2007 text format, and JSON / NDJSON (schema pmaps/1).
 
-Input is a stream of (VMA index, Pages) chunks in address order (collect.Process.chunks or a
-Snapshot), so a huge process is written chunk by chunk; rows are built, then written.
+Input is a stream of (VMA index, Pages) chunks in address order (a PageSource: a live
+collector.Process or a Snapshot), so a huge process is written chunk by chunk; rows are built,
+then written. This is the one streaming View: its write_to reads while it writes.
 """
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TextIO
 
 import numpy as np
 
+from ..errors import PmapsError
 from ..kernel.maps import PAGE_SHIFT, Vma
-from ..model import S_SWAPPED, Known, Pages, Ranges, flag_string, merge_boundary, ranges_of, state_names
+from ..model import Known, Pages, PageSource, Ranges, flag_string, merge_boundary, ranges_of, state_names
+from ..model.state import S_SWAPPED
+from .output import View
 
 SCHEMA = "pmaps/1"
 VMA_SCHEMA = "pmaps-vma/1"
-
 
 
 @dataclass(frozen=True)
@@ -192,3 +196,46 @@ class RangeWriter:
     def _write_vma(self, parts: list[str]) -> None:
         parts.append("]}\n" if self.fmt == "ndjson" else "]}")
         self.out.write("".join(parts))
+
+
+@dataclass
+class PageRangesView(View):
+    """The 2007 view of several sources, streamed. A source that fails mid-way (a process exiting)
+    goes to `on_error` and the others are still written; `on_done` sees each finished source."""
+
+    sources: Iterable[PageSource]
+    opts: ViewOptions = field(default_factory=ViewOptions)
+    header: bool = False
+    on_error: Callable[[PmapsError], None] | None = None
+    on_done: Callable[[PageSource], None] | None = None
+    schema: str = SCHEMA
+    formats: tuple[str, ...] = ("text", "json", "ndjson")
+
+    def text(self, out: TextIO, unit: str) -> None:
+        self.write_to(out, "text", unit)
+
+    def write_to(self, out: TextIO, fmt: str, unit: str) -> None:
+        writer = RangeWriter(out, fmt, self.opts)
+        writer.begin()
+        for src in self.sources:
+            try:
+                if fmt in ("text", "ndjson"):
+                    # Streamed: text line by line, NDJSON a whole VMA line at a time.
+                    writer.process(src.pid, src.comm, src.vmas, src.chunks(), lambda: src.known, header=self.header)
+                else:
+                    # A JSON document is built per process, then written whole: a process that
+                    # exits mid-scan must not leave a half-written document behind.
+                    buf = io.StringIO()
+                    sub = RangeWriter(buf, fmt, self.opts)
+                    sub.first_process = writer.first_process
+                    sub.process(src.pid, src.comm, src.vmas, src.chunks(), lambda: src.known, header=False)
+                    out.write(buf.getvalue())
+                    writer.first_process = False
+            except PmapsError as e:
+                if self.on_error is None:
+                    raise
+                self.on_error(e)
+                continue
+            if self.on_done is not None:
+                self.on_done(src)
+        writer.end()

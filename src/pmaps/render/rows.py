@@ -5,11 +5,12 @@ sizes into units with fmt_bytes, the machine formats keep bytes.
 """
 from __future__ import annotations
 
-import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, TextIO
 
-from .table import write_csv, write_table
+from .output import View, iter_rows
+from .table import write_table
 from .units import fmt_bytes, unit_header
 
 
@@ -22,15 +23,44 @@ class Col:
 
 
 @dataclass
-class RowsView:
-    """What every whole-machine command hands to the writer."""
+class RowsView(View):
+    """A table of rows: what the whole-machine commands (top, libs, shared, phys) hand to `write`."""
 
     schema: str
     columns: list[Col]
-    rows: list[dict[str, object]]
-    total: dict[str, object] | None = None
-    extra: dict[str, object] = field(default_factory=dict)  # more top-level JSON keys
+    rows: list[dict[str, Any]]
+    total: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # more top-level JSON keys
     notes: list[str] = field(default_factory=list)  # text-only lines after the table
+    machine_drop: tuple[str, ...] = ()  # text-only helper keys left out of the machine formats
+
+    def _machine_rows(self) -> list[dict[str, Any]]:
+        if not self.machine_drop:
+            return self.rows
+        return [{k: v for k, v in r.items() if k not in self.machine_drop} for r in self.rows]
+
+    def text(self, out: TextIO, unit: str) -> None:
+        header, body, foot = text_lines(self, unit)
+        write_table(out, header, body, footer=foot, lefts=[c.left for c in self.columns])
+        for n in self.notes:
+            out.write(n + "\n")
+
+    def document(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"schema": self.schema, "rows": self._machine_rows()}
+        if self.total is not None:
+            doc["total"] = self.total
+        doc.update(self.extra)
+        return doc
+
+    def records(self) -> Iterable[dict[str, Any]]:
+        for r in self._machine_rows():
+            yield {"schema": self.schema, **r}
+
+    def table(self) -> tuple[Sequence[str], Iterable[Sequence[object]]]:
+        rows = self._machine_rows()
+        keys = [c.key for c in self.columns if c.key not in self.machine_drop]
+        allkeys = keys + [k for k in (rows[0] if rows else {}) if k not in keys]
+        return allkeys, iter_rows(rows, allkeys)
 
 
 def cell(v: object, c: Col, unit: str) -> str:
@@ -53,31 +83,3 @@ def text_lines(view: RowsView, unit: str) -> tuple[list[str], list[list[str]], l
         at = next((i for i, c in enumerate(view.columns) if c.left), 0)
         foot[0][at] = "total"
     return header, body, foot
-
-
-def write_rows(out: TextIO, view: RowsView, fmt: str, unit: str = "human") -> None:
-    """Write a view as text (aligned table), json, ndjson or csv."""
-    keys = [c.key for c in view.columns]
-    if fmt == "json":
-        doc: dict[str, object] = {"schema": view.schema, "rows": view.rows}
-        if view.total is not None:
-            doc["total"] = view.total
-        doc.update(view.extra)
-        out.write(json.dumps(doc, separators=(",", ":")) + "\n")
-    elif fmt == "ndjson":
-        for r in view.rows:
-            out.write(json.dumps({"schema": view.schema, **r}, separators=(",", ":")) + "\n")
-    elif fmt == "csv":
-        allkeys = keys + [k for k in (view.rows[0] if view.rows else {}) if k not in keys]
-        write_csv(out, allkeys, [[_csv(r.get(k)) for k in allkeys] for r in view.rows])
-    else:
-        header, body, foot = text_lines(view, unit)
-        write_table(out, header, body, footer=foot, lefts=[c.left for c in view.columns])
-        for n in view.notes:
-            out.write(n + "\n")
-
-
-def _csv(v: object) -> object:
-    if isinstance(v, (list, dict)):
-        return json.dumps(v, separators=(",", ":"))
-    return v

@@ -1,21 +1,29 @@
 """--summary: a footprint table per VMA with process totals (text table, JSON, NDJSON, CSV)."""
 from __future__ import annotations
 
-import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, TextIO
 
-from ..analysis.footprint import Footprint
+from ..analysis.footprint import add, finish
 from ..kernel.maps import Vma
-from .table import write_csv, write_table
+from .output import View
+from .table import write_table
 from .units import fmt_bytes, unit_header
 
 SCHEMA = "pmaps-summary/1"
 COLS = ("size", "rss", "pss", "uss", "swap", "anon_thp", "dirty", "referenced")
+# The figures a summary shows (machine formats carry all of them), in output order.
+KEYS = ("rss", "pss", "uss", "shared", "swap", "swap_pss", "anon_thp", "dirty", "referenced", "zero_page", "hugetlb")
+
+
+def vma_dict(vma: Vma) -> dict[str, object]:
+    return {"start": vma.start, "end": vma.end, "perms": vma.perms, "offset": vma.offset, "dev": vma.dev,
+            "inode": vma.inode, "path": vma.path}
 
 
 @dataclass
-class SummaryView:
+class ProcessSummary:
     """One process: per-VMA rows of byte figures, then the totals."""
 
     pid: int
@@ -24,51 +32,46 @@ class SummaryView:
     total: dict[str, int | None] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, pid: int, comm: str, vmas: list[Vma], fps: list[Footprint]) -> SummaryView:
+    def build(cls, pid: int, comm: str, vmas: list[Vma], raw: list[dict[str, int]], unknown: set[str]) -> ProcessSummary:
+        """From the engine's raw sums per VMA (footprint.figures(...).total())."""
         view = cls(pid, comm)
-        tot = Footprint()
-        for vma, fp in zip(vmas, fps):
-            view.rows.append((vma, {"size": vma.size, **fp.as_dict()}))
-            tot = tot + fp
-        view.total = {"size": sum(v.size for v in vmas), **tot.as_dict()}
+        tot: dict[str, int] = {}
+        for vma, r in zip(vmas, raw):
+            view.rows.append((vma, {"size": vma.size, **finish(r, unknown, KEYS)}))
+            tot = add(tot, r)
+        view.total = {"size": sum(v.size for v in vmas), **finish(tot, unknown, KEYS)}
         return view
 
 
-def write_summary(out: TextIO, views: list[SummaryView], fmt: str, unit: str = "human") -> None:
-    if fmt == "json":
-        doc = {"schema": SCHEMA, "processes": [_view_dict(v) for v in views]}
-        out.write(json.dumps(doc, separators=(",", ":")) + "\n")
-        return
-    if fmt == "ndjson":
-        for v in views:
+@dataclass
+class SummaryView(View):
+    processes: list[ProcessSummary]
+    schema: str = SCHEMA
+
+    def document(self) -> dict[str, Any]:
+        return {"schema": SCHEMA, "processes": [
+            {"pid": v.pid, "comm": v.comm, "total": v.total, "vmas": [{**vma_dict(vma), **vals} for vma, vals in v.rows]}
+            for v in self.processes]}
+
+    def records(self) -> Iterable[dict[str, Any]]:
+        for v in self.processes:
             for vma, vals in v.rows:
-                out.write(json.dumps({"schema": SCHEMA, "pid": v.pid, "comm": v.comm, **_vma_dict(vma), **vals},
-                                     separators=(",", ":")) + "\n")
-        return
-    if fmt == "csv":
+                yield {"schema": SCHEMA, "pid": v.pid, "comm": v.comm, **vma_dict(vma), **vals}
+
+    def table(self) -> tuple[Sequence[str], Iterable[Sequence[object]]]:
         header = ["pid", "comm", "start", "end", "perms", "path", *COLS]
-        rows = [[v.pid, v.comm, f"{vma.start:x}", f"{vma.end:x}", vma.perms, vma.path, *(vals[c] for c in COLS)]
-                for v in views for vma, vals in v.rows]
-        write_csv(out, header, rows)
-        return
-    for n, v in enumerate(views):
-        if n:
-            out.write("\n")
-        if len(views) > 1:
-            out.write(f"# {v.pid} {v.comm}\n")
-        suffix = unit_header(unit)
-        header = ["address", "perms", *(c.upper() + suffix for c in COLS), "path"]
-        rows = [[f"{vma.start:012x}", vma.perms, *(fmt_bytes(vals[c], unit) for c in COLS), vma.path]
-                for vma, vals in v.rows]
-        total = [["total", "", *(fmt_bytes(v.total[c], unit) for c in COLS), ""]]
-        write_table(out, header, rows, left=2, footer=total, text_last=True)
+        return header, ([v.pid, v.comm, f"{vma.start:x}", f"{vma.end:x}", vma.perms, vma.path, *(vals[c] for c in COLS)]
+                        for v in self.processes for vma, vals in v.rows)
 
-
-def _vma_dict(vma: Vma) -> dict[str, object]:
-    return {"start": vma.start, "end": vma.end, "perms": vma.perms, "offset": vma.offset, "dev": vma.dev,
-            "inode": vma.inode, "path": vma.path}
-
-
-def _view_dict(v: SummaryView) -> dict[str, object]:
-    return {"pid": v.pid, "comm": v.comm, "total": v.total,
-            "vmas": [{**_vma_dict(vma), **vals} for vma, vals in v.rows]}
+    def text(self, out: TextIO, unit: str) -> None:
+        for n, v in enumerate(self.processes):
+            if n:
+                out.write("\n")
+            if len(self.processes) > 1:
+                out.write(f"# {v.pid} {v.comm}\n")
+            suffix = unit_header(unit)
+            header = ["address", "perms", *(c.upper() + suffix for c in COLS), "path"]
+            rows = [[f"{vma.start:012x}", vma.perms, *(fmt_bytes(vals[c], unit) for c in COLS), vma.path]
+                    for vma, vals in v.rows]
+            total = [["total", "", *(fmt_bytes(v.total[c], unit) for c in COLS), ""]]
+            write_table(out, header, rows, left=2, footer=total, text_last=True)

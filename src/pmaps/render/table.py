@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TextIO
 
 
@@ -25,7 +25,7 @@ def write_table(out: TextIO, header: Sequence[str], rows: Sequence[Sequence[str]
         out.write(" ".join(cells).rstrip() + "\n")
 
 
-def write_csv(out: TextIO, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+def write_csv(out: TextIO, header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
     w = csv.writer(out, lineterminator="\n")
     w.writerow(header)
     w.writerows(["" if c is None else c for c in r] for r in rows)

@@ -1,7 +1,7 @@
 """Samples (a process's page ranges at one moment) and recordings (a directory of samples).
 
 A sample stores ranges, not pages: maximal runs of virtually consecutive pages of one VMA with
-the same full state word (model.py) and map count, so an 8 GiB process of a few states takes a few
+the same full state word (model/state.py) and map count, so an 8 GiB process of a few states takes a few
 kilobytes. On disk a recording is a directory (0700)::
 
     manifest.json            schema pmaps-recording/1: pid, comm, interval, samples, end note
@@ -30,11 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from .collect import Process
-from .errors import BadSnapshot, PmapsError, UsageError
-from .kernel.maps import PAGE_SHIFT, Vma
-from .model import Known, merged_ranges, ranges_of
-from .store import decode_known, decode_vmas, write_atomic
+from ..errors import BadSnapshot, MissingExtra, OutputExists, PmapsError
+from ..kernel.maps import PAGE_SHIFT
+from ..model import Sample
+from .codec import DECODE_ERRORS, decode_known, decode_vmas, encode_known, encode_vmas
+from .files import file_errors, save_bytes
 
 SAMPLE_SCHEMA = "pmaps-sample/1"
 RECORDING_SCHEMA = "pmaps-recording/1"
@@ -44,132 +44,13 @@ SAMPLE_RE = re.compile(r"^sample-(\d{6,})\.parquet$")
 U64 = np.uint64
 
 
-@dataclass
-class Sample:
-    """One moment of a process as ranges: parallel numpy columns plus the VMAs and metadata."""
-
-    pid: int
-    comm: str
-    vmas: list[Vma]
-    known: Known
-    vma: np.ndarray  # int32: index into vmas of each range
-    vpn: np.ndarray  # u64: first page (address >> 12)
-    count: np.ndarray  # int64: pages
-    state: np.ndarray  # u64: state word
-    mapcount: np.ndarray  # int64: -1 unknown
-    pfn: np.ndarray | None = None  # u64 first PFN, only with --pfn
-    time: float = 0.0
-    seq: int = 0
-    cost: float = 0.0  # seconds the sample took to collect
-    exclusive_known: bool = True  # False for PAGEMAP_SCAN-only samples (no pagemap bit 56)
-
-    def __len__(self) -> int:
-        return len(self.vpn)
-
-    @property
-    def end(self) -> np.ndarray:
-        return self.vpn + self.count.astype(U64)
-
-    def vma_starts(self) -> np.ndarray:
-        return np.array([v.start for v in self.vmas], dtype=U64)
-
-
-def take_sample(proc: Process, *, with_pfn: bool = False, seq: int = 0) -> Sample:
-    """Read the process now into ranges (full state word, swapped pages included)."""
-    t0 = time.perf_counter()
-    proc.vmas = refresh_vmas(proc)
-    if not (proc.opts.flags or proc.opts.counts) and proc.scanning and not with_pfn:
-        return _scan_sample(proc, seq, t0)
-    known = proc.known
-    parts: dict[int, list] = {}
-    for i, pages in proc.chunks():
-        parts.setdefault(i, []).append(
-            ranges_of(pages, proc.known, full=True, with_pfn=with_pfn, swap=True))
-    known = proc.known  # may have changed (PFNs found hidden mid-scan)
-    cols: list[tuple[int, Any]] = []
-    for i in sorted(parts):
-        for r in merged_ranges(parts[i]):
-            cols.append((i, r))
-    return _from_ranges(proc.pid, proc.comm, proc.vmas, known, cols, with_pfn and known.pfn, seq,
-                        time.time(), time.perf_counter() - t0)
-
-
-def _scan_sample(proc: Process, seq: int, t0: float) -> Sample:
-    """A pagemap-only sample straight from PAGEMAP_SCAN's regions, never expanding pages.
-
-    The kernel already merges adjacent pages of equal categories into one region (present,
-    swapped, file, PFN-zero): those are our ranges. What this leaves out, compared with reading
-    pagemap entries: the exclusive bit (56) and uffd-wp, which PAGEMAP_SCAN does not report.
-    """
-    from .kernel import procfs
-    from .kernel.scan import CAT_FILE, CAT_PFNZERO, CAT_PRESENT, CAT_SWAPPED, Scanner
-    from .kernel.kpage import KPF
-    from .model import PM_SHIFT, S_PRESENT, S_SWAPPED
-
-    fd = procfs.open_pagemap(proc.pid)
-    try:
-        vm = proc.vmas
-        regs = Scanner(fd, proc.pid).regions(vm[0].start, vm[-1].end)
-    finally:
-        procfs.close(fd)
-    vs = np.array([v.start for v in vm], dtype=U64)
-    ve = np.array([v.end for v in vm], dtype=U64)
-    rs, re_, cat = regs[:, 0], regs[:, 1], regs[:, 2]
-    # Regions never cross VMAs (the walk is per VMA), but clip to be safe: one piece per overlap.
-    a = np.searchsorted(re_, vs, side="right")
-    b = np.searchsorted(rs, ve, side="left")
-    cnt = np.maximum(b - a, 0)
-    vma = np.repeat(np.arange(len(vm), dtype=np.int32), cnt)
-    idx = np.concatenate([np.arange(x, y) for x, y in zip(a.tolist(), b.tolist()) if y > x] or [np.zeros(0, int)])
-    st = np.maximum(rs[idx], vs[vma]) >> U64(PAGE_SHIFT)
-    en = np.minimum(re_[idx], ve[vma]) >> U64(PAGE_SHIFT)
-    c = cat[idx]
-    file_bit = PM_SHIFT + 2  # pagemap.PM_BITS order: present, swapped, file, ...
-    state = (((c & U64(CAT_PRESENT)) != 0).astype(U64) << U64(S_PRESENT)) \
-        | (((c & U64(CAT_SWAPPED)) != 0).astype(U64) << U64(S_SWAPPED)) \
-        | (((c & U64(CAT_FILE)) != 0).astype(U64) << U64(file_bit)) \
-        | (((c & U64(CAT_PFNZERO)) != 0).astype(U64) << U64(KPF["zero_page"]))
-    mc = np.where((c & U64(CAT_PRESENT)) != 0, -1, 0).astype(np.int64)
-    known = Known(soft_dirty=proc.known.soft_dirty, categories=True)
-    return Sample(proc.pid, proc.comm, vm, known, vma, st, (en - st).astype(np.int64), state & known.mask(), mc,
-                  None, time.time(), seq, time.perf_counter() - t0, exclusive_known=False)
-
-
-def refresh_vmas(proc: Process) -> list[Vma]:
-    """VMAs change between samples: re-read maps each time (the pagemap fd stays open)."""
-    from .kernel import procfs
-    from .kernel.maps import decode_maps
-
-    vmas = decode_maps(procfs.read_file(proc.pid, "maps", started=True))
-    if not vmas:
-        raise procfs.gone_error(proc.pid, procfs.proc_path(proc.pid, "maps"), started=True)
-    return vmas
-
-
-def _from_ranges(pid: int, comm: str, vmas: list[Vma], known: Known, cols: list[tuple[int, Any]],
-                 with_pfn: bool, seq: int, t: float, cost: float) -> Sample:
-    if cols:
-        vma = np.concatenate([np.full(len(r), i, dtype=np.int32) for i, r in cols])
-        vpn = np.concatenate([r.vpn for _, r in cols]).astype(U64)
-        count = np.concatenate([r.count for _, r in cols]).astype(np.int64)
-        state = np.concatenate([r.state for _, r in cols]).astype(U64)
-        mc = np.concatenate([r.mapcount for _, r in cols]).astype(np.int64)
-        pfn = np.concatenate([r.pfn for _, r in cols]).astype(U64) if with_pfn else None
-    else:
-        vma = np.zeros(0, dtype=np.int32)
-        vpn, state = np.zeros(0, dtype=U64), np.zeros(0, dtype=U64)
-        count, mc = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        pfn = np.zeros(0, dtype=U64) if with_pfn else None
-    return Sample(pid, comm, vmas, known, vma, vpn, count, state, mc, pfn, t, seq, cost)
-
-
 # -- Parquet ------------------------------------------------------------------------------
 def _pyarrow() -> Any:
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
-        raise UsageError("recordings need pyarrow: pip install 'pmaps[parquet]'") from None
+        raise MissingExtra("recordings need pyarrow: pip install 'pmaps[parquet]'") from None
     return pa, pq
 
 
@@ -177,8 +58,7 @@ def sample_meta(s: Sample) -> dict[str, Any]:
     return {
         "schema": SAMPLE_SCHEMA, "pid": s.pid, "comm": s.comm, "time": s.time, "seq": s.seq, "cost": s.cost,
         "exclusive_known": s.exclusive_known,
-        "known": s.known.to_dict(),
-        "vmas": [[v.start, v.end, v.perms, v.offset, v.dev, v.inode, v.path] for v in s.vmas],
+        "known": encode_known(s.known), "vmas": encode_vmas(s.vmas),
     }
 
 
@@ -210,13 +90,10 @@ def load_sample(path: str | os.PathLike[str]) -> Sample:
     pa, pq = _pyarrow()
     name = str(path)
     try:
-        table = pq.read_table(name)
-        raw = (table.schema.metadata or {}).get(META_KEY.encode())
-        meta = json.loads(zlib.decompress(base64.b64decode(raw))) if raw else None
-    except FileNotFoundError as err:
-        raise PmapsError(f"cannot read {name}: no such file", path=name) from err
-    except OSError as err:
-        raise PmapsError(f"cannot read {name}: {err.strerror}", path=name) from err
+        with file_errors(name):
+            table = pq.read_table(name)
+            raw = (table.schema.metadata or {}).get(META_KEY.encode())
+            meta = json.loads(zlib.decompress(base64.b64decode(raw))) if raw else None
     except (pa.ArrowException, ValueError, zlib.error) as err:
         raise BadSnapshot(f"{name}: not a pmaps sample (corrupt or truncated Parquet)", path=name) from err
     if not isinstance(meta, dict) or meta.get("schema") != SAMPLE_SCHEMA:
@@ -247,7 +124,7 @@ def load_sample(path: str | os.PathLike[str]) -> Sample:
                       col["state"].astype(U64), col["mapcount"].astype(np.int64),
                       col["pfn"].astype(U64) if "pfn" in col else None, float(meta["time"]), int(meta["seq"]),
                       float(meta.get("cost", 0.0)), bool(meta.get("exclusive_known", True)))
-    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as err:
+    except DECODE_ERRORS as err:
         raise BadSnapshot(f"{name}: corrupt pmaps sample ({err})", path=name) from err
 
 
@@ -284,9 +161,9 @@ class Recorder:
             except OSError as err:
                 raise PmapsError(f"cannot read {self.path}: {err.strerror}", path=str(self.path)) from err
             if any(SAMPLE_RE.match(n) for n in names):
-                raise UsageError(f"{self.path} already holds a recording: choose a new directory") from None
+                raise OutputExists(f"{self.path} already holds a recording: choose a new directory") from None
             if names:
-                raise UsageError(f"{self.path} is not empty: choose a new or empty directory") from None
+                raise OutputExists(f"{self.path} is not empty: choose a new or empty directory") from None
         except OSError as err:
             raise PmapsError(f"cannot create {self.path}: {err.strerror}", path=str(self.path)) from err
         try:
@@ -316,10 +193,7 @@ class Recorder:
         self._write(self.path / MANIFEST, (json.dumps(self.manifest, indent=1) + "\n").encode())
 
     def _write(self, path: Path, data: bytes) -> None:
-        try:
-            write_atomic(path, data)
-        except OSError as err:
-            raise PmapsError(f"cannot write {path}: {err.strerror}", path=str(path)) from err
+        save_bytes(path, data)
 
 
 def sample_files(path: str | os.PathLike[str]) -> list[Path]:
@@ -341,35 +215,3 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return m if isinstance(m, dict) else {}
-
-
-def is_recording(path: str) -> bool:
-    return os.path.isdir(path)
-
-
-# What each sample reads (--fields): pagemap only skips kpageflags and kpagecount entirely.
-FIELDS = {"full": (True, True), "flags": (True, False), "pagemap": (False, False)}
-
-
-def fields_options(name: str) -> Any:
-    from .collect import Options
-
-    flags, counts = FIELDS[name]
-    return Options(flags=flags, counts=counts)
-
-
-def resolve_sample(src: str, *, last: bool) -> Sample | None:
-    """A sample file, a recording (its first or last sample; DIR@N picks sample N), or None for a PID."""
-    path, at, idx = src.rpartition("@") if "@" in src else (src, "", "")
-    if at and os.path.isdir(path):
-        files = sample_files(path)
-        try:
-            return load_sample(files[int(idx)])
-        except (ValueError, IndexError):
-            raise UsageError(f"{src}: no sample {idx!r} (the recording has {len(files)})") from None
-    if os.path.isdir(src):
-        files = sample_files(src)
-        return load_sample(files[-1] if last else files[0])
-    if os.path.exists(src):
-        return load_sample(src)
-    return None

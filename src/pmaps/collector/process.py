@@ -1,38 +1,39 @@
-"""Read a process's pages: PAGEMAP_SCAN (or the pagemap fallback), then kpageflags/kpagecount.
+"""Read one process's pages: PAGEMAP_SCAN (or the pagemap fallback), then kpageflags/kpagecount.
 
-`open_process` streams (VMA, Pages) chunks in address order so that text and ndjson output
-need memory for one chunk only; `collect` gathers them into a Snapshot.
+`Process` streams (VMA, Pages) chunks in address order so that text and ndjson output need
+memory for one chunk only; `collect` gathers them into a Snapshot. The populated regions come from
+one place (`Process.regions`), which the sample collector shares.
 """
 from __future__ import annotations
 
-import collections
 import os
-from collections.abc import Callable, Iterable, Iterator
-from typing import TypeVar
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import KernelThread, PmapsError, Unsupported, UsageError
-from .kernel import caps as capsmod
-from .kernel import pagemap as pmb
-from .kernel import procfs
-from .kernel.kpage import KPF_ABI_MASK, IdleReader, PfnReader, kpf_mask
-from .kernel.maps import PAGE_SHIFT, Vma, decode_maps
-from .kernel.scan import CAT_HUGE, CAT_UNKNOWN, TASK_SIZE_MAX, Scanner, probe
-from .kernel.smaps import decode_smaps
-from .model import Known, Pages, Snapshot
+from ..errors import Unsupported
+from ..kernel import caps as capsmod
+from ..kernel import pagemap as pmb
+from ..kernel import procfs
+from ..kernel.idle import IdleBitmap
+from ..kernel.kpage import KPF_ABI_MASK, PfnReader, kpf_mask
+from ..kernel.maps import PAGE_SHIFT, Vma, read_maps
+from ..kernel.pagemap import CAT_HUGE, CAT_UNKNOWN, TASK_SIZE_MAX, Scanner, probe, read_runs
+from ..kernel.smaps import read_smaps
+from ..kernel.status import read_comm
+from ..model import Known, Pages, Snapshot
+from ..numeric import arange_runs
+from .parallel import ordered_map
 
 U64 = np.uint64
-T = TypeVar("T")
-R = TypeVar("R")
 CHUNK_PAGES = 1 << 18  # pages per batch: ~10 MiB of columns; bounds peak memory
-READ_GAP = 512  # read through holes up to this many pages (4 KiB) rather than split a read
 NO_SCAN_ENV = "PMAPS_NO_SCAN"
 FIRST_BATCH_PAGES = 1 << 12
 THP_MASK = U64(511)  # PFNs of a PMD-sized folio: its head is aligned to 512
 SCAN_GROUP_BYTES = 256 << 20  # VMAs scanned per PAGEMAP_SCAN call, at least one VMA
 FALLBACK_ZERO_LIMIT = 4 << 30  # bytes of VMA (8 MiB of pagemap) read just to find zero pages
+FIELDS = ("full", "flags", "pagemap")  # what a sample reads (--fields); pagemap skips kpageflags/kpagecount
 
 
 @dataclass(frozen=True)
@@ -44,65 +45,84 @@ class Options:
     scan: bool | None = None  # None: PAGEMAP_SCAN when the kernel has it (and PMAPS_NO_SCAN unset)
     chunk_pages: int = CHUNK_PAGES
 
-
-def parse_pid(text: str) -> int:
-    """A PID as typed: ASCII digits only (int() would also take ' 12', '+1' or Arabic digits)."""
-    if not (text.isascii() and text.isdigit()) or int(text) <= 0:
-        raise UsageError(f"not a process ID: {text!r}")
-    return int(text)
-
-
-def _arange_runs(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
-    """Concatenation of arange(s, s+l) for each run, vectorised (dtype of starts)."""
-    total = int(lens.sum())
-    if total == 0:
-        return np.zeros(0, dtype=starts.dtype)
-    if len(starts) == 1:
-        return np.arange(total, dtype=starts.dtype) + starts[0]
-    offs = np.concatenate(([0], np.cumsum(lens)[:-1])).astype(starts.dtype)
-    # uint64 arithmetic wraps, and the wrap cancels when the arange is added back
-    return np.repeat(starts - offs, lens) + np.arange(total, dtype=starts.dtype)
+    @classmethod
+    def fields(cls, name: str, scan: bool | None = None) -> Options:
+        """Options for a --fields name: full (flags and counts), flags, pagemap."""
+        if name not in FIELDS:
+            raise ValueError(f"unknown fields {name!r}")
+        return cls(flags=name in ("full", "flags"), counts=name == "full", scan=scan)
 
 
 class Process:
     """An open target: its VMAs, and a stream of its populated pages. Use as a context manager."""
 
     def __init__(self, pid: int, opts: Options = Options(), caps: capsmod.Caps | None = None) -> None:
+        """Nothing is read until open() (or `with`)."""
         self.pid = pid
         self.opts = opts
-        self.caps = caps or capsmod.probe()
-        self.comm = procfs.read_file(pid, "comm").decode("utf-8", "replace").strip()
+        self.caps = caps
+        self.comm = ""
+        self.vmas: list[Vma] = []
+        self.scanning = False
+        self._known = Known()
         self._fd: int | None = None
         self._kpage: PfnReader | None = None
-        self.vmas: list[Vma] = decode_maps(procfs.read_file(pid, "maps"))
-        if not self.vmas:
-            # Kernel threads and zombies have no mm: maps reads empty (proc.rst).
-            raise procfs.gone_error(pid, procfs.proc_path(pid, "maps"), started=False) if not procfs.is_kernel_thread(
-                pid
-            ) else KernelThread(f"process {pid} is a kernel thread: it has no user memory", pid)
+        self._idle: IdleBitmap | None = None
+        self._pfn_checked = False
+        self._split_reads = True  # split kpage reads over two threads (off when chunks run in parallel)
+
+    def open(self) -> Process:
+        """Read comm and maps, open pagemap (and kpageflags/kpagecount/the idle bitmap when allowed)."""
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _open(self) -> None:
+        pid, opts = self.pid, self.opts
+        caps = self.caps = self.caps or capsmod.probe()
+        self.comm = read_comm(pid)
+        self.vmas = read_maps(pid)
         self._fd = procfs.open_pagemap(pid)
         want_scan = opts.scan
         if want_scan is None:
             want_scan = not os.environ.get(NO_SCAN_ENV)
         self.scanning = bool(want_scan) and probe(self._fd, pid)
-        if want_scan is True and opts.scan is True and not self.scanning:
+        if opts.scan is True and not self.scanning:
             raise Unsupported("this kernel has no PAGEMAP_SCAN (Linux 6.7+)", pid)
-        pfn_ok = self.caps.sys_admin
-        if pfn_ok and (opts.flags or opts.counts):
+        if caps.sys_admin and (opts.flags or opts.counts):
             self._kpage = PfnReader(want_flags=opts.flags, want_count=opts.counts)
-        self._idle = IdleReader() if self._kpage is not None and self.caps.idle_tracking else None
-        self.known = Known(
-            pfn=pfn_ok,
+            if caps.idle_tracking:
+                self._idle = IdleBitmap.try_open()
+        self._known = Known(
+            pfn=caps.sys_admin,
             flags=bool(self._kpage and self._kpage.can_flags),
             count=bool(self._kpage and self._kpage.can_count),
-            young=bool(self._idle and self._idle.fd is not None),
-            soft_dirty=self.caps.soft_dirty,
+            young=self._idle is not None,
+            soft_dirty=caps.soft_dirty,
             categories=self.scanning,
         )
-        self._pfn_checked = False
-        self._split_reads = True  # split kpage reads over two threads (off when chunks run in parallel)
+
+    @property
+    def known(self) -> Known:
+        """What the pages carry; may lose pfn/flags/count after the first chunk (see _lookup)."""
+        return self._known
+
+    def refresh_vmas(self) -> list[Vma]:
+        """VMAs change between samples: re-read maps (the pagemap fd stays open)."""
+        self.vmas = read_maps(self.pid, started=True)
+        return self.vmas
 
     # -- populated regions -------------------------------------------------------------
+    def regions(self, start: int, end: int) -> np.ndarray:
+        """PAGEMAP_SCAN regions [start, end, categories] in bytes for [start, end): the one scan path."""
+        assert self._fd is not None
+        if start >= min(end, TASK_SIZE_MAX):
+            return np.zeros((0, 3), dtype=U64)
+        return Scanner(self._fd, self.pid).regions(start, end)
+
     def _scan_groups(self) -> Iterator[tuple[range, np.ndarray]]:
         """(VMA indexes, [start_page, end_page, categories] of their populated space), sorted.
 
@@ -112,7 +132,6 @@ class Process:
         if not self.scanning:
             yield range(len(self.vmas)), self._fallback_regions()
             return
-        scanner = Scanner(self._fd, self.pid)  # type: ignore[arg-type]
         lo = 0
         while lo < len(self.vmas):
             hi, size = lo, 0
@@ -120,7 +139,7 @@ class Process:
                 size += self.vmas[hi].size
                 hi += 1
             start, end = self.vmas[lo].start, min(self.vmas[hi - 1].end, TASK_SIZE_MAX)
-            regs = scanner.regions(start, end) if start < end else np.zeros((0, 3), dtype=U64)
+            regs = self.regions(start, end)
             yield range(lo, hi), _page_regions(regs)
             lo = hi
 
@@ -130,7 +149,7 @@ class Process:
         smaps Rss leaves out the zero page, so a readable private anonymous VMA with Rss 0
         may still map it: read those too, unless so large that reading costs too much.
         """
-        sm = decode_smaps(procfs.read_file(self.pid, "smaps", started=True))
+        sm = read_smaps(self.pid, started=True)
         busy = {(r["start"], r["end"]) for r in sm if r.get("Rss", 0) or r.get("Swap", 0)}
         rows = []
         for v in self.vmas:
@@ -142,38 +161,12 @@ class Process:
         return np.array(rows, dtype=U64).reshape(-1, 3)
 
     # -- reading -------------------------------------------------------------------------
-    def _read_pagemap(self, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-        """Entries for the pages of the given sorted, disjoint runs, in order."""
-        lens = (ends - starts).astype(np.int64)
-        # Coalesce runs separated by small holes into one read each.
-        new = np.ones(len(starts), dtype=bool)
-        new[1:] = (starts[1:] - ends[:-1]).astype(np.int64) > READ_GAP
-        first = np.flatnonzero(new)
-        seg_s = starts[first].astype(np.int64)
-        seg_e = np.maximum.reduceat(ends.astype(np.int64), first)
-        seg_len = seg_e - seg_s
-        buf = np.zeros(int(seg_len.sum()), dtype="<u8")
-        mv = memoryview(buf).cast("B")
-        path = procfs.proc_path(self.pid, "pagemap")
-        pos = 0
-        for s, ln in zip(seg_s.tolist(), seg_len.tolist()):
-            got = procfs.pread_into(self._fd, mv[pos * 8 : (pos + ln) * 8], s * 8, self.pid, path)  # type: ignore[arg-type]
-            if got < ln * 8:
-                # pagemap reads 0 bytes once the mm is gone (fs/proc/task_mmu.c pagemap_read).
-                raise procfs.gone_error(self.pid, path, started=True)
-            pos += ln
-        if len(first) == len(starts):
-            return buf  # no holes were read through: the buffer is the runs, in order
-        seg_off = np.concatenate(([0], np.cumsum(seg_len)[:-1]))
-        seg_id = np.cumsum(new) - 1
-        run_buf = seg_off[seg_id] + (starts.astype(np.int64) - seg_s[seg_id])
-        return buf[_arange_runs(run_buf.astype(np.int64), lens)]
-
     def _pages(self, regs: np.ndarray) -> Pages:
         starts, ends, cats = regs[:, 0], regs[:, 1], regs[:, 2]
         lens = (ends - starts).astype(np.int64)
-        pm = self._read_pagemap(starts, ends)
-        vpn = _arange_runs(starts, lens)
+        assert self._fd is not None
+        pm = read_runs(self._fd, self.pid, starts, ends)
+        vpn = arange_runs(starts, lens)
         cat = np.repeat(cats.astype(np.uint16), lens)
         keep = pmb.populated(pm)  # pages may have changed since the scan: trust pagemap
         if not keep.all():
@@ -189,7 +182,8 @@ class Process:
             if not pfns_visible(pages):
                 self._drop_page_info()
                 return
-        lookup_pages(pages, self._kpage, self._idle, split=self._split_reads)  # type: ignore[arg-type]
+        assert self._kpage is not None
+        lookup_pages(pages, self._kpage, self._idle, split=self._split_reads)
 
     def _drop_page_info(self) -> None:
         if self._kpage is not None:
@@ -197,7 +191,7 @@ class Process:
         if self._idle is not None:
             self._idle.close()
         self._kpage = self._idle = None
-        self.known = Known(soft_dirty=self.known.soft_dirty, categories=self.known.categories)
+        self._known = Known(soft_dirty=self._known.soft_dirty, categories=self._known.categories)
 
     def chunks(self, workers: int = 2) -> Iterator[tuple[int, Pages]]:
         """(VMA index, Pages) in address order; a VMA may come in several chunks."""
@@ -233,7 +227,7 @@ class Process:
             yield from (self._pages(regs) for regs in todo)
         else:
             self._split_reads = False  # the workers are the parallelism
-            yield from _ordered_map(self._pages, todo, workers, ahead=2 * workers)
+            yield from ordered_map(self._pages, todo, workers, ahead=2 * workers)
         self.check_alive()
 
     def _batch_regions(self) -> Iterator[np.ndarray]:
@@ -271,16 +265,14 @@ class Process:
             self._idle = None
 
     def __enter__(self) -> Process:
-        return self
+        return self.open()
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def snapshot(self, workers: int = 2) -> Snapshot:
         parts = list(self.batches(workers))
-        snap = Snapshot(self.pid, self.comm, self.vmas, Pages.concat(parts), self.known)
-        snap.notes = missing_notes(self.known)
-        return snap
+        return Snapshot(self.pid, self.comm, self.vmas, Pages.concat(parts), self.known)
 
 
 def pfns_visible(pages: Pages) -> bool:
@@ -291,7 +283,7 @@ def pfns_visible(pages: Pages) -> bool:
     return not pres.any() or bool((pages.pm[pres] & pmb.PM_PFN_MASK).any())
 
 
-def lookup_pages(pages: Pages, reader: PfnReader, idle: IdleReader | None = None, split: bool = True) -> None:
+def lookup_pages(pages: Pages, reader: PfnReader, idle: IdleBitmap | None = None, split: bool = True) -> None:
     """Fill pages.kflags and pages.kcount (and pages.idle) for the present pages, in place."""
     pres = pmb.present(pages.pm)
     allp = bool(pres.all())
@@ -312,11 +304,10 @@ def lookup_pages(pages: Pages, reader: PfnReader, idle: IdleReader | None = None
         # Only the ABI bits carry over: kernel-internal ones (32+) may be per page.
         flags[tails] = (flags[tails] & KPF_ABI_MASK & ~kpf_mask("compound_head")) | kpf_mask("compound_tail")
     if idle is not None:
-        # Y: the pte young bit, via idle page tracking: a page not idle is young (KERNEL.md).
-        bits = idle.lookup(pfn)
-        if bits is not None:
-            pages.idle = np.zeros(len(pages), dtype=bool)
-            pages.idle[pres] = bits
+        # Y: the pte young bit, exported only through idle page tracking: a page not idle is young
+        # (Documentation/admin-guide/mm/idle_page_tracking.rst).
+        pages.idle = np.zeros(len(pages), dtype=bool)
+        pages.idle[pres] = idle.read_idle(pfn)
     if count is not None:
         kc = np.ones(len(pfn), dtype=U64)
         kc[shared] = count
@@ -366,44 +357,8 @@ def _split_regions(regs: np.ndarray, limit: int) -> Iterator[np.ndarray]:
     yield from np.split(regs, np.flatnonzero(np.diff(group)) + 1)
 
 
-def _ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, ahead: int) -> Iterator[R]:
-    """fn over items on `workers` threads, at most `ahead` in flight, results in order."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    window: collections.deque = collections.deque()
-    with ThreadPoolExecutor(workers, thread_name_prefix="pmaps-read") as ex:
-        try:
-            for item in items:
-                window.append(ex.submit(fn, item))
-                if len(window) >= ahead:
-                    yield window.popleft().result()
-            while window:
-                yield window.popleft().result()
-        finally:
-            for f in window:
-                f.cancel()
-
-
-def missing_notes(known: Known, pfn: bool = False) -> list[str]:
-    """What a view of these pages cannot tell, in phrases for one stderr line."""
-    out = []
-    if pfn and not known.pfn:
-        out.append("PFNs (pagemap shows them only to CAP_SYS_ADMIN, since Linux 4.2)")
-    if not (known.flags and known.count):
-        out.append("page flags and map counts (need CAP_SYS_ADMIN and /proc/kpageflags, kpagecount: run as root)")
-    if not known.young:
-        out.append("Y (no idle page tracking in this kernel)")
-    if not known.soft_dirty:
-        out.append("P (no soft-dirty in this kernel)")
-    if not known.zero:
-        out.append("the zero page (needs PAGEMAP_SCAN or root)")
-    return out
-
-
 def collect(pid: int, *, flags: bool = True, counts: bool = True, scan: bool | None = None) -> Snapshot:
     """Snapshot of a process's memory, page by page. Raises PmapsError subclasses."""
     with Process(pid, Options(flags=flags, counts=counts, scan=scan)) as proc:
         return proc.snapshot()
 
-
-__all__ = ["Options", "Process", "collect", "parse_pid", "PmapsError"]

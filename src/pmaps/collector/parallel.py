@@ -1,0 +1,26 @@
+"""Ordered parallel map: reads spend their time in the kernel without the GIL, so two threads help."""
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, ahead: int) -> Iterator[R]:
+    """fn over items on `workers` threads, at most `ahead` in flight, results in order."""
+    window: collections.deque[Future[R]] = collections.deque()
+    with ThreadPoolExecutor(workers, thread_name_prefix="pmaps-read") as ex:
+        try:
+            for item in items:
+                window.append(ex.submit(fn, item))
+                if len(window) >= ahead:
+                    yield window.popleft().result()
+            while window:
+                yield window.popleft().result()
+        finally:
+            for f in window:
+                f.cancel()

@@ -1,0 +1,85 @@
+"""One sample of a process as ranges (recordings, diff, watch): from its pages, or for a pagemap-only
+sample straight from PAGEMAP_SCAN's regions (never expanding pages)."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..kernel.kpage import KPF
+from ..kernel.maps import PAGE_SHIFT, Vma
+from ..kernel.pagemap import CAT_FILE, CAT_PFNZERO, CAT_PRESENT, CAT_SWAPPED
+from ..model import Known, Ranges, Sample, merged_ranges, ranges_of
+from ..model.state import S_FILE, S_PRESENT, S_SWAPPED
+from ..numeric import arange_runs
+from .process import Process
+
+U64 = np.uint64
+
+
+def take_sample(proc: Process, *, with_pfn: bool = False, seq: int = 0) -> Sample:
+    """Read the process now into ranges (full state word, swapped pages included)."""
+    t0 = time.perf_counter()
+    proc.refresh_vmas()
+    if not (proc.opts.flags or proc.opts.counts) and proc.scanning and not with_pfn:
+        return _scan_sample(proc, seq, t0)
+    known = proc.known
+    parts: dict[int, list[Ranges]] = {}
+    for i, pages in proc.chunks():
+        parts.setdefault(i, []).append(
+            ranges_of(pages, proc.known, full=True, with_pfn=with_pfn, swap=True))
+    known = proc.known  # may have changed (PFNs found hidden mid-scan)
+    cols: list[tuple[int, Ranges]] = []
+    for i in sorted(parts):
+        for r in merged_ranges(parts[i]):
+            cols.append((i, r))
+    return _from_ranges(proc.pid, proc.comm, proc.vmas, known, cols, with_pfn and known.pfn, seq,
+                        time.time(), time.perf_counter() - t0)
+
+
+def _scan_sample(proc: Process, seq: int, t0: float) -> Sample:
+    """A pagemap-only sample straight from PAGEMAP_SCAN's regions, never expanding pages.
+
+    The kernel already merges adjacent pages of equal categories into one region (present,
+    swapped, file, PFN-zero): those are our ranges. What this leaves out, compared with reading
+    pagemap entries: the exclusive bit (56) and uffd-wp, which PAGEMAP_SCAN does not report.
+    """
+    vm = proc.vmas
+    regs = proc.regions(vm[0].start, vm[-1].end)
+    vs = np.array([v.start for v in vm], dtype=U64)
+    ve = np.array([v.end for v in vm], dtype=U64)
+    rs, re_, cat = regs[:, 0], regs[:, 1], regs[:, 2]
+    # Regions never cross VMAs (the walk is per VMA), but clip to be safe: one piece per overlap.
+    a = np.searchsorted(re_, vs, side="right")
+    b = np.searchsorted(rs, ve, side="left")
+    cnt = np.maximum(b - a, 0)
+    vma = np.repeat(np.arange(len(vm), dtype=np.int32), cnt)
+    idx = arange_runs(a.astype(np.int64), cnt.astype(np.int64))
+    st = np.maximum(rs[idx], vs[vma]) >> U64(PAGE_SHIFT)
+    en = np.minimum(re_[idx], ve[vma]) >> U64(PAGE_SHIFT)
+    c = cat[idx]
+    state = (((c & U64(CAT_PRESENT)) != 0).astype(U64) << U64(S_PRESENT)) \
+        | (((c & U64(CAT_SWAPPED)) != 0).astype(U64) << U64(S_SWAPPED)) \
+        | (((c & U64(CAT_FILE)) != 0).astype(U64) << U64(S_FILE)) \
+        | (((c & U64(CAT_PFNZERO)) != 0).astype(U64) << U64(KPF["zero_page"]))
+    mc = np.where((c & U64(CAT_PRESENT)) != 0, -1, 0).astype(np.int64)
+    known = Known(soft_dirty=proc.known.soft_dirty, categories=True)
+    return Sample(proc.pid, proc.comm, vm, known, vma, st, (en - st).astype(np.int64), state & known.mask(), mc,
+                  None, time.time(), seq, time.perf_counter() - t0, exclusive_known=False)
+
+
+def _from_ranges(pid: int, comm: str, vmas: list[Vma], known: Known, cols: list[tuple[int, Ranges]],
+                 with_pfn: bool, seq: int, t: float, cost: float) -> Sample:
+    if cols:
+        vma = np.concatenate([np.full(len(r), i, dtype=np.int32) for i, r in cols])
+        vpn = np.concatenate([r.vpn for _, r in cols]).astype(U64)
+        count = np.concatenate([r.count for _, r in cols]).astype(np.int64)
+        state = np.concatenate([r.state for _, r in cols]).astype(U64)
+        mc = np.concatenate([r.mapcount for _, r in cols]).astype(np.int64)
+        pfn = np.concatenate([r.pfn for _, r in cols]).astype(U64) if with_pfn else None
+    else:
+        vma = np.zeros(0, dtype=np.int32)
+        vpn, state = np.zeros(0, dtype=U64), np.zeros(0, dtype=U64)
+        count, mc = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        pfn = np.zeros(0, dtype=U64) if with_pfn else None
+    return Sample(pid, comm, vmas, known, vma, vpn, count, state, mc, pfn, t, seq, cost)

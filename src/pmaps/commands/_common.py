@@ -1,0 +1,127 @@
+"""What several commands share: PID arguments, process filters, the scan of top/libs, charts."""
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Callable
+from typing import TextIO
+
+from ..collector import scan_system
+from ..errors import UsageError
+from ..kernel.status import Ident
+from ..model import SystemScan
+from ..render.notes import skipped_line
+from ..store import save_bytes
+from ..store import scan as scanfile
+
+
+def parse_pid(text: str) -> int:
+    """A PID as typed: ASCII digits only (int() would also take ' 12', '+1' or Arabic digits)."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 10 or int(text) <= 0:
+        raise UsageError(f"not a process ID: {text[:40]!r}")
+    return int(text)
+
+
+def user_namer() -> Callable[[int], str]:
+    """uid -> login name (number when unknown), cached."""
+    import pwd
+
+    cache: dict[int, str] = {}
+
+    def name(uid: int) -> str:
+        if uid not in cache:
+            try:
+                cache[uid] = pwd.getpwuid(uid).pw_name
+            except KeyError:
+                cache[uid] = str(uid)
+        return cache[uid]
+
+    return name
+
+
+def add_chart_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pie", metavar="FILE.png", help="also draw a pie chart of PSS (matplotlib)")
+    p.add_argument("--bar", metavar="FILE.png", help="also draw a bar chart of PSS (matplotlib)")
+
+
+def check_charts(args: argparse.Namespace) -> None:
+    """Refuse a chart path that is not .png before any work is done (the picture is always PNG)."""
+    for kind in ("pie", "bar"):
+        path = getattr(args, kind, None)
+        if path is not None and not path.lower().endswith(".png"):
+            raise UsageError(f"--{kind} writes a PNG: the file name must end in .png ({path!r})")
+
+
+def charts(args: argparse.Namespace, items: list[tuple[str, int]], title: str) -> None:
+    from ..render.charts import chart_png
+
+    for kind in ("pie", "bar"):
+        path = getattr(args, kind, None)
+        if path:
+            save_bytes(path, chart_png(kind, items, title), 0o644)
+
+
+def report_scan(scan: SystemScan, args: argparse.Namespace, err: TextIO) -> None:
+    """The one line about processes not counted, and what these privileges cannot tell."""
+    line = skipped_line(scan)
+    if line:
+        err.write(f"pmaps: {line}\n")
+    if not args.quiet and not scan.known.count:
+        err.write("pmaps: PSS, KSM and hugetlb figures need root (kpageflags, kpagecount): shown as '?'\n")
+
+
+def parse_pids(text: str) -> list[int]:
+    words = [x for x in re.split(r"[,\s]+", text.strip()) if x]
+    if not words:
+        raise UsageError(f"not a list of PIDs: {text!r}")
+    try:
+        return [parse_pid(x) for x in words]
+    except UsageError:
+        raise UsageError(f"not a list of PIDs: {text[:60]!r}") from None
+
+
+def selector(args: argparse.Namespace, user_of: Callable[[int], str]) -> Callable[[Ident], bool] | None:
+    users = set(re.split(r"[,\s]+", args.user)) if args.user else None
+    try:
+        rx = re.compile(args.command) if args.command else None
+    except re.error as err:
+        raise UsageError(f"-c: not a regular expression: {args.command!r} ({err})") from None
+    cg = args.cgroup
+    if users is None and rx is None and cg is None:
+        return None
+
+    def ok(ident: Ident) -> bool:
+        if users is not None and str(ident.uid) not in users and user_of(ident.uid) not in users:
+            return False
+        if rx is not None and not rx.search(ident.comm):
+            return False
+        return cg is None or ident.cgroup == cg or ident.cgroup.startswith(cg.rstrip("/") + "/")
+
+    return ok
+
+
+def add_filter_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-u", "--user", help="only these users (names or uids, comma-separated)")
+    p.add_argument("-c", "--command", metavar="REGEX", help="only processes whose command (comm) matches")
+    p.add_argument("-p", "--pid", metavar="PIDS", help="only these PIDs (comma-separated)")
+    p.add_argument("--cgroup", metavar="PATH", help="only processes in this cgroup or below it")
+    p.add_argument("--no-scan", action="store_true", help="read pagemap instead of PAGEMAP_SCAN")
+    p.add_argument("--save-scan", metavar="FILE", help="also save the raw scan (.npz, PFNs included, 0600)")
+    p.add_argument("--load-scan", metavar="FILE", help=argparse.SUPPRESS)  # golden tests, bug reports
+
+
+def scan_from_args(args: argparse.Namespace, user_of: Callable[[int], str]) -> SystemScan:
+    pids = parse_pids(args.pid) if args.pid else None
+    return scan_system(pids, selector(args, user_of), scan=False if args.no_scan else None)
+
+
+def load_or_scan(args: argparse.Namespace, user_of: Callable[[int], str]) -> SystemScan:
+    """The scan: read from --load-scan, or made now (and kept with --save-scan)."""
+    if args.load_scan:
+        return scanfile.load(args.load_scan)
+    scan = scan_from_args(args, user_of)
+    if args.save_scan:
+        scanfile.save(scan, args.save_scan)
+    return scan
+
+

@@ -1,0 +1,48 @@
+"""Who a process is: /proc/PID/comm, status (uid) and cgroup, decoded into an Ident.
+
+Readers fetch bytes through procfs (errors translated there); decoders are pure.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import AccessDenied
+from . import procfs
+from .cgroup import decode_cgroup
+
+
+@dataclass(frozen=True, slots=True)
+class Ident:
+    """Who a process is, for filtering and grouping."""
+
+    pid: int
+    comm: str
+    uid: int  # effective uid, as ps(1) shows
+    cgroup: str  # cgroup v2 path ("0::" line), else the v1 memory controller's
+
+
+def decode_status_uid(data: bytes) -> int:
+    """Effective uid from /proc/PID/status ("Uid: real effective saved fs", proc(5))."""
+    for line in data.splitlines():
+        if line.startswith(b"Uid:"):
+            return int(line.split()[2])
+    raise ValueError("no Uid line in status")
+
+
+def decode_comm(data: bytes) -> str:
+    return data.decode("utf-8", "replace").strip()
+
+
+def read_comm(pid: int, *, started: bool = False) -> str:
+    return decode_comm(procfs.read_file(pid, "comm", started=started))
+
+
+def read_ident(pid: int) -> Ident:
+    """comm, euid and cgroup of a process (NoSuchProcess & co. from procfs on a race)."""
+    comm = read_comm(pid)
+    uid = decode_status_uid(procfs.read_file(pid, "status"))
+    try:
+        cg = decode_cgroup(procfs.read_file(pid, "cgroup"))
+    except AccessDenied:
+        cg = "?"
+    return Ident(pid, comm, uid, cg)

@@ -1,0 +1,91 @@
+"""Maximal runs of consecutive pages in one state: the RFC's INDEX COUNT FLAGS MAPCOUNT rows. Pure."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..kernel import pagemap as pmb
+from ..numeric import run_bounds
+from .pages import Pages
+from .state import MC_KEY_MAX, RFC_MASK, U64, Known
+
+
+@dataclass
+class Ranges:
+    """Maximal runs of consecutive pages in one state: one row per range (columns)."""
+
+    vpn: np.ndarray  # first virtual page
+    count: np.ndarray
+    state: np.ndarray  # state word (grouping mask applied)
+    mapcount: np.ndarray  # -1 unknown
+    pfn: np.ndarray | None  # first PFN, only when asked for
+
+    def __len__(self) -> int:
+        return len(self.vpn)
+
+
+def ranges_of(pages: Pages, known: Known, *, full: bool, with_pfn: bool, swap: bool) -> Ranges:
+    """Run-length encode pages (all in one VMA, address order) into maximal ranges.
+
+    A range breaks where pages stop being virtually consecutive, where the grouped state or
+    the map count changes, and, with PFNs, where pages stop being physically contiguous.
+    """
+    if not swap:
+        pres = pmb.present(pages.pm)
+        if not pres.all():
+            pages = pages.take(pres)
+    n = len(pages)
+    state = pages.state(known)
+    if not full:
+        state &= RFC_MASK
+    mc = pages.mapcount(known)
+    if n == 0:
+        z = np.zeros(0, dtype=np.int64)
+        return Ranges(pages.vpn, z, state, z, z.astype(U64) if with_pfn else None)
+    # One compare for state and map count: the state word leaves bits 40-63 free.
+    key = state | (np.minimum(mc.astype(U64), U64(MC_KEY_MAX)) << U64(40))
+    brk = (pages.vpn[1:] != pages.vpn[:-1] + U64(1)) | (key[1:] != key[:-1])
+    pfn = pages.pfn if with_pfn and known.pfn else None  # hidden PFNs read 0: no contiguity
+    if pfn is not None:
+        brk |= pfn[1:] != pfn[:-1] + U64(1)
+    first, count = run_bounds(brk)
+    return Ranges(pages.vpn[first], count, state[first], mc[first], None if pfn is None else pfn[first])
+
+
+def merge_boundary(a: Ranges, b: Ranges) -> tuple[Ranges, Ranges]:
+    """Join a's last range with b's first when they are one range split by chunking."""
+    if len(a) == 0 or len(b) == 0:
+        return a, b
+    la = len(a) - 1
+    ok = (
+        int(a.vpn[la]) + int(a.count[la]) == int(b.vpn[0])
+        and a.state[la] == b.state[0]
+        and a.mapcount[la] == b.mapcount[0]
+        and (a.pfn is None or b.pfn is None or int(a.pfn[la]) + int(a.count[la]) == int(b.pfn[0]))
+    )
+    if not ok:
+        return a, b
+    a.count = a.count.copy()
+    a.count[la] += b.count[0]
+    sl = slice(1, None)
+    return a, Ranges(b.vpn[sl], b.count[sl], b.state[sl], b.mapcount[sl], None if b.pfn is None else b.pfn[sl])
+
+
+def merged_ranges(chunks: Iterable[Ranges]) -> Iterator[Ranges]:
+    """Ranges of one VMA computed chunk by chunk, with chunk-boundary splits undone."""
+    pending: Ranges | None = None
+    for r in chunks:
+        if pending is None:
+            pending = r
+            continue
+        pending, r = merge_boundary(pending, r)
+        if len(r) == 0:
+            continue
+        yield pending
+        pending = r
+    if pending is not None and len(pending):
+        yield pending
+
+

@@ -1,0 +1,74 @@
+"""A process's VMAs and populated pages at one moment, and the PageSource protocol every view reads. Pure."""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+import numpy as np
+
+from ..kernel import pagemap as pmb
+from ..kernel.maps import PAGE_SHIFT, Vma
+from .pages import Pages
+from .ranges import Ranges, ranges_of
+from .state import U64, Known
+
+
+class PageSource(Protocol):
+    """What the page-range and footprint views read: a live `collector.Process` or a `Snapshot`.
+
+    `known` may change while chunks are read (a live process may turn out to hide PFNs): read it
+    after the chunks, or through a callable."""
+
+    pid: int
+    comm: str
+    vmas: list[Vma]
+
+    @property
+    def known(self) -> Known: ...
+
+    def chunks(self) -> Iterator[tuple[int, Pages]]:
+        """(VMA index, Pages) in address order; a VMA may come in several chunks."""
+        ...
+
+
+@dataclass
+class Snapshot:
+    """A process's VMAs and populated pages at one moment."""
+
+    pid: int
+    comm: str
+    vmas: list[Vma]
+    pages: Pages
+    known: Known
+    time: float = field(default_factory=time.time)
+    notes: list[str] = field(default_factory=list)
+
+    def bounds(self) -> np.ndarray:
+        """[lo, hi) page-index slice of each VMA, shape (nvmas, 2)."""
+        starts = np.array([v.start >> PAGE_SHIFT for v in self.vmas], dtype=U64)
+        ends = np.array([v.end >> PAGE_SHIFT for v in self.vmas], dtype=U64)
+        lo = np.searchsorted(self.pages.vpn, starts, side="left")
+        hi = np.searchsorted(self.pages.vpn, ends, side="left")
+        return np.stack([lo, hi], axis=1) if len(self.vmas) else np.zeros((0, 2), dtype=np.int64)
+
+    def chunks(self) -> Iterator[tuple[int, Pages]]:
+        """The PageSource stream: (VMA index, its pages), VMAs with no page left out."""
+        for i, (lo, hi) in enumerate(self.bounds().tolist()):
+            if hi > lo:
+                yield i, self.pages.take(slice(lo, hi))
+
+    def iter_vmas(self) -> Iterator[tuple[Vma, Pages]]:
+        for vma, (lo, hi) in zip(self.vmas, self.bounds().tolist()):
+            yield vma, self.pages.take(slice(lo, hi))
+
+    def ranges(self, vma_index: int, *, full: bool = True, with_pfn: bool = False, swap: bool = True) -> Ranges:
+        lo, hi = self.bounds()[vma_index].tolist()
+        return ranges_of(self.pages.take(slice(lo, hi)), self.known, full=full, with_pfn=with_pfn, swap=swap)
+
+    def without_pfns(self) -> Snapshot:
+        """A copy whose pagemap entries no longer hold PFNs (for saving without --pfn)."""
+        pm = self.pages.pm.copy()
+        pm[pmb.present(pm)] &= ~pmb.PM_PFN_MASK
+        return replace(self, pages=replace(self.pages, pm=pm), known=replace(self.known, pfn=False))

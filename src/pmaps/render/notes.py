@@ -1,0 +1,40 @@
+"""The prose pmaps adds on stderr about what a view cannot tell or did not count (one line each)."""
+from __future__ import annotations
+
+from ..model import Known, SystemScan
+
+
+def missing_notes(known: Known, pfn: bool = False) -> list[str]:
+    """What a view of these pages cannot tell, in phrases for one stderr line."""
+    out = []
+    if pfn and not known.pfn:
+        out.append("PFNs (pagemap shows them only to CAP_SYS_ADMIN, since Linux 4.2)")
+    if not (known.flags and known.count):
+        out.append("page flags and map counts (need CAP_SYS_ADMIN and /proc/kpageflags, kpagecount: run as root)")
+    if not known.young:
+        out.append("Y (no idle page tracking in this kernel)")
+    if not known.soft_dirty:
+        out.append("P (no soft-dirty in this kernel)")
+    if not known.zero:
+        out.append("the zero page (needs PAGEMAP_SCAN or root)")
+    return out
+
+
+def _pids(pids: list[int]) -> str:
+    return ",".join(map(str, pids[:5])) + (",..." if len(pids) > 5 else "")
+
+
+def skipped_line(scan: SystemScan) -> str | None:
+    """The one line about processes that are not in a scan's figures, or None."""
+    parts = []
+    sk = scan.skipped
+    if sk.get("exited"):
+        parts.append(f"{len(sk['exited'])} exited during the scan")
+    if sk.get("denied"):
+        parts.append(f"{len(sk['denied'])} unreadable (permission denied: pid {_pids(sk['denied'])})")
+    if sk.get("missing"):
+        parts.append(f"{len(sk['missing'])} not found (no such process: pid {_pids(sk['missing'])})")
+    if not parts:
+        return None
+    n = sum(len(v) for v in sk.values())
+    return f"{n} process{'es' if n > 1 else ''} not counted: " + "; ".join(parts)

@@ -1,0 +1,54 @@
+"""A SystemScan saved to one .npz (`top --save-scan`; golden tests and bug reports). PFNs included."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import BadSnapshot
+from ..kernel.status import Ident
+from ..model import Pages, ProcRec, SystemScan
+from .codec import DECODE_ERRORS, decode_known, decode_vmas, encode_known, encode_vmas, pack_npz, unpack_npz
+from .files import PathLike, load_bytes, save_bytes
+
+SCHEMA = "pmaps-sysscan/1"
+U64 = np.uint64
+
+
+def dumps(scan: SystemScan) -> bytes:
+    meta = {
+        "schema": SCHEMA, "known": encode_known(scan.known), "skipped": scan.skipped, "meminfo": scan.meminfo,
+        "self_pss": scan.self_pss, "complete": scan.complete, "time": scan.time,
+        "procs": [{"pid": p.ident.pid, "comm": p.ident.comm, "uid": p.ident.uid, "cgroup": p.ident.cgroup,
+                   "lo": p.lo, "hi": p.hi, "vmas": encode_vmas(p.vmas)} for p in scan.procs],
+    }
+    return pack_npz(meta, {k: getattr(scan.pages, k) for k in ("vpn", "pm", "cat", "kflags", "kcount")})
+
+
+def loads(data: bytes, name: str = "<bytes>") -> SystemScan:
+    try:
+        meta, cols = unpack_npz(data, SCHEMA)
+        pages = Pages(cols["vpn"].astype(U64), cols["pm"].astype(U64), cols["cat"].astype(np.uint16),
+                      cols.get("kflags"), cols.get("kcount"))
+        procs = []
+        for p in meta["procs"]:
+            vmas = decode_vmas(p["vmas"])
+            lo, hi = int(p["lo"]), int(p["hi"])
+            if not 0 <= lo <= hi <= len(pages):
+                raise ValueError(f"process {p['pid']} has pages [{lo}, {hi}) outside the scan")
+            sub = pages.vpn[lo:hi]
+            vlo = np.searchsorted(sub, np.array([v.start >> 12 for v in vmas], dtype=U64)) + lo
+            vhi = np.searchsorted(sub, np.array([v.end >> 12 for v in vmas], dtype=U64)) + lo
+            procs.append(ProcRec(Ident(int(p["pid"]), str(p["comm"]), int(p["uid"]), str(p["cgroup"])), vmas, lo, hi,
+                                 vlo.astype(np.int64), vhi.astype(np.int64)))
+        return SystemScan(procs, pages, decode_known(meta["known"]), meta["skipped"], meta["meminfo"],
+                          complete=bool(meta["complete"]), time=float(meta["time"]),
+                          self_pss=int(meta.get("self_pss", 0)))
+    except DECODE_ERRORS as err:
+        raise BadSnapshot(f"{name}: corrupt system scan, or not a pmaps scan file ({err})", path=name) from err
+
+
+def save(scan: SystemScan, path: PathLike) -> None:
+    save_bytes(path, dumps(scan))
+
+
+def load(path: PathLike) -> SystemScan:
+    return loads(load_bytes(path), str(path))
