@@ -153,7 +153,8 @@ def _finish(sums: dict[str, int], unknown: set[str]) -> dict[str, int | None]:
     return finish(sums, unknown, FIGURES)
 
 
-def process_rows(scan: SystemScan, figs: ScanFigures, reps: np.ndarray, user_of: Callable[[int], str] = str) -> list[Row]:
+def process_rows(scan: SystemScan, figs: ScanFigures, reps: np.ndarray,
+                 user_of: Callable[[int], str] = str) -> list[Row]:
     """One row per scanned process, figures as its smaps_rollup would show them."""
     rows = []
     for i, p in enumerate(scan.procs):

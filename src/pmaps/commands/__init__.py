@@ -23,6 +23,7 @@ class Command(abc.ABC):
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:  # pragma: no cover - interface
         """Add the command's own options (the shared ones come from add_output_options)."""
+        return None
 
     @abc.abstractmethod
     def run(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

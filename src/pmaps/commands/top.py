@@ -95,7 +95,8 @@ class Top(Command):
         key = args.group_by or "comm"
         # One slice per mm: a CLONE_VM sibling's row repeats its mm's figures.
         charts(args, [(f"{r[key]}" + ("" if args.group_by else f" [{r['pid']}]"), r["pss"] or 0)
-                      for r in view.rows if args.group_by or r["mm"] == r["pid"]], "PSS by " + (args.group_by or "process"))
+                      for r in view.rows if args.group_by or r["mm"] == r["pid"]],
+               "PSS by " + (args.group_by or "process"))
         return 0
 
     def _watch(self, args: argparse.Namespace, out: TextIO, err: TextIO, user_of: Callable[[int], str]) -> int:

@@ -15,8 +15,9 @@ class Wss(Command):
     """Measure the working set: mark every page not-accessed, wait --interval, read back which were.
 
     Method: idle page tracking when the kernel has it, else DAMON (sysfs, root, no other DAMON
-    user, --interval of 1 s or more), else clear_refs (see the limits printed with the result). With --cycles N, also a histogram of page ages (how many intervals ago each
-    resident page was last seen accessed). Ctrl-C stops after the current cycle and prints what
+    user, --interval of 1 s or more), else clear_refs (see the limits printed with the result).
+    With --cycles N, also a histogram of page ages (how many intervals ago each resident page was
+    last seen accessed). Ctrl-C stops after the current cycle and prints what
     was measured so far.
     """
 

@@ -175,7 +175,8 @@ class PfnReader:
         elif count_sel is not None and 4 * int(np.count_nonzero(count_sel)) < len(pfns):
             count_plan = plan_lookup(pfns[count_sel])
         results: list[np.ndarray | None] = []
-        for fd, path, pl in ((self.flags_fd, "/proc/kpageflags", plan), (self.count_fd, "/proc/kpagecount", count_plan)):
+        for fd, path, pl in ((self.flags_fd, "/proc/kpageflags", plan),
+                             (self.count_fd, "/proc/kpagecount", count_plan)):
             if fd is None:
                 results.append(None)
                 continue
@@ -263,7 +264,8 @@ KPAGEFLAGS = "/proc/kpageflags"
 PHYS_CHUNK = 1 << 20  # PFNs per read: 8 MiB of u64
 
 
-def iter_kpageflags(start: int = 0, end: int | None = None, chunk: int = PHYS_CHUNK) -> Iterator[tuple[int, np.ndarray]]:
+def iter_kpageflags(start: int = 0, end: int | None = None,
+                    chunk: int = PHYS_CHUNK) -> Iterator[tuple[int, np.ndarray]]:
     """(first PFN, kpageflags u64 array) chunks over [start, end); end None: to the end of memory.
 
     Reads past the last PFN are short (fs/proc/page.c kpageflags_read stops at max_pfn), so a

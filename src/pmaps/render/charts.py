@@ -21,7 +21,7 @@ def top_items(items: list[tuple[str, int]], limit: int = MAX_SLICES) -> list[tup
     if len(items) <= limit:
         return items
     head, tail = items[: limit - 1], items[limit - 1 :]
-    return head + [(f"other ({len(tail)})", sum(v for _, v in tail))]
+    return [*head, (f"other ({len(tail)})", sum(v for _, v in tail))]
 
 
 def pyplot() -> Any:

@@ -80,7 +80,8 @@ class DiffView(View):
                 yield {"vma": head} | c
 
     def table(self) -> tuple[Sequence[str], Iterable[Sequence[object]]]:
-        return CSV_HEADER, ([v.vma.start, v.vma.end, v.vma.perms, v.vma.path, v.status, c["addr"], c["pages"], c["bytes"],
+        return CSV_HEADER, ([v.vma.start, v.vma.end, v.vma.perms, v.vma.path, v.status, c["addr"], c["pages"],
+                             c["bytes"],
                              c["change"], " ".join(c["before"]), " ".join(c["after"]), c["mapcount_before"],
                              c["mapcount_after"]] for v in self.diff.vmas for c in change_dicts(v))
 

@@ -79,7 +79,8 @@ def build(samples: list[Sample], width: int = 1200) -> Heat:
             cs, cn = cs[order], cn[order]
             cum = np.concatenate(([0], np.cumsum(cn)))
 
-            def F(x: np.ndarray) -> np.ndarray:  # pages of this class with coordinate < x
+            def F(x: np.ndarray, cs: np.ndarray = cs, cn: np.ndarray = cn, cum: np.ndarray = cum) -> np.ndarray:
+                # pages of this class with coordinate < x
                 i = np.searchsorted(cs, x, side="left")  # ranges starting before x: 0..i-1
                 j = np.maximum(i - 1, 0)
                 part = np.where(i > 0, np.minimum(cn[j], np.maximum(x - cs[j], 0)), 0)

@@ -140,7 +140,7 @@ def write_plain(out: TextIO, view: WatchView, unit: str = "human") -> None:
         foot += [fmt_bytes(t[k] * PAGE_SIZE, unit) if view.known_flags or k not in ("thp", "dirty") else "?", ""]
     # MAPPING is appended after the aligned columns: write_table right-aligns a last column.
     buf = io.StringIO()
-    write_table(buf, HEAD[:-1], [c[:-1] for c in rows], left=2, footer=[foot + [""]])
+    write_table(buf, HEAD[:-1], [c[:-1] for c in rows], left=2, footer=[[*foot, ""]])
     names = [HEAD[-1], *(c[-1] for c in rows), ""]
     lines = buf.getvalue().splitlines()
     width = max(len(ln) for ln in lines)

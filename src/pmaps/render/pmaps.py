@@ -221,14 +221,16 @@ class PageRangesView(View):
             try:
                 if fmt in ("text", "ndjson"):
                     # Streamed: text line by line, NDJSON a whole VMA line at a time.
-                    writer.process(src.pid, src.comm, src.vmas, src.chunks(), lambda: src.known, header=self.header)
+                    writer.process(src.pid, src.comm, src.vmas, src.chunks(), lambda s=src: s.known,  # type: ignore[misc]
+                                   header=self.header)
                 else:
                     # A JSON document is built per process, then written whole: a process that
                     # exits mid-scan must not leave a half-written document behind.
                     buf = io.StringIO()
                     sub = RangeWriter(buf, fmt, self.opts)
                     sub.first_process = writer.first_process
-                    sub.process(src.pid, src.comm, src.vmas, src.chunks(), lambda: src.known, header=False)
+                    sub.process(src.pid, src.comm, src.vmas, src.chunks(), lambda s=src: s.known,  # type: ignore[misc]
+                                header=False)
                     out.write(buf.getvalue())
                     writer.first_process = False
             except PmapsError as e:

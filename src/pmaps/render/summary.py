@@ -32,7 +32,8 @@ class ProcessSummary:
     total: dict[str, int | None] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, pid: int, comm: str, vmas: list[Vma], raw: list[dict[str, int]], unknown: set[str]) -> ProcessSummary:
+    def build(cls, pid: int, comm: str, vmas: list[Vma], raw: list[dict[str, int]],
+              unknown: set[str]) -> ProcessSummary:
         """From the engine's raw sums per VMA (footprint.figures(...).total())."""
         view = cls(pid, comm)
         tot: dict[str, int] = {}
@@ -50,7 +51,8 @@ class SummaryView(View):
 
     def document(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "processes": [
-            {"pid": v.pid, "comm": v.comm, "total": v.total, "vmas": [{**vma_dict(vma), **vals} for vma, vals in v.rows]}
+            {"pid": v.pid, "comm": v.comm, "total": v.total,
+             "vmas": [{**vma_dict(vma), **vals} for vma, vals in v.rows]}
             for v in self.processes]}
 
     def records(self) -> Iterable[dict[str, Any]]:

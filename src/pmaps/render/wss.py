@@ -63,7 +63,8 @@ class WssView(View):
             return fmt_bytes(pages * PAGE_SIZE, u)
 
         n = len(r.cycles)
-        out.write(f"pmaps wss: pid {r.pid} ({r.comm}), method {r.method}, {n} cycle{'s' * (n != 1)} of {r.interval:g}s\n")
+        out.write(f"pmaps wss: pid {r.pid} ({r.comm}), method {r.method}, "
+                  f"{n} cycle{'s' * (n != 1)} of {r.interval:g}s\n")
         for i, c in enumerate(r.cycles, 1):
             out.write(f"cycle {i}: accessed {b(c['accessed'])} of {b(c['resident'])} resident "
                       f"(located page by page: {b(c['located'])})\n")

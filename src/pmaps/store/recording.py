@@ -97,7 +97,8 @@ def load_sample(path: str | os.PathLike[str]) -> Sample:
     except (pa.ArrowException, ValueError, zlib.error) as err:
         raise BadSnapshot(f"{name}: not a pmaps sample (corrupt or truncated Parquet)", path=name) from err
     if not isinstance(meta, dict) or meta.get("schema") != SAMPLE_SCHEMA:
-        raise BadSnapshot(f"{name}: not a pmaps sample (schema {meta.get('schema') if isinstance(meta, dict) else None!r})",
+        schema = meta.get("schema") if isinstance(meta, dict) else None
+        raise BadSnapshot(f"{name}: not a pmaps sample (schema {schema!r})",
                           path=name)
     try:
         vmas = decode_vmas(meta["vmas"])
