@@ -391,7 +391,7 @@ def reservation_scan_cost(mc: Any, runs: int = 200) -> float | None:
     """Microseconds pmaps spends on the reservation VMA: one PAGEMAP_SCAN over it, which
     finds no page tables. Whole-run medians are too noisy to show a cost this small."""
     try:
-        from pmaps.kernel.scan import Scanner
+        from pmaps.kernel.pagemap import Scanner
     except ImportError:
         return None
     reg = mc.regions["reserve"]

@@ -27,8 +27,8 @@ sys.path.insert(0, str(REPO / "src"))
 
 from memchild import MemChild  # noqa: E402
 
-from pmaps.collect import Process  # noqa: E402
-from pmaps.recording import fields_options, sample_bytes, take_sample  # noqa: E402
+from pmaps.collector import Options, Process, take_sample  # noqa: E402
+from pmaps.store.recording import sample_bytes  # noqa: E402
 
 GIB, MIB = 1 << 30, 1 << 20
 PAGE = 4096
@@ -74,7 +74,7 @@ def sample_costs(gib: float, runs: int) -> list[tuple[str, str]]:
                         runs)
         res = {}
         for f in ("full", "pagemap"):
-            with Process(pid, fields_options(f)) as proc:
+            with Process(pid, Options.fields(f)) as proc:
                 holder = {}
                 res[f] = timed(lambda: holder.__setitem__("s", take_sample(proc)), runs)
                 s = holder["s"]

@@ -121,7 +121,6 @@ class Ages:
 
 # -- the measurement -------------------------------------------------------------------------
 
-METHODS = ("idle", "damon", "clear_refs")
 # auto picks DAMON only for intervals this long: each DAMON cycle also writes one sysfs region per
 # resident page and its samples stretch with the region count (measured: a 4200-page process took
 # 0.7 s for a 0.3 s interval), so shorter cycles would mostly measure overhead. method="damon" forces it.

@@ -37,8 +37,6 @@ class Caps:
     """Facts that decide what pmaps can know; passed down, never global."""
 
     sys_admin: bool  # PFNs are shown in pagemap only with CAP_SYS_ADMIN (since 4.2)
-    kpageflags: bool  # /proc/kpageflags opens (root, mode 0400)
-    kpagecount: bool
     idle_tracking: bool  # CONFIG_IDLE_PAGE_TRACKING and readable
     soft_dirty: bool  # CONFIG_MEM_SOFT_DIRTY
 
@@ -57,8 +55,6 @@ def probe() -> Caps:
     sys_admin = bool(_cap_eff() >> CAP_SYS_ADMIN & 1)
     return Caps(
         sys_admin=sys_admin,
-        kpageflags=_readable("/proc/kpageflags"),
-        kpagecount=_readable("/proc/kpagecount"),
         idle_tracking=_readable(IDLE_BITMAP),
         soft_dirty=_soft_dirty_supported(),
     )

@@ -11,7 +11,6 @@ import os
 from . import procfs
 
 CLEAR_REFERENCED = 1
-CLEAR_SOFT_DIRTY = 4
 
 
 def clear_refs(pid: int, what: int = CLEAR_REFERENCED) -> None:

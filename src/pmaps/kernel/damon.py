@@ -113,7 +113,6 @@ class Damon:
         self.kd = os.path.join(admin, "kdamonds")
         self.ctx = os.path.join(self.kd, "0", "contexts", "0")
         self.claimed = False
-        self.running = False
 
     # -- thin sysfs I/O
     def _write(self, rel: str, value: str | int) -> None:
@@ -189,7 +188,6 @@ class Damon:
                 self._write("0/state", "off")
         except (OSError, PmapsError):
             pass
-        self.running = False
 
     # -- one measurement
     def sample(self, first: np.ndarray, end: np.ndarray, interval: float, sample_us: int) -> np.ndarray:
@@ -219,7 +217,6 @@ class Damon:
             raise procfs.gone_error(self.pid, None, started=True)
         try:
             self._write("0/state", "on")
-            self.running = True
             # Blocks until the first aggregation interval ends and the scheme has been applied.
             self._write("0/state", "update_schemes_tried_regions")
             names = [d for d in os.listdir(tried) if d.isdigit()]

@@ -54,8 +54,6 @@ def top_byte(entries: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(entries).view(np.uint8)[7::8]
 
 
-TOP_PRESENT = 0x80  # bit 63
-TOP_SWAPPED = 0x40  # bit 62
 TOP_EXCLUSIVE = 0x01  # bit 56
 
 
