@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import AccessDenied
-from ..numeric import seg_offsets
+from ..numeric import merge_intervals, seg_offsets
 from . import procfs
 
 # The one kpageflags table: (bit, pmaps name, page-types letter, page-types name). Bits 0-26 are
@@ -117,20 +117,13 @@ def plan_lookup(pfns: np.ndarray, gap: int = PFNS_PER_CALL) -> LookupPlan:
     rend = p[last] + 1
     order = np.argsort(rstart, kind="stable")
     s, e = rstart[order], rend[order]
-    reach = np.maximum.accumulate(e)
-    new = np.ones(len(s), dtype=bool)
-    new[1:] = s[1:] > reach[:-1] + gap
-    seg_first = np.flatnonzero(new)
-    seg_start = s[seg_first]
-    seg_end = np.maximum.reduceat(e, seg_first)
+    seg_start, seg_end, seg_of_run = merge_intervals(s, e, gap)
     seg_len = seg_end - seg_start
     # One whole span beats many segments when the PFNs are dense (cost model above).
     span = int(seg_end.max() - seg_start[0])
-    if len(seg_first) > 1 and span <= int(seg_len.sum()) + gap * len(seg_first):
+    if len(seg_start) > 1 and span <= int(seg_len.sum()) + gap * len(seg_start):
         seg_start, seg_len = seg_start[:1], np.array([span], dtype=np.int64)
         seg_of_run = np.zeros(len(s), dtype=np.int64)
-    else:
-        seg_of_run = np.cumsum(new) - 1
     # Position of each run's start PFN in the concatenated buffer; a page lands at that
     # position plus its distance from the run's start PFN.
     run_pos_sorted = seg_offsets(seg_len)[seg_of_run] + (s - seg_start[seg_of_run])
