@@ -4,6 +4,8 @@ from __future__ import annotations
 import io
 import os
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -35,6 +37,25 @@ def run():
         return Result(code, out.getvalue(), err.getvalue())
 
     return _run
+
+
+@pytest.fixture(scope="session")
+def wait_for():
+    """Wait for an observable event, not for a guessed time: wait_for(cond, what, timeout=60)
+    polls cond() until it returns something true and returns that; past the (generous) timeout
+    the test fails naming `what`."""
+
+    def _wait(cond: Callable[[], object], what: str, timeout: float = 60.0, step: float = 0.01) -> object:
+        deadline = time.monotonic() + timeout
+        while True:
+            value = cond()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                pytest.fail(f"gave up after {timeout:g} s waiting for {what}")
+            time.sleep(step)
+
+    return _wait
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -6,18 +6,17 @@ import os
 from pathlib import Path
 
 import pytest
+
 from helpers import PAGE
 from memchild import MemChild
-
 from pmaps.analysis.diff import KINDS, diff_samples
-from pmaps.collector import Process
-from pmaps.collector import take_sample
-from pmaps.store.recording import load_sample
+from pmaps.collector import Process, take_sample
 from pmaps.render.diff import to_json
+from pmaps.store.recording import load_sample
 
 GOLDEN = Path(__file__).parent / "golden"
 A, B = str(GOLDEN / "time_a.parquet"), str(GOLDEN / "time_b.parquet")
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (kpageflags)")
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (kpageflags of a live child)")
 
 
 def changes(doc: dict, start: int) -> list[tuple[int, int, str]]:
@@ -25,6 +24,7 @@ def changes(doc: dict, start: int) -> list[tuple[int, int, str]]:
     return [((c["addr"] - start) // PAGE, c["pages"], c["change"]) for c in v["changes"]]
 
 
+@needs_root
 def test_exact_changes_live():
     with MemChild(["a:anon:256K", "b:anon:512K:skip=0-128", "z:zero:64K"]) as mc, Process(mc.pid) as proc:
         before = take_sample(proc)
@@ -44,6 +44,7 @@ def test_exact_changes_live():
     assert f["after"] == [] and "present" in f["before"]
 
 
+@needs_root
 def test_cli_live_pid_vs_recording(run, tmp_path):
     with MemChild(["a:anon:128K"]) as mc:
         assert run("record", str(mc.pid), "-o", str(tmp_path / "r"), "--count", "1", "-q").code == 0

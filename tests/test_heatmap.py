@@ -2,22 +2,27 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+
 from memchild import MemChild
-
-from pmaps.store.recording import load_sample, sample_files
 from pmaps.render.heatmap import COLORS, build
+from pmaps.store.recording import load_sample, sample_files
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (kpageflags)")
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (kpageflags of a live child)")
+GOLDEN = Path(__file__).parent / "golden"
 
 
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory):
-    from pmaps.cli import main
+    """A live child recorded twice (two recordings of one sample): needs root."""
     import io
+
+    from pmaps.cli import main
 
     d = tmp_path_factory.mktemp("heat") / "rec"
     with MemChild(["a:anon:4M", "b:anon:4M:skip=0-1024"]) as mc:
@@ -30,6 +35,25 @@ def recording(tmp_path_factory):
     return d, regions
 
 
+@pytest.fixture(scope="module")
+def golden_recording(tmp_path_factory):
+    """The golden sample pair as a recording directory (no manifest: it is advisory): runs anywhere."""
+    d = tmp_path_factory.mktemp("golden") / "rec"
+    d.mkdir()
+    for i, name in enumerate(("time_a.parquet", "time_b.parquet")):
+        shutil.copy(GOLDEN / name, d / f"sample-{i:06d}.parquet")
+    return d
+
+
+@pytest.fixture(params=["golden", pytest.param("live", marks=needs_root)])
+def any_recording(request):
+    """The golden recording (runs anywhere), and a live one (root)."""
+    if request.param == "live":
+        return request.getfixturevalue("recording")[0]
+    return request.getfixturevalue("golden_recording")
+
+
+@needs_root
 def test_pixels(recording):
     d, regions = recording
     samples = [load_sample(sample_files(d)[0]), load_sample(sample_files(d / "2")[0])]
@@ -44,8 +68,8 @@ def test_pixels(recording):
 
 
 @pytest.mark.parametrize("suffix", [".png", ".svg", ".html"])
-def test_files(run, recording, tmp_path, suffix):
-    d, _ = recording
+def test_files(run, any_recording, tmp_path, suffix):
+    d = any_recording
     out = tmp_path / f"h{suffix}"
     r = run("heatmap", str(d), "-o", str(out))
     assert r.code == 0, r.err
@@ -53,8 +77,8 @@ def test_files(run, recording, tmp_path, suffix):
     assert {".png": b"\x89PNG", ".svg": b"<svg", ".html": b"<!doctype html>"}[suffix] in head
 
 
-def test_without_matplotlib_one_line(run, recording, tmp_path, monkeypatch):
-    d, _ = recording
+def test_without_matplotlib_one_line(run, golden_recording, tmp_path, monkeypatch):
+    d = golden_recording
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     r = run("heatmap", str(d), "-o", str(tmp_path / "x.png"))
     assert r.code == 5 and r.err.strip() == "pmaps: heatmaps need matplotlib: pip install 'pmaps[plot]'"

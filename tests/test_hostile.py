@@ -14,15 +14,14 @@ import subprocess
 import sys
 import tempfile
 import termios
-import threading
 import time
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import NOBODY, ROOT
 
+from helpers import NOBODY, ROOT
 from pmaps.errors import ProcessGone, ZombieProcess
 from pmaps.kernel import procfs
 
@@ -38,14 +37,21 @@ def one_line(err: str) -> str:
     return lines[0]
 
 
+def _sleeping(pid: int, comm: str = "sleep") -> bool:
+    """`pid` has exec'd `comm` and is asleep in it (past the dynamic loader): a quiet process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    name, _, rest = stat.partition("(")[2].rpartition(")")
+    return name == comm and rest.split()[0] == "S"
+
+
 @pytest.fixture(scope="module")
-def sleeper():
+def sleeper(wait_for):
     """A quiet process of our own (sleep), killed and reaped at the end."""
     p = subprocess.Popen(["sleep", "300"])
-    deadline = time.time() + 5
-    while not Path(f"/proc/{p.pid}/maps").read_text() and time.time() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.05)  # past exec: maps is sleep's
+    wait_for(lambda: _sleeping(p.pid), "sleep to be asleep")
     yield p.pid
     p.kill()
     p.wait()
@@ -225,7 +231,7 @@ def test_chart_unwritable_output(run, sleeper, tmp_path):
     assert r.code == 1 and "cannot write /nonexistent/x.png" in one_line(r.err)
 
 
-def test_chart_as_a_user_whose_home_is_not_writable(sleeper):
+def test_chart_as_a_user_whose_home_is_not_writable(sleeper, wait_for):
     """matplotlib's multi-line warnings about its config directory stay off pmaps' stderr."""
     pytest.importorskip("matplotlib", reason="charts need the plot extra")
     d = tempfile.mkdtemp(prefix="pmaps-hostile-")
@@ -235,7 +241,7 @@ def test_chart_as_a_user_whose_home_is_not_writable(sleeper):
         env["HOME"] = "/root"  # as under setpriv or sudo without -H: not writable by nobody
         own = subprocess.Popen([*NOBODY, "sleep", "30"])
         try:
-            time.sleep(0.1)
+            wait_for(lambda: _sleeping(own.pid), "setpriv to exec sleep as nobody")
             r = subprocess.run([*NOBODY, *PMAPS, "top", "-q", "-p", str(own.pid), "--pie", f"{d}/p.png"],
                                capture_output=True, text=True, env=env, timeout=60, check=False)
         finally:
@@ -303,20 +309,33 @@ def test_zombie_after_the_scan_began_is_gone_not_unsupported():
         p.wait()
 
 
-def test_wss_target_exits_keeps_completed_cycles(run):
+def test_wss_target_exits_keeps_completed_cycles(run, monkeypatch, wait_for):
+    """The target exits in cycle 2: killed when wss re-reads its maps at the end of that cycle's
+    interval (the event, not a guessed time), so exactly one cycle completed."""
+    from pmaps.collector import Process
+
     p = _spin_child()
-    timer = threading.Timer(0.45, p.kill)  # during cycle 2 (cycles of 0.3 s)
-    timer.start()
+    refresh = Process.refresh_vmas
+    calls = []
+
+    def refresh_then_exit(self):
+        calls.append(self.pid)
+        if len(calls) == 2:  # the end of cycle 2's interval
+            p.kill()
+            wait_for(lambda: procfs.process_state(p.pid) in (None, "Z", "X"), "the target to exit")
+        return refresh(self)
+
+    monkeypatch.setattr(Process, "refresh_vmas", refresh_then_exit)
     try:
-        r = run("wss", str(p.pid), "--interval", "0.3", "--cycles", "20", "--format", "json")
+        r = run("wss", str(p.pid), "--interval", "0.05", "--cycles", "20", "--format", "json")
     finally:
-        timer.cancel()
         p.kill()
         p.wait()
+    assert calls == [p.pid, p.pid]
     assert r.code == 3
     assert "exited during the scan: results of the completed cycles follow" in one_line(r.err)
     doc = json.loads(r.out)
-    assert 1 <= len(doc["cycles"]) < 20
+    assert len(doc["cycles"]) == 1
 
 
 def _read_until(fd: int, needle: bytes, timeout: float) -> bytes:
@@ -359,15 +378,36 @@ def test_live_watch_restores_the_terminal(sleeper, sig):
         os.close(fd)
 
 
-def test_sigterm_is_an_interruption():
+def _has_open(pid: int, path: str) -> bool:
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == path:
+                return True
+        except OSError:
+            pass
+    return False
+
+
+def test_sigterm_is_an_interruption(wait_for):
     """`kill` ends pmaps like Ctrl-C: exit 130, one line (files being written are removed)."""
     p = subprocess.Popen(["sleep", "30"])
     try:
         d = subprocess.Popen([*PMAPS, "diff", "--wait", "20", str(p.pid)], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, env=ENV)
-        time.sleep(1.5)
-        d.send_signal(signal.SIGTERM)
-        out, err = d.communicate(timeout=30)
+        try:
+            # pmaps is sampling (it holds the target's pagemap open until its second sample, 20 s on)
+            wait_for(lambda: d.poll() is not None or _has_open(d.pid, f"/proc/{p.pid}/pagemap"),
+                     "pmaps diff to open the target's pagemap")
+            d.send_signal(signal.SIGTERM)
+            out, err = d.communicate(timeout=30)
+        finally:
+            if d.poll() is None:
+                d.kill()
+                d.wait()
     finally:
         p.kill()
         p.wait()

@@ -10,15 +10,14 @@ import time
 
 import numpy as np
 import pytest
+
 from helpers import ROOT
 from memchild import MemChild
-
-from pmaps.collector import Process
+from pmaps.collector import Process, take_sample
 from pmaps.errors import BadSnapshot
-from pmaps.collector import take_sample
 from pmaps.store.recording import Recorder, load_sample, read_manifest, sample_files
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (kpageflags)")
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (kpageflags)")
 
 
 def pmaps_popen(*args: str) -> subprocess.Popen:
@@ -27,6 +26,7 @@ def pmaps_popen(*args: str) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
+@needs_root
 @pytest.mark.parametrize("pfn", [False, True])
 def test_round_trip(tmp_path, pfn):
     with MemChild(["a:anon:256K:every=3", "t:thp:2M"]) as mc, Process(mc.pid) as proc:
@@ -52,6 +52,7 @@ def test_round_trip(tmp_path, pfn):
     assert n_ranges("a") == len(range(0, 64, 3)) and n_ranges("t") <= 4
 
 
+@needs_root
 def test_sigkill_keeps_completed_samples(tmp_path):
     out = tmp_path / "r"
     with MemChild(["a:anon:4M"]) as mc:
@@ -72,18 +73,29 @@ def test_sigkill_keeps_completed_samples(tmp_path):
         assert load_sample(f).pid == mc.pid  # every completed sample is readable
 
 
-def test_target_exit_ends_cleanly(tmp_path, run):
+@needs_root
+def test_target_exit_ends_cleanly(tmp_path, wait_for):
     mc = MemChild(["a:anon:64K"]).start()
-    p = pmaps_popen("record", str(mc.pid), "-o", str(tmp_path / "r"), "--interval", "0.05", "-q")
-    time.sleep(1.0)
-    mc.close()
-    _, err = p.communicate(timeout=30)
+    p = None
+    try:
+        p = pmaps_popen("record", str(mc.pid), "-o", str(tmp_path / "r"), "--interval", "0.05", "-q")
+        # The target exits once a sample is on record (or pmaps gave up: its error is asserted on).
+        wait_for(lambda: p.poll() is not None or read_manifest(tmp_path / "r").get("samples"),
+                 "the first sample in the manifest")
+        mc.close()
+        _, err = p.communicate(timeout=30)
+    finally:
+        mc.close()
+        if p is not None and p.poll() is None:
+            p.kill()
+            p.wait()
     assert p.returncode == 0, err
     m = read_manifest(tmp_path / "r")
     assert m["end"]["reason"] == "exited" and m["samples"], m
     assert "exited" in err
 
 
+@needs_root
 def test_count_and_refuses_existing(tmp_path, run):
     with MemChild(["a:anon:64K"]) as mc:
         r = run("record", str(mc.pid), "-o", str(tmp_path / "r"), "--count", "2", "--interval", "0.05")

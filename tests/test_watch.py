@@ -12,15 +12,15 @@ import uuid
 from pathlib import Path
 
 import pytest
+
 from helpers import ROOT
 from memchild import MemChild
-
 from pmaps.analysis.diff import diff_samples
-from pmaps.store.recording import load_sample
 from pmaps.render.live import WatchView, write_plain
+from pmaps.store.recording import load_sample
 
 GOLDEN = Path(__file__).parent / "golden"
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (kpageflags)")
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (kpageflags of a live child)")
 
 
 def test_golden_plain():
@@ -35,6 +35,7 @@ def test_golden_plain():
     assert out.getvalue() == path.read_text(), "watch.txt differs; PMAPS_BLESS=1 to accept"
 
 
+@needs_root
 def test_plain_frames_and_deltas(run):
     with MemChild(["a:anon:256K"]) as mc:
         r = run("watch", str(mc.pid), "--once")
@@ -46,9 +47,9 @@ def test_plain_frames_and_deltas(run):
         assert r.code == 0 and "fields pagemap" in r.out
 
 
+@needs_root
 def test_pagemap_fields_cheaper(run):
-    from pmaps.collector import Process
-    from pmaps.collector import Options, take_sample
+    from pmaps.collector import Options, Process, take_sample
 
     with MemChild(["a:anon:64M"]) as mc:
         cost = {}
@@ -78,6 +79,7 @@ def _screen(tmux, until: str, timeout: float = 20) -> str:
     raise AssertionError(f"{until!r} never appeared on screen:\n{text}")
 
 
+@needs_root
 def test_live_view_in_tmux(tmux):
     with MemChild(["a:anon:256K", "b:anon:512K:skip=0-128"]) as mc:
         # COLUMNS/LINES: a detached tmux pane may report 80x24 whatever -x/-y say.

@@ -92,7 +92,7 @@ def decode_tried(entries: list[tuple[bytes, bytes, bytes]]) -> np.ndarray:
 
 
 def accessed_pages(vpns: np.ndarray, tried: np.ndarray) -> np.ndarray:
-    """Bool per vpn (sorted): inside a region of `tried` (rows start, end in bytes, nr) with nr > 0. Pure."""
+    """Bool per vpn (any order): inside a region of `tried` (rows start, end in bytes, nr) with nr > 0. Pure."""
     vpns = np.asarray(vpns, dtype=np.uint64)
     hit = tried[tried[:, 2] > 0] if len(tried) else tried
     if len(hit) == 0 or len(vpns) == 0:

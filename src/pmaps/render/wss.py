@@ -74,6 +74,7 @@ class WssView(View):
         t = totals(r.rows)
         out.write("\n")
         write_table(out, ["ADDRESS", "PERMS", "RESIDENT" + h, "ACCESSED" + h, "LOCATED" + h, "MAPPING"], table, left=2,
+                    text_last=True,
                     footer=[["total", "", b(t["resident"]), b(t["accessed"]), b(t["located"]), ""]])
         if len(self.rows) < sum(1 for v in r.rows if v.resident or v.accessed):
             out.write(f"({len(self.rows)} of the VMAs with resident or accessed pages shown; totals are of all)\n")
