@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -12,6 +14,9 @@ R = TypeVar("R")
 
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, ahead: int) -> Iterator[R]:
     """fn over items on `workers` threads, at most `ahead` in flight, results in order."""
+    # Imported here: concurrent.futures costs start-up time that a one-batch process never needs.
+    from concurrent.futures import ThreadPoolExecutor
+
     window: collections.deque[Future[R]] = collections.deque()
     with ThreadPoolExecutor(workers, thread_name_prefix="pmaps-read") as ex:
         try:

@@ -4,9 +4,8 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable, Iterator
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from ..analysis.footprint import Facts, add, figures, unknown_of
 from ..collector import Options, Process
 from ..errors import PmapsError, UsageError
 from ..kernel import caps as capsmod
@@ -16,10 +15,11 @@ from ..model import PageSource
 from ..render import View, write
 from ..render.notes import missing_notes
 from ..render.pmaps import PageRangesView, ViewOptions
-from ..render.summary import KEYS, ProcessSummary, SummaryView
-from ..store import load
 from . import Command, add_output_options
 from ._common import parse_pid
+
+if TYPE_CHECKING:
+    from ..render.summary import ProcessSummary
 
 EXIT_SOME_FAILED = 7
 
@@ -101,6 +101,8 @@ class Show(Command):
                     failed(e)
                     continue
                 done(src)
+            from ..render.summary import SummaryView
+
             view = SummaryView(summaries)
         else:
             view = PageRangesView(_opened(srcs, opts, caps, failed),
@@ -118,6 +120,9 @@ class Show(Command):
 
 def summarize(src: PageSource) -> ProcessSummary:
     """Per-VMA footprints of a source, through the footprint engine, chunk by chunk."""
+    from ..analysis.footprint import Facts, add, figures, unknown_of
+    from ..render.summary import KEYS, ProcessSummary
+
     raw: list[dict[str, int]] = [{} for _ in src.vmas]
     unknown: set[str] = set()
     for i, pages in src.chunks():
@@ -147,6 +152,8 @@ def _opened(srcs: list[int | str], opts: Options, caps: capsmod.Caps,
     for src in srcs:
         try:
             if isinstance(src, str):
+                from ..store import load
+
                 yield load(src)
                 continue
             with Process(src, opts, caps) as proc:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +27,8 @@ def file_errors(path: PathLike, verb: str = "read") -> Iterator[None]:
 def write_atomic(path: PathLike, data: bytes, mode: int = 0o600) -> None:
     """Write to a temp file in the same directory, fsync, rename: all or nothing. OSError escapes
     (callers translate with file_errors)."""
+    import tempfile  # not on the start-up path of commands that write nothing
+
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
     try:
