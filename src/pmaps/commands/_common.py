@@ -11,8 +11,6 @@ from ..errors import UsageError
 from ..kernel.status import Ident
 from ..model import SystemScan
 from ..render.notes import skipped_line
-from ..store import save_bytes
-from ..store import scan as scanfile
 
 
 def parse_pid(text: str) -> int:
@@ -58,6 +56,8 @@ def charts(args: argparse.Namespace, items: list[tuple[str, int]], title: str) -
     for kind in ("pie", "bar"):
         path = getattr(args, kind, None)
         if path:
+            from ..store import save_bytes
+
             save_bytes(path, chart_png(kind, items, title), 0o644)
 
 
@@ -118,9 +118,13 @@ def scan_from_args(args: argparse.Namespace, user_of: Callable[[int], str]) -> S
 def load_or_scan(args: argparse.Namespace, user_of: Callable[[int], str]) -> SystemScan:
     """The scan: read from --load-scan, or made now (and kept with --save-scan)."""
     if args.load_scan:
+        from ..store import scan as scanfile
+
         return scanfile.load(args.load_scan)
     scan = scan_from_args(args, user_of)
     if args.save_scan:
+        from ..store import scan as scanfile
+
         scanfile.save(scan, args.save_scan)
     return scan
 

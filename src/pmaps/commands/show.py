@@ -119,18 +119,11 @@ class Show(Command):
 
 
 def summarize(src: PageSource) -> ProcessSummary:
-    """Per-VMA footprints of a source, through the footprint engine, chunk by chunk."""
-    from ..analysis.footprint import Facts, add, figures, unknown_of
+    """Per-VMA footprints of a source, through the footprint engine."""
+    from ..analysis.footprint import vma_sums
     from ..render.summary import KEYS, ProcessSummary
 
-    raw: list[dict[str, int]] = [{} for _ in src.vmas]
-    unknown: set[str] = set()
-    for i, pages in src.chunks():
-        figs = figures(Facts.of_pages(pages, src.known), KEYS)
-        raw[i] = add(raw[i], figs.total())
-        unknown |= figs.unknown
-    # `known` may have lost facts mid-scan (PFNs hidden): what the last chunk could not tell is unknown.
-    unknown |= unknown_of(src.known)
+    raw, unknown = vma_sums(src, KEYS)
     return ProcessSummary.build(src.pid, src.comm, src.vmas, raw, unknown)
 
 
