@@ -186,6 +186,8 @@ SYNTHETIC = {
     "phys_anon_k.txt": (fake_phys, ["phys", "-b", "anon", "--sort", "pages", "-k"]),
     "phys_thp_ranges.txt": (fake_phys, ["phys", "--ranges", "--flags=all", "-b", "thp,anon=thp,anon",
                                         "--pfn", "0x1400-0x1800"]),
+    # --raw keeps what page-types -r keeps: compound head/tail on the THP and the slab folio.
+    "phys_raw_ranges.txt": (fake_phys, ["phys", "--ranges", "--raw", "--pfn", "0x1400-0x18a0"]),
     "wss.txt": (fake_wss, WSS),
     "wss_k.txt": (fake_wss, [*WSS, "-k"]),
     "wss.csv": (fake_wss, [*WSS, "--format", "csv"]),

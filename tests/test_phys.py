@@ -105,3 +105,16 @@ def test_phys_chart(run, tmp_path):
     out = tmp_path / "phys.png"
     assert run("phys", "--pfn", "0x100000-0x140000", "--pie", str(out)).code == 0
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_well_known_hides_compound_except_hugetlb():
+    """page-types' default (well_known_flags): THP/large-folio head and tail group with order-0 pages,
+    hugetlb keeps its head/tail, kernel-internal bits are hidden; --raw keeps all."""
+    head, tail, huge, thp, anon, mlocked = 1 << 15, 1 << 16, 1 << 17, 1 << 22, 1 << 12, 1 << 33
+    flags = np.array([anon | thp | head, anon | thp | tail, anon, huge | head, huge | tail, anon | mlocked],
+                     dtype=np.uint64)
+    got = P.well_known(flags).tolist()
+    assert got == [anon | thp, anon | thp, anon, huge | head, huge | tail, anon]
+    s = P.summarize([(0, flags)], [P.parse_bits("compound")])
+    assert s.groups == {huge | head: 1, huge | tail: 1}  # -b compound: hugetlb only, as page-types
+    assert P.summarize([(0, flags)], [P.parse_bits("compound")], raw=True).scanned == 6

@@ -118,13 +118,26 @@ class PhysSummary:
         return np.concatenate(self.run_start), np.concatenate(self.run_len), np.concatenate(self.run_flags)
 
 
+HUGE = 1 << 17
+
+
+def well_known(flags: np.ndarray) -> np.ndarray:
+    """page-types' default view of kpageflags (tools/mm/page-types.c well_known_flags()): the
+    kernel-internal bits 32+ hidden, and COMPOUND_HEAD/TAIL hidden on pages that are not hugetlb,
+    so a THP or a large folio groups with its order-0 peers. `--raw` keeps every bit."""
+    f = flags & KPF_ABI_MASK
+    plain = (f & U64(COMPOUND)) != 0
+    plain &= (f & U64(HUGE)) == 0
+    return np.where(plain, f & ~U64(COMPOUND), f)
+
+
 def summarize(chunks: Iterable[tuple[int, np.ndarray]], filters: list[BitsFilter], raw: bool = False,
               ranges: bool = False) -> PhysSummary:
     """Group (first PFN, kpageflags) chunks by flags: np.unique per chunk, runs by np.diff."""
     out = PhysSummary()
     for start, flags in chunks:
         out.scanned += len(flags)
-        f = flags if raw else flags & KPF_ABI_MASK
+        f = flags if raw else well_known(flags)
         sel = select(f, filters)
         idx = np.arange(len(f), dtype=np.int64) if sel is None else np.flatnonzero(sel)
         fs = f if sel is None else f[idx]
