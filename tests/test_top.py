@@ -80,7 +80,8 @@ def check_against_rollup(pids: list[int] | None, must: set[int], attempts: int =
     last_bad: dict = {}
     for _ in range(attempts):
         before = {pid: rollup(pid) for pid in (pids or [int(d) for d in os.listdir("/proc") if d.isdigit()])}
-        scan = scan_system(pids)
+        # In-process: this test runner is pmaps, and it maps libpython and libc in both reads.
+        scan = scan_system(pids, include_self=True)
         after = {p.pid: rollup(p.pid) for p in scan.procs}
         reps = S.mm_reps(scan)
         rows = {r.key["pid"]: r.as_dict() for r in S.process_rows(scan, S.page_figures(scan, reps), reps)}

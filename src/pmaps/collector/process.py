@@ -24,6 +24,7 @@ from ..kernel.smaps import read_smaps
 from ..kernel.status import read_comm
 from ..model import Known, Pages, Snapshot
 from ..numeric import arange_runs
+from .observer import Observer
 from .parallel import ordered_map
 
 U64 = np.uint64
@@ -44,6 +45,7 @@ class Options:
     counts: bool = True  # kpagecount
     scan: bool | None = None  # None: PAGEMAP_SCAN when the kernel has it (and PMAPS_NO_SCAN unset)
     chunk_pages: int = CHUNK_PAGES
+    include_self: bool = False  # keep pmaps' own mappings in map counts (the raw kernel view)
 
     @classmethod
     def fields(cls, name: str, scan: bool | None = None) -> Options:
@@ -68,6 +70,7 @@ class Process:
         self._fd: int | None = None
         self._kpage: PfnReader | None = None
         self._idle: IdleBitmap | None = None
+        self._observer: Observer | None = None
         self._pfn_checked = False
         self._split_reads = True  # split kpage reads over two threads (off when chunks run in parallel)
 
@@ -96,6 +99,8 @@ class Process:
             self._kpage = PfnReader(want_flags=opts.flags, want_count=opts.counts)
             if caps.idle_tracking:
                 self._idle = IdleBitmap.try_open()
+            if opts.counts and not opts.include_self:
+                self._observer = Observer.read()
         self._known = Known(
             pfn=caps.sys_admin,
             flags=bool(self._kpage and self._kpage.can_flags),
@@ -183,7 +188,7 @@ class Process:
                 self._drop_page_info()
                 return
         assert self._kpage is not None
-        lookup_pages(pages, self._kpage, self._idle, split=self._split_reads)
+        lookup_pages(pages, self._kpage, self._idle, split=self._split_reads, observer=self._observer)
 
     def _drop_page_info(self) -> None:
         if self._kpage is not None:
@@ -283,8 +288,10 @@ def pfns_visible(pages: Pages) -> bool:
     return not pres.any() or bool((pages.pm[pres] & pmb.PM_PFN_MASK).any())
 
 
-def lookup_pages(pages: Pages, reader: PfnReader, idle: IdleBitmap | None = None, split: bool = True) -> None:
-    """Fill pages.kflags and pages.kcount (and pages.idle) for the present pages, in place."""
+def lookup_pages(pages: Pages, reader: PfnReader, idle: IdleBitmap | None = None, split: bool = True,
+                 observer: Observer | None = None) -> None:
+    """Fill pages.kflags and pages.kcount (and pages.idle) for the present pages, in place; with an
+    observer, pmaps' own mappings are taken out of kpagecount (see observer.py)."""
     pres = pmb.present(pages.pm)
     allp = bool(pres.all())
     pm = pages.pm if allp else pages.pm[pres]
@@ -311,7 +318,7 @@ def lookup_pages(pages: Pages, reader: PfnReader, idle: IdleBitmap | None = None
     if count is not None:
         kc = np.ones(len(pfn), dtype=U64)
         kc[shared] = count
-        count = kc
+        count = kc if observer is None else observer.subtract(pfn, kc)
     if allp:
         pages.kflags, pages.kcount = flags, count
         return
@@ -357,8 +364,9 @@ def _split_regions(regs: np.ndarray, limit: int) -> Iterator[np.ndarray]:
     yield from np.split(regs, np.flatnonzero(np.diff(group)) + 1)
 
 
-def collect(pid: int, *, flags: bool = True, counts: bool = True, scan: bool | None = None) -> Snapshot:
+def collect(pid: int, *, flags: bool = True, counts: bool = True, scan: bool | None = None,
+            include_self: bool = False) -> Snapshot:
     """Snapshot of a process's memory, page by page. Raises PmapsError subclasses."""
-    with Process(pid, Options(flags=flags, counts=counts, scan=scan)) as proc:
+    with Process(pid, Options(flags=flags, counts=counts, scan=scan, include_self=include_self)) as proc:
         return proc.snapshot()
 

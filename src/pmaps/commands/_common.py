@@ -106,13 +106,16 @@ def add_filter_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-p", "--pid", metavar="PIDS", help="only these PIDs (comma-separated)")
     p.add_argument("--cgroup", metavar="PATH", help="only processes in this cgroup or below it")
     p.add_argument("--no-scan", action="store_true", help="read pagemap instead of PAGEMAP_SCAN")
+    p.add_argument("--include-self", action="store_true",
+                   help="keep pmaps' own mappings in map counts and PSS (the raw kernel view)")
     p.add_argument("--save-scan", metavar="FILE", help="also save the raw scan (.npz, PFNs included, 0600)")
     p.add_argument("--load-scan", metavar="FILE", help=argparse.SUPPRESS)  # golden tests, bug reports
 
 
 def scan_from_args(args: argparse.Namespace, user_of: Callable[[int], str]) -> SystemScan:
     pids = parse_pids(args.pid) if args.pid else None
-    return scan_system(pids, selector(args, user_of), scan=False if args.no_scan else None)
+    return scan_system(pids, selector(args, user_of), scan=False if args.no_scan else None,
+                       include_self=args.include_self)
 
 
 def load_or_scan(args: argparse.Namespace, user_of: Callable[[int], str]) -> SystemScan:

@@ -59,8 +59,10 @@ class Phys(Command):
                        help="only pages matching a page-types bits expression (repeatable: AND)")
         p.add_argument("--flags", choices=("letters", "all"), default="letters",
                        help="letters: page-types' symbolic string; all: also the long names")
-        p.add_argument("--raw", action="store_true", help="every bit as the kernel reports it (page-types -r): the kernel-internal bits 32-41, and "
-                            "compound head/tail on THPs and large folios (hidden by default, as page-types does)")
+        p.add_argument("--raw", action="store_true",
+                       help="every bit as the kernel reports it (page-types -r): the kernel-internal bits "
+                            "32-41, and compound head/tail on THPs and large folios (hidden by default, as "
+                            "page-types does)")
         p.add_argument("--sort", choices=("flags", "pages"), default="flags", help="order of the groups")
         add_chart_options(p)
         add_output_options(p)

@@ -67,6 +67,9 @@ class Show(Command):
         p.add_argument("--summary", action="store_true", help="a footprint table per VMA with process totals")
         p.add_argument("--no-scan", action="store_true",
                        help="read pagemap in chunks instead of PAGEMAP_SCAN (also: PMAPS_NO_SCAN=1)")
+        p.add_argument("--include-self", action="store_true",
+                       help="keep pmaps' own mappings in MAPCOUNT and PSS (the raw kernel view; by default they "
+                            "are taken out, so the figures are what the kernel shows when pmaps is not running)")
         p.add_argument("--legend", action="store_true", help="print what every flag letter means and exit")
         add_output_options(p)
 
@@ -79,7 +82,7 @@ class Show(Command):
         if args.format == "csv" and not args.summary:
             raise UsageError("--format csv goes with --summary")
         srcs = [_source_arg(p) for p in args.pids]
-        opts = Options(scan=False if args.no_scan else None)
+        opts = Options(scan=False if args.no_scan else None, include_self=args.include_self)
         caps = capsmod.probe()
         failures: list[PmapsError] = []
         notes: list[str] = []
