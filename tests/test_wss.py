@@ -62,19 +62,26 @@ def _touch_after(mc, real):
 
 @needs_root
 def test_cli_counts_cpu_writes_exactly(run, monkeypatch):
-    """CPU writes to resident pages: per-VMA ACCESSED (smaps Referenced) is exact."""
-    with MemChild(LAYOUT) as mc:
-        hook, calls = _touch_after(mc, clear_refs)
-        monkeypatch.setattr(wss, "clear_refs", hook)
-        r = run("wss", str(mc.pid), "--interval", "0.2", "--method", "clear_refs", "--format", "json")
-    assert r.code == 0, r.err
-    assert [c[0] for c in calls] == [mc.pid]  # one cycle: pmaps cleared once, then the writes
-    doc = json.loads(r.out)
-    assert doc["method"] == "clear_refs" and doc["limits"]
-    by = {v["start"]: v for v in doc["vmas"]}
-    assert by[mc.regions["a"]["start"]]["accessed"] == 20
-    assert by[mc.regions["c"]["start"]]["accessed"] == 3
-    assert by.get(mc.regions["b"]["start"], {"accessed": 0})["accessed"] == 0
+    """CPU writes to resident pages: per-VMA ACCESSED (smaps Referenced) is exact. The machine's DAMON
+    thread clears young bits of random pages at any moment (then smaps Referenced misses them too):
+    an attempt it disturbed is retried; a real error disagrees in every attempt."""
+    seen = []
+    for _attempt in range(5):
+        with MemChild(LAYOUT) as mc:
+            hook, calls = _touch_after(mc, clear_refs)
+            monkeypatch.setattr(wss, "clear_refs", hook)
+            r = run("wss", str(mc.pid), "--interval", "0.2", "--method", "clear_refs", "--format", "json")
+        assert r.code == 0, r.err
+        assert [c[0] for c in calls] == [mc.pid]  # one cycle: pmaps cleared once, then the writes
+        doc = json.loads(r.out)
+        assert doc["method"] == "clear_refs" and doc["limits"]
+        by = {v["start"]: v for v in doc["vmas"]}
+        got = (by[mc.regions["a"]["start"]]["accessed"], by[mc.regions["c"]["start"]]["accessed"],
+               by.get(mc.regions["b"]["start"], {"accessed": 0})["accessed"])
+        if got == (20, 3, 0):
+            return
+        seen.append(got)
+    pytest.fail(f"accessed pages (a, c, b) never (20, 3, 0): {seen}")
 
 
 def test_ages_histogram():
