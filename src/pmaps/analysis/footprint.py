@@ -25,12 +25,14 @@ elements are ranges of pages (samples) rather than pages.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..kernel import pagemap as pmb
 from ..kernel.kpage import KPF
-from ..model import Known, Pages, PageSource, Sample
+from ..model import Known, Pages, PageSource, Sample, SwapRefs
 from ..model.state import S_EXCLUSIVE, S_FILE, S_PRESENT, S_SWAPPED, sbit
 from ..numeric import PAGE_SIZE
 
@@ -195,16 +197,19 @@ def add(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
 BATCH_PAGES = 1 << 16  # pages gathered before the engine runs: per-call overhead, amortised
 
 
-def vma_sums(src: PageSource, keys: tuple[str, ...] = FIGURES,
-             batch: int = BATCH_PAGES) -> tuple[list[dict[str, int]], set[str]]:
+def vma_sums(src: PageSource, keys: tuple[str, ...] = FIGURES, batch: int = BATCH_PAGES,
+             swap_refs: Callable[[], SwapRefs | None] | None = None) -> tuple[list[dict[str, int]], set[str]]:
     """Raw sums per VMA of a page source (finish() them), and what is unknown. Chunks are gathered
     into batches of about `batch` pages so that a process of many small VMAs costs a few engine
-    calls, not one per VMA; memory stays bounded by the batch."""
+    calls, not one per VMA; memory stays bounded by the batch. `swap_refs` is called once, when the
+    first swapped page is seen, for the swap entries' holders (SwapPss); without it each swap entry
+    counts once."""
     n = len(src.vmas)
     acc = {k: np.zeros(n, dtype=np.int64) for k in keys}
     unknown: set[str] = set()
     pending: list[tuple[int, Pages]] = []
     size = 0
+    refs: list[SwapRefs | None] = []
 
     def flush() -> None:
         nonlocal pending, size
@@ -212,7 +217,12 @@ def vma_sums(src: PageSource, keys: tuple[str, ...] = FIGURES,
             return
         pages = Pages.concat([p for _, p in pending])
         group = np.repeat(np.array([i for i, _ in pending], dtype=np.int64), [len(p) for _, p in pending])
-        figs = figures(Facts.of_pages(pages, src.known), keys)
+        share = None
+        if swap_refs is not None and pmb.swapped(pages.pm).any():
+            if not refs:
+                refs.append(swap_refs())
+            share = refs[0].share(pages.pm) if refs[0] is not None else None
+        figs = figures(Facts.of_pages(pages, src.known, share), keys)
         unknown.update(figs.unknown)
         for k, col in figs.cols.items():
             # Exact in float64: at most 2**53 / (4096 << 12) = 5e8 pages per VMA and batch.

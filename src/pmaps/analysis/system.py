@@ -122,6 +122,8 @@ def _swap_share(scan: SystemScan, reps: np.ndarray) -> np.ndarray | None:
     swapped = pmb.swapped(scan.pages.pm)
     if not swapped.any():
         return None
+    if scan.swap_refs is not None:  # a selection: holders counted over every process
+        return scan.swap_refs.share(scan.pages.pm)
     entry = scan.pages.pm & pmb.PM_PFN_MASK  # swap type (bits 0-4) and offset (5-54)
     owner = np.zeros(len(scan.pages), dtype=bool)
     for i, p in enumerate(scan.procs):

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import AccessDenied, KernelThread, NoSuchProcess, PmapsError, ProcessGone, Unsupported
 from ..kernel import caps as capsmod
+from ..kernel import pagemap as pmb
 from ..kernel import procfs
 from ..kernel.kpage import PfnReader
 from ..kernel.meminfo import read_meminfo
@@ -28,6 +29,7 @@ from ..model import Known, Pages, ProcRec, Snapshot, SystemScan
 from .observer import Observer
 from .parallel import ordered_map
 from .process import Options, Process, lookup_pages, pfns_visible
+from .swap import machine_swap_refs
 
 PARALLEL = 2
 
@@ -98,8 +100,11 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
         self_pss = roll.get("Private_Clean", 0) + roll.get("Private_Dirty", 0) if observed else roll.get("Pss", 0)
     except PmapsError:
         self_pss = 0
-    return SystemScan(procs, pages, known, skipped, meminfo, complete=pids is None and select is None,
-                      self_pss=self_pss)
+    complete = pids is None and select is None
+    # A selection's SwapPss needs the holders of its swap entries outside the selection too.
+    swap_refs = machine_swap_refs() if not complete and pmb.swapped(pages.pm).any() else None
+    return SystemScan(procs, pages, known, skipped, meminfo, complete=complete, self_pss=self_pss,
+                      swap_refs=swap_refs)
 
 
 def _lookup_union(pages: Pages, known: Known, observer: Observer | None) -> Known:

@@ -162,17 +162,18 @@ def decode_regions(buf: bytes | bytearray | memoryview, n: int | None = None) ->
 class Scanner:
     """Populated (present or swapped) regions of a process via PAGEMAP_SCAN."""
 
-    def __init__(self, fd: int, pid: int, vec_len: int = VEC_LEN) -> None:
+    def __init__(self, fd: int, pid: int, vec_len: int = VEC_LEN, anyof: int = CAT_PRESENT | CAT_SWAPPED) -> None:
         self.fd = fd
         self.pid = pid
         self.vec_len = vec_len
         self.vec = array.array("Q", [0]) * (3 * vec_len)
         self.return_mask = RETURN_MASK | CAT_GUARD
+        self.anyof = anyof  # category_anyof_mask: regions with any of these categories
 
     def _ioctl(self, start: int, end: int) -> tuple[int, int]:
         arg = bytearray(
             ARG.pack(ARG.size, 0, start, end, 0, self.vec.buffer_info()[0], self.vec_len, 0, 0, 0,
-                     CAT_PRESENT | CAT_SWAPPED, self.return_mask)
+                     self.anyof, self.return_mask)
         )
         try:
             n = fcntl.ioctl(self.fd, PAGEMAP_SCAN, arg, True)
