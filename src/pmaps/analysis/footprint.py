@@ -32,6 +32,7 @@ import numpy as np
 
 from ..kernel import pagemap as pmb
 from ..kernel.kpage import KPF
+from ..kernel.pagemap import CAT_SHMEM_SWAP
 from ..model import Known, Pages, PageSource, Sample, SwapRefs
 from ..model.state import S_EXCLUSIVE, S_FILE, S_PRESENT, S_SWAPPED, sbit
 from ..numeric import PAGE_SIZE
@@ -54,10 +55,13 @@ class Facts:
     weight: np.ndarray | None = None  # int64 pages per element; None: one page each
     pmd: np.ndarray | None = None  # bool: mapped by a PMD; None: not known
     swap_share: np.ndarray | None = None  # int64 swap ptes holding each element's swap entry
+    shmem_swap: np.ndarray | None = None  # bool: swapped shmem found through its file (no pte)
 
     @classmethod
     def of_pages(cls, pages: Pages, known: Known, swap_share: np.ndarray | None = None) -> Facts:
-        return cls(pages.state(known), pages.mapcount(known), known, None, pages.pmd_mapped(known), swap_share)
+        shm = (pages.cat & CAT_SHMEM_SWAP) != 0
+        return cls(pages.state(known), pages.mapcount(known), known, None, pages.pmd_mapped(known), swap_share,
+                   shm if shm.any() else None)
 
     @classmethod
     def of_sample(cls, s: Sample) -> Facts:
@@ -169,7 +173,9 @@ def figures(f: Facts, want: tuple[str, ...] = FIGURES) -> Figures:
     put("swap", swapped)
     if "swap_pss" in want:
         share = np.ones(n, dtype=np.int64) if f.swap_share is None else np.maximum(f.swap_share, 1)
-        put("swap_pss", np.where(swapped, (PAGE_SIZE << PSS_SHIFT) // share, 0))
+        # smaps adds SwapPss for swap ptes only; swapped shmem counts in Swap alone (shmem_swap_usage).
+        pte = swapped if f.shmem_swap is None else swapped & ~f.shmem_swap
+        put("swap_pss", np.where(pte, (PAGE_SIZE << PSS_SHIFT) // share, 0))
     put("anon_thp", res & anon & f.pmd if f.pmd is not None else None)
     flags_counts = known.flags and mc is not None
     put("ksm", res & _kbit(s, "ksm") if flags_counts else None)

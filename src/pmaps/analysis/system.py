@@ -20,6 +20,7 @@ import numpy as np
 from ..kernel import pagemap as pmb
 from ..kernel.kpage import KPF
 from ..kernel.maps import Vma
+from ..kernel.pagemap import CAT_SHMEM_SWAP
 from ..model import Known, Pages, SystemScan
 from .footprint import Facts, Figures, Prefix, figures, finish
 
@@ -96,7 +97,9 @@ def page_figures(scan: SystemScan, reps: np.ndarray) -> ScanFigures:
     pages, known = scan.pages, scan.known
     share = _swap_share(scan, reps)
     pmd = _pmd(pages, known, scan)
-    figs = figures(Facts(pages.state(known), pages.mapcount(known), known, None, pmd, share), FIGURES)
+    shm = (pages.cat & CAT_SHMEM_SWAP) != 0
+    figs = figures(Facts(pages.state(known), pages.mapcount(known), known, None, pmd, share,
+                         shm if shm.any() else None), FIGURES)
     edges = [np.array([0, len(pages)], dtype=np.int64)]
     for p in scan.procs:
         edges += [np.array([p.lo, p.hi], dtype=np.int64), p.vma_lo, p.vma_hi]

@@ -19,11 +19,21 @@ from ..kernel import procfs
 from ..kernel.idle import IdleBitmap
 from ..kernel.kpage import KPF_ABI_MASK, PfnReader, kpf_mask
 from ..kernel.maps import PAGE_SHIFT, Vma, read_maps
-from ..kernel.pagemap import CAT_HUGE, CAT_UNKNOWN, TASK_SIZE_MAX, Scanner, probe, read_runs
+from ..kernel.pagemap import (
+    CAT_HUGE,
+    CAT_SHMEM_SWAP,
+    CAT_UNKNOWN,
+    SHMEM_SWAP_ENTRY,
+    TASK_SIZE_MAX,
+    Scanner,
+    probe,
+    read_runs,
+)
+from ..kernel.shmem import swapped_pages
 from ..kernel.smaps import read_smaps
 from ..kernel.status import read_comm
 from ..model import Known, Pages, Snapshot
-from ..numeric import arange_runs
+from ..numeric import arange_runs, consecutive_runs
 from .observer import Observer
 from .parallel import ordered_map
 
@@ -144,8 +154,8 @@ class Process:
                 size += self.vmas[hi].size
                 hi += 1
             start, end = self.vmas[lo].start, min(self.vmas[hi - 1].end, TASK_SIZE_MAX)
-            regs = self.regions(start, end)
-            yield range(lo, hi), _page_regions(regs)
+            regs = _page_regions(self.regions(start, end))
+            yield range(lo, hi), self._with_shmem_swap(range(lo, hi), regs)
             lo = hi
 
     def _fallback_regions(self) -> np.ndarray:
@@ -163,7 +173,35 @@ class Process:
             maybe_zero = v.perms.startswith("r") and v.perms[3] == "p" and v.inode == 0
             if (v.start, v.end) in busy or (maybe_zero and v.size <= FALLBACK_ZERO_LIMIT):
                 rows.append((v.start >> PAGE_SHIFT, v.end >> PAGE_SHIFT, CAT_UNKNOWN))
-        return np.array(rows, dtype=U64).reshape(-1, 3)
+        regs = np.array(rows, dtype=U64).reshape(-1, 3)
+        return self._with_shmem_swap(range(len(self.vmas)), regs)
+
+    def _with_shmem_swap(self, idxs: range, regs: np.ndarray) -> np.ndarray:
+        """Add the swapped-out shmem pages of these VMAs as regions of CAT_SHMEM_SWAP (pages with no
+        pte: not in `regs`, whose pages have one). Root only (map_files); a no-op without it."""
+        if not self.caps or not self.caps.sys_admin:
+            return regs
+        extra = []
+        for i in idxs:
+            v = self.vmas[i]
+            if not v.inode or not v.dev.startswith("00:"):  # shmem lives on anonymous devices (major 0)
+                continue
+            sw = swapped_pages(self.pid, v.start, v.end, v.pgoff)
+            if sw is None or not sw.any():
+                continue
+            vpn = (v.start >> PAGE_SHIFT) + np.flatnonzero(sw).astype(U64)
+            if len(regs):  # pages with a pte (present, or an anonymous COW copy swapped) are not these
+                k = np.searchsorted(regs[:, 0], vpn, side="right") - 1
+                inside = (k >= 0) & (vpn < regs[np.maximum(k, 0), 1])
+                vpn = vpn[~inside]
+            first, n = consecutive_runs(vpn)
+            if len(first):
+                s = vpn[first]
+                extra.append(np.stack([s, s + n.astype(U64), np.full(len(s), CAT_SHMEM_SWAP, dtype=U64)], axis=1))
+        if not extra:
+            return regs
+        out = np.concatenate([regs, *extra])
+        return out[np.argsort(out[:, 0], kind="stable")]
 
     # -- reading -------------------------------------------------------------------------
     def _pages(self, regs: np.ndarray) -> Pages:
@@ -173,6 +211,10 @@ class Process:
         pm = read_runs(self._fd, self.pid, starts, ends)
         vpn = arange_runs(starts, lens)
         cat = np.repeat(cats.astype(np.uint16), lens)
+        shm = (cat & CAT_SHMEM_SWAP) != 0
+        if shm.any():
+            # No pte: the entry pagemap has for it is empty; mark it swapped, unless it changed.
+            pm = np.where(shm & ~pmb.populated(pm), U64(SHMEM_SWAP_ENTRY), pm)
         keep = pmb.populated(pm)  # pages may have changed since the scan: trust pagemap
         if not keep.all():
             vpn, pm, cat = vpn[keep], pm[keep], cat[keep]

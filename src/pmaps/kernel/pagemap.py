@@ -137,6 +137,10 @@ CAT_SOFT_DIRTY = 1 << 7
 CAT_GUARD = 1 << 8  # Linux 6.15+
 # Not a kernel category: marks pages read by the plain pagemap fallback (no categories known).
 CAT_UNKNOWN = 1 << 15
+# Not a kernel category either: a shmem page in swap, found through its file (kernel/shmem.py); it
+# has no pte, and pmaps gives it the pagemap entry below (swapped, file, no swap entry).
+CAT_SHMEM_SWAP = 1 << 14
+SHMEM_SWAP_ENTRY = (1 << PM_SWAPPED) | (1 << PM_FILE)
 
 RETURN_MASK = CAT_FILE | CAT_PRESENT | CAT_SWAPPED | CAT_PFNZERO | CAT_HUGE | CAT_SOFT_DIRTY
 VEC_LEN = 16384  # regions per ioctl (384 KiB)
