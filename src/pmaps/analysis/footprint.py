@@ -34,7 +34,7 @@ from ..kernel import pagemap as pmb
 from ..kernel.kpage import KPF
 from ..kernel.pagemap import CAT_SHMEM_SWAP
 from ..model import Known, Pages, PageSource, Sample, SwapRefs
-from ..model.state import S_EXCLUSIVE, S_FILE, S_PRESENT, S_SWAPPED, sbit
+from ..model.state import S_EXCLUSIVE, S_FILE, S_PMD, S_PRESENT, S_SWAPPED, sbit
 from ..numeric import PAGE_SIZE
 
 PSS_SHIFT = 12
@@ -65,8 +65,9 @@ class Facts:
 
     @classmethod
     def of_sample(cls, s: Sample) -> Facts:
-        """Ranges of a sample: PMD mappings are not recorded, so anon_thp is unknown there."""
-        return cls(s.state, s.mapcount, s.known, s.count.astype(np.int64))
+        """Ranges of a sample; PMD mappings are in the state word when PAGEMAP_SCAN read them."""
+        pmd = sbit(s.state, S_PMD) if s.known.categories else None
+        return cls(s.state, s.mapcount, s.known, s.count.astype(np.int64), pmd)
 
 
 def _kbit(state: np.ndarray, name: str) -> np.ndarray:

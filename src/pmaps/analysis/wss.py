@@ -243,7 +243,8 @@ def measure(pid: int, method: str = "auto", interval: float = 1.0, cycles: int =
                 else:
                     ref = {r["start"]: r.get("Referenced", 0) for r in read_smaps(pid, started=True)}
                 acc = located(before.pages, after.pages, idle=idle)
-                pres = after.pages.present
+                # Resident as smaps counts it: the zero page is not (vm_normal_page() is NULL for it).
+                pres = after.pages.present & ~after.pages.zero(after.known)
                 res.rows = per_vma(after.vmas, after.bounds(), acc, pres, ref)
                 ages.update(after.pages.vpn[pres], acc[pres])
                 res.runs = runs(after.pages.vpn, acc, np.array([v.start >> PAGE_SHIFT for v in after.vmas]))
