@@ -251,3 +251,14 @@ def test_located_runs_cut_at_vmas():
     sel = np.array([1, 1, 0, 1, 1, 1], dtype=bool)
     assert [x.tolist() for x in runs(vpn, sel)] == [[1, 4, 7], [2, 1, 2]]
     assert [x.tolist() for x in runs(vpn, sel, np.array([8]))] == [[1, 4, 7, 8], [2, 1, 1, 1]]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (kpageflags: the zero page)")
+def test_zero_page_is_not_resident(run):
+    """A region that only maps the zero page is not resident, as smaps says (Rss 0)."""
+    with MemChild(["z:zero:64K", "a:anon:64K"]) as mc:
+        r = run("wss", str(mc.pid), "--interval", "0.05", "--method", "clear_refs", "--format", "json", "--all")
+        assert r.code == 0, r.err
+        by = {v["start"]: v for v in json.loads(r.out)["vmas"]}
+        assert by[mc.regions["z"]["start"]]["resident"] == 0
+        assert by[mc.regions["a"]["start"]]["resident"] == 16
