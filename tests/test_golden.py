@@ -35,6 +35,7 @@ CASES = {
     "summary.txt": ["--summary", INPUT],
     "summary_k.txt": ["--summary", "-k", INPUT],
     "summary.csv": ["--summary", "--format", "csv", INPUT],
+    "ranges.csv": ["--format", "csv", "--swap", INPUT],
     "legend.txt": ["--legend"],
 }
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from helpers import PAGE, json_vmas, page_set, pmaps_cmd, smaps_by_start, text_blocks
 from memchild import MemChild
 

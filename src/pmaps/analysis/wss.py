@@ -203,8 +203,14 @@ def measure(pid: int, method: str = "auto", interval: float = 1.0, cycles: int =
     """Measure the working set of `pid` over `cycles` intervals. A KeyboardInterrupt ends it after
     the current cycle (result.interrupted); notes (one line each) go to `note`."""
     caps = caps or capsmod.probe()
-    method = choose_method(method, interval, caps)
     say = note or (lambda _msg: None)
+    chosen = choose_method(method, interval, caps)
+    if method == "auto" and chosen == "clear_refs":
+        why = ("not root" if not caps.sys_admin else
+               damonmod.usable() or f"DAMON is used for intervals of {DAMON_AUTO_MIN_INTERVAL:g} s or more")
+        say(f"method auto: no idle page tracking here and no DAMON ({why}): using clear_refs, which resets the "
+            "referenced state reclaim uses (see the limits below)")
+    method = chosen
     res = WssResult(pid, "", method, interval)
     ages = Ages()
     bitmap: IdleBitmap | None = None

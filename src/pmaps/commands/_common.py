@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from collections.abc import Callable
 from typing import TextIO
 
 from ..collector import scan_system
-from ..errors import UsageError
+from ..errors import PmapsError, UsageError
 from ..kernel.status import Ident
 from ..model import SystemScan
 from ..render.notes import skipped_line
@@ -46,8 +47,14 @@ def check_charts(args: argparse.Namespace) -> None:
     """Refuse a chart path that is not .png before any work is done (the picture is always PNG)."""
     for kind in ("pie", "bar"):
         path = getattr(args, kind, None)
-        if path is not None and not path.lower().endswith(".png"):
+        if path is None:
+            continue
+        if not path.lower().endswith(".png"):
             raise UsageError(f"--{kind} writes a PNG: the file name must end in .png ({path!r})")
+        # Before the scan, not after it: a directory that does not exist fails now.
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            raise PmapsError(f"cannot write {path}: no such directory", path=path)
 
 
 def charts(args: argparse.Namespace, items: list[tuple[str, int]], title: str) -> None:
@@ -64,7 +71,7 @@ def charts(args: argparse.Namespace, items: list[tuple[str, int]], title: str) -
 def report_scan(scan: SystemScan, args: argparse.Namespace, err: TextIO) -> None:
     """The one line about processes not counted, and what these privileges cannot tell."""
     line = skipped_line(scan)
-    if line:
+    if line and not args.quiet:
         err.write(f"pmaps: {line}\n")
     if not args.quiet and not scan.known.count:
         err.write("pmaps: PSS, KSM and hugetlb figures need root (kpageflags, kpagecount): shown as '?'\n")

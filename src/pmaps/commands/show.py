@@ -79,8 +79,6 @@ class Show(Command):
             return 0
         if not args.pids:
             raise UsageError("give at least one PID (or --legend)")
-        if args.format == "csv" and not args.summary:
-            raise UsageError("--format csv goes with --summary")
         srcs = [_source_arg(p) for p in args.pids]
         opts = Options(scan=False if args.no_scan else None, include_self=args.include_self)
         caps = capsmod.probe()
