@@ -36,6 +36,7 @@ CASES = {
     "summary_k.txt": ["--summary", "-k", INPUT],
     "summary.csv": ["--summary", "--format", "csv", INPUT],
     "ranges.csv": ["--format", "csv", "--swap", INPUT],
+    "folios.txt": ["--folios", INPUT],
     "legend.txt": ["--legend"],
 }
 

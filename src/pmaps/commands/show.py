@@ -19,6 +19,7 @@ from . import Command, add_output_options
 from ._common import parse_pid
 
 if TYPE_CHECKING:
+    from ..render.folios import ProcessFolios
     from ..render.summary import ProcessSummary
 
 EXIT_SOME_FAILED = 7
@@ -65,6 +66,9 @@ class Show(Command):
                        help="physical view: add each range's first PFN (hex); ranges then are physically contiguous")
         p.add_argument("--swap", action="store_true", help="also show swapped-out ranges")
         p.add_argument("--summary", action="store_true", help="a footprint table per VMA with process totals")
+        p.add_argument("--folios", action="store_true",
+                       help="per VMA, bytes by folio size (4K, mTHP sizes, PMD THP), hugetlb, KSM, zero page, and "
+                            "the unmapped part of partly mapped large folios (root)")
         p.add_argument("--no-scan", action="store_true",
                        help="read pagemap in chunks instead of PAGEMAP_SCAN (also: PMAPS_NO_SCAN=1)")
         p.add_argument("--include-self", action="store_true",
@@ -93,7 +97,19 @@ class Show(Command):
             notes.extend(n for n in missing_notes(src.known, pfn=args.pfn) if n not in notes)
 
         view: View
-        if args.summary:
+        if args.folios:
+            from ..render.folios import FoliosView
+
+            folios = []
+            for src in _opened(srcs, opts, caps, failed):
+                try:
+                    folios.append(folio_summary(src, caps))
+                except PmapsError as e:
+                    failed(e)
+                    continue
+                done(src)
+            view = FoliosView(folios)
+        elif args.summary:
             summaries = []
             for src in _opened(srcs, opts, caps, failed):
                 try:
@@ -129,6 +145,33 @@ def summarize(src: PageSource) -> ProcessSummary:
     refs = machine_swap_refs if isinstance(src, Process) else None
     raw, unknown = vma_sums(src, KEYS, swap_refs=refs)
     return ProcessSummary.build(src.pid, src.comm, src.vmas, raw, unknown)
+
+
+def folio_summary(src: PageSource, caps: capsmod.Caps) -> ProcessFolios:
+    """Folio sizes per VMA: the pages, then kpageflags of the blocks around their large folios."""
+    import numpy as np
+
+    from ..analysis.folios import blocks_from_pages, folio_of, folio_rows
+    from ..collector.folios import read_folio_blocks
+    from ..errors import AccessDenied
+    from ..model import Snapshot
+    from ..render.folios import ProcessFolios
+
+    snap = src.snapshot() if isinstance(src, Process) else src
+    assert isinstance(snap, Snapshot)
+    if not (snap.known.flags and snap.known.pfn):
+        raise AccessDenied("--folios needs kpageflags and PFNs: run as root (CAP_SYS_ADMIN)", snap.pid)
+    p = snap.pages
+    pres = p.present
+    head = np.zeros(len(p), dtype=np.uint64)
+    size = np.zeros(len(p), dtype=np.int64)
+    if isinstance(src, Process):
+        starts, blocks = read_folio_blocks(p)
+    else:  # a snapshot file: only its own pages' flags are known; folios are judged from those
+        starts, blocks = blocks_from_pages(p)
+    head[pres], size[pres] = folio_of(p.pfn[pres], starts, blocks)
+    rows = folio_rows(snap.vmas, snap.bounds(), p, snap.known, head, size)
+    return ProcessFolios.build(snap.pid, snap.comm, snap.vmas, rows, capsmod.average_mapcounts())
 
 
 def _source_arg(arg: str) -> int | str:
