@@ -144,7 +144,11 @@ def fake_kpageflags(start: int = 0, end: int | None = None, chunk: int = 1000):
 
 
 def fake_phys(mp: pytest.MonkeyPatch) -> None:
+    from pmaps.collector.observer import Observer
+
     mp.setattr(phys_cmd, "iter_kpageflags", fake_kpageflags)
+    # pmaps' own pages are real PFNs: they must not fall into the synthetic range.
+    mp.setattr(Observer, "private_pfns", staticmethod(lambda: np.zeros(0, dtype=np.uint64)))
 
 
 # -- pmaps wss: clear_refs over 2 cycles of 2 s, and idle tracking over one --------------------------

@@ -54,6 +54,27 @@ class Observer:
         uniq, times = np.unique(pfn, return_counts=True)
         return cls(uniq, times.astype(np.int64))
 
+    @staticmethod
+    def private_pfns() -> np.ndarray:
+        """Sorted PFNs of the pages this process alone maps (pagemap's exclusive bit): its own memory,
+        which `phys` leaves out. Empty when PFNs cannot be read."""
+        pid = os.getpid()
+        try:
+            vmas = read_maps(pid)
+            fd = procfs.open_pagemap(pid)
+        except PmapsError:
+            return np.zeros(0, dtype=U64)
+        try:
+            starts = np.array([v.start >> PAGE_SHIFT for v in vmas if v.end <= pmb.TASK_SIZE_MAX], dtype=U64)
+            ends = np.array([v.end >> PAGE_SHIFT for v in vmas if v.end <= pmb.TASK_SIZE_MAX], dtype=U64)
+            pm = pmb.read_runs(fd, pid, starts, ends)
+        except PmapsError:
+            return np.zeros(0, dtype=U64)
+        finally:
+            procfs.close(fd)
+        mine = pmb.present(pm) & ((pmb.top_byte(pm) & pmb.TOP_EXCLUSIVE) != 0)
+        return np.unique(pm[mine] & pmb.PM_PFN_MASK)
+
     def __len__(self) -> int:
         return len(self.pfns)
 
