@@ -6,10 +6,9 @@ import os
 
 import numpy as np
 import pytest
+
 from memchild import MemChild
-
 from pmaps.analysis import phys as P
-
 
 root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (/proc/kpageflags)")
 A, L, T = 1 << 12, 1 << 5, 1 << 22  # anonymous, lru, thp
@@ -30,7 +29,7 @@ def test_parse_bits_like_page_types(expr, mask, bits):
 
 def test_bits_filter_semantics():
     flags = np.array([0, A, L, A | L, A | T], dtype=np.uint64)
-    sel = lambda *e: P.select(flags, [P.parse_bits(x) for x in e]).tolist()  # noqa: E731
+    sel = lambda *e: P.select(flags, [P.parse_bits(x) for x in e]).tolist()
     assert sel("anon,lru") == [False, True, True, True, True]
     assert sel("anon,~lru") == [False, True, False, False, True]
     assert sel("=anon") == [False, True, False, False, False]

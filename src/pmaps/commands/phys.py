@@ -17,6 +17,10 @@ SCHEMA = "pmaps-phys/1"
 TEXT_ONLY = ("names_text", "pfn_hex")
 
 
+def _extra(s: P.PhysSummary) -> dict[str, int]:
+    return {"scanned_pfns": s.scanned, "excluded_pfns": s.excluded}
+
+
 def group_view(s: P.PhysSummary, raw: bool, long: bool, sort: str) -> RowsView:
     items = sorted(s.groups.items(), key=(lambda kv: -kv[1]) if sort == "pages" else (lambda kv: kv[0]))
     rows = [{"flags": f"0x{f:016x}", "names": P.names(f, raw), "symbolic": P.symbolic(f, raw), "pages": n,
@@ -26,7 +30,7 @@ def group_view(s: P.PhysSummary, raw: bool, long: bool, sort: str) -> RowsView:
     if long:
         cols.append(Col("names_text", "NAMES", left=True))
     total = {"pages": sum(s.groups.values()), "bytes": sum(s.groups.values()) * PAGE_SIZE}
-    return RowsView(SCHEMA, cols, rows, total, extra={"scanned_pfns": s.scanned, "excluded_pfns": s.excluded}, machine_drop=TEXT_ONLY)
+    return RowsView(SCHEMA, cols, rows, total, extra=_extra(s), machine_drop=TEXT_ONLY)
 
 
 def range_view(s: P.PhysSummary, raw: bool, long: bool) -> RowsView:
@@ -37,7 +41,7 @@ def range_view(s: P.PhysSummary, raw: bool, long: bool) -> RowsView:
     cols = [Col("pfn_hex", "PFN", left=True), Col("pages", "PAGES"), Col("symbolic", "SYMBOLIC", left=True)]
     if long:
         cols.append(Col("names_text", "NAMES", left=True))
-    return RowsView(SCHEMA.replace("phys", "phys-ranges"), cols, rows, extra={"scanned_pfns": s.scanned, "excluded_pfns": s.excluded},
+    return RowsView(SCHEMA.replace("phys", "phys-ranges"), cols, rows, extra=_extra(s),
                     machine_drop=TEXT_ONLY)
 
 
