@@ -7,7 +7,7 @@ one place (`Process.regions`), which the sample collector shares.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +44,7 @@ FIRST_BATCH_PAGES = 1 << 12
 THP_MASK = U64(511)  # PFNs of a PMD-sized folio: its head is aligned to 512
 SCAN_GROUP_BYTES = 256 << 20  # VMAs scanned per PAGEMAP_SCAN call, at least one VMA
 FALLBACK_ZERO_LIMIT = 4 << 30  # bytes of VMA (8 MiB of pagemap) read just to find zero pages
+PROGRESS_PAGES = 1 << 27  # fallback reads of more pages than this (512 GiB of VMA, about a second) report progress
 FIELDS = ("full", "flags", "pagemap")  # what a sample reads (--fields); pagemap skips kpageflags/kpagecount
 
 
@@ -82,6 +83,10 @@ class Process:
         self._idle: IdleBitmap | None = None
         self._observer: Observer | None = None
         self._pfn_checked = False
+        # Called with (pages read, pages to read) as the pagemap fallback reads through large VMAs
+        # (a 16 TiB heap takes half a minute); set by a command that reports progress.
+        self.progress: Callable[[int, int], None] | None = None
+        self._fallback_pages = 0
         self._split_reads = True  # split kpage reads over two threads (off when chunks run in parallel)
 
     def open(self) -> Process:
@@ -174,6 +179,7 @@ class Process:
             if (v.start, v.end) in busy or (maybe_zero and v.size <= FALLBACK_ZERO_LIMIT):
                 rows.append((v.start >> PAGE_SHIFT, v.end >> PAGE_SHIFT, CAT_UNKNOWN))
         regs = np.array(rows, dtype=U64).reshape(-1, 3)
+        self._fallback_pages = int((regs[:, 1] - regs[:, 0]).sum())
         return self._with_shmem_swap(range(len(self.vmas)), regs)
 
     def _with_shmem_swap(self, idxs: range, regs: np.ndarray) -> np.ndarray:
@@ -283,15 +289,29 @@ class Process:
         limit = min(self.opts.chunk_pages, FIRST_BATCH_PAGES)
         pending: list[np.ndarray] = []
         size = 0
-        for _idxs, regs in self._scan_groups():
-            for piece in _split_regions(regs, limit) if len(regs) else ():
-                n = int(piece[:, 1].sum() - piece[:, 0].sum())
-                if pending and size + n > limit:
-                    yield np.concatenate(pending) if len(pending) > 1 else pending[0]
-                    pending, size = [], 0
-                    limit = self.opts.chunk_pages
-                pending.append(piece)
-                size += n
+
+        def pieces() -> Iterator[np.ndarray]:
+            first = True
+            for _idxs, regs in self._scan_groups():
+                for piece in _split_regions(regs, self.opts.chunk_pages) if len(regs) else ():
+                    if first:  # only the first piece is cut finer, for the small first batch
+                        first = False
+                        yield from _split_regions(piece, limit)
+                    else:
+                        yield piece
+
+        done = 0
+        for piece in pieces():
+            n = int(piece[:, 1].sum() - piece[:, 0].sum())
+            done += n
+            if self.progress is not None and self._fallback_pages >= PROGRESS_PAGES:
+                self.progress(done, self._fallback_pages)
+            if pending and size + n > limit:
+                yield np.concatenate(pending) if len(pending) > 1 else pending[0]
+                pending, size = [], 0
+                limit = self.opts.chunk_pages
+            pending.append(piece)
+            size += n
         if pending:
             yield np.concatenate(pending) if len(pending) > 1 else pending[0]
 
@@ -381,29 +401,27 @@ def _page_regions(regs: np.ndarray) -> np.ndarray:
 
 
 def _split_regions(regs: np.ndarray, limit: int) -> Iterator[np.ndarray]:
-    """Split sorted regions into groups of about `limit` pages (at most 2 * limit)."""
+    """Split sorted regions into groups of about `limit` pages (at most 2 * limit), lazily.
+
+    A region longer than the limit (a 16 TiB heap read by the pagemap fallback) is cut into
+    limit-sized pieces one at a time, never into an array of millions of pieces at once."""
     lens = (regs[:, 1] - regs[:, 0]).astype(np.int64)
     if lens.sum() <= limit:
         yield regs
         return
-    long = np.flatnonzero(lens > limit)
-    if len(long):
-        # Cut the few regions longer than the limit into limit-sized pieces.
-        rows: list[np.ndarray] = []
-        prev = 0
-        for k in long.tolist():
-            rows.append(regs[prev:k])
+    prev = 0
+    for k in [*np.flatnonzero(lens > limit).tolist(), len(regs)]:
+        small = regs[prev:k]
+        if len(small):
+            # Regions up to the limit: grouped by their running total; a region that straddles a
+            # group boundary stays with the earlier group.
+            group = np.cumsum(lens[prev:k]) // limit
+            yield from np.split(small, np.flatnonzero(np.diff(group)) + 1)
+        if k < len(regs):
             s, e, c = (int(x) for x in regs[k])
-            cuts = np.arange(s, e, limit, dtype=np.uint64)
-            rows.append(np.stack([cuts, np.minimum(cuts + np.uint64(limit), np.uint64(e)),
-                                  np.full(len(cuts), c, dtype=np.uint64)], axis=1))
-            prev = k + 1
-        rows.append(regs[prev:])
-        regs = np.concatenate(rows)
-        lens = (regs[:, 1] - regs[:, 0]).astype(np.int64)
-    group = np.cumsum(lens) // limit
-    # A piece that straddles a group boundary stays with the earlier group.
-    yield from np.split(regs, np.flatnonzero(np.diff(group)) + 1)
+            for cut in range(s, e, limit):
+                yield np.array([[cut, min(cut + limit, e), c]], dtype=np.uint64)
+        prev = k + 1
 
 
 def collect(pid: int, *, flags: bool = True, counts: bool = True, scan: bool | None = None,

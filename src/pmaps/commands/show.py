@@ -93,6 +93,16 @@ class Show(Command):
             failures.append(e)
             err.write(f"pmaps: {e}\n")
 
+        last = [-1]
+
+        def progress(done_pages: int, total: int) -> None:
+            # The pagemap fallback through a huge VMA: a line every 10% (no PAGEMAP_SCAN, --no-scan).
+            pct = 100 * done_pages // max(total, 1)
+            if not args.quiet and pct // 10 != last[0]:
+                last[0] = pct // 10
+                err.write(f"pmaps: reading pagemap without PAGEMAP_SCAN: {pct}% of {total} pages\n")
+                err.flush()
+
         def done(src: PageSource) -> None:
             notes.extend(n for n in missing_notes(src.known, pfn=args.pfn) if n not in notes)
 
@@ -101,7 +111,7 @@ class Show(Command):
             from ..render.folios import FoliosView
 
             folios = []
-            for src in _opened(srcs, opts, caps, failed):
+            for src in _opened(srcs, opts, caps, failed, progress):
                 try:
                     folios.append(folio_summary(src, caps))
                 except PmapsError as e:
@@ -111,7 +121,7 @@ class Show(Command):
             view = FoliosView(folios)
         elif args.summary:
             summaries = []
-            for src in _opened(srcs, opts, caps, failed):
+            for src in _opened(srcs, opts, caps, failed, progress):
                 try:
                     summaries.append(summarize(src))
                 except PmapsError as e:
@@ -122,7 +132,7 @@ class Show(Command):
 
             view = SummaryView(summaries)
         else:
-            view = PageRangesView(_opened(srcs, opts, caps, failed),
+            view = PageRangesView(_opened(srcs, opts, caps, failed, progress),
                                   ViewOptions(full=args.flags == "all", with_pfn=args.pfn, swap=args.swap),
                                   header=len(srcs) > 1, on_error=failed, on_done=done)
         write(view, out, args.format, args.unit)
@@ -186,8 +196,8 @@ def _source_arg(arg: str) -> int | str:
         raise UsageError(f"not a process ID, nor an existing snapshot file: {arg[:60]!r}") from None
 
 
-def _opened(srcs: list[int | str], opts: Options, caps: capsmod.Caps,
-            failed: Callable[[PmapsError], None]) -> Iterator[PageSource]:
+def _opened(srcs: list[int | str], opts: Options, caps: capsmod.Caps, failed: Callable[[PmapsError], None],
+            progress: Callable[[int, int], None] | None = None) -> Iterator[PageSource]:
     """Each source opened in turn (a live process is closed after its turn); failures reported."""
     for src in srcs:
         try:
@@ -197,6 +207,7 @@ def _opened(srcs: list[int | str], opts: Options, caps: capsmod.Caps,
                 yield load(src)
                 continue
             with Process(src, opts, caps) as proc:
+                proc.progress = progress
                 yield proc
         except PmapsError as e:
             failed(e)
