@@ -76,12 +76,11 @@ def test_mthp_sizes_match_the_kernel_counters():
 
     seen = []
     with mthp(16, 64):
-        for _ in range(5):
+        for _ in range(10):
             before = {kb: nr(kb) for kb in (16, 64)}
             with MemChild(["m:anon:2M"]) as mc:
                 during = {kb: nr(kb) for kb in (16, 64)}
                 rows = folios(mc.pid)
-                after = {kb: nr(kb) for kb in (16, 64)}
                 got = rows[mc.regions["m"]["start"]]["bytes_by_folio_size"]
                 rss = smaps_by_start(mc.pid)[mc.regions["m"]["start"]]["Rss"]
                 total = rows[-1]["bytes_by_folio_size"]
@@ -89,6 +88,6 @@ def test_mthp_sizes_match_the_kernel_counters():
             counts = {kb: total.get(str(kb << 10), 0) // (kb << 10) for kb in (16, 64)}
             delta = {kb: during[kb] - before[kb] for kb in (16, 64)}
             seen.append((counts, delta))
-            if during == after and counts == delta:
+            if counts == delta:  # (pmaps itself allocates mTHP folios too: only before its read counts)
                 return
         pytest.fail(f"(pmaps folios, kernel nr_anon delta) never agreed: {seen}")
