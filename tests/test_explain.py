@@ -75,3 +75,17 @@ def test_chart(tmp_path):
         out = tmp_path / "x.png"
         pmaps_cmd("explain", str(mc.pid), "--chart", str(out))
         assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out.stat().st_mode & 0o777) == 0o600
+
+
+@needs_root
+def test_system(run):
+    """meminfo's numbers against physical pages by kpageflags: the stable ones agree closely."""
+    for _ in range(5):
+        doc = json.loads(run("explain", "--system", "--format", "json").out)
+        by = {n["name"]: n for n in doc["numbers"]}
+        ok = all(abs(by[k]["difference"]) <= max(by[k]["kernel"] // 50, 16 << 20)
+                 for k in ("AnonPages", "Mapped", "Shmem", "PageTables", "Hugetlb"))
+        if ok:
+            assert "AnonPages+Mapped" in by
+            return
+    pytest.fail(f"explain --system far from meminfo: {by}")

@@ -14,6 +14,7 @@ RssAnon counts anon and KSM (MM_ANONPAGES), RssFile file (MM_FILEPAGES), RssShme
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -117,3 +118,49 @@ def explain(snap: Snapshot, status: dict[str, int] | None, rollup: dict[str, int
     ex.notes.append(f"in no RSS: zero page {b['zero_page']} B (mapped, costs nothing), hugetlb {b['hugetlb']} B "
                     "(counted in Shared/Private_Hugetlb and in the hugetlb pool, not in RSS)")
     return ex
+
+
+# -- the whole machine ---------------------------------------------------------------------------
+
+# (meminfo field, pmaps' bucket of physical pages by kpageflags, the buckets' definition)
+SYSTEM_NUMBERS = (
+    ("MemFree", "buddy", "free pages in the buddy allocator (BUDDY); MemFree also counts per-CPU free lists"),
+    ("AnonPages", "anon_mapped", "anonymous pages mapped by a process (ANON and MMAP), THPs whole"),
+    ("Mapped", "file_mapped", "file and shmem pages mapped by a process (MMAP, not ANON)"),
+    ("Shmem", "shmem", "shmem pages, mapped or not (SWAPBACKED, not ANON)"),
+    ("Slab", "slab", "slab pages (SLAB)"),
+    ("PageTables", "pgtable", "page-table pages (PGTABLE)"),
+    ("Hugetlb", "hugetlb", "hugetlb pages (HUGE)"),
+    ("Unevictable", "unevictable", "pages on the unevictable LRU (UNEVICTABLE and LRU)"),
+)
+
+
+def system_buckets(chunks: Iterable[tuple[int, np.ndarray]]) -> dict[str, int]:
+    """Bytes of physical memory per bucket from (first PFN, kpageflags) chunks."""
+    names = {b for _, b, _ in SYSTEM_NUMBERS}
+    out = dict.fromkeys(names, 0)
+
+    def bit(f: np.ndarray, n: str) -> np.ndarray:
+        return ((f >> np.uint64(KPF[n])) & np.uint64(1)).astype(bool)
+
+    for _start, f in chunks:
+        anon, mmap = bit(f, "anon"), bit(f, "mmap")
+        masks = {"buddy": bit(f, "buddy"), "anon_mapped": anon & mmap, "file_mapped": mmap & ~anon,
+                 "shmem": bit(f, "swapbacked") & ~anon & ~bit(f, "slab"), "slab": bit(f, "slab"),
+                 "pgtable": bit(f, "pgtable"), "hugetlb": bit(f, "huge"),
+                 "unevictable": bit(f, "unevictable") & bit(f, "lru")}
+        for k, m in masks.items():
+            out[k] += int(m.sum()) * PAGE_SIZE
+    return out
+
+
+def explain_system(meminfo: dict[str, int], buckets: dict[str, int], pss_total: int | None,
+                   self_share: int) -> list[Number]:
+    """meminfo's numbers against pages counted by their kpageflags, and Σ PSS against AnonPages+Mapped."""
+    rows = [Number(name, f"/proc/meminfo; {what}", meminfo.get(name), (bucket,), buckets[bucket])
+            for name, bucket, what in SYSTEM_NUMBERS]
+    if pss_total is not None and "AnonPages" in meminfo and "Mapped" in meminfo:
+        rows.append(Number("AnonPages+Mapped", "/proc/meminfo; every mapped page once, as Σ PSS of all processes",
+                           meminfo["AnonPages"] + meminfo["Mapped"], ("pss_all_processes", "pmaps_itself"),
+                           pss_total + self_share))
+    return rows

@@ -18,7 +18,10 @@ class Explain(Command):
     order = 24
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
-        p.add_argument("pid", metavar="PID")
+        p.add_argument("pid", metavar="PID", nargs="?", help="the process (or --system)")
+        p.add_argument("--system", action="store_true",
+                       help="the whole machine: /proc/meminfo against physical pages by kpageflags, and the "
+                            "PSS of every process against AnonPages + Mapped")
         p.add_argument("--chart", metavar="FILE.png", help="also draw the numbers as stacked bars (matplotlib)")
         add_output_options(p)
 
@@ -36,6 +39,10 @@ class Explain(Command):
         from ..render import write
         from ..render.explain import ExplainView, chart_png
 
+        if args.system:
+            return self._system(args, out)
+        if args.pid is None:
+            raise UsageError("give a PID, or --system")
         pid = parse_pid(args.pid)
         if args.chart and not args.chart.lower().endswith(".png"):
             raise UsageError(f"--chart writes a PNG: the file name must end in .png ({args.chart!r})")
@@ -71,4 +78,25 @@ class Explain(Command):
 
             save_bytes(args.chart, chart_png(ex, f"pmaps explain {ex.pid} ({ex.comm})"), 0o600)
         del np
+        return 0
+
+    def _system(self, args: argparse.Namespace, out: TextIO) -> int:
+        from ..analysis import system as S
+        from ..analysis.explain import explain_system, system_buckets
+        from ..collector import scan_system
+        from ..collector.observer import Observer
+        from ..kernel.kpage import iter_kpageflags
+        from ..kernel.meminfo import read_meminfo
+        from ..render import write
+        from ..render.explain import SystemExplainView
+
+        scan = scan_system()
+        reps = S.mm_reps(scan)
+        figs = S.page_figures(scan, reps)
+        total = S.total_row(S.process_rows(scan, figs, reps), scan, figs, reps)
+        mine = Observer.private_pfns()
+        meminfo = read_meminfo()
+        buckets = system_buckets(iter_kpageflags())
+        rows = explain_system(meminfo, buckets, total.get("pss"), scan.self_pss)
+        write(SystemExplainView(rows, buckets, len(mine) * 4096), out, args.format, args.unit)
         return 0

@@ -5,7 +5,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from ..analysis.explain import BUCKETS, Explanation
+from ..analysis.explain import BUCKETS, Explanation, Number
 from .output import View
 from .table import write_table
 from .units import fmt_bytes, unit_header
@@ -90,3 +90,37 @@ def chart_png(ex: Explanation, title: str) -> bytes:
         return figure_bytes(fig, "png", dpi=100)
     finally:
         plt.close(fig)
+
+
+@dataclass
+class SystemExplainView(View):
+    """`pmaps explain --system`: meminfo against pages by kpageflags."""
+
+    numbers: list[Number]
+    buckets: dict[str, int]
+    pmaps_private: int
+    schema: str = "pmaps-explain-system/1"
+    json_indent: int | None = 1
+
+    def document(self) -> dict[str, Any]:
+        return {"schema": self.schema, "buckets": self.buckets, "pmaps_private": self.pmaps_private,
+                "numbers": [{"name": n.name, "source": n.source, "kernel": n.kernel, "pmaps": n.pmaps,
+                             "difference": n.difference, "buckets": list(n.buckets)} for n in self.numbers]}
+
+    def records(self) -> Iterable[dict[str, Any]]:
+        for n in self.document()["numbers"]:
+            yield {"schema": self.schema, **n}
+
+    def table(self) -> tuple[Sequence[str], Iterable[Sequence[object]]]:
+        return (["name", "kernel", "pmaps", "difference", "buckets", "source"],
+                ([n.name, n.kernel, n.pmaps, n.difference, " ".join(n.buckets), n.source] for n in self.numbers))
+
+    def text(self, out: TextIO, unit: str) -> None:
+        h = unit_header(unit)
+        rows = [[n.name, fmt_bytes(n.kernel, unit), fmt_bytes(n.pmaps, unit),
+                 fmt_bytes(n.difference, unit) if n.difference is not None else "?", n.source] for n in self.numbers]
+        write_table(out, ["NUMBER", "KERNEL" + h, "PMAPS" + h, "DIFF" + h, "WHAT PMAPS COUNTED"], rows, left=1,
+                    lefts=[True, False, False, False, True])
+        out.write("# The counters are read in an instant, the page flags over about a second: pages that change "
+                  "meanwhile, per-CPU free lists (MemFree) and\n# THP accounting make the differences; pmaps' own "
+                  f"process holds {fmt_bytes(self.pmaps_private, unit)} of private pages during the read.\n")
