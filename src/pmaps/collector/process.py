@@ -23,6 +23,7 @@ from ..kernel.pagemap import (
     CAT_HUGE,
     CAT_SHMEM_SWAP,
     CAT_UNKNOWN,
+    PAGES_RETURN_MASK,
     SHMEM_SWAP_ENTRY,
     TASK_SIZE_MAX,
     Scanner,
@@ -136,12 +137,13 @@ class Process:
         return self.vmas
 
     # -- populated regions -------------------------------------------------------------
-    def regions(self, start: int, end: int) -> np.ndarray:
-        """PAGEMAP_SCAN regions [start, end, categories] in bytes for [start, end): the one scan path."""
+    def regions(self, start: int, end: int, returns: int = PAGES_RETURN_MASK) -> np.ndarray:
+        """PAGEMAP_SCAN regions [start, end, categories] in bytes for [start, end): the one scan path.
+        `returns`: the categories wanted (pagemap-only samples need present/swapped/file too)."""
         assert self._fd is not None
         if start >= min(end, TASK_SIZE_MAX):
             return np.zeros((0, 3), dtype=U64)
-        return Scanner(self._fd, self.pid).regions(start, end)
+        return Scanner(self._fd, self.pid, returns=returns).regions(start, end)
 
     def _scan_groups(self) -> Iterator[tuple[range, np.ndarray]]:
         """(VMA indexes, [start_page, end_page, categories] of their populated space), sorted.

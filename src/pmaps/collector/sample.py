@@ -8,7 +8,7 @@ import numpy as np
 
 from ..kernel.kpage import KPF
 from ..kernel.maps import PAGE_SHIFT, Vma
-from ..kernel.pagemap import CAT_FILE, CAT_HUGE, CAT_PFNZERO, CAT_PRESENT, CAT_SWAPPED
+from ..kernel.pagemap import CAT_FILE, CAT_HUGE, CAT_PFNZERO, CAT_PRESENT, CAT_SWAPPED, RETURN_MASK
 from ..model import Known, Ranges, Sample, merged_ranges, ranges_of
 from ..model.state import S_FILE, S_PMD, S_PRESENT, S_SWAPPED
 from ..numeric import arange_runs
@@ -45,7 +45,7 @@ def _scan_sample(proc: Process, seq: int, t0: float) -> Sample:
     pagemap entries: the exclusive bit (56) and uffd-wp, which PAGEMAP_SCAN does not report.
     """
     vm = proc.vmas
-    regs = proc.regions(vm[0].start, vm[-1].end)
+    regs = proc.regions(vm[0].start, vm[-1].end, returns=RETURN_MASK)
     vs = np.array([v.start for v in vm], dtype=U64)
     ve = np.array([v.end for v in vm], dtype=U64)
     rs, re_, cat = regs[:, 0], regs[:, 1], regs[:, 2]

@@ -31,7 +31,7 @@ def process_swap_entries(pid: int) -> np.ndarray | None:
     except PmapsError:
         return None
     try:
-        regs = Scanner(fd, pid, anyof=CAT_SWAPPED).regions(0, TASK_SIZE_MAX)
+        regs = Scanner(fd, pid, anyof=CAT_SWAPPED, returns=CAT_SWAPPED).regions(0, TASK_SIZE_MAX)
         if not len(regs):
             return np.zeros(0, dtype=U64)
         pm = pmb.read_runs(fd, pid, regs[:, 0] >> U64(PAGE_SHIFT), regs[:, 1] >> U64(PAGE_SHIFT))
