@@ -43,7 +43,7 @@ CHUNK_PAGES = 1 << 18  # pages per batch: ~10 MiB of columns; bounds peak memory
 NO_SCAN_ENV = "PMAPS_NO_SCAN"
 FIRST_BATCH_PAGES = 1 << 12
 THP_MASK = U64(511)  # PFNs of a PMD-sized folio: its head is aligned to 512
-SCAN_GROUP_BYTES = 256 << 20  # VMAs scanned per PAGEMAP_SCAN call, at least one VMA
+SCAN_GROUP_BYTES = 256 << 20  # VMAs scanned together, at least one VMA
 FALLBACK_ZERO_LIMIT = 4 << 30  # bytes of VMA (8 MiB of pagemap) read just to find zero pages
 PROGRESS_PAGES = 1 << 27  # fallback reads of more pages than this (512 GiB of VMA, about a second) report progress
 FIELDS = ("full", "flags", "pagemap")  # what a sample reads (--fields); pagemap skips kpageflags/kpagecount
@@ -141,7 +141,8 @@ class Process:
         """PAGEMAP_SCAN regions [start, end, categories] in bytes for [start, end): the one scan path.
         `returns`: the categories wanted (pagemap-only samples need present/swapped/file too)."""
         assert self._fd is not None
-        if start >= min(end, TASK_SIZE_MAX):
+        end = min(end, TASK_SIZE_MAX)
+        if start >= end:
             return np.zeros((0, 3), dtype=U64)
         return Scanner(self._fd, self.pid, returns=returns).regions(start, end)
 

@@ -7,8 +7,9 @@ then written. This is the one streaming View: its write_to reads while it writes
 from __future__ import annotations
 
 import csv
-import io
 import json
+import shutil
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TextIO
@@ -23,6 +24,7 @@ from .output import View
 
 SCHEMA = "pmaps/1"
 VMA_SCHEMA = "pmaps-vma/1"
+SPOOL_BYTES = 16 << 20  # a process's JSON document kept in memory up to this, then spooled to a file
 CSV_HEADER = ["pid", "comm", "vma_start", "vma_end", "perms", "path", "addr", "index", "count", "flags", "mapcount",
               "names"]
 
@@ -256,13 +258,16 @@ class PageRangesView(View):
                                    header=self.header)
                 else:
                     # A JSON document is built per process, then written whole: a process that
-                    # exits mid-scan must not leave a half-written document behind.
-                    buf = io.StringIO()
-                    sub = RangeWriter(buf, fmt, self.opts)
-                    sub.first_process = writer.first_process
-                    sub.process(src.pid, src.comm, src.vmas, src.chunks(), lambda s=src: s.known,  # type: ignore[misc]
-                                header=False)
-                    out.write(buf.getvalue())
+                    # exits mid-scan must not leave a half-written document behind. It is spooled:
+                    # in memory up to SPOOL_BYTES, then in an unnamed temporary file, so a huge
+                    # process's document does not hold its whole text in memory.
+                    with tempfile.SpooledTemporaryFile(SPOOL_BYTES, mode="w+", encoding="utf-8") as buf:
+                        sub = RangeWriter(buf, fmt, self.opts)  # type: ignore[arg-type]
+                        sub.first_process = writer.first_process
+                        sub.process(src.pid, src.comm, src.vmas, src.chunks(), lambda s=src: s.known,  # type: ignore[misc]
+                                    header=False)
+                        buf.seek(0)
+                        shutil.copyfileobj(buf, out, 1 << 20)
                     writer.first_process = False
             except PmapsError as e:
                 if self.on_error is None:
