@@ -1,0 +1,281 @@
+"""The page cache of files: cachestat(2), mincore(2) and the walk over paths that finds them.
+
+cachestat (Linux 6.5, man 2 cachestat) counts a file's cached, dirty, writeback, evicted and
+recently evicted pages without mapping it; where it is missing (ENOSYS) mincore on a read-only
+mapping gives the resident pages only (what vmtouch and util-linux fincore 2.38 do).
+Nothing here reads file data: opening and mapping a file does not bring its pages in.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import mmap
+import os
+import stat as st
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..numeric import PAGE_SIZE
+
+NR_CACHESTAT = 451  # x86-64, arm64 and the generic syscall table alike (Linux 6.5)
+MADV_POPULATE_READ = 22  # Linux 5.14, include/uapi/asm-generic/mman-common.h
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+_libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+_libc.mincore.restype = ctypes.c_int
+_libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+_libc.madvise.restype = ctypes.c_int
+
+
+class _Range(ctypes.Structure):
+    _fields_ = [("off", ctypes.c_uint64), ("len", ctypes.c_uint64)]  # len 0: to the end of the file
+
+
+class _Cachestat(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_uint64) for n in ("cache", "dirty", "writeback", "evicted", "recently_evicted")]
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStat:
+    """cachestat's counts, in pages. With only mincore, every count but `cache` is None."""
+
+    cache: int
+    dirty: int | None = None
+    writeback: int | None = None
+    evicted: int | None = None
+    recently_evicted: int | None = None
+
+
+def cachestat(fd: int, off: int = 0, length: int = 0) -> CacheStat:
+    """cachestat(2) of [off, off+length) of an open file (length 0: to its end). OSError on
+    failure: ENOSYS before Linux 6.5."""
+    rng, cs = _Range(off, length), _Cachestat()
+    if _libc.syscall(ctypes.c_long(NR_CACHESTAT), ctypes.c_uint(fd), ctypes.byref(rng), ctypes.byref(cs),
+                     ctypes.c_uint(0)) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+    return CacheStat(int(cs.cache), int(cs.dirty), int(cs.writeback), int(cs.evicted), int(cs.recently_evicted))
+
+
+def _addr(mm: mmap.mmap) -> tuple[int, np.ndarray]:
+    # ctypes.c_char.from_buffer needs a writable buffer; numpy takes a read-only one and tells
+    # its address. The caller must drop the array before closing the map (BufferError).
+    view = np.frombuffer(mm, dtype=np.uint8)
+    return int(view.ctypes.data), view
+
+
+def mincore_map(mm: mmap.mmap, size: int) -> np.ndarray:
+    """Resident bit per page of a mapping of `size` bytes (bool array)."""
+    npages = (size + PAGE_SIZE - 1) // PAGE_SIZE
+    vec = np.zeros(npages, dtype=np.uint8)
+    addr, view = _addr(mm)
+    try:
+        if _libc.mincore(ctypes.c_void_p(addr), size, vec.ctypes.data) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, os.strerror(e))
+    finally:
+        del view
+    return (vec & 1).astype(bool)  # mincore(2): only the least significant bit is defined
+
+
+def mincore(fd: int, size: int) -> np.ndarray:
+    """Resident bit per page of an open file of `size` bytes, by mincore on a read-only map."""
+    if size <= 0:
+        return np.zeros(0, dtype=bool)  # a 0-byte map is EINVAL
+    with mmap.mmap(fd, size, prot=mmap.PROT_READ) as mm:
+        return mincore_map(mm, size)
+
+
+def have_cachestat() -> bool:
+    """Whether this kernel has cachestat (probed on a pipe, which it answers with zeros)."""
+    r, w = os.pipe()
+    try:
+        cachestat(r)
+        return True
+    except OSError as e:
+        return e.errno != errno.ENOSYS
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+@dataclass(frozen=True, slots=True)
+class FileStat:
+    """One regular file: where the walk found it, its size and its page-cache counts (pages)."""
+
+    path: str
+    size: int
+    dev: int
+    ino: int
+    cache: CacheStat
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A path the walk could not count, and why: permission, vanished, special, loop, error."""
+
+    path: str
+    reason: str
+    detail: str = ""
+
+
+def skip_reason(err: OSError) -> str:
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return "permission"
+    if err.errno in (errno.ENOENT, errno.ESTALE, errno.ENOTDIR):
+        return "vanished"
+    if err.errno == errno.ELOOP:
+        return "symlink"
+    return "error"
+
+
+OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | getattr(os, "O_NOATIME", 0)
+
+
+def open_file(path: str, follow: bool) -> int:
+    """Open for reading without blocking on a FIFO and without touching atime where allowed.
+    O_NOATIME is refused (EPERM) on files the caller does not own unless root: retry without."""
+    flags = OPEN_FLAGS | (0 if follow else os.O_NOFOLLOW)
+    try:
+        return os.open(path, flags)
+    except PermissionError:
+        if not flags & getattr(os, "O_NOATIME", 0):
+            raise
+        return os.open(path, flags & ~getattr(os, "O_NOATIME", 0))
+
+
+def file_stat(path: str, follow: bool = True, use_cachestat: bool = True) -> FileStat | Skipped:
+    """The page-cache counts of one path (opened without following a final symlink unless
+    `follow`); a Skipped for anything that is not a readable regular file."""
+    try:
+        fd = open_file(path, follow)
+    except OSError as e:
+        return Skipped(path, skip_reason(e), os.strerror(e.errno or 0))
+    try:
+        s = os.fstat(fd)
+        if not st.S_ISREG(s.st_mode):
+            return Skipped(path, "special", _kind(s.st_mode))
+        if use_cachestat:
+            cs = cachestat(fd)
+        else:
+            cs = CacheStat(int(np.count_nonzero(mincore(fd, s.st_size))))
+        return FileStat(path, s.st_size, s.st_dev, s.st_ino, cs)
+    except OSError as e:
+        return Skipped(path, skip_reason(e), os.strerror(e.errno or 0))
+    finally:
+        os.close(fd)
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((st.S_ISFIFO, "fifo"), (st.S_ISCHR, "character device"), (st.S_ISBLK, "block device"),
+                       (st.S_ISSOCK, "socket"), (st.S_ISDIR, "directory"), (st.S_ISLNK, "symlink")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def walk(paths: list[str], recursive: bool, follow: bool, xdev: bool) -> Iterator[str | Skipped]:
+    """Regular-file candidates under `paths`, in a stable order (names sorted per directory).
+
+    Paths given are followed when they are symlinks (as `find -H` does: /proc/PID/fd/N and
+    map_files work); symlinks met in the walk only with `follow`, directory loops cut by
+    (dev, inode). With `xdev` the walk stays on each given path's filesystem."""
+    for top in paths:
+        try:
+            s = os.stat(top)
+        except OSError as e:
+            yield Skipped(top, skip_reason(e), os.strerror(e.errno or 0))
+            continue
+        if not st.S_ISDIR(s.st_mode):
+            # Never open a FIFO or a device (an open may block, or rewind a tape): count it.
+            yield top if st.S_ISREG(s.st_mode) else Skipped(top, "special", _kind(s.st_mode))
+            continue
+        if not recursive:
+            yield Skipped(top, "directory", "a directory (use -r)")
+            continue
+        seen = {(s.st_dev, s.st_ino)}
+        stack = [top]
+        while stack:
+            d = stack.pop()
+            try:
+                with os.scandir(d) as it:
+                    entries = sorted(it, key=lambda e: e.name)
+            except OSError as e:
+                yield Skipped(d, skip_reason(e), os.strerror(e.errno or 0))
+                continue
+            subdirs = []
+            for e in entries:
+                try:
+                    is_link = e.is_symlink()
+                    if is_link and not follow:
+                        continue  # not followed, not counted (find's default)
+                    is_dir = e.is_dir(follow_symlinks=follow)
+                    is_file = not is_dir and e.is_file(follow_symlinks=follow)
+                    if not is_dir and not is_file:
+                        yield Skipped(e.path, "special", _kind(e.stat(follow_symlinks=follow).st_mode))
+                        continue
+                except OSError as err:
+                    yield Skipped(e.path, skip_reason(err), os.strerror(err.errno or 0))
+                    continue
+                if is_dir:
+                    try:
+                        ds = e.stat(follow_symlinks=follow)
+                    except OSError as err:
+                        yield Skipped(e.path, skip_reason(err), os.strerror(err.errno or 0))
+                        continue
+                    if xdev and ds.st_dev != s.st_dev:
+                        continue
+                    if (ds.st_dev, ds.st_ino) in seen:
+                        yield Skipped(e.path, "loop", "directory loop")
+                        continue
+                    seen.add((ds.st_dev, ds.st_ino))
+                    subdirs.append(e.path)
+                else:
+                    yield e.path
+            stack.extend(reversed(subdirs))  # depth-first, in name order
+
+
+def scan_files(paths: list[str], recursive: bool = False, follow: bool = False, xdev: bool = True,
+               use_cachestat: bool = True) -> Iterator[FileStat | Skipped]:
+    """FileStat or Skipped for every file the walk finds (given paths are always followed)."""
+    given = set(paths)
+    for item in walk(paths, recursive, follow, xdev):
+        if isinstance(item, Skipped):
+            yield item
+        else:
+            yield file_stat(item, follow or item in given, use_cachestat)
+
+
+def evict(path: str) -> tuple[int, int]:
+    """POSIX_FADV_DONTNEED the whole file: (cached pages before, after). Only clean, unmapped
+    pages go; needs write access (refused with PermissionError otherwise, as vmtouch -e is not)."""
+    if not os.access(path, os.W_OK):
+        raise PermissionError(errno.EACCES, "no write access", path)
+    fd = open_file(path, True)
+    try:
+        before = cachestat(fd).cache
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        return before, cachestat(fd).cache
+    finally:
+        os.close(fd)
+
+
+def touch(path: str) -> tuple[int, int]:
+    """Read every page of the file into the cache: (cached pages before, after)."""
+    fd = open_file(path, True)
+    try:
+        before = cachestat(fd).cache
+        buf = bytearray(1 << 20)
+        off = 0
+        while True:
+            n = os.preadv(fd, [buf], off)
+            if n <= 0:
+                break
+            off += n
+        return before, cachestat(fd).cache
+    finally:
+        os.close(fd)
