@@ -52,7 +52,8 @@ class Files(Command):
                        help="follow symlinks met in the walk (symlinks given as PATH are always followed)")
         p.add_argument("--xdev", choices=("yes", "no"), default="yes",
                        help="stay on each PATH's filesystem (default yes; --xdev=no crosses mount points)")
-        p.add_argument("--top", type=positive, default=0, metavar="N", help="only the N files with the most cached bytes")
+        p.add_argument("--top", type=positive, default=0, metavar="N",
+                       help="only the N files with the most cached bytes")
         p.add_argument("--evict", action="store_true",
                        help="drop the files' clean, unmapped pages from the cache (posix_fadvise DONTNEED; "
                             "needs write access to each file)")

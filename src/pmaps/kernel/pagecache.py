@@ -204,38 +204,38 @@ def walk(paths: list[str], recursive: bool, follow: bool, xdev: bool) -> Iterato
             try:
                 with os.scandir(d) as it:
                     entries = sorted(it, key=lambda e: e.name)
-            except OSError as e:
-                yield Skipped(d, skip_reason(e), os.strerror(e.errno or 0))
+            except OSError as err:
+                yield Skipped(d, skip_reason(err), os.strerror(err.errno or 0))
                 continue
             subdirs = []
-            for e in entries:
+            for ent in entries:
                 try:
-                    is_link = e.is_symlink()
+                    is_link = ent.is_symlink()
                     if is_link and not follow:
                         continue  # not followed, not counted (find's default)
-                    is_dir = e.is_dir(follow_symlinks=follow)
-                    is_file = not is_dir and e.is_file(follow_symlinks=follow)
+                    is_dir = ent.is_dir(follow_symlinks=follow)
+                    is_file = not is_dir and ent.is_file(follow_symlinks=follow)
                     if not is_dir and not is_file:
-                        yield Skipped(e.path, "special", _kind(e.stat(follow_symlinks=follow).st_mode))
+                        yield Skipped(ent.path, "special", _kind(ent.stat(follow_symlinks=follow).st_mode))
                         continue
                 except OSError as err:
-                    yield Skipped(e.path, skip_reason(err), os.strerror(err.errno or 0))
+                    yield Skipped(ent.path, skip_reason(err), os.strerror(err.errno or 0))
                     continue
                 if is_dir:
                     try:
-                        ds = e.stat(follow_symlinks=follow)
+                        ds = ent.stat(follow_symlinks=follow)
                     except OSError as err:
-                        yield Skipped(e.path, skip_reason(err), os.strerror(err.errno or 0))
+                        yield Skipped(ent.path, skip_reason(err), os.strerror(err.errno or 0))
                         continue
                     if xdev and ds.st_dev != s.st_dev:
                         continue
                     if (ds.st_dev, ds.st_ino) in seen:
-                        yield Skipped(e.path, "loop", "directory loop")
+                        yield Skipped(ent.path, "loop", "directory loop")
                         continue
                     seen.add((ds.st_dev, ds.st_ino))
-                    subdirs.append(e.path)
+                    subdirs.append(ent.path)
                 else:
-                    yield e.path
+                    yield ent.path
             stack.extend(reversed(subdirs))  # depth-first, in name order
 
 

@@ -60,7 +60,7 @@ class FilesView(View):
                     c.append("-" if r[k] is None else f"{r[k]:.0f}%" if r[k] in (0, 100) else f"{r[k]:.1f}%")
                 else:
                     c.append(fmt_bytes(r[k], unit))
-            return c + [safe_path(r["path"])]
+            return [*c, safe_path(r["path"])]
 
         body = [cells(r) for r in self.report.rows]
         foot = [[*cells(self.report.total)[:-1], f"total ({self.report.nfiles} file"
