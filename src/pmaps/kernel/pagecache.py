@@ -148,6 +148,18 @@ def open_file(path: str, follow: bool) -> int:
         return os.open(path, flags & ~getattr(os, "O_NOATIME", 0))
 
 
+# The kernel shows a file's page cache only to its owner, a process that may write it, or
+# CAP_SYS_ADMIN: cachestat fails with EPERM (seen on 6.18), and mincore reports every page as
+# resident (mm/mincore.c can_do_mincore, since 5.0 / CVE-2019-5489), which util-linux fincore
+# prints as if it were true. pmaps skips such files and counts them.
+HIDDEN = "page cache hidden: not the owner, no write access"
+
+
+def may_see_cache(path: str, s: os.stat_result) -> bool:
+    """Whether mincore tells the truth about this file for us (mm/mincore.c can_do_mincore)."""
+    return os.geteuid() in (0, s.st_uid) or os.access(path, os.W_OK)
+
+
 def file_stat(path: str, follow: bool = True, use_cachestat: bool = True) -> FileStat | Skipped:
     """The page-cache counts of one path (opened without following a final symlink unless
     `follow`); a Skipped for anything that is not a readable regular file."""
@@ -160,7 +172,12 @@ def file_stat(path: str, follow: bool = True, use_cachestat: bool = True) -> Fil
         if not st.S_ISREG(s.st_mode):
             return Skipped(path, "special", _kind(s.st_mode))
         if use_cachestat:
-            cs = cachestat(fd)
+            try:
+                cs = cachestat(fd)
+            except PermissionError:
+                return Skipped(path, "permission", HIDDEN)
+        elif not may_see_cache(path, s):
+            return Skipped(path, "permission", HIDDEN)
         else:
             cs = CacheStat(int(np.count_nonzero(mincore(fd, s.st_size))))
         return FileStat(path, s.st_size, s.st_dev, s.st_ino, cs)
@@ -188,7 +205,8 @@ def walk(paths: list[str], recursive: bool, follow: bool, xdev: bool) -> Iterato
         try:
             s = os.stat(top)
         except OSError as e:
-            yield Skipped(top, skip_reason(e), os.strerror(e.errno or 0))
+            reason = "not found" if e.errno == errno.ENOENT else skip_reason(e)
+            yield Skipped(top, reason, os.strerror(e.errno or 0))
             continue
         if not st.S_ISDIR(s.st_mode):
             # Never open a FIFO or a device (an open may block, or rewind a tape): count it.

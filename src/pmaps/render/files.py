@@ -57,7 +57,7 @@ class FilesView(View):
             c = []
             for k, _ in SIZE_COLS:
                 if k == "resident_pct":
-                    c.append("-" if r[k] is None else f"{r[k]:.0f}%" if r[k] in (0, 100) else f"{r[k]:.1f}%")
+                    c.append("-" if r[k] is None else f"{r[k]:g}%")
                 else:
                     c.append(fmt_bytes(r[k], unit))
             return [*c, safe_path(r["path"])]
