@@ -316,3 +316,39 @@ def test_formats(run, tree):
     r = run("files", "-r", "-k", str(tree / "half.dat"))
     assert r.out.splitlines()[0].startswith("SIZE (KiB) RESIDENT (KiB)")
     assert r.out.splitlines()[1].split()[:3] == ["256", "128", "50%"]
+
+
+# -- golden: the text table from fixed inputs -------------------------------------------------------
+
+def _golden_report(top: int = 0):
+    cs = pc.CacheStat
+    items = [pc.FileStat("/srv/db/base.dat", 1 << 30, 1, 1, cs(131072, 256, 16, 4096, 1024)),
+             pc.FileStat("/srv/db/wal\n000\x1b[1m", 16 << 20, 1, 2, cs(4096, 4096, 0, 0, 0)),
+             pc.FileStat("/srv/db/empty", 0, 1, 3, cs(0, 0, 0, 0, 0)),
+             pc.FileStat("/srv/db/cold.idx", 5 * PAGE + 1, 1, 4, cs(1, 0, 0, 5, 5)),
+             pc.Skipped("/srv/db/fifo", "special", "fifo")]
+    return summarize(iter(items), top)
+
+
+@pytest.mark.parametrize("name,unit,top,fmt", [("files.txt", "human", 0, "text"), ("files_k.txt", "k", 2, "text"),
+                                               ("files.csv", "human", 0, "csv")])
+def test_golden(name, unit, top, fmt):
+    import io
+
+    from pmaps.render import write
+    from pmaps.render.files import FilesView
+
+    buf = io.StringIO()
+    write(FilesView(_golden_report(top), PAGE, "cachestat"), buf, fmt, unit)
+    path = Path(__file__).parent / "golden" / name
+    if os.environ.get("PMAPS_BLESS"):
+        path.write_text(buf.getvalue())
+    assert buf.getvalue() == path.read_text(), f"{name} differs; PMAPS_BLESS=1 to accept"
+
+
+def test_top_keeps_the_largest_in_walk_order_on_ties():
+    cs = pc.CacheStat
+    items = [pc.FileStat(f"/f{i}", 10 * PAGE, 1, i, cs(c)) for i, c in enumerate([3, 5, 5, 1, 5, 0])]
+    rep = summarize(iter(items), top=3)
+    assert [r["path"] for r in rep.rows] == ["/f1", "/f2", "/f4"]
+    assert rep.total["resident"] == 19 * PAGE and rep.nfiles == 6
