@@ -40,7 +40,7 @@ class Progress:
 
 
 class Files(Command):
-    """The page cache of files: size, resident bytes and %, dirty, writeback, evicted (cachestat)."""
+    """The page cache of files: size, resident bytes and percent, dirty, writeback, evicted (cachestat)."""
 
     name = "files"
     order = 25
