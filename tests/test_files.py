@@ -352,3 +352,25 @@ def test_top_keeps_the_largest_in_walk_order_on_ties():
     rep = summarize(iter(items), top=3)
     assert [r["path"] for r in rep.rows] == ["/f1", "/f2", "/f4"]
     assert rep.total["resident"] == 19 * PAGE and rep.nfiles == 6
+
+
+@needs_cs
+def test_symlinks_loops_and_other_filesystems(run, tree):
+    shm = Path(tempfile.mkdtemp(dir="/dev/shm", prefix="pmaps-files-"))
+    try:
+        (shm / "on_tmpfs").write_bytes(b"y" * PAGE)
+        (tree / "sub" / "tmpfs").symlink_to(shm)
+        (tree / "sub" / "up").symlink_to("..")
+        base = {str(tree / n) for n in ("half.dat", "sparse.dat", "empty", "sub/cold.dat", "sub/odd.dat")}
+        doc = files_json(run, "-r", str(tree))
+        assert {f["path"] for f in doc["files"]} == base  # no symlink followed
+        doc = files_json(run, "-r", "-L", str(tree))
+        # -L: the link to half.dat counts as a file of its own; the loop is cut; tmpfs not entered
+        assert {f["path"] for f in doc["files"]} == base | {str(tree / "link")}
+        assert doc["skipped"]["loop"] == 1
+        doc = files_json(run, "-r", "-L", "--xdev=no", str(tree))
+        assert str(tree / "sub" / "tmpfs" / "on_tmpfs") in {f["path"] for f in doc["files"]}
+    finally:
+        import shutil
+
+        shutil.rmtree(shm)
