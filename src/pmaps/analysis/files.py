@@ -6,7 +6,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from ..kernel import cgroup
+from ..kernel import pagecache as pc
+from ..kernel import pagemap as pmb
+from ..kernel.kpage import PfnReader, lookup_cgroup
 from ..kernel.pagecache import FileStat, Skipped
+from ..model import Known, Pages
 from ..numeric import PAGE_SIZE
 
 COUNTS = ("resident", "dirty", "writeback", "evicted", "recently_evicted")
@@ -76,3 +83,41 @@ def summarize(items: Iterable[FileStat | Skipped], top: int = 0,
     if pages and total["resident"] is not None:
         total["resident_pct"] = round(min(100.0, 100.0 * total["resident"] / (pages * PAGE_SIZE)), 1)
     return FilesReport(rows, total, n, skipped)
+
+
+@dataclass
+class FilePages:
+    """A file's resident pages as the 2007 view sees them: Pages indexed by file page (vpn is
+    the file page index), kpagecount less pmaps' own mapping, and the charged memcg per page."""
+
+    path: str
+    size: int
+    pages: Pages
+    known: Known
+    cgroup: np.ndarray | None = None  # kpagecgroup inode per page
+    cgroup_names: dict[int, str] = field(default_factory=dict)
+
+
+def file_pages(path: str, want_cgroup: bool = False) -> FilePages:
+    """Map, fault in only the resident pages, and look their PFNs up (kernel.pagecache.map_resident)."""
+    with pc.map_resident(path) as m:
+        pfns = m.pm & pmb.PM_PFN_MASK
+        known_pfn = bool(len(pfns)) and bool(pfns.all())  # zeroed without CAP_SYS_ADMIN
+        flags = counts = cg = None
+        if known_pfn:
+            with PfnReader() as rd:
+                flags, counts = rd.lookup(pfns)
+            if want_cgroup:
+                cg = lookup_cgroup(pfns)
+    if counts is not None:
+        # Our own mapping is one of the mappers: the others are what the user asks about.
+        counts = np.maximum(counts.astype(np.int64) - 1, 0).astype(np.uint64)
+    n = len(m.index)
+    pages = Pages(m.index, m.pm, np.full(n, pmb.CAT_UNKNOWN, np.uint16), flags, counts)
+    known = Known(pfn=known_pfn, flags=flags is not None, count=counts is not None)
+    names: dict[int, str] = {}
+    if cg is not None:
+        h = cgroup.find_memory_hierarchy()
+        names = cgroup.memcg_dirs(h) if h else {}
+        names[0] = "-"
+    return FilePages(path, m.size, pages, known, cg, names)

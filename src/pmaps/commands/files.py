@@ -58,6 +58,16 @@ class Files(Command):
                        help="drop the files' clean, unmapped pages from the cache (posix_fadvise DONTNEED; "
                             "needs write access to each file)")
         p.add_argument("--touch", action="store_true", help="read every page of the files into the cache")
+        g = p.add_argument_group("the 2007 view of a file's pages (--pages; root for flags, counts and PFNs)")
+        g.add_argument("--pages", action="store_true",
+                       help="each file's path, then INDEX COUNT FLAGS MAPCOUNT ranges of its resident pages "
+                            "(page-types -f): pmaps maps the file read-only and faults in only the resident pages "
+                            "(never reads one in), which marks them accessed; MAPCOUNT leaves pmaps' own mapping out")
+        g.add_argument("--flags", choices=("rfc", "all"), default="rfc",
+                       help="rfc: the RFC's letters (default); all: every kpageflags and pagemap bit")
+        g.add_argument("--pfn", action="store_true", help="add each range's first page frame number (hex)")
+        g.add_argument("--cgroup", action="store_true",
+                       help="add the memory cgroup each range is charged to (kpagecgroup)")
         p.add_argument("--mincore", action="store_true", help=argparse.SUPPRESS)  # force the fallback (tests)
         add_output_options(p)
 
@@ -72,6 +82,12 @@ class Files(Command):
             from ..errors import UsageError
 
             raise UsageError("--evict and --touch exclude each other")
+        if args.pages:
+            return self._pages(args, out, err)
+        if args.pfn or args.cgroup or args.flags != "rfc":
+            from ..errors import UsageError
+
+            raise UsageError("--flags, --pfn and --cgroup go with --pages")
         use_cs = not args.mincore and pc.have_cachestat()
         if not use_cs and (args.evict or args.touch):
             raise PmapsError("--evict and --touch report their effect with cachestat(2), which needs Linux 6.5+",
@@ -124,3 +140,43 @@ class Files(Command):
         if denied:
             err.write(f"pmaps: --evict refused on {len(denied)} file{'s' if len(denied) > 1 else ''} without write "
                       f"access (e.g. {safe_path(denied[0])})\n")
+
+    def _pages(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+        from ..analysis.files import FilePages, file_pages
+        from ..errors import UsageError
+        from ..kernel import pagecache as pc
+        from ..render import write
+        from ..render.files import FilePagesView, skipped_line
+        from ..render.notes import missing_notes
+
+        if args.format not in ("text", "json"):
+            raise UsageError("--pages writes text or json")
+        if args.evict or args.touch or args.top:
+            raise UsageError("--pages does not go with --evict, --touch or --top")
+        skipped: dict[str, list[str]] = {}
+
+        def gen() -> Any:
+            for item in pc.walk(args.paths, args.recursive, args.dereference, args.xdev == "yes"):
+                if isinstance(item, pc.Skipped):
+                    skipped.setdefault(item.reason, []).append(item.path)
+                    continue
+                try:
+                    yield file_pages(item, args.cgroup)
+                except OSError as e:
+                    skipped.setdefault(pc.skip_reason(e), []).append(item)
+
+        view = FilePagesView(gen(), args.flags == "all", args.pfn, args.cgroup)
+        write(view, out, args.format, args.unit)
+        line = skipped_line(skipped)
+        if line:
+            err.write(f"pmaps: {line}\n")
+        seen: list[FilePages] = view.seen
+        if not seen and line:
+            return 1
+        if not args.quiet and seen:
+            notes = missing_notes(seen[0].known, pfn=args.pfn)
+            if args.cgroup and seen[0].cgroup is None:
+                notes.append("memory cgroups (need root and /proc/kpagecgroup)")
+            if notes:
+                err.write("pmaps: '?' marks what cannot be known here: " + "; ".join(notes) + "\n")
+        return 0

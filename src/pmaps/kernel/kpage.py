@@ -280,3 +280,30 @@ def iter_kpageflags(start: int = 0, end: int | None = None,
             pfn += got
     finally:
         procfs.close(fd)
+
+
+KPAGECGROUP = "/proc/kpagecgroup"
+
+
+def lookup_cgroup(pfns: np.ndarray) -> np.ndarray | None:
+    """kpagecgroup per PFN: the inode of the memory cgroup the page is charged to (0: none,
+    Documentation/admin-guide/mm/pagemap.rst); None when the file cannot be read (not root,
+    no CONFIG_MEMCG)."""
+    fd = procfs.open_kpage("kpagecgroup")
+    if fd is None:
+        return None
+    try:
+        plan = plan_lookup(pfns)
+        buf = np.zeros(plan.total, dtype="<u8")
+        mv = buf.data.cast("B")
+        jobs: list[tuple[int, str, int, memoryview]] = []
+        pos = 0
+        for start, length in zip(plan.seg_start.tolist(), plan.seg_len.tolist()):
+            for off in range(0, length, MAX_READ):
+                k = min(MAX_READ, length - off)
+                jobs.append((fd, KPAGECGROUP, (start + off) * 8, mv[(pos + off) * 8 : (pos + off + k) * 8]))
+            pos += length
+        _run_split(jobs)
+        return buf[plan.index]
+    finally:
+        procfs.close(fd)

@@ -7,6 +7,7 @@ Nothing here reads file data: opening and mapping a file does not bring its page
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -18,7 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..numeric import PAGE_SIZE
+from ..numeric import PAGE_SIZE, consecutive_runs
+from . import pagemap, procfs
 
 NR_CACHESTAT = 451  # x86-64, arm64 and the generic syscall table alike (Linux 6.5)
 MADV_POPULATE_READ = 22  # Linux 5.14, include/uapi/asm-generic/mman-common.h
@@ -295,5 +297,64 @@ def touch(path: str) -> tuple[int, int]:
                 break
             off += n
         return before, cachestat(fd).cache
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class MappedPages:
+    """A file's resident pages as mapped into pmaps itself: file page index and our own pagemap
+    entry of each (PFNs stay valid while the mapping is held)."""
+
+    path: str
+    size: int
+    index: np.ndarray  # file page indexes, u64, ascending
+    pm: np.ndarray  # pagemap entries of pmaps' mapping of those pages, u64
+
+
+@contextlib.contextmanager
+def map_resident(path: str) -> Iterator[MappedPages]:
+    """Map a file read-only, find its resident pages with mincore and fault in only those
+    (page-types -f's method), then read their PFNs from our own pagemap.
+
+    MADV_POPULATE_READ (Linux 5.14) faults each resident run in: it fails with EFAULT, rather than
+    killing pmaps with SIGBUS, where the file was truncated meanwhile. A page evicted between
+    mincore and the populate would be read back in: such a page is not reported (it was not
+    resident when asked). Faulting marks the pages accessed. Runs only for a readable file whose
+    page cache the kernel shows us (may_see_cache): else mincore would say every page is resident.
+    """
+    fd = open_file(path, True)
+    try:
+        s = os.fstat(fd)
+        if not st.S_ISREG(s.st_mode):
+            raise IsADirectoryError(errno.EINVAL, f"not a regular file ({_kind(s.st_mode)})", path)
+        if not may_see_cache(path, s):
+            raise PermissionError(errno.EPERM, HIDDEN, path)
+        if s.st_size == 0:
+            yield MappedPages(path, 0, np.zeros(0, np.uint64), np.zeros(0, np.uint64))
+            return
+        with mmap.mmap(fd, s.st_size, prot=mmap.PROT_READ) as mm:
+            res = mincore_map(mm, s.st_size)
+            idx = np.flatnonzero(res).astype(np.uint64)
+            addr, view = _addr(mm)
+            try:
+                first, count = consecutive_runs(idx)
+                starts = idx[first].astype(np.int64)
+                for f, c in zip(starts.tolist(), count.tolist()):
+                    # EFAULT/ENOMEM: truncated or gone meanwhile; those pages stay not present
+                    _libc.madvise(ctypes.c_void_p(addr + f * PAGE_SIZE), c * PAGE_SIZE, MADV_POPULATE_READ)
+                pm = np.zeros(0, np.uint64)
+                if len(idx):
+                    pid = os.getpid()
+                    pfd = pagemap.open_pagemap(pid)
+                    try:
+                        base = addr // PAGE_SIZE
+                        pm = pagemap.read_runs(pfd, pid, starts + base, starts + base + count)
+                    finally:
+                        procfs.close(pfd)
+                keep = pagemap.present(pm)
+                yield MappedPages(path, s.st_size, idx[keep], pm[keep])
+            finally:
+                del view
     finally:
         os.close(fd)
