@@ -374,3 +374,145 @@ def test_symlinks_loops_and_other_filesystems(run, tree):
         import shutil
 
         shutil.rmtree(shm)
+
+
+# -- --pages: the 2007 view of a file's resident pages ----------------------------------------------
+
+def resident_set(path: Path | str) -> set[int]:
+    """Independent mincore: the resident page indexes of a file."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    size = os.path.getsize(path)
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ) as mm:
+        a = np.frombuffer(mm, np.uint8)
+        vec = np.zeros((size + PAGE - 1) // PAGE, np.uint8)
+        assert libc.mincore(ctypes.c_void_p(a.ctypes.data), ctypes.c_size_t(size), ctypes.c_void_p(vec.ctypes.data)) == 0
+        del a
+    return set(np.flatnonzero(vec & 1).tolist())
+
+
+def page_lines(out: str) -> dict[int, list[str]]:
+    """--pages text -> {page index: the rest of its range line}, one entry per page."""
+    pages: dict[int, list[str]] = {}
+    for line in out.splitlines()[1:]:
+        index, count, *rest = line.split()
+        for i in range(int(index), int(index) + int(count)):
+            pages[i] = rest
+    return pages
+
+
+MAPPER = r"""
+import mmap, sys
+f = open(sys.argv[1], "r+b")
+m = mmap.mmap(f.fileno(), 0)
+m.madvise(mmap.MADV_RANDOM)
+for i in (40, 41, 42):
+    m[i * 4096]                     # map (read) pages 40-42
+m[41 * 4096] = 7                    # and dirty page 41
+print(m.find(b"") , flush=True)
+sys.stdin.read()
+"""
+
+
+@needs_root
+def test_pages_never_reads_a_page_in(run, tmp_path):
+    path = tmp_path / "p.dat"
+    cold(path, 256 * PAGE)
+    for first, count in ((0, 3), (10, 1), (40, 3), (200, 8)):
+        read_pages(path, first, count)
+    before = resident_set(path)
+    assert before == {0, 1, 2, 10, 40, 41, 42, *range(200, 208)}
+    p = subprocess.Popen([sys.executable, "-c", MAPPER, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         text=True)
+    try:
+        p.stdout.readline()  # type: ignore[union-attr]
+        r = run("files", "--pages", str(path))
+        assert r.code == 0, r.err
+        assert r.out.splitlines()[0] == str(path)
+        pages = page_lines(r.out)
+        assert set(pages) == before == resident_set(path)  # exactly the resident pages; none read in
+        assert {i: rest[1] for i, rest in pages.items() if rest[1] != "0"} == {40: "1", 41: "1", 42: "1"}
+        assert pages[41][0][5] == "D" and pages[40][0][5] == "_"  # RFC letters Y R A U P D W
+        # --pfn: the PFN of page 41 is the one the mapper's own pagemap shows
+        r = run("files", "--pages", "--pfn", "--format", "json", str(path))
+        doc = json.loads(r.out)
+        assert doc["schema"] == "pmaps-file-pages/1"
+        rng = next(x for x in doc["files"][0]["ranges"] if x["index"] <= 41 < x["index"] + x["count"])
+        pfn41 = rng["pfn"] + 41 - rng["index"]
+        line = next(ln for ln in Path(f"/proc/{p.pid}/maps").read_text().splitlines() if ln.endswith(str(path)))
+        start = int(line.split("-")[0], 16)
+        with open(f"/proc/{p.pid}/pagemap", "rb") as pm:
+            pm.seek((start // PAGE + 41) * 8)
+            entry = int.from_bytes(pm.read(8), "little")
+        assert entry & ((1 << 55) - 1) == pfn41
+    finally:
+        p.kill()
+        p.wait()
+
+
+@needs_root
+def test_pages_cgroup_is_the_readers_memcg(run, tmp_path):
+    path = tmp_path / "c.dat"
+    cold(path, 16 * PAGE)
+    read_pages(path, 2, 4)  # charged now, to this test process's memory cgroup
+    line = next(x for x in Path("/proc/self/cgroup").read_text().splitlines() if ":memory:" in x or x.startswith("0::"))
+    mine = line.split(":", 2)[2]
+    r = run("files", "--pages", "--cgroup", str(path))
+    assert r.code == 0, r.err
+    assert {i: rest[-1] for i, rest in page_lines(r.out).items()} == {i: mine for i in range(2, 6)}
+
+
+def test_pages_survive_a_file_truncated_meanwhile(tmp_path, monkeypatch):
+    """mincore said resident, then the file shrank: MADV_POPULATE_READ fails instead of SIGBUS."""
+    from pmaps.analysis.files import file_pages
+
+    path = tmp_path / "t.dat"
+    path.write_bytes(os.urandom(8 * PAGE))
+    real = pc.mincore_map
+
+    def then_truncate(mm, size):
+        res = real(mm, size)
+        os.truncate(path, PAGE)
+        return res
+
+    monkeypatch.setattr(pc, "mincore_map", then_truncate)
+    fp = file_pages(str(path))
+    assert fp.pages.vpn.tolist() in ([0], [])  # never pages past the new end of file
+
+
+def test_pages_options(run, tmp_path):
+    f = tmp_path / "x"
+    f.write_bytes(b"x")
+    for argv in (["--pfn"], ["--cgroup"], ["--flags=all"], ["--pages", "--format", "csv"], ["--pages", "--top", "3"]):
+        r = run("files", *argv, str(f))
+        assert r.code == 2 and r.err.count("\n") == 1, argv
+
+
+@pytest.mark.parametrize("name,full,pfn,cg", [("file_pages.txt", False, False, False),
+                                              ("file_pages_all.txt", True, True, True)])
+def test_golden_pages(name, full, pfn, cg):
+    import io
+
+    from pmaps.analysis.files import FilePages
+    from pmaps.kernel.kpage import kpf_mask
+    from pmaps.model import Known, Pages
+    from pmaps.render import write
+    from pmaps.render.files import FilePagesView
+
+    idx = np.array([0, 1, 2, 3, 9, 10, 11], np.uint64)
+    pm = (np.array([500, 501, 502, 700, 800, 801, 900], np.uint64) | np.uint64(1 << 63) | np.uint64(1 << 61))
+    f_clean = kpf_mask("referenced", "uptodate", "lru", "active")
+    f_dirty = f_clean | kpf_mask("dirty")
+    kflags = np.array([f_clean] * 3 + [f_dirty] + [f_clean] * 3, np.uint64)
+    kcount = np.array([0, 0, 0, 2, 1, 1, 1], np.uint64)
+    pages = Pages(idx, pm, np.zeros(7, np.uint16), kflags, kcount)
+    cgs = np.array([40, 40, 41, 41, 41, 0, 0], np.uint64) if cg else None
+    fp = FilePages("/srv/a\nb.dat", 12 * PAGE, pages, Known(pfn=True, flags=True, count=True), cgs,
+                   {40: "/jobs/a", 41: "/jobs/b", 0: "-"})
+    buf = io.StringIO()
+    write(FilePagesView([fp], full, pfn, cg), buf, "text", "human")
+    path = Path(__file__).parent / "golden" / name
+    if os.environ.get("PMAPS_BLESS"):
+        path.write_text(buf.getvalue())
+    assert buf.getvalue() == path.read_text(), f"{name} differs; PMAPS_BLESS=1 to accept"
