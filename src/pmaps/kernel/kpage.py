@@ -307,3 +307,19 @@ def lookup_cgroup(pfns: np.ndarray) -> np.ndarray | None:
         return buf[plan.index]
     finally:
         procfs.close(fd)
+
+
+def iter_kpageflags_cgroup(chunk: int = PHYS_CHUNK) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(first PFN, kpageflags, kpagecgroup) chunks over all of physical memory: one pass over
+    both files, for the per-cgroup view. AccessDenied without root or without kpagecgroup."""
+    cfd = procfs.open_kpage("kpagecgroup")
+    if cfd is None:
+        raise AccessDenied(f"permission denied: {KPAGECGROUP} (needs root (CAP_SYS_ADMIN) and CONFIG_MEMCG)",
+                           path=KPAGECGROUP)
+    try:
+        for pfn, flags in iter_kpageflags(chunk=chunk):
+            cg = np.zeros(len(flags), dtype="<u8")
+            got = procfs.pread_into(cfd, cg.data.cast("B"), pfn * 8, 0, KPAGECGROUP) // 8
+            yield pfn, flags, cg[:got] if got < len(flags) else cg
+    finally:
+        procfs.close(cfd)
