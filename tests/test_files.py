@@ -238,6 +238,13 @@ def test_deleted_but_open_file(run, tmp_path):
         for via in (f"/proc/{p.pid}/fd/{fd}", f"/proc/{p.pid}/map_files/{rng}"):
             (row,) = files_json(run, "--bytes", via)["files"]
             assert row["path"] == via and row["size"] == 16 * PAGE and row["resident"] == 3 * PAGE
+        # --owners: the child maps it and holds it open; a file nobody uses has no owner
+        other = tmp_path / "unused.dat"
+        cold(other, PAGE)
+        doc = files_json(run, "--owners", f"/proc/{p.pid}/fd/{fd}", str(other))
+        assert [f["owners"] for f in doc["files"]] == [[p.pid], []]
+        r = run("files", "--owners", f"/proc/{p.pid}/fd/{fd}")
+        assert r.out.splitlines()[0].split()[-2:] == ["PROCS", "PATH"] and r.out.splitlines()[1].split()[-2] == "1"
     finally:
         p.kill()
         p.wait()

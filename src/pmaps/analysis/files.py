@@ -19,7 +19,7 @@ from ..numeric import PAGE_SIZE
 COUNTS = ("resident", "dirty", "writeback", "evicted", "recently_evicted")
 
 
-def file_row(f: FileStat) -> dict[str, Any]:
+def file_row(f: FileStat, users: dict[tuple[int, int], set[int]] | None = None) -> dict[str, Any]:
     """One file as bytes (None for what mincore cannot tell); pct of its pages resident."""
     c = f.cache
     pages = (f.size + PAGE_SIZE - 1) // PAGE_SIZE
@@ -28,6 +28,8 @@ def file_row(f: FileStat) -> dict[str, Any]:
         row[key] = None if v is None else v * PAGE_SIZE
     # Pages past EOF cannot be cached, but a large folio is counted whole: cap at 100%.
     row["resident_pct"] = round(min(100.0, 100.0 * c.cache / pages), 1) if pages else None
+    if users is not None:
+        row["owners"] = sorted(users.get((f.dev, f.ino), ()))
     return row
 
 
@@ -47,9 +49,11 @@ class FilesReport:
 
 
 def summarize(items: Iterable[FileStat | Skipped], top: int = 0,
-              tick: Callable[[int], None] | None = None) -> FilesReport:
+              tick: Callable[[int], None] | None = None,
+              users: dict[tuple[int, int], set[int]] | None = None) -> FilesReport:
     """Fold the walk into a report; with `top` only the N files with the most cached bytes are
-    kept (a heap: a tree of millions of files does not become a list). tick(n) after each item."""
+    kept (a heap: a tree of millions of files does not become a list). tick(n) after each item.
+    With `users` ((dev, inode) -> pids) each row gets "owners": the pids that map or hold it open."""
     rows: list[dict[str, Any]] = []
     heap: list[tuple[int, int, dict[str, Any]]] = []
     total: dict[str, Any] = {"path": "", "size": 0, **{k: 0 for k in COUNTS}}
@@ -63,7 +67,7 @@ def summarize(items: Iterable[FileStat | Skipped], top: int = 0,
             skipped.setdefault(item.reason, []).append(item.path)
             continue
         n += 1
-        row = file_row(item)
+        row = file_row(item, users)
         total["size"] += row["size"]
         for k in COUNTS:
             total[k] = None if total[k] is None or row[k] is None else total[k] + row[k]

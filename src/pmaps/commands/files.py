@@ -54,6 +54,9 @@ class Files(Command):
                        help="stay on each PATH's filesystem (default yes; --xdev=no crosses mount points)")
         p.add_argument("--top", type=positive, default=0, metavar="N",
                        help="only the N files with the most cached bytes")
+        p.add_argument("--owners", action="store_true",
+                       help="add the processes that map each file or hold it open (/proc/*/maps, /proc/*/fd): "
+                            "PROCS is their number, JSON 'owners' their pids; 0 is cache no process uses")
         p.add_argument("--evict", action="store_true",
                        help="drop the files' clean, unmapped pages from the cache (posix_fadvise DONTNEED; "
                             "needs write access to each file)")
@@ -100,7 +103,7 @@ class Files(Command):
             items = self._act(items, args, err)
         bar = Progress(err, err.isatty() and not args.quiet)
         try:
-            report = summarize(items, args.top, bar.tick)
+            report = summarize(items, args.top, bar.tick, pc.file_users() if args.owners else None)
         finally:
             bar.stop()
         line = skipped_line(report.skipped)

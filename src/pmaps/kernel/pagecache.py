@@ -358,3 +358,38 @@ def map_resident(path: str) -> Iterator[MappedPages]:
                 del view
     finally:
         os.close(fd)
+
+
+def file_users() -> dict[tuple[int, int], set[int]]:
+    """(st_dev, st_ino) -> pids that map the file (/proc/PID/maps) or hold it open (/proc/PID/fd).
+
+    Processes that cannot be read (another user's, without root) or that exit meanwhile are left
+    out: the answer is "who we can see". pmaps itself is left out."""
+    out: dict[tuple[int, int], set[int]] = {}
+    me = os.getpid()  # pmaps itself maps its libraries: not a user of them for this question
+    for pid in procfs.list_pids():
+        if pid == me:
+            continue
+        try:
+            with open(procfs.proc_path(pid, "maps"), "rb") as f:
+                for line in f:
+                    parts = line.split(None, 5)
+                    if len(parts) < 6 or parts[4] == b"0":
+                        continue
+                    maj, _, mnr = parts[3].partition(b":")
+                    out.setdefault((os.makedev(int(maj, 16), int(mnr, 16)), int(parts[4])), set()).add(pid)
+        except (OSError, ValueError):
+            pass
+        fd_dir = procfs.proc_path(pid, "fd")
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                s = os.stat(f"{fd_dir}/{fd}")
+            except OSError:
+                continue
+            if st.S_ISREG(s.st_mode):
+                out.setdefault((s.st_dev, s.st_ino), set()).add(pid)
+    return out

@@ -56,6 +56,9 @@ class FilesView(View):
     def text(self, out: TextIO, unit: str) -> None:
         suffix = unit_header(unit)
         header = [h + (suffix if k not in ("resident_pct",) else "") for k, h in SIZE_COLS] + ["PATH"]
+        owners = self.with_owners
+        if owners:
+            header.insert(-1, "PROCS")
 
         def cells(r: dict[str, Any]) -> list[str]:
             c = []
@@ -64,6 +67,8 @@ class FilesView(View):
                     c.append("-" if r[k] is None else f"{r[k]:g}%")
                 else:
                     c.append(fmt_bytes(r[k], unit))
+            if owners:
+                c.append(str(len(r["owners"])) if "owners" in r else "")
             return [*c, safe_path(r["path"])]
 
         body = [cells(r) for r in self.report.rows]
@@ -71,18 +76,26 @@ class FilesView(View):
                  f"{'s' if self.report.nfiles != 1 else ''})"]]
         write_table(out, header, body, footer=foot, text_last=True)
 
+    @property
+    def with_owners(self) -> bool:
+        return any("owners" in r for r in self.report.rows)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return (*KEYS, "owners") if self.with_owners else KEYS
+
     def document(self) -> dict[str, Any]:
         return {"schema": self.schema, "page_size": self.page_size, "method": self.method,
-                "files": [{k: r[k] for k in KEYS} for r in self.report.rows],
+                "files": [{k: r[k] for k in self.keys} for r in self.report.rows],
                 "total": {"files": self.report.nfiles, **{k: self.report.total[k] for k in KEYS if k != "path"}},
                 "skipped": {k: len(v) for k, v in sorted(self.report.skipped.items())}}
 
     def records(self) -> Iterable[dict[str, Any]]:
         for r in self.report.rows:
-            yield {"schema": self.schema, **{k: r[k] for k in KEYS}}
+            yield {"schema": self.schema, **{k: r[k] for k in self.keys}}
 
     def table(self) -> tuple[Sequence[str], Iterable[Sequence[object]]]:
-        return KEYS, iter_rows(self.report.rows, KEYS)
+        return self.keys, iter_rows(self.report.rows, self.keys)
 
 
 PAGES_SCHEMA = "pmaps-file-pages/1"
