@@ -78,21 +78,23 @@ class FilesView(View):
 
     @property
     def with_owners(self) -> bool:
-        return any("owners" in r for r in self.report.rows)
+        return bool(self.report.rows) and "owners" in self.report.rows[0]  # all rows or none
 
     @property
     def keys(self) -> tuple[str, ...]:
         return (*KEYS, "owners") if self.with_owners else KEYS
 
     def document(self) -> dict[str, Any]:
+        keys = self.keys  # once: it looks at every row
         return {"schema": self.schema, "page_size": self.page_size, "method": self.method,
-                "files": [{k: r[k] for k in self.keys} for r in self.report.rows],
+                "files": [{k: r[k] for k in keys} for r in self.report.rows],
                 "total": {"files": self.report.nfiles, **{k: self.report.total[k] for k in KEYS if k != "path"}},
                 "skipped": {k: len(v) for k, v in sorted(self.report.skipped.items())}}
 
     def records(self) -> Iterable[dict[str, Any]]:
+        keys = self.keys
         for r in self.report.rows:
-            yield {"schema": self.schema, **{k: r[k] for k in self.keys}}
+            yield {"schema": self.schema, **{k: r[k] for k in keys}}
 
     def table(self) -> tuple[Sequence[str], Iterable[Sequence[object]]]:
         return self.keys, iter_rows(self.report.rows, self.keys)
