@@ -505,7 +505,7 @@ def test_golden_pages(name, full, pfn, cg):
     from pmaps.kernel.kpage import kpf_mask
     from pmaps.model import Known, Pages
     from pmaps.render import write
-    from pmaps.render.files import FilePagesView
+    from pmaps.render.filepages import FilePagesView
 
     idx = np.array([0, 1, 2, 3, 9, 10, 11], np.uint64)
     pm = (np.array([500, 501, 502, 700, 800, 801, 900], np.uint64) | np.uint64(1 << 63) | np.uint64(1 << 61))
@@ -523,3 +523,18 @@ def test_golden_pages(name, full, pfn, cg):
     if os.environ.get("PMAPS_BLESS"):
         path.write_text(buf.getvalue())
     assert buf.getvalue() == path.read_text(), f"{name} differs; PMAPS_BLESS=1 to accept"
+
+
+def test_progress_shows_only_after_a_second():
+    import io
+
+    from pmaps.commands.files import Progress
+
+    err = io.StringIO()
+    pr = Progress(err, True)
+    pr.tick(256)
+    assert pr.bar is None  # a quick walk shows nothing
+    pr.t0 -= 2.0  # as if the walk had begun two seconds ago
+    pr.tick(512)
+    assert pr.bar is not None
+    pr.stop()

@@ -4,17 +4,15 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from ..kernel import cgroup
 from ..kernel import pagecache as pc
-from ..kernel import pagemap as pmb
-from ..kernel.kpage import PfnReader, lookup_cgroup
-from ..kernel.pagecache import FileStat, Skipped
-from ..model import Known, Pages
-from ..numeric import PAGE_SIZE
+from ..kernel.pagecache import PAGE_SIZE, FileStat, Skipped
+
+if TYPE_CHECKING:  # numpy and the page model load only for --pages: the table starts faster
+    import numpy as np
+
+    from ..model import Known, Pages
 
 COUNTS = ("resident", "dirty", "writeback", "evicted", "recently_evicted")
 
@@ -104,6 +102,13 @@ class FilePages:
 
 def file_pages(path: str, want_cgroup: bool = False) -> FilePages:
     """Map, fault in only the resident pages, and look their PFNs up (kernel.pagecache.map_resident)."""
+    import numpy as np
+
+    from ..kernel import cgroup
+    from ..kernel import pagemap as pmb
+    from ..kernel.kpage import PfnReader, lookup_cgroup
+    from ..model import Known, Pages
+
     with pc.map_resident(path) as m:
         pfns = m.pm & pmb.PM_PFN_MASK
         known_pfn = bool(len(pfns)) and bool(pfns.all())  # zeroed without CAP_SYS_ADMIN

@@ -77,7 +77,7 @@ class Files(Command):
     def run(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         from ..analysis.files import summarize
         from ..kernel import pagecache as pc
-        from ..numeric import PAGE_SIZE
+        from ..kernel.pagecache import PAGE_SIZE
         from ..render import write
         from ..render.files import FilesView, skipped_line
 
@@ -117,7 +117,7 @@ class Files(Command):
     def _act(self, items: Any, args: argparse.Namespace, err: TextIO) -> Any:
         """--evict / --touch each file before it is counted; one line with what it did, in numbers."""
         from ..kernel import pagecache as pc
-        from ..numeric import PAGE_SIZE
+        from ..kernel.pagecache import PAGE_SIZE
         from ..render.files import safe_path
         from ..render.units import fmt_bytes
 
@@ -149,7 +149,8 @@ class Files(Command):
         from ..errors import UsageError
         from ..kernel import pagecache as pc
         from ..render import write
-        from ..render.files import FilePagesView, skipped_line
+        from ..render.filepages import FilePagesView
+        from ..render.files import skipped_line
         from ..render.notes import missing_notes
 
         if args.format not in ("text", "json"):

@@ -9,23 +9,27 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import mmap
 import os
 import stat as st
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
+from . import procfs
 
-from ..numeric import PAGE_SIZE, consecutive_runs
-from . import pagemap, procfs
+if TYPE_CHECKING:
+    import numpy as np
+
+# numpy (and numeric, which imports it) are imported where pages are handled: the walk and
+# cachestat do without, which keeps `pmaps files` starting fast.
+PAGE_SIZE = 4096  # numeric.PAGE_SIZE: pmaps reads 4 KiB pages only
 
 NR_CACHESTAT = 451  # x86-64, arm64 and the generic syscall table alike (Linux 6.5)
 MADV_POPULATE_READ = 22  # Linux 5.14, include/uapi/asm-generic/mman-common.h
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+_libc = ctypes.CDLL(None, use_errno=True)  # the C library already loaded (find_library runs ldconfig)
 _libc.syscall.restype = ctypes.c_long
 _libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
 _libc.mincore.restype = ctypes.c_int
@@ -52,18 +56,33 @@ class CacheStat:
     recently_evicted: int | None = None
 
 
+class Cachestat:
+    """cachestat(2) with its argument buffers made once (a walk calls it per file)."""
+
+    def __init__(self) -> None:
+        self._rng, self._cs = _Range(0, 0), _Cachestat()
+        self._args = (ctypes.c_long(NR_CACHESTAT), ctypes.byref(self._rng), ctypes.byref(self._cs), ctypes.c_uint(0))
+
+    def __call__(self, fd: int, off: int = 0, length: int = 0) -> CacheStat:
+        """cachestat of [off, off+length) of an open file (length 0: to its end). OSError on
+        failure: ENOSYS before Linux 6.5, EPERM where the kernel hides the file's cache."""
+        self._rng.off, self._rng.len = off, length
+        nr, rng, out, flags = self._args
+        if _libc.syscall(nr, ctypes.c_uint(fd), rng, out, flags) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, os.strerror(e))
+        cs = self._cs
+        return CacheStat(cs.cache, cs.dirty, cs.writeback, cs.evicted, cs.recently_evicted)
+
+
 def cachestat(fd: int, off: int = 0, length: int = 0) -> CacheStat:
-    """cachestat(2) of [off, off+length) of an open file (length 0: to its end). OSError on
-    failure: ENOSYS before Linux 6.5."""
-    rng, cs = _Range(off, length), _Cachestat()
-    if _libc.syscall(ctypes.c_long(NR_CACHESTAT), ctypes.c_uint(fd), ctypes.byref(rng), ctypes.byref(cs),
-                     ctypes.c_uint(0)) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
-    return CacheStat(int(cs.cache), int(cs.dirty), int(cs.writeback), int(cs.evicted), int(cs.recently_evicted))
+    """cachestat(2) of [off, off+length) of an open file (length 0: to its end), in pages."""
+    return Cachestat()(fd, off, length)
 
 
 def _addr(mm: mmap.mmap) -> tuple[int, np.ndarray]:
+    import numpy as np
+
     # ctypes.c_char.from_buffer needs a writable buffer; numpy takes a read-only one and tells
     # its address. The caller must drop the array before closing the map (BufferError).
     view = np.frombuffer(mm, dtype=np.uint8)
@@ -72,6 +91,8 @@ def _addr(mm: mmap.mmap) -> tuple[int, np.ndarray]:
 
 def mincore_map(mm: mmap.mmap, size: int) -> np.ndarray:
     """Resident bit per page of a mapping of `size` bytes (bool array)."""
+    import numpy as np
+
     npages = (size + PAGE_SIZE - 1) // PAGE_SIZE
     vec = np.zeros(npages, dtype=np.uint8)
     addr, view = _addr(mm)
@@ -86,6 +107,8 @@ def mincore_map(mm: mmap.mmap, size: int) -> np.ndarray:
 
 def mincore(fd: int, size: int) -> np.ndarray:
     """Resident bit per page of an open file of `size` bytes, by mincore on a read-only map."""
+    import numpy as np
+
     if size <= 0:
         return np.zeros(0, dtype=bool)  # a 0-byte map is EINVAL
     with mmap.mmap(fd, size, prot=mmap.PROT_READ) as mm:
@@ -162,7 +185,8 @@ def may_see_cache(path: str, s: os.stat_result) -> bool:
     return os.geteuid() in (0, s.st_uid) or os.access(path, os.W_OK)
 
 
-def file_stat(path: str, follow: bool = True, use_cachestat: bool = True) -> FileStat | Skipped:
+def file_stat(path: str, follow: bool = True, use_cachestat: bool = True,
+              stater: Cachestat | None = None) -> FileStat | Skipped:
     """The page-cache counts of one path (opened without following a final symlink unless
     `follow`); a Skipped for anything that is not a readable regular file."""
     try:
@@ -175,13 +199,13 @@ def file_stat(path: str, follow: bool = True, use_cachestat: bool = True) -> Fil
             return Skipped(path, "special", _kind(s.st_mode))
         if use_cachestat:
             try:
-                cs = cachestat(fd)
+                cs = (stater or Cachestat())(fd)
             except PermissionError:
                 return Skipped(path, "permission", HIDDEN)
         elif not may_see_cache(path, s):
             return Skipped(path, "permission", HIDDEN)
         else:
-            cs = CacheStat(int(np.count_nonzero(mincore(fd, s.st_size))))
+            cs = CacheStat(int(mincore(fd, s.st_size).sum()))
         return FileStat(path, s.st_size, s.st_dev, s.st_ino, cs)
     except OSError as e:
         return Skipped(path, skip_reason(e), os.strerror(e.errno or 0))
@@ -263,11 +287,12 @@ def scan_files(paths: list[str], recursive: bool = False, follow: bool = False, 
                use_cachestat: bool = True) -> Iterator[FileStat | Skipped]:
     """FileStat or Skipped for every file the walk finds (given paths are always followed)."""
     given = set(paths)
+    stater = Cachestat()
     for item in walk(paths, recursive, follow, xdev):
         if isinstance(item, Skipped):
             yield item
         else:
-            yield file_stat(item, follow or item in given, use_cachestat)
+            yield file_stat(item, follow or item in given, use_cachestat, stater)
 
 
 def evict(path: str) -> tuple[int, int]:
@@ -323,6 +348,11 @@ def map_resident(path: str) -> Iterator[MappedPages]:
     resident when asked). Faulting marks the pages accessed. Runs only for a readable file whose
     page cache the kernel shows us (may_see_cache): else mincore would say every page is resident.
     """
+    import numpy as np
+
+    from ..numeric import consecutive_runs
+    from . import pagemap
+
     fd = open_file(path, True)
     try:
         s = os.fstat(fd)
