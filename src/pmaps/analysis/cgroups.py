@@ -51,10 +51,14 @@ class Charged:
     by_pfn: np.ndarray | None = None
 
 
-def charged_pages(chunks: Iterable[tuple[int, np.ndarray, np.ndarray]], keep: bool = False) -> Charged:
-    """Fold (first PFN, kpageflags, kpagecgroup) chunks into per-memcg counts."""
+def charged_pages(chunks: Iterable[tuple[int, np.ndarray, np.ndarray]], keep: bool = False,
+                  inodes: Iterable[int] = ()) -> Charged:
+    """Fold (first PFN, kpageflags, kpagecgroup) chunks into per-memcg counts. `inodes`, the memcg
+    inodes known beforehand, turn the grouping into a binary search over a few values instead
+    of a sort of every charged page; an inode not among them (a cgroup made meanwhile) still counts."""
     out: dict[int, dict[str, int]] = {}
     kept = []
+    known = np.array(sorted(set(inodes)), dtype=U64)
     for _, flags, cg in chunks:
         flags = flags[: len(cg)]
         if keep:
@@ -62,12 +66,17 @@ def charged_pages(chunks: Iterable[tuple[int, np.ndarray, np.ndarray]], keep: bo
         sel = cg != 0
         if not sel.any():
             continue
-        inos, inv = np.unique(cg[sel], return_inverse=True)
+        cgs = cg[sel]
+        pos = np.minimum(np.searchsorted(known, cgs), max(len(known) - 1, 0)) if len(known) else None
+        if pos is not None and bool((known[pos] == cgs).all()):
+            inos, inv = known, pos
+        else:
+            inos, inv = np.unique(cgs, return_inverse=True)
         cols = classify(flags[sel])
-        counts = {k: np.bincount(inv, weights=cols[k], minlength=len(inos)) for k in FIELDS}
         total = np.bincount(inv, minlength=len(inos))
-        for j, ino in enumerate(inos.tolist()):
-            d = out.setdefault(ino, dict.fromkeys(("pages", *FIELDS), 0))
+        counts = {k: np.bincount(inv[cols[k]], minlength=len(inos)) for k in FIELDS}
+        for j in np.flatnonzero(total).tolist():
+            d = out.setdefault(int(inos[j]), dict.fromkeys(("pages", *FIELDS), 0))
             d["pages"] += int(total[j])
             for k in FIELDS:
                 d[k] += int(counts[k][j])

@@ -40,7 +40,7 @@ class Cgroups(Command):
         if h is None:
             raise Unsupported("no memory cgroup controller here (neither v1 'memory' nor v2 with memory)")
         names = K.memcg_dirs(h)
-        charged = C.charged_pages(iter_kpageflags_cgroup(), keep=not args.no_mapped)
+        charged = C.charged_pages(iter_kpageflags_cgroup(), keep=not args.no_mapped, inodes=names)
         # memory.stat right after the pass, so that both describe nearly the same moment
         stats = {p: K.read_memory_stat(h, p) for p in names.values()}
         mapped = None
