@@ -293,3 +293,43 @@ def test_v1_machine_is_detected():
     if not Path("/sys/fs/cgroup/memory/memory.usage_in_bytes").exists():
         pytest.skip("no v1 memory hierarchy here")
     assert K.find_memory_hierarchy() == K.MemHierarchy("/sys/fs/cgroup/memory", 1)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to nobody")
+def test_as_nobody_one_line(tmp_path):
+    from helpers import pmaps_cmd
+
+    r = pmaps_cmd("cgroups", user=True, check=False)
+    assert r.returncode == 4 and r.stderr.count("\n") == 1 and "kpagecgroup" in r.stderr, r.stderr
+
+
+def test_golden_text():
+    import io
+
+    from pmaps.render import write
+    from pmaps.render.cgroups import CgroupsView
+
+    def counts(**kw: int) -> dict[str, int]:
+        return {**dict.fromkeys(("pages", *C.FIELDS), 0), **kw}
+
+    charged = C.Charged({11: counts(pages=5000, anon=3000, file=1500, shmem=400, kernel=100, mapped_file=600),
+                         12: counts(pages=2048, file=2048, mapped_file=0), 1: counts(pages=10, kernel=10)})
+    names = {1: "/", 11: "/jobs/a\x1b[2J", 12: "/jobs/b"}
+    stats = {"/": {"total_rss": 3000 * PAGE, "total_cache": 4000 * PAGE},
+             "/jobs/a\x1b[2J": {"total_rss": 2990 * PAGE, "total_cache": 1900 * PAGE, "total_shmem": 400 * PAGE,
+                                "total_mapped_file": 600 * PAGE},
+             "/jobs/b": {"total_rss": 0, "total_cache": 2048 * PAGE, "total_shmem": 0, "total_mapped_file": 0}}
+    mapped = C.Mapped(here={"/jobs/a\x1b[2J": 100}, elsewhere={"/jobs/b": 2048}, from_others={"/jobs/a\x1b[2J": 2048},
+                      detail={("/jobs/b", "/jobs/a\x1b[2J", 4242, "db\nserver", "/data/x.db"): 2048})
+    rows = sorted(C.rows(charged, names, stats, 1, mapped), key=lambda r: -r["charged"])
+    assert rows[0]["compare"]["anon"] == {"pmaps": 3000 * PAGE, "kernel": 2990 * PAGE, "difference": 10 * PAGE}
+    detail = [{"charged_to": c, "mapped_by": m, "pid": pid, "comm": comm, "mapping": path, "bytes": n * PAGE}
+              for (c, m, pid, comm, path), n in mapped.detail.items()]
+    buf = io.StringIO()
+    write(CgroupsView(rows, 1, detail, "/jobs/b", PAGE), buf, "text", "human")
+    path = Path(__file__).parent / "golden" / "cgroups.txt"
+    if os.environ.get("PMAPS_BLESS"):
+        path.write_text(buf.getvalue())
+    assert buf.getvalue() == path.read_text(), "cgroups.txt differs; PMAPS_BLESS=1 to accept"
+    doc = json.loads(json.dumps(CgroupsView(rows, 1, detail, "/jobs/b", PAGE).document()))
+    assert doc["schema"] == "pmaps-cgroups/1" and doc["detail"]["pages"][0]["bytes"] == 2048 * PAGE
