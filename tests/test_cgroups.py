@@ -333,3 +333,33 @@ def test_golden_text():
     assert buf.getvalue() == path.read_text(), "cgroups.txt differs; PMAPS_BLESS=1 to accept"
     doc = json.loads(json.dumps(CgroupsView(rows, 1, detail, "/jobs/b", PAGE).document()))
     assert doc["schema"] == "pmaps-cgroups/1" and doc["detail"]["pages"][0]["bytes"] == 2048 * PAGE
+
+
+@needs_memcg
+def test_files_evicted_under_a_memory_limit(run, tmp_path):
+    """A 64 MiB file read inside a 16 MiB memcg: reclaim evicts most of it, and cachestat's
+    evicted count (shadow entries) says so; resident bytes still equal fincore's."""
+    assert H is not None
+    if H.version != 1:
+        pytest.skip("the limit file is v1's here")
+    data = tmp_path / "big.dat"
+    data.write_bytes(os.urandom(64 << 20))
+    fd = os.open(data, os.O_RDONLY)
+    os.fsync(fd)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    os.close(fd)
+    reader = "import sys\nf = open(sys.argv[1], 'rb')\nwhile f.read(1 << 20): pass\nprint('ready', flush=True)\nsys.stdin.read()"
+    with memcgs() as (parent, _):
+        (parent / "A" / "memory.limit_in_bytes").write_text(str(16 << 20))
+        p = start_in(parent / "A", reader, str(data))
+        try:
+            r = run("files", "--format", "json", str(data))
+            assert r.code == 0, r.err
+            (row,) = json.loads(r.out)["files"]
+            fc = subprocess.run(["fincore", "--bytes", "--raw", "--noheadings", "-o", "RES", str(data)],
+                                capture_output=True, text=True, check=True).stdout.strip()
+            assert row["resident"] == int(fc)
+            assert row["resident"] <= 16 << 20 and row["evicted"] > 0
+            assert row["resident"] + row["evicted"] <= 64 << 20
+        finally:
+            close(p)
