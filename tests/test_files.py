@@ -478,8 +478,8 @@ def test_pages_survive_a_file_truncated_meanwhile(tmp_path, monkeypatch):
     path.write_bytes(os.urandom(8 * PAGE))
     real = pc.mincore_map
 
-    def then_truncate(mm, size):
-        res = real(mm, size)
+    def then_truncate(mm, size, fd=None):
+        res = real(mm, size, fd)
         os.truncate(path, PAGE)
         return res
 
