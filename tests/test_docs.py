@@ -16,7 +16,7 @@ SCAN = str(GOLDEN / "sysscan.npz")
 COMMANDS = discover()
 # README examples that need a live target or write files: run elsewhere in the suite (test_shared,
 # test_record, test_watch, test_wss, test_heatmap), not from the README.
-LIVE_ONLY = ("shared", "record", "watch", "wss", "heatmap")
+LIVE_ONLY = ("shared", "record", "watch", "wss", "heatmap", "exporter", "query")
 
 
 def _blocks() -> list[tuple[list[str], list[str]]]:
