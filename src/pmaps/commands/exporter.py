@@ -68,6 +68,8 @@ def basic_auth(app: Callable[..., Any], users: dict[str, bytes]) -> Callable[...
     import bcrypt
 
     good: set[tuple[str, bytes]] = set()
+    # One check at a time: wrong passwords (never cached) cost at most one core, whatever the clients.
+    one = threading.Lock()
 
     def check(header: str) -> bool:
         if not header.startswith("Basic "):
@@ -82,7 +84,8 @@ def basic_auth(app: Callable[..., Any], users: dict[str, bytes]) -> Callable[...
         if (user, pw.encode()) in good:
             return True
         try:
-            ok = bcrypt.checkpw(pw.encode(), h)
+            with one:
+                ok = bcrypt.checkpw(pw.encode(), h)
         except ValueError:
             return False
         if ok:
