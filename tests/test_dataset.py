@@ -179,3 +179,23 @@ def test_decode_build_id_on_bytes():
 def test_decode_start_ticks():
     line = b"42 (a) b) c) S 1 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 98765 1000 10 " + b"0 " * 30
     assert decode_start_ticks(line) == 98765
+
+
+def test_top_dataset_every_process(tmp_path):
+    """top --dataset: one file per scan, one row per VMA of every scanned process, RSS as smaps says."""
+    root = tmp_path / "fleet"
+    with MemChild(["a:anon:1M"]) as m1, MemChild(["b:anon:2M", "z:zero:1M"]) as m2:
+        r = pmaps_cmd("top", "--dataset", str(root), "-p", f"{m1.pid},{m2.pid}", "--interval", "0.1",
+                      "--iterations", "2")
+        assert r.stderr.count("2 processes") == 2, r.stderr
+        smaps = {p: _smaps_rss(p) for p in (m1.pid, m2.pid)}
+        regions = {m1.pid: m1.regions, m2.pid: m2.regions}
+    assert len(list(root.rglob("part-*.parquet"))) == 2
+    rows = query(root, "SELECT pid, seq, vma_start, rss, zero_page FROM samples ORDER BY pid, seq, vma_index")
+    assert {(r["pid"], r["seq"]) for r in rows} == {(p, s) for p in smaps for s in (0, 1)}
+    got = {(r["pid"], r["vma_start"]): r for r in rows if r["seq"] == 1}
+    for pid, regs in regions.items():
+        for name, reg in regs.items():
+            start = f"{reg['start']:x}"
+            assert got[(pid, start)]["rss"] == smaps[pid][start], name
+    assert got[(m2.pid, f"{m2.regions['z']['start']:x}")]["zero_page"] == 1 << 20

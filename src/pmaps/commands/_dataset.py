@@ -2,27 +2,82 @@
 The same add/finish/manifest interface as store.recording.Recorder, so record.py only picks one."""
 from __future__ import annotations
 
+import argparse
+import os
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TextIO
 
-from ..analysis.dataset import Identity, sample_rows
+from ..analysis.dataset import Identity, sample_rows, scan_rows
+from ..errors import PmapsError
 from ..kernel import identity as kid
-from ..kernel.status import read_ident
-from ..model import Sample
+from ..kernel.maps import Vma
+from ..kernel.status import Ident, read_ident
+from ..model import Sample, SystemScan
 from ..store.dataset import DatasetWriter
+
+
+class Host:
+    """This host's identity, read once, and processes' identities on it."""
+
+    def __init__(self) -> None:
+        self.name, self.kernel = kid.host_facts()
+        self.boot_id = kid.read_boot_id()
+        self.btime, self.tick = kid.read_btime(), kid.clock_ticks()
+
+    def identity(self, pid: int, ident: Ident | None = None) -> Identity:
+        """NoSuchProcess & co. when the process is gone."""
+        ident = ident or read_ident(pid)
+        ticks, exe = kid.read_proc(pid)
+        return Identity(self.name, self.boot_id, self.kernel, pid, ticks, self.btime + ticks / self.tick, ident.comm,
+                        exe, ident.cgroup, ident.uid)
+
+
+def build_ids_of(pid: int, vmas: list[Vma], cache: dict[str, str | None]) -> None:
+    """Fill `cache` with the build-id of every mapped path not seen yet."""
+    for v in vmas:
+        if v.path and v.path not in cache:
+            cache[v.path] = kid.read_build_id_of(pid, v.path)
+
+
+def record_scans(args: argparse.Namespace, err: TextIO, scan: Callable[[], SystemScan]) -> int:
+    """`top --dataset ROOT [--interval S]`: one part file per scan of every process, until --iterations
+    or a signal."""
+    host = Host()
+    writer = DatasetWriter(args.dataset, host.name)
+    cache: dict[str, str | None] = {}
+    n = 0
+    try:
+        while True:
+            t0 = time.monotonic()
+            sc = scan()
+            idents = {}
+            for p in sc.procs:
+                try:
+                    idents[p.pid] = host.identity(p.pid, p.ident)
+                except PmapsError:
+                    continue  # exited since the scan: its rows would have no start time
+                build_ids_of(p.pid, p.vmas, cache)
+            path, size = writer.write(scan_rows(sc, idents, cache, n), sc.time, os.getpid(), n)
+            if not args.quiet:
+                err.write(f"pmaps: scan {n}: {len(idents)} processes, {size} bytes to {path}\n")
+                err.flush()
+            n += 1
+            if args.watch is None or (args.iterations and n >= args.iterations):
+                break
+            time.sleep(max(0.0, t0 + args.watch - time.monotonic()))
+    except KeyboardInterrupt:
+        pass  # Ctrl-C ends a recording: what is written stays
+    return 0
 
 
 class DatasetRecorder:
     """Buffers `batch` samples' rows, then writes one part file."""
 
     def __init__(self, root: str, pid: int, batch: int = 1) -> None:
-        host, kernel = kid.host_facts()
-        ident = read_ident(pid)
-        ticks, exe = kid.read_proc(pid)
-        start = kid.read_btime() + ticks / kid.clock_ticks()
-        self.ident = Identity(host, kid.read_boot_id(), kernel, pid, ticks, start, ident.comm, exe, ident.cgroup,
-                              ident.uid)
-        self.writer = DatasetWriter(root, host)
+        self.host = Host()
+        self.ident = self.host.identity(pid)
+        self.writer = DatasetWriter(root, self.host.name)
         self.batch = batch
         self.build_ids: dict[str, str | None] = {}
         self.pending: dict[str, list[Any]] = {}
@@ -34,9 +89,7 @@ class DatasetRecorder:
 
     def add(self, s: Sample) -> int:
         """Buffer the sample's rows; write a part file every `batch` samples. Returns bytes written."""
-        for v in s.vmas:
-            if v.path and v.path not in self.build_ids:
-                self.build_ids[v.path] = kid.read_build_id_of(s.pid, v.path)
+        build_ids_of(s.pid, s.vmas, self.build_ids)
         rows = sample_rows(s, self.ident, self.build_ids)
         for k, col in rows.items():
             self.pending.setdefault(k, []).extend(col)
