@@ -118,10 +118,12 @@ class Scanner:
     def scan_once(self) -> None:
         from ..analysis.exporter import export
         from ..collector import scan_system
+        from ..kernel.libc import malloc_trim
         from ..kernel.smaps import read_rollup
 
         t0, c0 = time.monotonic(), time.process_time()
         ex = export(scan_system(self.pids), self.args.by, self.args.top, self.user_of)
+        malloc_trim()  # the scan's columns are garbage now: between scans the exporter stays small
         # Process CPU time, so the scan's worker threads (and scrapes) count against the budget.
         wall, cpu = time.monotonic() - t0, time.process_time() - c0
         self.interval = max(self.args.interval, cpu / (self.args.max_cpu / 100))
