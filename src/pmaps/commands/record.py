@@ -55,8 +55,10 @@ class Record(Command):
 
     def run(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         pid = parse_pid(args.pid)
+        if args.output is not None and not args.output:
+            raise UsageError("-o needs a directory name")
         if not args.output and not args.dataset:
-            raise UsageError("-o DIR or --dataset ROOT is needed")
+            raise UsageError("record needs -o DIR or --dataset ROOT")
         with Process(pid, Options.fields(args.fields)) as proc:
             if args.dataset:
                 from ._dataset import DatasetRecorder
