@@ -92,14 +92,17 @@ class ScanFigures:
         return self.prefix.between(lo, hi)
 
 
-def page_figures(scan: SystemScan, reps: np.ndarray) -> ScanFigures:
-    """Each page's contribution to every figure, through the footprint engine."""
+def page_figures(scan: SystemScan, reps: np.ndarray, keys: tuple[str, ...] = FIGURES,
+                 more: dict[str, np.ndarray] | None = None) -> ScanFigures:
+    """Each page's contribution to every figure, through the footprint engine (plus `more`
+    per-page columns of the caller's, summed the same way)."""
     pages, known = scan.pages, scan.known
     share = _swap_share(scan, reps)
     pmd = _pmd(pages, known, scan)
     shm = (pages.cat & CAT_SHMEM_SWAP) != 0
     figs = figures(Facts(pages.state(known), pages.mapcount(known), known, None, pmd, share,
-                         shm if shm.any() else None), FIGURES)
+                         shm if shm.any() else None), keys)
+    figs.cols.update(more or {})
     edges = [np.array([0, len(pages)], dtype=np.int64)]
     for p in scan.procs:
         edges += [np.array([p.lo, p.hi], dtype=np.int64), p.vma_lo, p.vma_hi]
