@@ -330,8 +330,11 @@ def test_fallback_streams_a_huge_vma():
     p = subprocess.Popen([sys.executable, "-c", HEAP_1T], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert p.stdout.readline().strip() == "ready"
-        code = ("import resource, sys; from pmaps.cli import main; rc = main(sys.argv[1:]); "
-                "sys.stderr.write(f'peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n'); sys.exit(rc)")
+        # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across fork and exec, so it would report the
+        # test runner's own size (getrusage(2), "ru_maxrss").
+        code = ("import re, sys; from pmaps.cli import main; rc = main(sys.argv[1:]); "
+                "hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1); "
+                "sys.stderr.write(f'peak {hwm}\\n'); sys.exit(rc)")
         r = subprocess.run([sys.executable, "-c", code, "--no-scan", "--summary", "--format", "json", str(p.pid)],
                            capture_output=True, text=True)
         assert r.returncode == 0, r.stderr

@@ -65,7 +65,7 @@ class Record(Command):
 
                 rec: Recorder | DatasetRecorder = DatasetRecorder(args.dataset, pid, args.batch)
             else:
-                rec = Recorder(Path(args.output), pid, proc.comm, args.interval, args.pfn).open()
+                rec = Recorder(Path(str(args.output)), pid, proc.comm, args.interval, args.pfn).open()
             old = {s: signal.signal(s, _raise) for s in (signal.SIGINT, signal.SIGTERM)}
             try:
                 reason, note = self._loop(proc, rec, args, err)
