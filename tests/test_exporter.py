@@ -123,8 +123,9 @@ def test_prometheus_sees_smaps_rollup(prometheus, swapfile, wait_for):  # noqa: 
             if _rollup(mc.pid)["Swap"] >= 64 * 4096:
                 break
         assert _rollup(mc.pid)["Swap"] > 0, "MADV_PAGEOUT pushed nothing out"
+        # --include-self: smaps_rollup, the oracle, is read while the exporter maps its libraries too.
         with exporter("--interval", "0.5", "--max-cpu", "100", "--by", "pid", "--top", "3",
-                      "--pids", str(mc.pid)) as (exp, port):
+                      "--pids", str(mc.pid), "--include-self") as (exp, port):
             base = prometheus(port)
             pid = str(mc.pid)
             wait_for(lambda: query(base, f'pmaps_rss_bytes{{pid="{pid}"}}'), "the first sample in Prometheus", 30)

@@ -122,7 +122,8 @@ class Scanner:
         from ..kernel.smaps import read_rollup
 
         t0, c0 = time.monotonic(), time.process_time()
-        ex = export(scan_system(self.pids), self.args.by, self.args.top, self.user_of)
+        ex = export(scan_system(self.pids, include_self=self.args.include_self), self.args.by, self.args.top,
+                    self.user_of)
         malloc_trim()  # the scan's columns are garbage now: between scans the exporter stays small
         # Process CPU time, so the scan's worker threads (and scrapes) count against the budget.
         wall, cpu = time.monotonic() - t0, time.process_time() - c0
@@ -193,6 +194,9 @@ class Exporter(Command):
         p.add_argument("--top", type=positive, metavar="N", help="keep the N largest groups by PSS, sum the rest "
                        "into `other` (default 50)")
         p.add_argument("--pids", metavar="PIDS", help="scan only these PIDs (comma-separated)")
+        p.add_argument("--include-self", action="store_true",
+                       help="keep the exporter's own mappings in map counts and PSS (the raw kernel view, as "
+                            "smaps_rollup shows it while the exporter runs)")
         p.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate (PEM)")
         p.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM)")
         p.add_argument("--basic-auth-file", metavar="FILE",
