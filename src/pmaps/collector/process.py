@@ -44,6 +44,7 @@ NO_SCAN_ENV = "PMAPS_NO_SCAN"
 FIRST_BATCH_PAGES = 1 << 12
 THP_MASK = U64(511)  # PFNs of a PMD-sized folio: its head is aligned to 512
 SCAN_GROUP_BYTES = 256 << 20  # VMAs scanned together, at least one VMA
+SCAN_MAX_PAGES = 1 << 15  # pages one PAGEMAP_SCAN call may walk past: each mmap_lock hold stays well under 1 ms
 FALLBACK_ZERO_LIMIT = 4 << 30  # bytes of VMA (8 MiB of pagemap) read just to find zero pages
 PROGRESS_PAGES = 1 << 27  # fallback reads of more pages than this (512 GiB of VMA, about a second) report progress
 FIELDS = ("full", "flags", "pagemap")  # what a sample reads (--fields); pagemap skips kpageflags/kpagecount
@@ -144,7 +145,7 @@ class Process:
         end = min(end, TASK_SIZE_MAX)
         if start >= end:
             return np.zeros((0, 3), dtype=U64)
-        return Scanner(self._fd, self.pid, returns=returns).regions(start, end)
+        return Scanner(self._fd, self.pid, returns=returns, max_pages=SCAN_MAX_PAGES).regions(start, end)
 
     def _scan_groups(self) -> Iterator[tuple[range, np.ndarray]]:
         """(VMA indexes, [start_page, end_page, categories] of their populated space), sorted.

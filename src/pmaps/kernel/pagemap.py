@@ -171,7 +171,7 @@ class Scanner:
     """Populated (present or swapped) regions of a process via PAGEMAP_SCAN."""
 
     def __init__(self, fd: int, pid: int, vec_len: int = VEC_LEN, anyof: int = CAT_PRESENT | CAT_SWAPPED,
-                 returns: int = RETURN_MASK | CAT_GUARD) -> None:
+                 returns: int = RETURN_MASK | CAT_GUARD, max_pages: int = 0) -> None:
         self.fd = fd
         self.pid = pid
         self.vec_len = vec_len
@@ -180,10 +180,14 @@ class Scanner:
         # returned categories are equal (fs/proc/task_mmu.c pagemap_scan_push_range).
         self.return_mask = returns
         self.anyof = anyof  # category_anyof_mask: regions with any of these categories
+        # max_pages: the ioctl stops after this many matching pages and says where (walk_end). It
+        # holds the target's mmap_lock for one call's walk (fs/proc/task_mmu.c do_pagemap_scan), so
+        # a bound keeps each hold short for the process being read; 0: no bound.
+        self.max_pages = max_pages
 
     def _ioctl(self, start: int, end: int) -> tuple[int, int]:
         arg = bytearray(
-            ARG.pack(ARG.size, 0, start, end, 0, self.vec.buffer_info()[0], self.vec_len, 0, 0, 0,
+            ARG.pack(ARG.size, 0, start, end, 0, self.vec.buffer_info()[0], self.vec_len, self.max_pages, 0, 0,
                      self.anyof, self.return_mask)
         )
         try:
@@ -208,11 +212,14 @@ class Scanner:
             n, walk_end = self._ioctl(cur, end)
             if n:
                 out.append(self.vec[: 3 * n].tobytes())
-            if n < self.vec_len:
+            if n < self.vec_len and (not self.max_pages or walk_end >= end):
                 break
             # Seen on 6.18: once the kernel's 512-region buffer has flushed, walk_end stays at
             # that flush point even when the walk went further; trust the last region too.
-            cur = max(walk_end, self.vec[3 * n - 2])
+            nxt = max(walk_end, self.vec[3 * n - 2] if n else 0)
+            if nxt <= cur:
+                break  # no progress: nothing more to find (never loop)
+            cur = nxt
         return b"".join(out)
 
     def regions(self, start: int, end: int) -> np.ndarray:

@@ -1,0 +1,58 @@
+/* The target of bench_impact.py: N GiB of written memory, and one thread (pinned to CPU 0) that
+ * mmaps and munmaps 64 KiB in a loop, recording each iteration's latency. Commands on stdin:
+ * "reset" clears the record; "stats" prints "count p50 p99 p999 max" in microseconds. */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+
+#define MAXS (1 << 24)
+static unsigned *lat; /* microseconds * 16 */
+static volatile long n;
+static volatile int resetting;
+
+static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec * 1e-9; }
+
+static void *loop(void *arg)
+{
+	cpu_set_t s; CPU_ZERO(&s); CPU_SET(0, &s); sched_setaffinity(0, sizeof(s), &s);
+	for (;;) {
+		double t0 = now();
+		char *p = mmap(NULL, 65536, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		p[0] = 1;
+		munmap(p, 65536);
+		double us = (now() - t0) * 1e6;
+		if (!resetting && n < MAXS) lat[n++] = (unsigned)(us * 16);
+	}
+	return arg;
+}
+
+static int cmp(const void *a, const void *b) { unsigned x = *(const unsigned *)a, y = *(const unsigned *)b; return x < y ? -1 : x > y; }
+
+int main(int argc, char **argv)
+{
+	size_t gib = argc > 1 ? strtoul(argv[1], 0, 10) : 1, sz = gib << 30;
+	char *mem = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	for (size_t i = 0; i < sz; i += 4096) mem[i] = 1;
+	lat = malloc(sizeof(unsigned) * MAXS);
+	pthread_t t; pthread_create(&t, 0, loop, 0);
+	printf("ready\n"); fflush(stdout);
+	char line[64];
+	while (fgets(line, sizeof line, stdin)) {
+		if (!strncmp(line, "reset", 5)) { resetting = 1; n = 0; resetting = 0; printf("ok\n"); }
+		else if (!strncmp(line, "stats", 5)) {
+			resetting = 1; long m = n; unsigned *c = malloc(sizeof(unsigned) * (m ? m : 1));
+			memcpy(c, lat, sizeof(unsigned) * m); resetting = 0;
+			qsort(c, m, sizeof(unsigned), cmp);
+#define Q(f) (m ? c[(long)((m - 1) * (f))] / 16.0 : 0)
+			printf("%ld %.1f %.1f %.1f %.1f\n", m, Q(0.5), Q(0.99), Q(0.999), Q(1.0));
+			free(c);
+		}
+		fflush(stdout);
+	}
+	return 0;
+}
