@@ -173,3 +173,23 @@ def test_locate_bisects_range_counts():
     assert np.array_equal(locate(count, 100, 1000), truth)
     assert len(calls) < 80
     assert not locate(lambda lo, ln: 0, 0, 64).any() and locate(lambda lo, ln: ln, 0, 64).all()
+
+
+def test_ranges_by_group_equals_per_vma():
+    """One pass over many VMAs' pages gives the same ranges as one pass per VMA."""
+    from pathlib import Path
+
+    from pmaps.model.ranges import ranges_by_group, ranges_of
+    from pmaps.store import load
+
+    snap = load(Path(__file__).parent / "golden" / "layout.npz")
+    chunks = list(snap.chunks())
+    group = np.repeat(np.array([i for i, _ in chunks]), [len(p) for _, p in chunks])
+    for full, swap in ((True, True), (False, False)):
+        got = list(ranges_by_group(snap.pages, group, snap.known, full=full, with_pfn=True, swap=swap))
+        want = [(i, ranges_of(p, snap.known, full=full, with_pfn=True, swap=swap)) for i, p in chunks]
+        want = [(i, r) for i, r in want if len(r)]
+        assert [i for i, _ in got] == [i for i, _ in want]
+        for (_, a), (_, b) in zip(got, want):
+            for col in ("vpn", "count", "state", "mapcount", "pfn"):
+                assert np.array_equal(getattr(a, col), getattr(b, col)), col

@@ -32,10 +32,31 @@ def ranges_of(pages: Pages, known: Known, *, full: bool, with_pfn: bool, swap: b
     A range breaks where pages stop being virtually consecutive, where the grouped state or
     the map count changes, and, with PFNs, where pages stop being physically contiguous.
     """
+    return _ranges(pages, None, known, full=full, with_pfn=with_pfn, swap=swap)[0]
+
+
+def ranges_by_group(pages: Pages, group: np.ndarray, known: Known, *, full: bool, with_pfn: bool,
+                    swap: bool) -> Iterator[tuple[int, Ranges]]:
+    """ranges_of for the pages of many VMAs at once (group: the VMA index of each page, sorted),
+    in one numpy pass: a process of 65,000 small VMAs costs a few passes, not 65,000."""
+    r, g = _ranges(pages, group, known, full=full, with_pfn=with_pfn, swap=swap)
+    if not len(r):
+        return
+    assert g is not None
+    cuts = np.flatnonzero(g[1:] != g[:-1]) + 1
+    lo = np.concatenate(([0], cuts)).tolist()
+    hi = np.concatenate((cuts, [len(r)])).tolist()
+    for a, b, i in zip(lo, hi, g[lo].tolist()):
+        yield i, Ranges(r.vpn[a:b], r.count[a:b], r.state[a:b], r.mapcount[a:b], None if r.pfn is None else r.pfn[a:b])
+
+
+def _ranges(pages: Pages, group: np.ndarray | None, known: Known, *, full: bool, with_pfn: bool,
+            swap: bool) -> tuple[Ranges, np.ndarray | None]:
     if not swap:
         pres = pmb.present(pages.pm)
         if not pres.all():
             pages = pages.take(pres)
+            group = None if group is None else group[pres]
     n = len(pages)
     state = pages.state(known)
     if not full:
@@ -43,15 +64,18 @@ def ranges_of(pages: Pages, known: Known, *, full: bool, with_pfn: bool, swap: b
     mc = pages.mapcount(known)
     if n == 0:
         z = np.zeros(0, dtype=np.int64)
-        return Ranges(pages.vpn, z, state, z, z.astype(U64) if with_pfn else None)
+        return Ranges(pages.vpn, z, state, z, z.astype(U64) if with_pfn else None), group
     # One compare for state and map count: the state word leaves bits 40-63 free.
     key = state | (np.minimum(mc.astype(U64), U64(MC_KEY_MAX)) << U64(40))
     brk = (pages.vpn[1:] != pages.vpn[:-1] + U64(1)) | (key[1:] != key[:-1])
     pfn = pages.pfn if with_pfn and known.pfn else None  # hidden PFNs read 0: no contiguity
     if pfn is not None:
         brk |= pfn[1:] != pfn[:-1] + U64(1)
+    if group is not None:
+        brk |= group[1:] != group[:-1]
     first, count = run_bounds(brk)
-    return Ranges(pages.vpn[first], count, state[first], mc[first], None if pfn is None else pfn[first])
+    return (Ranges(pages.vpn[first], count, state[first], mc[first], None if pfn is None else pfn[first]),
+            None if group is None else group[first])
 
 
 def merge_boundary(a: Ranges, b: Ranges) -> tuple[Ranges, Ranges]:

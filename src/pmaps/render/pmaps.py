@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import PmapsError
 from ..kernel.maps import PAGE_SHIFT, Vma
 from ..model import Known, Pages, PageSource, Ranges, flag_string, merge_boundary, ranges_of, state_names
+from ..model.ranges import ranges_by_group
 from ..model.state import S_SWAPPED
 from .output import View
 
@@ -44,8 +45,7 @@ def vma_ranges(
     nxt = 0
     cur = -1
     pending: Ranges | None = None
-    for i, pages in chunks:
-        r = ranges_of(pages, known(), full=full, with_pfn=with_pfn, swap=swap)
+    for i, r in _chunk_ranges(chunks, known, full=full, with_pfn=with_pfn, swap=swap):
         if i != cur:
             if pending is not None and len(pending):
                 yield cur, pending
@@ -66,6 +66,38 @@ def vma_ranges(
     while nxt < len(vmas):
         yield nxt, None
         nxt += 1
+
+
+BATCH_PAGES = 1 << 14  # small chunks (VMAs) gathered for one ranges pass
+
+
+def _chunk_ranges(chunks: Iterable[tuple[int, Pages]], known: Callable[[], Known], *, full: bool, with_pfn: bool,
+                  swap: bool) -> Iterator[tuple[int, Ranges]]:
+    """(VMA index, Ranges) per chunk, small chunks computed together (ranges_by_group)."""
+    buf: list[tuple[int, Pages]] = []
+    size = 0
+
+    def flush() -> Iterator[tuple[int, Ranges]]:
+        if len(buf) == 1:
+            yield buf[0][0], ranges_of(buf[0][1], known(), full=full, with_pfn=with_pfn, swap=swap)
+        elif buf:
+            pages = Pages.concat([p for _, p in buf])
+            group = np.repeat(np.array([i for i, _ in buf], dtype=np.int64), [len(p) for _, p in buf])
+            yield from ranges_by_group(pages, group, known(), full=full, with_pfn=with_pfn, swap=swap)
+        buf.clear()
+
+    for i, pages in chunks:
+        if len(pages) >= BATCH_PAGES:
+            yield from flush()
+            size = 0
+            yield i, ranges_of(pages, known(), full=full, with_pfn=with_pfn, swap=swap)
+            continue
+        buf.append((i, pages))
+        size += len(pages)
+        if size >= BATCH_PAGES:
+            yield from flush()
+            size = 0
+    yield from flush()
 
 
 class RowBuilder:
