@@ -185,8 +185,9 @@ def test_ranges_by_group_equals_per_vma():
     snap = load(Path(__file__).parent / "golden" / "layout.npz")
     chunks = list(snap.chunks())
     group = np.repeat(np.array([i for i, _ in chunks]), [len(p) for _, p in chunks])
+    pages = type(snap.pages).concat([p for _, p in chunks])
     for full, swap in ((True, True), (False, False)):
-        got = list(ranges_by_group(snap.pages, group, snap.known, full=full, with_pfn=True, swap=swap))
+        got = list(ranges_by_group(pages, group, snap.known, full=full, with_pfn=True, swap=swap))
         want = [(i, ranges_of(p, snap.known, full=full, with_pfn=True, swap=swap)) for i, p in chunks]
         want = [(i, r) for i, r in want if len(r)]
         assert [i for i, _ in got] == [i for i, _ in want]
