@@ -166,6 +166,36 @@ print("ready", flush=True); sys.stdin.read()
             close(p)
 
 
+@needs_memcg
+def test_process_ranges_carry_their_memcg(run):
+    """pmaps PID --cgroup: the anonymous memory a process of our memcg wrote is charged there, range
+    by range (text and JSON), and ranges break where the charge changes."""
+    writer = r"""
+import ctypes, mmap
+m = mmap.mmap(-1, 1 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+for i in range(0, 1 << 20, 4096):
+    m[i] = 1
+print("ready", flush=True)
+print(ctypes.addressof(ctypes.c_char.from_buffer(m)), flush=True)
+import sys; sys.stdin.read()
+"""
+    with memcgs() as (parent, base):
+        p = start_in(parent / "B", writer)
+        try:
+            assert p.stdout is not None
+            addr = int(p.stdout.readline())
+            doc = json.loads(run("--cgroup", "--format", "json", str(p.pid)).out)
+            (proc,) = doc["processes"]
+            ranges = [r for v in proc["vmas"] for r in v["ranges"] if addr <= r["addr"] < addr + (1 << 20)]
+            assert sum(r["count"] for r in ranges) == 256
+            charged = {r["cgroup"] for r in ranges}
+            assert charged == {f"{base}/B"}, charged
+            text = run("--cgroup", str(p.pid)).out
+            assert f" {base}/B" in text
+        finally:
+            close(p)
+
+
 def test_no_memcg_is_one_clear_line(run, monkeypatch):
     monkeypatch.setattr(K, "find_memory_hierarchy", lambda base=K.CGROUP_ROOT: None)
     r = run("cgroups")

@@ -17,7 +17,7 @@ from ..kernel import caps as capsmod
 from ..kernel import pagemap as pmb
 from ..kernel import procfs
 from ..kernel.idle import IdleBitmap
-from ..kernel.kpage import KPF_ABI_MASK, PfnReader, kpf_mask
+from ..kernel.kpage import KPF_ABI_MASK, PfnReader, kpf_mask, lookup_cgroup
 from ..kernel.maps import PAGE_SHIFT, Vma, read_maps
 from ..kernel.pagemap import (
     CAT_HUGE,
@@ -59,6 +59,7 @@ class Options:
     scan: bool | None = None  # None: PAGEMAP_SCAN when the kernel has it (and PMAPS_NO_SCAN unset)
     chunk_pages: int = CHUNK_PAGES
     include_self: bool = False  # keep pmaps' own mappings in map counts (the raw kernel view)
+    cgroup: bool = False  # kpagecgroup: the memory cgroup each page is charged to
 
     @classmethod
     def fields(cls, name: str, scan: bool | None = None) -> Options:
@@ -241,6 +242,12 @@ class Process:
                 return
         assert self._kpage is not None
         lookup_pages(pages, self._kpage, self._idle, split=self._split_reads, observer=self._observer)
+        if self.opts.cgroup:
+            pres = pmb.present(pages.pm)
+            cg = lookup_cgroup(pages.pfn[pres])
+            if cg is not None:
+                pages.kcgroup = np.zeros(len(pages), dtype=U64)
+                pages.kcgroup[pres] = cg
 
     def _drop_page_info(self) -> None:
         if self._kpage is not None:

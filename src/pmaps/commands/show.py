@@ -65,6 +65,9 @@ class Show(Command):
         p.add_argument("--pfn", action="store_true",
                        help="physical view: add each range's first PFN (hex); ranges then are physically contiguous")
         p.add_argument("--swap", action="store_true", help="also show swapped-out ranges")
+        p.add_argument("--cgroup", action="store_true",
+                       help="add each range's memory cgroup, the one its pages are charged to (kpagecgroup; root); "
+                            "ranges then also break where the cgroup changes")
         p.add_argument("--summary", action="store_true", help="a footprint table per VMA with process totals")
         p.add_argument("--folios", action="store_true",
                        help="per VMA, bytes by folio size (4K, mTHP sizes, PMD THP), hugetlb, KSM, zero page, and "
@@ -84,7 +87,13 @@ class Show(Command):
         if not args.pids:
             raise UsageError("give at least one PID (or --legend)")
         srcs = [_source_arg(p) for p in args.pids]
-        opts = Options(scan=False if args.no_scan else None, include_self=args.include_self)
+        opts = Options(scan=False if args.no_scan else None, include_self=args.include_self, cgroup=args.cgroup)
+        names: dict[int, str] | None = None
+        if args.cgroup:
+            from ..kernel.cgroup import find_memory_hierarchy, memcg_dirs
+
+            h = find_memory_hierarchy()
+            names = memcg_dirs(h) if h is not None else {}
         caps = capsmod.probe()
         failures: list[PmapsError] = []
         notes: list[str] = []
@@ -133,7 +142,8 @@ class Show(Command):
             view = SummaryView(summaries)
         else:
             view = PageRangesView(_opened(srcs, opts, caps, failed, progress),
-                                  ViewOptions(full=args.flags == "all", with_pfn=args.pfn, swap=args.swap),
+                                  ViewOptions(full=args.flags == "all", with_pfn=args.pfn, swap=args.swap,
+                                              cgroup_names=names),
                                   header=len(srcs) > 1, on_error=failed, on_done=done)
         write(view, out, args.format, args.unit)
         if notes and not args.quiet and args.format == "text" and len(failures) < len(srcs):

@@ -22,6 +22,7 @@ class Pages:
     kflags: np.ndarray | None = None  # kpageflags, u64 (0 for swapped pages)
     kcount: np.ndarray | None = None  # kpagecount, u64
     idle: np.ndarray | None = None  # idle bit, bool
+    kcgroup: np.ndarray | None = None  # kpagecgroup: inode of the memory cgroup charged (0 none), u64
 
     def __len__(self) -> int:
         return len(self.vpn)
@@ -35,7 +36,8 @@ class Pages:
         def t(a: np.ndarray | None) -> np.ndarray | None:
             return None if a is None else a[sel]
 
-        return Pages(self.vpn[sel], self.pm[sel], self.cat[sel], t(self.kflags), t(self.kcount), t(self.idle))
+        return Pages(self.vpn[sel], self.pm[sel], self.cat[sel], t(self.kflags), t(self.kcount), t(self.idle),
+                     t(self.kcgroup))
 
     @classmethod
     def concat(cls, parts: list[Pages]) -> Pages:
@@ -50,7 +52,7 @@ class Pages:
 
         vpn, pm, cat = c("vpn"), c("pm"), c("cat")
         assert vpn is not None and pm is not None and cat is not None
-        return cls(vpn, pm, cat, c("kflags"), c("kcount"), c("idle"))
+        return cls(vpn, pm, cat, c("kflags"), c("kcount"), c("idle"), c("kcgroup"))
 
     @property
     def present(self) -> np.ndarray:

@@ -21,6 +21,7 @@ class Ranges:
     state: np.ndarray  # state word (grouping mask applied)
     mapcount: np.ndarray  # -1 unknown
     pfn: np.ndarray | None  # first PFN, only when asked for
+    cgroup: np.ndarray | None = None  # memcg inode (kpagecgroup) of the range, only when asked for
 
     def __len__(self) -> int:
         return len(self.vpn)
@@ -47,7 +48,8 @@ def ranges_by_group(pages: Pages, group: np.ndarray, known: Known, *, full: bool
     lo = np.concatenate(([0], cuts)).tolist()
     hi = np.concatenate((cuts, [len(r)])).tolist()
     for a, b, i in zip(lo, hi, g[lo].tolist()):
-        yield i, Ranges(r.vpn[a:b], r.count[a:b], r.state[a:b], r.mapcount[a:b], None if r.pfn is None else r.pfn[a:b])
+        yield i, Ranges(r.vpn[a:b], r.count[a:b], r.state[a:b], r.mapcount[a:b],
+                        None if r.pfn is None else r.pfn[a:b], None if r.cgroup is None else r.cgroup[a:b])
 
 
 def _ranges(pages: Pages, group: np.ndarray | None, known: Known, *, full: bool, with_pfn: bool,
@@ -73,8 +75,12 @@ def _ranges(pages: Pages, group: np.ndarray | None, known: Known, *, full: bool,
         brk |= pfn[1:] != pfn[:-1] + U64(1)
     if group is not None:
         brk |= group[1:] != group[:-1]
+    cg = pages.kcgroup
+    if cg is not None:  # ranges also break where the memory cgroup charged changes (pmaps PID --cgroup)
+        brk |= cg[1:] != cg[:-1]
     first, count = run_bounds(brk)
-    return (Ranges(pages.vpn[first], count, state[first], mc[first], None if pfn is None else pfn[first]),
+    return (Ranges(pages.vpn[first], count, state[first], mc[first], None if pfn is None else pfn[first],
+                   None if cg is None else cg[first]),
             None if group is None else group[first])
 
 
@@ -88,13 +94,15 @@ def merge_boundary(a: Ranges, b: Ranges) -> tuple[Ranges, Ranges]:
         and a.state[la] == b.state[0]
         and a.mapcount[la] == b.mapcount[0]
         and (a.pfn is None or b.pfn is None or int(a.pfn[la]) + int(a.count[la]) == int(b.pfn[0]))
+        and (a.cgroup is None or b.cgroup is None or a.cgroup[la] == b.cgroup[0])
     )
     if not ok:
         return a, b
     a.count = a.count.copy()
     a.count[la] += b.count[0]
     sl = slice(1, None)
-    return a, Ranges(b.vpn[sl], b.count[sl], b.state[sl], b.mapcount[sl], None if b.pfn is None else b.pfn[sl])
+    return a, Ranges(b.vpn[sl], b.count[sl], b.state[sl], b.mapcount[sl], None if b.pfn is None else b.pfn[sl],
+                     None if b.cgroup is None else b.cgroup[sl])
 
 
 def merged_ranges(chunks: Iterable[Ranges]) -> Iterator[Ranges]:

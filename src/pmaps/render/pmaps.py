@@ -35,6 +35,7 @@ class ViewOptions:
     full: bool = False  # --flags=all: group by and print every flag
     with_pfn: bool = False  # --pfn
     swap: bool = False  # --swap: swapped-out ranges too
+    cgroup_names: dict[int, str] | None = None  # --cgroup: memcg inode -> path (kernel.cgroup.memcg_dirs)
 
 
 def vma_ranges(
@@ -104,11 +105,13 @@ class RowBuilder:
     """Turns Ranges into output rows. Each distinct (state, mapcount) pair is formatted once
     and cached, so a row costs one string join: no per-row dict or JSON encoding."""
 
-    def __init__(self, known: Known, full_letters: bool, with_pfn: bool = False) -> None:
+    def __init__(self, known: Known, full_letters: bool, with_pfn: bool = False,
+                 cgroup_names: dict[int, str] | None = None) -> None:
         self.mask = int(known.mask())
         self.pfn_known = known.pfn
         self.full_letters = full_letters
         self.with_pfn = with_pfn
+        self.cgroup_names = cgroup_names
         self._text: dict[tuple[int, int], str] = {}
         self._json: dict[tuple[int, int], str] = {}
 
@@ -143,7 +146,16 @@ class RowBuilder:
             lines.append(f"{index} {count}{tail}")
         if self.with_pfn:
             lines = [f"{ln} {p}" for ln, p in zip(lines, self._pfns(r))]
+        if self.cgroup_names is not None:
+            lines = [f"{ln} {c}" for ln, c in zip(lines, self._cgroups(r))]
         return "\n".join(lines) + "\n" if lines else ""
+
+    def _cgroups(self, r: Ranges) -> list[str]:
+        """The memory cgroup path of each range ('?' unknown, '-' none: the zero page, swapped)."""
+        if r.cgroup is None or self.cgroup_names is None:
+            return ["?"] * len(r)
+        names = self.cgroup_names
+        return ["-" if c == 0 else printable(names.get(c, f"#{c}")) for c in r.cgroup.tolist()]
 
     def json(self, vma: Vma, r: Ranges) -> list[str]:
         """One JSON object (text) per range: addr, index, count, mapcount, flags, names[, pfn]."""
@@ -157,8 +169,19 @@ class RowBuilder:
             out.append('{"addr":%d,"index":%d,"count":%d%s' % (vpn << PAGE_SHIFT, vpn + base, count, tail))
         if self.with_pfn:
             pf = ["null" if p in ("?", "-") else str(int(p, 16)) for p in self._pfns(r)]
-            return [f'{o},"pfn":{p}}}' for o, p in zip(out, pf)]
+            out = [f'{o},"pfn":{p}' for o, p in zip(out, pf)]
+        if self.cgroup_names is not None:
+            cg = ["null" if c in ("?", "-") else _dumps(c) for c in self._cgroups(r)]
+            out = [f'{o},"cgroup":{c}' for o, c in zip(out, cg)]
         return [o + "}" for o in out]
+
+
+def printable(text: str) -> str:
+    """Text as data in a terminal or a one-line format: control characters (escape sequences,
+    newlines) become visible escapes. Paths and names are chosen by whoever created them."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
 def vma_json_head(vma: Vma) -> dict[str, object]:
@@ -202,7 +225,7 @@ class RangeWriter:
                 if r is None:
                     out.write(vmas[i].maps_line() + "\n")
                     continue
-                builder = builder or RowBuilder(known(), self.opts.full, self.opts.with_pfn)
+                builder = builder or RowBuilder(known(), self.opts.full, self.opts.with_pfn, self.opts.cgroup_names)
                 out.write(builder.text(vmas[i], r))
             return
         if self.fmt == "csv":
@@ -225,7 +248,7 @@ class RangeWriter:
                     head = {"schema": VMA_SCHEMA, "pid": pid, "comm": comm, **head}
                 parts = [("," if self.fmt == "json" and i else "") + _dumps(head)[:-1] + ',"ranges":[']
                 continue
-            builder = builder or RowBuilder(known(), True, self.opts.with_pfn)
+            builder = builder or RowBuilder(known(), True, self.opts.with_pfn, self.opts.cgroup_names)
             items = builder.json(vmas[i], r)
             if items:
                 parts.append(("," if len(parts) > 1 else "") + ",".join(items))

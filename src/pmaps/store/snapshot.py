@@ -14,7 +14,7 @@ from .codec import DECODE_ERRORS, decode_known, decode_vmas, encode_known, encod
 from .files import PathLike, load_bytes, save_bytes
 
 SCHEMA = "pmaps-snapshot/1"
-_COLUMNS = ("vpn", "pm", "cat", "kflags", "kcount", "idle")
+_COLUMNS = ("vpn", "pm", "cat", "kflags", "kcount", "idle", "kcgroup")
 
 
 def dumps(snap: Snapshot, keep_pfns: bool = False) -> bytes:
@@ -31,7 +31,7 @@ def loads(data: bytes, name: str = "<bytes>") -> Snapshot:
         meta, cols = unpack_npz(data, SCHEMA)
         vmas = decode_vmas(meta["vmas"])
         pages = Pages(cols["vpn"].astype(np.uint64), cols["pm"].astype(np.uint64), cols["cat"].astype(np.uint16),
-                      cols.get("kflags"), cols.get("kcount"), cols.get("idle"))
+                      cols.get("kflags"), cols.get("kcount"), cols.get("idle"), cols.get("kcgroup"))
         if len(pages) > 1 and not (pages.vpn[1:] > pages.vpn[:-1]).all():
             raise ValueError("pages are not in address order")
         return Snapshot(int(meta["pid"]), str(meta["comm"]), vmas, pages, decode_known(meta["known"]),
