@@ -22,7 +22,7 @@ from ..kernel.maps import PAGE_SHIFT, Vma, read_maps
 from ..kernel.pagemap import CAT_HUGE, CAT_UNKNOWN, TASK_SIZE_MAX, Scanner, probe, read_runs
 from ..kernel.smaps import read_smaps
 from ..kernel.status import read_comm
-from ..model import Known, Pages, Snapshot
+from ..model import Known, Pages, Snapshot, inside_vmas
 from ..numeric import arange_runs
 from .parallel import ordered_map
 
@@ -271,8 +271,13 @@ class Process:
         self.close()
 
     def snapshot(self, workers: int = 2) -> Snapshot:
-        parts = list(self.batches(workers))
-        return Snapshot(self.pid, self.comm, self.vmas, Pages.concat(parts), self.known)
+        pages = Pages.concat(list(self.batches(workers)))
+        # A scan group spans the gaps between its VMAs: a VMA that grew into one after maps
+        # was read (brk, mremap) yields pages outside every VMA of this snapshot. Drop them.
+        inside = inside_vmas(pages.vpn, self.vmas)
+        if not inside.all():
+            pages = pages.take(inside)
+        return Snapshot(self.pid, self.comm, self.vmas, pages, self.known)
 
 
 def pfns_visible(pages: Pages) -> bool:

@@ -5,7 +5,7 @@ from ..kernel.status import Ident
 from .pages import Pages
 from .ranges import Ranges, merge_boundary, merged_ranges, ranges_of
 from .sample import Sample
-from .snapshot import PageSource, Snapshot
+from .snapshot import PageSource, Snapshot, inside_vmas
 from .state import Known, flag_string, state_names
 from .system import ProcRec, SystemScan
 
@@ -18,6 +18,7 @@ __all__ = [
            "Pages",
            "ProcRec",
            "Ranges",
+           "inside_vmas",
            "Sample",
            "Snapshot",
            "SystemScan",
