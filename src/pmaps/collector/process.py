@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import Unsupported
+from ..errors import PidReused, PmapsError, Unsupported
 from ..kernel import caps as capsmod
 from ..kernel import pagemap as pmb
 from ..kernel import procfs
@@ -21,7 +21,7 @@ from ..kernel.kpage import KPF_ABI_MASK, PfnReader, kpf_mask
 from ..kernel.maps import PAGE_SHIFT, Vma, read_maps
 from ..kernel.pagemap import CAT_HUGE, CAT_UNKNOWN, TASK_SIZE_MAX, Scanner, probe, read_runs
 from ..kernel.smaps import read_smaps
-from ..kernel.status import read_comm
+from ..kernel.status import read_comm, read_start_time
 from ..model import Known, Pages, Snapshot, inside_vmas
 from ..numeric import arange_runs
 from .parallel import ordered_map
@@ -33,6 +33,7 @@ FIRST_BATCH_PAGES = 1 << 12
 THP_MASK = U64(511)  # PFNs of a PMD-sized folio: its head is aligned to 512
 SCAN_GROUP_BYTES = 256 << 20  # VMAs scanned per PAGEMAP_SCAN call, at least one VMA
 FALLBACK_ZERO_LIMIT = 4 << 30  # bytes of VMA (8 MiB of pagemap) read just to find zero pages
+MAPS_TRIES = 4  # maps reads until two agree
 FIELDS = ("full", "flags", "pagemap")  # what a sample reads (--fields); pagemap skips kpageflags/kpagecount
 
 
@@ -62,6 +63,7 @@ class Process:
         self.opts = opts
         self.caps = caps
         self.comm = ""
+        self.start_time = 0  # /proc/PID/stat field 22: with pid, who this process is
         self.vmas: list[Vma] = []
         self.scanning = False
         self._known = Known()
@@ -83,9 +85,11 @@ class Process:
     def _open(self) -> None:
         pid, opts = self.pid, self.opts
         caps = self.caps = self.caps or capsmod.probe()
+        self.start_time = read_start_time(pid)
         self.comm = read_comm(pid)
         self.vmas = read_maps(pid)
         self._fd = procfs.open_pagemap(pid)
+        self.check_identity()  # the same start time after the reads: they were all of this process
         want_scan = opts.scan
         if want_scan is None:
             want_scan = not os.environ.get(NO_SCAN_ENV)
@@ -111,9 +115,35 @@ class Process:
         return self._known
 
     def refresh_vmas(self) -> list[Vma]:
-        """VMAs change between samples: re-read maps (the pagemap fd stays open)."""
-        self.vmas = read_maps(self.pid, started=True)
+        """VMAs change between samples: re-read maps (the pagemap fd stays open).
+
+        A maps read is several page-sized reads, and the VMA tree may change between them: a
+        read of a process that maps and unmaps can list VMAs that never coexisted (seq_file,
+        fs/proc/task_mmu.c). Read until two reads agree (at most MAPS_TRIES): what two reads
+        agree on was there. The sample's checks before it is stored catch what still slips by.
+        """
+        prev = read_maps(self.pid, started=True)
+        for _ in range(MAPS_TRIES):
+            cur = read_maps(self.pid, started=True)
+            if cur == prev:
+                break
+            prev = cur
+        self.vmas = cur
         return self.vmas
+
+    def check_identity(self) -> None:
+        """PidReused when the PID now names another process (its start time changed), the
+        usual errors when it is gone. A sample is of this process when this holds before and
+        after it: a PID is never reused while its process lives."""
+        try:
+            now = read_start_time(self.pid, started=True)
+        except (ValueError, PmapsError):
+            now = None
+        if now is None or procfs.process_state(self.pid) in (None, "Z", "X"):
+            raise procfs.gone_error(self.pid, procfs.proc_path(self.pid, "stat"), started=True)
+        if now != self.start_time:
+            raise PidReused(f"process {self.pid} ({self.comm}) exited and its PID now belongs to another "
+                            f"process (start time {self.start_time} -> {now} ticks)", self.pid)
 
     # -- populated regions -------------------------------------------------------------
     def regions(self, start: int, end: int) -> np.ndarray:
@@ -229,6 +259,7 @@ class Process:
             self._split_reads = False  # the workers are the parallelism
             yield from ordered_map(self._pages, todo, workers, ahead=2 * workers)
         self.check_alive()
+        self.check_identity()
 
     def _batch_regions(self) -> Iterator[np.ndarray]:
         """[start_page, end_page, categories] regions in address order, about chunk_pages pages a batch."""

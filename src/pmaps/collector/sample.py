@@ -20,9 +20,14 @@ U64 = np.uint64
 def take_sample(proc: Process, *, with_pfn: bool = False, seq: int = 0) -> Sample:
     """Read the process now into ranges (full state word, swapped pages included)."""
     t0 = time.perf_counter()
+    # The same start time before and after: every read between was of this process, not of
+    # one that was given its PID after it exited (checked even when only pagemap is read).
+    proc.check_identity()
     proc.refresh_vmas()
     if not (proc.opts.flags or proc.opts.counts) and proc.scanning and not with_pfn:
-        return _scan_sample(proc, seq, t0)
+        s = _scan_sample(proc, seq, t0)
+        proc.check_identity()
+        return s
     known = proc.known
     parts: dict[int, list[Ranges]] = {}
     for i, pages in proc.chunks():
