@@ -35,6 +35,10 @@ def pyplot() -> Any:
         import matplotlib
 
         matplotlib.use("Agg")
+        # Labels are process names and paths, anyone's text: a '$' must not start mathtext
+        # (`$\\frac{$` raised in the parser), nor TeX run on them.
+        matplotlib.rcParams["text.parse_math"] = False
+        matplotlib.rcParams["text.usetex"] = False
         import matplotlib.pyplot as plt
     except ImportError:
         return None

@@ -19,6 +19,7 @@ from ..kernel.maps import PAGE_SHIFT, Vma
 from ..model import Known, Pages, PageSource, Ranges, flag_string, merge_boundary, ranges_of, state_names
 from ..model.state import S_SWAPPED
 from .output import View
+from .table import printable
 
 SCHEMA = "pmaps/1"
 VMA_SCHEMA = "pmaps-vma/1"
@@ -158,10 +159,10 @@ class RangeWriter:
         out = self.out
         if self.fmt == "text":
             if header:
-                out.write(f"# {pid} {comm}\n")
+                out.write(f"# {pid} {printable(comm)}\n")
             for i, r in events:
                 if r is None:
-                    out.write(vmas[i].maps_line() + "\n")
+                    out.write(printable(vmas[i].maps_line()) + "\n")
                     continue
                 builder = builder or RowBuilder(known(), self.opts.full, self.opts.with_pfn)
                 out.write(builder.text(vmas[i], r))
