@@ -79,11 +79,14 @@ def _pid(src: str) -> int:
 
 
 def _label(src: str) -> str:
-    return src if (os.path.exists(src) or "@" in src) else "live"
+    return src if not (src.isascii() and src.isdigit()) and (os.path.lexists(src) or "@" in src) else "live"
 
 
 def resolve_sample(src: str, *, last: bool) -> Sample | None:
-    """A sample file, a recording (its first or last sample; DIR@N picks sample N), or None for a PID."""
+    """A sample file, a recording (its first or last sample; DIR@N picks sample N), or None for a
+    PID. Digits are always a PID (./123 is the file)."""
+    if src.isascii() and src.isdigit():
+        return None
     path, at, idx = src.rpartition("@") if "@" in src else (src, "", "")
     if at and os.path.isdir(path):
         files = sample_files(path)
@@ -94,6 +97,6 @@ def resolve_sample(src: str, *, last: bool) -> Sample | None:
     if os.path.isdir(src):
         files = sample_files(src)
         return load_sample(files[-1] if last else files[0])
-    if os.path.exists(src):
+    if os.path.lexists(src):  # the loader says what is wrong with a FIFO, a device, a looping symlink
         return load_sample(src)
     return None
