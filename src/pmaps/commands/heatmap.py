@@ -2,11 +2,19 @@
 from __future__ import annotations
 
 import argparse
-from typing import TextIO
+from typing import Any, TextIO
 
 from ..errors import UsageError
 from . import Command, positive
 from ._common import add_force_option
+
+
+def title_of(manifest: dict[str, Any], pid: int, comm: str, n: int) -> str:
+    """The picture's title. The manifest is advisory (samples are self-describing): a damaged one
+    (read_manifest keeps only its checked fields) costs the title a detail."""
+    interval = manifest.get("interval")
+    return f"pmaps heatmap: pid {pid} ({comm}), {n} samples" + (
+        f", every {interval:g}s" if isinstance(interval, float) and interval > 0 else "")
 
 
 class Heatmap(Command):
@@ -42,11 +50,8 @@ class Heatmap(Command):
             heat = build(samples, args.width)
         except ValueError as e:
             raise UsageError(str(e)) from None
-        interval = read_manifest(args.recording).get("interval")
         s = samples[0]
-        # The manifest is advisory (samples are self-describing): a damaged one costs the title a detail.
-        title = f"pmaps heatmap: pid {s.pid} ({s.comm}), {len(samples)} samples" + (
-            f", every {interval:g}s" if isinstance(interval, (int, float)) and interval > 0 else "")
+        title = title_of(read_manifest(args.recording), s.pid, s.comm, len(samples))
         # 0600 like every file pmaps writes: the picture carries the process name and its paths.
         save_bytes(args.output, render(heat, fmt, title), force=args.force)
         err.write(f"pmaps: wrote {args.output} ({len(samples)} samples, {heat.total_pages} populated pages, "

@@ -32,6 +32,13 @@ DECODE_ERRORS = (OSError, ValueError, KeyError, TypeError, AttributeError, EOFEr
                  IndexError)
 
 
+def reason(err: BaseException) -> str:
+    """An error's text as one short line, for a BadSnapshot message (pyarrow's span lines)."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    text = lines[0] if lines else type(err).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
 def loads_json(data: bytes) -> Any:
     """JSON from bytes (ValueError on malformed, too deep or non-UTF-8 text)."""
     try:

@@ -50,6 +50,7 @@ from .codec import (
     encode_vmas,
     inflate,
     loads_json,
+    reason,
 )
 from .files import kind_of, read_regular, save_bytes
 
@@ -170,7 +171,7 @@ def loads_sample(data: bytes, name: str = "<bytes>") -> Sample:
                 raise ValueError(f"columns {sorted(names)[:8]}")
             table = pf.read()
         except pa.ArrowException as err:
-            raise ValueError(f"not a pmaps sample: corrupt or truncated Parquet ({str(err).splitlines()[0][:100]})"
+            raise ValueError(f"not a pmaps sample: corrupt or truncated Parquet ({reason(err)})"
                              ) from err
         if not isinstance(meta, dict) or meta.get("schema") != SAMPLE_SCHEMA:
             schema = meta.get("schema") if isinstance(meta, dict) else None
@@ -197,7 +198,7 @@ def loads_sample(data: bytes, name: str = "<bytes>") -> Sample:
         check_sample(s)
         return s
     except DECODE_ERRORS as err:
-        raise BadSnapshot(f"{name}: corrupt pmaps sample ({err})", path=name) from err
+        raise BadSnapshot(f"{name}: corrupt pmaps sample ({reason(err)})", path=name) from err
 
 
 # -- recordings ---------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from .codec import (
     encode_known,
     encode_vmas,
     pack_npz,
+    reason,
     unpack_npz,
 )
 from .files import PathLike, read_regular, save_bytes
@@ -56,7 +57,7 @@ def loads(data: bytes, name: str = "<bytes>") -> SystemScan:
                           complete=bool(meta["complete"]), time=as_float(meta["time"], "time"),
                           self_pss=int(meta.get("self_pss", 0)))
     except DECODE_ERRORS as err:
-        raise BadSnapshot(f"{name}: corrupt system scan, or not a pmaps scan file ({err})", path=name) from err
+        raise BadSnapshot(f"{name}: corrupt system scan, or not a pmaps scan file ({reason(err)})", path=name) from err
 
 
 def save(scan: SystemScan, path: PathLike, force: bool = False) -> None:

@@ -22,6 +22,7 @@ from .codec import (
     encode_known,
     encode_vmas,
     pack_npz,
+    reason,
     unpack_npz,
 )
 from .files import PathLike, read_regular, save_bytes
@@ -61,7 +62,7 @@ def loads(data: bytes, name: str = "<bytes>") -> Snapshot:
                         decode_known(meta["known"]), as_float(meta["time"], "time"),
                         [as_str(n, "a note") for n in notes])
     except DECODE_ERRORS as err:
-        raise BadSnapshot(f"{name}: corrupt snapshot, or not a pmaps snapshot file ({err})", path=name) from err
+        raise BadSnapshot(f"{name}: corrupt snapshot, or not a pmaps snapshot file ({reason(err)})", path=name) from err
 
 
 def _u64(a: np.ndarray | None) -> np.ndarray | None:
