@@ -75,7 +75,7 @@ def _pid(src: str) -> int:
     try:
         return parse_pid(src)
     except UsageError:
-        raise UsageError(f"not a process ID, nor an existing sample file or recording: {src!r}") from None
+        raise UsageError(f"not a process ID, nor an existing sample file or recording: {src[:60]!r}") from None
 
 
 def _label(src: str) -> str:
@@ -93,7 +93,7 @@ def resolve_sample(src: str, *, last: bool) -> Sample | None:
         try:
             return load_sample(files[int(idx)])
         except (ValueError, IndexError):
-            raise UsageError(f"{src}: no sample {idx!r} (the recording has {len(files)})") from None
+            raise UsageError(f"{path}: no sample {idx[:20]!r} (the recording has {len(files)})") from None
     if os.path.isdir(src):
         files = sample_files(src)
         return load_sample(files[-1] if last else files[0])
