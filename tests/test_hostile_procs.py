@@ -67,7 +67,7 @@ def swap(a):
 res = {}
 # record: sample 0 written, then the target is replaced before sample 1
 a = subprocess.Popen(["sleep", "300"])
-rec = subprocess.Popen(PM + ["record", str(a.pid), "-o", OUT + "/rec", "--interval", "1", "--fields", "pagemap"],
+rec = subprocess.Popen(PM + ["record", str(a.pid), "-o", OUT + "/rec", "--interval", "0.5", "--fields", "pagemap"],
                        stderr=subprocess.PIPE, text=True)
 first = rec.stderr.readline()
 b = swap(a)
@@ -76,7 +76,7 @@ res["record"] = {"pid": a.pid, "b": b.pid, "rc": rec.wait(60), "err": first + re
 b.kill(); b.wait()
 # watch (plain frames): the first frame shown, then the target replaced
 a = subprocess.Popen(["sleep", "300"])
-w = subprocess.Popen(PM + ["watch", str(a.pid), "--interval", "1", "--fields", "pagemap", "--count", "30"],
+w = subprocess.Popen(PM + ["watch", str(a.pid), "--interval", "0.5", "--fields", "pagemap", "--count", "30"],
                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 head = w.stdout.readline()
 b = swap(a)
@@ -85,7 +85,7 @@ res["watch"] = {"pid": a.pid, "b": b.pid, "rc": w.returncode, "head": head, "err
 b.kill(); b.wait()
 # diff PID: the first sample taken (pagemap open), the target replaced before the second
 a = subprocess.Popen(["sleep", "300"])
-d = subprocess.Popen(PM + ["diff", str(a.pid), "--wait", "3", "--fields", "pagemap"], stdout=subprocess.PIPE,
+d = subprocess.Popen(PM + ["diff", str(a.pid), "--wait", "1", "--fields", "pagemap"], stdout=subprocess.PIPE,
                      stderr=subprocess.PIPE, text=True)
 t = time.monotonic()
 while not has_open(d.pid, f"/proc/{a.pid}/pagemap") and time.monotonic() < t + 30:
@@ -177,37 +177,49 @@ def test_maps_is_read_until_two_reads_agree(monkeypatch):
     assert p.refresh_vmas()[0].path == "a" and not reads
 
 
-def test_record_of_a_churning_target_stores_only_valid_samples(tmp_path, run):
-    """A target that maps and unmaps all the time: every stored sample loads, and the readers read
-    the whole recording."""
+CHURN = textwrap.dedent("""\
+    import ctypes, mmap, random
+    libc = ctypes.CDLL(None)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    N = 4000
+    base = libc.mmap(None, N * 4096, 3, 0x22, -1, 0)  # PROT_READ|WRITE, MAP_PRIVATE|ANONYMOUS
+    r = random.Random(1)
+    for i in range(0, N, 2):  # 2000 VMAs: maps text of many pages, read in several steps
+        libc.mprotect(ctypes.c_void_p(base + i * 4096), 4096, 1)
+    print('ready', flush=True)
+    while True:  # split and merge VMAs, map and unmap, all the time
+        i = r.randrange(N)
+        libc.mprotect(ctypes.c_void_p(base + i * 4096), 4096, r.choice((1, 3)))
+        m = mmap.mmap(-1, 4096 * r.randint(1, 9)); m[0] = 1; m.close()
+""")
+
+
+def test_churning_target_maps_and_samples(tmp_path, run):
+    """A target that splits, merges, maps and unmaps VMAs all the time (its raw maps reads come
+    out torn, overlapping, now and then): every maps read pmaps keeps is well-formed, and every
+    sample it stores loads; the readers read the whole recording."""
     pytest.importorskip("pyarrow", reason="recordings need the parquet extra")
-    code = textwrap.dedent("""\
-        import mmap, sys
-        print('ready', flush=True)
-        maps = []
-        while True:
-            for n in (1, 3, 7, 2):
-                m = mmap.mmap(-1, n * 4096)
-                m[0] = 1
-                maps.append(m)
-            while len(maps) > 40:
-                maps.pop(0).close()
-    """)
-    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    from pmaps.collector import Options, Process
+    from pmaps.store.recording import load_recording
+
+    p = subprocess.Popen([sys.executable, "-c", CHURN], stdout=subprocess.PIPE)
     try:
         assert p.stdout is not None and p.stdout.readline() == b"ready\n"
-        r = run("record", str(p.pid), "-o", str(tmp_path / "rec"), "--interval", "0.01", "--count", "40",
-                "--fields", "pagemap", "-q")
+        with Process(p.pid, Options.fields("pagemap")) as proc:
+            for _ in range(100):
+                v = proc.refresh_vmas()
+                assert all(a.end <= b.start for a, b in zip(v, v[1:]))
+        r = run("record", str(p.pid), "-o", str(tmp_path / "rec"), "--interval", "0.01", "--count", "10",
+                "--fields", "flags", "-q")
     finally:
         p.kill()
         p.wait()
     assert r.code == 0, r.err
-    from pmaps.store.recording import load_recording
-
     samples, bad = load_recording(tmp_path / "rec")
     assert not bad and samples
     dropped = json.loads((tmp_path / "rec" / "manifest.json").read_text()).get("dropped", [])
-    assert len(samples) + len(dropped) == 40
+    assert len(samples) + len(dropped) == 10
 
 
 # -- process names that are markup, mathtext or escape sequences --------------------------------

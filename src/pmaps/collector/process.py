@@ -6,6 +6,7 @@ one place (`Process.regions`), which the sample collector shares.
 """
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ FIRST_BATCH_PAGES = 1 << 12
 THP_MASK = U64(511)  # PFNs of a PMD-sized folio: its head is aligned to 512
 SCAN_GROUP_BYTES = 256 << 20  # VMAs scanned per PAGEMAP_SCAN call, at least one VMA
 FALLBACK_ZERO_LIMIT = 4 << 30  # bytes of VMA (8 MiB of pagemap) read just to find zero pages
-MAPS_TRIES = 4  # maps reads until two agree
+MAPS_TRIES = 4  # maps reads until two well-formed ones agree
 FIELDS = ("full", "flags", "pagemap")  # what a sample reads (--fields); pagemap skips kpageflags/kpagecount
 
 
@@ -118,17 +119,21 @@ class Process:
         """VMAs change between samples: re-read maps (the pagemap fd stays open).
 
         A maps read is several page-sized reads, and the VMA tree may change between them: a
-        read of a process that maps and unmaps can list VMAs that never coexisted (seq_file,
-        fs/proc/task_mmu.c). Read until two reads agree (at most MAPS_TRIES): what two reads
-        agree on was there. The sample's checks before it is stored catch what still slips by.
+        read of a process that maps, unmaps and mprotects can list VMAs that never coexisted,
+        overlapping or out of order (seq_file, fs/proc/task_mmu.c). Read until two well-formed
+        reads agree (at most MAPS_TRIES); a target that changes faster than that gets its last
+        well-formed read. The sample's checks before it is stored catch what still slips by.
         """
-        prev = read_maps(self.pid, started=True)
+        good: list[Vma] | None = None
+        cur: list[Vma] = []
         for _ in range(MAPS_TRIES):
             cur = read_maps(self.pid, started=True)
-            if cur == prev:
+            if not _well_formed(cur):
+                continue
+            if cur == good:
                 break
-            prev = cur
-        self.vmas = cur
+            good = cur
+        self.vmas = good if good is not None else cur
         return self.vmas
 
     def check_identity(self) -> None:
@@ -309,6 +314,11 @@ class Process:
         if not inside.all():
             pages = pages.take(inside)
         return Snapshot(self.pid, self.comm, self.vmas, pages, self.known)
+
+
+def _well_formed(vmas: list[Vma]) -> bool:
+    """VMAs in address order, none overlapping the next: what one consistent maps read lists."""
+    return all(a.end <= b.start for a, b in itertools.pairwise(vmas))
 
 
 def pfns_visible(pages: Pages) -> bool:
