@@ -249,7 +249,8 @@ def named():
 def test_hostile_comm_in_terminal_views(named, run):
     for p, name in zip(named, HOSTILE_COMMS):
         for argv in (["top", "-q", "-p", str(p.pid)], ["watch", "--once", str(p.pid)], ["--summary", str(p.pid)],
-                     ["libs", "-q", "-p", str(p.pid)], [str(p.pid), str(p.pid)]):
+                     ["libs", "-q", "-p", str(p.pid)], [str(p.pid), str(p.pid)],
+                     ["diff", "--wait", "0", str(p.pid)], ["shared", str(p.pid), str(p.pid)]):
             r = run(*argv)
             assert r.code == 0, (argv, r.err)
             assert "\x1b" not in r.out and "\x07" not in r.out, argv
