@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import struct
 import zipfile
 import zlib
 from typing import Any
@@ -29,7 +30,7 @@ DEFLATE_MAX_RATIO = 1100  # deflate cannot expand more than 1032:1 (zlib's tech 
 # What a malformed file can raise while it is decoded: every reader turns these into BadSnapshot.
 DECODE_ERRORS = (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError, OverflowError,
                  UnicodeDecodeError, zipfile.BadZipFile, zlib.error, RecursionError, MemoryError,
-                 IndexError)
+                 IndexError, NotImplementedError, struct.error)
 
 
 def reason(err: BaseException) -> str:
@@ -137,6 +138,8 @@ def _npy_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int) -> np.ndarr
     """One .npy member, its sizes checked before it is inflated: the zip's declared size must be
     plausible for its compressed size, and the array header's shape and dtype must account for
     exactly that size. Only 1-D integer and bool arrays are taken (never pickles)."""
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):  # numpy writes only these
+        raise ValueError(f"member {info.filename} has compression method {info.compress_type}")
     if info.file_size > cap or info.file_size > DEFLATE_MAX_RATIO * info.compress_size + 4096:
         raise ValueError(f"member {info.filename} declares {info.file_size} bytes: too large")
     fmt = np.lib.format
