@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -154,7 +156,8 @@ def test_whole_process_against_smaps(child):
     bad: list = []
     for _attempt in range(20):
         before = oracle()
-        snap = pmaps.collect(child.pid)
+        # This runner is pmaps: it maps the libraries in both reads.
+        snap = pmaps.collect(child.pid, include_self=True)
         after = oracle()
         if before != after:
             time.sleep(0.05)
@@ -306,3 +309,41 @@ def test_hugetlb_outside_rss_in_summary():
             fc.close()
     finally:
         _write(path, old)
+
+
+HEAP_1T = r"""
+import ctypes, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+size = 1 << 40
+a = libc.mmap(None, size, 3, 0x02 | 0x20 | 0x4000, -1, 0)  # rw, private anonymous, MAP_NORESERVE
+(ctypes.c_char * 1).from_address(a + size // 2)[0] = b"x"  # one page written: smaps Rss > 0
+print("ready", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_fallback_streams_a_huge_vma():
+    """Without PAGEMAP_SCAN a 1 TiB written-to VMA is read through (the kernel takes its time), in
+    bounded memory, with progress on stderr."""
+    p = subprocess.Popen([sys.executable, "-c", HEAP_1T], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across fork and exec, so it would report the
+        # test runner's own size (getrusage(2), "ru_maxrss").
+        code = ("import re, sys; from pmaps.cli import main; rc = main(sys.argv[1:]); "
+                "hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1); "
+                "sys.stderr.write(f'peak {hwm}\\n'); sys.exit(rc)")
+        r = subprocess.run([sys.executable, "-c", code, "--no-scan", "--summary", "--format", "json", str(p.pid)],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        peak_kb = int(r.stderr.rsplit("peak ", 1)[1])
+        assert peak_kb < 100 << 10, f"peak RSS {peak_kb} KiB"
+        assert "reading pagemap without PAGEMAP_SCAN: 100%" in r.stderr
+        (proc,) = json.loads(r.stdout)["processes"]
+        big = [v for v in proc["vmas"] if v["end"] - v["start"] == 1 << 40]
+        assert big and big[0]["rss"] == 4096
+    finally:
+        p.stdin.close()
+        p.wait(10)

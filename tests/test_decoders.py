@@ -156,3 +156,20 @@ def test_rfc_flags_young_from_idle():
     unknown = Known(pfn=True, flags=True, count=True)
     st = pages.state(unknown)
     assert flag_string(int(st[0]), int(unknown.mask()), full=False) == "?R__?__"
+
+
+def test_locate_bisects_range_counts():
+    """kernel.cachestat.locate finds the pages a range count sees, with few calls."""
+    from pmaps.kernel.cachestat import locate
+
+    truth = np.zeros(1000, dtype=bool)
+    truth[[3, 4, 5, 500, 999]] = True
+    calls = []
+
+    def count(lo: int, ln: int) -> int:
+        calls.append((lo, ln))
+        return int(truth[lo - 100:lo - 100 + ln].sum())
+
+    assert np.array_equal(locate(count, 100, 1000), truth)
+    assert len(calls) < 80
+    assert not locate(lambda lo, ln: 0, 0, 64).any() and locate(lambda lo, ln: ln, 0, 64).all()

@@ -15,8 +15,8 @@ LAYOUT = str(GOLDEN / "layout.npz")
 SCAN = str(GOLDEN / "sysscan.npz")
 COMMANDS = discover()
 # README examples that need a live target or write files: run elsewhere in the suite (test_shared,
-# test_record, test_watch, test_wss, test_heatmap), not from the README.
-LIVE_ONLY = ("shared", "record", "watch", "wss", "heatmap")
+# test_record, test_watch, test_wss, test_heatmap, test_explain, test_exporter), not from the README.
+LIVE_ONLY = ("shared", "record", "watch", "wss", "heatmap", "explain", "exporter", "query")
 
 
 def _blocks() -> list[tuple[list[str], list[str]]]:

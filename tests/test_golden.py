@@ -35,6 +35,8 @@ CASES = {
     "summary.txt": ["--summary", INPUT],
     "summary_k.txt": ["--summary", "-k", INPUT],
     "summary.csv": ["--summary", "--format", "csv", INPUT],
+    "ranges.csv": ["--format", "csv", "--swap", INPUT],
+    "folios.txt": ["--folios", INPUT],
     "legend.txt": ["--legend"],
 }
 
@@ -142,7 +144,11 @@ def fake_kpageflags(start: int = 0, end: int | None = None, chunk: int = 1000):
 
 
 def fake_phys(mp: pytest.MonkeyPatch) -> None:
+    from pmaps.collector.observer import Observer
+
     mp.setattr(phys_cmd, "iter_kpageflags", fake_kpageflags)
+    # pmaps' own pages are real PFNs: they must not fall into the synthetic range.
+    mp.setattr(Observer, "private_pfns", staticmethod(lambda: np.zeros(0, dtype=np.uint64)))
 
 
 # -- pmaps wss: clear_refs over 2 cycles of 2 s, and idle tracking over one --------------------------
@@ -186,6 +192,8 @@ SYNTHETIC = {
     "phys_anon_k.txt": (fake_phys, ["phys", "-b", "anon", "--sort", "pages", "-k"]),
     "phys_thp_ranges.txt": (fake_phys, ["phys", "--ranges", "--flags=all", "-b", "thp,anon=thp,anon",
                                         "--pfn", "0x1400-0x1800"]),
+    # --raw keeps what page-types -r keeps: compound head/tail on the THP and the slab folio.
+    "phys_raw_ranges.txt": (fake_phys, ["phys", "--ranges", "--raw", "--pfn", "0x1400-0x18a0"]),
     "wss.txt": (fake_wss, WSS),
     "wss_k.txt": (fake_wss, [*WSS, "-k"]),
     "wss.csv": (fake_wss, [*WSS, "--format", "csv"]),

@@ -333,7 +333,7 @@ def test_wss_target_exits_keeps_completed_cycles(run, monkeypatch, wait_for):
 
     monkeypatch.setattr(Process, "refresh_vmas", refresh_then_exit)
     try:
-        r = run("wss", str(p.pid), "--interval", "0.05", "--cycles", "20", "--format", "json")
+        r = run("wss", str(p.pid), "--interval", "0.05", "--cycles", "20", "--format", "json", "--method", "clear_refs")
     finally:
         p.kill()
         p.wait()

@@ -6,10 +6,9 @@ import os
 
 import numpy as np
 import pytest
+
 from memchild import MemChild
-
 from pmaps.analysis import phys as P
-
 
 root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (/proc/kpageflags)")
 A, L, T = 1 << 12, 1 << 5, 1 << 22  # anonymous, lru, thp
@@ -30,7 +29,7 @@ def test_parse_bits_like_page_types(expr, mask, bits):
 
 def test_bits_filter_semantics():
     flags = np.array([0, A, L, A | L, A | T], dtype=np.uint64)
-    sel = lambda *e: P.select(flags, [P.parse_bits(x) for x in e]).tolist()  # noqa: E731
+    sel = lambda *e: P.select(flags, [P.parse_bits(x) for x in e]).tolist()
     assert sel("anon,lru") == [False, True, True, True, True]
     assert sel("anon,~lru") == [False, True, False, False, True]
     assert sel("=anon") == [False, True, False, False, False]
@@ -67,7 +66,7 @@ def test_whole_machine(run):
     with MemChild(["a:anon:8M", "t:thp:4M"]):
         doc = json.loads(run("phys", "--format", "json").out)
         total = sum(r["pages"] for r in doc["rows"])
-        assert total == doc["total"]["pages"] == doc["scanned_pfns"]
+        assert total == doc["total"]["pages"] == doc["scanned_pfns"] - doc["excluded_pfns"]
         mem = int(open("/proc/meminfo").read().split("MemTotal:")[1].split()[0]) * 1024
         assert total * 4096 >= mem  # every PFN up to the end of memory, holes included
         anon = json.loads(run("phys", "-b", "anon", "--format", "json").out)
@@ -105,3 +104,39 @@ def test_phys_chart(run, tmp_path):
     out = tmp_path / "phys.png"
     assert run("phys", "--pfn", "0x100000-0x140000", "--pie", str(out)).code == 0
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_well_known_hides_compound_except_hugetlb():
+    """page-types' default (well_known_flags): THP/large-folio head and tail group with order-0 pages,
+    hugetlb keeps its head/tail, kernel-internal bits are hidden; --raw keeps all."""
+    head, tail, huge, thp, anon, mlocked = 1 << 15, 1 << 16, 1 << 17, 1 << 22, 1 << 12, 1 << 33
+    flags = np.array([anon | thp | head, anon | thp | tail, anon, huge | head, huge | tail, anon | mlocked],
+                     dtype=np.uint64)
+    got = P.well_known(flags).tolist()
+    assert got == [anon | thp, anon | thp, anon, huge | head, huge | tail, anon]
+    s = P.summarize([(0, flags)], [P.parse_bits("compound")])
+    assert s.groups == {huge | head: 1, huge | tail: 1}  # -b compound: hugetlb only, as page-types
+    assert P.summarize([(0, flags)], [P.parse_bits("compound")], raw=True).scanned == 6
+
+
+def test_exclude_leaves_pfns_out():
+    flags = np.array([1 << 12, 1 << 12, 1 << 10, 1 << 12], dtype=np.uint64)
+    s = P.summarize([(100, flags)], [], exclude=np.array([5, 101, 103, 900], dtype=np.uint64), ranges=True)
+    assert s.groups == {1 << 12: 1, 1 << 10: 1} and s.excluded == 2 and s.scanned == 4
+
+
+def test_phys_leaves_pmaps_own_pages_out(run):
+    """pmaps' own private memory (tens of MB of Python and numpy) is not in the machine's view."""
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root (kpageflags)")
+    from pmaps.collector.observer import Observer
+
+    mine = Observer.private_pfns()
+    assert len(mine) > 1000
+    lo, hi = int(mine.min()), int(mine.max()) + 1
+    a = json.loads(run("phys", "--pfn", f"{lo}-{hi}", "--format", "json").out)
+    b = json.loads(run("phys", "--pfn", f"{lo}-{hi}", "--format", "json", "--include-self").out)
+    # the same PFN range read twice: pmaps' own pages are in b, not in a (some slack: pages move)
+    assert b["total"]["pages"] - a["total"]["pages"] > len(mine) // 2

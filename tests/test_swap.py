@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from helpers import PAGE, json_vmas, page_set, pmaps_cmd, smaps_by_start, text_blocks
 from memchild import MemChild
 
@@ -73,3 +74,113 @@ def test_swapped_ranges(swapfile):
             (proc,) = json.loads(r.stdout)["processes"]
             got = {v["start"]: v for v in proc["vmas"]}[sw["start"]]
             assert got["swap"] == k["Swap"] and got["rss"] == k["Rss"] and got["swap_pss"] == k["SwapPss"]
+
+
+SWAPPED_FORK = r"""
+import mmap, os, sys, time
+m = mmap.mmap(-1, 1 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+for i in range(0, 1 << 20, 4096):
+    m[i] = 1
+def swapped():
+    with open("/proc/self/smaps_rollup") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("Swap:"))
+for _ in range(100):
+    m.madvise(21)  # MADV_PAGEOUT (include/uapi/asm-generic/mman-common.h; no constant in Python 3.11)
+    if swapped() >= 1000:
+        break
+    time.sleep(0.02)
+pid = os.fork()  # the child inherits the swap ptes: every swap entry now has two holders
+if pid == 0:
+    time.sleep(120)
+    os._exit(0)
+print(pid, flush=True)
+sys.stdin.readline()
+os.kill(pid, 9)
+"""
+
+
+def test_swap_pss_with_a_forked_holder(swapfile):
+    """Swap entries shared by a parent and its child: SwapPss is half of Swap for each, as smaps says,
+    whether top sees the child (-p PARENT,CHILD) or not (-p PARENT), and in --summary per VMA."""
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-c", SWAPPED_FORK], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         text=True)
+    try:
+        child = int(p.stdout.readline())
+        parent = p.pid
+        k = {pid: decode(pid) for pid in (parent, child)}
+        if k[parent]["Swap"] < 512 << 10:
+            pytest.skip("MADV_PAGEOUT pushed out too little")
+        assert k[parent]["SwapPss"] < k[parent]["Swap"]  # shared: the kernel halves it
+        for sel in (str(parent), f"{parent},{child}"):
+            rows = {r["pid"]: r for r in json.loads(pmaps_cmd("top", "-p", sel, "--format", "json").stdout)["rows"]}
+            assert rows[parent]["swap"] == k[parent]["Swap"], sel
+            assert rows[parent]["swap_pss"] == k[parent]["SwapPss"], sel
+        (proc,) = json.loads(pmaps_cmd("--summary", "--format", "json", str(parent)).stdout)["processes"]
+        sm = smaps_by_start(parent)
+        for v in proc["vmas"]:
+            assert v["swap_pss"] == sm[v["start"]].get("SwapPss", 0), hex(v["start"])
+        assert proc["total"]["swap_pss"] == k[parent]["SwapPss"]
+    finally:
+        p.stdin.close()
+        p.wait(10)
+
+
+def decode(pid: int) -> dict[str, int]:
+    from pmaps.kernel.smaps import decode_rollup
+
+    return decode_rollup(Path(f"/proc/{pid}/smaps_rollup").read_bytes())
+
+
+SHMEM_KINDS = {
+    "memfd": "fd = os.memfd_create('pmaps-test'); os.ftruncate(fd, SIZE); m = mmap.mmap(fd, SIZE)",
+    "shared_anon": "m = mmap.mmap(-1, SIZE)",  # MAP_SHARED | MAP_ANONYMOUS: shmem behind the scenes
+    "tmpfs": "fd = os.open(TMPFS, os.O_RDWR | os.O_CREAT, 0o600); os.ftruncate(fd, SIZE); m = mmap.mmap(fd, SIZE)",
+}
+SHMEM_CHILD = r"""
+import mmap, os, sys, time
+SIZE = 1 << 20
+TMPFS = sys.argv[1]
+{make}
+for i in range(0, SIZE, 4096):
+    m[i] = 1
+for _ in range(100):
+    m.madvise(21)  # MADV_PAGEOUT
+    time.sleep(0.02)
+    with open("/proc/self/smaps_rollup") as f:
+        if next(int(l.split()[1]) for l in f if l.startswith("Swap:")) >= 900:
+            break
+print("ready", flush=True)
+sys.stdin.readline()
+"""
+
+
+@pytest.mark.parametrize("kind", sorted(SHMEM_KINDS))
+def test_swapped_shmem_counts(swapfile, kind, tmp_path):
+    """Shmem pushed out to swap has no pte; smaps counts it in Swap (not SwapPss), and so does pmaps,
+    per VMA, in top, and as swapped ranges with --swap."""
+    import sys
+
+    tmpfs = Path("/dev/shm") / f"pmaps-test-{os.getpid()}-{kind}"
+    p = subprocess.Popen([sys.executable, "-c", SHMEM_CHILD.replace("{make}", SHMEM_KINDS[kind]), str(tmpfs)],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        sm = smaps_by_start(p.pid)
+        (start,) = [s for s, v in sm.items() if v.get("Swap", 0) >= 256 << 10 and v["end"] - s == 1 << 20]
+        k = sm[start]
+        (proc,) = json.loads(pmaps_cmd("--summary", "--format", "json", str(p.pid)).stdout)["processes"]
+        got = {v["start"]: v for v in proc["vmas"]}[start]
+        assert (got["swap"], got["swap_pss"], got["rss"]) == (k["Swap"], k["SwapPss"], k["Rss"])
+        (row,) = json.loads(pmaps_cmd("top", "-p", str(p.pid), "--format", "json").stdout)["rows"]
+        roll = decode(p.pid)
+        assert (row["swap"], row["swap_pss"]) == (roll["Swap"], roll["SwapPss"])
+        ranges = json_vmas(pmaps_cmd("--swap", "--format", "json", str(p.pid)).stdout)[start]["ranges"]
+        swr = [r for r in ranges if "swapped" in r["names"]]
+        assert sum(r["count"] for r in swr) * PAGE == k["Swap"] and all("file" in r["names"] for r in swr)
+        assert page_set(ranges) == set(range(256))  # every page: resident or swapped
+    finally:
+        p.stdin.close()
+        p.wait(10)
+        tmpfs.unlink(missing_ok=True)

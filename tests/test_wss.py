@@ -62,19 +62,26 @@ def _touch_after(mc, real):
 
 @needs_root
 def test_cli_counts_cpu_writes_exactly(run, monkeypatch):
-    """CPU writes to resident pages: per-VMA ACCESSED (smaps Referenced) is exact."""
-    with MemChild(LAYOUT) as mc:
-        hook, calls = _touch_after(mc, clear_refs)
-        monkeypatch.setattr(wss, "clear_refs", hook)
-        r = run("wss", str(mc.pid), "--interval", "0.2", "--method", "clear_refs", "--format", "json")
-    assert r.code == 0, r.err
-    assert [c[0] for c in calls] == [mc.pid]  # one cycle: pmaps cleared once, then the writes
-    doc = json.loads(r.out)
-    assert doc["method"] == "clear_refs" and doc["limits"]
-    by = {v["start"]: v for v in doc["vmas"]}
-    assert by[mc.regions["a"]["start"]]["accessed"] == 20
-    assert by[mc.regions["c"]["start"]]["accessed"] == 3
-    assert by.get(mc.regions["b"]["start"], {"accessed": 0})["accessed"] == 0
+    """CPU writes to resident pages: per-VMA ACCESSED (smaps Referenced) is exact. The machine's DAMON
+    thread clears young bits of random pages at any moment (then smaps Referenced misses them too):
+    an attempt it disturbed is retried; a real error disagrees in every attempt."""
+    seen = []
+    for _attempt in range(5):
+        with MemChild(LAYOUT) as mc:
+            hook, calls = _touch_after(mc, clear_refs)
+            monkeypatch.setattr(wss, "clear_refs", hook)
+            r = run("wss", str(mc.pid), "--interval", "0.2", "--method", "clear_refs", "--format", "json")
+        assert r.code == 0, r.err
+        assert [c[0] for c in calls] == [mc.pid]  # one cycle: pmaps cleared once, then the writes
+        doc = json.loads(r.out)
+        assert doc["method"] == "clear_refs" and doc["limits"]
+        by = {v["start"]: v for v in doc["vmas"]}
+        got = (by[mc.regions["a"]["start"]]["accessed"], by[mc.regions["c"]["start"]]["accessed"],
+               by.get(mc.regions["b"]["start"], {"accessed": 0})["accessed"])
+        if got == (20, 3, 0):
+            return
+        seen.append(got)
+    pytest.fail(f"accessed pages (a, c, b) never (20, 3, 0): {seen}")
 
 
 def test_ages_histogram():
@@ -244,3 +251,14 @@ def test_located_runs_cut_at_vmas():
     sel = np.array([1, 1, 0, 1, 1, 1], dtype=bool)
     assert [x.tolist() for x in runs(vpn, sel)] == [[1, 4, 7], [2, 1, 2]]
     assert [x.tolist() for x in runs(vpn, sel, np.array([8]))] == [[1, 4, 7, 8], [2, 1, 1, 1]]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (kpageflags: the zero page)")
+def test_zero_page_is_not_resident(run):
+    """A region that only maps the zero page is not resident, as smaps says (Rss 0)."""
+    with MemChild(["z:zero:64K", "a:anon:64K"]) as mc:
+        r = run("wss", str(mc.pid), "--interval", "0.05", "--method", "clear_refs", "--format", "json", "--all")
+        assert r.code == 0, r.err
+        by = {v["start"]: v for v in json.loads(r.out)["vmas"]}
+        assert by[mc.regions["z"]["start"]]["resident"] == 0
+        assert by[mc.regions["a"]["start"]]["resident"] == 16

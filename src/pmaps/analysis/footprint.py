@@ -25,13 +25,16 @@ elements are ranges of pages (samples) rather than pages.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..kernel import pagemap as pmb
 from ..kernel.kpage import KPF
-from ..model import Known, Pages, PageSource, Sample
-from ..model.state import S_EXCLUSIVE, S_FILE, S_PRESENT, S_SWAPPED, sbit
+from ..kernel.pagemap import CAT_SHMEM_SWAP
+from ..model import Known, Pages, PageSource, Sample, SwapRefs
+from ..model.state import S_EXCLUSIVE, S_FILE, S_PMD, S_PRESENT, S_SWAPPED, sbit
 from ..numeric import PAGE_SIZE
 
 PSS_SHIFT = 12
@@ -52,15 +55,19 @@ class Facts:
     weight: np.ndarray | None = None  # int64 pages per element; None: one page each
     pmd: np.ndarray | None = None  # bool: mapped by a PMD; None: not known
     swap_share: np.ndarray | None = None  # int64 swap ptes holding each element's swap entry
+    shmem_swap: np.ndarray | None = None  # bool: swapped shmem found through its file (no pte)
 
     @classmethod
     def of_pages(cls, pages: Pages, known: Known, swap_share: np.ndarray | None = None) -> Facts:
-        return cls(pages.state(known), pages.mapcount(known), known, None, pages.pmd_mapped(known), swap_share)
+        shm = (pages.cat & CAT_SHMEM_SWAP) != 0
+        return cls(pages.state(known), pages.mapcount(known), known, None, pages.pmd_mapped(known), swap_share,
+                   shm if shm.any() else None)
 
     @classmethod
     def of_sample(cls, s: Sample) -> Facts:
-        """Ranges of a sample: PMD mappings are not recorded, so anon_thp is unknown there."""
-        return cls(s.state, s.mapcount, s.known, s.count.astype(np.int64))
+        """Ranges of a sample; PMD mappings are in the state word when PAGEMAP_SCAN read them."""
+        pmd = sbit(s.state, S_PMD) if s.known.categories else None
+        return cls(s.state, s.mapcount, s.known, s.count.astype(np.int64), pmd)
 
 
 def _kbit(state: np.ndarray, name: str) -> np.ndarray:
@@ -167,7 +174,9 @@ def figures(f: Facts, want: tuple[str, ...] = FIGURES) -> Figures:
     put("swap", swapped)
     if "swap_pss" in want:
         share = np.ones(n, dtype=np.int64) if f.swap_share is None else np.maximum(f.swap_share, 1)
-        put("swap_pss", np.where(swapped, (PAGE_SIZE << PSS_SHIFT) // share, 0))
+        # smaps adds SwapPss for swap ptes only; swapped shmem counts in Swap alone (shmem_swap_usage).
+        pte = swapped if f.shmem_swap is None else swapped & ~f.shmem_swap
+        put("swap_pss", np.where(pte, (PAGE_SIZE << PSS_SHIFT) // share, 0))
     put("anon_thp", res & anon & f.pmd if f.pmd is not None else None)
     flags_counts = known.flags and mc is not None
     put("ksm", res & _kbit(s, "ksm") if flags_counts else None)
@@ -195,16 +204,19 @@ def add(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
 BATCH_PAGES = 1 << 16  # pages gathered before the engine runs: per-call overhead, amortised
 
 
-def vma_sums(src: PageSource, keys: tuple[str, ...] = FIGURES,
-             batch: int = BATCH_PAGES) -> tuple[list[dict[str, int]], set[str]]:
+def vma_sums(src: PageSource, keys: tuple[str, ...] = FIGURES, batch: int = BATCH_PAGES,
+             swap_refs: Callable[[], SwapRefs | None] | None = None) -> tuple[list[dict[str, int]], set[str]]:
     """Raw sums per VMA of a page source (finish() them), and what is unknown. Chunks are gathered
     into batches of about `batch` pages so that a process of many small VMAs costs a few engine
-    calls, not one per VMA; memory stays bounded by the batch."""
+    calls, not one per VMA; memory stays bounded by the batch. `swap_refs` is called once, when the
+    first swapped page is seen, for the swap entries' holders (SwapPss); without it each swap entry
+    counts once."""
     n = len(src.vmas)
     acc = {k: np.zeros(n, dtype=np.int64) for k in keys}
     unknown: set[str] = set()
     pending: list[tuple[int, Pages]] = []
     size = 0
+    refs: list[SwapRefs | None] = []
 
     def flush() -> None:
         nonlocal pending, size
@@ -212,7 +224,12 @@ def vma_sums(src: PageSource, keys: tuple[str, ...] = FIGURES,
             return
         pages = Pages.concat([p for _, p in pending])
         group = np.repeat(np.array([i for i, _ in pending], dtype=np.int64), [len(p) for _, p in pending])
-        figs = figures(Facts.of_pages(pages, src.known), keys)
+        share = None
+        if swap_refs is not None and pmb.swapped(pages.pm).any():
+            if not refs:
+                refs.append(swap_refs())
+            share = refs[0].share(pages.pm) if refs[0] is not None else None
+        figs = figures(Facts.of_pages(pages, src.known, share), keys)
         unknown.update(figs.unknown)
         for k, col in figs.cols.items():
             # Exact in float64: at most 2**53 / (4096 << 12) = 5e8 pages per VMA and batch.

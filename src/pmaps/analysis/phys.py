@@ -107,6 +107,7 @@ class PhysSummary:
 
     groups: dict[int, int] = field(default_factory=dict)  # flags -> pages
     scanned: int = 0  # PFNs read
+    excluded: int = 0  # pmaps' own private pages left out
     run_start: list[np.ndarray] = field(default_factory=list)
     run_len: list[np.ndarray] = field(default_factory=list)
     run_flags: list[np.ndarray] = field(default_factory=list)
@@ -118,14 +119,35 @@ class PhysSummary:
         return np.concatenate(self.run_start), np.concatenate(self.run_len), np.concatenate(self.run_flags)
 
 
+HUGE = 1 << 17
+
+
+def well_known(flags: np.ndarray) -> np.ndarray:
+    """page-types' default view of kpageflags (tools/mm/page-types.c well_known_flags()): the
+    kernel-internal bits 32+ hidden, and COMPOUND_HEAD/TAIL hidden on pages that are not hugetlb,
+    so a THP or a large folio groups with its order-0 peers. `--raw` keeps every bit."""
+    f = flags & KPF_ABI_MASK
+    plain = (f & U64(COMPOUND)) != 0
+    plain &= (f & U64(HUGE)) == 0
+    return np.where(plain, f & ~U64(COMPOUND), f)
+
+
 def summarize(chunks: Iterable[tuple[int, np.ndarray]], filters: list[BitsFilter], raw: bool = False,
-              ranges: bool = False) -> PhysSummary:
-    """Group (first PFN, kpageflags) chunks by flags: np.unique per chunk, runs by np.diff."""
+              ranges: bool = False, exclude: np.ndarray | None = None) -> PhysSummary:
+    """Group (first PFN, kpageflags) chunks by flags: np.unique per chunk, runs by np.diff. PFNs in
+    `exclude` (sorted; pmaps' own private pages) are left out of groups and runs."""
     out = PhysSummary()
     for start, flags in chunks:
         out.scanned += len(flags)
-        f = flags if raw else flags & KPF_ABI_MASK
+        f = flags if raw else well_known(flags)
         sel = select(f, filters)
+        if exclude is not None and len(exclude):
+            lo, hi = np.searchsorted(exclude, [start, start + len(f)])
+            if hi > lo:
+                keep = np.ones(len(f), dtype=bool) if sel is None else sel
+                keep[(exclude[lo:hi] - start).astype(np.int64)] = False
+                sel = keep
+                out.excluded += int(hi - lo)
         idx = np.arange(len(f), dtype=np.int64) if sel is None else np.flatnonzero(sel)
         fs = f if sel is None else f[idx]
         vals, counts = np.unique(fs, return_counts=True)

@@ -20,6 +20,7 @@ import numpy as np
 from ..kernel import pagemap as pmb
 from ..kernel.kpage import KPF
 from ..kernel.maps import Vma
+from ..kernel.pagemap import CAT_SHMEM_SWAP
 from ..model import Known, Pages, SystemScan
 from .footprint import Facts, Figures, Prefix, figures, finish
 
@@ -91,12 +92,17 @@ class ScanFigures:
         return self.prefix.between(lo, hi)
 
 
-def page_figures(scan: SystemScan, reps: np.ndarray) -> ScanFigures:
-    """Each page's contribution to every figure, through the footprint engine."""
+def page_figures(scan: SystemScan, reps: np.ndarray, keys: tuple[str, ...] = FIGURES,
+                 more: dict[str, np.ndarray] | None = None) -> ScanFigures:
+    """Each page's contribution to every figure, through the footprint engine (plus `more`
+    per-page columns of the caller's, summed the same way)."""
     pages, known = scan.pages, scan.known
     share = _swap_share(scan, reps)
     pmd = _pmd(pages, known, scan)
-    figs = figures(Facts(pages.state(known), pages.mapcount(known), known, None, pmd, share), FIGURES)
+    shm = (pages.cat & CAT_SHMEM_SWAP) != 0
+    figs = figures(Facts(pages.state(known), pages.mapcount(known), known, None, pmd, share,
+                         shm if shm.any() else None), keys)
+    figs.cols.update(more or {})
     edges = [np.array([0, len(pages)], dtype=np.int64)]
     for p in scan.procs:
         edges += [np.array([p.lo, p.hi], dtype=np.int64), p.vma_lo, p.vma_hi]
@@ -122,6 +128,8 @@ def _swap_share(scan: SystemScan, reps: np.ndarray) -> np.ndarray | None:
     swapped = pmb.swapped(scan.pages.pm)
     if not swapped.any():
         return None
+    if scan.swap_refs is not None:  # a selection: holders counted over every process
+        return scan.swap_refs.share(scan.pages.pm)
     entry = scan.pages.pm & pmb.PM_PFN_MASK  # swap type (bits 0-4) and offset (5-54)
     owner = np.zeros(len(scan.pages), dtype=bool)
     for i, p in enumerate(scan.procs):

@@ -203,8 +203,14 @@ def measure(pid: int, method: str = "auto", interval: float = 1.0, cycles: int =
     """Measure the working set of `pid` over `cycles` intervals. A KeyboardInterrupt ends it after
     the current cycle (result.interrupted); notes (one line each) go to `note`."""
     caps = caps or capsmod.probe()
-    method = choose_method(method, interval, caps)
     say = note or (lambda _msg: None)
+    chosen = choose_method(method, interval, caps)
+    if method == "auto" and chosen == "clear_refs":
+        why = ("not root" if not caps.sys_admin else
+               damonmod.usable() or f"DAMON is used for intervals of {DAMON_AUTO_MIN_INTERVAL:g} s or more")
+        say(f"method auto: no idle page tracking here and no DAMON ({why}): using clear_refs, which resets the "
+            "referenced state reclaim uses (see the limits below)")
+    method = chosen
     res = WssResult(pid, "", method, interval)
     ages = Ages()
     bitmap: IdleBitmap | None = None
@@ -243,7 +249,8 @@ def measure(pid: int, method: str = "auto", interval: float = 1.0, cycles: int =
                 else:
                     ref = {r["start"]: r.get("Referenced", 0) for r in read_smaps(pid, started=True)}
                 acc = located(before.pages, after.pages, idle=idle)
-                pres = after.pages.present
+                # Resident as smaps counts it: the zero page is not (vm_normal_page() is NULL for it).
+                pres = after.pages.present & ~after.pages.zero(after.known)
                 res.rows = per_vma(after.vmas, after.bounds(), acc, pres, ref)
                 ages.update(after.pages.vpn[pres], acc[pres])
                 res.runs = runs(after.pages.vpn, acc, np.array([v.start >> PAGE_SHIFT for v in after.vmas]))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,11 +20,23 @@ from ..kernel import procfs
 from ..kernel.idle import IdleBitmap
 from ..kernel.kpage import KPF_ABI_MASK, PfnReader, kpf_mask
 from ..kernel.maps import PAGE_SHIFT, Vma, read_maps
-from ..kernel.pagemap import CAT_HUGE, CAT_UNKNOWN, TASK_SIZE_MAX, Scanner, probe, read_runs
+from ..kernel.pagemap import (
+    CAT_HUGE,
+    CAT_SHMEM_SWAP,
+    CAT_UNKNOWN,
+    PAGES_RETURN_MASK,
+    SHMEM_SWAP_ENTRY,
+    TASK_SIZE_MAX,
+    Scanner,
+    probe,
+    read_runs,
+)
+from ..kernel.shmem import swapped_pages
 from ..kernel.smaps import read_smaps
 from ..kernel.status import read_comm, read_start_time
 from ..model import Known, Pages, Snapshot, inside_vmas
-from ..numeric import arange_runs
+from ..numeric import arange_runs, consecutive_runs
+from .observer import Observer
 from .parallel import ordered_map
 
 U64 = np.uint64
@@ -32,9 +44,10 @@ CHUNK_PAGES = 1 << 18  # pages per batch: ~10 MiB of columns; bounds peak memory
 NO_SCAN_ENV = "PMAPS_NO_SCAN"
 FIRST_BATCH_PAGES = 1 << 12
 THP_MASK = U64(511)  # PFNs of a PMD-sized folio: its head is aligned to 512
-SCAN_GROUP_BYTES = 256 << 20  # VMAs scanned per PAGEMAP_SCAN call, at least one VMA
+SCAN_GROUP_BYTES = 256 << 20  # VMAs scanned together, at least one VMA
 FALLBACK_ZERO_LIMIT = 4 << 30  # bytes of VMA (8 MiB of pagemap) read just to find zero pages
 MAPS_TRIES = 4  # maps reads until two well-formed ones agree
+PROGRESS_PAGES = 1 << 27  # fallback reads of more pages than this (512 GiB of VMA, about a second) report progress
 FIELDS = ("full", "flags", "pagemap")  # what a sample reads (--fields); pagemap skips kpageflags/kpagecount
 
 
@@ -46,6 +59,7 @@ class Options:
     counts: bool = True  # kpagecount
     scan: bool | None = None  # None: PAGEMAP_SCAN when the kernel has it (and PMAPS_NO_SCAN unset)
     chunk_pages: int = CHUNK_PAGES
+    include_self: bool = False  # keep pmaps' own mappings in map counts (the raw kernel view)
 
     @classmethod
     def fields(cls, name: str, scan: bool | None = None) -> Options:
@@ -71,7 +85,12 @@ class Process:
         self._fd: int | None = None
         self._kpage: PfnReader | None = None
         self._idle: IdleBitmap | None = None
+        self._observer: Observer | None = None
         self._pfn_checked = False
+        # Called with (pages read, pages to read) as the pagemap fallback reads through large VMAs
+        # (a 16 TiB heap takes half a minute); set by a command that reports progress.
+        self.progress: Callable[[int, int], None] | None = None
+        self._fallback_pages = 0
         self._split_reads = True  # split kpage reads over two threads (off when chunks run in parallel)
 
     def open(self) -> Process:
@@ -101,6 +120,8 @@ class Process:
             self._kpage = PfnReader(want_flags=opts.flags, want_count=opts.counts)
             if caps.idle_tracking:
                 self._idle = IdleBitmap.try_open()
+            if opts.counts and not opts.include_self:
+                self._observer = Observer.read()
         self._known = Known(
             pfn=caps.sys_admin,
             flags=bool(self._kpage and self._kpage.can_flags),
@@ -151,12 +172,14 @@ class Process:
                             f"process (start time {self.start_time} -> {now} ticks)", self.pid)
 
     # -- populated regions -------------------------------------------------------------
-    def regions(self, start: int, end: int) -> np.ndarray:
-        """PAGEMAP_SCAN regions [start, end, categories] in bytes for [start, end): the one scan path."""
+    def regions(self, start: int, end: int, returns: int = PAGES_RETURN_MASK) -> np.ndarray:
+        """PAGEMAP_SCAN regions [start, end, categories] in bytes for [start, end): the one scan path.
+        `returns`: the categories wanted (pagemap-only samples need present/swapped/file too)."""
         assert self._fd is not None
-        if start >= min(end, TASK_SIZE_MAX):
+        end = min(end, TASK_SIZE_MAX)
+        if start >= end:
             return np.zeros((0, 3), dtype=U64)
-        return Scanner(self._fd, self.pid).regions(start, end)
+        return Scanner(self._fd, self.pid, returns=returns).regions(start, end)
 
     def _scan_groups(self) -> Iterator[tuple[range, np.ndarray]]:
         """(VMA indexes, [start_page, end_page, categories] of their populated space), sorted.
@@ -174,8 +197,8 @@ class Process:
                 size += self.vmas[hi].size
                 hi += 1
             start, end = self.vmas[lo].start, min(self.vmas[hi - 1].end, TASK_SIZE_MAX)
-            regs = self.regions(start, end)
-            yield range(lo, hi), _page_regions(regs)
+            regs = _page_regions(self.regions(start, end))
+            yield range(lo, hi), self._with_shmem_swap(range(lo, hi), regs)
             lo = hi
 
     def _fallback_regions(self) -> np.ndarray:
@@ -193,7 +216,36 @@ class Process:
             maybe_zero = v.perms.startswith("r") and v.perms[3] == "p" and v.inode == 0
             if (v.start, v.end) in busy or (maybe_zero and v.size <= FALLBACK_ZERO_LIMIT):
                 rows.append((v.start >> PAGE_SHIFT, v.end >> PAGE_SHIFT, CAT_UNKNOWN))
-        return np.array(rows, dtype=U64).reshape(-1, 3)
+        regs = np.array(rows, dtype=U64).reshape(-1, 3)
+        self._fallback_pages = int((regs[:, 1] - regs[:, 0]).sum())
+        return self._with_shmem_swap(range(len(self.vmas)), regs)
+
+    def _with_shmem_swap(self, idxs: range, regs: np.ndarray) -> np.ndarray:
+        """Add the swapped-out shmem pages of these VMAs as regions of CAT_SHMEM_SWAP (pages with no
+        pte: not in `regs`, whose pages have one). Root only (map_files); a no-op without it."""
+        if not self.caps or not self.caps.sys_admin:
+            return regs
+        extra = []
+        for i in idxs:
+            v = self.vmas[i]
+            if not v.inode or not v.dev.startswith("00:"):  # shmem lives on anonymous devices (major 0)
+                continue
+            sw = swapped_pages(self.pid, v.start, v.end, v.pgoff)
+            if sw is None or not sw.any():
+                continue
+            vpn = (v.start >> PAGE_SHIFT) + np.flatnonzero(sw).astype(U64)
+            if len(regs):  # pages with a pte (present, or an anonymous COW copy swapped) are not these
+                k = np.searchsorted(regs[:, 0], vpn, side="right") - 1
+                inside = (k >= 0) & (vpn < regs[np.maximum(k, 0), 1])
+                vpn = vpn[~inside]
+            first, n = consecutive_runs(vpn)
+            if len(first):
+                s = vpn[first]
+                extra.append(np.stack([s, s + n.astype(U64), np.full(len(s), CAT_SHMEM_SWAP, dtype=U64)], axis=1))
+        if not extra:
+            return regs
+        out = np.concatenate([regs, *extra])
+        return out[np.argsort(out[:, 0], kind="stable")]
 
     # -- reading -------------------------------------------------------------------------
     def _pages(self, regs: np.ndarray) -> Pages:
@@ -203,6 +255,10 @@ class Process:
         pm = read_runs(self._fd, self.pid, starts, ends)
         vpn = arange_runs(starts, lens)
         cat = np.repeat(cats.astype(np.uint16), lens)
+        shm = (cat & CAT_SHMEM_SWAP) != 0
+        if shm.any():
+            # No pte: the entry pagemap has for it is empty; mark it swapped, unless it changed.
+            pm = np.where(shm & ~pmb.populated(pm), U64(SHMEM_SWAP_ENTRY), pm)
         keep = pmb.populated(pm)  # pages may have changed since the scan: trust pagemap
         if not keep.all():
             vpn, pm, cat = vpn[keep], pm[keep], cat[keep]
@@ -218,7 +274,7 @@ class Process:
                 self._drop_page_info()
                 return
         assert self._kpage is not None
-        lookup_pages(pages, self._kpage, self._idle, split=self._split_reads)
+        lookup_pages(pages, self._kpage, self._idle, split=self._split_reads, observer=self._observer)
 
     def _drop_page_info(self) -> None:
         if self._kpage is not None:
@@ -272,15 +328,29 @@ class Process:
         limit = min(self.opts.chunk_pages, FIRST_BATCH_PAGES)
         pending: list[np.ndarray] = []
         size = 0
-        for _idxs, regs in self._scan_groups():
-            for piece in _split_regions(regs, limit) if len(regs) else ():
-                n = int(piece[:, 1].sum() - piece[:, 0].sum())
-                if pending and size + n > limit:
-                    yield np.concatenate(pending) if len(pending) > 1 else pending[0]
-                    pending, size = [], 0
-                    limit = self.opts.chunk_pages
-                pending.append(piece)
-                size += n
+
+        def pieces() -> Iterator[np.ndarray]:
+            first = True
+            for _idxs, regs in self._scan_groups():
+                for piece in _split_regions(regs, self.opts.chunk_pages) if len(regs) else ():
+                    if first:  # only the first piece is cut finer, for the small first batch
+                        first = False
+                        yield from _split_regions(piece, limit)
+                    else:
+                        yield piece
+
+        done = 0
+        for piece in pieces():
+            n = int(piece[:, 1].sum() - piece[:, 0].sum())
+            done += n
+            if self.progress is not None and self._fallback_pages >= PROGRESS_PAGES:
+                self.progress(done, self._fallback_pages)
+            if pending and size + n > limit:
+                yield np.concatenate(pending) if len(pending) > 1 else pending[0]
+                pending, size = [], 0
+                limit = self.opts.chunk_pages
+            pending.append(piece)
+            size += n
         if pending:
             yield np.concatenate(pending) if len(pending) > 1 else pending[0]
 
@@ -329,8 +399,10 @@ def pfns_visible(pages: Pages) -> bool:
     return not pres.any() or bool((pages.pm[pres] & pmb.PM_PFN_MASK).any())
 
 
-def lookup_pages(pages: Pages, reader: PfnReader, idle: IdleBitmap | None = None, split: bool = True) -> None:
-    """Fill pages.kflags and pages.kcount (and pages.idle) for the present pages, in place."""
+def lookup_pages(pages: Pages, reader: PfnReader, idle: IdleBitmap | None = None, split: bool = True,
+                 observer: Observer | None = None) -> None:
+    """Fill pages.kflags and pages.kcount (and pages.idle) for the present pages, in place; with an
+    observer, pmaps' own mappings are taken out of kpagecount (see observer.py)."""
     pres = pmb.present(pages.pm)
     allp = bool(pres.all())
     pm = pages.pm if allp else pages.pm[pres]
@@ -357,7 +429,7 @@ def lookup_pages(pages: Pages, reader: PfnReader, idle: IdleBitmap | None = None
     if count is not None:
         kc = np.ones(len(pfn), dtype=U64)
         kc[shared] = count
-        count = kc
+        count = kc if observer is None else observer.subtract(pfn, kc)
     if allp:
         pages.kflags, pages.kcount = flags, count
         return
@@ -378,33 +450,32 @@ def _page_regions(regs: np.ndarray) -> np.ndarray:
 
 
 def _split_regions(regs: np.ndarray, limit: int) -> Iterator[np.ndarray]:
-    """Split sorted regions into groups of about `limit` pages (at most 2 * limit)."""
+    """Split sorted regions into groups of about `limit` pages (at most 2 * limit), lazily.
+
+    A region longer than the limit (a 16 TiB heap read by the pagemap fallback) is cut into
+    limit-sized pieces one at a time, never into an array of millions of pieces at once."""
     lens = (regs[:, 1] - regs[:, 0]).astype(np.int64)
     if lens.sum() <= limit:
         yield regs
         return
-    long = np.flatnonzero(lens > limit)
-    if len(long):
-        # Cut the few regions longer than the limit into limit-sized pieces.
-        rows: list[np.ndarray] = []
-        prev = 0
-        for k in long.tolist():
-            rows.append(regs[prev:k])
+    prev = 0
+    for k in [*np.flatnonzero(lens > limit).tolist(), len(regs)]:
+        small = regs[prev:k]
+        if len(small):
+            # Regions up to the limit: grouped by their running total; a region that straddles a
+            # group boundary stays with the earlier group.
+            group = np.cumsum(lens[prev:k]) // limit
+            yield from np.split(small, np.flatnonzero(np.diff(group)) + 1)
+        if k < len(regs):
             s, e, c = (int(x) for x in regs[k])
-            cuts = np.arange(s, e, limit, dtype=np.uint64)
-            rows.append(np.stack([cuts, np.minimum(cuts + np.uint64(limit), np.uint64(e)),
-                                  np.full(len(cuts), c, dtype=np.uint64)], axis=1))
-            prev = k + 1
-        rows.append(regs[prev:])
-        regs = np.concatenate(rows)
-        lens = (regs[:, 1] - regs[:, 0]).astype(np.int64)
-    group = np.cumsum(lens) // limit
-    # A piece that straddles a group boundary stays with the earlier group.
-    yield from np.split(regs, np.flatnonzero(np.diff(group)) + 1)
+            for cut in range(s, e, limit):
+                yield np.array([[cut, min(cut + limit, e), c]], dtype=np.uint64)
+        prev = k + 1
 
 
-def collect(pid: int, *, flags: bool = True, counts: bool = True, scan: bool | None = None) -> Snapshot:
+def collect(pid: int, *, flags: bool = True, counts: bool = True, scan: bool | None = None,
+            include_self: bool = False) -> Snapshot:
     """Snapshot of a process's memory, page by page. Raises PmapsError subclasses."""
-    with Process(pid, Options(flags=flags, counts=counts, scan=scan)) as proc:
+    with Process(pid, Options(flags=flags, counts=counts, scan=scan, include_self=include_self)) as proc:
         return proc.snapshot()
 

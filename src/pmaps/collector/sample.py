@@ -9,9 +9,9 @@ import numpy as np
 from ..errors import PidReused, ProcessGone
 from ..kernel.kpage import KPF
 from ..kernel.maps import PAGE_SHIFT, Vma
-from ..kernel.pagemap import CAT_FILE, CAT_PFNZERO, CAT_PRESENT, CAT_SWAPPED
+from ..kernel.pagemap import CAT_FILE, CAT_HUGE, CAT_PFNZERO, CAT_PRESENT, CAT_SWAPPED, RETURN_MASK
 from ..model import Known, Ranges, Sample, merged_ranges, ranges_of
-from ..model.state import S_FILE, S_PRESENT, S_SWAPPED
+from ..model.state import S_FILE, S_PMD, S_PRESENT, S_SWAPPED
 from ..numeric import arange_runs
 from .process import Process
 
@@ -61,7 +61,7 @@ def _scan_sample(proc: Process, seq: int, t0: float) -> Sample:
     pagemap entries: the exclusive bit (56) and uffd-wp, which PAGEMAP_SCAN does not report.
     """
     vm = proc.vmas
-    regs = proc.regions(vm[0].start, vm[-1].end)
+    regs = proc.regions(vm[0].start, vm[-1].end, returns=RETURN_MASK)
     vs = np.array([v.start for v in vm], dtype=U64)
     ve = np.array([v.end for v in vm], dtype=U64)
     rs, re_, cat = regs[:, 0], regs[:, 1], regs[:, 2]
@@ -77,7 +77,8 @@ def _scan_sample(proc: Process, seq: int, t0: float) -> Sample:
     state = (((c & U64(CAT_PRESENT)) != 0).astype(U64) << U64(S_PRESENT)) \
         | (((c & U64(CAT_SWAPPED)) != 0).astype(U64) << U64(S_SWAPPED)) \
         | (((c & U64(CAT_FILE)) != 0).astype(U64) << U64(S_FILE)) \
-        | (((c & U64(CAT_PFNZERO)) != 0).astype(U64) << U64(KPF["zero_page"]))
+        | (((c & U64(CAT_PFNZERO)) != 0).astype(U64) << U64(KPF["zero_page"])) \
+        | (((c & U64(CAT_HUGE)) != 0).astype(U64) << U64(S_PMD))
     mc = np.where((c & U64(CAT_PRESENT)) != 0, -1, 0).astype(np.int64)
     known = Known(soft_dirty=proc.known.soft_dirty, categories=True)
     return Sample(proc.pid, proc.comm, vm, known, vma, st, (en - st).astype(np.int64), state & known.mask(), mc,

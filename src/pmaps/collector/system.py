@@ -19,20 +19,23 @@ import numpy as np
 
 from ..errors import AccessDenied, KernelThread, NoSuchProcess, PmapsError, ProcessGone, Unsupported
 from ..kernel import caps as capsmod
+from ..kernel import pagemap as pmb
 from ..kernel import procfs
 from ..kernel.kpage import PfnReader
 from ..kernel.meminfo import read_meminfo
 from ..kernel.smaps import read_rollup
 from ..kernel.status import Ident, read_ident
 from ..model import Known, Pages, ProcRec, Snapshot, SystemScan
+from .observer import Observer
 from .parallel import ordered_map
 from .process import Options, Process, lookup_pages, pfns_visible
+from .swap import machine_swap_refs
 
 PARALLEL = 2
 
 
 def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] | None = None,
-                caps: capsmod.Caps | None = None, scan: bool | None = None) -> SystemScan:
+                caps: capsmod.Caps | None = None, scan: bool | None = None, include_self: bool = False) -> SystemScan:
     """Scan the given PIDs (default: every process) whose identity passes `select`."""
     caps = caps or capsmod.probe()
     opts = Options(flags=False, counts=False, scan=scan)
@@ -82,22 +85,29 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
     pages = Pages.concat(parts)
     known = Known(pfn=caps.sys_admin, categories=categories and bool(procs), soft_dirty=caps.soft_dirty)
     if caps.sys_admin:
-        known = _lookup_union(pages, known)
+        known = _lookup_union(pages, known, None if include_self else Observer.read())
     try:
         meminfo = read_meminfo()
     except PmapsError:
         meminfo = {}
     try:
         # The scanner leaves itself out (its memory changes as it scans), yet its pages are in
-        # /proc/meminfo: the kernel's own figure for it keeps the reconciliation honest.
-        self_pss = read_rollup(me).get("Pss", 0)
+        # /proc/meminfo: the kernel's own figure for it keeps the reconciliation honest. With its
+        # own mappings taken out of the others' map counts, the pages it shares are in their PSS
+        # in full, and only the pages it alone maps (its USS) are its own.
+        roll = read_rollup(me)
+        observed = known.count and not include_self
+        self_pss = roll.get("Private_Clean", 0) + roll.get("Private_Dirty", 0) if observed else roll.get("Pss", 0)
     except PmapsError:
         self_pss = 0
-    return SystemScan(procs, pages, known, skipped, meminfo, complete=pids is None and select is None,
-                      self_pss=self_pss)
+    complete = pids is None and select is None
+    # A selection's SwapPss needs the holders of its swap entries outside the selection too.
+    swap_refs = machine_swap_refs() if not complete and pmb.swapped(pages.pm).any() else None
+    return SystemScan(procs, pages, known, skipped, meminfo, complete=complete, self_pss=self_pss,
+                      swap_refs=swap_refs)
 
 
-def _lookup_union(pages: Pages, known: Known) -> Known:
+def _lookup_union(pages: Pages, known: Known, observer: Observer | None) -> Known:
     """kpageflags for every present page and kpagecount for the non-exclusive ones, in one pass."""
     if not pfns_visible(pages):
         return Known(categories=known.categories, soft_dirty=known.soft_dirty)
@@ -108,5 +118,5 @@ def _lookup_union(pages: Pages, known: Known) -> Known:
     with reader:
         if not (reader.can_flags and reader.can_count):
             return known
-        lookup_pages(pages, reader)
+        lookup_pages(pages, reader, observer=observer)
     return Known(pfn=True, flags=True, count=True, categories=known.categories, soft_dirty=known.soft_dirty)

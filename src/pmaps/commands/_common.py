@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from collections.abc import Callable
 from typing import TextIO
 
 from ..collector import scan_system
-from ..errors import UsageError
+from ..errors import PmapsError, UsageError
 from ..kernel.status import Ident
 from ..model import SystemScan
 from ..render.notes import skipped_line
@@ -54,8 +55,14 @@ def check_charts(args: argparse.Namespace) -> None:
     """Refuse a chart path that is not .png before any work is done (the picture is always PNG)."""
     for kind in ("pie", "bar"):
         path = getattr(args, kind, None)
-        if path is not None and not path.lower().endswith(".png"):
+        if path is None:
+            continue
+        if not path.lower().endswith(".png"):
             raise UsageError(f"--{kind} writes a PNG: the file name must end in .png ({path!r})")
+        # Before the scan, not after it: a directory that does not exist fails now.
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            raise PmapsError(f"cannot write {path}: no such directory", path=path)
 
 
 def charts(args: argparse.Namespace, items: list[tuple[str, int]], title: str) -> None:
@@ -73,7 +80,7 @@ def charts(args: argparse.Namespace, items: list[tuple[str, int]], title: str) -
 def report_scan(scan: SystemScan, args: argparse.Namespace, err: TextIO) -> None:
     """The one line about processes not counted, and what these privileges cannot tell."""
     line = skipped_line(scan)
-    if line:
+    if line and not args.quiet:
         err.write(f"pmaps: {line}\n")
     if not args.quiet and not scan.known.count:
         err.write("pmaps: PSS, KSM and hugetlb figures need root (kpageflags, kpagecount): shown as '?'\n")
@@ -115,6 +122,8 @@ def add_filter_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-p", "--pid", metavar="PIDS", help="only these PIDs (comma-separated)")
     p.add_argument("--cgroup", metavar="PATH", help="only processes in this cgroup or below it")
     p.add_argument("--no-scan", action="store_true", help="read pagemap instead of PAGEMAP_SCAN")
+    p.add_argument("--include-self", action="store_true",
+                   help="keep pmaps' own mappings in map counts and PSS (the raw kernel view)")
     p.add_argument("--save-scan", metavar="FILE", help="also save the raw scan (.npz, PFNs included, 0600)")
     p.add_argument("--load-scan", metavar="FILE", help=argparse.SUPPRESS)  # golden tests, bug reports
     add_force_option(p)
@@ -122,7 +131,8 @@ def add_filter_options(p: argparse.ArgumentParser) -> None:
 
 def scan_from_args(args: argparse.Namespace, user_of: Callable[[int], str]) -> SystemScan:
     pids = parse_pids(args.pid) if args.pid else None
-    return scan_system(pids, selector(args, user_of), scan=False if args.no_scan else None)
+    return scan_system(pids, selector(args, user_of), scan=False if args.no_scan else None,
+                       include_self=args.include_self)
 
 
 def load_or_scan(args: argparse.Namespace, user_of: Callable[[int], str]) -> SystemScan:

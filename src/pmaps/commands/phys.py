@@ -17,6 +17,10 @@ SCHEMA = "pmaps-phys/1"
 TEXT_ONLY = ("names_text", "pfn_hex")
 
 
+def _extra(s: P.PhysSummary) -> dict[str, int]:
+    return {"scanned_pfns": s.scanned, "excluded_pfns": s.excluded}
+
+
 def group_view(s: P.PhysSummary, raw: bool, long: bool, sort: str) -> RowsView:
     items = sorted(s.groups.items(), key=(lambda kv: -kv[1]) if sort == "pages" else (lambda kv: kv[0]))
     rows = [{"flags": f"0x{f:016x}", "names": P.names(f, raw), "symbolic": P.symbolic(f, raw), "pages": n,
@@ -26,7 +30,7 @@ def group_view(s: P.PhysSummary, raw: bool, long: bool, sort: str) -> RowsView:
     if long:
         cols.append(Col("names_text", "NAMES", left=True))
     total = {"pages": sum(s.groups.values()), "bytes": sum(s.groups.values()) * PAGE_SIZE}
-    return RowsView(SCHEMA, cols, rows, total, extra={"scanned_pfns": s.scanned}, machine_drop=TEXT_ONLY)
+    return RowsView(SCHEMA, cols, rows, total, extra=_extra(s), machine_drop=TEXT_ONLY)
 
 
 def range_view(s: P.PhysSummary, raw: bool, long: bool) -> RowsView:
@@ -37,7 +41,7 @@ def range_view(s: P.PhysSummary, raw: bool, long: bool) -> RowsView:
     cols = [Col("pfn_hex", "PFN", left=True), Col("pages", "PAGES"), Col("symbolic", "SYMBOLIC", left=True)]
     if long:
         cols.append(Col("names_text", "NAMES", left=True))
-    return RowsView(SCHEMA.replace("phys", "phys-ranges"), cols, rows, extra={"scanned_pfns": s.scanned},
+    return RowsView(SCHEMA.replace("phys", "phys-ranges"), cols, rows, extra=_extra(s),
                     machine_drop=TEXT_ONLY)
 
 
@@ -59,8 +63,13 @@ class Phys(Command):
                        help="only pages matching a page-types bits expression (repeatable: AND)")
         p.add_argument("--flags", choices=("letters", "all"), default="letters",
                        help="letters: page-types' symbolic string; all: also the long names")
-        p.add_argument("--raw", action="store_true", help="keep the kernel-internal bits 32-41 (page-types -r)")
+        p.add_argument("--raw", action="store_true",
+                       help="every bit as the kernel reports it (page-types -r): the kernel-internal bits "
+                            "32-41, and compound head/tail on THPs and large folios (hidden by default, as "
+                            "page-types does)")
         p.add_argument("--sort", choices=("flags", "pages"), default="flags", help="order of the groups")
+        p.add_argument("--include-self", action="store_true",
+                       help="also count the pages of pmaps' own process (left out by default)")
         add_chart_options(p)
         add_output_options(p)
 
@@ -71,9 +80,15 @@ class Phys(Command):
             lo, hi = P.parse_pfn_range(args.pfn) if args.pfn else (0, None)
         except ValueError as e:
             raise UsageError(str(e)) from None
-        s = P.summarize(iter_kpageflags(lo, hi), filters, args.raw, args.ranges)
+        from ..collector.observer import Observer
+
+        # pmaps' own memory (the pages only it maps) is left out: the machine as it is without pmaps.
+        exclude = None if args.include_self else Observer.private_pfns()
+        s = P.summarize(iter_kpageflags(lo, hi), filters, args.raw, args.ranges, exclude)
         long = args.flags == "all"
         view = range_view(s, args.raw, long) if args.ranges else group_view(s, args.raw, long, args.sort)
+        if s.excluded:
+            view.notes.append(f"# {s.excluded} pages of pmaps' own process left out (--include-self counts them)")
         write(view, out, args.format, args.unit)
         if not args.ranges:
             charts(args, [(",".join(P.names(int(r["flags"], 16), args.raw)) or "(none)", int(r["bytes"]))

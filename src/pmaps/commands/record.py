@@ -6,13 +6,16 @@ import contextlib
 import signal
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from ..collector import FIELDS, Options, Process, take_sample
 from ..errors import BadSnapshot, NoSuchProcess, PidReused, UsageError, ZombieProcess
 from ..store.recording import Recorder
 from . import Command, positive, seconds
 from ._common import parse_pid
+
+if TYPE_CHECKING:
+    from ._dataset import DatasetRecorder
 
 
 class Interrupted(Exception):
@@ -38,7 +41,10 @@ class Record(Command):
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("pid", metavar="PID")
-        p.add_argument("-o", "--output", required=True, metavar="DIR", help="recording directory (new or empty)")
+        p.add_argument("-o", "--output", metavar="DIR", help="recording directory (new or empty)")
+        p.add_argument("--dataset", metavar="ROOT", help="append rows to the fleet dataset ROOT instead (a path or a "
+                       "pyarrow.fs URL; docs/dataset.md)")
+        p.add_argument("--batch", type=positive, default=1, metavar="N", help="with --dataset: N samples per file")
         p.add_argument("--interval", type=seconds, default=1.0, metavar="S", help="seconds between samples (default 1)")
         g = p.add_mutually_exclusive_group()
         g.add_argument("--count", type=positive, metavar="N", help="stop after N samples")
@@ -51,10 +57,17 @@ class Record(Command):
 
     def run(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         pid = parse_pid(args.pid)
-        if not args.output:
+        if args.output is not None and not args.output:
             raise UsageError("-o needs a directory name")
+        if not args.output and not args.dataset:
+            raise UsageError("record needs -o DIR or --dataset ROOT")
         with Process(pid, Options.fields(args.fields)) as proc:
-            rec = Recorder(Path(args.output), pid, proc.comm, args.interval, args.pfn).open()
+            if args.dataset:
+                from ._dataset import DatasetRecorder
+
+                rec: Recorder | DatasetRecorder = DatasetRecorder(args.dataset, pid, args.batch)
+            else:
+                rec = Recorder(Path(str(args.output)), pid, proc.comm, args.interval, args.pfn).open()
             old = {s: signal.signal(s, _raise) for s in (signal.SIGINT, signal.SIGTERM)}
             try:
                 reason, note = self._loop(proc, rec, args, err)
@@ -70,11 +83,12 @@ class Record(Command):
             rec.finish(reason, note)
         n = len(rec.manifest["samples"])
         size = sum(s["bytes"] for s in rec.manifest["samples"])
-        err.write(f"pmaps: recorded {n} samples of {pid} ({proc.comm}) to {args.output}: {reason}"
+        err.write(f"pmaps: recorded {n} samples of {pid} ({proc.comm}) to {args.dataset or args.output}: {reason}"
                   + (f" ({note})" if note else "") + f"; {size // max(n, 1)} bytes per sample\n")
         return 0
 
-    def _loop(self, proc: Process, rec: Recorder, args: argparse.Namespace, err: TextIO) -> tuple[str, str]:
+    def _loop(self, proc: Process, rec: Recorder | DatasetRecorder, args: argparse.Namespace,
+              err: TextIO) -> tuple[str, str]:
         t0 = time.monotonic()
         seq = 0
         while True:

@@ -19,6 +19,7 @@ from . import Command, add_output_options
 from ._common import parse_pid
 
 if TYPE_CHECKING:
+    from ..render.folios import ProcessFolios
     from ..render.summary import ProcessSummary
 
 EXIT_SOME_FAILED = 7
@@ -65,8 +66,14 @@ class Show(Command):
                        help="physical view: add each range's first PFN (hex); ranges then are physically contiguous")
         p.add_argument("--swap", action="store_true", help="also show swapped-out ranges")
         p.add_argument("--summary", action="store_true", help="a footprint table per VMA with process totals")
+        p.add_argument("--folios", action="store_true",
+                       help="per VMA, bytes by folio size (4K, mTHP sizes, PMD THP), hugetlb, KSM, zero page, and "
+                            "the unmapped part of partly mapped large folios (root)")
         p.add_argument("--no-scan", action="store_true",
                        help="read pagemap in chunks instead of PAGEMAP_SCAN (also: PMAPS_NO_SCAN=1)")
+        p.add_argument("--include-self", action="store_true",
+                       help="keep pmaps' own mappings in MAPCOUNT and PSS (the raw kernel view; by default they "
+                            "are taken out, so the figures are what the kernel shows when pmaps is not running)")
         p.add_argument("--legend", action="store_true", help="print what every flag letter means and exit")
         add_output_options(p)
 
@@ -76,10 +83,8 @@ class Show(Command):
             return 0
         if not args.pids:
             raise UsageError("give at least one PID (or --legend)")
-        if args.format == "csv" and not args.summary:
-            raise UsageError("--format csv goes with --summary")
         srcs = [_source_arg(p) for p in args.pids]
-        opts = Options(scan=False if args.no_scan else None)
+        opts = Options(scan=False if args.no_scan else None, include_self=args.include_self)
         caps = capsmod.probe()
         failures: list[PmapsError] = []
         notes: list[str] = []
@@ -88,13 +93,35 @@ class Show(Command):
             failures.append(e)
             err.write(f"pmaps: {e}\n")
 
+        last = [-1]
+
+        def progress(done_pages: int, total: int) -> None:
+            # The pagemap fallback through a huge VMA: a line every 10% (no PAGEMAP_SCAN, --no-scan).
+            pct = 100 * done_pages // max(total, 1)
+            if not args.quiet and pct // 10 != last[0]:
+                last[0] = pct // 10
+                err.write(f"pmaps: reading pagemap without PAGEMAP_SCAN: {pct}% of {total} pages\n")
+                err.flush()
+
         def done(src: PageSource) -> None:
             notes.extend(n for n in missing_notes(src.known, pfn=args.pfn) if n not in notes)
 
         view: View
-        if args.summary:
+        if args.folios:
+            from ..render.folios import FoliosView
+
+            folios = []
+            for src in _opened(srcs, opts, caps, failed, progress):
+                try:
+                    folios.append(folio_summary(src, caps))
+                except PmapsError as e:
+                    failed(e)
+                    continue
+                done(src)
+            view = FoliosView(folios)
+        elif args.summary:
             summaries = []
-            for src in _opened(srcs, opts, caps, failed):
+            for src in _opened(srcs, opts, caps, failed, progress):
                 try:
                     summaries.append(summarize(src))
                 except PmapsError as e:
@@ -105,7 +132,7 @@ class Show(Command):
 
             view = SummaryView(summaries)
         else:
-            view = PageRangesView(_opened(srcs, opts, caps, failed),
+            view = PageRangesView(_opened(srcs, opts, caps, failed, progress),
                                   ViewOptions(full=args.flags == "all", with_pfn=args.pfn, swap=args.swap),
                                   header=len(srcs) > 1, on_error=failed, on_done=done)
         write(view, out, args.format, args.unit)
@@ -121,10 +148,40 @@ class Show(Command):
 def summarize(src: PageSource) -> ProcessSummary:
     """Per-VMA footprints of a source, through the footprint engine."""
     from ..analysis.footprint import vma_sums
+    from ..collector.swap import machine_swap_refs
     from ..render.summary import KEYS, ProcessSummary
 
-    raw, unknown = vma_sums(src, KEYS)
+    # A live process: SwapPss divides by the swap entries' holders, read from every process.
+    refs = machine_swap_refs if isinstance(src, Process) else None
+    raw, unknown = vma_sums(src, KEYS, swap_refs=refs)
     return ProcessSummary.build(src.pid, src.comm, src.vmas, raw, unknown)
+
+
+def folio_summary(src: PageSource, caps: capsmod.Caps) -> ProcessFolios:
+    """Folio sizes per VMA: the pages, then kpageflags of the blocks around their large folios."""
+    import numpy as np
+
+    from ..analysis.folios import blocks_from_pages, folio_of, folio_rows
+    from ..collector.folios import read_folio_blocks
+    from ..errors import AccessDenied
+    from ..model import Snapshot
+    from ..render.folios import ProcessFolios
+
+    snap = src.snapshot() if isinstance(src, Process) else src
+    assert isinstance(snap, Snapshot)
+    if not (snap.known.flags and snap.known.pfn):
+        raise AccessDenied("--folios needs kpageflags and PFNs: run as root (CAP_SYS_ADMIN)", snap.pid)
+    p = snap.pages
+    pres = p.present
+    head = np.zeros(len(p), dtype=np.uint64)
+    size = np.zeros(len(p), dtype=np.int64)
+    if isinstance(src, Process):
+        starts, blocks = read_folio_blocks(p)
+    else:  # a snapshot file: only its own pages' flags are known; folios are judged from those
+        starts, blocks = blocks_from_pages(p)
+    head[pres], size[pres] = folio_of(p.pfn[pres], starts, blocks)
+    rows = folio_rows(snap.vmas, snap.bounds(), p, snap.known, head, size)
+    return ProcessFolios.build(snap.pid, snap.comm, snap.vmas, rows, capsmod.average_mapcounts())
 
 
 def _source_arg(arg: str) -> int | str:
@@ -146,8 +203,8 @@ def _source_arg(arg: str) -> int | str:
         raise UsageError(f"not a process ID, nor an existing snapshot file: {arg[:60]!r}") from None
 
 
-def _opened(srcs: list[int | str], opts: Options, caps: capsmod.Caps,
-            failed: Callable[[PmapsError], None]) -> Iterator[PageSource]:
+def _opened(srcs: list[int | str], opts: Options, caps: capsmod.Caps, failed: Callable[[PmapsError], None],
+            progress: Callable[[int, int], None] | None = None) -> Iterator[PageSource]:
     """Each source opened in turn (a live process is closed after its turn); failures reported."""
     for src in srcs:
         try:
@@ -157,6 +214,7 @@ def _opened(srcs: list[int | str], opts: Options, caps: capsmod.Caps,
                 yield load(src)
                 continue
             with Process(src, opts, caps) as proc:
+                proc.progress = progress
                 yield proc
         except PmapsError as e:
             failed(e)

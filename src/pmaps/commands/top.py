@@ -77,7 +77,10 @@ class Top(Command):
         p.add_argument("--group-by", choices=("program", "user", "cgroup"),
                        help="one row per program (comm), user or cgroup; an mm shared by pids counts once")
         p.add_argument("--all", action="store_true", help="also the KSM and hugetlb columns")
-        p.add_argument("--watch", type=seconds, metavar="S", help="refresh every S seconds (Ctrl-C to stop)")
+        p.add_argument("--watch", "--interval", type=seconds, metavar="S",
+                       help="refresh every S seconds (Ctrl-C to stop)")
+        p.add_argument("--dataset", metavar="ROOT", help="append every process's rows to the fleet dataset ROOT "
+                       "(docs/dataset.md), once or every --interval S")
         p.add_argument("--iterations", type=int, default=0, help=argparse.SUPPRESS)
         add_filter_options(p)
         add_chart_options(p)
@@ -86,6 +89,10 @@ class Top(Command):
     def run(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         user_of = user_namer()
         check_charts(args)
+        if args.dataset:
+            from ._dataset import record_scans
+
+            return record_scans(args, err, lambda: scan_from_args(args, user_of))
         if args.watch is not None:
             return self._watch(args, out, err, user_of)
         scan = load_or_scan(args, user_of)

@@ -31,6 +31,9 @@ class Wss(Command):
         p.add_argument("--method", choices=("auto", "idle", "damon", "clear_refs"), default="auto",
                        help="auto: idle page tracking when available, else damon (intervals >= 1 s), else clear_refs")
         p.add_argument("--all", action="store_true", help="list VMAs with nothing resident too")
+        p.add_argument("--sort", choices=("address", "accessed", "resident"), default="address",
+                       help="order of the VMA rows (sizes descending; default address)")
+        p.add_argument("-n", "--limit", type=positive, default=0, metavar="N", help="show the first N VMAs only")
         add_output_options(p, formats=("text", "json", "csv"))
 
     def run(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -43,7 +46,7 @@ class Wss(Command):
             err.write("pmaps: interrupted: results of the completed cycles follow\n")
         if res.ended is not None:
             err.write(f"pmaps: {res.ended}: results of the completed cycles follow\n")
-        write(WssView.build(res, args.all), out, args.format, args.unit)
+        write(WssView.build(res, args.all, args.sort, args.limit), out, args.format, args.unit)
         if res.ended is not None:
             return res.ended.exit_code
         return 130 if res.interrupted else 0

@@ -58,3 +58,21 @@ def probe() -> Caps:
         idle_tracking=_readable(IDLE_BITMAP),
         soft_dirty=_soft_dirty_supported(),
     )
+
+
+def average_mapcounts() -> bool | None:
+    """CONFIG_NO_PAGE_MAPCOUNT (6.15+): kpagecount of a large folio's page is then the folio's
+    average map count, and PSS of partly shared large folios approximate; None when unknown."""
+    return _config_flag(b"CONFIG_NO_PAGE_MAPCOUNT")
+
+
+def _config_flag(name: bytes) -> bool | None:
+    """y/n of a kernel config option from /proc/config.gz (CONFIG_IKCONFIG_PROC); None unknown."""
+    import gzip
+
+    try:
+        with gzip.open("/proc/config.gz", "rb") as f:
+            text = f.read()
+    except OSError:
+        return None
+    return name + b"=y" in text

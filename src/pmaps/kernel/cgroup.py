@@ -1,5 +1,11 @@
-"""/proc/PID/cgroup (Documentation/admin-guide/cgroup-v2.rst, "/proc/PID/cgroup"). Pure."""
+"""/proc/PID/cgroup (Documentation/admin-guide/cgroup-v2.rst, "/proc/PID/cgroup"), the memory
+controller's hierarchy (v1 `memory` or v2 unified) and its memory.stat. Decoders are pure."""
 from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+CGROUP_ROOT = "/sys/fs/cgroup"
 
 
 def decode_cgroup(data: bytes) -> str:
@@ -15,3 +21,59 @@ def decode_cgroup(data: bytes) -> str:
             mem = path
     # On a hybrid system the v2 line is "/" while the memory controller lives in v1.
     return mem if mem and v2 in ("", "/") else (v2 or mem or "/")
+
+
+def decode_memory_stat(data: bytes) -> dict[str, int]:
+    """memory.stat: "key value" lines (bytes, or event counts for pg*) -> dict."""
+    out: dict[str, int] = {}
+    for line in data.decode("ascii", "replace").splitlines():
+        k, _, v = line.partition(" ")
+        if k and v.strip().isdigit():
+            out[k] = int(v)
+    return out
+
+
+@dataclass(frozen=True)
+class MemHierarchy:
+    """Where the memory controller is mounted and which version it is."""
+
+    root: str  # the directory of the root cgroup
+    version: int  # 1 or 2
+
+
+def find_memory_hierarchy(base: str = CGROUP_ROOT) -> MemHierarchy | None:
+    """v1 when base/memory holds memory.stat (Documentation/admin-guide/cgroup-v1/memory.rst),
+    v2 when base's cgroup.controllers lists memory (cgroup-v2.rst); None without a memory controller."""
+    v1 = os.path.join(base, "memory")
+    if os.path.exists(os.path.join(v1, "memory.usage_in_bytes")):
+        return MemHierarchy(v1, 1)
+    try:
+        with open(os.path.join(base, "cgroup.controllers")) as f:
+            if "memory" in f.read().split():
+                return MemHierarchy(base, 2)
+    except OSError:
+        pass
+    return None
+
+
+def memcg_dirs(h: MemHierarchy) -> dict[int, str]:
+    """inode -> cgroup path (as /proc/PID/cgroup prints it: "/" for the root) of every memory
+    cgroup: kpagecgroup's values are these inodes (fs/proc/page.c, page_cgroup_ino)."""
+    out: dict[int, str] = {}
+    for d, _, _ in os.walk(h.root):
+        try:
+            ino = os.stat(d).st_ino
+        except OSError:
+            continue  # removed during the walk
+        rel = os.path.relpath(d, h.root)
+        out[ino] = "/" if rel == "." else "/" + rel
+    return out
+
+
+def read_memory_stat(h: MemHierarchy, path: str) -> dict[str, int] | None:
+    """memory.stat of the cgroup at `path` (as in /proc/PID/cgroup); None when gone/unreadable."""
+    try:
+        with open(os.path.join(h.root, path.lstrip("/"), "memory.stat"), "rb") as f:
+            return decode_memory_stat(f.read())
+    except OSError:
+        return None

@@ -280,3 +280,76 @@ def iter_kpageflags(start: int = 0, end: int | None = None,
             pfn += got
     finally:
         procfs.close(fd)
+
+
+KPAGECGROUP = "/proc/kpagecgroup"
+
+
+def lookup_cgroup(pfns: np.ndarray) -> np.ndarray | None:
+    """kpagecgroup per PFN: the inode of the memory cgroup the page is charged to (0: none,
+    Documentation/admin-guide/mm/pagemap.rst); None when the file cannot be read (not root,
+    no CONFIG_MEMCG)."""
+    fd = procfs.open_kpage("kpagecgroup")
+    if fd is None:
+        return None
+    try:
+        plan = plan_lookup(pfns)
+        buf = np.zeros(plan.total, dtype="<u8")
+        mv = buf.data.cast("B")
+        jobs: list[tuple[int, str, int, memoryview]] = []
+        pos = 0
+        for start, length in zip(plan.seg_start.tolist(), plan.seg_len.tolist()):
+            for off in range(0, length, MAX_READ):
+                k = min(MAX_READ, length - off)
+                jobs.append((fd, KPAGECGROUP, (start + off) * 8, mv[(pos + off) * 8 : (pos + off + k) * 8]))
+            pos += length
+        _run_split(jobs)
+        return buf[plan.index]
+    finally:
+        procfs.close(fd)
+
+
+def iter_kpageflags_cgroup(chunk: int = PHYS_CHUNK) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(first PFN, kpageflags, kpagecgroup) chunks over all of physical memory: one pass over
+    both files, the kpagecgroup read of a chunk on a helper thread while this one reads its
+    kpageflags (the kernel's per-PFN work dominates; pread releases the GIL). AccessDenied
+    without root or without kpagecgroup."""
+    cfd = procfs.open_kpage("kpagecgroup")
+    if cfd is None:
+        raise AccessDenied(f"permission denied: {KPAGECGROUP} (needs root (CAP_SYS_ADMIN) and CONFIG_MEMCG)",
+                           path=KPAGECGROUP)
+    ffd = procfs.open_kpage("kpageflags")
+    if ffd is None:
+        procfs.close(cfd)
+        raise AccessDenied(f"permission denied: {KPAGEFLAGS} (needs root (CAP_SYS_ADMIN))", path=KPAGEFLAGS)
+
+    def read(fd: int, path: str, pfn: int, out: list[np.ndarray]) -> None:
+        buf = np.zeros(chunk, dtype="<u8")
+        try:
+            got = procfs.pread_into(fd, buf.data.cast("B"), pfn * 8, 0, path) // 8
+            out.append(buf[:got])
+        except BaseException as e:  # re-raised by the caller
+            out.append(np.zeros(0, dtype="<u8"))
+            errs.append(e)
+
+    errs: list[BaseException] = []
+    try:
+        pfn = 0
+        while True:
+            cg: list[np.ndarray] = []
+            fl: list[np.ndarray] = []
+            t = threading.Thread(target=read, args=(cfd, KPAGECGROUP, pfn, cg), daemon=True)
+            t.start()
+            read(ffd, KPAGEFLAGS, pfn, fl)
+            t.join()
+            if errs:
+                raise errs[0]
+            n = min(len(fl[0]), len(cg[0]))  # both end at max_pfn (fs/proc/page.c)
+            if n:
+                yield pfn, fl[0][:n], cg[0][:n]
+            if n < chunk:
+                return
+            pfn += n
+    finally:
+        procfs.close(cfd)
+        procfs.close(ffd)

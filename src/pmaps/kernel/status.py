@@ -60,3 +60,18 @@ def read_ident(pid: int) -> Ident:
     except AccessDenied:
         cg = "?"
     return Ident(pid, comm, uid, cg)
+
+
+def decode_status(data: bytes) -> dict[str, int]:
+    """/proc/PID/status "Key: N kB" fields in bytes (VmRSS, RssAnon, RssFile, RssShmem, VmSwap...). Pure."""
+    out: dict[str, int] = {}
+    for line in data.splitlines():
+        key, _, rest = line.partition(b":")
+        parts = rest.split()
+        if len(parts) == 2 and parts[1] == b"kB" and parts[0].isdigit():
+            out[key.decode()] = int(parts[0]) * 1024
+    return out
+
+
+def read_status(pid: int) -> dict[str, int]:
+    return decode_status(procfs.read_file(pid, "status"))

@@ -7,6 +7,7 @@ from .ranges import Ranges, merge_boundary, merged_ranges, ranges_of
 from .sample import Sample
 from .snapshot import PageSource, Snapshot, inside_vmas
 from .state import Known, flag_string, state_names
+from .swap import SwapRefs
 from .system import ProcRec, SystemScan
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
            "Ranges",
            "Sample",
            "Snapshot",
+           "SwapRefs",
            "SystemScan",
            "Vma",
            "flag_string",

@@ -4,6 +4,7 @@ and the letters and names that show it. Pure.
     bits 0-26   kpageflags (ABI bits, include/uapi/linux/kernel-page-flags.h)
     bits 32-38  pagemap bits, in pagemap.PM_BITS order (present, swapped, file, exclusive,
                 soft_dirty, uffd_wp, guard)
+    bit  31     mapped by a PMD (PAGEMAP_SCAN's PAGE_IS_HUGE: a PMD-mapped THP or hugetlb)
     bit  39     young (not idle, from idle page tracking)
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ S_FILE = PM_SHIFT + 2
 S_EXCLUSIVE = PM_SHIFT + 3
 S_SOFT_DIRTY = PM_SHIFT + 4
 S_YOUNG = 39
+S_PMD = 31  # a pmaps bit between kpageflags (0-26) and pagemap (32-38): smaps' AnonHugePages needs it
 PM_STATE_MASK = U64(((1 << len(pmb.PM_BITS)) - 1) << PM_SHIFT)
 # The RFC's letters Y R A U P D W and the state bits they come from (see `pmaps --legend`: Y is the
 # pte young bit via idle page tracking, P the nearest exported pte-dirty signal, soft-dirty).
@@ -82,6 +84,8 @@ class Known:
             m |= U64(1 << KPF["zero_page"])
         if self.young:
             m |= U64(1 << S_YOUNG)
+        if self.categories:
+            m |= U64(1 << S_PMD)
         return U64(m)
 
     def to_dict(self) -> dict[str, bool]:

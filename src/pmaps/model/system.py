@@ -10,6 +10,7 @@ from ..kernel.maps import Vma
 from ..kernel.status import Ident
 from .pages import Pages
 from .state import Known
+from .swap import SwapRefs
 
 SKIP_REASONS = ("exited", "denied", "missing")
 
@@ -42,3 +43,6 @@ class SystemScan:
     self_pss: int = 0  # PSS of the scanning process itself (left out of the scan), per its smaps_rollup
     complete: bool = True  # every process on the machine was asked for (no filter)
     time: float = field(default_factory=time.time)
+    # Swap ptes per swap entry over every process, when the scan is a selection with swapped pages
+    # (SwapPss must count holders outside the selection too); None: count within the scan.
+    swap_refs: SwapRefs | None = None

@@ -24,17 +24,19 @@ KIND_SHORT = {"present": "+", "freed": "-", "swapped_out": "out", "swapped_in": 
               "lost_sharing": "unshared", "gained_sharing": "shared", "flags": "flags"}
 
 
-# Watch's columns and the footprint engine's figures they show (smaps' rules: the zero page is not
-# resident; THP is anonymous memory in transparent huge folios, by kpageflags, as samples do not
-# record PMD mappings).
-FIGURE_OF = {"resident": "rss", "swapped": "swap", "dirty": "dirty", "thp": "thp"}
+# Watch's columns and the footprint engine's figures they show, by smaps' rules: the zero page is
+# not resident; THP is AnonHugePages (anonymous memory mapped by a PMD).
+FIGURE_OF = {"resident": "rss", "swapped": "swap", "dirty": "dirty", "thp": "anon_thp"}
 
 
-def vma_stats(s: Sample) -> dict[tuple[int, int], dict[str, int]]:
-    """Pages per VMA (keyed by start, end): resident, swapped, dirty, thp."""
+def vma_stats(s: Sample) -> tuple[dict[tuple[int, int], dict[str, int]], frozenset[str]]:
+    """Pages per VMA (keyed by start, end): resident, swapped, dirty, thp; and the columns these
+    samples cannot tell."""
     figs = figures(Facts.of_sample(s), tuple(FIGURE_OF.values()))
     sums = figs.by_group(s.vma, len(s.vmas))
-    return {(v.start, v.end): {k: int(sums[f][i]) for k, f in FIGURE_OF.items()} for i, v in enumerate(s.vmas)}
+    unknown = frozenset(k for k, f in FIGURE_OF.items() if f in figs.unknown)
+    return ({(v.start, v.end): {k: int(sums[f][i]) for k, f in FIGURE_OF.items()} for i, v in enumerate(s.vmas)},
+            unknown)
 
 
 @dataclass
@@ -64,14 +66,14 @@ class WatchView:
     fields: str
     status: list[str] = field(default_factory=list)  # notes: slowed down, paused, ...
     sort: str = "address"
-    known_flags: bool = True
+    unknown: frozenset[str] = frozenset()  # columns these samples cannot tell ('?')
 
     @classmethod
     def build(cls, cur: Sample, prev: Sample | None, diff: Diff | None, *, cost_ms: float, cpu_pct: float,
               interval: float, fields: str, sort: str = "address", status: list[str] | None = None,
               all_vmas: bool = False) -> WatchView:
-        now = vma_stats(cur)
-        before = vma_stats(prev) if prev is not None else {}
+        now, unknown = vma_stats(cur)
+        before = vma_stats(prev)[0] if prev is not None else {}
         ch: dict[tuple[int, int], dict[str, int]] = {}
         for vd in diff.vmas if diff else []:
             d = ch.setdefault((vd.vma.start, vd.vma.end), {})
@@ -86,7 +88,7 @@ class WatchView:
             delta = {k: (st[k] - old[k]) if old is not None else None for k in STATS}
             rows.append(Row(v.start, v.end, v.perms, v.path, st, delta, ch.get(key, {})))
         view = cls(cur.pid, cur.comm, cur.seq, rows, cost_ms, cpu_pct, interval, fields, list(status or []), sort,
-                   cur.known.flags)
+                   unknown)
         view.sort_rows()
         return view
 
@@ -113,10 +115,10 @@ def _delta(d: int | None, unit: str) -> str:
     return ("+" if d > 0 else "-") + fmt_bytes(abs(d) * PAGE_SIZE, unit)
 
 
-def _cells(r: Row, unit: str, flags: bool) -> list[str]:
+def _cells(r: Row, unit: str, unknown: frozenset[str]) -> list[str]:
     cells = [f"{r.start:x}-{r.end:x}", r.perms]
     for k in STATS:
-        if k in ("thp", "dirty") and not flags:
+        if k in unknown:
             cells += ["?", ""]
             continue
         cells += [fmt_bytes(r.now[k] * PAGE_SIZE, unit), _delta(r.delta[k], unit)]
@@ -133,11 +135,11 @@ def write_plain(out: TextIO, view: WatchView, unit: str = "human") -> None:
     out.write(view.header() + "\n")
     for s in view.status:
         out.write(f"! {printable(s)}\n")
-    rows = [_cells(r, unit, view.known_flags) for r in view.rows]
+    rows = [_cells(r, unit, view.unknown) for r in view.rows]
     t = view.totals()
     foot = ["total", ""]
     for k in STATS:
-        foot += [fmt_bytes(t[k] * PAGE_SIZE, unit) if view.known_flags or k not in ("thp", "dirty") else "?", ""]
+        foot += [fmt_bytes(t[k] * PAGE_SIZE, unit) if k not in view.unknown else "?", ""]
     # MAPPING is appended after the aligned columns: write_table right-aligns a last column.
     buf = io.StringIO()
     write_table(buf, HEAD[:-1], [c[:-1] for c in rows], left=2, footer=[[*foot, ""]])
@@ -167,7 +169,7 @@ def rich_view(view: WatchView, unit: str = "human", height: int | None = None) -
                          overflow="ellipsis" if h == "MAPPING" else "fold")
     rows = view.rows if height is None else view.rows[: max(height - 6, 1)]
     for r in rows:
-        cells = _cells(r, unit, view.known_flags)
+        cells = _cells(r, unit, view.unknown)
         style = None
         if r.changes:
             main = max(r.changes, key=lambda k: r.changes[k])

@@ -6,8 +6,10 @@ then written. This is the one streaming View: its write_to reads while it writes
 """
 from __future__ import annotations
 
-import io
+import csv
 import json
+import shutil
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TextIO
@@ -23,6 +25,9 @@ from .table import printable
 
 SCHEMA = "pmaps/1"
 VMA_SCHEMA = "pmaps-vma/1"
+SPOOL_BYTES = 16 << 20  # a process's JSON document kept in memory up to this, then spooled to a file
+CSV_HEADER = ["pid", "comm", "vma_start", "vma_end", "perms", "path", "addr", "index", "count", "flags", "mapcount",
+              "names"]
 
 
 @dataclass(frozen=True)
@@ -146,6 +151,8 @@ class RangeWriter:
     def begin(self) -> None:
         if self.fmt == "json":
             self.out.write('{"schema":"%s","processes":[' % SCHEMA)
+        elif self.fmt == "csv":
+            csv.writer(self.out, lineterminator="\n").writerow(CSV_HEADER + (["pfn"] if self.opts.with_pfn else []))
 
     def end(self) -> None:
         if self.fmt == "json":
@@ -166,6 +173,9 @@ class RangeWriter:
                     continue
                 builder = builder or RowBuilder(known(), self.opts.full, self.opts.with_pfn)
                 out.write(builder.text(vmas[i], r))
+            return
+        if self.fmt == "csv":
+            self._csv(pid, comm, vmas, events, known)
             return
         if self.fmt == "json":
             if not self.first_process:
@@ -194,6 +204,29 @@ class RangeWriter:
             # Written last: the first chunk may reveal that PFNs are hidden (collect.py).
             out.write('],"known":%s}' % _dumps(known().to_dict()))
 
+    def _csv(self, pid: int, comm: str, vmas: list[Vma], events: Iterable[tuple[int, Ranges | None]],
+             known: Callable[[], Known]) -> None:
+        """One row per range (numbers in decimal, names space-separated), a VMA at a time."""
+        w = csv.writer(self.out, lineterminator="\n")
+        for i, r in events:
+            if r is None:
+                continue
+            v = vmas[i]
+            mask = int(known().mask())
+            base = v.pgoff - (v.start >> PAGE_SHIFT)
+            pfns = r.pfn.tolist() if self.opts.with_pfn and r.pfn is not None and known().pfn else None
+            rows = []
+            for j, (vpn, count, st, mc) in enumerate(zip(r.vpn.tolist(), r.count.tolist(), r.state.tolist(),
+                                                         r.mapcount.tolist())):
+                sw = bool(st >> S_SWAPPED & 1)
+                row = [pid, comm, v.start, v.end, v.perms, v.path, vpn << PAGE_SHIFT, vpn + base, count,
+                       flag_string(st, mask, full=False, swapped=sw), "" if mc < 0 or sw else mc,
+                       " ".join(state_names(st))]
+                if self.opts.with_pfn:
+                    row.append("" if pfns is None or sw else pfns[j])
+                rows.append(row)
+            w.writerows(rows)
+
     def _write_vma(self, parts: list[str]) -> None:
         parts.append("]}\n" if self.fmt == "ndjson" else "]}")
         self.out.write("".join(parts))
@@ -210,7 +243,7 @@ class PageRangesView(View):
     on_error: Callable[[PmapsError], None] | None = None
     on_done: Callable[[PageSource], None] | None = None
     schema: str = SCHEMA
-    formats: tuple[str, ...] = ("text", "json", "ndjson")
+    formats: tuple[str, ...] = ("text", "json", "ndjson", "csv")
 
     def text(self, out: TextIO, unit: str) -> None:
         self.write_to(out, "text", unit)
@@ -220,19 +253,22 @@ class PageRangesView(View):
         writer.begin()
         for src in self.sources:
             try:
-                if fmt in ("text", "ndjson"):
+                if fmt in ("text", "ndjson", "csv"):
                     # Streamed: text line by line, NDJSON a whole VMA line at a time.
                     writer.process(src.pid, src.comm, src.vmas, src.chunks(), lambda s=src: s.known,  # type: ignore[misc]
                                    header=self.header)
                 else:
                     # A JSON document is built per process, then written whole: a process that
-                    # exits mid-scan must not leave a half-written document behind.
-                    buf = io.StringIO()
-                    sub = RangeWriter(buf, fmt, self.opts)
-                    sub.first_process = writer.first_process
-                    sub.process(src.pid, src.comm, src.vmas, src.chunks(), lambda s=src: s.known,  # type: ignore[misc]
-                                header=False)
-                    out.write(buf.getvalue())
+                    # exits mid-scan must not leave a half-written document behind. It is spooled:
+                    # in memory up to SPOOL_BYTES, then in an unnamed temporary file, so a huge
+                    # process's document does not hold its whole text in memory.
+                    with tempfile.SpooledTemporaryFile(SPOOL_BYTES, mode="w+", encoding="utf-8") as buf:
+                        sub = RangeWriter(buf, fmt, self.opts)  # type: ignore[arg-type]
+                        sub.first_process = writer.first_process
+                        sub.process(src.pid, src.comm, src.vmas, src.chunks(), lambda s=src: s.known,  # type: ignore[misc]
+                                    header=False)
+                        buf.seek(0)
+                        shutil.copyfileobj(buf, out, 1 << 20)
                     writer.first_process = False
             except PmapsError as e:
                 if self.on_error is None:

@@ -62,7 +62,7 @@ class SummaryView(View):
 
     def table(self) -> tuple[Sequence[str], Iterable[Sequence[object]]]:
         header = ["pid", "comm", "start", "end", "perms", "path", *COLS]
-        return header, ([v.pid, v.comm, f"{vma.start:x}", f"{vma.end:x}", vma.perms, vma.path, *(vals[c] for c in COLS)]
+        return header, ([v.pid, v.comm, vma.start, vma.end, vma.perms, vma.path, *(vals[c] for c in COLS)]
                         for v in self.processes for vma, vals in v.rows)
 
     def text(self, out: TextIO, unit: str) -> None:

@@ -1,0 +1,245 @@
+"""Pages charged to each memory cgroup (kpagecgroup + kpageflags, one pass over physical memory),
+beside the kernel's memory.stat; and file/shmem pages charged to one cgroup but mapped by the
+processes of others ("charged here, mapped elsewhere")."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..kernel import pagemap as pmb
+from ..kernel.kpage import KPF
+from ..model import SystemScan
+from ..numeric import PAGE_SIZE
+
+U64 = np.uint64
+
+
+def _b(name: str) -> np.uint64:
+    return U64(1 << KPF[name])
+
+
+# How a charged page is classed from its kpageflags (include/uapi/linux/kernel-page-flags.h):
+# anon pages carry ANON; shmem/tmpfs pages are SWAPBACKED without ANON; page cache is the rest of
+# the LRU/uptodate pages; "kernel" is what is charged but none of these (page tables, slab, stacks).
+KINDS = ("anon", "file", "shmem", "kernel")
+BITS = ("swapbacked", "anon_thp", "dirty", "writeback", "active", "inactive", "unevictable", "mapped_file")
+FIELDS = KINDS + BITS
+
+
+def classify(flags: np.ndarray) -> dict[str, np.ndarray]:
+    """Bool columns per FIELDS for pages with these kpageflags."""
+    def has(name: str) -> np.ndarray:
+        return (flags & _b(name)) != 0
+
+    anon, sb, lru = has("anon"), has("swapbacked"), has("lru")
+    shmem = sb & ~anon
+    file = ~anon & ~sb & (lru | has("uptodate")) & ~has("slab") & ~has("pgtable")
+    return {"anon": anon, "file": file, "shmem": shmem, "kernel": ~(anon | file | shmem), "swapbacked": sb,
+            "anon_thp": anon & has("thp"), "dirty": has("dirty"), "writeback": has("writeback"),
+            "active": lru & has("active"), "inactive": lru & ~has("active"), "unevictable": has("unevictable"),
+            "mapped_file": (file | shmem) & has("mmap")}
+
+
+@dataclass
+class Charged:
+    """Pages per memcg inode and FIELDS, and (when kept) the memcg inode of every PFN."""
+
+    pages: dict[int, dict[str, int]]
+    by_pfn: np.ndarray | None = None
+
+
+def charged_pages(chunks: Iterable[tuple[int, np.ndarray, np.ndarray]], keep: bool = False,
+                  inodes: Iterable[int] = ()) -> Charged:
+    """Fold (first PFN, kpageflags, kpagecgroup) chunks into per-memcg counts. `inodes`, the memcg
+    inodes known beforehand, turn the grouping into a binary search over a few values instead
+    of a sort of every charged page; an inode not among them (a cgroup made meanwhile) still counts."""
+    out: dict[int, dict[str, int]] = {}
+    kept = []
+    known = np.array(sorted(set(inodes)), dtype=U64)
+    for _, flags, cg in chunks:
+        flags = flags[: len(cg)]
+        if keep:
+            kept.append(cg)
+        sel = cg != 0
+        if not sel.any():
+            continue
+        cgs = cg[sel]
+        pos = np.minimum(np.searchsorted(known, cgs), max(len(known) - 1, 0)) if len(known) else None
+        if pos is not None and bool((known[pos] == cgs).all()):
+            inos, inv = known, pos
+        else:
+            inos, inv = np.unique(cgs, return_inverse=True)
+        cols = classify(flags[sel])
+        total = np.bincount(inv, minlength=len(inos))
+        counts = {k: np.bincount(inv[cols[k]], minlength=len(inos)) for k in FIELDS}
+        for j in np.flatnonzero(total).tolist():
+            d = out.setdefault(int(inos[j]), dict.fromkeys(("pages", *FIELDS), 0))
+            d["pages"] += int(total[j])
+            for k in FIELDS:
+                d[k] += int(counts[k][j])
+    return Charged(out, np.concatenate(kept) if keep and kept else None)
+
+
+# memory.stat keys comparable with what pmaps counts (bytes): v1 Documentation/admin-guide/
+# cgroup-v1/memory.rst 5.2 (local, not total_*), v2 Documentation/admin-guide/cgroup-v2.rst.
+# pmaps' "file" excludes shmem; the kernel's file/cache includes it: compared as file + shmem.
+KERNEL_KEYS = {
+    1: {"anon": "rss", "file": "cache", "shmem": "shmem", "mapped_file": "mapped_file", "dirty": "dirty",
+        "writeback": "writeback", "thp": "rss_huge", "unevictable": "unevictable"},
+    2: {"anon": "anon", "file": "file", "shmem": "shmem", "mapped_file": "file_mapped", "dirty": "file_dirty",
+        "writeback": "file_writeback", "thp": "anon_thp", "unevictable": "unevictable"},
+}
+
+
+def pmaps_side(counts: dict[str, int]) -> dict[str, int]:
+    """pmaps' figures in the kernel's terms (bytes), for the comparison."""
+    c = counts
+    return {"anon": c["anon"] * PAGE_SIZE, "file": (c["file"] + c["shmem"]) * PAGE_SIZE,
+            "shmem": c["shmem"] * PAGE_SIZE, "mapped_file": c["mapped_file"] * PAGE_SIZE,
+            "dirty": c["dirty"] * PAGE_SIZE, "writeback": c["writeback"] * PAGE_SIZE,
+            "thp": c["anon_thp"] * PAGE_SIZE, "unevictable": c["unevictable"] * PAGE_SIZE}
+
+
+def kernel_side(path: str, stats: dict[str, dict[str, int] | None], version: int) -> dict[str, int | None]:
+    """memory.stat of `path` as kpagecgroup sees it: the cgroup's hierarchical figure (v1 total_*,
+    v2's own) less its online children's. This folds in pages still charged to removed (offline)
+    children, which kpagecgroup reports at the nearest online ancestor (mm/memcontrol.c
+    page_cgroup_ino) while the local v1 figures leave them out."""
+    keys = KERNEL_KEYS[version]
+    st = stats.get(path)
+    if st is None:
+        return dict.fromkeys(keys)
+    prefix = "total_" if version == 1 else ""
+    kids = [c for c in stats if c != path and _parent(c) == path]
+    out: dict[str, int | None] = {}
+    for k, v in keys.items():
+        val = st.get(prefix + v)
+        if val is not None:
+            for c in kids:
+                val -= (stats.get(c) or {}).get(prefix + v, 0)
+        out[k] = val
+    return out
+
+
+def _parent(path: str) -> str:
+    head = path.rsplit("/", 1)[0]
+    return head or "/"
+
+
+@dataclass
+class Mapped:
+    """file/shmem pages by who is charged and who maps them (cgroup paths)."""
+
+    here: dict[str, int] = field(default_factory=dict)  # charged to C, mapped by a process of C
+    elsewhere: dict[str, int] = field(default_factory=dict)  # charged to C, mapped only by other cgroups
+    from_others: dict[str, int] = field(default_factory=dict)  # mapped by C's processes, charged elsewhere
+    # (charged cgroup, mapper cgroup, pid, comm, mapping path) -> pages, for --detail
+    detail: dict[tuple[str, str, int, str, str], int] = field(default_factory=dict)
+
+
+def mapped_by(scan: SystemScan, by_pfn: np.ndarray, names: dict[int, str]) -> Mapped:
+    """Join every process's present file/shmem pages (pagemap FILE bit) with kpagecgroup."""
+    res = Mapped()
+    if not scan.known.pfn or len(scan.pages) == 0:
+        return res
+    pg = scan.pages
+    paths = sorted({p.ident.cgroup for p in scan.procs} | set(names.values()))
+    pid_of = {p: i for i, p in enumerate(paths)}
+    proc_cg = np.zeros(len(pg), dtype=np.int64)
+    proc_ix = np.zeros(len(pg), dtype=np.int64)
+    for i, p in enumerate(scan.procs):
+        proc_cg[p.lo : p.hi] = pid_of[p.ident.cgroup]
+        proc_ix[p.lo : p.hi] = i
+    sel = pmb.present(pg.pm) & pmb.bit(pg.pm, pmb.PM_FILE)
+    pfn = pg.pfn[sel].astype(np.int64)
+    ok = pfn < len(by_pfn)
+    sel_ix = np.flatnonzero(sel)[ok]
+    pfn = pfn[ok]
+    ino = by_pfn[pfn]
+    lut_keys = np.array(sorted(names), dtype=U64)
+    lut_vals = np.array([pid_of[names[k]] for k in sorted(names)], dtype=np.int64)
+    pos = np.clip(np.searchsorted(lut_keys, ino), 0, max(len(lut_keys) - 1, 0))
+    known_ino = (ino != 0) & (lut_keys[pos] == ino) if len(lut_keys) else np.zeros(len(ino), bool)
+    charged = np.where(known_ino, lut_vals[pos] if len(lut_keys) else 0, -1)
+    mapper = proc_cg[sel_ix]
+    # unique (pfn, mapper cgroup): a page mapped twice in one cgroup counts once
+    pairs = np.unique(np.stack([pfn, mapper, charged]), axis=1)
+    upfn, mp, ch = pairs
+    same = (mp == ch) & (ch >= 0)
+    # per PFN: mapped by its own cgroup at all?
+    mapped_home = np.zeros(len(by_pfn), dtype=bool)
+    mapped_home[upfn[same]] = True
+    n = len(paths)
+    here = np.bincount(ch[same], minlength=n)
+    # charged to C (C known), page has no mapper in C: count each PFN once
+    _, first = np.unique(upfn[(ch >= 0) & ~mapped_home[upfn]], return_index=True)
+    ch_el = ch[(ch >= 0) & ~mapped_home[upfn]][first]
+    elsewhere = np.bincount(ch_el, minlength=n)
+    other = (ch != mp) & (ch >= 0)
+    from_others = np.bincount(mp[other], minlength=n)
+    for i, cgp in enumerate(paths):
+        res.here[cgp], res.elsewhere[cgp], res.from_others[cgp] = int(here[i]), int(elsewhere[i]), int(from_others[i])
+    # detail: per (charged, mapper, process, mapping) for pages mapped across cgroups
+    cross = charged != mapper
+    cross &= charged >= 0
+    if cross.any():
+        rows = sel_ix[cross]
+        keys = np.stack([charged[cross], proc_ix[rows]])
+        uk = np.unique(keys, axis=1)
+        vma_path = _vma_paths(scan, rows)
+        for c, pi in uk.T.tolist():
+            proc = scan.procs[pi]
+            # the mapping paths of this process's cross pages (a few: one loop per process)
+            m = (keys[0] == c) & (keys[1] == pi)
+            for path, pk in zip(*np.unique(vma_path[m], return_counts=True)):
+                res.detail[(paths[c], proc.ident.cgroup, proc.pid, proc.ident.comm, str(path))] = int(pk)
+    return res
+
+
+def _vma_paths(scan: SystemScan, rows: np.ndarray) -> np.ndarray:
+    """The mapping path of each page row of the scan (object array)."""
+    out = np.empty(len(rows), dtype=object)
+    for p in scan.procs:
+        m = (rows >= p.lo) & (rows < p.hi)
+        if not m.any():
+            continue
+        r = rows[m]
+        vi = np.searchsorted(p.vma_hi, r, side="right")
+        vi = np.minimum(vi, len(p.vmas) - 1)
+        out[m] = [p.vmas[i].path or "[anon]" for i in vi.tolist()]
+    return out
+
+
+def rows(charged: Charged, names: dict[int, str], stats: dict[str, dict[str, int] | None], version: int,
+         mapped: Mapped | None) -> list[dict[str, Any]]:
+    """One row per memory cgroup with charged pages or a memory.stat: bytes, path as in /proc/PID/cgroup."""
+    out = []
+    by_path: dict[str, dict[str, int]] = {}
+    for ino, c in charged.pages.items():
+        path = names.get(ino, f"?{ino}")
+        acc = by_path.setdefault(path, dict.fromkeys(("pages", *FIELDS), 0))
+        for k, v in c.items():
+            acc[k] += v
+    for path in sorted(set(by_path) | set(stats)):
+        c = by_path.get(path, dict.fromkeys(("pages", *FIELDS), 0))
+        st = stats.get(path)
+        ours, theirs = pmaps_side(c), kernel_side(path, stats, version)
+        row: dict[str, Any] = {"path": path, "charged": c["pages"] * PAGE_SIZE,
+                               **{k: c[k] * PAGE_SIZE for k in FIELDS if k != "kernel"}}
+        row["kernel_pages"] = c["kernel"] * PAGE_SIZE  # "kernel" is the memory.stat object below
+        row["kernel"] = st
+        row["compare"] = {}
+        for k in ("anon", "file", "shmem", "mapped_file", "thp", "dirty", "writeback", "unevictable"):
+            kv = theirs[k]
+            row["compare"][k] = {"pmaps": ours[k], "kernel": kv, "difference": None if kv is None else ours[k] - kv}
+        if mapped is not None:
+            row["mapped_here"] = mapped.here.get(path, 0) * PAGE_SIZE
+            row["mapped_elsewhere"] = mapped.elsewhere.get(path, 0) * PAGE_SIZE
+            row["mapped_from_others"] = mapped.from_others.get(path, 0) * PAGE_SIZE
+            row["not_mapped"] = max(0, (c["file"] + c["shmem"] - mapped.here.get(path, 0)
+                                        - mapped.elsewhere.get(path, 0)) * PAGE_SIZE)
+        out.append(row)
+    return out

@@ -1,0 +1,97 @@
+"""Dataset rows (docs/dataset.md): one row per VMA of a sample, its footprint through the engine,
+beside the identity columns that make rows of many hosts comparable. Pure."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..kernel.maps import Vma
+from ..model import Sample, SystemScan
+from .footprint import Facts, figures, finish
+from .system import mapping_name, mm_reps, page_figures
+
+VERSION = 1
+# Byte figures per VMA (the engine's rules on ranges; PMD mappings are not in samples, so `thp`
+# counts anonymous pages of transparent huge pages by kpageflags instead of AnonHugePages).
+FIGURES = ("rss", "pss", "uss", "shared", "swap", "swap_pss", "dirty", "referenced", "ksm", "zero_page", "hugetlb",
+           "thp")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who and where: the same for every row of one sample."""
+
+    host: str
+    boot_id: str
+    kernel: str
+    pid: int
+    start_ticks: int  # /proc/PID/stat starttime: with boot_id and pid, one process for ever
+    start_time: float  # Unix seconds (btime + start_ticks / CLK_TCK)
+    comm: str
+    exe: str | None
+    cgroup: str | None
+    uid: int | None
+
+
+def sample_rows(s: Sample, ident: Identity, build_ids: dict[str, str | None]) -> dict[str, list[Any]]:
+    """Columns (name -> values, one per VMA) for one sample; None where a figure is unknown."""
+    n = len(s.vmas)
+    figs = figures(Facts.of_sample(s), FIGURES)
+    sums = {k: np.bincount(s.vma, weights=v, minlength=n).astype(np.int64) for k, v in figs.cols.items()} \
+        if len(s) else {k: np.zeros(n, dtype=np.int64) for k in FIGURES}
+    per = [finish({k: int(sums[k][i]) for k in FIGURES}, figs.unknown, FIGURES) for i in range(n)]
+    cols = _rows(s.vmas, ident, build_ids, s.time, s.seq)
+    for k in FIGURES:
+        cols[k] = [p[k] for p in per]
+    return cols
+
+
+def _rows(vmas: list[Vma], ident: Identity, build_ids: dict[str, str | None], when: float,
+          seq: int) -> dict[str, list[Any]]:
+    """The identity and VMA columns of one process's rows."""
+    n = len(vmas)
+    return {
+        "version": [VERSION] * n,
+        "time": [when] * n,
+        "seq": [seq] * n,
+        "boot_id": [ident.boot_id] * n,
+        "kernel": [ident.kernel] * n,
+        "pid": [ident.pid] * n,
+        "start_ticks": [ident.start_ticks] * n,
+        "start_time": [ident.start_time] * n,
+        "comm": [ident.comm] * n,
+        "exe": [ident.exe] * n,
+        "cgroup": [ident.cgroup] * n,
+        "uid": [ident.uid] * n,
+        "vma_index": list(range(n)),
+        "vma_start": [f"{v.start:x}" for v in vmas],
+        "vma_size": [v.end - v.start for v in vmas],
+        "perms": [v.perms for v in vmas],
+        "file_offset": [v.offset for v in vmas],
+        "path": [v.path or None for v in vmas],
+        "mapping": [mapping_name(v) for v in vmas],
+        "build_id": [build_ids.get(v.path) if v.path.startswith("/") else None for v in vmas],
+    }
+
+
+def scan_rows(scan: SystemScan, idents: dict[int, Identity], build_ids: dict[str, str | None],
+              seq: int = 0) -> dict[str, list[Any]]:
+    """Columns for every process of a scan that has an identity (`top --dataset`): one row per VMA,
+    figures as its smaps would show them (SwapPss over the whole scan)."""
+    reps = mm_reps(scan)
+    figs = page_figures(scan, reps, FIGURES)
+    cols: dict[str, list[Any]] = {}
+    for p in scan.procs:
+        ident = idents.get(p.pid)
+        if ident is None:
+            continue
+        per = [finish(figs.between(lo, hi), figs.unknown, FIGURES)
+               for lo, hi in zip(p.vma_lo.tolist(), p.vma_hi.tolist())]
+        part = _rows(p.vmas, ident, build_ids, scan.time, seq)
+        for k in FIGURES:
+            part[k] = [x[k] for x in per]
+        for k, v in part.items():
+            cols.setdefault(k, []).extend(v)
+    return cols

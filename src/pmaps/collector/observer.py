@@ -1,0 +1,104 @@
+"""The observer effect, taken out: pmaps' own process maps libc, ld.so, the interpreter and numpy's
+libraries, so while it reads, every page it shares with a target has a map count one higher and
+the target's PSS of those pages is lower than the kernel reports when pmaps is not running.
+
+`Observer` reads pmaps' own file-backed mappings (its own pagemap: PFNs need CAP_SYS_ADMIN) and
+subtracts its own mappings from the kpagecount of those PFNs, so MAPCOUNT, PSS and USS are what
+the kernel shows without pmaps. Only file-backed pages are taken: pmaps shares no anonymous memory
+with a target it did not fork. The set is read when the target is opened (by then every library
+pmaps needs is mapped) and checked again when the read ends (see `stable`); `--include-self`
+keeps the raw kernel view. docs/footprints.md explains it.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..errors import PmapsError
+from ..kernel import pagemap as pmb
+from ..kernel import procfs
+from ..kernel.maps import PAGE_SHIFT, read_maps
+
+U64 = np.uint64
+
+
+class Observer:
+    """PFNs of the file pages this process maps, and how many times it maps each."""
+
+    def __init__(self, pfns: np.ndarray, times: np.ndarray) -> None:
+        self.pfns = pfns  # sorted unique u64
+        self.times = times  # int64, same length
+
+    @classmethod
+    def read(cls) -> Observer | None:
+        """This process's file-backed present pages; None when PFNs cannot be read (not root)."""
+        pid = os.getpid()
+        try:
+            vmas = [v for v in read_maps(pid) if v.inode and not v.path.startswith("[")]
+            fd = procfs.open_pagemap(pid)
+        except PmapsError:
+            return None
+        try:
+            starts = np.array([v.start >> PAGE_SHIFT for v in vmas], dtype=U64)
+            ends = np.array([v.end >> PAGE_SHIFT for v in vmas], dtype=U64)
+            pm = pmb.read_runs(fd, pid, starts, ends)
+        except PmapsError:
+            return None
+        finally:
+            procfs.close(fd)
+        pres = pmb.present(pm)
+        pfn = pm[pres] & pmb.PM_PFN_MASK
+        if len(pfn) and not pfn.any():
+            return None  # PFNs hidden (no CAP_SYS_ADMIN): nothing can be matched
+        uniq, times = np.unique(pfn, return_counts=True)
+        return cls(uniq, times.astype(np.int64))
+
+    @staticmethod
+    def private_pfns() -> np.ndarray:
+        """Sorted PFNs of the pages this process alone maps (pagemap's exclusive bit): its own memory,
+        which `phys` leaves out. Empty when PFNs cannot be read."""
+        pid = os.getpid()
+        try:
+            vmas = read_maps(pid)
+            fd = procfs.open_pagemap(pid)
+        except PmapsError:
+            return np.zeros(0, dtype=U64)
+        try:
+            starts = np.array([v.start >> PAGE_SHIFT for v in vmas if v.end <= pmb.TASK_SIZE_MAX], dtype=U64)
+            ends = np.array([v.end >> PAGE_SHIFT for v in vmas if v.end <= pmb.TASK_SIZE_MAX], dtype=U64)
+            pm = pmb.read_runs(fd, pid, starts, ends)
+        except PmapsError:
+            return np.zeros(0, dtype=U64)
+        finally:
+            procfs.close(fd)
+        mine = pmb.present(pm) & ((pmb.top_byte(pm) & pmb.TOP_EXCLUSIVE) != 0)
+        return np.unique(pm[mine] & pmb.PM_PFN_MASK)
+
+    def __len__(self) -> int:
+        return len(self.pfns)
+
+    def mine(self, pfn: np.ndarray) -> np.ndarray:
+        """Times this process maps each of these PFNs (0 for most)."""
+        out = np.zeros(len(pfn), dtype=np.int64)
+        if not len(self.pfns) or not len(pfn):
+            return out
+        idx = np.minimum(np.searchsorted(self.pfns, pfn), len(self.pfns) - 1)
+        hit = self.pfns[idx] == pfn
+        out[hit] = self.times[idx[hit]]
+        return out
+
+    def subtract(self, pfn: np.ndarray, count: np.ndarray) -> np.ndarray:
+        """kpagecount values with this process's own mappings taken out (a mapped page keeps >= 1)."""
+        mine = self.mine(pfn)
+        if not mine.any():
+            return count
+        c = count.astype(np.int64)
+        hit = mine > 0
+        # Only pages this process maps; the zero page keeps its count of 0 (never counted).
+        c[hit] = np.where(c[hit] > 0, np.maximum(c[hit] - mine[hit], 1), 0)
+        return c.astype(count.dtype)
+
+    def stable(self, other: Observer | None) -> bool:
+        """Whether the set read again later is the same (it was mapped during all the lookups)."""
+        return other is not None and np.array_equal(self.pfns, other.pfns) and np.array_equal(self.times, other.times)

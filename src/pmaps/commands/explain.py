@@ -1,0 +1,102 @@
+"""pmaps explain PID: why ps, top, smem and smaps disagree, number by number."""
+from __future__ import annotations
+
+import argparse
+from typing import TextIO
+
+from ..errors import AccessDenied, UsageError
+from . import Command, add_output_options
+from ._common import parse_pid
+
+
+class Explain(Command):
+    """Explain a process's memory numbers: VmRSS, RssAnon/File/Shmem, smaps Rss/Pss/Pss_*, USS, Swap,
+    SwapPss, each shown as the sum of the buckets pmaps measured page by page (anon, KSM, file, shmem,
+    zero page, hugetlb, swapped private and shmem pages), next to the kernel's own value. Root."""
+
+    name = "explain"
+    order = 24
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("pid", metavar="PID", nargs="?", help="the process (or --system)")
+        p.add_argument("--system", action="store_true",
+                       help="the whole machine: /proc/meminfo against physical pages by kpageflags, and the "
+                            "PSS of every process against AnonPages + Mapped")
+        p.add_argument("--chart", metavar="FILE.png", help="also draw the numbers as stacked bars (matplotlib)")
+        add_output_options(p)
+
+    def run(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+        import numpy as np
+
+        from ..analysis.explain import explain
+        from ..analysis.footprint import Facts, figures, finish
+        from ..collector import Options, Process
+        from ..collector.observer import Observer
+        from ..collector.swap import machine_swap_refs
+        from ..kernel import pagemap as pmb
+        from ..kernel.smaps import read_rollup
+        from ..kernel.status import read_status
+        from ..render import write
+        from ..render.explain import ExplainView, chart_png
+
+        if args.system:
+            return self._system(args, out)
+        if args.pid is None:
+            raise UsageError("give a PID, or --system")
+        pid = parse_pid(args.pid)
+        if args.chart and not args.chart.lower().endswith(".png"):
+            raise UsageError(f"--chart writes a PNG: the file name must end in .png ({args.chart!r})")
+        # The kernel's numbers are read while pmaps runs: compare with the raw counts (pmaps' own
+        # mappings included), and say what PSS is without pmaps.
+        for _attempt in range(5):
+            before = read_rollup(pid)
+            with Process(pid, Options(include_self=True)) as proc:
+                snap = proc.snapshot()
+            status, rollup = read_status(pid), read_rollup(pid)
+            if before == rollup:
+                break
+        if not (snap.known.flags and snap.known.count):
+            raise AccessDenied("pmaps explain needs kpageflags and kpagecount: run as root", pid)
+        p = snap.pages
+        refs = machine_swap_refs() if pmb.swapped(p.pm).any() else None
+        share = refs.share(p.pm) if refs is not None else None
+        figs = figures(Facts.of_pages(p, snap.known, share), ("uss", "swap_pss", "pss"))
+        fin = finish(figs.total(), figs.unknown, ("uss", "swap_pss", "pss"))
+        ex = explain(snap, status, rollup, fin["uss"] or 0, fin["swap_pss"] or 0)
+        obs = Observer.read()
+        without = None
+        if obs is not None and p.kcount is not None:
+            kc = p.kcount.copy()
+            pres = p.present
+            kc[pres] = obs.subtract(p.pfn[pres], kc[pres])
+            alt = type(p)(p.vpn, p.pm, p.cat, p.kflags, kc, p.idle)
+            without = finish(figures(Facts.of_pages(alt, snap.known), ("pss",)).total(), set(), ("pss",))["pss"]
+        view = ExplainView(ex, without)
+        write(view, out, args.format, args.unit)
+        if args.chart:
+            from ..store import save_bytes
+
+            save_bytes(args.chart, chart_png(ex, f"pmaps explain {ex.pid} ({ex.comm})"), 0o600)
+        del np
+        return 0
+
+    def _system(self, args: argparse.Namespace, out: TextIO) -> int:
+        from ..analysis import system as S
+        from ..analysis.explain import explain_system, system_buckets
+        from ..collector import scan_system
+        from ..collector.observer import Observer
+        from ..kernel.kpage import iter_kpageflags
+        from ..kernel.meminfo import read_meminfo
+        from ..render import write
+        from ..render.explain import SystemExplainView
+
+        scan = scan_system()
+        reps = S.mm_reps(scan)
+        figs = S.page_figures(scan, reps)
+        total = S.total_row(S.process_rows(scan, figs, reps), scan, figs, reps)
+        mine = Observer.private_pfns()
+        meminfo = read_meminfo()
+        buckets = system_buckets(iter_kpageflags())
+        rows = explain_system(meminfo, buckets, total.get("pss"), scan.self_pss)
+        write(SystemExplainView(rows, buckets, len(mine) * 4096), out, args.format, args.unit)
+        return 0

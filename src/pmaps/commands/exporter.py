@@ -1,0 +1,293 @@
+"""pmaps exporter: Prometheus metrics of every process's memory, scanned in the background."""
+from __future__ import annotations
+
+import argparse
+import base64
+import ipaddress
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+from ..analysis.exporter import BY
+from ..errors import MissingExtra, PmapsError, UsageError
+from ..render.metrics import Family, families
+from . import Command, positive, seconds
+from ._common import parse_pids, user_namer
+
+DEFAULT_LISTEN = "127.0.0.1:9475"
+BCRYPT_MAX = 72  # bcrypt hashes at most 72 bytes of password; bcrypt >= 5 raises beyond that
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """HOST:PORT or [V6]:PORT -> (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise UsageError(f"--listen needs HOST:PORT (port 0-65535): {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_users(path: str) -> dict[str, bytes]:
+    """bcrypt users: htpasswd lines `user:$2y$...`, or Prometheus' web config `basic_auth_users:` map."""
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"cannot read --basic-auth-file {path}: {getattr(e, 'strerror', None) or e}") from None
+    users: dict[str, bytes] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        s = line.strip()
+        if not s or s.startswith("#") or s == "basic_auth_users:":
+            continue
+        user, sep, h = s.partition(":")
+        user, h = user.strip().strip("'\""), h.strip().strip("'\"")
+        if not sep or not user or not h.startswith(("$2a$", "$2b$", "$2y$")):
+            raise UsageError(f"{path}:{n}: expected USER: BCRYPT-HASH ($2a$/$2b$/$2y$)")
+        users[user] = h.encode()
+    if not users:
+        raise UsageError(f"{path}: no users")
+    return users
+
+
+def basic_auth(app: Callable[..., Any], users: dict[str, bytes]) -> Callable[..., Any]:
+    """WSGI middleware: 401 unless the Authorization header matches a bcrypt hash. Good pairs are
+    cached (a cost-12 check takes ~0.2 s of CPU: once per scrape would blow the budget)."""
+    import bcrypt
+
+    good: set[tuple[str, bytes]] = set()
+    # One check at a time: wrong passwords (never cached) cost at most one core, whatever the clients.
+    one = threading.Lock()
+
+    def check(header: str) -> bool:
+        if not header.startswith("Basic "):
+            return False
+        try:
+            user, sep, pw = base64.b64decode(header[6:], validate=True).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return False
+        h = users.get(user)
+        if not sep or h is None or len(pw.encode()) > BCRYPT_MAX:
+            return False
+        if (user, pw.encode()) in good:
+            return True
+        try:
+            with one:
+                ok = bcrypt.checkpw(pw.encode(), h)
+        except ValueError:
+            return False
+        if ok:
+            good.add((user, pw.encode()))
+        return ok
+
+    def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if check(environ.get("HTTP_AUTHORIZATION", "")):
+            return app(environ, start_response)
+        start_response("401 Unauthorized", [("WWW-Authenticate", 'Basic realm="pmaps"'),
+                                            ("Content-Type", "text/plain")])
+        return [b"unauthorized\n"]
+
+    return wrapped
+
+
+class Scanner:
+    """The background scans: the last completed one, as metric families, is all a scrape reads."""
+
+    def __init__(self, args: argparse.Namespace, err: TextIO) -> None:
+        self.args, self.err = args, err
+        self.stop = threading.Event()
+        self.fams: list[Family] = families(None, {"scan_interval": args.interval}, {}, 0, 0)
+        self.skipped: dict[str, int] = {}
+        self.errors = self.scans = 0
+        self.interval = args.interval
+        self.user_of = user_namer()
+        self.pids = parse_pids(args.pids) if args.pids else None
+
+    def scan_once(self) -> None:
+        from ..analysis.exporter import export
+        from ..collector import scan_system
+        from ..kernel.libc import malloc_trim
+        from ..kernel.smaps import read_rollup
+
+        t0, c0 = time.monotonic(), time.process_time()
+        ex = export(scan_system(self.pids), self.args.by, self.args.top, self.user_of)
+        malloc_trim()  # the scan's columns are garbage now: between scans the exporter stays small
+        # Process CPU time, so the scan's worker threads (and scrapes) count against the budget.
+        wall, cpu = time.monotonic() - t0, time.process_time() - c0
+        self.interval = max(self.args.interval, cpu / (self.args.max_cpu / 100))
+        for k, v in ex.skipped.items():
+            self.skipped[k] = self.skipped.get(k, 0) + v
+        self.scans += 1
+        me = {"scan_duration": wall, "scan_cpu": cpu, "scan_interval": self.interval, "last_scan": time.time()}
+        try:
+            me["exporter_rss"] = read_rollup(os.getpid()).get("Rss", 0)
+        except PmapsError:
+            pass
+        self.fams = families(ex, me, self.skipped, self.errors, self.scans)
+
+    def loop(self) -> None:
+        while not self.stop.is_set():
+            start = time.monotonic()
+            try:
+                self.scan_once()
+            except Exception as e:  # one bad scan must not end the exporter: count it, say it, go on
+                self.errors += 1
+                self.err.write(f"pmaps: scan failed: {e}\n")
+                self.err.flush()
+            self.stop.wait(max(0.0, start + self.interval - time.monotonic()))
+
+
+def _collector(scanner: Scanner) -> Any:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    class Collector:
+        """Serializes the last completed scan; never scans on the request path."""
+
+        def describe(self) -> list[Any]:
+            return []
+
+        def collect(self) -> Iterator[Any]:
+            for f in scanner.fams:
+                cls = GaugeMetricFamily if f.kind == "gauge" else CounterMetricFamily
+                m = cls(f.name, f.help, labels=list(f.labels))
+                for labels, value in f.samples:
+                    m.add_metric(list(labels), value)
+                yield m
+
+    return Collector()
+
+
+class Exporter(Command):
+    """Serve Prometheus metrics of every process's memory (PSS, USS, swap, THP, page states) at /metrics.
+
+    Scans run in the background every --interval; a scrape only serializes the last completed scan.
+    Series are bounded: the top N groups by PSS, the rest summed into `other`. Loopback only unless
+    --listen says otherwise (with a warning); --tls-cert/--tls-key and --basic-auth-file (bcrypt) for
+    that case. PFNs and addresses are never exported.
+    """
+
+    name = "exporter"
+    order = 60
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("--listen", default=DEFAULT_LISTEN, metavar="ADDR:PORT",
+                       help=f"address to serve on (default {DEFAULT_LISTEN}; non-loopback warns)")
+        p.add_argument("--interval", type=seconds, default=30.0, metavar="S", help="seconds between scans (default 30)")
+        p.add_argument("--max-cpu", type=seconds, default=5.0, metavar="PCT",
+                       help="CPU budget in %% of one core, averaged: a costlier scan stretches the interval "
+                            "(default 5)")
+        p.add_argument("--by", choices=BY, default="program",
+                       help="label series by program (comm), user, cgroup or pid (pid needs --top)")
+        p.add_argument("--top", type=positive, metavar="N", help="keep the N largest groups by PSS, sum the rest "
+                       "into `other` (default 50)")
+        p.add_argument("--pids", metavar="PIDS", help="scan only these PIDs (comma-separated)")
+        p.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate (PEM)")
+        p.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM)")
+        p.add_argument("--basic-auth-file", metavar="FILE",
+                       help="require HTTP basic auth: lines USER: BCRYPT-HASH (as Prometheus' web config)")
+
+    def run(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+        if args.by == "pid" and args.top is None:
+            raise UsageError("--by pid needs --top N (one series per process would grow without bound)")
+        args.top = args.top or 50
+        if args.max_cpu > 100:
+            raise UsageError(f"--max-cpu is a percentage of one core, at most 100: {args.max_cpu:g}")
+        if bool(args.tls_cert) != bool(args.tls_key):
+            raise UsageError("--tls-cert and --tls-key go together")
+        host, port = parse_listen(args.listen)
+        try:
+            from prometheus_client import CollectorRegistry, make_wsgi_app
+            from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
+        except ImportError:
+            raise MissingExtra("the exporter needs prometheus-client: pip install 'pmaps[exporter]'") from None
+        users = load_users(args.basic_auth_file) if args.basic_auth_file else None
+        if users is not None:
+            try:
+                import bcrypt  # noqa: F401
+            except ImportError:
+                raise MissingExtra("--basic-auth-file needs bcrypt: pip install 'pmaps[exporter]'") from None
+        ctx = self._tls(args) if args.tls_cert else None
+        from wsgiref.simple_server import make_server
+
+        scanner = Scanner(args, err)
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_collector(scanner))
+        app = make_wsgi_app(registry)
+        if users is not None:
+            app = basic_auth(app, users)
+        import socket
+
+        class Server(ThreadingWSGIServer):
+            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                """A client that hung up, or spoke plain HTTP to the TLS port: its problem, not a traceback."""
+
+        try:
+            httpd = make_server(host, port, app, Server, handler_class=_SilentHandler)
+        except OSError as e:
+            raise UsageError(f"cannot listen on {args.listen}: {e.strerror or e}") from None
+        if ctx is not None:
+            # Handshake in the request thread, not in accept(): one idle TCP client must not stall
+            # every scrape (the server's accept loop is single-threaded).
+            httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True, do_handshake_on_connect=False)
+        stop = scanner.stop
+        got: list[str] = []
+
+        def on_signal(signum: int, frame: object) -> None:
+            got.append(signal.Signals(signum).name)
+            stop.set()
+
+        # Installed before the first line on stderr: a caller may signal as soon as it reads it.
+        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        server = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
+        worker = threading.Thread(target=scanner.loop, daemon=True)
+        try:
+            if not is_loopback(host):
+                err.write(f"pmaps: warning: serving on {host}, not loopback: anyone who can reach it reads process "
+                          "names and memory sizes" + ("" if users else " (consider --basic-auth-file and --tls-cert)")
+                          + "\n")
+            scheme = "https" if ctx else "http"
+            shown = host if ":" not in host else f"[{host}]"
+            err.write(f"pmaps: serving {scheme}://{shown}:{httpd.server_address[1]}/metrics, "
+                      f"scanning every {args.interval:g} s by {args.by} (top {args.top})\n")
+            err.flush()
+            server.start()
+            worker.start()
+            while not stop.wait(1.0):
+                pass
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+            stop.set()
+            if server.is_alive():
+                httpd.shutdown()  # blocks until serve_forever returns: only when it runs
+            httpd.server_close()
+            if worker.is_alive():
+                worker.join(timeout=5)  # a scan in progress finishes, or is abandoned with the daemon thread
+        err.write(f"pmaps: exporter stopped ({', '.join(got) or 'done'}) after {scanner.scans} scans\n")
+        return 0
+
+    @staticmethod
+    def _tls(args: argparse.Namespace) -> Any:
+        import ssl
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            ctx.load_cert_chain(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as e:
+            raise UsageError(f"cannot load --tls-cert/--tls-key: {getattr(e, 'strerror', None) or e}") from None
+        return ctx

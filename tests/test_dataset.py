@@ -1,0 +1,201 @@
+"""Fleet datasets: record --dataset writes Hive-partitioned Parquet that DuckDB (pmaps query) and
+Spark read as one table with the same rows; identity columns match the kernel's own files."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import stat
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import ROOT, pmaps_cmd
+from memchild import MemChild
+
+from pmaps.kernel.identity import decode_build_id, decode_start_ticks
+
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+pytest.importorskip("duckdb")
+README = (ROOT / "README.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    """A dataset of two processes: a memchild (2 samples, one file each) and one more (3 samples, --batch 2)."""
+    root = tmp_path_factory.mktemp("ds") / "fleet"
+    with MemChild(["a:anon:1M", "t:thp:4M", "f:file:256K"]) as mc, MemChild(["b:anon:2M"]) as mc2:
+        pmaps_cmd("record", str(mc.pid), "--dataset", str(root), "--count", "2", "--interval", "0.1", "-q")
+        pmaps_cmd("record", str(mc2.pid), "--dataset", str(root), "--count", "3", "--interval", "0.1", "--batch", "2",
+                  "-q")
+        smaps = {p: _smaps_rss(p) for p in (mc.pid, mc2.pid)}
+        stat_ = {p: Path(f"/proc/{p}/stat").read_bytes() for p in (mc.pid, mc2.pid)}
+        yield root, mc.pid, mc2.pid, smaps, stat_, mc.regions
+
+
+def _smaps_rss(pid: int) -> dict[str, int]:
+    from pmaps.kernel.smaps import decode_smaps
+
+    maps = [ln.split()[0].split("-")[0] for ln in Path(f"/proc/{pid}/maps").read_text().splitlines()]
+    rows = decode_smaps(Path(f"/proc/{pid}/smaps").read_bytes())
+    return {start.lstrip("0") or "0": r["Rss"] for start, r in zip(maps, rows)}
+
+
+def query(root: Path, sql: str, *extra: str) -> list[dict]:
+    r = pmaps_cmd("query", str(root), sql, "--format", "json", *extra)
+    return list(json.loads(r.stdout)["rows"])
+
+
+def test_layout_modes_and_types(fleet):
+    root, pid, pid2, *_ = fleet
+    hosts = [p for p in root.iterdir()]
+    assert len(hosts) == 1 and re.fullmatch(r"host=[A-Za-z0-9._-]+", hosts[0].name)
+    files = sorted(root.rglob("*"))
+    parts = [f for f in files if f.is_file()]
+    assert all(re.fullmatch(r"part-\d+-\d+-\d+-\d{6}\.parquet", f.name) for f in parts), parts
+    assert len(parts) == 2 + 2  # memchild: a file per sample; the other: --batch 2 of 3 samples
+    assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in parts)
+    assert all(stat.S_IMODE(d.stat().st_mode) == 0o700 for d in [root, *files] if d.is_dir())
+    date = parts[0].parent.name
+    assert re.fullmatch(r"date=\d{4}-\d\d-\d\d", date)
+    schema = pq.read_schema(parts[0])
+    assert "host" not in schema.names and "date" not in schema.names  # partition keys only in paths
+    for f in schema:
+        assert not pa.types.is_unsigned_integer(f.type), f  # Spark widens uint64 to decimal(20,0)
+        if pa.types.is_timestamp(f.type):
+            assert f.type.unit == "us" and f.type.tz == "UTC", f  # Spark refuses nanoseconds
+    batched = [f for f in parts if f"-{pid2}-" in f.name]
+    assert sorted(len(set(pq.read_table(f).column("seq").to_pylist())) for f in batched) == [1, 2]
+
+
+def test_identity_and_figures_match_the_kernel(fleet):
+    root, pid, pid2, smaps, stat_, regions = fleet
+    rows = query(root, f"SELECT * FROM samples WHERE pid = {pid} AND seq = 1 ORDER BY vma_index", "--bytes")
+    assert rows and {r["version"] for r in rows} == {1}
+    r0 = rows[0]
+    assert r0["boot_id"] == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    assert r0["kernel"] == os.uname().release and r0["host"] == re.sub(r"[^A-Za-z0-9._-]", "_", os.uname().nodename)
+    assert r0["start_ticks"] == decode_start_ticks(stat_[pid])
+    assert r0["exe"] == os.path.realpath(sys.executable)
+    assert r0["comm"] == stat_[pid].split(b"(")[1].split(b")")[0].decode()
+    # The memchild's own regions: RSS per VMA equals smaps (these pages do not move).
+    by_start = {r["vma_start"]: r for r in rows}
+    for name in ("a", "t", "f"):
+        start = f"{regions[name]['start']:x}"
+        assert by_start[start]["rss"] == smaps[pid][start], name
+    t = by_start[f"{regions['t']['start']:x}"]
+    assert t["thp"] in (0, 4 << 20) and t["uss"] == 4 << 20
+    # Build-ids agree with readelf where the kernel's file has one.
+    exe = [r for r in rows if r["path"] == r0["exe"]][0]
+    if shutil.which("readelf"):
+        out = subprocess.run(["readelf", "-n", r0["exe"]], capture_output=True, text=True).stdout
+        m = re.search(r"Build ID: ([0-9a-f]+)", out)
+        assert exe["build_id"] == (m.group(1) if m else None)
+    assert all(r["build_id"] is None for r in rows if not (r["path"] or "").startswith("/"))
+
+
+def test_query_formats_and_errors(fleet, tmp_path):
+    root = fleet[0]
+    r = pmaps_cmd("query", str(root), "SELECT pid, count(*) AS n, sum(rss) AS rss FROM samples GROUP BY pid ORDER BY pid")
+    assert r.stdout.splitlines()[0].split() == ["PID", "N", "RSS"]
+    csv = pmaps_cmd("query", str(root), "SELECT DISTINCT pid FROM samples ORDER BY pid", "--format", "csv").stdout
+    assert csv.splitlines() == ["pid", *sorted(str(p) for p in fleet[1:3])]
+    for argv, code, msg in [((str(root), "SELEC"), 2, "query failed"),
+                            ((str(tmp_path), "SELECT 1 FROM samples"), 1, "no dataset files"),
+                            ((str(root), "SELECT * FROM nope"), 2, "nope")]:
+        r = pmaps_cmd("query", *argv, check=False)
+        assert r.returncode == code and len(r.stderr.strip().splitlines()) == 1 and msg in r.stderr, r.stderr
+    r = pmaps_cmd("record", "1", check=False)
+    assert r.returncode == 2 and "--dataset" in r.stderr
+
+
+def test_readme_queries_run(fleet):
+    """Each `pmaps query fleet "..."` of the README runs here and prints the README's header."""
+    blocks = re.findall(r"\$ pmaps query fleet (\".*\")\n(.*)\n", README)
+    assert len(blocks) == 3
+    for sql, header in blocks:
+        r = pmaps_cmd("query", str(fleet[0]), shlex.split(sql)[0])
+        assert r.stdout.splitlines()[0].split() == header.split()
+
+
+def _spark_block() -> str:
+    block = next(b for b in re.findall(r"```python\n(.*?)```", README, re.S) if "SparkSession" in b)
+    return block
+
+
+def test_spark_and_duckdb_return_the_same_rows(fleet):
+    """The README's PySpark lines, run as they are (ROOT pointed at the test dataset) in local mode."""
+    if not shutil.which("java"):
+        pytest.skip("no Java runtime: tests/setup-system.sh installs default-jre-headless")
+    try:
+        import pyspark  # noqa: F401
+    except ImportError:
+        pytest.skip("pyspark is not installed (pip install -e '.[test]')")
+    code = _spark_block().replace('ROOT = "fleet"', f"ROOT = {str(fleet[0])!r}")
+    assert code != _spark_block()
+    env: dict = {}
+    exec(compile(code, "README.md", "exec"), env)  # noqa: S102 - the README's own lines
+    spark_rows = [tuple(r) for r in env["rows"]]
+    duck = query(fleet[0], env["SQL"], "--bytes")
+    duck_rows = [tuple(r.values()) for r in duck]
+    assert spark_rows and len(spark_rows) == len(duck_rows)
+    for a, b in zip(spark_rows, duck_rows):
+        assert a[0] == b[0] and float(a[1]) == pytest.approx(float(b[1])) and int(a[2]) == int(b[2]), (a, b)
+
+
+def _elf(notes: bytes, big: bool = False) -> bytes:
+    """A minimal ELF64 image: header, one PT_NOTE program header, the notes."""
+    e = ">" if big else "<"
+    phoff, notes_at = 64, 64 + 56
+    hdr = b"\x7fELF" + bytes([2, 2 if big else 1, 1]) + bytes(9)
+    hdr += struct.pack(e + "HHIQQQIHHHHHH", 3, 62, 1, 0, phoff, 0, 0, 64, 56, 1, 64, 0, 0)
+    ph = struct.pack(e + "IIQQQQQQ", 4, 4, notes_at, 0, 0, len(notes), len(notes), 4)
+    return hdr + ph + notes
+
+
+def _note(name: bytes, ntype: int, desc: bytes, big: bool = False) -> bytes:
+    e = ">" if big else "<"
+    pad = lambda b: b + bytes(-len(b) % 4)
+    return struct.pack(e + "III", len(name), len(desc), ntype) + pad(name) + pad(desc)
+
+
+def test_decode_build_id_on_bytes():
+    bid = bytes(range(20))
+    other = _note(b"Go\0", 4, b"xyz")
+    assert decode_build_id(_elf(other + _note(b"GNU\0", 3, bid))) == bid.hex()
+    assert decode_build_id(_elf(_note(b"GNU\0", 3, bid, True), big=True)) == bid.hex()
+    assert decode_build_id(_elf(other)) is None
+    assert decode_build_id(b"#!/bin/sh\n" + bytes(100)) is None
+    assert decode_build_id(_elf(_note(b"GNU\0", 3, bid))[:100]) is None  # truncated: no crash
+    # A note whose sizes point past the end: none found, no exception.
+    assert decode_build_id(_elf(struct.pack("<III", 4, 1 << 30, 3) + b"GNU\0")) is None
+
+
+def test_decode_start_ticks():
+    line = b"42 (a) b) c) S 1 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 98765 1000 10 " + b"0 " * 30
+    assert decode_start_ticks(line) == 98765
+
+
+def test_top_dataset_every_process(tmp_path):
+    """top --dataset: one file per scan, one row per VMA of every scanned process, RSS as smaps says."""
+    root = tmp_path / "fleet"
+    with MemChild(["a:anon:1M"]) as m1, MemChild(["b:anon:2M", "z:zero:1M"]) as m2:
+        r = pmaps_cmd("top", "--dataset", str(root), "-p", f"{m1.pid},{m2.pid}", "--interval", "0.1",
+                      "--iterations", "2")
+        assert r.stderr.count("2 processes") == 2, r.stderr
+        smaps = {p: _smaps_rss(p) for p in (m1.pid, m2.pid)}
+        regions = {m1.pid: m1.regions, m2.pid: m2.regions}
+    assert len(list(root.rglob("part-*.parquet"))) == 2
+    rows = query(root, "SELECT pid, seq, vma_start, rss, zero_page FROM samples ORDER BY pid, seq, vma_index")
+    assert {(r["pid"], r["seq"]) for r in rows} == {(p, s) for p in smaps for s in (0, 1)}
+    got = {(r["pid"], r["vma_start"]): r for r in rows if r["seq"] == 1}
+    for pid, regs in regions.items():
+        for name, reg in regs.items():
+            start = f"{reg['start']:x}"
+            assert got[(pid, start)]["rss"] == smaps[pid][start], name
+    assert got[(m2.pid, f"{m2.regions['z']['start']:x}")]["zero_page"] == 1 << 20

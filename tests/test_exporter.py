@@ -1,0 +1,321 @@
+"""pmaps exporter against a real Prometheus (Debian's `prometheus`, tests/setup-system.sh installs it):
+Prometheus scrapes the exporter on loopback and its query API must return a known child's
+smaps_rollup figures. Also promtool's lint, bounded series under process churn, TLS + bcrypt basic
+auth, bad --listen, and clean SIGTERM."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from helpers import NOBODY, ROOT
+from memchild import MemChild
+from test_swap import swapfile  # noqa: F401  (the fixture: make, enable, then remove a swap file)
+
+pytest.importorskip("prometheus_client")
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def exporter(*args: str, user: bool = False) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """A real `pmaps exporter` subprocess on a free loopback port; SIGTERM at the end must exit 0."""
+    port = free_port()
+    argv = [sys.executable, "-m", "pmaps", "exporter", "--listen", f"127.0.0.1:{port}", *args]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    p = subprocess.Popen((NOBODY if user else []) + argv, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        first = p.stderr.readline()  # type: ignore[union-attr]  # written once the port is bound
+        assert "serving" in first, first
+        yield p, port
+    finally:
+        p.send_signal(signal.SIGTERM)
+        try:
+            _, err = p.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.communicate()
+            raise AssertionError("the exporter did not stop on SIGTERM") from None
+    assert p.returncode == 0, err
+    assert "Traceback" not in err and "stopped (SIGTERM)" in err, err
+
+
+def scrape(port: int, wait_for, what: str = "a completed scan", **kw: object) -> str:
+    """/metrics once it holds a completed scan."""
+
+    def get() -> str | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5, **kw) as r:  # type: ignore[arg-type]
+                text = r.read().decode()
+        except OSError:
+            return None
+        return text if "\npmaps_scan_processes " in text else None
+
+    return str(wait_for(get, what, timeout=30))
+
+
+def series(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out.setdefault(s.name, []).append((s.labels, s.value))
+    return out
+
+
+@pytest.fixture
+def prometheus(tmp_path):
+    """Start a real Prometheus on a free loopback port scraping the given target every second."""
+    if not shutil.which("prometheus"):
+        pytest.skip("no prometheus binary (tests/setup-system.sh installs Debian's package)")
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(target_port: int) -> str:
+        port = free_port()
+        cfg = tmp_path / "prometheus.yml"
+        cfg.write_text("global: {scrape_interval: 1s, evaluation_interval: 1s}\nscrape_configs:\n"
+                       f"  - job_name: pmaps\n    static_configs: [{{targets: ['127.0.0.1:{target_port}']}}]\n")
+        procs.append(subprocess.Popen(["prometheus", f"--config.file={cfg}", f"--storage.tsdb.path={tmp_path}/data",
+                                       f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for p in procs:
+        p.terminate()
+        p.wait(10)
+
+
+def query(base: str, expr: str) -> list[dict]:
+    try:
+        with urllib.request.urlopen(f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr}), timeout=5) as r:
+            doc = json.load(r)
+    except OSError:
+        return []
+    assert doc["status"] == "success", doc
+    return list(doc["data"]["result"])
+
+
+@pytest.mark.root
+def test_prometheus_sees_smaps_rollup(prometheus, swapfile, wait_for):  # noqa: F811
+    """Through Prometheus' query API: the child's RSS, PSS (within 1 kB), USS and Swap equal its smaps_rollup."""
+    with MemChild(["a:anon:2M", "f:file:1M", "s:shared:512K", "sw:anon:1M"]) as mc:
+        for _ in range(50):
+            mc.cmd("pageout sw 0 256")
+            if _rollup(mc.pid)["Swap"] >= 64 * 4096:
+                break
+        assert _rollup(mc.pid)["Swap"] > 0, "MADV_PAGEOUT pushed nothing out"
+        with exporter("--interval", "0.5", "--max-cpu", "100", "--by", "pid", "--top", "3",
+                      "--pids", str(mc.pid)) as (exp, port):
+            base = prometheus(port)
+            pid = str(mc.pid)
+            wait_for(lambda: query(base, f'pmaps_rss_bytes{{pid="{pid}"}}'), "the first sample in Prometheus", 30)
+            assert query(base, 'up{job="pmaps"}')[0]["value"][1] == "1"
+
+            def agree() -> dict | None:
+                k = _rollup(mc.pid)
+                got = {}
+                for name in ("rss", "pss", "uss", "swap"):
+                    r = query(base, f'pmaps_{name}_bytes{{pid="{pid}"}}')
+                    got[name] = int(float(r[0]["value"][1])) if r else None
+                want = {"rss": k["Rss"], "pss": k["Pss"], "uss": k["Private_Clean"] + k["Private_Dirty"],
+                        "swap": k["Swap"]}
+                agree.last = (got, want)  # type: ignore[attr-defined]
+                ok = all(got[n] == want[n] for n in ("rss", "uss", "swap")) and got["pss"] is not None \
+                    and abs(got["pss"] - want["pss"]) <= 1024
+                return got if ok else None
+
+            # Library map counts move as other processes come and go: wait for a scan of a quiet moment.
+            try:
+                got = wait_for(agree, "Prometheus to agree with smaps_rollup", 30)
+            except pytest.fail.Exception:
+                raise AssertionError(f"Prometheus (got) vs smaps_rollup (want): {agree.last}") from None  # type: ignore[attr-defined]
+            assert got["swap"] > 0 and got["rss"] > 3 << 20
+            assert query(base, "pmaps_scans_total")[0]["value"][1] != "0"
+
+
+def _rollup(pid: int) -> dict[str, int]:
+    from pmaps.kernel.smaps import read_rollup
+
+    return read_rollup(pid)
+
+
+def test_promtool_and_no_addresses(wait_for):
+    if not shutil.which("promtool"):
+        pytest.skip("no promtool (tests/setup-system.sh installs Debian's prometheus)")
+    with MemChild(["a:anon:256K", "t:thp:4M"]) as mc, exporter("--interval", "0.5", "--max-cpu", "100") as (_, port):
+        text = scrape(port, wait_for)
+        r = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+        s = series(text)
+        names = {n for n in s}
+        for want in ("pmaps_rss_bytes", "pmaps_pss_bytes", "pmaps_uss_bytes", "pmaps_swap_pss_bytes",
+                     "pmaps_anon_thp_bytes", "pmaps_shmem_bytes", "pmaps_locked_bytes", "pmaps_pages",
+                     "pmaps_processes", "pmaps_scan_duration_seconds", "pmaps_exporter_rss_bytes",
+                     "pmaps_scan_interval_seconds", "pmaps_scan_skipped_total"):
+            assert want in names, want
+        states = {lab["state"] for lab, _ in s["pmaps_pages"]}
+        assert {"active_anon", "inactive_file", "thp", "mlocked", "zero", "unevictable"} <= states
+        # The child's THP region (MADV_HUGEPAGE, THP "madvise" here) counts in its program's anon_thp.
+        if _rollup(mc.pid)["AnonHugePages"] > 0:
+            prog = Path(f"/proc/{mc.pid}/comm").read_text().strip()
+            thp = {lab["program"]: v for lab, v in s["pmaps_anon_thp_bytes"]}
+            assert thp[prog] >= 2 << 20
+        # Never a PFN or an address: no label holds a hex number, no label name speaks of them.
+        for fam in s.values():
+            for lab, _ in fam:
+                assert not set(lab) & {"pfn", "addr", "address", "start"}
+                assert not any(v.startswith("0x") for v in lab.values())
+
+
+def test_unprivileged_says_what_it_cannot_know(wait_for):
+    """As nobody: no PSS series at all, and pmaps_unknown{what="pss"} says why."""
+    with exporter("--interval", "0.5", user=True) as (_, port):
+        s = series(scrape(port, wait_for))
+        assert "pmaps_pss_bytes" not in s and "pmaps_pages" not in s
+        why = {lab["what"]: lab["reason"] for lab, _ in s["pmaps_unknown"]}
+        assert "CAP_SYS_ADMIN" in why["pss"] and "ksm" in why and "pages" in why
+
+
+def test_series_bounded_under_churn(wait_for):
+    """500 short-lived processes while scanning every 0.2 s: never more than top+1 series per metric,
+    no scan error, the exporter alive."""
+    top = 4
+    with exporter("--interval", "0.2", "--max-cpu", "100", "--by", "pid", "--top", str(top)) as (exp, port):
+        scrape(port, wait_for)
+        churn = subprocess.Popen(["sh", "-c", "for w in 1 2 3 4 5; do for i in $(seq 100); do sleep 0.3 & done; "
+                                  "wait; done"])
+        most, saw_other, scans = 0, False, set()
+        while churn.poll() is None:
+            s = series(scrape(port, wait_for))
+            for name, rows in s.items():
+                if rows and "pid" in rows[0][0]:
+                    pids = [lab["pid"] for lab, _ in rows if "state" not in lab]
+                    most = max(most, len(pids) if pids else len({lab["pid"] for lab, _ in rows}))
+                    saw_other |= "other" in pids
+            scans.add(s["pmaps_scans_total"][0][1])
+            assert s["pmaps_scan_errors_total"][0][1] == 0
+            time.sleep(0.05)
+        assert churn.returncode == 0
+        assert exp.poll() is None
+    assert len(scans) >= 3, "the scans did not overlap the churn"
+    assert saw_other and 0 < most <= top + 1
+
+
+@pytest.mark.parametrize("listen, msg", [("nope", "HOST:PORT"), ("127.0.0.1:99999", "HOST:PORT"),
+                                         ("192.0.2.254:9475", "cannot listen")])
+def test_bad_listen(run, listen, msg):
+    r = run("exporter", "--listen", listen)
+    assert r.code == 2 and r.out == ""
+    assert len(r.err.strip().splitlines()) == 1 and msg in r.err, r.err
+
+
+def test_port_in_use_and_by_pid_needs_top(run):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        r = run("exporter", "--listen", f"127.0.0.1:{s.getsockname()[1]}")
+    assert r.code == 2 and len(r.err.strip().splitlines()) == 1 and "in use" in r.err, r.err
+    r = run("exporter", "--by", "pid")
+    assert r.code == 2 and "--top" in r.err and len(r.err.strip().splitlines()) == 1
+
+
+def test_non_loopback_warns(wait_for):
+    """0.0.0.0 is served (asked for explicitly) with a warning on stderr."""
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    p = subprocess.Popen([sys.executable, "-m", "pmaps", "exporter", "--listen", f"0.0.0.0:{port}", "--pids", "1"],
+                         stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = p.stderr.readline()  # type: ignore[union-attr]
+        assert "warning" in line and "not loopback" in line, line
+    finally:
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=15)
+    assert p.returncode == 0 and "stopped (SIGINT)" in err
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory):
+    if not shutil.which("openssl"):
+        pytest.skip("no openssl to make a test certificate")
+    bcrypt = pytest.importorskip("bcrypt")
+    d = tmp_path_factory.mktemp("tls")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem")],
+                   check=True, capture_output=True)
+    # Cost 4: the test is about the check, not the cost.
+    (d / "users").write_text("basic_auth_users:\n  scraper: " + bcrypt.hashpw(b"s3cret", bcrypt.gensalt(4)).decode()
+                             + "\n")
+    return d
+
+
+def test_tls_and_basic_auth(tls_files, wait_for):
+    d = tls_files
+    ctx = ssl.create_default_context(cafile=str(d / "cert.pem"))
+    with exporter("--interval", "0.5", "--pids", "1", "--tls-cert", str(d / "cert.pem"), "--tls-key",
+                  str(d / "key.pem"), "--basic-auth-file", str(d / "users")) as (_, port):
+        url = f"https://127.0.0.1:{port}/metrics"
+        # An idle TCP client must not stall the server (the handshake runs in the request thread).
+        idle = socket.create_connection(("127.0.0.1", port))
+
+        def get(auth: str | None) -> tuple[int, str]:
+            req = urllib.request.Request(url, headers={"Authorization": auth} if auth else {})
+            try:
+                with urllib.request.urlopen(req, timeout=5, context=ctx) as r:
+                    return r.status, r.read().decode()
+            except urllib.error.HTTPError as e:
+                return e.code, ""
+
+        def basic(user: str, pw: str) -> str:
+            return "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode()
+
+        assert get(None)[0] == 401
+        assert get(basic("scraper", "wrong"))[0] == 401
+        assert get(basic("nobody", "s3cret"))[0] == 401
+        assert get(basic("scraper", "x" * 100))[0] == 401
+        code, text = wait_for(lambda: (r := get(basic("scraper", "s3cret")))[0] == 200 and "pmaps_scans_total" in r[1]
+                              and r, "an authenticated scrape")  # type: ignore[misc]
+        assert code == 200 and "pmaps_scan_interval_seconds" in text
+        with pytest.raises(OSError):  # plain HTTP to the TLS port: refused by the handshake
+            urllib.request.urlopen(url.replace("https", "http"), timeout=5).read()
+        idle.close()
+
+
+def test_bad_tls_and_auth_files(run, tmp_path):
+    bad = tmp_path / "users"
+    bad.write_text("alice:plaintext\n")
+    for argv, msg in [(["--basic-auth-file", str(bad)], "BCRYPT"),
+                      (["--basic-auth-file", str(tmp_path / "none")], "cannot read"),
+                      (["--tls-cert", str(bad)], "go together"),
+                      (["--tls-cert", str(bad), "--tls-key", str(bad)], "cannot load")]:
+        r = run("exporter", "--listen", "127.0.0.1:0", *argv)
+        assert r.code == 2 and len(r.err.strip().splitlines()) == 1 and msg in r.err, (argv, r.err)
+
+
+def test_cpu_budget_stretches_interval(wait_for):
+    """--max-cpu 0.05 (% of one core): a scan costing C s of CPU moves the next one C / 0.0005 s away."""
+    with exporter("--interval", "0.1", "--max-cpu", "0.05", "--pids", "1") as (_, port):
+        s = series(scrape(port, wait_for))
+        cpu = s["pmaps_scan_cpu_seconds"][0][1]
+        interval = s["pmaps_scan_interval_seconds"][0][1]
+        assert cpu > 0 and interval == pytest.approx(max(0.1, cpu / 0.0005))
+        assert interval > 0.1
