@@ -289,7 +289,7 @@ def test_writers_refuse_devices_symlinks_and_existing_files(files, sleeper, tmp_
     # no missing parent is created; no temp file is left anywhere
     missing = tmp_path / "nodir" / "sub" / name
     r = run(*_writers(sleeper, files / "rec", str(missing))[writer])
-    assert r.code == 1 and "no such file or directory" in one_line(r.err)
+    assert r.code == 1 and "no such" in one_line(r.err)
     assert not (tmp_path / "nodir").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, "victim"])
 
