@@ -15,7 +15,7 @@ from pmaps.numeric import arange_runs, consecutive_runs, merge_intervals, run_bo
 SRC = Path(__file__).resolve().parent.parent / "src" / "pmaps"
 # Layers from the bottom; a module may import its own layer and those listed before it.
 LAYERS = [{"errors", "numeric"}, {"kernel"}, {"model"}, {"collector", "store"}, {"analysis"}, {"render"},
-          {"commands", "cli", "__main__", "__init__"}]
+          {"commands", "cli", "__main__", "_entry", "__init__"}]
 
 
 def _layer(name: str) -> int:
@@ -64,9 +64,17 @@ def test_page_sources_share_one_protocol(tmp_path):
     def take(src: PageSource) -> list[int]:
         return [i for i, _ in src.chunks()]
 
-    with Process(os.getpid()) as proc:
-        live = take(proc)
-        snap = proc.snapshot()
+    # A quiet child, not this process: pytest's own memory (pmaps' reader threads' stacks) moves.
+    child = subprocess.Popen([sys.executable, "-c", "import sys; print('ready', flush=True); sys.stdin.read()"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"ready\n"
+        with Process(child.pid) as proc:
+            live = take(proc)
+            snap = proc.snapshot()
+    finally:
+        child.kill()
+        child.wait()
     assert isinstance(snap, Snapshot) and take(snap) == sorted(set(live))
 
 

@@ -1,4 +1,4 @@
 """python -m pmaps"""
-from .cli import entry
+from ._entry import entry
 
 entry()

@@ -8,12 +8,14 @@ given and some of them failed; 130 interrupted (SIGINT or SIGTERM).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import importlib
 import os
 import pkgutil
 import signal
 import sys
-from typing import TextIO
+from typing import Any, TextIO, cast
 
 from . import commands as commands_pkg
 from .commands import Command
@@ -77,9 +79,97 @@ def _route(argv: list[str]) -> tuple[list[str], list[str] | None]:
     return [DEFAULT, *argv], [DEFAULT]
 
 
+class OutputFailed(Exception):
+    """Writing to standard output failed (closed, full, the reader left)."""
+
+    def __init__(self, err: OSError) -> None:
+        super().__init__(str(err))
+        self.err = err
+
+
+class ClosedStream:
+    """What stdout is when pmaps was started with it closed (`pmaps PID >&-`): every write fails."""
+
+    def write(self, s: str) -> int:
+        raise OSError(errno.EBADF, "it is closed")
+
+    def flush(self) -> None:
+        return None
+
+    def isatty(self) -> bool:
+        return False
+
+
+class GuardedOut:
+    """stdout with its write errors tagged, so that main tells them from every other error."""
+
+    def __init__(self, f: Any) -> None:
+        self._f = f
+
+    def write(self, s: str) -> int:
+        try:
+            return cast(int, self._f.write(s))
+        except OSError as e:
+            raise OutputFailed(e) from e
+        except ValueError as e:  # I/O on a closed file
+            raise OutputFailed(OSError(errno.EBADF, "it is closed")) from e
+
+    def flush(self) -> None:
+        try:
+            self._f.flush()
+        except OSError as e:
+            raise OutputFailed(e) from e
+        except ValueError as e:
+            raise OutputFailed(OSError(errno.EBADF, "it is closed")) from e
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._f, name)
+
+
+class QuietErr:
+    """stderr that never stops the work: when it is closed or full the notes are lost, but a
+    recording goes on (`pmaps record ... 2>&-`)."""
+
+    def __init__(self, f: Any) -> None:
+        self._f = f
+
+    def write(self, s: str) -> int:
+        try:
+            return cast(int, self._f.write(s)) if self._f is not None else len(s)
+        except (OSError, ValueError):
+            return len(s)
+
+    def flush(self) -> None:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            self._f.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._f, name)
+
+
 def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    out = out or sys.stdout
-    err = err or sys.stderr
+    """Run one command; every failure becomes one line on `err` and an exit code. One handler
+    for standard output: EPIPE (the reader left) ends quietly, any other write error (closed,
+    /dev/full) is one line and exit 1."""
+    real = out is None
+    gout = GuardedOut(out if out is not None else (sys.stdout or ClosedStream()))
+    gerr = QuietErr(err if err is not None else sys.stderr)
+    try:
+        code = _main(argv, cast(TextIO, gout), cast(TextIO, gerr))
+        gout.flush()
+        return code
+    except OutputFailed as e:
+        if e.err.errno == errno.EPIPE:
+            if real:  # `pmaps PID | head`: silence the flush at exit too
+                with contextlib.suppress(OSError, ValueError, AttributeError):
+                    devnull = os.open(os.devnull, os.O_WRONLY)
+                    os.dup2(devnull, sys.stdout.fileno())
+            return 0
+        gerr.write(f"pmaps: cannot write to standard output: {e.err.strerror or e.err}\n")
+        return 1
+
+
+def _main(argv: list[str] | None, out: TextIO, err: TextIO) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--version"]:
         from . import __version__
@@ -90,24 +180,41 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
         build_parser().print_help(err)
         return 2
     routed, modules = _route(argv)
-    parser = build_parser(discover(modules) if modules else None)
     try:
-        args = parser.parse_args(routed)
-    except SystemExit as e:  # argparse already printed its one-line error
-        return int(e.code or 0)
+        parser = build_parser(discover(modules) if modules else None)
+        # argparse writes --help to sys.stdout and its errors to sys.stderr: make them ours.
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            args = parser.parse_args(routed)
+    except SystemExit as e:  # argparse already printed its one-line error (or the help)
+        return e.code if isinstance(e.code, int) else 2
+    except KeyboardInterrupt:
+        return 130
+    if getattr(signal.getsignal(signal.SIGINT), "__module__", "") == "pmaps._entry":
+        # The command's imports are done: from here Ctrl-C raises KeyboardInterrupt (files being
+        # written are removed, the terminal restored) and ends with exit 130 below.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        return args.cmd.run(args, out, err)
+        return int(args.cmd.run(args, out, err))
     except PmapsError as e:
         err.write(f"pmaps: {e}\n")
         return e.exit_code
     except KeyboardInterrupt:
         err.write("pmaps: interrupted\n")
         return 130
-    except BrokenPipeError:
-        # `pmaps PID | head`: the reader left; not an error. Silence the flush at exit too.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 0
+    except Exception as e:
+        if _interrupted(e):  # Ctrl-C inside an extension's import (numpy makes it an ImportError)
+            err.write("pmaps: interrupted\n")
+            return 130
+        raise
+
+
+def _interrupted(e: BaseException | None) -> bool:
+    seen = 0
+    while e is not None and seen < 20:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return False
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -121,16 +228,31 @@ def entry() -> None:
     # library user's process keeps its own settings.
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
-    signal.signal(signal.SIGTERM, _terminate)
-    code = main()
+    code = 130
+    try:
+        # Ctrl-C exits 130 at once until the command's modules are imported (pmaps._entry's
+        # handler: nothing is written before); then it raises KeyboardInterrupt (see _main).
+        signal.signal(signal.SIGTERM, _terminate)
+        out: TextIO | None = None
+        for fd in (0, 1, 2):
+            try:
+                os.fstat(fd)
+            except OSError:
+                # Started with fd closed (`>&-`): hold its number with /dev/null, or the first
+                # file pmaps opens would become "stdout". A closed stdout still fails its writes.
+                os.open(os.devnull, os.O_RDWR)
+                if fd == 1:
+                    out = cast(TextIO, ClosedStream())
+        code = main(out=out)
+    except KeyboardInterrupt:
+        code = 130
     # Leave without the interpreter's teardown (freeing every array, joining idle reader
     # threads): tens of milliseconds of a command's run. Everything pmaps writes to files
-    # is closed by then; only the standard streams need flushing.
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except BrokenPipeError:
-        pass
+    # is closed by then; only the standard streams need flushing (their errors were reported).
+    for f in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception, KeyboardInterrupt):
+            if f is not None:
+                f.flush()
     os._exit(code)
 
 

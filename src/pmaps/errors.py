@@ -25,6 +25,10 @@ class ProcessGone(NoSuchProcess):
     """The process existed when the scan began and exited during it."""
 
 
+class PidReused(ProcessGone):
+    """The process exited and its PID now names another process (start time changed)."""
+
+
 class AccessDenied(PmapsError):
     """The kernel refused (another user's process, or a root-only file)."""
 

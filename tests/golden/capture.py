@@ -32,7 +32,10 @@ def main() -> None:
         snap = pmaps.collect(mc.pid)
         mine = {r["start"] for r in mc.regions.values()}
     keep = [v for v in snap.vmas if v.start in mine]
-    pages = snap.pages
+    inside = np.zeros(len(snap.pages), dtype=bool)  # a snapshot holds only pages inside its VMAs
+    for v in keep:
+        inside |= (snap.pages.vpn >= v.start >> 12) & (snap.pages.vpn < v.end >> 12)
+    pages = snap.pages.take(inside)
     pm = pages.pm.copy()
     pres = pmb.present(pm)
     base = int((pm[pres] & pmb.PM_PFN_MASK).min()) & ~511

@@ -6,13 +6,14 @@ one place (`Process.regions`), which the sample collector shares.
 """
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import Unsupported
+from ..errors import PidReused, PmapsError, Unsupported
 from ..kernel import caps as capsmod
 from ..kernel import pagemap as pmb
 from ..kernel import procfs
@@ -32,8 +33,8 @@ from ..kernel.pagemap import (
 )
 from ..kernel.shmem import swapped_pages
 from ..kernel.smaps import read_smaps
-from ..kernel.status import read_comm
-from ..model import Known, Pages, Snapshot
+from ..kernel.status import read_comm, read_start_time
+from ..model import Known, Pages, Snapshot, inside_vmas
 from ..numeric import arange_runs, consecutive_runs
 from .observer import Observer
 from .parallel import ordered_map
@@ -46,6 +47,7 @@ THP_MASK = U64(511)  # PFNs of a PMD-sized folio: its head is aligned to 512
 SCAN_GROUP_BYTES = 256 << 20  # VMAs scanned together, at least one VMA
 SCAN_MAX_PAGES = 1 << 15  # pages one PAGEMAP_SCAN call may walk past: each mmap_lock hold stays well under 1 ms
 FALLBACK_ZERO_LIMIT = 4 << 30  # bytes of VMA (8 MiB of pagemap) read just to find zero pages
+MAPS_TRIES = 4  # maps reads until two well-formed ones agree
 PROGRESS_PAGES = 1 << 27  # fallback reads of more pages than this (512 GiB of VMA, about a second) report progress
 FIELDS = ("full", "flags", "pagemap")  # what a sample reads (--fields); pagemap skips kpageflags/kpagecount
 
@@ -78,6 +80,7 @@ class Process:
         self.opts = opts
         self.caps = caps
         self.comm = ""
+        self.start_time = 0  # /proc/PID/stat field 22: with pid, who this process is
         self.vmas: list[Vma] = []
         self.scanning = False
         self._known = Known()
@@ -104,9 +107,11 @@ class Process:
     def _open(self) -> None:
         pid, opts = self.pid, self.opts
         caps = self.caps = self.caps or capsmod.probe()
+        self.start_time = read_start_time(pid)
         self.comm = read_comm(pid)
         self.vmas = read_maps(pid)
         self._fd = procfs.open_pagemap(pid)
+        self.check_identity()  # the same start time after the reads: they were all of this process
         want_scan = opts.scan
         if want_scan is None:
             want_scan = not os.environ.get(NO_SCAN_ENV)
@@ -134,9 +139,39 @@ class Process:
         return self._known
 
     def refresh_vmas(self) -> list[Vma]:
-        """VMAs change between samples: re-read maps (the pagemap fd stays open)."""
-        self.vmas = read_maps(self.pid, started=True)
+        """VMAs change between samples: re-read maps (the pagemap fd stays open).
+
+        A maps read is several page-sized reads, and the VMA tree may change between them: a
+        read of a process that maps, unmaps and mprotects can list VMAs that never coexisted,
+        overlapping or out of order (seq_file, fs/proc/task_mmu.c). Read until two well-formed
+        reads agree (at most MAPS_TRIES); a target that changes faster than that gets its last
+        well-formed read. The sample's checks before it is stored catch what still slips by.
+        """
+        good: list[Vma] | None = None
+        cur: list[Vma] = []
+        for _ in range(MAPS_TRIES):
+            cur = read_maps(self.pid, started=True)
+            if not _well_formed(cur):
+                continue
+            if cur == good:
+                break
+            good = cur
+        self.vmas = good if good is not None else cur
         return self.vmas
+
+    def check_identity(self) -> None:
+        """PidReused when the PID now names another process (its start time changed), the
+        usual errors when it is gone. A sample is of this process when this holds before and
+        after it: a PID is never reused while its process lives."""
+        try:
+            now = read_start_time(self.pid, started=True)
+        except (ValueError, PmapsError):
+            now = None
+        if now is None or procfs.process_state(self.pid) in (None, "Z", "X"):
+            raise procfs.gone_error(self.pid, procfs.proc_path(self.pid, "stat"), started=True)
+        if now != self.start_time:
+            raise PidReused(f"process {self.pid} ({self.comm}) exited and its PID now belongs to another "
+                            f"process (start time {self.start_time} -> {now} ticks)", self.pid)
 
     # -- populated regions -------------------------------------------------------------
     def regions(self, start: int, end: int, returns: int = PAGES_RETURN_MASK) -> np.ndarray:
@@ -293,6 +328,7 @@ class Process:
             self._split_reads = False  # the workers are the parallelism
             yield from ordered_map(self._pages, todo, workers, ahead=2 * workers)
         self.check_alive()
+        self.check_identity()
 
     def _batch_regions(self) -> Iterator[np.ndarray]:
         """[start_page, end_page, categories] regions in address order, about chunk_pages pages a batch."""
@@ -349,8 +385,18 @@ class Process:
         self.close()
 
     def snapshot(self, workers: int = 2) -> Snapshot:
-        parts = list(self.batches(workers))
-        return Snapshot(self.pid, self.comm, self.vmas, Pages.concat(parts), self.known)
+        pages = Pages.concat(list(self.batches(workers)))
+        # A scan group spans the gaps between its VMAs: a VMA that grew into one after maps
+        # was read (brk, mremap) yields pages outside every VMA of this snapshot. Drop them.
+        inside = inside_vmas(pages.vpn, self.vmas)
+        if not inside.all():
+            pages = pages.take(inside)
+        return Snapshot(self.pid, self.comm, self.vmas, pages, self.known)
+
+
+def _well_formed(vmas: list[Vma]) -> bool:
+    """VMAs in address order, none overlapping the next: what one consistent maps read lists."""
+    return all(a.end <= b.start for a, b in itertools.pairwise(vmas))
 
 
 def pfns_visible(pages: Pages) -> bool:

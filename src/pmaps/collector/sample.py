@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 
+from ..errors import PidReused, ProcessGone
 from ..kernel.kpage import KPF
 from ..kernel.maps import PAGE_SHIFT, Vma
 from ..kernel.pagemap import CAT_FILE, CAT_HUGE, CAT_PFNZERO, CAT_PRESENT, CAT_SWAPPED, RETURN_MASK
@@ -18,11 +19,26 @@ U64 = np.uint64
 
 
 def take_sample(proc: Process, *, with_pfn: bool = False, seq: int = 0) -> Sample:
-    """Read the process now into ranges (full state word, swapped pages included)."""
+    """Read the process now into ranges (full state word, swapped pages included). PidReused
+    when its PID came to name another process, before or during the sample."""
+    try:
+        return _take_sample(proc, with_pfn, seq)
+    except ProcessGone as e:
+        if not isinstance(e, PidReused):
+            proc.check_identity()  # a read failed because the process exited: was its PID given on?
+        raise
+
+
+def _take_sample(proc: Process, with_pfn: bool, seq: int) -> Sample:
     t0 = time.perf_counter()
+    # The same start time before and after: every read between was of this process, not of
+    # one that was given its PID after it exited (checked even when only pagemap is read).
+    proc.check_identity()
     proc.refresh_vmas()
     if not (proc.opts.flags or proc.opts.counts) and proc.scanning and not with_pfn:
-        return _scan_sample(proc, seq, t0)
+        s = _scan_sample(proc, seq, t0)
+        proc.check_identity()
+        return s
     known = proc.known
     parts: dict[int, list[Ranges]] = {}
     for i, pages in proc.chunks():

@@ -38,9 +38,17 @@ def user_namer() -> Callable[[int], str]:
     return name
 
 
+def add_force_option(p: argparse.ArgumentParser) -> None:
+    """--force, once per parser (charts and --save-scan share it)."""
+    if not any("--force" in a.option_strings for a in p._actions):
+        p.add_argument("--force", action="store_true",
+                       help="replace an existing regular output file (never a symlink, device or directory)")
+
+
 def add_chart_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pie", metavar="FILE.png", help="also draw a pie chart of PSS (matplotlib)")
     p.add_argument("--bar", metavar="FILE.png", help="also draw a bar chart of PSS (matplotlib)")
+    add_force_option(p)
 
 
 def check_charts(args: argparse.Namespace) -> None:
@@ -65,7 +73,8 @@ def charts(args: argparse.Namespace, items: list[tuple[str, int]], title: str) -
         if path:
             from ..store import save_bytes
 
-            save_bytes(path, chart_png(kind, items, title), 0o644)
+            # 0600 like every file pmaps writes: the labels are process names and paths.
+            save_bytes(path, chart_png(kind, items, title), force=args.force)
 
 
 def report_scan(scan: SystemScan, args: argparse.Namespace, err: TextIO) -> None:
@@ -117,6 +126,7 @@ def add_filter_options(p: argparse.ArgumentParser) -> None:
                    help="keep pmaps' own mappings in map counts and PSS (the raw kernel view)")
     p.add_argument("--save-scan", metavar="FILE", help="also save the raw scan (.npz, PFNs included, 0600)")
     p.add_argument("--load-scan", metavar="FILE", help=argparse.SUPPRESS)  # golden tests, bug reports
+    add_force_option(p)
 
 
 def scan_from_args(args: argparse.Namespace, user_of: Callable[[int], str]) -> SystemScan:
@@ -135,7 +145,7 @@ def load_or_scan(args: argparse.Namespace, user_of: Callable[[int], str]) -> Sys
     if args.save_scan:
         from ..store import scan as scanfile
 
-        scanfile.save(scan, args.save_scan)
+        scanfile.save(scan, args.save_scan, force=args.force)
     return scan
 
 

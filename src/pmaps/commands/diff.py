@@ -75,25 +75,28 @@ def _pid(src: str) -> int:
     try:
         return parse_pid(src)
     except UsageError:
-        raise UsageError(f"not a process ID, nor an existing sample file or recording: {src!r}") from None
+        raise UsageError(f"not a process ID, nor an existing sample file or recording: {src[:60]!r}") from None
 
 
 def _label(src: str) -> str:
-    return src if (os.path.exists(src) or "@" in src) else "live"
+    return src if not (src.isascii() and src.isdigit()) and (os.path.lexists(src) or "@" in src) else "live"
 
 
 def resolve_sample(src: str, *, last: bool) -> Sample | None:
-    """A sample file, a recording (its first or last sample; DIR@N picks sample N), or None for a PID."""
+    """A sample file, a recording (its first or last sample; DIR@N picks sample N), or None for a
+    PID. Digits are always a PID (./123 is the file)."""
+    if src.isascii() and src.isdigit():
+        return None
     path, at, idx = src.rpartition("@") if "@" in src else (src, "", "")
     if at and os.path.isdir(path):
         files = sample_files(path)
         try:
             return load_sample(files[int(idx)])
         except (ValueError, IndexError):
-            raise UsageError(f"{src}: no sample {idx!r} (the recording has {len(files)})") from None
+            raise UsageError(f"{path}: no sample {idx[:20]!r} (the recording has {len(files)})") from None
     if os.path.isdir(src):
         files = sample_files(src)
         return load_sample(files[-1] if last else files[0])
-    if os.path.exists(src):
+    if os.path.lexists(src):  # the loader says what is wrong with a FIFO, a device, a looping symlink
         return load_sample(src)
     return None

@@ -2,17 +2,27 @@
 from __future__ import annotations
 
 import argparse
-from typing import TextIO
+from typing import Any, TextIO
 
 from ..errors import UsageError
 from . import Command, positive
+from ._common import add_force_option
+
+
+def title_of(manifest: dict[str, Any], pid: int, comm: str, n: int) -> str:
+    """The picture's title. The manifest is advisory (samples are self-describing): a damaged one
+    (read_manifest keeps only its checked fields) costs the title a detail."""
+    interval = manifest.get("interval")
+    return f"pmaps heatmap: pid {pid} ({comm}), {n} samples" + (
+        f", every {interval:g}s" if isinstance(interval, float) and interval > 0 else "")
 
 
 class Heatmap(Command):
     """Draw a recording: populated address space (holes squeezed) x time, coloured by state.
 
     States: absent, present, dirty, swapped, THP; each cell mixes the colours of its pages.
-    FILE ends in .png, .svg or .html. Needs matplotlib (pip install 'pmaps[plot]').
+    FILE ends in .png, .svg or .html (new, or a regular file with --force; 0600). Samples that
+    fail validation are skipped with a count on stderr. Needs matplotlib (pip install 'pmaps[plot]').
     """
 
     name = "heatmap"
@@ -22,26 +32,28 @@ class Heatmap(Command):
         p.add_argument("recording", metavar="DIR")
         p.add_argument("-o", "--output", required=True, metavar="FILE", help="FILE.png, FILE.svg or FILE.html")
         p.add_argument("--width", type=positive, default=1200, metavar="PX", help="address columns (default 1200)")
+        add_force_option(p)
 
     def run(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         from ..render.heatmap import build, render
         from ..store import save_bytes
-        from ..store.recording import load_sample, read_manifest, sample_files
+        from ..store.recording import load_recording, read_manifest
 
         fmt = args.output.rpartition(".")[2]
         if fmt not in ("png", "svg", "html"):
             raise UsageError("the output must end in .png, .svg or .html")
-        samples = [load_sample(f) for f in sample_files(args.recording)]
+        samples, bad = load_recording(args.recording)
+        if bad:
+            err.write(f"pmaps: skipped {len(bad)} of {len(samples) + len(bad)} samples that fail validation "
+                      f"(first: {bad[0]})\n")
         try:
             heat = build(samples, args.width)
         except ValueError as e:
             raise UsageError(str(e)) from None
-        interval = read_manifest(args.recording).get("interval")
         s = samples[0]
-        # The manifest is advisory (samples are self-describing): a damaged one costs the title a detail.
-        title = f"pmaps heatmap: pid {s.pid} ({s.comm}), {len(samples)} samples" + (
-            f", every {interval:g}s" if isinstance(interval, (int, float)) and interval > 0 else "")
-        save_bytes(args.output, render(heat, fmt, title), 0o644)
+        title = title_of(read_manifest(args.recording), s.pid, s.comm, len(samples))
+        # 0600 like every file pmaps writes: the picture carries the process name and its paths.
+        save_bytes(args.output, render(heat, fmt, title), force=args.force)
         err.write(f"pmaps: wrote {args.output} ({len(samples)} samples, {heat.total_pages} populated pages, "
                   f"{heat.pages_per_px:.1f} pages per column)\n")
         return 0

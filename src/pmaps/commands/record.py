@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from ..collector import FIELDS, Options, Process, take_sample
-from ..errors import NoSuchProcess, UsageError, ZombieProcess
+from ..errors import BadSnapshot, NoSuchProcess, PidReused, UsageError, ZombieProcess
 from ..store.recording import Recorder
 from . import Command, positive, seconds
 from ._common import parse_pid
@@ -31,7 +31,9 @@ class Record(Command):
 
     Every sample is written atomically (temp file, fsync, rename) and the manifest after it, so a
     recorder killed at any moment leaves every completed sample readable. Files are 0600, DIR 0700;
-    PFNs are stored only with --pfn. A target that exits ends the recording with a note.
+    PFNs are stored only with --pfn. A target that exits, or whose PID comes to name another
+    process (checked by start time at every sample), ends the recording with a note; a sample
+    that fails the loader's checks (a torn maps read) is dropped with a note, never stored.
     """
 
     name = "record"
@@ -92,10 +94,17 @@ class Record(Command):
         while True:
             try:
                 s = take_sample(proc, with_pfn=args.pfn, seq=seq)
+            except PidReused as e:
+                return "replaced", str(e)
             except (NoSuchProcess, ZombieProcess) as e:
                 return "exited", str(e)
-            size = rec.add(s)
-            if not args.quiet:
+            try:
+                size = rec.add(s)
+            except BadSnapshot as e:  # a torn read: never stored, the next tick tries again
+                rec.manifest.setdefault("dropped", []).append({"seq": seq, "why": str(e)})
+                err.write(f"pmaps: {e}: dropped\n")
+                size = -1
+            if size >= 0 and not args.quiet:
                 err.write(f"pmaps: sample {seq}: {len(s)} ranges, {size} bytes, {s.cost * 1000:.1f} ms\n")
                 err.flush()
             seq += 1

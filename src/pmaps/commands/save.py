@@ -8,11 +8,15 @@ from ..collector import Options, Process
 from ..errors import UsageError
 from ..store import save
 from . import Command
-from ._common import parse_pid
+from ._common import add_force_option, parse_pid
 
 
 class Save(Command):
-    """Save a snapshot of a process's pages to FILE (.npz, 0600, written atomically)."""
+    """Save a snapshot of a process's pages to FILE (.npz, 0600, written atomically).
+
+    FILE must be new, or a regular file with --force; pmaps never replaces a symlink, a device
+    node or a directory, nor creates a missing directory.
+    """
 
     name = "save"
     order = 10
@@ -22,6 +26,7 @@ class Save(Command):
         p.add_argument("-o", "--output", required=True, metavar="FILE")
         p.add_argument("--pfn", action="store_true", help="keep PFNs in the file (sensitive: off by default)")
         p.add_argument("--no-scan", action="store_true", help="use the pagemap fallback instead of PAGEMAP_SCAN")
+        add_force_option(p)
 
     def run(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         pid = parse_pid(args.pid)
@@ -29,7 +34,7 @@ class Save(Command):
             raise UsageError("-o needs a file name")
         with Process(pid, Options(scan=False if args.no_scan else None)) as proc:
             snap = proc.snapshot()
-        save(snap, args.output, keep_pfns=args.pfn)
+        save(snap, args.output, keep_pfns=args.pfn, force=args.force)
         err.write(f"pmaps: saved {len(snap.pages)} pages of {len(snap.vmas)} VMAs of {pid} ({snap.comm}) to "
                   f"{args.output}\n")
         return 0

@@ -195,11 +195,18 @@ def folio_summary(src: PageSource, caps: capsmod.Caps) -> ProcessFolios:
 
 
 def _source_arg(arg: str) -> int | str:
-    """A snapshot file's path, or a PID; UsageError naming both when it is neither."""
-    if os.path.isfile(arg):
-        return arg
+    """A PID, or a snapshot file's path; UsageError naming both when it is neither.
+
+    Digits are always a PID: `pmaps 123` must not read a file named 123 that happens to be in
+    the current directory (write ./123 for the file). Any other existing name is a file, and
+    the loader says what is wrong with it (a FIFO, a device, a looping symlink).
+    """
+    if arg.isascii() and arg.isdigit():
+        return parse_pid(arg)
     if os.path.isdir(arg):
         raise UsageError(f"{arg} is a directory, not a snapshot file (see 'pmaps save')")
+    if os.path.lexists(arg):
+        return arg
     try:
         return parse_pid(arg)
     except UsageError:

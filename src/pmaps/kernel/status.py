@@ -37,6 +37,20 @@ def read_comm(pid: int, *, started: bool = False) -> str:
     return decode_comm(procfs.read_file(pid, "comm", started=started))
 
 
+def decode_start_time(data: bytes) -> int:
+    """Field 22 of /proc/PID/stat, the start time in clock ticks since boot (proc(5)). With the
+    PID it names a process: a PID is reused only after its process is gone, by one that started
+    later. comm (field 2) may hold spaces and parentheses: count after the last ')'."""
+    fields = data[data.rfind(b")") + 2 :].split()
+    if len(fields) < 20:
+        raise ValueError("short stat line")
+    return int(fields[19])
+
+
+def read_start_time(pid: int, *, started: bool = False) -> int:
+    return decode_start_time(procfs.read_file(pid, "stat", started=started))
+
+
 def read_ident(pid: int) -> Ident:
     """comm, euid and cgroup of a process (NoSuchProcess & co. from procfs on a race)."""
     comm = read_comm(pid)

@@ -5,7 +5,7 @@ from ..kernel.status import Ident
 from .pages import Pages
 from .ranges import Ranges, merge_boundary, merged_ranges, ranges_of
 from .sample import Sample
-from .snapshot import PageSource, Snapshot
+from .snapshot import PageSource, Snapshot, inside_vmas
 from .state import Known, flag_string, state_names
 from .swap import SwapRefs
 from .system import ProcRec, SystemScan
@@ -25,6 +25,7 @@ __all__ = [
            "SystemScan",
            "Vma",
            "flag_string",
+           "inside_vmas",
            "merge_boundary",
            "merged_ranges",
            "ranges_of",

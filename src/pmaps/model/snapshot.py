@@ -15,6 +15,16 @@ from .ranges import Ranges, ranges_of
 from .state import U64, Known
 
 
+def inside_vmas(vpn: np.ndarray, vmas: list[Vma]) -> np.ndarray:
+    """Which of the (sorted) pages lie inside one of the (sorted, disjoint) VMAs."""
+    starts = np.array([v.start >> PAGE_SHIFT for v in vmas], dtype=U64)
+    ends = np.array([v.end >> PAGE_SHIFT for v in vmas], dtype=U64)
+    i = np.searchsorted(starts, vpn, side="right") - 1
+    if not len(vmas):
+        return np.zeros(len(vpn), dtype=bool)
+    return (i >= 0) & (vpn < ends[np.maximum(i, 0)])
+
+
 class PageSource(Protocol):
     """What the page-range and footprint views read: a live `collector.Process` or a `Snapshot`.
 

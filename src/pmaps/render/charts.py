@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 from ..errors import MissingExtra
+from .table import printable
 from .units import fmt_bytes
 
 MAX_SLICES = 12  # the largest N-1 items, then "other"
@@ -35,6 +36,10 @@ def pyplot() -> Any:
         import matplotlib
 
         matplotlib.use("Agg")
+        # Labels are process names and paths, anyone's text: a '$' must not start mathtext
+        # (`$\\frac{$` raised in the parser), nor TeX run on them.
+        matplotlib.rcParams["text.parse_math"] = False
+        matplotlib.rcParams["text.usetex"] = False
         import matplotlib.pyplot as plt
     except ImportError:
         return None
@@ -59,7 +64,7 @@ def chart_png(kind: str, items: list[tuple[str, int]], title: str) -> bytes:
     """A pie or horizontal bar chart of (label, bytes) as PNG bytes."""
     plt = need_pyplot("charts")
     items = top_items(items)
-    labels = [f"{k} ({fmt_bytes(v)})" for k, v in items]
+    labels = [f"{printable(k)} ({fmt_bytes(v)})" for k, v in items]
     values = [v for _, v in items]
     fig, ax = plt.subplots(figsize=(9, 6) if kind == "pie" else (10, 0.45 * max(len(items), 4) + 1.5))
     try:
@@ -75,7 +80,7 @@ def chart_png(kind: str, items: list[tuple[str, int]], title: str) -> bytes:
             ax.barh(y, [v / (1 << 20) for v in values])
             ax.set_yticks(y, labels=labels)
             ax.set_xlabel("MiB")
-        ax.set_title(title)
+        ax.set_title(printable(title))
         fig.tight_layout()
         return figure_bytes(fig, "png", dpi=100)
     finally:

@@ -13,7 +13,7 @@ from ..analysis.diff import KIND_TITLES, KINDS, Diff, VmaDiff
 from ..kernel.maps import PAGE_SIZE
 from ..model.state import FULL_BITS, LETTERS, PM_SHIFT, state_names
 from .output import View
-from .table import write_table
+from .table import printable, write_table
 from .units import fmt_bytes, unit_header
 
 SCHEMA = "pmaps-diff/1"
@@ -92,7 +92,7 @@ class DiffView(View):
 def write_text(out: TextIO, d: Diff, unit: str = "human") -> None:
     """Per VMA its maps line, then one row per change range; totals by kind at the end."""
     dt = d.b_time - d.a_time if d.a_time and d.b_time else None
-    out.write(f"# A: {d.a_label}  {_stamp(d.a_time)}\n# B: {d.b_label}  {_stamp(d.b_time)}"
+    out.write(f"# A: {printable(d.a_label)}  {_stamp(d.a_time)}\n# B: {printable(d.b_label)}  {_stamp(d.b_time)}"
               + (f"  (+{dt:.3f}s)" if dt is not None else "") + "\n")
     if not d.vmas:
         out.write("no page changed state\n")

@@ -18,6 +18,7 @@ from ..kernel.kpage import KPF
 from ..model import Sample
 from ..model.state import S_PRESENT, S_SWAPPED
 from ..numeric import merge_intervals
+from .table import printable
 
 U64 = np.uint64
 CLASSES = ("absent", "present", "dirty", "swapped", "thp")
@@ -124,21 +125,21 @@ def render(heat: Heat, fmt: str, title: str) -> bytes:
         for i in sorted(range(len(spans)), key=lambda i: -spans[i])[:12]:
             x, label = heat.vma_edges[i]
             if spans[i] > w / 40:
-                ax.text(x + 1, 0, label.rsplit("/", 1)[-1][:24], fontsize=7, rotation=90, va="top", ha="left",
-                        color="black", alpha=0.8)
+                ax.text(x + 1, 0, printable(label.rsplit("/", 1)[-1][:24]), fontsize=7, rotation=90, va="top",
+                        ha="left", color="black", alpha=0.8)
         mib = heat.total_pages * 4096 / (1 << 20)
         ax.set_xlabel(f"populated address space, holes squeezed ({mib:,.0f} MiB; {heat.pages_per_px:,.1f} pages per "
                       f"column; lines: VMA starts)")
         ax.set_ylabel("seconds since the first sample")
         ax.set_xticks([])
-        ax.set_title(title)
+        ax.set_title(printable(title))
         ax.legend(handles=[Patch(color=COLORS[i], label=c) for i, c in enumerate(CLASSES)], loc="upper center",
                   bbox_to_anchor=(0.5, -0.08), ncol=len(CLASSES), frameon=False)
         fig.tight_layout()
         if fmt != "html":
             return figure_bytes(fig, fmt)
         b64 = base64.b64encode(figure_bytes(fig, "png")).decode()
-        t = html.escape(title)
+        t = html.escape(printable(title))
         return (f"<!doctype html><meta charset=utf-8><title>{t}</title><h1>{t}</h1>"
                 f"<img alt='pmaps heatmap' src='data:image/png;base64,{b64}'>\n").encode()
     finally:

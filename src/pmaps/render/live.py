@@ -13,7 +13,7 @@ from ..analysis.diff import KIND_TITLES, KINDS, Diff
 from ..analysis.footprint import Facts, figures
 from ..kernel.maps import PAGE_SIZE
 from ..model import Sample
-from .table import write_table
+from .table import printable, write_table
 from .units import fmt_bytes
 
 STATS = ("resident", "swapped", "dirty", "thp")
@@ -101,7 +101,7 @@ class WatchView:
             self.rows.sort(key=lambda r: r.start)
 
     def header(self) -> str:
-        return (f"pmaps watch {self.pid} ({self.comm})  sample {self.seq}  every {self.interval:g}s  "
+        return (f"pmaps watch {self.pid} ({printable(self.comm)})  sample {self.seq}  every {self.interval:g}s  "
                 f"fields {self.fields}  cost {self.cost_ms:.1f} ms/sample, {self.cpu_pct:.1f}% of a core  "
                 f"sort {self.sort}")
 
@@ -123,7 +123,7 @@ def _cells(r: Row, unit: str, unknown: frozenset[str]) -> list[str]:
             continue
         cells += [fmt_bytes(r.now[k] * PAGE_SIZE, unit), _delta(r.delta[k], unit)]
     cells.append(" ".join(f"{KIND_SHORT[k]}{fmt_bytes(n * PAGE_SIZE, unit)}" for k, n in r.changes.items()))
-    cells.append(r.name)
+    cells.append(printable(r.name))
     return cells
 
 
@@ -134,7 +134,7 @@ def write_plain(out: TextIO, view: WatchView, unit: str = "human") -> None:
     """The plain-text frame (--once, or not a terminal)."""
     out.write(view.header() + "\n")
     for s in view.status:
-        out.write(f"! {s}\n")
+        out.write(f"! {printable(s)}\n")
     rows = [_cells(r, unit, view.unknown) for r in view.rows]
     t = view.totals()
     foot = ["total", ""]
@@ -161,7 +161,7 @@ def rich_view(view: WatchView, unit: str = "human", height: int | None = None) -
     title = Text(view.header(), style="bold")
     lines: list[Any] = [title]
     for s in view.status:
-        lines.append(Text(s, style="bold red"))
+        lines.append(Text(printable(s), style="bold red"))
     table = Table(box=None, pad_edge=False, header_style="bold reverse")
     for i, h in enumerate(HEAD):
         table.add_column(h, justify="left" if i in (0, 1, 10, 11) else "right", no_wrap=True,
@@ -177,7 +177,8 @@ def rich_view(view: WatchView, unit: str = "human", height: int | None = None) -
         changed = Text()
         for k, n in r.changes.items():
             changed.append(f"{KIND_SHORT[k]}{fmt_bytes(n * PAGE_SIZE, unit)} ", style=KIND_STYLE[k])
-        table.add_row(*cells[:10], changed, cells[11], style=style)
+        # Text, not str: rich would read "[...]" in a path as markup (and fail on "[/]").
+        table.add_row(*(Text(c) for c in cells[:10]), changed, Text(cells[11]), style=style)
     lines.append(table)
     if len(rows) < len(view.rows):
         lines.append(Text(f"... {len(view.rows) - len(rows)} more VMAs (s: sort)", style="dim"))

@@ -22,6 +22,7 @@ from ..model import Known, Pages, PageSource, Ranges, flag_string, merge_boundar
 from ..model.ranges import ranges_by_group
 from ..model.state import S_SWAPPED
 from .output import View
+from .table import printable
 
 SCHEMA = "pmaps/1"
 VMA_SCHEMA = "pmaps-vma/1"
@@ -176,14 +177,6 @@ class RowBuilder:
         return [o + "}" for o in out]
 
 
-def printable(text: str) -> str:
-    """Text as data in a terminal or a one-line format: control characters (escape sequences,
-    newlines) become visible escapes. Paths and names are chosen by whoever created them."""
-    if text.isprintable():
-        return text
-    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
-
-
 def vma_json_head(vma: Vma) -> dict[str, object]:
     return {"start": vma.start, "end": vma.end, "perms": vma.perms, "offset": vma.offset, "dev": vma.dev,
             "inode": vma.inode, "path": vma.path}
@@ -220,10 +213,10 @@ class RangeWriter:
         out = self.out
         if self.fmt == "text":
             if header:
-                out.write(f"# {pid} {comm}\n")
+                out.write(f"# {pid} {printable(comm)}\n")
             for i, r in events:
                 if r is None:
-                    out.write(vmas[i].maps_line() + "\n")
+                    out.write(printable(vmas[i].maps_line()) + "\n")
                     continue
                 builder = builder or RowBuilder(known(), self.opts.full, self.opts.with_pfn, self.opts.cgroup_names)
                 out.write(builder.text(vmas[i], r))

@@ -8,6 +8,7 @@ from typing import Any, TextIO
 from ..analysis.sharing import Sharing
 from .output import View
 from .rows import Col, RowsView
+from .table import printable
 
 SCHEMA = "pmaps-shared/1"
 
@@ -50,8 +51,8 @@ class SharedView(View):
     def text(self, out: TextIO, unit: str) -> None:
         pids = self.sh.pids
         pair_view(self.sh).text(out, unit)
-        out.write(f"\n# VMAs of {pids[0]} ({self.sh.comms[0]}): resident, and how much is the same pages as in "
-                  + ", ".join(map(str, pids[1:])) + "\n")
+        out.write(f"\n# VMAs of {pids[0]} ({printable(self.sh.comms[0])}): resident, and how much is the same "
+                  "pages as in " + ", ".join(map(str, pids[1:])) + "\n")
         vma_view(self.sh).text(out, unit)
 
     def document(self) -> dict[str, Any]:

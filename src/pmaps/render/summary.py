@@ -8,7 +8,7 @@ from typing import Any, TextIO
 from ..analysis.footprint import add, finish
 from ..kernel.maps import Vma
 from .output import View
-from .table import write_table
+from .table import printable, write_table
 from .units import fmt_bytes, unit_header
 
 SCHEMA = "pmaps-summary/1"
@@ -70,7 +70,7 @@ class SummaryView(View):
             if n:
                 out.write("\n")
             if len(self.processes) > 1:
-                out.write(f"# {v.pid} {v.comm}\n")
+                out.write(f"# {v.pid} {printable(v.comm)}\n")
             suffix = unit_header(unit)
             header = ["address", "perms", *(c.upper() + suffix for c in COLS), "path"]
             rows = [[f"{vma.start:012x}", vma.perms, *(fmt_bytes(vals[c], unit) for c in COLS), vma.path]

@@ -2,8 +2,25 @@
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterable, Sequence
 from typing import TextIO
+
+# Process names, paths and cgroup names are anyone's text: on a terminal a control character
+# (ESC starts a sequence that can move the cursor, retitle the window, rewrite what root reads)
+# or a bidi override must not act. C0, DEL, C1 and the Unicode bidi controls are shown as \xNN
+# or \uNNNN; everything printable is kept.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape(m: re.Match[str]) -> str:
+    c = ord(m.group())
+    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+
+def printable(text: str) -> str:
+    """`text` safe to print on a terminal: control characters escaped."""
+    return _UNPRINTABLE.sub(_escape, text) if _UNPRINTABLE.search(text) else text
 
 
 def write_table(out: TextIO, header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 0,
@@ -12,7 +29,7 @@ def write_table(out: TextIO, header: Sequence[str], rows: Sequence[Sequence[str]
     """Columns right-aligned except the first `left` ones (or those `lefts` marks); with
     text_last the last column is free text (a path), left-aligned after the others. A
     left-aligned last column is never padded."""
-    allrows = [list(header), *map(list, rows), *map(list, footer)]
+    allrows = [list(map(printable, r)) for r in (header, *rows, *footer)]
     if not allrows:
         return
     ncol = len(header)

@@ -10,7 +10,7 @@ import numpy as np
 from ..analysis.wss import VmaWss, WssResult, totals
 from ..numeric import PAGE_SHIFT, PAGE_SIZE
 from .output import View
-from .table import write_table
+from .table import printable, write_table
 from .units import fmt_bytes, unit_header
 
 SCHEMA = "pmaps-wss/1"
@@ -63,7 +63,7 @@ class WssView(View):
             return fmt_bytes(pages * PAGE_SIZE, u)
 
         n = len(r.cycles)
-        out.write(f"pmaps wss: pid {r.pid} ({r.comm}), method {r.method}, "
+        out.write(f"pmaps wss: pid {r.pid} ({printable(r.comm)}), method {r.method}, "
                   f"{n} cycle{'s' * (n != 1)} of {r.interval:g}s\n")
         for i, c in enumerate(r.cycles, 1):
             out.write(f"cycle {i}: accessed {b(c['accessed'])} of {b(c['resident'])} resident "

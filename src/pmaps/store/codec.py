@@ -1,10 +1,18 @@
 """The one codec of what every pmaps file stores besides its columns: VMAs and Known as JSON, and
-numpy columns plus a JSON document in one .npz (snapshots and system scans). Pure."""
+numpy columns plus a JSON document in one .npz (snapshots and system scans). Pure.
+
+Decoding is defensive: the bytes may come from anyone. Every size is checked against what the
+file's own headers declare and a cap before anything is inflated, and every field against its
+type and range, so that a corrupt file is one BadSnapshot line, never a traceback or a memory bomb.
+"""
 from __future__ import annotations
 
 import io
 import json
+import math
+import struct
 import zipfile
+import zlib
 from typing import Any
 
 import numpy as np
@@ -13,9 +21,70 @@ from ..kernel.maps import Vma
 from ..model import Known
 
 ADDR_LIMIT = 1 << 64  # VMAs of a 64-bit address space
+PID_LIMIT = 1 << 22  # PID_MAX_LIMIT on 64-bit (include/linux/threads.h)
+TIME_LIMIT = 1 << 40  # seconds since the epoch: anything past this is not a time pmaps wrote
+MAX_ROWS = 1 << 27  # pages or ranges in one file (a 512 GiB process of 4 KiB pages)
+MAX_META = 64 << 20  # bytes of JSON metadata (65530 VMAs of max_map_count take ~8 MB)
+MAX_TEXT = 4096  # characters of a comm, a path, a perms or dev field
+DEFLATE_MAX_RATIO = 1100  # deflate cannot expand more than 1032:1 (zlib's tech notes): above, the header lies
 # What a malformed file can raise while it is decoded: every reader turns these into BadSnapshot.
 DECODE_ERRORS = (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError, OverflowError,
-                 UnicodeDecodeError, zipfile.BadZipFile)
+                 UnicodeDecodeError, zipfile.BadZipFile, zlib.error, RecursionError, MemoryError,
+                 IndexError, NotImplementedError, struct.error)
+
+
+def reason(err: BaseException) -> str:
+    """An error's text as one short line, for a BadSnapshot message (pyarrow's span lines)."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    text = lines[0] if lines else type(err).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def loads_json(data: bytes) -> Any:
+    """JSON from bytes (ValueError on malformed, too deep or non-UTF-8 text)."""
+    try:
+        return json.loads(data.decode("utf-8"))
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def inflate(data: bytes, limit: int = MAX_META) -> bytes:
+    """zlib data of at most `limit` bytes once inflated (ValueError beyond: a bomb)."""
+    d = zlib.decompressobj()
+    out = d.decompress(data, limit)
+    if d.unconsumed_tail or not d.eof:
+        raise ValueError(f"compressed metadata inflates past {limit} bytes or is truncated")
+    return out
+
+
+def as_int(v: object, what: str, lo: int = 0, hi: int = ADDR_LIMIT) -> int:
+    """An integer field (bool and float refused) in [lo, hi]."""
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"{what} is not an integer")
+    if not lo <= v <= hi:
+        raise ValueError(f"{what} out of range")
+    return v
+
+
+def as_float(v: object, what: str, lo: float = 0.0, hi: float = float(TIME_LIMIT)) -> float:
+    """A finite number field in [lo, hi] (inf, NaN and 1e300 refused)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError(f"{what} is not a number")
+    try:
+        f = float(v)
+    except OverflowError:
+        raise ValueError(f"{what} out of range") from None
+    if not (math.isfinite(f) and lo <= f <= hi):
+        raise ValueError(f"{what} out of range")
+    return f
+
+
+def as_str(v: object, what: str, limit: int = MAX_TEXT) -> str:
+    if not isinstance(v, str):
+        raise ValueError(f"{what} is not a string")
+    if len(v) > limit:
+        raise ValueError(f"{what} is longer than {limit} characters")
+    return v
 
 
 def encode_vmas(vmas: list[Vma]) -> list[list[object]]:
@@ -27,12 +96,19 @@ def decode_vmas(raw: object) -> list[Vma]:
     are sorted, disjoint, page-aligned and inside the 64-bit address space, as maps lists them."""
     if not isinstance(raw, list):
         raise TypeError("vmas is not a list")
-    vmas = [Vma(int(a), int(b), str(p), int(o), str(d), int(i), str(n)) for a, b, p, o, d, i, n in raw]
+    vmas = []
     prev_end = 0
-    for i, v in enumerate(vmas):
+    for i, x in enumerate(raw):
+        if not isinstance(x, list) or len(x) != 7:
+            raise ValueError(f"VMA {i} is not a list of 7 fields")
+        a, b, p, o, d, ino, n = x
+        v = Vma(as_int(a, f"VMA {i} start"), as_int(b, f"VMA {i} end"), as_str(p, f"VMA {i} perms", 8),
+                as_int(o, f"VMA {i} offset"), as_str(d, f"VMA {i} dev", 32), as_int(ino, f"VMA {i} inode"),
+                as_str(n, f"VMA {i} path"))
         if not (prev_end <= v.start < v.end <= ADDR_LIMIT) or (v.start | v.end) & 0xFFF:
             raise ValueError(f"VMA {i} is out of order or not a valid address range")
         prev_end = v.end
+        vmas.append(v)
     return vmas
 
 
@@ -43,7 +119,11 @@ def encode_known(known: Known) -> dict[str, bool]:
 def decode_known(raw: object) -> Known:
     if not isinstance(raw, dict):
         raise TypeError("known is not an object")
-    return Known(**{str(k): bool(v) for k, v in raw.items()})
+    fields = set(Known.__dataclass_fields__)
+    for k, v in raw.items():
+        if k not in fields or not isinstance(v, bool):
+            raise ValueError(f"known has a bad entry {str(k)[:40]!r}")
+    return Known(**raw)
 
 
 def pack_npz(meta: dict[str, Any], columns: dict[str, np.ndarray | None]) -> bytes:
@@ -54,18 +134,56 @@ def pack_npz(meta: dict[str, Any], columns: dict[str, np.ndarray | None]) -> byt
     return buf.getvalue()
 
 
+def _npy_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int) -> np.ndarray:
+    """One .npy member, its sizes checked before it is inflated: the zip's declared size must be
+    plausible for its compressed size, and the array header's shape and dtype must account for
+    exactly that size. Only 1-D integer and bool arrays are taken (never pickles)."""
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):  # numpy writes only these
+        raise ValueError(f"member {info.filename} has compression method {info.compress_type}")
+    if info.file_size > cap or info.file_size > DEFLATE_MAX_RATIO * info.compress_size + 4096:
+        raise ValueError(f"member {info.filename} declares {info.file_size} bytes: too large")
+    fmt = np.lib.format
+    with z.open(info) as f:
+        version = fmt.read_magic(f)
+        if version == (1, 0):
+            shape, _fortran, dtype = fmt.read_array_header_1_0(f, max_header_size=4096)
+        elif version == (2, 0):
+            shape, _fortran, dtype = fmt.read_array_header_2_0(f, max_header_size=4096)
+        else:
+            raise ValueError(f"member {info.filename}: npy version {version}")
+        if len(shape) != 1 or dtype.kind not in "uib" or dtype.itemsize > 8 or dtype.hasobject:
+            raise ValueError(f"member {info.filename} is not a 1-D integer array ({dtype}, shape {shape})")
+        n = shape[0]
+        if not 0 <= n <= MAX_ROWS or f.tell() + n * dtype.itemsize != info.file_size:
+            raise ValueError(f"member {info.filename}: its header does not match its size")
+        data = f.read(n * dtype.itemsize)
+    if len(data) != n * dtype.itemsize:
+        raise ValueError(f"member {info.filename} is truncated")
+    return np.frombuffer(data, dtype=dtype).copy()
+
+
 def unpack_npz(data: bytes, schema: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """(meta, columns) of a pack_npz file; ValueError when the schema is not `schema`. Columns are
-    checked to be 1-D integer arrays of one length."""
-    with np.load(io.BytesIO(data), allow_pickle=False) as z:
-        meta = json.loads(bytes(z["meta"]).decode())
-        cols = {k: z[k] for k in z.files if k != "meta"}
+    checked to be 1-D integer arrays of one length, every size before anything is inflated."""
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        infos = z.infolist()
+        if len(infos) > 16 or len({i.filename for i in infos}) != len(infos):
+            raise ValueError("not the members of a pmaps file")
+        if sum(i.file_size for i in infos) > 8 * MAX_ROWS * 8:
+            raise ValueError("members declare more data than a pmaps file holds")
+        arrays = {}
+        for info in infos:
+            if not info.filename.endswith(".npy"):
+                raise ValueError(f"unexpected member {info.filename[:40]!r}")
+            arrays[info.filename[:-4]] = _npy_member(z, info, MAX_META if info.filename == "meta.npy" else 8 * MAX_ROWS)
+    if "meta" not in arrays:
+        raise ValueError("no metadata")
+    meta = loads_json(arrays.pop("meta").astype(np.uint8).tobytes())
+    cols = arrays
     if not isinstance(meta, dict) or meta.get("schema") != schema:
-        raise ValueError(f"schema {meta.get('schema') if isinstance(meta, dict) else None!r}, not {schema}")
+        raise ValueError(f"schema {str(meta.get('schema'))[:40] if isinstance(meta, dict) else None!r}, not {schema}")
     n = len(cols["vpn"]) if "vpn" in cols else 0
     for k, v in cols.items():
-        if v.ndim != 1 or len(v) != n:
-            raise ValueError(f"column {k} has shape {v.shape}, expected ({n},)")
-        if v.dtype.kind not in "uib":
-            raise ValueError(f"column {k} holds {v.dtype}, not integers")
+        if len(v) != n:
+            raise ValueError(f"column {k} has {len(v)} rows, expected {n}")
     return meta, cols

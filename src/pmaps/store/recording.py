@@ -19,9 +19,11 @@ pyarrow is imported lazily (the `parquet` extra): `pmaps diff` of live PIDs work
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import os
 import re
+import stat
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -33,8 +35,24 @@ import numpy as np
 from ..errors import BadSnapshot, MissingExtra, OutputExists, PmapsError
 from ..kernel.maps import PAGE_SHIFT
 from ..model import Sample
-from .codec import DECODE_ERRORS, decode_known, decode_vmas, encode_known, encode_vmas
-from .files import file_errors, save_bytes
+from .codec import (
+    DECODE_ERRORS,
+    MAX_META,
+    MAX_ROWS,
+    MAX_TEXT,
+    PID_LIMIT,
+    as_float,
+    as_int,
+    as_str,
+    decode_known,
+    decode_vmas,
+    encode_known,
+    encode_vmas,
+    inflate,
+    loads_json,
+    reason,
+)
+from .files import kind_of, read_regular, save_bytes
 
 SAMPLE_SCHEMA = "pmaps-sample/1"
 RECORDING_SCHEMA = "pmaps-recording/1"
@@ -85,22 +103,81 @@ def sample_bytes(s: Sample) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
+SAMPLE_CAP = 256 << 20  # bytes of one sample file (an 8 GiB process's sample takes ~130 KB)
+MANIFEST_CAP = 64 << 20  # bytes of a manifest (~100 bytes a sample: over half a million samples)
+COLUMNS = {"vma_start", "addr", "count", "state", "mapcount"}
+
+
+def check_sample(s: Sample) -> None:
+    """ValueError unless the sample is one pmaps can have read: every range non-empty, inside
+    the VMA it names, ranges in address order without overlap, figures in range. The recorder
+    checks a sample before writing it (a torn maps read can break this), the loader after reading."""
+    as_int(s.pid, "pid", 0, PID_LIMIT)
+    as_float(s.time, "time")
+    as_int(s.seq, "seq", 0, 1 << 40)
+    as_float(s.cost, "cost", 0.0, 1e9)
+    n = len(s.vpn)
+    for name in ("vma", "count", "state", "mapcount"):
+        if len(getattr(s, name)) != n:
+            raise ValueError(f"column {name} has {len(getattr(s, name))} rows, expected {n}")
+    if s.pfn is not None and len(s.pfn) != n:
+        raise ValueError("column pfn has the wrong length")
+    if not n:
+        return
+    if (s.vma < 0).any() or (s.vma >= len(s.vmas)).any():
+        raise ValueError("a range names a VMA the sample does not list")
+    starts = np.array([v.start >> PAGE_SHIFT for v in s.vmas], dtype=U64)
+    ends = np.array([v.end >> PAGE_SHIFT for v in s.vmas], dtype=U64)
+    count = s.count.astype(np.int64)
+    if (count <= 0).any() or (count > 1 << 40).any():
+        raise ValueError("a range is empty or impossibly long")
+    vpn = s.vpn.astype(U64)
+    if (vpn < starts[s.vma]).any() or (vpn + count.astype(U64) > ends[s.vma]).any():
+        raise ValueError("a range lies outside its VMA")
+    if n > 1 and not (vpn[1:] >= vpn[:-1] + count[:-1].astype(U64)).all():
+        raise ValueError("ranges overlap or are out of address order")
+    if (s.mapcount < -1).any() or (s.mapcount > 1 << 31).any():
+        raise ValueError("a map count is out of range")
+
+
 def load_sample(path: str | os.PathLike[str]) -> Sample:
     """Read one sample file; BadSnapshot (one clear line) on a corrupt or truncated file."""
-    pa, pq = _pyarrow()
     name = str(path)
+    return loads_sample(read_regular(name, SAMPLE_CAP, "pmaps sample"), name)
+
+
+def loads_sample(data: bytes, name: str = "<bytes>") -> Sample:
+    """A sample from a file's bytes. Parquet is parsed in memory (pyarrow's errors are no
+    file errors here); the declared row counts and sizes are checked before any column is
+    decoded, and the zlib metadata is inflated with a cap."""
+    pa, pq = _pyarrow()
     try:
-        with file_errors(name):
-            table = pq.read_table(name)
-            raw = (table.schema.metadata or {}).get(META_KEY.encode())
-            meta = json.loads(zlib.decompress(base64.b64decode(raw))) if raw else None
-    except (pa.ArrowException, ValueError, zlib.error) as err:
-        raise BadSnapshot(f"{name}: not a pmaps sample (corrupt or truncated Parquet)", path=name) from err
-    if not isinstance(meta, dict) or meta.get("schema") != SAMPLE_SCHEMA:
-        schema = meta.get("schema") if isinstance(meta, dict) else None
-        raise BadSnapshot(f"{name}: not a pmaps sample (schema {schema!r})",
-                          path=name)
-    try:
+        try:
+            pf = pq.ParquetFile(pa.BufferReader(data))
+            md = pf.metadata
+            if md.num_rows > MAX_ROWS or md.num_rows < 0:
+                raise ValueError(f"{md.num_rows} rows declared")
+            for g in range(md.num_row_groups):
+                # The row group's total, not each column's: pyarrow 26 aborts the process (an
+                # uncaught C++ exception) building a ColumnChunkMetaData from some corrupt
+                # footers, where reading the same file raises a clean error.
+                rg = md.row_group(g)
+                if rg.total_byte_size > 64 * (rg.num_rows + 1) * max(rg.num_columns, 1) + (1 << 20):
+                    raise ValueError("a row group declares more data than its rows can hold")
+            raw = (pf.schema_arrow.metadata or {}).get(META_KEY.encode())
+            if not raw:
+                raise ValueError("no pmaps metadata")
+            meta = loads_json(inflate(base64.b64decode(raw, validate=True), MAX_META))
+            names = set(pf.schema_arrow.names)
+            if not COLUMNS <= names or names - COLUMNS - {"pfn"}:
+                raise ValueError(f"columns {sorted(names)[:8]}")
+            table = pf.read()
+        except pa.ArrowException as err:
+            raise ValueError(f"not a pmaps sample: corrupt or truncated Parquet ({reason(err)})"
+                             ) from err
+        if not isinstance(meta, dict) or meta.get("schema") != SAMPLE_SCHEMA:
+            schema = meta.get("schema") if isinstance(meta, dict) else None
+            raise ValueError(f"not a pmaps sample (schema {str(schema)[:40]!r})")
         vmas = decode_vmas(meta["vmas"])
         for c in table.column_names:
             t = table.column(c).type
@@ -108,25 +185,22 @@ def load_sample(path: str | os.PathLike[str]) -> Sample:
                 raise ValueError(f"column {c} holds {t}{' with nulls' if table.column(c).null_count else ''}")
         col = {c: table.column(c).to_numpy() for c in table.column_names}
         starts = np.array([v.start for v in vmas], dtype=U64)
-        ends = np.array([v.end for v in vmas], dtype=U64)
         vs = col["vma_start"].astype(U64)
         vma = np.searchsorted(starts, vs).astype(np.int32)
         if len(vs) and (vma.max() >= len(vmas) or not (starts[np.minimum(vma, len(vmas) - 1)] == vs).all()):
             raise ValueError("a range names a VMA the sample does not list")
-        vpn = col["addr"].astype(U64) >> U64(PAGE_SHIFT)
-        count = col["count"].astype(np.int64)
-        if len(vpn) and ((count <= 0).any() or (vpn < starts[vma] >> U64(PAGE_SHIFT)).any()
-                         or (vpn + count.astype(U64) > ends[vma] >> U64(PAGE_SHIFT)).any()):
-            raise ValueError("a range is empty or lies outside its VMA")
-        if len(vpn) > 1 and not (vpn[1:] >= vpn[:-1] + count[:-1].astype(U64)).all():
-            raise ValueError("ranges overlap or are out of address order")
-        known = decode_known(meta["known"])
-        return Sample(int(meta["pid"]), str(meta["comm"]), vmas, known, vma, vpn, count,
-                      col["state"].astype(U64), col["mapcount"].astype(np.int64),
-                      col["pfn"].astype(U64) if "pfn" in col else None, float(meta["time"]), int(meta["seq"]),
-                      float(meta.get("cost", 0.0)), bool(meta.get("exclusive_known", True)))
+        ek = meta.get("exclusive_known", True)
+        if not isinstance(ek, bool):
+            raise ValueError("exclusive_known is not a boolean")
+        s = Sample(as_int(meta["pid"], "pid", 0, PID_LIMIT), as_str(meta["comm"], "comm"), vmas,
+                   decode_known(meta["known"]), vma, col["addr"].astype(U64) >> U64(PAGE_SHIFT),
+                   col["count"].astype(np.int64), col["state"].astype(U64), col["mapcount"].astype(np.int64),
+                   col["pfn"].astype(U64) if "pfn" in col else None, as_float(meta["time"], "time"),
+                   as_int(meta["seq"], "seq", 0, 1 << 40), as_float(meta.get("cost", 0.0), "cost", 0.0, 1e9), ek)
+        check_sample(s)
+        return s
     except DECODE_ERRORS as err:
-        raise BadSnapshot(f"{name}: corrupt pmaps sample ({err})", path=name) from err
+        raise BadSnapshot(f"{name}: corrupt pmaps sample ({reason(err)})", path=name) from err
 
 
 # -- recordings ---------------------------------------------------------------------------
@@ -146,41 +220,62 @@ class Recorder:
     manifest: dict[str, Any] = field(default_factory=dict)
 
     def open(self) -> Recorder:
-        """Create the directory (0700), or take an existing empty one (made 0700 too).
+        """Create the directory (0700), or take an existing empty one of ours (made 0700 too).
 
-        A directory with anything in it is refused: `-o .` or `-o /tmp` must not chmod a
-        directory that others use, nor mix a recording with other files.
+        Never created: a missing parent (a typo must not make /nonexistent). Refused: a symlink
+        (the final component is never followed), anything that is not a directory, a directory
+        with anything in it (`-o .` or `-o /tmp` must not chmod a directory that others use, nor
+        mix a recording with other files), and an empty directory another user owns (root would
+        fill it with files that user cannot read: choose a directory of your own).
         """
+        p = self.path
         try:
-            self.path.mkdir(mode=0o700, parents=True)
+            p.mkdir(mode=0o700)
         except FileExistsError:
-            if not self.path.is_dir():
-                raise PmapsError(f"cannot create {self.path}: it exists and is not a directory",
-                                 path=str(self.path)) from None
             try:
-                names = [p.name for p in self.path.iterdir()]
+                st = os.lstat(p)
             except OSError as err:
-                raise PmapsError(f"cannot read {self.path}: {err.strerror}", path=str(self.path)) from err
+                raise PmapsError(f"cannot use {p}: {err.strerror}", path=str(p)) from err
+            if not stat.S_ISDIR(st.st_mode):
+                raise PmapsError(f"cannot create {p}: it exists and is {kind_of(st.st_mode)}, not a directory",
+                                 path=str(p)) from None
+            try:
+                names = [x.name for x in p.iterdir()]
+            except OSError as err:
+                raise PmapsError(f"cannot read {p}: {err.strerror}", path=str(p)) from err
             if any(SAMPLE_RE.match(n) for n in names):
-                raise OutputExists(f"{self.path} already holds a recording: choose a new directory") from None
+                raise OutputExists(f"{p} already holds a recording: choose a new directory") from None
             if names:
-                raise OutputExists(f"{self.path} is not empty: choose a new or empty directory") from None
+                raise OutputExists(f"{p} is not empty: choose a new or empty directory") from None
+            if st.st_uid != os.geteuid():
+                raise OutputExists(f"{p} belongs to uid {st.st_uid}, not to this user: choose a directory of "
+                                   "your own") from None
         except OSError as err:
-            raise PmapsError(f"cannot create {self.path}: {err.strerror}", path=str(self.path)) from err
+            why = "its parent directory does not exist" if err.errno == errno.ENOENT else err.strerror
+            raise PmapsError(f"cannot create {p}: {why}", path=str(p)) from err
         try:
-            os.chmod(self.path, 0o700)
+            fd = os.open(p, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                os.fchmod(fd, 0o700)
+            finally:
+                os.close(fd)
         except OSError as err:
-            raise PmapsError(f"cannot use {self.path}: {err.strerror}", path=str(self.path)) from err
+            raise PmapsError(f"cannot use {p}: {err.strerror}", path=str(p)) from err
         self.manifest = {"schema": RECORDING_SCHEMA, "pid": self.pid, "comm": self.comm, "interval": self.interval,
                          "pfn": self.with_pfn, "started": time.time(), "samples": [], "end": None}
         self._write_manifest()
         return self
 
     def add(self, s: Sample) -> int:
-        """Write one sample file, then the manifest; returns the sample's size in bytes."""
+        """Write one sample file, then the manifest; returns the sample's size in bytes.
+        BadSnapshot, and nothing written, when the sample fails the loader's checks (a torn read)."""
+        try:
+            check_sample(s)
+        except ValueError as err:
+            raise BadSnapshot(f"sample {s.seq} is inconsistent ({err})") from None
         data = sample_bytes(s)
         name = sample_name(s.seq)
-        self._write(self.path / name, data)
+        save_bytes(self.path / name, data)
         self.manifest["samples"].append({"file": name, "seq": s.seq, "time": s.time, "ranges": len(s),
                                          "bytes": len(data), "ms": round(s.cost * 1000, 2)})
         self._write_manifest()
@@ -191,10 +286,7 @@ class Recorder:
         self._write_manifest()
 
     def _write_manifest(self) -> None:
-        self._write(self.path / MANIFEST, (json.dumps(self.manifest, indent=1) + "\n").encode())
-
-    def _write(self, path: Path, data: bytes) -> None:
-        save_bytes(path, data)
+        save_bytes(self.path / MANIFEST, (json.dumps(self.manifest, indent=1) + "\n").encode(), force=True)
 
 
 def sample_files(path: str | os.PathLike[str]) -> list[Path]:
@@ -210,9 +302,51 @@ def sample_files(path: str | os.PathLike[str]) -> list[Path]:
 
 
 def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The manifest, or {} when missing or unreadable (samples stay readable without it)."""
+    """The manifest's checked fields, or {} when it is missing, not a regular file or corrupt:
+    it is advisory (samples are self-describing), so a damaged one costs a title a detail."""
     try:
-        m = json.loads((Path(path) / MANIFEST).read_text())
-    except (OSError, ValueError):
+        m = loads_json(read_regular(Path(path) / MANIFEST, MANIFEST_CAP, "pmaps manifest"))
+    except (PmapsError, ValueError):
         return {}
-    return m if isinstance(m, dict) else {}
+    return check_manifest(m)
+
+
+def check_manifest(m: object) -> dict[str, Any]:
+    """The fields of a manifest that are what they should be (schema, pid, comm, interval, ...)."""
+    if not isinstance(m, dict) or m.get("schema") != RECORDING_SCHEMA:
+        return {}
+    out: dict[str, Any] = {"schema": RECORDING_SCHEMA}
+    checks: dict[str, Any] = {
+        "pid": lambda v: as_int(v, "pid", 0, PID_LIMIT), "comm": lambda v: as_str(v, "comm"),
+        "interval": lambda v: as_float(v, "interval", 0.0, 1e6), "started": lambda v: as_float(v, "started"),
+        "pfn": lambda v: v if isinstance(v, bool) else as_int(v, "pfn"),
+    }
+    for k, f in checks.items():
+        try:
+            out[k] = f(m[k])
+        except (KeyError, ValueError):
+            pass
+    samples = m.get("samples")
+    if isinstance(samples, list):
+        out["samples"] = [x for x in samples if isinstance(x, dict) and isinstance(x.get("file"), str)
+                          and SAMPLE_RE.match(x["file"])]
+    end = m.get("end")
+    if isinstance(end, dict) and isinstance(end.get("reason"), str):
+        out["end"] = {"reason": end["reason"][:200], "note": str(end.get("note", ""))[:MAX_TEXT]}
+    return out
+
+
+def load_recording(path: str | os.PathLike[str]) -> tuple[list[Sample], list[BadSnapshot]]:
+    """Every sample of a recording that passes validation, and the errors of those that do not
+    (a torn or damaged sample must not cost the rest). BadSnapshot when none is readable."""
+    good: list[Sample] = []
+    bad: list[BadSnapshot] = []
+    for f in sample_files(path):
+        try:
+            good.append(load_sample(f))
+        except BadSnapshot as e:
+            bad.append(e)
+    if not good:
+        raise bad[0] if len(bad) == 1 else BadSnapshot(
+            f"{path}: none of its {len(bad)} samples is readable (first: {bad[0]})", path=str(path))
+    return good, bad

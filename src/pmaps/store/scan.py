@@ -6,8 +6,21 @@ import numpy as np
 from ..errors import BadSnapshot
 from ..kernel.status import Ident
 from ..model import Pages, ProcRec, SystemScan
-from .codec import DECODE_ERRORS, decode_known, decode_vmas, encode_known, encode_vmas, pack_npz, unpack_npz
-from .files import PathLike, load_bytes, save_bytes
+from .codec import (
+    DECODE_ERRORS,
+    PID_LIMIT,
+    as_float,
+    as_int,
+    as_str,
+    decode_known,
+    decode_vmas,
+    encode_known,
+    encode_vmas,
+    pack_npz,
+    reason,
+    unpack_npz,
+)
+from .files import PathLike, read_regular, save_bytes
 
 SCHEMA = "pmaps-sysscan/1"
 U64 = np.uint64
@@ -31,24 +44,25 @@ def loads(data: bytes, name: str = "<bytes>") -> SystemScan:
         procs = []
         for p in meta["procs"]:
             vmas = decode_vmas(p["vmas"])
-            lo, hi = int(p["lo"]), int(p["hi"])
+            lo, hi = as_int(p["lo"], "lo"), as_int(p["hi"], "hi")
             if not 0 <= lo <= hi <= len(pages):
                 raise ValueError(f"process {p['pid']} has pages [{lo}, {hi}) outside the scan")
             sub = pages.vpn[lo:hi]
             vlo = np.searchsorted(sub, np.array([v.start >> 12 for v in vmas], dtype=U64)) + lo
             vhi = np.searchsorted(sub, np.array([v.end >> 12 for v in vmas], dtype=U64)) + lo
-            procs.append(ProcRec(Ident(int(p["pid"]), str(p["comm"]), int(p["uid"]), str(p["cgroup"])), vmas, lo, hi,
-                                 vlo.astype(np.int64), vhi.astype(np.int64)))
+            ident = Ident(as_int(p["pid"], "pid", 0, PID_LIMIT), as_str(p["comm"], "comm"),
+                          as_int(p["uid"], "uid", 0, 1 << 32), as_str(p["cgroup"], "cgroup"))
+            procs.append(ProcRec(ident, vmas, lo, hi, vlo.astype(np.int64), vhi.astype(np.int64)))
         return SystemScan(procs, pages, decode_known(meta["known"]), meta["skipped"], meta["meminfo"],
-                          complete=bool(meta["complete"]), time=float(meta["time"]),
+                          complete=bool(meta["complete"]), time=as_float(meta["time"], "time"),
                           self_pss=int(meta.get("self_pss", 0)))
     except DECODE_ERRORS as err:
-        raise BadSnapshot(f"{name}: corrupt system scan, or not a pmaps scan file ({err})", path=name) from err
+        raise BadSnapshot(f"{name}: corrupt system scan, or not a pmaps scan file ({reason(err)})", path=name) from err
 
 
-def save(scan: SystemScan, path: PathLike) -> None:
-    save_bytes(path, dumps(scan))
+def save(scan: SystemScan, path: PathLike, force: bool = False) -> None:
+    save_bytes(path, dumps(scan), force=force)
 
 
 def load(path: PathLike) -> SystemScan:
-    return loads(load_bytes(path), str(path))
+    return loads(read_regular(path, what="pmaps scan file"), str(path))

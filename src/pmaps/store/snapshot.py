@@ -9,9 +9,23 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import BadSnapshot
-from ..model import Pages, Snapshot
-from .codec import DECODE_ERRORS, decode_known, decode_vmas, encode_known, encode_vmas, pack_npz, unpack_npz
-from .files import PathLike, load_bytes, save_bytes
+from ..kernel.maps import Vma
+from ..model import Pages, Snapshot, inside_vmas
+from .codec import (
+    DECODE_ERRORS,
+    PID_LIMIT,
+    as_float,
+    as_int,
+    as_str,
+    decode_known,
+    decode_vmas,
+    encode_known,
+    encode_vmas,
+    pack_npz,
+    reason,
+    unpack_npz,
+)
+from .files import PathLike, read_regular, save_bytes
 
 SCHEMA = "pmaps-snapshot/1"
 _COLUMNS = ("vpn", "pm", "cat", "kflags", "kcount", "idle", "kcgroup")
@@ -30,20 +44,42 @@ def loads(data: bytes, name: str = "<bytes>") -> Snapshot:
     try:
         meta, cols = unpack_npz(data, SCHEMA)
         vmas = decode_vmas(meta["vmas"])
+        for k in ("vpn", "pm", "cat"):
+            if k not in cols:
+                raise ValueError(f"no {k} column")
+        if (cols["cat"].astype(np.int64) >> 16).any() or (cols["cat"] < 0).any():
+            raise ValueError("column cat holds values beyond 16 bits")
         pages = Pages(cols["vpn"].astype(np.uint64), cols["pm"].astype(np.uint64), cols["cat"].astype(np.uint16),
-                      cols.get("kflags"), cols.get("kcount"), cols.get("idle"), cols.get("kcgroup"))
+                      _u64(cols.get("kflags")), _u64(cols.get("kcount")),
+                      None if cols.get("idle") is None else cols["idle"].astype(bool), _u64(cols.get("kcgroup")))
         if len(pages) > 1 and not (pages.vpn[1:] > pages.vpn[:-1]).all():
             raise ValueError("pages are not in address order")
-        return Snapshot(int(meta["pid"]), str(meta["comm"]), vmas, pages, decode_known(meta["known"]),
-                        float(meta["time"]), list(meta.get("notes", [])))
+        check_inside(pages.vpn, vmas)
+        notes = meta.get("notes", [])
+        if not isinstance(notes, list) or len(notes) > 1000:
+            raise ValueError("notes is not a list")
+        return Snapshot(as_int(meta["pid"], "pid", 0, PID_LIMIT), as_str(meta["comm"], "comm"), vmas, pages,
+                        decode_known(meta["known"]), as_float(meta["time"], "time"),
+                        [as_str(n, "a note") for n in notes])
     except DECODE_ERRORS as err:
-        raise BadSnapshot(f"{name}: corrupt snapshot, or not a pmaps snapshot file ({err})", path=name) from err
+        raise BadSnapshot(f"{name}: corrupt snapshot, or not a pmaps snapshot file ({reason(err)})", path=name) from err
 
 
-def save(snap: Snapshot, path: PathLike, keep_pfns: bool = False) -> None:
-    """Write a snapshot file atomically (0600). PFNs only with keep_pfns."""
-    save_bytes(path, dumps(snap, keep_pfns))
+def _u64(a: np.ndarray | None) -> np.ndarray | None:
+    return None if a is None else a.astype(np.uint64)
+
+
+def check_inside(vpn: np.ndarray, vmas: list[Vma]) -> None:
+    """ValueError unless every page lies inside one of the VMAs."""
+    if len(vpn) and not inside_vmas(vpn, vmas).all():
+        raise ValueError("pages lie outside every VMA")
+
+
+def save(snap: Snapshot, path: PathLike, keep_pfns: bool = False, force: bool = False) -> None:
+    """Write a new snapshot file atomically (0600); an existing regular file only with force.
+    PFNs only with keep_pfns."""
+    save_bytes(path, dumps(snap, keep_pfns), force=force)
 
 
 def load(path: PathLike) -> Snapshot:
-    return loads(load_bytes(path), str(path))
+    return loads(read_regular(path, what="pmaps snapshot"), str(path))
