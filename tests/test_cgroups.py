@@ -167,6 +167,34 @@ print("ready", flush=True); sys.stdin.read()
 
 
 @needs_memcg
+def test_explain_cgroup(run):
+    """pmaps explain --cgroup: memory.stat's anon and file of our own memcg are its charged pages."""
+    writer = r"""
+import mmap
+m = mmap.mmap(-1, 8 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+for i in range(0, 8 << 20, 4096):
+    m[i] = 1
+print("ready", flush=True)
+import sys; sys.stdin.read()
+"""
+    with memcgs() as (parent, base):
+        p = start_in(parent / "A", writer)
+        try:
+            for _ in range(5):
+                doc = json.loads(run("explain", "--cgroup", f"{base}/A", "--format", "json").out)
+                by = {n["name"]: n for n in doc["numbers"]}
+                anon = by.get("rss") or by.get("anon")
+                if anon and within(anon["pmaps"], anon["kernel"]) and anon["kernel"] >= 8 << 20:
+                    break
+            else:
+                pytest.fail(f"explain --cgroup: {by}")
+            assert doc["buckets"]["own_anon"] >= 8 << 20
+            assert run("explain", "--cgroup", "/no-such-cgroup-here").code == 3
+        finally:
+            close(p)
+
+
+@needs_memcg
 def test_process_ranges_carry_their_memcg(run):
     """pmaps PID --cgroup: the anonymous memory a process of our memcg wrote is charged there, range
     by range (text and JSON), and ranges break where the charge changes."""

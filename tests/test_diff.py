@@ -105,3 +105,24 @@ def test_sweep_matches_per_page_reference():
     want = {p for p in set(pa) | set(pb) if pa.get(p, (0, 0)) != pb.get(p, (0, 0))}
     got = {int(x >> 12) + i for v in d.vmas for x, n in zip(v.addr.tolist(), v.pages.tolist()) for i in range(n)}
     assert got == want
+
+
+def test_diff_takes_snapshots(run, tmp_path):
+    """Every file pmaps writes is a diff input: two `pmaps save` snapshots compare page-exactly."""
+    from pmaps.model import Sample
+    from pmaps.store import load
+
+    golden = str(Path(__file__).parent / "golden" / "layout.npz")
+    r = run("diff", golden, golden)
+    assert r.code == 0, r.err
+    assert "no page changed state" in r.out
+    snap = load(golden)
+    s = Sample.of_snapshot(snap)
+    assert int(s.count.sum()) == sum(len(p) for _, p in snap.chunks()) > 0
+
+
+def test_global_output_options_before_the_command(run):
+    golden = str(Path(__file__).parent / "golden" / "sysscan.npz")
+    a = run("-q", "top", "-n", "2", "--load-scan", golden)
+    b = run("top", "-q", "-n", "2", "--load-scan", golden)
+    assert a.code == b.code == 0 and a.out == b.out and a.err == b.err

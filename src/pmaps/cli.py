@@ -70,10 +70,19 @@ def build_parser(commands: list[Command] | None = None) -> argparse.ArgumentPars
     return parser
 
 
+GLOBAL_FLAGS = ("-q", "--quiet", "-k", "-m", "-g", "--bytes")  # flags every command takes the same way
+
+
 def _route(argv: list[str]) -> tuple[list[str], list[str] | None]:
     """(argv for argparse, command modules to load). `pmaps PID...` means `pmaps show ...`."""
     if not argv or argv[0] in ("-h", "--help", "--version"):
         return argv, None
+    # Output options before the command (`pmaps -q top`) belong to the command: move them after it.
+    lead = 0
+    while lead < len(argv) and argv[lead] in GLOBAL_FLAGS:
+        lead += 1
+    if lead and lead < len(argv) and argv[lead] in module_names():
+        return [argv[lead], *argv[:lead], *argv[lead + 1:]], [argv[lead]]
     if argv[0] in module_names():
         return argv, [argv[0]]
     return [DEFAULT, *argv], [DEFAULT]

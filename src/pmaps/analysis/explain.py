@@ -164,3 +164,57 @@ def explain_system(meminfo: dict[str, int], buckets: dict[str, int], pss_total: 
                            meminfo["AnonPages"] + meminfo["Mapped"], ("pss_all_processes", "pmaps_itself"),
                            pss_total + self_share))
     return rows
+
+
+# -- one memory cgroup -------------------------------------------------------------------------
+
+KINDS = ("anon", "file_active", "file_inactive", "shmem", "kernel")
+CGROUP_BUCKETS = tuple(f"{w}_{k}" for w in ("own", "below") for k in KINDS)
+
+
+def cgroup_buckets(chunks: Iterable[tuple[int, np.ndarray, np.ndarray]], own: int,
+                   below: set[int]) -> dict[str, int]:
+    """Bytes charged (kpagecgroup) to one memcg ("own_*") and to its descendants ("below_*"), by kind.
+    Kinds as `pmaps cgroups` classes pages: anon (ANON), shmem (SWAPBACKED, not ANON), file (page
+    cache: LRU or UPTODATE, not slab or page table) active or inactive, kernel (the rest)."""
+    out = dict.fromkeys(CGROUP_BUCKETS, 0)
+    kids = np.array(sorted(below), dtype=np.uint64)
+
+    def bit(f: np.ndarray, n: str) -> np.ndarray:
+        return ((f >> np.uint64(KPF[n])) & np.uint64(1)).astype(bool)
+
+    for _start, flags, cg in chunks:
+        f0 = flags[: len(cg)]
+        for who, sel in (("own", cg == np.uint64(own)), ("below", np.isin(cg, kids) if len(kids) else None)):
+            if sel is None or not sel.any():
+                continue
+            f = f0[sel]
+            anon, sb = bit(f, "anon"), bit(f, "swapbacked")
+            shmem = sb & ~anon
+            file = ~anon & ~sb & (bit(f, "lru") | bit(f, "uptodate")) & ~bit(f, "slab") & ~bit(f, "pgtable")
+            active = bit(f, "active")
+            for k, m in (("anon", anon), ("shmem", shmem), ("file_active", file & active),
+                         ("file_inactive", file & ~active), ("kernel", ~(anon | shmem | file))):
+                out[f"{who}_{k}"] += int(m.sum()) * PAGE_SIZE
+    return out
+
+
+def explain_cgroup(version: int, usage: int | None, inactive_file: int | None, own: dict[str, int | None],
+                   b: dict[str, int]) -> list[Number]:
+    """The cgroup's numbers against its charged pages: usage and working set are hierarchical (the
+    cgroup and everything below it), memory.stat's anon/file/shmem its own (total less children)."""
+    v1 = version == 1
+    everything = tuple(CGROUP_BUCKETS)
+    ws = tuple(x for x in everything if not x.endswith("file_inactive"))
+    return [
+        Number("usage_in_bytes" if v1 else "memory.current", "hierarchical; docker stats (cgroup v1) shows it",
+               usage, everything, sum(b[x] for x in everything)),
+        Number("working set", "usage - total inactive_file: cAdvisor, kubectl top, docker stats (v2)",
+               None if usage is None or inactive_file is None else usage - inactive_file, ws, sum(b[x] for x in ws)),
+        Number("rss" if v1 else "anon", "memory.stat, this cgroup alone", own.get("anon"), ("own_anon",),
+               b["own_anon"]),
+        Number("cache" if v1 else "file", "memory.stat, this cgroup alone (shmem included)", own.get("file"),
+               ("own_file_active", "own_file_inactive", "own_shmem"),
+               b["own_file_active"] + b["own_file_inactive"] + b["own_shmem"]),
+        Number("shmem", "memory.stat, this cgroup alone", own.get("shmem"), ("own_shmem",), b["own_shmem"]),
+    ]

@@ -436,8 +436,10 @@ def lookup_pages(pages: Pages, reader: PfnReader, idle: IdleBitmap | None = None
         pages.idle[pres] = idle.read_idle(pfn)
     if count is not None:
         kc = np.ones(len(pfn), dtype=U64)
-        kc[shared] = count
-        count = kc if observer is None else observer.subtract(pfn, kc)
+        # pmaps' own mappings only ever touch pages that are not exclusively the target's: the
+        # subtraction looks at those alone (a THP-heavy target has almost none).
+        kc[shared] = count if observer is None else observer.subtract(pfn[shared], count)
+        count = kc
     if allp:
         pages.kflags, pages.kcount = flags, count
         return

@@ -98,5 +98,9 @@ def resolve_sample(src: str, *, last: bool) -> Sample | None:
         files = sample_files(src)
         return load_sample(files[-1] if last else files[0])
     if os.path.lexists(src):  # the loader says what is wrong with a FIFO, a device, a looping symlink
+        if src.endswith(".npz"):  # a `pmaps save` snapshot: its pages become ranges
+            from ..store import load
+
+            return Sample.of_snapshot(load(src))
         return load_sample(src)
     return None

@@ -19,6 +19,9 @@ class Explain(Command):
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("pid", metavar="PID", nargs="?", help="the process (or --system)")
+        p.add_argument("--cgroup", metavar="PATH",
+                       help="a memory cgroup (as in /proc/PID/cgroup): usage, working set and memory.stat against "
+                            "the pages charged to it (kpagecgroup)")
         p.add_argument("--system", action="store_true",
                        help="the whole machine: /proc/meminfo against physical pages by kpageflags, and the "
                             "PSS of every process against AnonPages + Mapped")
@@ -41,8 +44,10 @@ class Explain(Command):
 
         if args.system:
             return self._system(args, out)
+        if args.cgroup:
+            return self._cgroup(args, out)
         if args.pid is None:
-            raise UsageError("give a PID, or --system")
+            raise UsageError("give a PID, --cgroup PATH or --system")
         pid = parse_pid(args.pid)
         if args.chart and not args.chart.lower().endswith(".png"):
             raise UsageError(f"--chart writes a PNG: the file name must end in .png ({args.chart!r})")
@@ -78,6 +83,33 @@ class Explain(Command):
 
             save_bytes(args.chart, chart_png(ex, f"pmaps explain {ex.pid} ({ex.comm})"), 0o600)
         del np
+        return 0
+
+    def _cgroup(self, args: argparse.Namespace, out: TextIO) -> int:
+        from ..analysis.cgroups import kernel_side
+        from ..analysis.explain import cgroup_buckets, explain_cgroup
+        from ..errors import NoSuchProcess, Unsupported
+        from ..kernel import cgroup as K
+        from ..kernel.kpage import iter_kpageflags_cgroup
+        from ..render import write
+        from ..render.explain import SystemExplainView
+
+        h = K.find_memory_hierarchy()
+        if h is None:
+            raise Unsupported("no memory cgroup controller here (neither v1 'memory' nor v2 with memory)")
+        path = "/" + args.cgroup.strip("/")
+        names = K.memcg_dirs(h)
+        inode = next((i for i, p in names.items() if p == path), None)
+        if inode is None:
+            raise NoSuchProcess(f"no such memory cgroup: {args.cgroup}")
+        below = {i for i, p in names.items() if p.startswith(path.rstrip("/") + "/")}
+        b = cgroup_buckets(iter_kpageflags_cgroup(), inode, below)
+        stats = {p: K.read_memory_stat(h, p) for p in names.values()}
+        st = stats.get(path) or {}
+        inactive = st.get("total_inactive_file" if h.version == 1 else "inactive_file")
+        rows = explain_cgroup(h.version, K.read_usage(h, path), inactive, kernel_side(path, stats, h.version), b)
+        write(SystemExplainView(rows, b, 0, schema="pmaps-explain-cgroup/1", title=f"memory cgroup {path}"), out,
+              args.format, args.unit)
         return 0
 
     def _system(self, args: argparse.Namespace, out: TextIO) -> int:

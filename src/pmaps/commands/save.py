@@ -27,6 +27,7 @@ class Save(Command):
         p.add_argument("--pfn", action="store_true", help="keep PFNs in the file (sensitive: off by default)")
         p.add_argument("--no-scan", action="store_true", help="use the pagemap fallback instead of PAGEMAP_SCAN")
         add_force_option(p)
+        p.add_argument("-q", "--quiet", action="store_true", help="no line on stderr about what was saved")
 
     def run(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         pid = parse_pid(args.pid)
@@ -35,6 +36,7 @@ class Save(Command):
         with Process(pid, Options(scan=False if args.no_scan else None)) as proc:
             snap = proc.snapshot()
         save(snap, args.output, keep_pfns=args.pfn, force=args.force)
-        err.write(f"pmaps: saved {len(snap.pages)} pages of {len(snap.vmas)} VMAs of {pid} ({snap.comm}) to "
-                  f"{args.output}\n")
+        if not args.quiet:
+            err.write(f"pmaps: saved {len(snap.pages)} pages of {len(snap.vmas)} VMAs of {pid} ({snap.comm}) to "
+                      f"{args.output}\n")
         return 0

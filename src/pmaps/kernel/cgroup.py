@@ -77,3 +77,14 @@ def read_memory_stat(h: MemHierarchy, path: str) -> dict[str, int] | None:
             return decode_memory_stat(f.read())
     except OSError:
         return None
+
+
+def read_usage(h: MemHierarchy, path: str) -> int | None:
+    """The cgroup's memory usage in bytes: v1 memory.usage_in_bytes (hierarchical, and approximate:
+    per-CPU charge caches), v2 memory.current; None when gone or unreadable."""
+    name = "memory.usage_in_bytes" if h.version == 1 else "memory.current"
+    try:
+        with open(os.path.join(h.root, path.lstrip("/"), name), "rb") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None

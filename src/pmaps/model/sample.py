@@ -6,6 +6,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..kernel.maps import Vma
+from .ranges import ranges_of
+from .snapshot import Snapshot
 from .state import U64, Known
 
 
@@ -37,3 +39,19 @@ class Sample:
 
     def vma_starts(self) -> np.ndarray:
         return np.array([v.start for v in self.vmas], dtype=U64)
+
+    @classmethod
+    def of_snapshot(cls, snap: Snapshot) -> Sample:
+        """A snapshot's pages as ranges (full state word, swapped pages included), as take_sample makes."""
+        parts = [(i, ranges_of(p, snap.known, full=True, with_pfn=False, swap=True)) for i, p in snap.chunks()]
+        parts = [(i, r) for i, r in parts if len(r)]
+        if not parts:
+            z = np.zeros(0, dtype=np.int64)
+            return cls(snap.pid, snap.comm, snap.vmas, snap.known, z.astype(np.int32), z.astype(U64), z,
+                       z.astype(U64), z, None, snap.time)
+        return cls(snap.pid, snap.comm, snap.vmas, snap.known,
+                   np.concatenate([np.full(len(r), i, dtype=np.int32) for i, r in parts]),
+                   np.concatenate([r.vpn for _, r in parts]).astype(U64),
+                   np.concatenate([r.count for _, r in parts]).astype(np.int64),
+                   np.concatenate([r.state for _, r in parts]).astype(U64),
+                   np.concatenate([r.mapcount for _, r in parts]).astype(np.int64), None, snap.time)

@@ -7,7 +7,7 @@ from typing import Any, TextIO
 
 from ..analysis.explain import BUCKETS, Explanation, Number
 from .output import View
-from .table import write_table
+from .table import printable, write_table
 from .units import fmt_bytes, unit_header
 
 SCHEMA = "pmaps-explain/1"
@@ -100,6 +100,7 @@ class SystemExplainView(View):
     buckets: dict[str, int]
     pmaps_private: int
     schema: str = "pmaps-explain-system/1"
+    title: str = "the machine"
     json_indent: int | None = 1
 
     def document(self) -> dict[str, Any]:
@@ -117,10 +118,17 @@ class SystemExplainView(View):
 
     def text(self, out: TextIO, unit: str) -> None:
         h = unit_header(unit)
+        out.write(f"pmaps explain: {printable(self.title)}\n")
         rows = [[n.name, fmt_bytes(n.kernel, unit), fmt_bytes(n.pmaps, unit),
-                 fmt_bytes(n.difference, unit) if n.difference is not None else "?", n.source] for n in self.numbers]
+                 fmt_bytes(n.difference, unit) if n.difference is not None else "?",
+                 n.source if self.schema.endswith("system/1") else " + ".join(n.buckets)] for n in self.numbers]
         write_table(out, ["NUMBER", "KERNEL" + h, "PMAPS" + h, "DIFF" + h, "WHAT PMAPS COUNTED"], rows, left=1,
                     lefts=[True, False, False, False, True])
+        if not self.schema.endswith("system/1"):
+            out.write("BUCKETS" + h + "  " + "  ".join(f"{k} {fmt_bytes(v, unit)}" for k, v in self.buckets.items())
+                      + "\n# pages charged to the cgroup (own) and to the cgroups below it, by kpagecgroup; the "
+                      "kernel's counters also hold per-CPU charge caches and swap cache\n")
+            return
         out.write("# The counters are read in an instant, the page flags over about a second: pages that change "
                   "meanwhile, per-CPU free lists (MemFree) and\n# THP accounting make the differences; pmaps' own "
                   f"process holds {fmt_bytes(self.pmaps_private, unit)} of private pages during the read.\n")
