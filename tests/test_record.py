@@ -1,6 +1,7 @@
 """pmaps record: the recording format round trip, SIGKILL safety, target exit, file modes."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import stat
@@ -111,3 +112,24 @@ def test_truncated_sample_is_bad_snapshot(tmp_path):
     p.write_bytes(b"PAR1" + b"\0" * 50)
     with pytest.raises(BadSnapshot):
         load_sample(p)
+
+
+def test_cpu_budget_stretches_the_interval():
+    """budget_interval: a sample of 0.2 s under a 10% budget is taken at most every 2 s."""
+    from pmaps.commands import budget_interval
+
+    assert budget_interval(0.5, 0.2, 10) == pytest.approx(2.0)
+    assert budget_interval(5.0, 0.2, 10) == 5.0 and budget_interval(0.5, 0.2, None) == 0.5
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (kpageflags)")
+def test_record_under_a_tiny_budget(run, tmp_path):
+    """--max-cpu 1: samples are spaced by their cost x 100, far beyond the 10 ms interval."""
+    with MemChild(["a:anon:64M"]) as mc:
+        r = run("record", str(mc.pid), "-o", str(tmp_path / "rec"), "--interval", "0.01", "--count", "3",
+                "--max-cpu", "1", "-q")
+        assert r.code == 0, r.err
+        m = json.loads((tmp_path / "rec" / "manifest.json").read_text())
+        t = [s["time"] for s in m["samples"]]
+        cost = min(s["ms"] for s in m["samples"]) / 1000
+        assert len(t) == 3 and min(b - a for a, b in zip(t, t[1:])) >= 0.9 * cost * 100

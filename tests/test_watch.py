@@ -99,3 +99,11 @@ def test_live_view_in_tmux(tmux):
         _screen(tmux, "paused")
         subprocess.run([*tmux, "send-keys", "-t", "w", "q"], check=True)
         screen = _screen(tmux, "WATCH-EXIT=0")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (kpageflags)")
+def test_watch_cpu_budget_says_so(run):
+    with MemChild(["a:anon:16M"]) as mc:
+        r = run("watch", str(mc.pid), "--once", "--max-cpu", "0.1")
+        assert r.code == 0, r.err
+        assert "! CPU budget 0.1% of a core: every" in r.out

@@ -68,3 +68,24 @@ def add_output_options(p: argparse.ArgumentParser, formats: tuple[str, ...] = FO
         g.add_argument("-g", dest="unit", action="store_const", const="g", help="sizes in GiB")
         g.add_argument("--bytes", dest="unit", action="store_const", const="bytes", help="sizes in bytes")
     p.add_argument("-q", "--quiet", action="store_true", help="no notes on stderr about what cannot be known")
+
+
+def percent(text: str) -> float:
+    """argparse type: a CPU share in percent of one core, above 0 and at most 100."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(v) and 0 < v <= 100):
+        raise argparse.ArgumentTypeError(f"must be a percentage above 0 and at most 100: {text!r}")
+    return v
+
+
+def add_cpu_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-cpu", type=percent, metavar="PCT",
+                   help="CPU budget in percent of one core: when samples cost more, the interval stretches")
+
+
+def budget_interval(interval: float, cost: float, max_cpu: float | None) -> float:
+    """The interval that keeps a sample of `cost` seconds within `max_cpu` percent of one core."""
+    return interval if not max_cpu else max(interval, cost * 100.0 / max_cpu)

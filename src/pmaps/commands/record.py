@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, TextIO
 from ..collector import FIELDS, Options, Process, take_sample
 from ..errors import BadSnapshot, NoSuchProcess, PidReused, UsageError, ZombieProcess
 from ..store.recording import Recorder
-from . import Command, positive, seconds
+from . import Command, add_cpu_option, budget_interval, positive, seconds
 from ._common import parse_pid
 
 if TYPE_CHECKING:
@@ -46,6 +46,7 @@ class Record(Command):
                        "pyarrow.fs URL; docs/dataset.md)")
         p.add_argument("--batch", type=positive, default=1, metavar="N", help="with --dataset: N samples per file")
         p.add_argument("--interval", type=seconds, default=1.0, metavar="S", help="seconds between samples (default 1)")
+        add_cpu_option(p)
         g = p.add_mutually_exclusive_group()
         g.add_argument("--count", type=positive, metavar="N", help="stop after N samples")
         g.add_argument("--duration", type=seconds, metavar="T", help="stop after T seconds")
@@ -89,7 +90,7 @@ class Record(Command):
 
     def _loop(self, proc: Process, rec: Recorder | DatasetRecorder, args: argparse.Namespace,
               err: TextIO) -> tuple[str, str]:
-        t0 = time.monotonic()
+        t0 = start = time.monotonic()
         seq = 0
         while True:
             try:
@@ -110,6 +111,13 @@ class Record(Command):
             seq += 1
             if args.count is not None and seq >= args.count:
                 return "count", ""
+            need = budget_interval(args.interval, s.cost, args.max_cpu)
+            if need > args.interval:  # over the CPU budget: wait out the sample's share, re-anchor the ticks
+                if args.duration is not None and time.monotonic() + need - s.cost - start > args.duration:
+                    return "duration", ""
+                time.sleep(max(0.0, need - s.cost))
+                t0 = time.monotonic() - seq * args.interval
+                continue
             # Ticks are anchored at the start: a slow sample delays the next, never piles them up.
             nxt = t0 + seq * args.interval
             now = time.monotonic()

@@ -13,7 +13,7 @@ from typing import Any, TextIO
 from ..collector import FIELDS, Options, Process, take_sample
 from ..errors import NoSuchProcess, ZombieProcess
 from ..model import Sample
-from . import Command, add_output_options, positive, seconds
+from . import Command, add_cpu_option, add_output_options, budget_interval, positive, seconds
 from ._common import parse_pid
 
 SLOWDOWN = 1.5  # when a sample outlasts the interval, the next interval is this times the sample
@@ -34,6 +34,7 @@ class Watch(Command):
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("pid", metavar="PID")
         p.add_argument("--interval", type=seconds, default=1.0, metavar="S", help="seconds between samples (default 1)")
+        add_cpu_option(p)
         p.add_argument("--fields", choices=FIELDS, default="full",
                        help="full: pagemap+kpageflags+kpagecount; flags: no kpagecount; pagemap: pagemap only "
                             "(much cheaper; no dirty/THP)")
@@ -92,6 +93,10 @@ class WatchLoop:
                                f"slowed down to every {self.interval:g}s")
         elif self.interval > self.args.interval and cur.cost * SLOWDOWN * 2 < self.interval:
             self.interval = max(self.args.interval, round(cur.cost * SLOWDOWN, 2))
+        need = budget_interval(self.args.interval, cur.cost, self.args.max_cpu)
+        if need > self.interval:
+            self.interval = round(need, 2)
+            self.status.append(f"CPU budget {self.args.max_cpu:g}% of a core: every {self.interval:g}s")
         now_cpu, now_wall = time.process_time(), time.monotonic()
         pct = 100.0 * (now_cpu - self.cpu_mark) / max(now_wall - self.wall_mark, 1e-6)
         self.cpu_mark, self.wall_mark = now_cpu, now_wall
