@@ -90,6 +90,7 @@ def test_identity_and_figures_match_the_kernel(fleet):
         assert by_start[start]["rss"] == smaps[pid][start], name
     t = by_start[f"{regions['t']['start']:x}"]
     assert t["thp"] in (0, 4 << 20) and t["uss"] == 4 << 20
+    assert t["anon_thp"] == t["thp"]  # PMD-mapped THP: AnonHugePages from the samples' PMD state bit
     # Build-ids agree with readelf where the kernel's file has one.
     exe = [r for r in rows if r["path"] == r0["exe"]][0]
     if shutil.which("readelf"):

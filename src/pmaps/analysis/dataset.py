@@ -13,10 +13,10 @@ from .footprint import Facts, figures, finish
 from .system import mapping_name, mm_reps, page_figures
 
 VERSION = 1
-# Byte figures per VMA (the engine's rules on ranges; PMD mappings are not in samples, so `thp`
-# counts anonymous pages of transparent huge pages by kpageflags instead of AnonHugePages).
+# Byte figures per VMA (the engine's rules on ranges): `thp` counts anonymous pages of transparent
+# huge folios by kpageflags, `anon_thp` smaps' AnonHugePages (PMD-mapped, from the samples' state).
 FIGURES = ("rss", "pss", "uss", "shared", "swap", "swap_pss", "dirty", "referenced", "ksm", "zero_page", "hugetlb",
-           "thp")
+           "thp", "anon_thp")
 
 
 @dataclass(frozen=True)

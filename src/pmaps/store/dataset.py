@@ -30,7 +30,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("perms", "string"), ("file_offset", "int64"), ("path", "string"), ("mapping", "string"), ("build_id", "string"),
     ("rss", "int64"), ("pss", "int64"), ("uss", "int64"), ("shared", "int64"), ("swap", "int64"),
     ("swap_pss", "int64"), ("dirty", "int64"), ("referenced", "int64"), ("ksm", "int64"), ("zero_page", "int64"),
-    ("hugetlb", "int64"), ("thp", "int64"),
+    ("hugetlb", "int64"), ("thp", "int64"), ("anon_thp", "int64"),
 )
 TIMES = {name for name, t in COLUMNS if t == "timestamp"}
 PART_RE = re.compile(r"^part-[0-9-]+\.parquet$")
