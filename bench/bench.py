@@ -317,12 +317,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1,4,8", help="GiB sizes of the mixed targets (default 1,4,8)")
     ap.add_argument("--runs", type=int, default=5, help="timed runs per command, after one warm-up")
-    ap.add_argument("--targets", default="mixed,thp8,reserve", help="which of mixed,thp8,reserve to build")
+    ap.add_argument("--targets", default="mixed,thp8,reserve,vmas",
+                    help="which of mixed,thp8,reserve,vmas (65,532 VMAs) to build")
     ap.add_argument("--pmaps", default=None, metavar="CMD", help="command prefix or {pid}/{args} template")
     args = ap.parse_args(argv)
     args.sizes = [float(s) for s in args.sizes.split(",") if s]
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    unknown = set(args.targets) - {"mixed", "thp8", "reserve"}
+    unknown = set(args.targets) - {"mixed", "thp8", "reserve", "vmas"}
     if unknown:
         ap.error(f"unknown targets: {', '.join(sorted(unknown))}")
     if args.runs < 1:
@@ -384,7 +385,63 @@ def main(argv: list[str] | None = None) -> int:
     if reserve_scan_us is not None:
         print(f"- measured directly: PAGEMAP_SCAN over the 64 TiB reservation takes {reserve_scan_us:.0f} us "
               "(median of 200, in-process), and pagemap is not read for it at all")
+    if "vmas" in args.targets:
+        failed |= many_vmas(prefix, args.runs, env)
+    startup(prefix, args.runs, env)
     return 1 if failed else 0
+
+
+MANY_VMAS = r"""
+import ctypes, sys
+libc = ctypes.CDLL(None)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+n = int(sys.argv[1])
+a = libc.mmap(None, n * 16384, 3, 0x22, -1, 0)
+for i in range(0, n * 16384, 4096):
+    ctypes.c_char.from_address(a + i).value = b"x"
+for i in range(n):
+    libc.mprotect(a + i * 16384, 8192, 1)  # every other 8 KiB read-only: two VMAs per 16 KiB
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def many_vmas(prefix: list[str], runs: int, env: dict[str, str], pairs: int = 32_700) -> bool:
+    """pmaps on a process of about 65,500 small VMAs (the per-VMA cost), against cat smaps."""
+    p = subprocess.Popen([sys.executable, "-c", MANY_VMAS, str(pairs)], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    failed = False
+    try:
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        nvmas = sum(1 for _ in open(f"/proc/{p.pid}/maps"))
+        print(f"\n## {nvmas:,} VMAs (median of {runs} runs)\n")
+        print("| command | median s | peak RSS MB | ratio to cat smaps |")
+        print("|---|---:|---:|---:|")
+        cmds = [("cat smaps", ["cat", f"/proc/{p.pid}/smaps"]), ("pmaps", [*prefix, str(p.pid)]),
+                ("pmaps --format json", [*prefix, "--format", "json", str(p.pid)]),
+                ("pmaps --summary", [*prefix, "--summary", str(p.pid)])]
+        base = None
+        for label, argv in cmds:
+            t = measure(Command(label, argv, ""), runs, env)
+            failed |= bool(t.error)
+            base = base or t.median
+            print(f"| {label} | {t.median:.3f} | {t.maxrss_kb / 1024:.1f} | {t.median / base:.2f} |")
+    finally:
+        p.kill()
+        p.wait()
+    return failed
+
+
+def startup(prefix: list[str], runs: int, env: dict[str, str]) -> None:
+    """Start-up alone: the interpreter, and pmaps printing its version."""
+    bare = measure(Command("python -c pass", [sys.executable, "-c", "pass"], ""), runs, env).median
+    ver = measure(Command("pmaps --version", [*prefix, "--version"], ""), runs, env).median
+    legend = measure(Command("pmaps --legend", [*prefix, "--legend"], ""), runs, env).median
+    print(f"\n## Start-up alone (median of {runs})\n")
+    print(f"- python -c pass: {bare * 1000:.0f} ms; pmaps --version: {ver * 1000:.0f} ms; "
+          f"pmaps --legend (imports the show command, numpy): {legend * 1000:.0f} ms")
 
 
 def reservation_scan_cost(mc: Any, runs: int = 200) -> float | None:
