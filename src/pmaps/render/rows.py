@@ -65,7 +65,7 @@ class RowsView(View):
 
 def cell(v: object, c: Col, unit: str) -> str:
     if c.size:
-        return fmt_bytes(v, unit)  # type: ignore[arg-type]
+        return fmt_bytes(v, unit)
     if v is None:
         return "?" if not c.left else ""
     return str(v)

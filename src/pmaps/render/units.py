@@ -1,9 +1,13 @@
 """One family of number formatters for every human-facing output."""
 from __future__ import annotations
 
+import functools
+
 UNITS = {"human": 0, "bytes": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
 
+# Cached: a table of 65,000 VMAs formats half a million cells, most of them the same few sizes.
+@functools.lru_cache(maxsize=8192)
 def fmt_bytes(n: int | None, unit: str = "human") -> str:
     """Bytes as text: '?' unknown; human ('1.5G', '12K', '0'); KiB as a whole number (pages are
     whole KiB); MiB and GiB with one decimal, and never rounded to zero: 48 MiB in GiB is 0.047."""
