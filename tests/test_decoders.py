@@ -159,8 +159,8 @@ def test_rfc_flags_young_from_idle():
 
 
 def test_locate_bisects_range_counts():
-    """kernel.cachestat.locate finds the pages a range count sees, with few calls."""
-    from pmaps.kernel.cachestat import locate
+    """kernel.shmem.locate finds the pages a range count sees, with few calls."""
+    from pmaps.kernel.shmem import locate
 
     truth = np.zeros(1000, dtype=bool)
     truth[[3, 4, 5, 500, 999]] = True

@@ -174,27 +174,20 @@ CGROUP_BUCKETS = tuple(f"{w}_{k}" for w in ("own", "below") for k in KINDS)
 
 def cgroup_buckets(chunks: Iterable[tuple[int, np.ndarray, np.ndarray]], own: int,
                    below: set[int]) -> dict[str, int]:
-    """Bytes charged (kpagecgroup) to one memcg ("own_*") and to its descendants ("below_*"), by kind.
-    Kinds as `pmaps cgroups` classes pages: anon (ANON), shmem (SWAPBACKED, not ANON), file (page
-    cache: LRU or UPTODATE, not slab or page table) active or inactive, kernel (the rest)."""
+    """Bytes charged (kpagecgroup) to one memcg ("own_*") and to its descendants ("below_*"), by kind,
+    classed as `pmaps cgroups` classes them (analysis.cgroups.classify); file pages split by ACTIVE."""
+    from .cgroups import classify
+
     out = dict.fromkeys(CGROUP_BUCKETS, 0)
     kids = np.array(sorted(below), dtype=np.uint64)
-
-    def bit(f: np.ndarray, n: str) -> np.ndarray:
-        return ((f >> np.uint64(KPF[n])) & np.uint64(1)).astype(bool)
-
     for _start, flags, cg in chunks:
         f0 = flags[: len(cg)]
         for who, sel in (("own", cg == np.uint64(own)), ("below", np.isin(cg, kids) if len(kids) else None)):
             if sel is None or not sel.any():
                 continue
-            f = f0[sel]
-            anon, sb = bit(f, "anon"), bit(f, "swapbacked")
-            shmem = sb & ~anon
-            file = ~anon & ~sb & (bit(f, "lru") | bit(f, "uptodate")) & ~bit(f, "slab") & ~bit(f, "pgtable")
-            active = bit(f, "active")
-            for k, m in (("anon", anon), ("shmem", shmem), ("file_active", file & active),
-                         ("file_inactive", file & ~active), ("kernel", ~(anon | shmem | file))):
+            c = classify(f0[sel])
+            for k, m in (("anon", c["anon"]), ("shmem", c["shmem"]), ("file_active", c["file"] & c["active"]),
+                         ("file_inactive", c["file"] & ~c["active"]), ("kernel", c["kernel"])):
                 out[f"{who}_{k}"] += int(m.sum()) * PAGE_SIZE
     return out
 

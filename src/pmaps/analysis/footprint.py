@@ -58,10 +58,12 @@ class Facts:
     shmem_swap: np.ndarray | None = None  # bool: swapped shmem found through its file (no pte)
 
     @classmethod
-    def of_pages(cls, pages: Pages, known: Known, swap_share: np.ndarray | None = None) -> Facts:
+    def of_pages(cls, pages: Pages, known: Known, swap_share: np.ndarray | None = None,
+                 pmd: np.ndarray | None = None) -> Facts:
+        """pmd: PMD mappings when the caller knows them better (a scan's per-process layout test)."""
         shm = (pages.cat & CAT_SHMEM_SWAP) != 0
-        return cls(pages.state(known), pages.mapcount(known), known, None, pages.pmd_mapped(known), swap_share,
-                   shm if shm.any() else None)
+        return cls(pages.state(known), pages.mapcount(known), known, None,
+                   pages.pmd_mapped(known) if pmd is None else pmd, swap_share, shm if shm.any() else None)
 
     @classmethod
     def of_sample(cls, s: Sample) -> Facts:

@@ -20,7 +20,6 @@ import numpy as np
 from ..kernel import pagemap as pmb
 from ..kernel.kpage import KPF
 from ..kernel.maps import Vma
-from ..kernel.pagemap import CAT_SHMEM_SWAP
 from ..model import Known, Pages, SystemScan
 from .footprint import Facts, Figures, Prefix, figures, finish
 
@@ -99,9 +98,7 @@ def page_figures(scan: SystemScan, reps: np.ndarray, keys: tuple[str, ...] = FIG
     pages, known = scan.pages, scan.known
     share = _swap_share(scan, reps)
     pmd = _pmd(pages, known, scan)
-    shm = (pages.cat & CAT_SHMEM_SWAP) != 0
-    figs = figures(Facts(pages.state(known), pages.mapcount(known), known, None, pmd, share,
-                         shm if shm.any() else None), keys)
+    figs = figures(Facts.of_pages(pages, known, share, pmd), keys)
     figs.cols.update(more or {})
     edges = [np.array([0, len(pages)], dtype=np.int64)]
     for p in scan.procs:

@@ -12,13 +12,14 @@ keeps the raw kernel view. docs/footprints.md explains it.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import numpy as np
 
 from ..errors import PmapsError
 from ..kernel import pagemap as pmb
 from ..kernel import procfs
-from ..kernel.maps import PAGE_SHIFT, read_maps
+from ..kernel.maps import PAGE_SHIFT, Vma, read_maps
 
 U64 = np.uint64
 
@@ -33,22 +34,10 @@ class Observer:
     @classmethod
     def read(cls) -> Observer | None:
         """This process's file-backed present pages; None when PFNs cannot be read (not root)."""
-        pid = os.getpid()
-        try:
-            vmas = [v for v in read_maps(pid) if v.inode and not v.path.startswith("[")]
-            fd = procfs.open_pagemap(pid)
-        except PmapsError:
+        pm = _own_entries(lambda v: bool(v.inode) and not v.path.startswith("["))
+        if pm is None:
             return None
-        try:
-            starts = np.array([v.start >> PAGE_SHIFT for v in vmas], dtype=U64)
-            ends = np.array([v.end >> PAGE_SHIFT for v in vmas], dtype=U64)
-            pm = pmb.read_runs(fd, pid, starts, ends)
-        except PmapsError:
-            return None
-        finally:
-            procfs.close(fd)
-        pres = pmb.present(pm)
-        pfn = pm[pres] & pmb.PM_PFN_MASK
+        pfn = pm[pmb.present(pm)] & pmb.PM_PFN_MASK
         if len(pfn) and not pfn.any():
             return None  # PFNs hidden (no CAP_SYS_ADMIN): nothing can be matched
         uniq, times = np.unique(pfn, return_counts=True)
@@ -58,20 +47,9 @@ class Observer:
     def private_pfns() -> np.ndarray:
         """Sorted PFNs of the pages this process alone maps (pagemap's exclusive bit): its own memory,
         which `phys` leaves out. Empty when PFNs cannot be read."""
-        pid = os.getpid()
-        try:
-            vmas = read_maps(pid)
-            fd = procfs.open_pagemap(pid)
-        except PmapsError:
+        pm = _own_entries(lambda v: v.end <= pmb.TASK_SIZE_MAX)
+        if pm is None:
             return np.zeros(0, dtype=U64)
-        try:
-            starts = np.array([v.start >> PAGE_SHIFT for v in vmas if v.end <= pmb.TASK_SIZE_MAX], dtype=U64)
-            ends = np.array([v.end >> PAGE_SHIFT for v in vmas if v.end <= pmb.TASK_SIZE_MAX], dtype=U64)
-            pm = pmb.read_runs(fd, pid, starts, ends)
-        except PmapsError:
-            return np.zeros(0, dtype=U64)
-        finally:
-            procfs.close(fd)
         mine = pmb.present(pm) & ((pmb.top_byte(pm) & pmb.TOP_EXCLUSIVE) != 0)
         return np.unique(pm[mine] & pmb.PM_PFN_MASK)
 
@@ -102,3 +80,21 @@ class Observer:
     def stable(self, other: Observer | None) -> bool:
         """Whether the set read again later is the same (it was mapped during all the lookups)."""
         return other is not None and np.array_equal(self.pfns, other.pfns) and np.array_equal(self.times, other.times)
+
+
+def _own_entries(keep: Callable[[Vma], bool]) -> np.ndarray | None:
+    """Pagemap entries of this process's own VMAs that `keep` selects; None when unreadable."""
+    pid = os.getpid()
+    try:
+        vmas = [v for v in read_maps(pid) if keep(v)]
+        fd = procfs.open_pagemap(pid)
+    except PmapsError:
+        return None
+    try:
+        starts = np.array([v.start >> PAGE_SHIFT for v in vmas], dtype=U64)
+        ends = np.array([v.end >> PAGE_SHIFT for v in vmas], dtype=U64)
+        return pmb.read_runs(fd, pid, starts, ends)
+    except PmapsError:
+        return None
+    finally:
+        procfs.close(fd)

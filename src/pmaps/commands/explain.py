@@ -29,8 +29,6 @@ class Explain(Command):
         add_output_options(p)
 
     def run(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-        import numpy as np
-
         from ..analysis.explain import explain
         from ..analysis.footprint import Facts, figures, finish
         from ..collector import Options, Process
@@ -82,7 +80,6 @@ class Explain(Command):
             from ..store import save_bytes
 
             save_bytes(args.chart, chart_png(ex, f"pmaps explain {ex.pid} ({ex.comm})"), 0o600)
-        del np
         return 0
 
     def _cgroup(self, args: argparse.Namespace, out: TextIO) -> int:

@@ -5,24 +5,24 @@ in Swap through the shmem mapping (fs/proc/task_mmu.c smap_gather_stats -> shmem
 the shmem pte-hole walk, 6.x): every file index whose xarray entry is a swap entry, including pages
 still in the swap cache after MADV_PAGEOUT. The file is reachable as /proc/PID/map_files/START-END
 (root: CAP_SYS_ADMIN, Documentation/filesystems/proc.rst). cachestat(2) on it counts exactly those
-entries as nr_evicted (mm/filemap.c filemap_cachestat, Linux 6.5+), and a bisection over the VMA's
+entries as evicted (mm/filemap.c filemap_cachestat, Linux 6.5+), and a bisection over the VMA's
 range finds where they are. Without cachestat: SEEK_DATA/SEEK_HOLE (the file holds the page) and
 mincore(2) (in memory) approximate it, missing swapped pages still in the swap cache. Nothing here
-faults a page in.
+faults a page in. cachestat and mincore are pagecache's (the one reader of both).
 """
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import mmap
 import os
+from collections.abc import Callable
 
 import numpy as np
 
 from ..numeric import PAGE_SHIFT, PAGE_SIZE
 from . import procfs
-from .cachestat import cachestat, locate
+from .pagecache import Cachestat, mincore_map
 
 TMPFS_MAGIC = 0x01021994  # include/uapi/linux/magic.h; shmem and tmpfs share it
 
@@ -32,16 +32,7 @@ class _Statfs(ctypes.Structure):
     _fields_ = [("f_type", ctypes.c_long), ("rest", ctypes.c_byte * 112)]
 
 
-_libc: ctypes.CDLL | None = None
-
-
-def _c() -> ctypes.CDLL:
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        _libc.fstatfs.argtypes = [ctypes.c_int, ctypes.POINTER(_Statfs)]
-        _libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
-    return _libc
+_fstatfs: Callable[..., int] | None = None
 
 
 def open_mapped(pid: int, start: int, end: int) -> int | None:
@@ -54,8 +45,31 @@ def open_mapped(pid: int, start: int, end: int) -> int | None:
 
 
 def is_shmem(fd: int) -> bool:
+    global _fstatfs
+    if _fstatfs is None:
+        f = ctypes.CDLL(None, use_errno=True).fstatfs
+        f.argtypes = [ctypes.c_int, ctypes.POINTER(_Statfs)]
+        _fstatfs = f
     st = _Statfs()
-    return _c().fstatfs(fd, ctypes.byref(st)) == 0 and (st.f_type & 0xFFFFFFFF) == TMPFS_MAGIC
+    return _fstatfs(fd, ctypes.byref(st)) == 0 and (st.f_type & 0xFFFFFFFF) == TMPFS_MAGIC
+
+
+def locate(count: Callable[[int, int], int], first: int, n: int) -> np.ndarray:
+    """Bool per page of [first, first + n): where `count(lo, length)` (a range count, e.g. evicted
+    pages) is non-zero, found by bisection: O(runs x log n) calls, not one per page. Pure."""
+    out = np.zeros(n, dtype=bool)
+    todo = [(first, n, count(first, n))]
+    while todo:
+        lo, ln, c = todo.pop()
+        if c <= 0:
+            continue
+        if c >= ln:
+            out[lo - first:lo - first + ln] = True
+            continue
+        half = ln // 2
+        todo.append((lo, half, count(lo, half)))
+        todo.append((lo + half, ln - half, c - todo[-1][2]))
+    return out
 
 
 def data_pages(fd: int, first: int, n: int) -> np.ndarray:
@@ -82,17 +96,9 @@ def incore_pages(fd: int, first: int, n: int) -> np.ndarray:
     size = os.fstat(fd).st_size
     n_in = max(0, min(n, ((size + PAGE_SIZE - 1) >> PAGE_SHIFT) - first))
     out = np.zeros(n, dtype=bool)
-    if n_in <= 0:
-        return out
-    vec = np.zeros(n_in, dtype=np.uint8)
-    with mmap.mmap(fd, n_in << PAGE_SHIFT, mmap.MAP_SHARED, mmap.PROT_READ, offset=first << PAGE_SHIFT) as mm:
-        view = np.frombuffer(mm, dtype=np.uint8)  # a read-only buffer still gives the address
-        rc = _c().mincore(ctypes.c_void_p(view.ctypes.data), n_in << PAGE_SHIFT, ctypes.c_void_p(vec.ctypes.data))
-        del view  # the buffer export must end before the mapping closes
-        if rc != 0:
-            e = ctypes.get_errno()
-            raise OSError(e, os.strerror(e))
-    out[:n_in] = (vec & 1).astype(bool)
+    if n_in > 0:
+        with mmap.mmap(fd, n_in << PAGE_SHIFT, mmap.MAP_SHARED, mmap.PROT_READ, offset=first << PAGE_SHIFT) as mm:
+            out[mincore_map(mm, n_in << PAGE_SHIFT).astype(np.int64)] = True
     return out
 
 
@@ -111,9 +117,9 @@ def swapped_pages(pid: int, start: int, end: int, pgoff: int) -> np.ndarray | No
         if not is_shmem(fd):
             return None
         n = (end - start) >> PAGE_SHIFT
+        stat = Cachestat()
         try:
-            fd_ = fd  # bound for the closure (mypy: fd is narrowed to int above)
-            return locate(lambda lo, ln: cachestat(fd_, lo, ln).nr_evicted, pgoff, n)
+            return locate(lambda lo, ln: stat(fd, lo << PAGE_SHIFT, ln << PAGE_SHIFT).evicted or 0, pgoff, n)
         except OSError as err:
             if err.errno != errno.ENOSYS:
                 raise

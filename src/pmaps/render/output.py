@@ -34,15 +34,15 @@ class View(abc.ABC):
 
     def document(self) -> dict[str, Any]:
         """The whole JSON document."""
-        raise NotImplementedError(f"{type(self).__name__} has no JSON form")
+        raise _no_form(self, "json")
 
     def records(self) -> Iterable[dict[str, Any]]:
         """One JSON object per NDJSON line."""
-        raise NotImplementedError(f"{type(self).__name__} has no NDJSON form")
+        raise _no_form(self, "ndjson")
 
     def table(self) -> tuple[Sequence[str], Iterable[Sequence[object]]]:
         """(header, rows) of the CSV form."""
-        raise NotImplementedError(f"{type(self).__name__} has no CSV form")
+        raise _no_form(self, "csv")
 
     def write_to(self, out: TextIO, fmt: str, unit: str) -> None:
         """The dispatch (a streaming view overrides it to write as it reads)."""
@@ -60,10 +60,15 @@ class View(abc.ABC):
             raise ValueError(f"unknown format {fmt!r}")
 
 
+def _no_form(view: View, fmt: str) -> ValueError:
+    """A view asked for a format it does not declare in `formats` (write() refuses those first)."""
+    return ValueError(f"{type(view).__name__} cannot be written as {fmt}")
+
+
 def write(view: View, out: TextIO, fmt: str = "text", unit: str = "human") -> None:
     """Write a view in one of its formats."""
     if fmt not in view.formats:
-        raise ValueError(f"{type(view).__name__} cannot be written as {fmt}")
+        raise _no_form(view, fmt)
     view.write_to(out, fmt, unit)
 
 

@@ -28,6 +28,7 @@ MAX_META = 64 << 20  # bytes of JSON metadata (65530 VMAs of max_map_count take 
 MAX_TEXT = 4096  # characters of a comm, a path, a perms or dev field
 DEFLATE_MAX_RATIO = 1100  # deflate cannot expand more than 1032:1 (zlib's tech notes): above, the header lies
 # What a malformed file can raise while it is decoded: every reader turns these into BadSnapshot.
+# (NotImplementedError: zipfile raises it for an unknown compression method in a mangled header.)
 DECODE_ERRORS = (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError, OverflowError,
                  UnicodeDecodeError, zipfile.BadZipFile, zlib.error, RecursionError, MemoryError,
                  IndexError, NotImplementedError, struct.error)
