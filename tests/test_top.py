@@ -5,6 +5,8 @@ import csv
 import io
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -355,3 +357,61 @@ def test_hugetlb_outside_rss(hugepages):
             assert rows[pid]["shared_hugetlb"] == 4 << 20 and rows[pid]["private_hugetlb"] == 0
     finally:
         fc.close()
+
+
+SAME = ("rss", "uss", "shared", "swap", "anon_thp", "ksm", "shared_hugetlb", "private_hugetlb", "mm")
+
+
+@needs_root
+def test_rollup_source_agrees_with_pages(family, layout):
+    """top's fast path (smaps_rollup, pmaps' own share taken out page by page, kcmp for a shared mm)
+    gives the page-level rows: every figure exactly, PSS within smaps_rollup's 1 kB; and the streamed
+    page path for processes above --rollup-max gives them too. Run as a separate process, as users
+    do: pmaps' own mappings are the observer effect both paths take out."""
+    # A python that imported numpy shares numpy's libraries with pmaps itself: there the observer
+    # effect is large (those pages' map count 2 instead of 1), and the fast path must take it out.
+    npy = subprocess.Popen([sys.executable, "-c", "import numpy, sys; print(1, flush=True); sys.stdin.read()"],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert npy.stdout is not None and npy.stdout.readline().strip() == "1"
+        _rollup_vs_pages(family, layout, npy.pid)
+    finally:
+        npy.kill()
+        npy.wait()
+
+
+def _rollup_vs_pages(family, layout, npy: int) -> None:
+    pids = ",".join(map(str, [*family.pids, layout.pid, npy]))
+    raw = json.loads(pmaps_cmd("top", "-q", "-p", str(npy), "--source", "rollup", "--include-self",
+                               "--format", "json").stdout)["rows"][0]
+    bad: dict = {}
+    for _ in range(10):
+        docs = {src: json.loads(pmaps_cmd("top", "-q", "-p", pids, *extra, "--format", "json").stdout)
+                for src, extra in (("rollup", ["--source", "rollup"]), ("pages", ["--source", "pages"]),
+                                   ("streamed", ["--rollup-max", "0"]))}
+        rows = {src: {r["pid"]: r for r in d["rows"]} for src, d in docs.items()}
+        assert {r["source"] for r in rows["rollup"].values()} == {"smaps_rollup"}
+        assert {r["source"] for r in rows["pages"].values()} == {"pages"}
+        assert {r["source"] for r in rows["streamed"].values()} == {"pages"}
+        assert docs["rollup"]["sources"] == {"pages": 0, "smaps_rollup": len(family.pids) + 2}
+        assert rows["rollup"][npy]["pss"] - raw["pss"] > 256 << 10  # the correction is real, and large here
+        assert rows["rollup"][family.info["clone"]]["mm"] == family.info["parent"]
+        bad = {}
+        for pid, p in rows["pages"].items():
+            for other in ("rollup", "streamed"):
+                o = rows[other][pid]
+                diff = {k: (p[k], o[k]) for k in SAME if p[k] != o[k]}
+                if abs(p["pss"] - o["pss"]) >= (1024 if other == "rollup" else 1):
+                    diff["pss"] = (p["pss"], o["pss"])
+                if diff:
+                    bad[(other, pid)] = diff
+        # Another session's python starting between the reads moves shared libraries' PSS: retry.
+        if not bad:
+            return
+        time.sleep(0.2)
+    pytest.fail(f"sources disagree: {bad}")
+
+
+def test_rollup_max_sizes(run):
+    r = run("top", "--rollup-max", "lots", "-n", "1")
+    assert r.code == 2 and "not a size" in r.err

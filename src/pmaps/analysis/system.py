@@ -19,15 +19,23 @@ import numpy as np
 
 from ..kernel import pagemap as pmb
 from ..kernel.kpage import KPF
-from ..kernel.maps import Vma
-from ..model import Known, Pages, SystemScan
-from .footprint import Facts, Figures, Prefix, figures, finish
+from ..kernel.maps import PAGE_SIZE, Vma
+from ..model import Ident, Known, Pages, PageSource, SystemScan
+from .footprint import PSS_SHIFT, Facts, Figures, Prefix, figures, finish, vma_sums
 
 U64 = np.uint64
 # Byte figures of a row, in output order.
 FIGURES = ("rss", "pss", "uss", "shared", "swap", "swap_pss", "anon_thp", "ksm", "shared_hugetlb",
            "private_hugetlb")
 MM_SAMPLE = 16  # exclusive pages compared to prove two pids share an mm
+# Each figure from smaps_rollup's fields (bytes), and whether it is fixed point (PSS) or pages.
+ROLLUP_FIELDS: dict[str, tuple[tuple[str, ...], bool]] = {
+    "rss": (("Rss",), False), "pss": (("Pss",), True), "uss": (("Private_Clean", "Private_Dirty"), False),
+    "shared": (("Shared_Clean", "Shared_Dirty"), False), "swap": (("Swap",), False),
+    "swap_pss": (("SwapPss",), True), "anon_thp": (("AnonHugePages",), False), "ksm": (("KSM",), False),
+    "shared_hugetlb": (("Shared_Hugetlb",), False), "private_hugetlb": (("Private_Hugetlb",), False)}
+SOURCE_PAGES = "pages"
+SOURCE_ROLLUP = "smaps_rollup"
 
 
 def _kbit(kflags: np.ndarray, name: str) -> np.ndarray:
@@ -82,6 +90,7 @@ class ScanFigures:
 
     figs: Figures
     prefix: Prefix
+    rollup: list[dict[str, int]]  # raw sums of each of scan.rollups (the engine's units)
 
     @property
     def unknown(self) -> set[str]:
@@ -103,7 +112,66 @@ def page_figures(scan: SystemScan, reps: np.ndarray, keys: tuple[str, ...] = FIG
     edges = [np.array([0, len(pages)], dtype=np.int64)]
     for p in scan.procs:
         edges += [np.array([p.lo, p.hi], dtype=np.int64), p.vma_lo, p.vma_hi]
-    return ScanFigures(figs, figs.prefix(np.unique(np.concatenate(edges))))
+    return ScanFigures(figs, figs.prefix(np.unique(np.concatenate(edges))), _rollup_sums(scan, keys))
+
+
+def _rollup_sums(scan: SystemScan, keys: tuple[str, ...]) -> list[dict[str, int]]:
+    """Raw sums of the processes read from smaps_rollup, with pmaps' own share of the pages it maps
+    too recomputed by the engine without pmaps (the same rule the page-level path applies)."""
+    out: list[dict[str, int]] = []
+    for r in scan.rollups:
+        if r.sums is not None:  # read page by page (too big for smaps_rollup), already reduced
+            out.append({k: r.sums.get(k, 0) for k in keys})
+            continue
+        sums: dict[str, int] = {}
+        for k in keys:
+            names, fixed = ROLLUP_FIELDS.get(k, ((), False))
+            nbytes = sum(r.fields.get(n, 0) for n in names)
+            sums[k] = nbytes << PSS_SHIFT if fixed else nbytes // PAGE_SIZE
+        out.append(sums)
+    seen, mine = scan.observed, scan.observed_mine
+    if seen is None or mine is None or seen.kcount is None or not scan.rollups:
+        return out
+    known = Known(pfn=True, flags=seen.kflags is not None, count=True)
+    no_pmd = np.zeros(len(seen), dtype=bool)  # small file mappings; a PMD-mapped file THP is not anon_thp anyway
+    raw = figures(Facts.of_pages(seen, known, pmd=no_pmd), keys)
+    kc = seen.kcount.astype(np.int64)
+    without = Pages(seen.vpn, seen.pm, seen.cat, seen.kflags,
+                    np.where(kc > 0, np.maximum(kc - mine, 1), 0).astype(seen.kcount.dtype))
+    sub = figures(Facts.of_pages(without, known, pmd=no_pmd), keys)
+    bounds = np.unique(np.array([0, len(seen), *[x for r in scan.rollups for x in (r.lo, r.hi)]], dtype=np.int64))
+    praw, psub = raw.prefix(bounds), sub.prefix(bounds)
+    for r, sums in zip(scan.rollups, out):
+        if r.hi > r.lo:
+            was, now = praw.between(r.lo, r.hi), psub.between(r.lo, r.hi)
+            for name in sums:
+                sums[name] += now.get(name, 0) - was.get(name, 0)
+    return out
+
+
+def proc_sums(scan: SystemScan, figs: ScanFigures, reps: np.ndarray) -> list[tuple[dict[str, object], dict[str, int]]]:
+    """(key, raw sums) of every process, page-level ones then smaps_rollup ones; key has pid, comm,
+    uid, cgroup, mm (pid of the first process on its mm) and source."""
+    out: list[tuple[dict[str, object], dict[str, int]]] = []
+    for i, p in enumerate(scan.procs):
+        out.append((_key(p.ident, scan.procs[reps[i]].pid, SOURCE_PAGES), figs.between(p.lo, p.hi)))
+    for r, sums in zip(scan.rollups, figs.rollup):
+        out.append((_key(r.ident, r.mm, SOURCE_ROLLUP if r.sums is None else SOURCE_PAGES), sums))
+    return out
+
+
+def process_sums(src: PageSource) -> dict[str, int]:
+    """A whole process's raw figure sums from its streamed pages (bounded memory: vma_sums batches),
+    SwapPss counting every process's holders of its swap entries (what top's big processes need)."""
+    from ..collector.swap import machine_swap_refs
+
+    raw, _unknown = vma_sums(src, FIGURES, swap_refs=machine_swap_refs)
+    return {k: sum(v[k] for v in raw) for k in FIGURES}
+
+
+def _key(ident: Ident, mm: int, source: str) -> dict[str, object]:
+    return {"pid": ident.pid, "comm": ident.comm, "uid": ident.uid, "cgroup": ident.cgroup, "mm": mm,
+            "source": source}
 
 
 def _pmd(pages: Pages, known: Known, scan: SystemScan) -> np.ndarray | None:
@@ -162,11 +230,9 @@ def process_rows(scan: SystemScan, figs: ScanFigures, reps: np.ndarray,
                  user_of: Callable[[int], str] = str) -> list[Row]:
     """One row per scanned process, figures as its smaps_rollup would show them."""
     rows = []
-    for i, p in enumerate(scan.procs):
-        sums = figs.between(p.lo, p.hi)
-        key = {"pid": p.pid, "comm": p.ident.comm, "user": user_of(p.ident.uid), "uid": p.ident.uid,
-               "cgroup": p.ident.cgroup, "mm": scan.procs[reps[i]].pid}
-        rows.append(Row(key, _finish(sums, figs.unknown)))
+    for key, sums in proc_sums(scan, figs, reps):
+        key = {"pid": key["pid"], "comm": key["comm"], "user": user_of(key["uid"]), **key}  # type: ignore[arg-type]
+        rows.append(Row(key, _finish(sums, figs.unknown if key["source"] == SOURCE_PAGES else set())))
     return rows
 
 
@@ -175,30 +241,36 @@ def group_rows(scan: SystemScan, figs: ScanFigures, reps: np.ndarray, by: str, u
     """Rows per program (comm), user or cgroup; each mm counted once, in the group of its first pid."""
     acc: dict[str, dict[str, int]] = {}
     procs: dict[str, set[int]] = {}
-    for i, p in enumerate(scan.procs):
-        if keep is not None and p.pid not in keep:
+    for key, sums in proc_sums(scan, figs, reps):
+        pid = int(key["pid"])  # type: ignore[call-overload]
+        if keep is not None and pid not in keep:
             continue
-        name = {"program": p.ident.comm, "user": user_of(p.ident.uid), "cgroup": p.ident.cgroup}[by]
-        procs.setdefault(name, set()).add(p.pid)
+        name = str({"program": key["comm"], "user": user_of(key["uid"]), "cgroup": key["cgroup"]}[by])  # type: ignore[arg-type]
+        procs.setdefault(name, set()).add(pid)
         s = acc.setdefault(name, dict.fromkeys(FIGURES, 0))
-        if reps[i] != i:
+        if key["mm"] != pid:
             continue  # this mm is already counted under its first pid
-        for k, v in figs.between(p.lo, p.hi).items():
+        for k, v in sums.items():
             s[k] += v
-    return [Row({by: name}, _finish(s, figs.unknown), len(procs[name])) for name, s in acc.items()]
+    return [Row({by: name}, _finish(s, _unknown(scan, figs)), len(procs[name])) for name, s in acc.items()]
+
+
+def _unknown(scan: SystemScan, figs: ScanFigures) -> set[str]:
+    """What the sums cannot know: nothing when every process was read from smaps_rollup."""
+    return figs.unknown if scan.procs or not scan.rollups else set()
 
 
 def total_row(rows: list[Row], scan: SystemScan, figs: ScanFigures, reps: np.ndarray) -> dict[str, int | None]:
     """Totals of process rows, each mm once."""
     pids = {r.key["pid"] for r in rows}
-    seen: set[int] = set()
+    seen: set[object] = set()
     sums = dict.fromkeys(FIGURES, 0)
-    for i, p in enumerate(scan.procs):
-        if p.pid in pids and int(reps[i]) not in seen:
-            seen.add(int(reps[i]))
-            for k, v in figs.between(p.lo, p.hi).items():
+    for key, s in proc_sums(scan, figs, reps):
+        if key["pid"] in pids and key["mm"] not in seen:
+            seen.add(key["mm"])
+            for k, v in s.items():
                 sums[k] += v
-    return _finish(sums, figs.unknown)
+    return _finish(sums, _unknown(scan, figs))
 
 
 def mapping_name(v: Vma) -> str:

@@ -27,21 +27,30 @@ U64 = np.uint64
 class Observer:
     """PFNs of the file pages this process maps, and how many times it maps each."""
 
-    def __init__(self, pfns: np.ndarray, times: np.ndarray) -> None:
+    def __init__(self, pfns: np.ndarray, times: np.ndarray, files: frozenset[tuple[str, int]] = frozenset()) -> None:
         self.pfns = pfns  # sorted unique u64
         self.times = times  # int64, same length
+        self.files = files  # (dev, inode) of the files those pages belong to
 
     @classmethod
     def read(cls) -> Observer | None:
         """This process's file-backed present pages; None when PFNs cannot be read (not root)."""
-        pm = _own_entries(lambda v: bool(v.inode) and not v.path.startswith("["))
+        files: set[tuple[str, int]] = set()
+
+        def keep(v: Vma) -> bool:
+            if v.inode and not v.path.startswith("["):
+                files.add((v.dev, v.inode))
+                return True
+            return False
+
+        pm = _own_entries(keep)
         if pm is None:
             return None
         pfn = pm[pmb.present(pm)] & pmb.PM_PFN_MASK
         if len(pfn) and not pfn.any():
             return None  # PFNs hidden (no CAP_SYS_ADMIN): nothing can be matched
         uniq, times = np.unique(pfn, return_counts=True)
-        return cls(uniq, times.astype(np.int64))
+        return cls(uniq, times.astype(np.int64), frozenset(files))
 
     @staticmethod
     def private_pfns() -> np.ndarray:

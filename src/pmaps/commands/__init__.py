@@ -46,6 +46,22 @@ def seconds_or_zero(text: str) -> float:
     return seconds(text, zero=True)
 
 
+def size(text: str) -> int:
+    """argparse type: a byte count, with an optional K, M, G or T suffix (powers of 1024)."""
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    mult = 1
+    if t[-1:] in ("K", "M", "G", "T"):
+        mult = 1 << (10 * ("KMGT".index(t[-1]) + 1))
+        t = t[:-1]
+    try:
+        v = int(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size (like 512M or 2G): {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    return v * mult
+
+
 def positive(text: str) -> int:
     """argparse type: an integer >= 1."""
     try:

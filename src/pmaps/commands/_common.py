@@ -130,9 +130,14 @@ def add_filter_options(p: argparse.ArgumentParser) -> None:
 
 
 def scan_from_args(args: argparse.Namespace, user_of: Callable[[int], str]) -> SystemScan:
+    """The scan the filter options ask for; page by page unless the command sets args.rollup_max
+    (top: processes up to that RSS from their smaps_rollup)."""
+    from ..analysis.system import process_sums
+
     pids = parse_pids(args.pid) if args.pid else None
     return scan_system(pids, selector(args, user_of), scan=False if args.no_scan else None,
-                       include_self=args.include_self)
+                       include_self=args.include_self, rollup_max=getattr(args, "rollup_max", None),
+                       reduce=process_sums)
 
 
 def load_or_scan(args: argparse.Namespace, user_of: Callable[[int], str]) -> SystemScan:

@@ -13,7 +13,7 @@ from ..model import SystemScan
 from ..render import write
 from ..render.rows import Col, RowsView
 from ..render.units import fmt_bytes
-from . import Command, add_output_options, positive, seconds
+from . import Command, add_output_options, positive, seconds, size
 from ._common import (
     add_chart_options,
     add_filter_options,
@@ -32,6 +32,34 @@ FIG_COLS = [Col("rss", "RSS", True), Col("pss", "PSS", True), Col("uss", "USS", 
 MORE_COLS = [Col("ksm", "KSM", True), Col("shared_hugetlb", "SHHUGETLB", True),
              Col("private_hugetlb", "PRHUGETLB", True)]
 GROUP_NAMES = {"program": "PROGRAM", "user": "USER", "cgroup": "CGROUP"}
+ROLLUP_MAX = 512 << 20  # smaps_rollup stalls the target's mmap/munmap ~10 ms per GiB resident (docs/speed.md)
+
+
+def rollup_max(args: argparse.Namespace) -> int | None:
+    """The RSS up to which processes are read from smaps_rollup; None: every process page by page."""
+    if args.source == "pages":
+        return None
+    if args.source == "rollup":
+        return 1 << 62
+    # auto: page by page when the output needs pages (a saved scan, the pagemap fallback asked
+    # for, per-page cgroup charges, the fleet dataset's page-level rows).
+    if args.save_scan or args.load_scan or args.no_scan or args.group_by == "cgroup" or args.dataset:
+        return None
+    return int(args.rollup_max)
+
+
+def source_note(scan: SystemScan) -> str:
+    """Which source each row's figures came from, in one line."""
+    n_pages = len(scan.procs) + sum(r.sums is not None for r in scan.rollups)
+    n_roll = len(scan.rollups) + len(scan.procs) - n_pages
+    if not n_roll:
+        return "# figures: page by page (pagemap, kpageflags, kpagecount)"
+    text = f"# figures: {n_roll} processes from smaps_rollup"
+    if n_pages:
+        text += f", {n_pages} larger ones page by page (gentler on them)"
+    if scan.observed is not None:
+        text += "; pmaps' own share of the pages it maps too taken out page by page"
+    return text
 
 
 def top_view(scan: SystemScan, args: argparse.Namespace, user_of: Callable[[int], str]) -> RowsView:
@@ -39,6 +67,7 @@ def top_view(scan: SystemScan, args: argparse.Namespace, user_of: Callable[[int]
     reps = S.mm_reps(scan)
     figs = S.page_figures(scan, reps)
     procs = S.process_rows(scan, figs, reps, user_of)
+    procs_dicts = [r.key for r in procs]
     total = S.total_row(procs, scan, figs, reps)
     figcols = FIG_COLS + (MORE_COLS if args.all else [])
     if args.group_by:
@@ -52,7 +81,10 @@ def top_view(scan: SystemScan, args: argparse.Namespace, user_of: Callable[[int]
         rows = rows[: args.limit]
     view = RowsView(SCHEMA, cols, [{**r.as_dict(), **({"procs": r.nprocs} if args.group_by else {})} for r in rows],
                     {**total, **({"procs": len(procs)} if args.group_by else {})})
-    view.extra = {"skipped": scan.skipped, "known": scan.known.to_dict(), "group_by": args.group_by}
+    view.extra = {"skipped": scan.skipped, "known": scan.known.to_dict(), "group_by": args.group_by,
+                  "sources": {S.SOURCE_PAGES: sum(r["source"] == S.SOURCE_PAGES for r in procs_dicts),
+                              S.SOURCE_ROLLUP: sum(r["source"] == S.SOURCE_ROLLUP for r in procs_dicts)}}
+    view.notes.append(source_note(scan))
     rec = S.reconcile(scan, total)
     if rec is not None:
         view.extra["reconcile"] = rec
@@ -77,6 +109,13 @@ class Top(Command):
         p.add_argument("--group-by", choices=("program", "user", "cgroup"),
                        help="one row per program (comm), user or cgroup; an mm shared by pids counts once")
         p.add_argument("--all", action="store_true", help="also the KSM and hugetlb columns")
+        p.add_argument("--source", choices=("auto", "rollup", "pages"), default="auto",
+                       help="where the figures come from: each process's smaps_rollup (fast; the kernel walks "
+                       "its page tables, stalling its mmap/munmap ~10 ms per GiB), or its pages (pagemap, "
+                       "kpageflags, kpagecount, in short windows). auto (default): smaps_rollup for processes "
+                       "up to --rollup-max, pages for bigger ones and whenever the output needs pages")
+        p.add_argument("--rollup-max", type=size, default=ROLLUP_MAX, metavar="SIZE",
+                       help="largest RSS read from smaps_rollup with --source auto (default 512M)")
         p.add_argument("--watch", "--interval", type=seconds, metavar="S",
                        help="refresh every S seconds (Ctrl-C to stop)")
         p.add_argument("--dataset", metavar="ROOT", help="append every process's rows to the fleet dataset ROOT "
@@ -89,6 +128,9 @@ class Top(Command):
     def run(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         user_of = user_namer()
         check_charts(args)
+        if args.source == "rollup" and (args.save_scan or args.load_scan):
+            raise UsageError("--save-scan and --load-scan need --source pages (a scan file holds pages)")
+        args.rollup_max = rollup_max(args)
         if args.dataset:
             from ._dataset import record_scans
 

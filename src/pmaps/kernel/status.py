@@ -53,13 +53,20 @@ def read_start_time(pid: int, *, started: bool = False) -> int:
 
 def read_ident(pid: int) -> Ident:
     """comm, euid and cgroup of a process (NoSuchProcess & co. from procfs on a race)."""
+    return read_ident_rss(pid)[0]
+
+
+def read_ident_rss(pid: int) -> tuple[Ident, int]:
+    """read_ident, and VmRSS in bytes from the same status read (0 for a process without an mm).
+    status takes no mmap_lock: its RSS comes from the mm's counters (fs/proc/task_mmu.c task_mem)."""
     comm = read_comm(pid)
-    uid = decode_status_uid(procfs.read_file(pid, "status"))
+    status = procfs.read_file(pid, "status")
+    uid = decode_status_uid(status)
     try:
         cg = decode_cgroup(procfs.read_file(pid, "cgroup"))
     except AccessDenied:
         cg = "?"
-    return Ident(pid, comm, uid, cg)
+    return Ident(pid, comm, uid, cg), decode_status(status).get("VmRSS", 0)
 
 
 def decode_status(data: bytes) -> dict[str, int]:

@@ -8,7 +8,7 @@ from .sample import Sample
 from .snapshot import PageSource, Snapshot, inside_vmas
 from .state import Known, flag_string, state_names
 from .swap import SwapRefs
-from .system import ProcRec, SystemScan
+from .system import ProcRec, RollupRec, SystemScan
 
 __all__ = [
            "PAGE_SHIFT",
@@ -19,6 +19,7 @@ __all__ = [
            "Pages",
            "ProcRec",
            "Ranges",
+           "RollupRec",
            "Sample",
            "Snapshot",
            "SwapRefs",

@@ -32,6 +32,25 @@ class ProcRec:
 
 
 @dataclass
+class RollupRec:
+    """A process whose figures come from its own smaps_rollup (top's fast path), not from its pages."""
+
+    ident: Ident
+    fields: dict[str, int]  # smaps_rollup, in bytes
+    mm: int  # pid of the first process of the scan sharing this mm (itself when alone)
+    lo: int = 0  # its pages that pmaps maps too: [lo, hi) in SystemScan.observed
+    hi: int = 0
+    # A process too big for smaps_rollup's stall: read page by page, its pages reduced to the
+    # footprint engine's raw sums as they stream (fields is then empty).
+    sums: dict[str, int] | None = None
+    span: tuple[int, int] = (0, 0)  # first VMA start, last VMA end: one mm prints one span
+
+    @property
+    def pid(self) -> int:
+        return self.ident.pid
+
+
+@dataclass
 class SystemScan:
     """Every scanned process's pages in one set of columns, with kpageflags/kpagecount filled in."""
 
@@ -46,3 +65,9 @@ class SystemScan:
     # Swap ptes per swap entry over every process, when the scan is a selection with swapped pages
     # (SwapPss must count holders outside the selection too); None: count within the scan.
     swap_refs: SwapRefs | None = None
+    # top's fast path: processes read from smaps_rollup, and their pages that pmaps maps too
+    # (kcount as the kernel counts them, pmaps included) with how often pmaps maps each (observed_mine),
+    # so that the observer effect comes out of their figures exactly as it does for page-level ones.
+    rollups: list[RollupRec] = field(default_factory=list)
+    observed: Pages | None = None
+    observed_mine: np.ndarray | None = None
