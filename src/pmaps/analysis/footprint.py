@@ -192,15 +192,17 @@ def figures(f: Facts, want: tuple[str, ...] = FIGURES) -> Figures:
     return out
 
 
+def finish_columns(cols: dict[str, np.ndarray], unknown: set[str], keys: tuple[str, ...] = FIGURES
+                   ) -> dict[str, np.ndarray | None]:
+    """finish() for columns of raw sums: bytes per element, None for what is unknown."""
+    return {k: None if k in unknown else
+            (cols[k] >> PSS_SHIFT if k in FIXED else cols[k] * PAGE_SIZE) for k in keys}
+
+
 def finish(raw: dict[str, int], unknown: set[str], keys: tuple[str, ...] = FIGURES) -> dict[str, int | None]:
     """Raw sums -> bytes (fixed point shifted once, as smaps does); None for what is unknown."""
     return {k: None if k in unknown else
             (raw.get(k, 0) >> PSS_SHIFT if k in FIXED else raw.get(k, 0) * PAGE_SIZE) for k in keys}
-
-
-def add(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
-    """Raw sums added (fixed point stays fixed point until finish)."""
-    return {k: a.get(k, 0) + b.get(k, 0) for k in a.keys() | b.keys()}
 
 
 BATCH_PAGES = 1 << 16  # pages gathered before the engine runs: per-call overhead, amortised
@@ -208,15 +210,23 @@ BATCH_PAGES = 1 << 16  # pages gathered before the engine runs: per-call overhea
 
 def vma_sums(src: PageSource, keys: tuple[str, ...] = FIGURES, batch: int = BATCH_PAGES,
              swap_refs: Callable[[], SwapRefs | None] | None = None) -> tuple[list[dict[str, int]], set[str]]:
-    """Raw sums per VMA of a page source (finish() them), and what is unknown. Chunks are gathered
-    into batches of about `batch` pages so that a process of many small VMAs costs a few engine
-    calls, not one per VMA; memory stays bounded by the batch. `swap_refs` is called once, when the
-    first swapped page is seen, for the swap entries' holders (SwapPss); without it each swap entry
-    counts once."""
+    """Raw sums per VMA of a page source (finish() them), and what is unknown (see vma_columns)."""
+    cols, unknown = vma_columns(src, keys, batch, swap_refs)
+    lists = [cols[k].tolist() for k in keys]
+    return [dict(zip(keys, vals)) for vals in zip(*lists)], unknown
+
+
+def vma_columns(src: PageSource, keys: tuple[str, ...] = FIGURES, batch: int = BATCH_PAGES,
+                swap_refs: Callable[[], SwapRefs | None] | None = None) -> tuple[dict[str, np.ndarray], set[str]]:
+    """Raw sums per VMA of a page source, one int64 column per figure, and what is unknown. The
+    source's batches span many VMAs (PageSource.groups), gathered up to about `batch` pages per
+    engine call: a process of 65,000 small VMAs costs a few engine calls and no Python per VMA;
+    memory stays bounded by the batch. `swap_refs` is called once, when the first swapped page is
+    seen, for the swap entries' holders (SwapPss); without it each swap entry counts once."""
     n = len(src.vmas)
     acc = {k: np.zeros(n, dtype=np.int64) for k in keys}
     unknown: set[str] = set()
-    pending: list[tuple[int, Pages]] = []
+    pending: list[tuple[Pages, np.ndarray]] = []
     size = 0
     refs: list[SwapRefs | None] = []
 
@@ -224,8 +234,8 @@ def vma_sums(src: PageSource, keys: tuple[str, ...] = FIGURES, batch: int = BATC
         nonlocal pending, size
         if not pending:
             return
-        pages = Pages.concat([p for _, p in pending])
-        group = np.repeat(np.array([i for i, _ in pending], dtype=np.int64), [len(p) for _, p in pending])
+        pages = Pages.concat([p for p, _ in pending])
+        group = np.concatenate([g for _, g in pending]) if len(pending) > 1 else pending[0][1]
         share = None
         if swap_refs is not None and pmb.swapped(pages.pm).any():
             if not refs:
@@ -238,15 +248,15 @@ def vma_sums(src: PageSource, keys: tuple[str, ...] = FIGURES, batch: int = BATC
             acc[k] += np.bincount(group, weights=col, minlength=n).astype(np.int64)
         pending, size = [], 0
 
-    for i, pages in src.chunks():
-        pending.append((i, pages))
+    for pages, group in src.groups():
+        pending.append((pages, group))
         size += len(pages)
         if size >= batch:
             flush()
     flush()
     # `known` may have lost facts mid-scan (PFNs hidden): what the last chunk could not tell is unknown.
     unknown |= unknown_of(src.known)
-    return [{k: int(acc[k][i]) for k in keys} for i in range(n)], unknown
+    return acc, unknown
 
 
 def footprint(pages: Pages, known: Known, keys: tuple[str, ...] = FIGURES) -> dict[str, int | None]:

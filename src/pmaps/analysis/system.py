@@ -21,7 +21,7 @@ from ..kernel import pagemap as pmb
 from ..kernel.kpage import KPF
 from ..kernel.maps import PAGE_SIZE, Vma
 from ..model import Ident, Known, Pages, PageSource, SystemScan
-from .footprint import PSS_SHIFT, Facts, Figures, Prefix, figures, finish, vma_sums
+from .footprint import PSS_SHIFT, Facts, Figures, Prefix, figures, finish, vma_columns
 
 U64 = np.uint64
 # Byte figures of a row, in output order.
@@ -165,8 +165,8 @@ def process_sums(src: PageSource) -> dict[str, int]:
     SwapPss counting every process's holders of its swap entries (what top's big processes need)."""
     from ..collector.swap import machine_swap_refs
 
-    raw, _unknown = vma_sums(src, FIGURES, swap_refs=machine_swap_refs)
-    return {k: sum(v[k] for v in raw) for k in FIGURES}
+    cols, _unknown = vma_columns(src, FIGURES, swap_refs=machine_swap_refs)
+    return {k: int(cols[k].sum()) for k in FIGURES}
 
 
 def _key(ident: Ident, mm: int, source: str) -> dict[str, object]:

@@ -157,13 +157,13 @@ class Show(Command):
 
 def summarize(src: PageSource) -> ProcessSummary:
     """Per-VMA footprints of a source, through the footprint engine."""
-    from ..analysis.footprint import vma_sums
+    from ..analysis.footprint import vma_columns
     from ..collector.swap import machine_swap_refs
     from ..render.summary import KEYS, ProcessSummary
 
     # A live process: SwapPss divides by the swap entries' holders, read from every process.
     refs = machine_swap_refs if isinstance(src, Process) else None
-    raw, unknown = vma_sums(src, KEYS, swap_refs=refs)
+    raw, unknown = vma_columns(src, KEYS, swap_refs=refs)
     return ProcessSummary.build(src.pid, src.comm, src.vmas, raw, unknown)
 
 

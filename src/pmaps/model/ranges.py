@@ -1,7 +1,7 @@
 """Maximal runs of consecutive pages in one state: the RFC's INDEX COUNT FLAGS MAPCOUNT rows. Pure."""
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +25,19 @@ class Ranges:
 
     def __len__(self) -> int:
         return len(self.vpn)
+
+    def take(self, sel: slice | np.ndarray) -> Ranges:
+        return Ranges(self.vpn[sel], self.count[sel], self.state[sel], self.mapcount[sel],
+                      None if self.pfn is None else self.pfn[sel], None if self.cgroup is None else self.cgroup[sel])
+
+    @staticmethod
+    def concat(a: Ranges, b: Ranges) -> Ranges:
+        def c(x: np.ndarray | None, y: np.ndarray | None) -> np.ndarray | None:
+            return None if x is None or y is None else np.concatenate((x, y))
+
+        return Ranges(np.concatenate((a.vpn, b.vpn)), np.concatenate((a.count, b.count)),
+                      np.concatenate((a.state, b.state)), np.concatenate((a.mapcount, b.mapcount)),
+                      c(a.pfn, b.pfn), c(a.cgroup, b.cgroup))
 
 
 def ranges_of(pages: Pages, known: Known, *, full: bool, with_pfn: bool, swap: bool) -> Ranges:
@@ -50,6 +63,33 @@ def ranges_by_group(pages: Pages, group: np.ndarray, known: Known, *, full: bool
     for a, b, i in zip(lo, hi, g[lo].tolist()):
         yield i, Ranges(r.vpn[a:b], r.count[a:b], r.state[a:b], r.mapcount[a:b],
                         None if r.pfn is None else r.pfn[a:b], None if r.cgroup is None else r.cgroup[a:b])
+
+
+def batch_ranges(groups: Iterable[tuple[Pages, np.ndarray]], known: Callable[[], Known], *, full: bool,
+                 with_pfn: bool, swap: bool) -> Iterator[tuple[int, Ranges, np.ndarray]]:
+    """Maximal ranges of a stream of (pages, VMA index per page) batches, a batch at a time:
+    (upto, ranges, VMA index of each range). Every VMA before `upto` is complete; the last range
+    seen is held back until the next batch (it may continue there), so memory stays one batch.
+    The per-VMA cost is a few array elements, not a Python object: 65,000 small VMAs are a few
+    numpy passes."""
+    held: Ranges | None = None
+    held_g: np.ndarray | None = None
+    for pages, group in groups:
+        r, g = _ranges(pages, group, known(), full=full, with_pfn=with_pfn, swap=swap)
+        if not len(r):
+            continue
+        assert g is not None
+        if held is not None and held_g is not None:
+            if held_g[0] == g[0]:  # the same VMA: the held range may continue into this batch
+                before = len(r)
+                held, r = merge_boundary(held, r)
+                g = g[before - len(r):]
+            r, g = Ranges.concat(held, r), np.concatenate((held_g, g))
+        n = len(r)
+        yield int(g[-1]), r.take(slice(0, n - 1)), g[: n - 1]
+        held, held_g = r.take(slice(n - 1, n)), g[n - 1 :]
+    if held is not None and held_g is not None:
+        yield int(held_g[0]) + 1, held, held_g
 
 
 def _ranges(pages: Pages, group: np.ndarray | None, known: Known, *, full: bool, with_pfn: bool,

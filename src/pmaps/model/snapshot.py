@@ -42,6 +42,26 @@ class PageSource(Protocol):
         """(VMA index, Pages) in address order; a VMA may come in several chunks."""
         ...
 
+    def groups(self) -> Iterator[tuple[Pages, np.ndarray]]:
+        """The same pages in batches that span many VMAs: (Pages, VMA index of each page), in
+        address order (a VMA may continue into the next batch). Cheaper than chunks() per VMA."""
+        ...
+
+
+GROUP_BATCH = 1 << 18  # pages per groups() batch of a snapshot
+
+
+def vma_index(pages: Pages, vmas: list[Vma]) -> tuple[Pages, np.ndarray]:
+    """(pages inside a VMA, the index of that VMA for each): a page outside every VMA (one that grew
+    into a gap after maps was read) is dropped."""
+    starts = np.array([v.start >> PAGE_SHIFT for v in vmas], dtype=U64)
+    ends = np.array([v.end >> PAGE_SHIFT for v in vmas], dtype=U64)
+    g = np.searchsorted(starts, pages.vpn, side="right").astype(np.int64) - 1
+    inside = (g >= 0) & (pages.vpn < ends[np.maximum(g, 0)]) if len(vmas) else np.zeros(len(pages), dtype=bool)
+    if not inside.all():
+        return pages.take(inside), g[inside]
+    return pages, g
+
 
 @dataclass
 class Snapshot:
@@ -68,6 +88,11 @@ class Snapshot:
         for i, (lo, hi) in enumerate(self.bounds().tolist()):
             if hi > lo:
                 yield i, self.pages.take(slice(lo, hi))
+
+    def groups(self) -> Iterator[tuple[Pages, np.ndarray]]:
+        """The PageSource batches: (Pages, VMA index per page), GROUP_BATCH pages at a time."""
+        for lo in range(0, len(self.pages), GROUP_BATCH):
+            yield vma_index(self.pages.take(slice(lo, lo + GROUP_BATCH)), self.vmas)
 
     def iter_vmas(self) -> Iterator[tuple[Vma, Pages]]:
         for vma, (lo, hi) in zip(self.vmas, self.bounds().tolist()):

@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import PmapsError
 from ..kernel.maps import PAGE_SHIFT, Vma
 from ..model import Known, Pages, PageSource, Ranges, flag_string, merge_boundary, ranges_of, state_names
-from ..model.ranges import ranges_by_group
+from ..model.ranges import batch_ranges, ranges_by_group
 from ..model.state import S_SWAPPED
 from .output import View
 from .table import printable
@@ -136,20 +136,24 @@ class RowBuilder:
 
     def text(self, vma: Vma, r: Ranges) -> str:
         """INDEX COUNT FLAGS MAPCOUNT [PFN] lines: the RFC's range line ('?' unknown, '-' swapped)."""
-        base = vma.pgoff - (vma.start >> PAGE_SHIFT)
+        lines = self.lines(r, r.vpn.astype(np.int64) + (vma.pgoff - (vma.start >> PAGE_SHIFT)))
+        return "\n".join(lines) + "\n" if lines else ""
+
+    def lines(self, r: Ranges, index: np.ndarray) -> list[str]:
+        """The text lines of ranges (of any VMAs), given each range's first page index."""
         cache = self._text
-        lines = []
-        for index, count, st, mc in zip((r.vpn.astype(np.int64) + base).tolist(), r.count.tolist(), r.state.tolist(),
-                                        r.mapcount.tolist()):
-            tail = cache.get((st, mc))
+        tails = []
+        for key in zip(r.state.tolist(), r.mapcount.tolist()):
+            tail = cache.get(key)
             if tail is None:
-                tail = cache[(st, mc)] = self._text_tail(st, mc)
-            lines.append(f"{index} {count}{tail}")
+                tail = cache[key] = self._text_tail(*key)
+            tails.append(tail)
+        lines = [f"{i} {c}{t}" for i, c, t in zip(index.tolist(), r.count.tolist(), tails)]
         if self.with_pfn:
             lines = [f"{ln} {p}" for ln, p in zip(lines, self._pfns(r))]
         if self.cgroup_names is not None:
             lines = [f"{ln} {c}" for ln, c in zip(lines, self._cgroups(r))]
-        return "\n".join(lines) + "\n" if lines else ""
+        return lines
 
     def _cgroups(self, r: Ranges) -> list[str]:
         """The memory cgroup path of each range ('?' unknown, '-' none: the zero page, swapped)."""
@@ -206,8 +210,14 @@ class RangeWriter:
             self.out.write("]}\n")
 
     def process(self, pid: int, comm: str, vmas: list[Vma], chunks: Iterable[tuple[int, Pages]],
-                known: Callable[[], Known], header: bool) -> None:
+                known: Callable[[], Known], header: bool,
+                groups: Iterable[tuple[Pages, np.ndarray]] | None = None) -> None:
         full = self.opts.full or self.fmt != "text"  # JSON groups by the full state
+        if self.fmt == "text" and groups is not None:
+            if header:
+                self.out.write(f"# {pid} {printable(comm)}\n")
+            self._text_batches(vmas, groups, known)
+            return
         events = vma_ranges(vmas, chunks, known, full=full, with_pfn=self.opts.with_pfn, swap=self.opts.swap)
         builder: RowBuilder | None = None
         out = self.out
@@ -250,6 +260,34 @@ class RangeWriter:
         if self.fmt == "json":
             # Written last: the first chunk may reveal that PFNs are hidden (collect.py).
             out.write('],"known":%s}' % _dumps(known().to_dict()))
+
+    def _text_batches(self, vmas: list[Vma], groups: Iterable[tuple[Pages, np.ndarray]],
+                      known: Callable[[], Known]) -> None:
+        """The text view a batch of many VMAs at a time: one numpy pass for the ranges and one list
+        of lines per batch; the Python work per VMA is its header line and one join."""
+        out = self.out
+        builder: RowBuilder | None = None
+        base = np.array([v.pgoff - (v.start >> PAGE_SHIFT) for v in vmas], dtype=np.int64)
+        nxt = 0
+        for upto, r, g in batch_ranges(groups, known, full=self.opts.full, with_pfn=self.opts.with_pfn,
+                                       swap=self.opts.swap):
+            parts: list[str] = []
+            if len(r):
+                builder = builder or RowBuilder(known(), self.opts.full, self.opts.with_pfn, self.opts.cgroup_names)
+                lines = builder.lines(r, r.vpn.astype(np.int64) + base[g])
+                cuts = (np.flatnonzero(g[1:] != g[:-1]) + 1).tolist()
+                for a, b in zip([0, *cuts], [*cuts, len(g)]):
+                    i = int(g[a])
+                    while nxt <= i:
+                        parts.append(printable(vmas[nxt].maps_line()) + "\n")
+                        nxt += 1
+                    parts.append("\n".join(lines[a:b]) + "\n")
+            # VMAs before `upto` are complete: their headers go out now even when they hold no range.
+            while nxt < upto:
+                parts.append(printable(vmas[nxt].maps_line()) + "\n")
+                nxt += 1
+            out.write("".join(parts))
+        out.write("".join(printable(v.maps_line()) + "\n" for v in vmas[nxt:]))
 
     def _csv(self, pid: int, comm: str, vmas: list[Vma], events: Iterable[tuple[int, Ranges | None]],
              known: Callable[[], Known]) -> None:
@@ -303,7 +341,7 @@ class PageRangesView(View):
                 if fmt in ("text", "ndjson", "csv"):
                     # Streamed: text line by line, NDJSON a whole VMA line at a time.
                     writer.process(src.pid, src.comm, src.vmas, src.chunks(), lambda s=src: s.known,  # type: ignore[misc]
-                                   header=self.header)
+                                   header=self.header, groups=src.groups() if fmt == "text" else None)
                 else:
                     # A JSON document is built per process, then written whole: a process that
                     # exits mid-scan must not leave a half-written document behind. It is spooled:

@@ -5,7 +5,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from ..analysis.footprint import add, finish
+import numpy as np
+
+from ..analysis.footprint import finish_columns
 from ..kernel.maps import Vma
 from .output import View
 from .table import printable, write_table
@@ -28,19 +30,29 @@ class ProcessSummary:
 
     pid: int
     comm: str
-    rows: list[tuple[Vma, dict[str, int | None]]] = field(default_factory=list)
+    vmas: list[Vma] = field(default_factory=list)
+    cols: dict[str, list[int | None]] = field(default_factory=dict)  # "size" and KEYS, one value per VMA
     total: dict[str, int | None] = field(default_factory=dict)
 
+    @property
+    def rows(self) -> list[tuple[Vma, dict[str, int | None]]]:
+        """(VMA, its figures) per VMA: what the machine formats write."""
+        keys = ("size", *KEYS)
+        return [(vma, dict(zip(keys, vals))) for vma, vals in zip(self.vmas, zip(*(self.cols[k] for k in keys)))]
+
     @classmethod
-    def build(cls, pid: int, comm: str, vmas: list[Vma], raw: list[dict[str, int]],
+    def build(cls, pid: int, comm: str, vmas: list[Vma], raw: dict[str, np.ndarray],
               unknown: set[str]) -> ProcessSummary:
-        """From the engine's raw sums per VMA (footprint.figures(...).total())."""
-        view = cls(pid, comm)
-        tot: dict[str, int] = {}
-        for vma, r in zip(vmas, raw):
-            view.rows.append((vma, {"size": vma.size, **finish(r, unknown, KEYS)}))
-            tot = add(tot, r)
-        view.total = {"size": sum(v.size for v in vmas), **finish(tot, unknown, KEYS)}
+        """From the engine's raw sums per VMA, one column per figure (footprint.vma_columns)."""
+        view = cls(pid, comm, vmas)
+        fin = finish_columns(raw, unknown, KEYS)
+        tot = finish_columns({k: np.array([int(raw[k].sum())]) for k in KEYS}, unknown, KEYS)
+        view.cols = {"size": [v.size for v in vmas]}
+        for k in KEYS:
+            col = fin[k]
+            view.cols[k] = [None] * len(vmas) if col is None else col.tolist()
+        view.total = {"size": sum(v.size for v in vmas),
+                      **{k: None if c is None else int(c[0]) for k, c in tot.items()}}
         return view
 
 
@@ -73,7 +85,10 @@ class SummaryView(View):
                 out.write(f"# {v.pid} {printable(v.comm)}\n")
             suffix = unit_header(unit)
             header = ["address", "perms", *(c.upper() + suffix for c in COLS), "path"]
-            rows = [[f"{vma.start:012x}", vma.perms, *(fmt_bytes(vals[c], unit) for c in COLS), vma.path]
-                    for vma, vals in v.rows]
+            # Column by column: one map() per figure, not a generator per row.
+            n = len(v.vmas)
+            cols = [[f"{vma.start:012x}" for vma in v.vmas], [vma.perms for vma in v.vmas],
+                    *(list(map(fmt_bytes, v.cols[c], [unit] * n)) for c in COLS), [vma.path for vma in v.vmas]]
+            rows = list(zip(*cols))
             total = [["total", "", *(fmt_bytes(v.total[c], unit) for c in COLS), ""]]
             write_table(out, header, rows, left=2, footer=total, text_last=True)

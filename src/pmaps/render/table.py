@@ -29,17 +29,20 @@ def write_table(out: TextIO, header: Sequence[str], rows: Sequence[Sequence[str]
     """Columns right-aligned except the first `left` ones (or those `lefts` marks); with
     text_last the last column is free text (a path), left-aligned after the others. A
     left-aligned last column is never padded."""
-    allrows = [list(map(printable, r)) for r in (header, *rows, *footer)]
+    allrows = [[str(c) for c in r] for r in (header, *rows, *footer)]
     if not allrows:
         return
+    # One search over every cell; cell by cell only when some cell needs escaping.
+    if _UNPRINTABLE.search("".join(c for r in allrows for c in r)):
+        allrows = [list(map(printable, r)) for r in allrows]
     ncol = len(header)
     if lefts is None:
         lefts = [i < left or (text_last and i == ncol - 1) for i in range(ncol)]
-    widths = [max(len(r[i]) for r in allrows) for i in range(ncol)]
-    for r in allrows:
-        cells = [c if lefts[i] and i == ncol - 1 else c.ljust(widths[i]) if lefts[i] else c.rjust(widths[i])
-                 for i, c in enumerate(r)]
-        out.write(" ".join(cells).rstrip() + "\n")
+    widths = [max(map(len, col)) for col in zip(*allrows)]
+    # One format string for every row: a cell costs no Python call of its own.
+    spec = " ".join("{}" if lefts[i] and i == ncol - 1 else f"{{:{'<' if lefts[i] else '>'}{widths[i]}}}"
+                    for i in range(ncol))
+    out.write("".join(spec.format(*r).rstrip() + "\n" for r in allrows))
 
 
 def write_csv(out: TextIO, header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
