@@ -83,3 +83,18 @@ def test_batches_cut_anywhere(seed, opts):
         assert total == n
         cols, _ = vma_columns(src, FIGURES)
         assert [{k: int(cols[k][i]) for k in FIGURES} for i in range(len(snap.vmas))] == ref
+
+
+@pytest.mark.parametrize("fmt", ["json", "ndjson", "csv"])
+def test_machine_formats_cut_anywhere(fmt):
+    snap = layout(7)
+    n = len(snap.pages)
+    opts = ViewOptions(with_pfn=True)
+    expect = io.StringIO()
+    RangeWriter(expect, fmt, opts).process(1, "t", snap.vmas, snap.chunks(), lambda: KNOWN, header=False)
+    for cuts in ([], [3], list(range(1, n, 2))):
+        src = Cut(snap, cuts)
+        got = io.StringIO()
+        RangeWriter(got, fmt, opts).process(1, "t", snap.vmas, src.chunks(), lambda: KNOWN, header=False,
+                                           groups=src.groups())
+        assert got.getvalue() == expect.getvalue(), cuts

@@ -70,6 +70,27 @@ def vma_ranges(
         nxt += 1
 
 
+def batch_events(vmas: list[Vma], groups: Iterable[tuple[Pages, np.ndarray]], known: Callable[[], Known], *,
+                 full: bool, with_pfn: bool, swap: bool) -> Iterator[tuple[int, Ranges | None]]:
+    """vma_ranges' events from batches of many VMAs (PageSource.groups): no per-VMA page slicing."""
+    nxt = 0
+    for upto, r, g in batch_ranges(groups, known, full=full, with_pfn=with_pfn, swap=swap):
+        if len(r):
+            cuts = (np.flatnonzero(g[1:] != g[:-1]) + 1).tolist()
+            for a, b in zip([0, *cuts], [*cuts, len(g)]):
+                i = int(g[a])
+                while nxt <= i:
+                    yield nxt, None
+                    nxt += 1
+                yield i, r.take(slice(a, b))
+        while nxt < upto:
+            yield nxt, None
+            nxt += 1
+    while nxt < len(vmas):
+        yield nxt, None
+        nxt += 1
+
+
 BATCH_PAGES = 1 << 14  # small chunks (VMAs) gathered for one ranges pass
 
 
@@ -181,13 +202,12 @@ class RowBuilder:
         return [o + "}" for o in out]
 
 
-def vma_json_head(vma: Vma) -> dict[str, object]:
-    return {"start": vma.start, "end": vma.end, "perms": vma.perms, "offset": vma.offset, "dev": vma.dev,
-            "inode": vma.inode, "path": vma.path}
-
-
 def _dumps(obj: object) -> str:
     return json.dumps(obj, separators=(",", ":"))
+
+
+# A JSON string, as json.dumps writes it (ASCII, escaped), without json.dumps' per-call set-up.
+_str: Callable[[str], str] = json.encoder.encode_basestring_ascii
 
 
 class RangeWriter:
@@ -218,7 +238,10 @@ class RangeWriter:
                 self.out.write(f"# {pid} {printable(comm)}\n")
             self._text_batches(vmas, groups, known)
             return
-        events = vma_ranges(vmas, chunks, known, full=full, with_pfn=self.opts.with_pfn, swap=self.opts.swap)
+        if groups is not None:
+            events = batch_events(vmas, groups, known, full=full, with_pfn=self.opts.with_pfn, swap=self.opts.swap)
+        else:
+            events = vma_ranges(vmas, chunks, known, full=full, with_pfn=self.opts.with_pfn, swap=self.opts.swap)
         builder: RowBuilder | None = None
         out = self.out
         if self.fmt == "text":
@@ -241,22 +264,29 @@ class RangeWriter:
         self.first_process = False
         # Each VMA is assembled, then written whole: an NDJSON line is never left half written
         # when the process exits mid-scan.
+        # Whole VMAs are gathered and written some at a time (fewer writes; still never half a line).
         parts: list[str] = []
+        done: list[str] = []
+        prefix = ('{"schema":"%s","pid":%d,"comm":%s,' % (VMA_SCHEMA, pid, _str(comm))) if self.fmt == "ndjson" else "{"
         for i, r in events:
             if r is None:
                 if parts:
-                    self._write_vma(parts)
-                head = vma_json_head(vmas[i])
-                if self.fmt == "ndjson":
-                    head = {"schema": VMA_SCHEMA, "pid": pid, "comm": comm, **head}
-                parts = [("," if self.fmt == "json" and i else "") + _dumps(head)[:-1] + ',"ranges":[']
+                    done.append(self._vma_text(parts))
+                    if len(done) >= 256:
+                        out.write("".join(done))
+                        done = []
+                v = vmas[i]
+                parts = [("," if self.fmt == "json" and i else "") + prefix
+                         + '"start":%d,"end":%d,"perms":%s,"offset":%d,"dev":%s,"inode":%d,"path":%s,"ranges":['
+                         % (v.start, v.end, _str(v.perms), v.offset, _str(v.dev), v.inode, _str(v.path))]
                 continue
             builder = builder or RowBuilder(known(), True, self.opts.with_pfn, self.opts.cgroup_names)
             items = builder.json(vmas[i], r)
             if items:
                 parts.append(("," if len(parts) > 1 else "") + ",".join(items))
         if parts:
-            self._write_vma(parts)
+            done.append(self._vma_text(parts))
+        out.write("".join(done))
         if self.fmt == "json":
             # Written last: the first chunk may reveal that PFNs are hidden (collect.py).
             out.write('],"known":%s}' % _dumps(known().to_dict()))
@@ -312,9 +342,9 @@ class RangeWriter:
                 rows.append(row)
             w.writerows(rows)
 
-    def _write_vma(self, parts: list[str]) -> None:
+    def _vma_text(self, parts: list[str]) -> str:
         parts.append("]}\n" if self.fmt == "ndjson" else "]}")
-        self.out.write("".join(parts))
+        return "".join(parts)
 
 
 @dataclass
@@ -341,7 +371,7 @@ class PageRangesView(View):
                 if fmt in ("text", "ndjson", "csv"):
                     # Streamed: text line by line, NDJSON a whole VMA line at a time.
                     writer.process(src.pid, src.comm, src.vmas, src.chunks(), lambda s=src: s.known,  # type: ignore[misc]
-                                   header=self.header, groups=src.groups() if fmt == "text" else None)
+                                   header=self.header, groups=src.groups())
                 else:
                     # A JSON document is built per process, then written whole: a process that
                     # exits mid-scan must not leave a half-written document behind. It is spooled:
@@ -351,7 +381,7 @@ class PageRangesView(View):
                         sub = RangeWriter(buf, fmt, self.opts)  # type: ignore[arg-type]
                         sub.first_process = writer.first_process
                         sub.process(src.pid, src.comm, src.vmas, src.chunks(), lambda s=src: s.known,  # type: ignore[misc]
-                                    header=False)
+                                    header=False, groups=src.groups())
                         buf.seek(0)
                         shutil.copyfileobj(buf, out, 1 << 20)
                     writer.first_process = False
