@@ -98,3 +98,14 @@ def test_machine_formats_cut_anywhere(fmt):
         RangeWriter(got, fmt, opts).process(1, "t", snap.vmas, src.chunks(), lambda: KNOWN, header=False,
                                            groups=src.groups())
         assert got.getvalue() == expect.getvalue(), cuts
+
+
+def test_vma_index_drops_pages_outside_every_vma():
+    vmas = [Vma(0x10 << 12, 0x14 << 12, "rw-p", 0, "00:00", 0, ""), Vma(0x14 << 12, 0x16 << 12, "rw-p", 0, "00:00", 0, ""),
+            Vma(0x20 << 12, 0x22 << 12, "rw-p", 0, "00:00", 0, "")]
+    vpn = np.array([0x8, 0x10, 0x13, 0x14, 0x15, 0x16, 0x1f, 0x21, 0x30], dtype=U64)
+    pages = Pages(vpn, vpn.copy(), np.zeros(len(vpn), dtype=np.uint16))
+    kept, g = vma_index(pages, vmas)
+    assert kept.vpn.tolist() == [0x10, 0x13, 0x14, 0x15, 0x21] and g.tolist() == [0, 0, 1, 1, 2]
+    kept, g = vma_index(pages.take(slice(1, 5)), vmas)  # all inside: the same pages back
+    assert kept.vpn.tolist() == [0x10, 0x13, 0x14, 0x15] and g.tolist() == [0, 0, 1, 1]

@@ -12,6 +12,7 @@ from ..kernel import pagemap as pmb
 from ..kernel.maps import PAGE_SHIFT, Vma
 from .pages import Pages
 from .ranges import Ranges, ranges_of
+from ..numeric import arange_runs
 from .state import U64, Known
 
 
@@ -53,14 +54,22 @@ GROUP_BATCH = 1 << 18  # pages per groups() batch of a snapshot
 
 def vma_index(pages: Pages, vmas: list[Vma]) -> tuple[Pages, np.ndarray]:
     """(pages inside a VMA, the index of that VMA for each): a page outside every VMA (one that grew
-    into a gap after maps was read) is dropped."""
-    starts = np.array([v.start >> PAGE_SHIFT for v in vmas], dtype=U64)
-    ends = np.array([v.end >> PAGE_SHIFT for v in vmas], dtype=U64)
-    g = np.searchsorted(starts, pages.vpn, side="right").astype(np.int64) - 1
-    inside = (g >= 0) & (pages.vpn < ends[np.maximum(g, 0)]) if len(vmas) else np.zeros(len(pages), dtype=bool)
-    if not inside.all():
-        return pages.take(inside), g[inside]
-    return pages, g
+    into a gap after maps was read) is dropped. Pages are sorted: a binary search per VMA the batch
+    touches, not per page."""
+    n = len(pages)
+    if not n or not vmas:
+        return pages.take(slice(0, 0)), np.zeros(0, dtype=np.int64)
+    starts = np.fromiter((v.start >> PAGE_SHIFT for v in vmas), dtype=U64, count=len(vmas))
+    ends = np.fromiter((v.end >> PAGE_SHIFT for v in vmas), dtype=U64, count=len(vmas))
+    a = int(np.searchsorted(ends, pages.vpn[0], side="right"))
+    b = int(np.searchsorted(starts, pages.vpn[-1], side="right"))
+    lo = np.searchsorted(pages.vpn, starts[a:b], side="left")
+    hi = np.searchsorted(pages.vpn, ends[a:b], side="left")
+    counts = (hi - lo).astype(np.int64)
+    group = np.repeat(np.arange(a, b, dtype=np.int64), counts)
+    if len(group) == n:
+        return pages, group
+    return pages.take(arange_runs(lo.astype(np.int64), counts)), group
 
 
 @dataclass
