@@ -26,7 +26,8 @@ from .table import printable
 
 SCHEMA = "pmaps/1"
 VMA_SCHEMA = "pmaps-vma/1"
-SPOOL_BYTES = 16 << 20  # a process's JSON document kept in memory up to this, then spooled to a file
+SPOOL_BYTES = 16 << 20
+WRITE_BYTES = 1 << 20  # whole VMAs' JSON gathered up to this much text per write  # a process's JSON document kept in memory up to this, then spooled to a file
 CSV_HEADER = ["pid", "comm", "vma_start", "vma_end", "perms", "path", "addr", "index", "count", "flags", "mapcount",
               "names"]
 
@@ -187,19 +188,20 @@ class RowBuilder:
         """One JSON object (text) per range: addr, index, count, mapcount, flags, names[, pfn]."""
         base = vma.pgoff - (vma.start >> PAGE_SHIFT)
         cache = self._json
-        out = []
-        for vpn, count, st, mc in zip(r.vpn.tolist(), r.count.tolist(), r.state.tolist(), r.mapcount.tolist()):
-            tail = cache.get((st, mc))
+        tails = []
+        for key in zip(r.state.tolist(), r.mapcount.tolist()):
+            tail = cache.get(key)
             if tail is None:
-                tail = cache[(st, mc)] = self._json_tail(st, mc)
-            out.append('{"addr":%d,"index":%d,"count":%d%s' % (vpn << PAGE_SHIFT, vpn + base, count, tail))
+                tail = cache[key] = self._json_tail(*key)
+            tails.append(tail)
+        vpn = r.vpn.tolist()
+        extra = [""] * len(vpn)
         if self.with_pfn:
-            pf = ["null" if p in ("?", "-") else str(int(p, 16)) for p in self._pfns(r)]
-            out = [f'{o},"pfn":{p}' for o, p in zip(out, pf)]
+            extra = [',"pfn":' + ("null" if p in ("?", "-") else str(int(p, 16))) for p in self._pfns(r)]
         if self.cgroup_names is not None:
-            cg = ["null" if c in ("?", "-") else _dumps(c) for c in self._cgroups(r)]
-            out = [f'{o},"cgroup":{c}' for o, c in zip(out, cg)]
-        return [o + "}" for o in out]
+            extra = [f'{e},"cgroup":' + ("null" if c in ("?", "-") else _dumps(c)) for e, c in zip(extra, self._cgroups(r))]
+        return ['{"addr":%d,"index":%d,"count":%d%s%s}' % (v << PAGE_SHIFT, v + base, c, t, e)
+                for v, c, t, e in zip(vpn, r.count.tolist(), tails, extra)]
 
 
 def _dumps(obj: object) -> str:
@@ -267,14 +269,16 @@ class RangeWriter:
         # Whole VMAs are gathered and written some at a time (fewer writes; still never half a line).
         parts: list[str] = []
         done: list[str] = []
+        size = 0
         prefix = ('{"schema":"%s","pid":%d,"comm":%s,' % (VMA_SCHEMA, pid, _str(comm))) if self.fmt == "ndjson" else "{"
         for i, r in events:
             if r is None:
                 if parts:
                     done.append(self._vma_text(parts))
-                    if len(done) >= 256:
+                    size += len(done[-1])
+                    if size >= WRITE_BYTES:
                         out.write("".join(done))
-                        done = []
+                        done, size = [], 0
                 v = vmas[i]
                 parts = [("," if self.fmt == "json" and i else "") + prefix
                          + '"start":%d,"end":%d,"perms":%s,"offset":%d,"dev":%s,"inode":%d,"path":%s,"ranges":['
