@@ -10,7 +10,8 @@ from ..errors import PidReused, ProcessGone
 from ..kernel.kpage import KPF
 from ..kernel.maps import PAGE_SHIFT, Vma
 from ..kernel.pagemap import CAT_FILE, CAT_HUGE, CAT_PFNZERO, CAT_PRESENT, CAT_SWAPPED, RETURN_MASK
-from ..model import Known, Ranges, Sample, merged_ranges, ranges_of
+from ..model import Known, Ranges, Sample
+from ..model.ranges import batch_ranges
 from ..model.state import S_FILE, S_PMD, S_PRESENT, S_SWAPPED
 from ..numeric import arange_runs
 from .process import Process
@@ -39,16 +40,15 @@ def _take_sample(proc: Process, with_pfn: bool, seq: int) -> Sample:
         s = _scan_sample(proc, seq, t0)
         proc.check_identity()
         return s
-    known = proc.known
-    parts: dict[int, list[Ranges]] = {}
-    for i, pages in proc.chunks():
-        parts.setdefault(i, []).append(
-            ranges_of(pages, proc.known, full=True, with_pfn=with_pfn, swap=True))
+    # Batches of many VMAs, ranges merged across batch boundaries (batch_ranges): no per-VMA work.
+    rs: list[Ranges] = []
+    gs: list[np.ndarray] = []
+    for _upto, r, g in batch_ranges(proc.groups(), lambda: proc.known, full=True, with_pfn=with_pfn, swap=True):
+        if len(r):
+            rs.append(r)
+            gs.append(g)
     known = proc.known  # may have changed (PFNs found hidden mid-scan)
-    cols: list[tuple[int, Ranges]] = []
-    for i in sorted(parts):
-        for r in merged_ranges(parts[i]):
-            cols.append((i, r))
+    cols = [(g, r) for g, r in zip(gs, rs)]
     return _from_ranges(proc.pid, proc.comm, proc.vmas, known, cols, with_pfn and known.pfn, seq,
                         time.time(), time.perf_counter() - t0)
 
@@ -85,10 +85,11 @@ def _scan_sample(proc: Process, seq: int, t0: float) -> Sample:
                   None, time.time(), seq, time.perf_counter() - t0, exclusive_known=False)
 
 
-def _from_ranges(pid: int, comm: str, vmas: list[Vma], known: Known, cols: list[tuple[int, Ranges]],
+def _from_ranges(pid: int, comm: str, vmas: list[Vma], known: Known, cols: list[tuple[np.ndarray, Ranges]],
                  with_pfn: bool, seq: int, t: float, cost: float) -> Sample:
+    """A sample from pieces of ranges, each with the VMA index of every range."""
     if cols:
-        vma = np.concatenate([np.full(len(r), i, dtype=np.int32) for i, r in cols])
+        vma = np.concatenate([g for g, _ in cols]).astype(np.int32)
         vpn = np.concatenate([r.vpn for _, r in cols]).astype(U64)
         count = np.concatenate([r.count for _, r in cols]).astype(np.int64)
         state = np.concatenate([r.state for _, r in cols]).astype(U64)
