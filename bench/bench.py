@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import importlib.util
+import json
 import os
 import platform
 import shlex
@@ -260,32 +261,73 @@ class Timing:
         return statistics.median(self.seconds) if self.seconds else float("nan")
 
 
+# The measured commands are spawned by this small process, started before the benchmark grows:
+# a process's ru_maxrss survives execve, so a command spawned (vforked) from the benchmark itself
+# would start out with the benchmark's own high-water mark (hundreds of MB after the census of the
+# many-VMAs target) and hide its real peak. The launcher's own is about 10 MB.
+LAUNCHER = r"""
+import json, os, sys, time
+for line in sys.stdin:
+    argv, env, errpath = json.loads(line)
+    null = os.open(os.devnull, os.O_RDWR)
+    errfd = os.open(errpath, os.O_WRONLY | os.O_TRUNC)
+    acts = [(os.POSIX_SPAWN_DUP2, null, 0), (os.POSIX_SPAWN_DUP2, null, 1), (os.POSIX_SPAWN_DUP2, errfd, 2)]
+    t0 = time.perf_counter()
+    try:
+        pid = os.posix_spawnp(argv[0], argv, env, file_actions=acts)
+        _, status, ru = os.wait4(pid, 0)
+        res = [time.perf_counter() - t0, ru.ru_maxrss, os.waitstatus_to_exitcode(status)]
+    except OSError as e:
+        os.write(errfd, str(e).encode())
+        res = [0.0, 0, 127]
+    os.close(null)
+    os.close(errfd)
+    sys.stdout.write(json.dumps(res) + "\n")
+    sys.stdout.flush()
+"""
+
+
+class Launcher:
+    """Runs commands for the benchmark: see LAUNCHER."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-S", "-c", LAUNCHER], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        fd, self.errpath = tempfile.mkstemp(prefix="pmaps-bench-err-")
+        os.close(fd)
+
+    def run(self, argv: list[str], env: dict[str, str]) -> tuple[float, int, int, str]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps([argv, env, self.errpath]) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the launcher died")
+        wall, rss, rc = json.loads(line)
+        with open(self.errpath, "rb") as f:
+            tail = f.read()[-600:].decode(errors="replace").strip()
+        return wall, rss, rc, tail
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        os.unlink(self.errpath)
+
+
+_launcher: Launcher | None = None
+
+
 def run_once(argv: list[str], env: dict[str, str]) -> tuple[float, int, int, str]:
     """Run argv with stdout to /dev/null; return (wall s, ru_maxrss kB, exit code, stderr tail)."""
-    with open(os.devnull, "wb") as devnull, tempfile.TemporaryFile() as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=devnull, stderr=err, stdin=subprocess.DEVNULL, env=env)
-        try:
-            # wait4 rather than Popen.wait: it hands back the child's own rusage (peak RSS).
-            _, status, usage = os.wait4(proc.pid, 0)
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-        elapsed = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)  # so Popen does not wait again
-        err.seek(0)
-        tail = err.read()[-600:].decode(errors="replace").strip()
-    return elapsed, usage.ru_maxrss, proc.returncode, tail
+    global _launcher
+    if _launcher is None:
+        _launcher = Launcher()
+    return _launcher.run(argv, env)
 
 
 def rss_floor(env: dict[str, str]) -> int:
-    """ru_maxrss of `true` spawned like the measured commands.
-
-    A process's ru_maxrss survives execve: the spawned child starts out with the high-water mark
-    of the memory it was forked (vforked) from, i.e. this benchmark's own.  So a command whose real
-    peak is lower than ours reads as our peak; report such readings as "<= floor".
-    """
+    """ru_maxrss of `true` spawned like the measured commands: the launcher's high-water mark,
+    which every command starts out with; readings at or below it are reported as "<= floor"."""
     return run_once(["true"], env)[1]
 
 
@@ -451,7 +493,16 @@ def _load() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global _launcher
     args = parse_args(argv)
+    _launcher = Launcher()  # before this process grows (see LAUNCHER)
+    try:
+        return _main(args)
+    finally:
+        _launcher.close()
+
+
+def _main(args: argparse.Namespace) -> int:
     template = shlex.split(args.pmaps) if args.pmaps else None
     env = pmaps_env(template)
     prefix = template or [sys.executable, "-m", "pmaps"]
@@ -502,12 +553,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n## Results (median of {args.runs} interleaved rounds after 1 warm-up round)\n")
     print("\n".join(fmt_rows(rows)))
     print("\npeak RSS: ru_maxrss of the command (wait4); `<= N` means below what a spawned `true` reads "
-          "(ru_maxrss keeps the benchmark's own high-water mark across fork/exec)")
+          "(the high-water mark of the small launcher that spawns the commands, which ru_maxrss keeps across exec)")
     if any(t == "reserve" for t, _ in medians) and any(t == "mixed1" for t, _ in medians):
         print("\n## Cost of a 64 TiB reservation (reserve minus mixed1)\n")
         for label in dict.fromkeys(lbl for t, lbl in medians if t == "reserve"):
             delta = medians["reserve", label] - medians.get(("mixed1", label), float("nan"))
-            print(f"- {label}: {delta * 1000:+.1f} ms (whole runs: within their noise)")
+            print(f"- {label}: {delta * 1000:+.1f} ms (whole runs, as noisy as the min-median spread above)")
         print("- the lean reader skips VMAs without read permission, the reservation among them")
     if reserve_scan_us is not None:
         print(f"- measured directly: PAGEMAP_SCAN over the 64 TiB reservation takes {reserve_scan_us:.0f} us "
