@@ -95,12 +95,12 @@ def main() -> int:
             regex = "^(" + "|".join(map(str, pids)) + ")$"  # smem2 matches -P against the pid too
             cmds.append(bench.Command("smem2 -P PIDS", [smem2, "-q", "-P", regex]))
         else:
-            missing.append("smem2: not installed (pip install smem2): left out")
+            missing.append("smem2: not installed (pip install -e '.[bench]'): left out")
         ps_mem = find_tool("ps_mem")
         if ps_mem:
             cmds.append(bench.Command("ps_mem -p PIDS", [ps_mem, "-p", plist]))
         else:
-            missing.append("ps_mem: not installed (pip install ps_mem): left out")
+            missing.append("ps_mem: not installed (pip install -e '.[bench]'): left out")
         cmds.append(bench.Command("pmaps --version (start-up)", [*PMAPS, "--version"]))
         print(f"# {len(pids)} processes, {rss / 2**30:.1f} GiB resident (RSS sum), {a.workers} workers sharing "
               f"{a.shared}; built in {build:.0f} s; median of {a.runs} interleaved rounds after a warm-up; "
