@@ -1,21 +1,31 @@
 #!/usr/bin/env python3
 """Benchmark pmaps against processes with a known memory layout (tests/memchild.py).
 
-    python bench/bench.py [--sizes 1,4,8] [--runs 5] [--targets mixed,thp8,reserve] [--pmaps CMD]
+    python bench/bench.py [--sizes 1,2,4,8,16] [--runs 7] [--targets mixed,thp,reserve,vmas]
+                          [--thp-gib 8] [--vmas 65532] [--no-lean] [--no-startup] [--pmaps CMD]
 
-Targets, built one at a time (so at most one is resident) and killed afterwards:
+Targets, built one at a time (so at most one is resident) and killed afterwards; a target that
+MemAvailable cannot hold (with room for the readers) is skipped unless --force:
   mixedS   S GiB: 60% fully written anon in 256 MiB VMAs, 15% anon written every 16th page,
            15% read-only anon (the shared zero page), 10% MAP_SHARED file fully read (page cache)
-  thp8     8 GiB of MADV_HUGEPAGE anon in 256 MiB VMAs, fully written
+  thpS     --thp-gib GiB (8) of MADV_HUGEPAGE anon in 256 MiB VMAs, fully written
   reserve  mixed1 plus a 64 TiB PROT_NONE MAP_NORESERVE reservation
-Each command runs once to warm up, then --runs times; the table shows the median wall time and
-the peak RSS (ru_maxrss from wait4) of the measured process, stdout going to /dev/null.
+  vmas     --vmas VMAs (65,532, or as many as vm.max_map_count allows): 16 KiB strides of a
+           written anon region, half of each read-only (about 520 MiB resident)
+Commands on each target, in the same interleaved run (one run of each per round, the order
+rotated every round; round 0 is a dropped warm-up): `cat /proc/PID/smaps` (the kernel's own
+walk), `pmaps PID`, `pmaps --format json PID`, `pmaps --summary PID`, `pmaps --flags=all PID`
+and bench/lean_reader.py (a plain numpy reader written as a reference: pagemap per VMA,
+kpageflags and kpagecount per run of PFNs). The table shows the median and minimum wall time,
+stdout going to /dev/null, the peak RSS (ru_maxrss from wait4) and the ratios to cat smaps and to
+the lean reader in the same run. Then start-up alone: `python -c pass`, numpy's import,
+`pmaps --version`, `pmaps --legend`.
 
 --pmaps CMD replaces the default `python -m pmaps` prefix.  In CMD, `{pid}` is replaced by the
-target's pid and `{args}` by the command's extra arguments (e.g. `--format ndjson`); without
+target's pid and `{args}` by the command's extra arguments (e.g. `--format json`); without
 `{pid}` the extra arguments and the pid are appended, and a CMD with `{pid}` but no `{args}`
 runs without the extra arguments.  Example, to check the harness itself:
-    python bench/bench.py --sizes 1 --runs 3 --pmaps "cat /proc/{pid}/maps"
+    python bench/bench.py --sizes 1 --runs 3 --targets mixed --pmaps "cat /proc/{pid}/maps"
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import importlib.util
+import json
 import os
 import platform
 import shlex
@@ -32,10 +43,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Iterator
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 GIB = 1 << 30
@@ -80,24 +93,28 @@ def mixed_specs(gib: float, prefix: str = "") -> list[str]:
     return specs
 
 
-def thp_specs(gib: int) -> list[str]:
-    return [f"thp{i}:thp:{256 * MIB}" for i in range(gib * GIB // (256 * MIB))]
+def thp_specs(gib: float) -> list[str]:
+    return [f"thp{i}:thp:{256 * MIB}" for i in range(int(gib * GIB) // (256 * MIB))]
 
 
 @dataclass
 class Target:
     name: str
-    specs: list[str]
+    specs: list[str]  # memchild specs; empty for the many-VMAs target
+    gib: float  # what it makes resident, for the memory check
+    vmas: int = 0  # the many-VMAs target: how many VMAs to reach
 
 
-def make_targets(sizes: list[float], which: list[str]) -> list[Target]:
+def make_targets(sizes: list[float], which: list[str], thp_gib: float, vmas: int) -> list[Target]:
     out: list[Target] = []
     if "mixed" in which:
-        out += [Target(f"mixed{s:g}", mixed_specs(s)) for s in sizes]
-    if "thp8" in which:
-        out.append(Target("thp8", thp_specs(8)))
+        out += [Target(f"mixed{s:g}", mixed_specs(s), s) for s in sizes]
+    if "thp" in which:
+        out.append(Target(f"thp{thp_gib:g}", thp_specs(thp_gib), thp_gib))
     if "reserve" in which:
-        out.append(Target("reserve", mixed_specs(1) + ["reserve:reserve:64T"]))
+        out.append(Target("reserve", [*mixed_specs(1), "reserve:reserve:64T"], 1))
+    if "vmas" in which:
+        out.append(Target("vmas", [], 0.6, vmas))
     return out
 
 
@@ -116,16 +133,74 @@ class Census:
         return self.rss_pages + self.zero_pages
 
 
-def census(mc: Any) -> Census:
+def census(pid: int, regions: dict[str, Any]) -> Census:
     c = Census()
-    for vma in memchild.read_smaps(mc.pid).values():
+    for vma in memchild.read_smaps(pid).values():
         c.vmas += 1
         c.rss_pages += vma.get("Rss", 0) * 1024 // PAGE
         c.anon_huge_pages += vma.get("AnonHugePages", 0) * 1024 // PAGE
-    c.zero_pages = sum(
-        memchild.runs_pages(r["touched"]) for r in mc.regions.values() if r["kind"] == "zero"
-    )
+    c.zero_pages = sum(memchild.runs_pages(r["touched"]) for r in regions.values() if r["kind"] == "zero")
     return c
+
+
+# The many-VMAs target: one 16 KiB-strided anonymous region, fully written, every other 8 KiB
+# made read-only, so that each mprotect adds two VMAs, until the process has `target` VMAs or the
+# kernel refuses (vm.max_map_count). It prints its VMA count, then waits for EOF on stdin.
+MANY_VMAS = r"""
+import ctypes, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+target = int(sys.argv[1])
+n = target // 2 + 64
+a = libc.mmap(None, n * 16384, 3, 0x22, -1, 0)
+for i in range(0, n * 16384, 4096):
+    ctypes.c_char.from_address(a + i).value = b"x"
+def count():
+    with open("/proc/self/maps", "rb") as f:
+        return sum(1 for _ in f)
+have = count()
+i = 0
+while i < n and have < target:
+    if libc.mprotect(a + i * 16384 + 4096, 8192, 1):  # inside the region: +2 VMAs
+        break
+    i += 1
+    have += 2
+    if have >= target - 8:
+        have = count()
+print(count(), flush=True)
+sys.stdin.read()
+"""
+
+
+@contextmanager
+def spawn(target: Target) -> Iterator[tuple[int, Census, dict[str, Any]]]:
+    """Build the target, yield (pid, census, memchild regions), kill it afterwards."""
+    if target.specs:
+        with memchild.MemChild(target.specs, timeout=900) as mc:
+            yield mc.pid, census(mc.pid, mc.regions), mc.regions
+        return
+    p = subprocess.Popen([sys.executable, "-c", MANY_VMAS, str(target.vmas)], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None
+        line = p.stdout.readline().strip()
+        if not line.isdigit():
+            raise RuntimeError(f"the many-VMAs target did not start: {line!r}")
+        yield p.pid, census(p.pid, {}), {}
+    finally:
+        p.kill()
+        p.wait()
+
+
+def memory_shortfall(target: Target) -> str:
+    """Why the target should not be built now (not enough available memory), or ''."""
+    avail = _meminfo("MemAvailable") * 1024
+    need = target.gib * GIB * 1.15 + 1.5 * GIB  # the target, then pmaps' and the reader's own
+    if avail < need:
+        return f"needs ~{need / GIB:.1f} GiB, MemAvailable is {avail / GIB:.1f} GiB"
+    return ""
 
 
 # ---------------------------------------------------------------------------
@@ -155,12 +230,22 @@ def expand(template: list[str], pid: int, extra: list[str]) -> tuple[list[str], 
     return argv, note
 
 
-def commands_for(template: list[str], pid: int) -> list[Command]:
-    out = []
-    for label, extra in (("pmaps", []), ("pmaps --format ndjson", ["--format", "ndjson"])):
+PMAPS_VARIANTS: list[tuple[str, list[str]]] = [
+    ("pmaps", []),
+    ("pmaps --format json", ["--format", "json"]),
+    ("pmaps --summary", ["--summary"]),
+    ("pmaps --flags=all", ["--flags=all"]),
+]
+LEAN = str(Path(__file__).resolve().parent / "lean_reader.py")
+
+
+def commands_for(template: list[str], pid: int, lean: bool = True) -> list[Command]:
+    out = [Command("cat smaps", ["cat", f"/proc/{pid}/smaps"])]
+    for label, extra in PMAPS_VARIANTS:
         argv, note = expand(template, pid, extra)
         out.append(Command(label, argv, note))
-    out.append(Command("cat smaps", ["cat", f"/proc/{pid}/smaps"]))
+    if lean:
+        out.append(Command("lean reader", [sys.executable, LEAN, str(pid)]))
     return out
 
 
@@ -176,46 +261,74 @@ class Timing:
         return statistics.median(self.seconds) if self.seconds else float("nan")
 
 
+# The measured commands are spawned by this small process, started before the benchmark grows:
+# a process's ru_maxrss survives execve, so a command spawned (vforked) from the benchmark itself
+# would start out with the benchmark's own high-water mark (hundreds of MB after the census of the
+# many-VMAs target) and hide its real peak. The launcher's own is about 10 MB.
+LAUNCHER = r"""
+import json, os, sys, time
+for line in sys.stdin:
+    argv, env, errpath = json.loads(line)
+    null = os.open(os.devnull, os.O_RDWR)
+    errfd = os.open(errpath, os.O_WRONLY | os.O_TRUNC)
+    acts = [(os.POSIX_SPAWN_DUP2, null, 0), (os.POSIX_SPAWN_DUP2, null, 1), (os.POSIX_SPAWN_DUP2, errfd, 2)]
+    t0 = time.perf_counter()
+    try:
+        pid = os.posix_spawnp(argv[0], argv, env, file_actions=acts)
+        _, status, ru = os.wait4(pid, 0)
+        res = [time.perf_counter() - t0, ru.ru_maxrss, os.waitstatus_to_exitcode(status)]
+    except OSError as e:
+        os.write(errfd, str(e).encode())
+        res = [0.0, 0, 127]
+    os.close(null)
+    os.close(errfd)
+    sys.stdout.write(json.dumps(res) + "\n")
+    sys.stdout.flush()
+"""
+
+
+class Launcher:
+    """Runs commands for the benchmark: see LAUNCHER."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-S", "-c", LAUNCHER], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        fd, self.errpath = tempfile.mkstemp(prefix="pmaps-bench-err-")
+        os.close(fd)
+
+    def run(self, argv: list[str], env: dict[str, str]) -> tuple[float, int, int, str]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps([argv, env, self.errpath]) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the launcher died")
+        wall, rss, rc = json.loads(line)
+        with open(self.errpath, "rb") as f:
+            tail = f.read()[-600:].decode(errors="replace").strip()
+        return wall, rss, rc, tail
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        os.unlink(self.errpath)
+
+
+_launcher: Launcher | None = None
+
+
 def run_once(argv: list[str], env: dict[str, str]) -> tuple[float, int, int, str]:
     """Run argv with stdout to /dev/null; return (wall s, ru_maxrss kB, exit code, stderr tail)."""
-    with open(os.devnull, "wb") as devnull, tempfile.TemporaryFile() as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=devnull, stderr=err, stdin=subprocess.DEVNULL, env=env)
-        try:
-            # wait4 rather than Popen.wait: it hands back the child's own rusage (peak RSS).
-            _, status, usage = os.wait4(proc.pid, 0)
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-        elapsed = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)  # so Popen does not wait again
-        err.seek(0)
-        tail = err.read()[-600:].decode(errors="replace").strip()
-    return elapsed, usage.ru_maxrss, proc.returncode, tail
+    global _launcher
+    if _launcher is None:
+        _launcher = Launcher()
+    return _launcher.run(argv, env)
 
 
 def rss_floor(env: dict[str, str]) -> int:
-    """ru_maxrss of `true` spawned like the measured commands.
-
-    A process's ru_maxrss survives execve: the spawned child starts out with the high-water mark
-    of the memory it was forked (vforked) from, i.e. this benchmark's own.  So a command whose real
-    peak is lower than ours reads as our peak; report such readings as "<= floor".
-    """
+    """ru_maxrss of `true` spawned like the measured commands: the launcher's high-water mark,
+    which every command starts out with; readings at or below it are reported as "<= floor"."""
     return run_once(["true"], env)[1]
-
-
-def measure(cmd: Command, runs: int, env: dict[str, str]) -> Timing:
-    t = Timing(floor_kb=rss_floor(env))
-    for i in range(runs + 1):  # the first run warms caches (imports, page tables) and is dropped
-        sec, rss, rc, tail = run_once(cmd.argv, env)
-        if rc != 0:
-            t.error = f"exit {rc}: {tail.splitlines()[-1] if tail else ''}"
-            return t
-        if i:
-            t.seconds.append(sec)
-            t.maxrss_kb = max(t.maxrss_kb, rss)
-    return t
 
 
 # ---------------------------------------------------------------------------
@@ -284,6 +397,28 @@ def environment(env: dict[str, str], template: list[str] | None) -> list[str]:
 # main
 
 
+def interleaved(cmds: list[Command], runs: int, env: dict[str, str]) -> list[Timing]:
+    """Round-robin: one run of each command per round, the order rotated each round so that no
+    command always follows the same one; round 0 warms caches (imports, page tables) and is dropped.
+    A command that fails is not run again."""
+    floor = rss_floor(env)
+    timings = [Timing(floor_kb=floor) for _ in cmds]
+    for rnd in range(runs + 1):
+        for k in range(len(cmds)):
+            i = (k + rnd) % len(cmds)
+            t = timings[i]
+            if t.error:
+                continue
+            sec, rss, rc, tail = run_once(cmds[i].argv, env)
+            if rc != 0:
+                t.error = f"exit {rc}: {tail.splitlines()[-1] if tail else ''}"
+                continue
+            if rnd:
+                t.seconds.append(sec)
+                t.maxrss_kb = max(t.maxrss_kb, rss)
+    return timings
+
+
 @dataclass
 class Row:
     target: str
@@ -293,37 +428,53 @@ class Row:
     note: str = ""
 
 
+def fmt_rss(t: Timing) -> str:
+    if t.maxrss_kb <= t.floor_kb * 1.02:
+        return f"<= {t.floor_kb / 1024:.1f}"  # hidden under the floor inherited from the benchmark
+    return f"{t.maxrss_kb / 1024:.1f}"
+
+
 def fmt_rows(rows: list[Row]) -> Iterator[str]:
-    yield "| target | present pages | command | median s | pages/s | peak RSS MB | ratio to cat smaps |"
-    yield "|---|---:|---|---:|---:|---:|---:|"
+    yield ("| target | present pages | command | median s | min s | pages/s | peak RSS MB | x cat smaps "
+           "| x lean reader |")
+    yield "|---|---:|---|---:|---:|---:|---:|---:|---:|"
     cats = {r.target: r.timing.median for r in rows if r.label == "cat smaps"}
+    leans = {r.target: r.timing.median for r in rows if r.label == "lean reader"}
     for r in rows:
         t = r.timing
         if t.error:
-            yield f"| {r.target} | {r.present:,} | {r.label} | FAILED: {t.error} | | | |"
+            yield f"| {r.target} | {r.present:,} | {r.label} | FAILED: {t.error} | | | | | |"
             continue
         ratio = t.median / cats[r.target] if cats.get(r.target) else float("nan")
+        lean = t.median / leans[r.target] if leans.get(r.target) else float("nan")
         label = f"{r.label} ({r.note})" if r.note else r.label
-        rss = f"{t.maxrss_kb / 1024:.1f}"
-        if t.maxrss_kb <= t.floor_kb * 1.02:
-            rss = f"<= {t.floor_kb / 1024:.1f}"  # hidden under the floor inherited from the benchmark
         yield (
-            f"| {r.target} | {r.present:,} | {label} | {t.median:.3f} | {r.present / t.median:,.0f} "
-            f"| {rss} | {ratio:.2f} |"
+            f"| {r.target} | {r.present:,} | {label} | {t.median:.3f} | {min(t.seconds):.3f} "
+            f"| {r.present / t.median:,.0f} | {fmt_rss(t)} | {ratio:.2f} | {lean:.2f} |"
         )
+
+
+TARGETS = ("mixed", "thp", "reserve", "vmas")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", default="1,4,8", help="GiB sizes of the mixed targets (default 1,4,8)")
-    ap.add_argument("--runs", type=int, default=5, help="timed runs per command, after one warm-up")
-    ap.add_argument("--targets", default="mixed,thp8,reserve,vmas",
-                    help="which of mixed,thp8,reserve,vmas (65,532 VMAs) to build")
+    ap.add_argument("--sizes", default="1,2,4,8,16", help="GiB sizes of the mixed targets (default 1,2,4,8,16)")
+    ap.add_argument("--runs", type=int, default=7, help="timed rounds, after one warm-up round (default 7)")
+    ap.add_argument("--targets", default=",".join(TARGETS),
+                    help="which of mixed,thp,reserve,vmas to build (default all)")
+    ap.add_argument("--thp-gib", type=float, default=8, help="size of the THP target (default 8)")
+    ap.add_argument("--vmas", type=int, default=65_532,
+                    help="VMAs of the vmas target (default 65,532; vm.max_map_count caps it)")
+    ap.add_argument("--no-lean", action="store_true", help="leave out the lean reference reader")
+    ap.add_argument("--no-startup", action="store_true", help="leave out the start-up figures")
+    ap.add_argument("--force", action="store_true", help="build targets even when MemAvailable looks too small")
     ap.add_argument("--pmaps", default=None, metavar="CMD", help="command prefix or {pid}/{args} template")
     args = ap.parse_args(argv)
     args.sizes = [float(s) for s in args.sizes.split(",") if s]
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    unknown = set(args.targets) - {"mixed", "thp8", "reserve", "vmas"}
+    args.targets = ["thp" if t.startswith("thp") else t for t in args.targets]  # thp8 as before
+    unknown = set(args.targets) - set(TARGETS)
     if unknown:
         ap.error(f"unknown targets: {', '.join(sorted(unknown))}")
     if args.runs < 1:
@@ -336,8 +487,22 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def _load() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
 def main(argv: list[str] | None = None) -> int:
+    global _launcher
     args = parse_args(argv)
+    _launcher = Launcher()  # before this process grows (see LAUNCHER)
+    try:
+        return _main(args)
+    finally:
+        _launcher.close()
+
+
+def _main(args: argparse.Namespace) -> int:
     template = shlex.split(args.pmaps) if args.pmaps else None
     env = pmaps_env(template)
     prefix = template or [sys.executable, "-m", "pmaps"]
@@ -345,122 +510,97 @@ def main(argv: list[str] | None = None) -> int:
 
     print("## Environment\n")
     print("\n".join(environment(env, template)))
+    print(f"- load average at start: {_load()}")
     print(flush=True)
 
     rows: list[Row] = []
     builds: list[str] = []
+    skipped: list[str] = []
     reserve_scan_us: float | None = None
     medians: dict[tuple[str, str], float] = {}
     failed = False
-    for target in make_targets(args.sizes, args.targets):
+    for target in make_targets(args.sizes, args.targets, args.thp_gib, args.vmas):
+        why = "" if args.force else memory_shortfall(target)
+        if why:
+            skipped.append(f"- {target.name}: skipped, {why} (--force builds it anyway)")
+            print(f"skipping {target.name}: {why}", file=sys.stderr, flush=True)
+            continue
         t0 = time.monotonic()
-        print(f"building {target.name} ({len(target.specs)} regions)...", file=sys.stderr, flush=True)
-        with memchild.MemChild(target.specs, timeout=900) as mc:
+        print(f"building {target.name}...", file=sys.stderr, flush=True)
+        with spawn(target) as (pid, c, regions):
             build_s = time.monotonic() - t0
-            c = census(mc)
             builds.append(
-                f"| {target.name} | {c.vmas} | {c.rss_pages:,} | {c.zero_pages:,} | {c.present:,} "
-                f"| {c.anon_huge_pages:,} | {build_s:.1f} |"
+                f"| {target.name} | {c.vmas:,} | {c.rss_pages:,} | {c.zero_pages:,} | {c.present:,} "
+                f"| {c.anon_huge_pages:,} | {build_s:.1f} | {_load()} |"
             )
-            if target.name == "reserve":
-                reserve_scan_us = reservation_scan_cost(mc)
-            for cmd in commands_for(prefix, mc.pid):
-                print(f"  {target.name}: {shlex.join(cmd.argv)}", file=sys.stderr, flush=True)
-                timing = measure(cmd, args.runs, env)
+            if "reserve" in regions:
+                reserve_scan_us = reservation_scan_cost(pid, regions["reserve"])
+            cmds = commands_for(prefix, pid, lean=not args.no_lean)
+            print(f"  {target.name}: {len(cmds)} commands x {args.runs + 1} rounds, interleaved",
+                  file=sys.stderr, flush=True)
+            for cmd, timing in zip(cmds, interleaved(cmds, args.runs, env)):
                 failed |= bool(timing.error)
                 rows.append(Row(target.name, c.present, cmd.label, timing, cmd.note))
                 medians[target.name, cmd.label] = timing.median
 
     print("## Targets\n")
-    print("| target | VMAs | smaps Rss pages | zero-page pages | present pages | in THPs (pages) | build s |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| target | VMAs | smaps Rss pages | zero-page pages | present pages | in THPs (pages) | build s "
+          "| load before |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
     print("\n".join(builds))
-    print(f"\n## Results (median of {args.runs} runs after 1 warm-up)\n")
+    if skipped:
+        print("\n" + "\n".join(skipped))
+    print(f"\n## Results (median of {args.runs} interleaved rounds after 1 warm-up round)\n")
     print("\n".join(fmt_rows(rows)))
+    print("\npeak RSS: ru_maxrss of the command (wait4); `<= N` means below what a spawned `true` reads "
+          "(the high-water mark of the small launcher that spawns the commands, which ru_maxrss keeps across exec)")
     if any(t == "reserve" for t, _ in medians) and any(t == "mixed1" for t, _ in medians):
         print("\n## Cost of a 64 TiB reservation (reserve minus mixed1)\n")
         for label in dict.fromkeys(lbl for t, lbl in medians if t == "reserve"):
             delta = medians["reserve", label] - medians.get(("mixed1", label), float("nan"))
-            print(f"- {label}: {delta * 1000:+.1f} ms (whole runs: within their noise)")
+            print(f"- {label}: {delta * 1000:+.1f} ms (whole runs, as noisy as the min-median spread above)")
+        print("- the lean reader skips VMAs without read permission, the reservation among them")
     if reserve_scan_us is not None:
         print(f"- measured directly: PAGEMAP_SCAN over the 64 TiB reservation takes {reserve_scan_us:.0f} us "
               "(median of 200, in-process), and pagemap is not read for it at all")
-    if "vmas" in args.targets:
-        failed |= many_vmas(prefix, args.runs, env)
-    startup(prefix, args.runs, env)
+    if not args.no_startup:
+        startup(prefix, args.runs, env)
+    print(f"\n- load average at the end: {_load()}")
     return 1 if failed else 0
 
 
-MANY_VMAS = r"""
-import ctypes, sys
-libc = ctypes.CDLL(None)
-libc.mmap.restype = ctypes.c_void_p
-libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
-libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-n = int(sys.argv[1])
-a = libc.mmap(None, n * 16384, 3, 0x22, -1, 0)
-for i in range(0, n * 16384, 4096):
-    ctypes.c_char.from_address(a + i).value = b"x"
-for i in range(n):
-    libc.mprotect(a + i * 16384, 8192, 1)  # every other 8 KiB read-only: two VMAs per 16 KiB
-print("ready", flush=True)
-sys.stdin.read()
-"""
-
-
-def many_vmas(prefix: list[str], runs: int, env: dict[str, str], pairs: int = 32_700) -> bool:
-    """pmaps on a process of about 65,500 small VMAs (the per-VMA cost), against cat smaps."""
-    p = subprocess.Popen([sys.executable, "-c", MANY_VMAS, str(pairs)], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, text=True)
-    failed = False
-    try:
-        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
-        nvmas = sum(1 for _ in open(f"/proc/{p.pid}/maps"))
-        print(f"\n## {nvmas:,} VMAs (median of {runs} runs)\n")
-        print("| command | median s | peak RSS MB | ratio to cat smaps |")
-        print("|---|---:|---:|---:|")
-        cmds = [("cat smaps", ["cat", f"/proc/{p.pid}/smaps"]), ("pmaps", [*prefix, str(p.pid)]),
-                ("pmaps --format json", [*prefix, "--format", "json", str(p.pid)]),
-                ("pmaps --summary", [*prefix, "--summary", str(p.pid)])]
-        base = None
-        for label, argv in cmds:
-            t = measure(Command(label, argv, ""), runs, env)
-            failed |= bool(t.error)
-            base = base or t.median
-            print(f"| {label} | {t.median:.3f} | {t.maxrss_kb / 1024:.1f} | {t.median / base:.2f} |")
-    finally:
-        p.kill()
-        p.wait()
-    return failed
-
-
 def startup(prefix: list[str], runs: int, env: dict[str, str]) -> None:
-    """Start-up alone: the interpreter, and pmaps printing its version."""
-    bare = measure(Command("python -c pass", [sys.executable, "-c", "pass"], ""), runs, env).median
-    ver = measure(Command("pmaps --version", [*prefix, "--version"], ""), runs, env).median
-    legend = measure(Command("pmaps --legend", [*prefix, "--legend"], ""), runs, env).median
-    print(f"\n## Start-up alone (median of {runs})\n")
-    print(f"- python -c pass: {bare * 1000:.0f} ms; pmaps --version: {ver * 1000:.0f} ms; "
-          f"pmaps --legend (imports the show command, numpy): {legend * 1000:.0f} ms")
+    """Start-up alone, interleaved: the interpreter, numpy's import, pmaps without and with numpy."""
+    cmds = [Command("python -c pass", [sys.executable, "-c", "pass"]),
+            Command("python -c 'import numpy'", [sys.executable, "-c", "import numpy"]),
+            Command("pmaps --version", [*prefix, "--version"]),
+            Command("pmaps --legend (the show command)", [*prefix, "--legend"])]
+    print(f"\n## Start-up alone (median of {runs} interleaved rounds)\n")
+    print("| command | median ms | peak RSS MB |")
+    print("|---|---:|---:|")
+    for cmd, t in zip(cmds, interleaved(cmds, runs, env)):
+        shown = f"FAILED: {t.error}" if t.error else f"{t.median * 1000:.0f}"
+        print(f"| {cmd.label} | {shown} | {fmt_rss(t)} |")
 
 
-def reservation_scan_cost(mc: Any, runs: int = 200) -> float | None:
+def reservation_scan_cost(pid: int, reg: dict[str, Any], runs: int = 200) -> float | None:
     """Microseconds pmaps spends on the reservation VMA: one PAGEMAP_SCAN over it, which
     finds no page tables. Whole-run medians are too noisy to show a cost this small."""
     try:
         from pmaps.kernel.pagemap import Scanner
     except ImportError:
         return None
-    reg = mc.regions["reserve"]
-    fd = os.open(f"/proc/{mc.pid}/pagemap", os.O_RDONLY)
+    fd = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY)
     try:
-        scanner = Scanner(fd, mc.pid)
+        scanner = Scanner(fd, pid)
         times = []
         for _ in range(runs):
             t = time.perf_counter()
             regs = scanner.regions(reg["start"], reg["end"])
             times.append(time.perf_counter() - t)
         assert len(regs) == 0
+    except OSError:  # no PAGEMAP_SCAN (Linux < 6.7)
+        return None
     finally:
         os.close(fd)
     return statistics.median(times) * 1e6

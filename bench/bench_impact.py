@@ -1,8 +1,11 @@
 """How much pmaps disturbs the process it reads: the target's own mmap/munmap latency while each
 reader runs (issue: "gentle on the target"). A C target (bench/impact_target.c, built here with gcc)
-writes --gib GiB, then loops mmap/munmap of 64 KiB on CPU 0, recording every iteration; each reader
-runs repeatedly on CPU 1 for --seconds; p50/p99/p99.9/max of the target's iterations are printed per
-phase, idle first. Root. A script, not a test: timing varies with the machine.
+writes --gib GiB (8; a fraction such as 0.25 for a smoke run), then a thread pinned to CPU 0 loops
+mmap/munmap of 64 KiB, recording every iteration; each reader runs back to back, pinned to the
+other CPUs (taskset), for --seconds; p50/p99/p99.9/max of the target's iterations are printed per
+phase, idle first. Phases: idle, `cat smaps_rollup`, `cat smaps`, `pmaps PID`, `pmaps --summary
+PID`, `pmaps top -p PID`, `pmaps top` (every process), `pmaps watch PID` at its default interval.
+Root. A script, not a test: timing varies with the machine.
 
     python bench/bench_impact.py [--gib 8] [--seconds 5]
 """
@@ -17,38 +20,51 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+PROBE_CPU = 0  # impact_target.c pins its loop here
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--gib", type=int, default=8)
-    ap.add_argument("--seconds", type=float, default=5.0)
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--gib", type=float, default=8.0, help="GiB the target writes (default 8; fractions allowed)")
+    ap.add_argument("--seconds", type=float, default=5.0, help="seconds per phase (default 5)")
     a = ap.parse_args()
+    readers = sorted(os.sched_getaffinity(0) - {PROBE_CPU})
+    if PROBE_CPU not in os.sched_getaffinity(0) or not readers:
+        sys.exit(f"bench_impact: needs CPU {PROBE_CPU} for the probe and another CPU for the readers")
+    cpus = ",".join(map(str, readers))
     exe = Path(tempfile.mkdtemp(prefix="pmaps-impact-")) / "target"
     subprocess.run(["gcc", "-O2", "-pthread", "-o", str(exe), str(HERE / "impact_target.c")], check=True)
-    t = subprocess.Popen([str(exe), str(a.gib)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    t = subprocess.Popen([str(exe), f"{a.gib:g}"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert t.stdout is not None and t.stdin is not None
     assert t.stdout.readline().strip() == "ready"
     pid = str(t.pid)
     py = [sys.executable, "-m", "pmaps"]
-    phases = {
+    watch_samples = max(2, int(a.seconds) + 1)  # at the default interval (1 s), about the phase's length
+    phases: dict[str, list[str] | None] = {
         "idle": None,
         "cat smaps_rollup": ["cat", f"/proc/{pid}/smaps_rollup"],
         "cat smaps": ["cat", f"/proc/{pid}/smaps"],
         "pmaps PID": [*py, pid],
         "pmaps --summary": [*py, "--summary", pid],
-        "pmaps top -p": [*py, "top", "-p", pid],
-        "pmaps watch (1 s)": [*py, "watch", pid, "--interval", "1", "--count", str(int(a.seconds) + 1)],
+        "pmaps top -p PID": [*py, "top", "-p", pid],
+        "pmaps top": [*py, "top"],
+        "pmaps watch (default)": [*py, "watch", pid, "--count", str(watch_samples)],
     }
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(HERE.parent / "src"),
+                                                                    os.environ.get("PYTHONPATH")])))
 
     def cmd(c: str) -> str:
         t.stdin.write(c + "\n")  # type: ignore[union-attr]
         t.stdin.flush()  # type: ignore[union-attr]
         return t.stdout.readline().strip()  # type: ignore[union-attr]
 
-    print(f"# target: {a.gib} GiB written, mmap/munmap 64 KiB in a loop on CPU 0; readers on CPU 1; "
-          f"{a.seconds:g} s per phase; latency of the target's iterations in microseconds")
-    print(f"{'phase':<20} {'iterations':>10} {'p50':>8} {'p99':>8} {'p99.9':>8} {'max':>9} {'reads':>6}")
+    with open("/proc/loadavg") as f:
+        load = " ".join(f.read().split()[:3])
+    print(f"# target: {a.gib:g} GiB written, mmap/munmap 64 KiB in a loop on CPU {PROBE_CPU}; readers on CPU "
+          f"{cpus}; {a.seconds:g} s per phase (watch: {watch_samples} samples at its default interval); "
+          f"latency of the target's iterations in microseconds; load average {load}")
+    print(f"{'phase':<22} {'iterations':>10} {'p50':>8} {'p99':>8} {'p99.9':>9} {'max':>9} {'reads':>6}")
+    failed = False
     try:
         for name, argv in phases.items():
             cmd("reset")
@@ -58,15 +74,20 @@ def main() -> None:
                 if argv is None:
                     time.sleep(a.seconds)
                     break
-                subprocess.run(["taskset", "-c", "1", *argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env=dict(os.environ, PYTHONPATH=str(HERE.parent / "src")))
+                r = subprocess.run(["taskset", "-c", cpus, *argv], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, env=env)
+                if r.returncode != 0:
+                    print(f"# {name}: exit {r.returncode}: {r.stderr.decode(errors='replace').strip()[-300:]}")
+                    failed = True
+                    break
                 runs += 1
             n, p50, p99, p999, mx = cmd("stats").split()
-            print(f"{name:<20} {n:>10} {p50:>8} {p99:>8} {p999:>8} {mx:>9} {runs:>6}")
+            print(f"{name:<22} {n:>10} {p50:>8} {p99:>8} {p999:>9} {mx:>9} {runs:>6}", flush=True)
     finally:
         t.kill()
         t.wait()
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,23 +1,31 @@
 #!/usr/bin/env python3
-"""Benchmark `pmaps top` against the kernel's own walk, on a loaded machine built here (root):
+"""Benchmark `pmaps top` against the kernel's own walk and against smem2 and ps_mem, on a loaded
+machine built here (root):
 
-    python bench/bench_top.py [--procs 184] [--each 24M] [--workers 16] [--shared 1G]
+    python bench/bench_top.py [--procs 184] [--each 24M] [--workers 16] [--shared 1G] [--runs 5]
 
 Builds PROCS memchild processes of EACH private anon memory plus a parent with WORKERS forked
 workers sharing SHARED copy-on-write (a quarter of it then diverged by each worker in turn), then
-times, in the same run:
-  baseline  `cat` of the smaps_rollup of the same processes + one pass over /proc/kpageflags and
-            /proc/kpagecount (every PFN)
+times, in the same interleaved run (one run of each per round, the order rotated every round,
+round 0 a dropped warm-up; every command reads the same processes but `top` whole-machine):
+  rollups   `cat` of the smaps_rollup of the same processes: the reference of the ratios
+  kpage     one pass over /proc/kpageflags and /proc/kpagecount (every PFN)
   top       `pmaps top -p PIDS --format json` (one scan, one kpage lookup for the union of PFNs)
-  top-all   `pmaps top` over every process on the machine
-  summary   `pmaps --summary PID...`: the per-process path (kpage lookups per process), one run
-and prints a table with ratios to the baseline.
+  top-all   `pmaps top --format json` over every process on the machine
+  summary   `pmaps --summary --format json PID...`: the per-process path (kpage lookups per process)
+  smem2     `smem2 -P '^(PID|PID...)$'` (PyPI smem2; it reads smaps_rollup of the matching processes)
+  ps_mem    `ps_mem -p PIDS` (PyPI ps_mem; smaps_rollup too)
+  start-up  `pmaps --version`
+and prints median seconds, the ratios to the rollups and to rollups + kpage ("baseline"), and
+each command's peak RSS (ru_maxrss, see bench.py). smem2 and ps_mem are looked for beside this
+Python (a venv's bin/) and on PATH; a missing one gets a line saying so.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -25,25 +33,29 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import bench  # noqa: E402  (bench.py: the launcher, interleaved rounds, peak RSS)
+
 PMAPS = [sys.executable, "-m", "pmaps"]
 
 
-def timed(argv: list[str], repeat: int = 3) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
-        best = min(best, time.perf_counter() - t)
-    return best
+def find_tool(name: str) -> str | None:
+    """`name` beside this interpreter (a venv's bin/) or on PATH."""
+    here = Path(sys.executable).parent / name
+    return str(here) if here.exists() else shutil.which(name)
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--procs", type=int, default=184)
     ap.add_argument("--each", default="24M")
     ap.add_argument("--workers", type=int, default=16)
     ap.add_argument("--shared", default="1G")
+    ap.add_argument("--runs", type=int, default=5, help="timed rounds after one warm-up (default 5)")
     a = ap.parse_args()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])))
+    bench.run_once(["true"], env)  # start the launcher before this process grows
     children: list[subprocess.Popen[bytes]] = []
     try:
         t0 = time.perf_counter()
@@ -66,26 +78,48 @@ def main() -> int:
             fam.stdout.readline()  # type: ignore[union-attr]
         pids += [info["parent"], *info["workers"]]
         build = time.perf_counter() - t0
-        env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-        os.environ.update(env)
         rss = sum(int(Path(f"/proc/{p}/statm").read_text().split()[1]) for p in pids) * 4096
-        rollups = [f"/proc/{p}/smaps_rollup" for p in pids]
-        t_roll = timed(["cat", *rollups])
-        t_kpage = timed(["sh", "-c", "cat /proc/kpageflags /proc/kpagecount > /dev/null"])
-        base = t_roll + t_kpage
         plist = ",".join(map(str, pids))
-        t_top = timed([*PMAPS, "top", "-p", plist, "--format", "json"])
-        t_all = timed([*PMAPS, "top", "--format", "json"])
-        t_sum = timed([*PMAPS, "--summary", "--format", "json", *map(str, pids)], repeat=1)
-        t_start = timed([*PMAPS, "--version"])
+        cmds = [
+            bench.Command("cat smaps_rollup (same processes)", ["cat", *[f"/proc/{p}/smaps_rollup" for p in pids]]),
+            bench.Command("one kpageflags+kpagecount pass",
+                          ["sh", "-c", "cat /proc/kpageflags /proc/kpagecount > /dev/null"]),
+            bench.Command("pmaps top -p PIDS", [*PMAPS, "top", "-p", plist, "--format", "json"]),
+            bench.Command("pmaps top (whole machine)", [*PMAPS, "top", "--format", "json"]),
+            bench.Command("pmaps --summary PID... (per process)", [*PMAPS, "--summary", "--format", "json",
+                                                                   *map(str, pids)]),
+        ]
+        missing = []
+        smem2 = find_tool("smem2")
+        if smem2:
+            regex = "^(" + "|".join(map(str, pids)) + ")$"  # smem2 matches -P against the pid too
+            cmds.append(bench.Command("smem2 -P PIDS", [smem2, "-q", "-P", regex]))
+        else:
+            missing.append("smem2: not installed (pip install -e '.[bench]'): left out")
+        ps_mem = find_tool("ps_mem")
+        if ps_mem:
+            cmds.append(bench.Command("ps_mem -p PIDS", [ps_mem, "-p", plist]))
+        else:
+            missing.append("ps_mem: not installed (pip install -e '.[bench]'): left out")
+        cmds.append(bench.Command("pmaps --version (start-up)", [*PMAPS, "--version"]))
         print(f"# {len(pids)} processes, {rss / 2**30:.1f} GiB resident (RSS sum), {a.workers} workers sharing "
-              f"{a.shared}; built in {build:.0f} s; Python start-up {t_start:.2f} s (in every pmaps figure)")
-        rows = [("cat smaps_rollup (same processes)", t_roll), ("one kpageflags+kpagecount pass", t_kpage),
-                ("baseline = both", base), ("pmaps top -p PIDS", t_top), ("pmaps top (whole machine)", t_all),
-                ("pmaps --summary PID... (per process)", t_sum)]
-        print(f"{'what':<40} {'seconds':>8} {'x baseline':>10}")
-        for name, t in rows:
-            print(f"{name:<40} {t:8.2f} {t / base:10.2f}")
+              f"{a.shared}; built in {build:.0f} s; median of {a.runs} interleaved rounds after a warm-up; "
+              f"load average {bench._load()}", flush=True)
+        timings = bench.interleaved(cmds, a.runs, env)
+        roll = timings[0].median
+        base = roll + timings[1].median
+        print(f"{'what':<40} {'seconds':>8} {'x rollups':>10} {'x baseline':>10} {'peak RSS MB':>12}")
+        for i, (cmd, t) in enumerate(zip(cmds, timings)):
+            if t.error:
+                print(f"{cmd.label:<40} FAILED: {t.error}")
+                continue
+            print(f"{cmd.label:<40} {t.median:8.3f} {t.median / roll:10.2f} {t.median / base:10.2f} "
+                  f"{bench.fmt_rss(t):>12}")
+            if i == 1:
+                print(f"{'baseline = both':<40} {base:8.3f} {base / roll:10.2f} {1:10.2f}")
+        for line in missing:
+            print(line)
+        print(f"# load average at the end {bench._load()}; peak RSS `<= N`: below the launcher's own")
     finally:
         for p in children:
             try:
@@ -98,6 +132,8 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+        if bench._launcher is not None:
+            bench._launcher.close()
     return 0
 
 

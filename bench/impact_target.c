@@ -1,4 +1,4 @@
-/* The target of bench_impact.py: N GiB of written memory, and one thread (pinned to CPU 0) that
+/* The target of bench_impact.py: N GiB (a decimal) of written memory, and one thread (pinned to CPU 0) that
  * mmaps and munmaps 64 KiB in a loop, recording each iteration's latency. Commands on stdin:
  * "reset" clears the record; "stats" prints "count p50 p99 p999 max" in microseconds. */
 #define _GNU_SOURCE
@@ -35,7 +35,8 @@ static int cmp(const void *a, const void *b) { unsigned x = *(const unsigned *)a
 
 int main(int argc, char **argv)
 {
-	size_t gib = argc > 1 ? strtoul(argv[1], 0, 10) : 1, sz = gib << 30;
+	double gib = argc > 1 ? strtod(argv[1], 0) : 1; /* fractions allowed for smoke runs */
+	size_t sz = (size_t)(gib * (1 << 30)) & ~(size_t)4095;
 	char *mem = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	for (size_t i = 0; i < sz; i += 4096) mem[i] = 1;
 	lat = malloc(sizeof(unsigned) * MAXS);

@@ -174,7 +174,7 @@ def wss_result(method: str, interval: float, cycles: int) -> WssResult:
     return WssResult(4242, "server", method, interval, rows, done, ages.histogram(), WSS_RUNS)
 
 
-def fake_measure(pid, method="auto", interval=1.0, cycles=1, caps=None, note=None) -> WssResult:
+def fake_measure(pid, method="auto", interval=1.0, cycles=1, caps=None, note=None, pace=None) -> WssResult:
     assert pid == 4242 and method in ("clear_refs", "idle")
     return wss_result(method, interval, cycles)
 

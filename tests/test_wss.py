@@ -262,3 +262,40 @@ def test_zero_page_is_not_resident(run):
         by = {v["start"]: v for v in json.loads(r.out)["vmas"]}
         assert by[mc.regions["z"]["start"]]["resident"] == 0
         assert by[mc.regions["a"]["start"]]["resident"] == 16
+
+
+@needs_root
+def test_max_cpu_stretches_the_interval(run):
+    """--max-cpu 5 with a 1 ms interval: a cycle's work costs more than 50 us of CPU, so every cycle
+    lasts longer than asked (its CPU x 20), and the output says so; without it, the interval stands."""
+    with MemChild(LAYOUT) as mc:
+        args = ["wss", str(mc.pid), "--interval", "0.001", "--cycles", "2", "--method", "clear_refs"]
+        r = run(*args, "--max-cpu", "5", "--format", "json")
+        assert r.code == 0, r.err
+        doc = json.loads(r.out)
+        assert doc["interval"] == 0.001 and len(doc["intervals"]) == 2
+        assert all(w > 0.001 for w in doc["intervals"]), doc["intervals"]
+        assert "to keep the CPU budget, cycles last" in r.err
+        text = run(*args, "--max-cpu", "5")
+        assert text.code == 0, text.err
+        assert "by the CPU budget)" in text.out.splitlines()[0]
+        plain = run(*args, "--format", "json")
+        assert plain.code == 0, plain.err
+        assert json.loads(plain.out)["intervals"] == [0.001, 0.001]
+        assert "CPU budget" not in plain.err
+
+
+@needs_root
+def test_pace_gets_each_cycles_cpu():
+    """measure(pace=...): pace sees the CPU seconds of the initial snapshot, then of each cycle's
+    work, and its answer is the next cycle's interval (never below `interval`)."""
+    costs: list[float] = []
+
+    def pace(cost: float) -> float:
+        costs.append(cost)
+        return 0.02 if len(costs) == 1 else 0.0
+
+    with MemChild(LAYOUT) as mc:
+        res = wss.measure(mc.pid, "clear_refs", interval=0.01, cycles=3, pace=pace)
+    assert len(costs) == 3 and all(c > 0 for c in costs)
+    assert res.intervals == [0.02, 0.01, 0.01]

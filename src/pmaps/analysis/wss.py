@@ -185,6 +185,7 @@ class WssResult:
     ages: list[tuple[str, int]] = field(default_factory=list)
     runs: tuple[np.ndarray, np.ndarray] = field(
         default_factory=lambda: (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)))
+    intervals: list[float] = field(default_factory=list)  # each cycle's seconds: `interval`, or stretched by `pace`
     interrupted: bool = False  # Ctrl-C / SIGTERM: the completed cycles are kept
     ended: PmapsError | None = None  # the target exited after at least one cycle
 
@@ -199,9 +200,13 @@ def totals(rows: list[VmaWss]) -> dict[str, int]:
 
 
 def measure(pid: int, method: str = "auto", interval: float = 1.0, cycles: int = 1, caps: capsmod.Caps | None = None,
-            note: Callable[[str], None] | None = None) -> WssResult:
+            note: Callable[[str], None] | None = None, pace: Callable[[float], float] | None = None) -> WssResult:
     """Measure the working set of `pid` over `cycles` intervals. A KeyboardInterrupt ends it after
-    the current cycle (result.interrupted); notes (one line each) go to `note`."""
+    the current cycle (result.interrupted); notes (one line each) go to `note`.
+
+    `pace` (the CLI's --max-cpu) maps the CPU seconds of the last cycle's work (the first
+    cycle: of the initial snapshot) to the next cycle's interval, e.g. stretched to keep a
+    CPU budget; the intervals used are in result.intervals."""
     caps = caps or capsmod.probe()
     say = note or (lambda _msg: None)
     chosen = choose_method(method, interval, caps)
@@ -217,11 +222,18 @@ def measure(pid: int, method: str = "auto", interval: float = 1.0, cycles: int =
     try:
         with Process(pid, Options(), caps) as proc, contextlib.ExitStack() as stack:
             res.comm = proc.comm
+            c0 = time.process_time()  # the process's CPU, all threads: the budget counts them all
             before = proc.snapshot()
+            cost = time.process_time() - c0
             if method == "idle":
                 bitmap = stack.enter_context(contextlib.closing(IdleBitmap.open(write=True)))
             dm = stack.enter_context(damonmod.Damon(pid)) if method == "damon" else None
             for c in range(cycles):
+                window = interval if pace is None else max(interval, pace(cost))
+                if window > interval and not any(w > interval for w in res.intervals):
+                    say(f"a cycle costs {cost * 1000:.0f} ms of CPU: to keep the CPU budget, cycles last "
+                        f"{window:.3g}s instead of {interval:g}s")
+                c0 = time.process_time()
                 tried = None
                 if bitmap is not None:
                     bitmap.mark_idle(before.pages.pfn[before.pages.present])
@@ -231,11 +243,11 @@ def measure(pid: int, method: str = "auto", interval: float = 1.0, cycles: int =
                     if group > 1 and c == 0:
                         say(f"{int(pres.sum())} resident pages: DAMON regions of {group} adjacent PFNs, "
                             "accesses are sampled per region, not page-exact")
-                    tried = dm.sample(first, end, interval, damonmod.SAMPLE_US)  # takes `interval`
+                    tried = dm.sample(first, end, window, damonmod.SAMPLE_US)  # takes `window`
                 else:
                     clear_refs(pid, CLEAR_REFERENCED)
                 if tried is None:
-                    time.sleep(interval)
+                    time.sleep(window)
                 proc.refresh_vmas()
                 after = proc.snapshot()
                 idle = None
@@ -255,7 +267,9 @@ def measure(pid: int, method: str = "auto", interval: float = 1.0, cycles: int =
                 ages.update(after.pages.vpn[pres], acc[pres])
                 res.runs = runs(after.pages.vpn, acc, np.array([v.start >> PAGE_SHIFT for v in after.vmas]))
                 res.cycles.append(totals(res.rows))
+                res.intervals.append(window)
                 before = after
+                cost = time.process_time() - c0
     except KeyboardInterrupt:
         res.interrupted = True
     except (NoSuchProcess, ZombieProcess) as e:

@@ -15,7 +15,7 @@ from typing import Any, TextIO
 from ..analysis.exporter import BY
 from ..errors import MissingExtra, PmapsError, UsageError
 from ..render.metrics import Family, families
-from . import Command, positive, seconds
+from . import Command, budget_interval, percent, positive, seconds
 from ._common import parse_pids, user_namer
 
 DEFAULT_LISTEN = "127.0.0.1:9475"
@@ -127,7 +127,7 @@ class Scanner:
         malloc_trim()  # the scan's columns are garbage now: between scans the exporter stays small
         # Process CPU time, so the scan's worker threads (and scrapes) count against the budget.
         wall, cpu = time.monotonic() - t0, time.process_time() - c0
-        self.interval = max(self.args.interval, cpu / (self.args.max_cpu / 100))
+        self.interval = budget_interval(self.args.interval, cpu, self.args.max_cpu)
         for k, v in ex.skipped.items():
             self.skipped[k] = self.skipped.get(k, 0) + v
         self.scans += 1
@@ -186,7 +186,7 @@ class Exporter(Command):
         p.add_argument("--listen", default=DEFAULT_LISTEN, metavar="ADDR:PORT",
                        help=f"address to serve on (default {DEFAULT_LISTEN}; non-loopback warns)")
         p.add_argument("--interval", type=seconds, default=30.0, metavar="S", help="seconds between scans (default 30)")
-        p.add_argument("--max-cpu", type=seconds, default=5.0, metavar="PCT",
+        p.add_argument("--max-cpu", type=percent, default=5.0, metavar="PCT",
                        help="CPU budget in %% of one core, averaged: a costlier scan stretches the interval "
                             "(default 5)")
         p.add_argument("--by", choices=BY, default="program",
@@ -206,8 +206,6 @@ class Exporter(Command):
         if args.by == "pid" and args.top is None:
             raise UsageError("--by pid needs --top N (one series per process would grow without bound)")
         args.top = args.top or 50
-        if args.max_cpu > 100:
-            raise UsageError(f"--max-cpu is a percentage of one core, at most 100: {args.max_cpu:g}")
         if bool(args.tls_cert) != bool(args.tls_key):
             raise UsageError("--tls-cert and --tls-key go together")
         host, port = parse_listen(args.listen)

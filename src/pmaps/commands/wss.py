@@ -7,7 +7,7 @@ from typing import TextIO
 from ..analysis.wss import measure
 from ..render import write
 from ..render.wss import WssView
-from . import Command, add_output_options, positive, seconds
+from . import Command, add_cpu_option, add_output_options, budget_interval, positive, seconds
 from ._common import parse_pid
 
 
@@ -17,8 +17,9 @@ class Wss(Command):
     Method: idle page tracking when the kernel has it, else DAMON (sysfs, root, no other DAMON
     user, --interval of 1 s or more), else clear_refs (see the limits printed with the result).
     With --cycles N, also a histogram of page ages (how many intervals ago each resident page was
-    last seen accessed). Ctrl-C stops after the current cycle and prints what
-    was measured so far.
+    last seen accessed). With --max-cpu, a cycle whose work (marking, reading back) costs more
+    than the budget allows lasts longer than --interval. Ctrl-C stops after the current cycle and
+    prints what was measured so far.
     """
 
     name = "wss"
@@ -28,6 +29,7 @@ class Wss(Command):
         p.add_argument("pid", metavar="PID")
         p.add_argument("--interval", type=seconds, default=1.0, metavar="S", help="seconds per cycle (default 1)")
         p.add_argument("--cycles", type=positive, default=1, metavar="N", help="cycles (default 1)")
+        add_cpu_option(p)
         p.add_argument("--method", choices=("auto", "idle", "damon", "clear_refs"), default="auto",
                        help="auto: idle page tracking when available, else damon (intervals >= 1 s), else clear_refs")
         p.add_argument("--all", action="store_true", help="list VMAs with nothing resident too")
@@ -41,7 +43,11 @@ class Wss(Command):
         def note(msg: str) -> None:
             err.write(f"pmaps: {msg}\n")
 
-        res = measure(pid, args.method, args.interval, args.cycles, note=note)
+        def pace(cost: float) -> float:
+            return budget_interval(args.interval, cost, args.max_cpu)
+
+        res = measure(pid, args.method, args.interval, args.cycles, note=note,
+                      pace=pace if args.max_cpu else None)
         if res.interrupted:
             err.write("pmaps: interrupted: results of the completed cycles follow\n")
         if res.ended is not None:

@@ -46,7 +46,7 @@ class WssView(View):
     def document(self) -> dict[str, Any]:
         r = self.res
         return {"schema": SCHEMA, "pid": r.pid, "comm": r.comm, "method": r.method, "interval": r.interval,
-                "limits": r.limits, "cycles": r.cycles,
+                "intervals": r.intervals, "limits": r.limits, "cycles": r.cycles,
                 "vmas": [{"start": v.vma.start, "end": v.vma.end, "perms": v.vma.perms, "path": v.vma.path,
                           "resident": v.resident, "accessed": v.accessed, "located": v.located, "counted": v.counted,
                           "located_runs": _runs_in(r.runs, v.vma.start, v.vma.end)} for v in self.rows],
@@ -64,7 +64,10 @@ class WssView(View):
 
         n = len(r.cycles)
         out.write(f"pmaps wss: pid {r.pid} ({printable(r.comm)}), method {r.method}, "
-                  f"{n} cycle{'s' * (n != 1)} of {r.interval:g}s\n")
+                  f"{n} cycle{'s' * (n != 1)} of {r.interval:g}s")
+        if any(w > r.interval for w in r.intervals):  # --max-cpu stretched them
+            out.write(f" (stretched to {max(r.intervals):.3g}s by the CPU budget)")
+        out.write("\n")
         for i, c in enumerate(r.cycles, 1):
             out.write(f"cycle {i}: accessed {b(c['accessed'])} of {b(c['resident'])} resident "
                       f"(located page by page: {b(c['located'])})\n")
