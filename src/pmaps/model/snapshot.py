@@ -10,9 +10,9 @@ import numpy as np
 
 from ..kernel import pagemap as pmb
 from ..kernel.maps import PAGE_SHIFT, Vma
+from ..numeric import arange_runs
 from .pages import Pages
 from .ranges import Ranges, ranges_of
-from ..numeric import arange_runs
 from .state import U64, Known
 
 
