@@ -26,8 +26,8 @@ from .table import printable
 
 SCHEMA = "pmaps/1"
 VMA_SCHEMA = "pmaps-vma/1"
-SPOOL_BYTES = 16 << 20
-WRITE_BYTES = 1 << 20  # whole VMAs' JSON gathered up to this much text per write  # a process's JSON document kept in memory up to this, then spooled to a file
+SPOOL_BYTES = 16 << 20  # a process's JSON document kept in memory up to this, then spooled to a file
+WRITE_BYTES = 1 << 20  # whole VMAs' JSON gathered up to this much text per write
 CSV_HEADER = ["pid", "comm", "vma_start", "vma_end", "perms", "path", "addr", "index", "count", "flags", "mapcount",
               "names"]
 
@@ -199,7 +199,8 @@ class RowBuilder:
         if self.with_pfn:
             extra = [',"pfn":' + ("null" if p in ("?", "-") else str(int(p, 16))) for p in self._pfns(r)]
         if self.cgroup_names is not None:
-            extra = [f'{e},"cgroup":' + ("null" if c in ("?", "-") else _dumps(c)) for e, c in zip(extra, self._cgroups(r))]
+            extra = [f'{e},"cgroup":' + ("null" if c in ("?", "-") else _dumps(c))
+                     for e, c in zip(extra, self._cgroups(r))]
         return ['{"addr":%d,"index":%d,"count":%d%s%s}' % (v << PAGE_SHIFT, v + base, c, t, e)
                 for v, c, t, e in zip(vpn, r.count.tolist(), tails, extra)]
 
