@@ -217,13 +217,15 @@ def vma_sums(src: PageSource, keys: tuple[str, ...] = FIGURES, batch: int = BATC
 
 
 def vma_columns(src: PageSource, keys: tuple[str, ...] = FIGURES, batch: int = BATCH_PAGES,
-                swap_refs: Callable[[], SwapRefs | None] | None = None) -> tuple[dict[str, np.ndarray], set[str]]:
+                swap_refs: Callable[[], SwapRefs | None] | None = None, per_vma: bool = True
+                ) -> tuple[dict[str, np.ndarray], set[str]]:
     """Raw sums per VMA of a page source, one int64 column per figure, and what is unknown. The
     source's batches span many VMAs (PageSource.groups), gathered up to about `batch` pages per
     engine call: a process of 65,000 small VMAs costs a few engine calls and no Python per VMA;
     memory stays bounded by the batch. `swap_refs` is called once, when the first swapped page is
-    seen, for the swap entries' holders (SwapPss); without it each swap entry counts once."""
-    n = len(src.vmas)
+    seen, for the swap entries' holders (SwapPss); without it each swap entry counts once. With
+    per_vma=False the columns hold one element: the whole process's sums (no per-VMA bincount)."""
+    n = len(src.vmas) if per_vma else 1
     acc = {k: np.zeros(n, dtype=np.int64) for k in keys}
     unknown: set[str] = set()
     pending: list[tuple[Pages, np.ndarray]] = []
@@ -244,6 +246,9 @@ def vma_columns(src: PageSource, keys: tuple[str, ...] = FIGURES, batch: int = B
         figs = figures(Facts.of_pages(pages, src.known, share), keys)
         unknown.update(figs.unknown)
         for k, col in figs.cols.items():
+            if not per_vma:
+                acc[k][0] += int(col.sum(dtype=np.int64))
+                continue
             # Exact in float64: at most 2**53 / (4096 << 12) = 5e8 pages per VMA and batch.
             acc[k] += np.bincount(group, weights=col, minlength=n).astype(np.int64)
         pending, size = [], 0

@@ -165,8 +165,8 @@ def process_sums(src: PageSource) -> dict[str, int]:
     SwapPss counting every process's holders of its swap entries (what top's big processes need)."""
     from ..collector.swap import machine_swap_refs
 
-    cols, _unknown = vma_columns(src, FIGURES, swap_refs=machine_swap_refs)
-    return {k: int(cols[k].sum()) for k in FIGURES}
+    cols, _unknown = vma_columns(src, FIGURES, swap_refs=machine_swap_refs, per_vma=False)
+    return {k: int(cols[k][0]) for k in FIGURES}
 
 
 def _key(ident: Ident, mm: int, source: str) -> dict[str, object]:
