@@ -109,3 +109,11 @@ def test_vma_index_drops_pages_outside_every_vma():
     assert kept.vpn.tolist() == [0x10, 0x13, 0x14, 0x15, 0x21] and g.tolist() == [0, 0, 1, 1, 2]
     kept, g = vma_index(pages.take(slice(1, 5)), vmas)  # all inside: the same pages back
     assert kept.vpn.tolist() == [0x10, 0x13, 0x14, 0x15] and g.tolist() == [0, 0, 1, 1]
+
+
+def test_fmt_bytes_signs():
+    from pmaps.render.units import fmt_bytes
+
+    assert [fmt_bytes(x) for x in (0, 5, -5, 1536, -21564639, 5 << 30, None)] == \
+        ["0", "5", "-5", "1.5K", "-21M", "5.0G", "?"]
+    assert fmt_bytes(-2048, "k") == "-2" and fmt_bytes(-2048, "bytes") == "-2048"

@@ -21,6 +21,8 @@ def fmt_bytes(n: int | None, unit: str = "human") -> str:
         v = n / UNITS[unit]
         text = f"{v:.1f}"
         return f"{v:.2g}" if n and float(text) == 0 else text
+    if n < 0:  # a difference (top's reconciliation): the sign, then the size
+        return "-" + fmt_bytes(-n, unit)
     if n < 1024:
         return str(n) if n else "0"
     for suffix, size in (("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
