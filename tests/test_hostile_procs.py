@@ -168,11 +168,11 @@ def test_a_torn_sample_is_not_stored(tmp_path):
 
 def test_maps_is_read_until_two_reads_agree(monkeypatch):
     from pmaps.collector import process as pmod
-    from pmaps.kernel.maps import Vma
 
-    reads = [[Vma(0, 4096, "r--p", 0, "0", 0, "torn")], [Vma(0, 8192, "r--p", 0, "0", 0, "a")],
-             [Vma(0, 8192, "r--p", 0, "0", 0, "a")]]
-    monkeypatch.setattr(pmod, "read_maps", lambda pid, started=False: reads.pop(0))
+    line = "%08x-%08x r--p 00000000 00:00 0 %s\n"
+    reads = [(line % (0, 8192, "x") + line % (4096, 12288, "torn")).encode(),  # overlapping: torn
+             (line % (0, 4096, "b")).encode(), (line % (0, 8192, "a")).encode(), (line % (0, 8192, "a")).encode()]
+    monkeypatch.setattr(pmod.procfs, "read_file", lambda pid, name, started=False: reads.pop(0))
     p = pmod.Process(1)
     assert p.refresh_vmas()[0].path == "a" and not reads
 

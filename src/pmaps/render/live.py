@@ -29,14 +29,14 @@ KIND_SHORT = {"present": "+", "freed": "-", "swapped_out": "out", "swapped_in": 
 FIGURE_OF = {"resident": "rss", "swapped": "swap", "dirty": "dirty", "thp": "anon_thp"}
 
 
-def vma_stats(s: Sample) -> tuple[dict[tuple[int, int], dict[str, int]], frozenset[str]]:
-    """Pages per VMA (keyed by start, end): resident, swapped, dirty, thp; and the columns these
-    samples cannot tell."""
+def vma_stats(s: Sample) -> tuple[dict[tuple[int, int], tuple[int, ...]], frozenset[str]]:
+    """Pages per VMA (keyed by start, end): (resident, swapped, dirty, thp), in STATS order; and the
+    columns these samples cannot tell. Tuples, not dicts: a process may have 65,000 VMAs."""
     figs = figures(Facts.of_sample(s), tuple(FIGURE_OF.values()))
     sums = figs.by_group(s.vma, len(s.vmas))
     unknown = frozenset(k for k, f in FIGURE_OF.items() if f in figs.unknown)
-    return ({(v.start, v.end): {k: int(sums[f][i]) for k, f in FIGURE_OF.items()} for i, v in enumerate(s.vmas)},
-            unknown)
+    cols = [sums[FIGURE_OF[k]].tolist() for k in STATS]
+    return dict(zip(((v.start, v.end) for v in s.vmas), zip(*cols))), unknown
 
 
 @dataclass
@@ -80,13 +80,14 @@ class WatchView:
             for k, n in vd.totals().items():
                 d[k] = d.get(k, 0) + n
         rows = []
+        none: dict[str, int | None] = dict.fromkeys(STATS)
         for v in cur.vmas:
             key = (v.start, v.end)
             st, old = now[key], before.get(key)
-            if not all_vmas and not any(st.values()) and key not in ch:
+            if not all_vmas and not any(st) and key not in ch:
                 continue
-            delta = {k: (st[k] - old[k]) if old is not None else None for k in STATS}
-            rows.append(Row(v.start, v.end, v.perms, v.path, st, delta, ch.get(key, {})))
+            delta: dict[str, int | None] = none if old is None else dict(zip(STATS, (a - b for a, b in zip(st, old))))
+            rows.append(Row(v.start, v.end, v.perms, v.path, dict(zip(STATS, st)), delta, ch.get(key, {})))
         view = cls(cur.pid, cur.comm, cur.seq, rows, cost_ms, cpu_pct, interval, fields, list(status or []), sort,
                    unknown)
         view.sort_rows()

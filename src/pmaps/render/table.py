@@ -29,7 +29,7 @@ def write_table(out: TextIO, header: Sequence[str], rows: Sequence[Sequence[str]
     """Columns right-aligned except the first `left` ones (or those `lefts` marks); with
     text_last the last column is free text (a path), left-aligned after the others. A
     left-aligned last column is never padded."""
-    allrows = [[str(c) for c in r] for r in (header, *rows, *footer)]
+    allrows = [list(r) for r in (header, *rows, *footer)]
     if not allrows:
         return
     # One search over every cell; cell by cell only when some cell needs escaping.
