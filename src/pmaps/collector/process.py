@@ -35,7 +35,7 @@ from ..kernel.shmem import swapped_pages
 from ..kernel.smaps import read_smaps
 from ..kernel.status import read_comm, read_start_time
 from ..model import Known, Pages, Snapshot, inside_vmas
-from ..model.snapshot import vma_index
+from ..model.snapshot import vma_bounds, vma_index
 from ..numeric import arange_runs, consecutive_runs
 from .observer import Observer
 from .parallel import ordered_map
@@ -317,9 +317,10 @@ class Process:
     def groups(self, workers: int = 2) -> Iterator[tuple[Pages, np.ndarray]]:
         """(Pages, VMA index per page) a batch at a time, in address order; pages outside every VMA
         (grown into a scan group's gap after maps was read) dropped."""
+        bounds = vma_bounds(self.vmas)
         for pages in self.batches(workers):
             if len(pages):
-                yield vma_index(pages, self.vmas)
+                yield vma_index(pages, self.vmas, bounds)
 
     def batches(self, workers: int = 2) -> Iterator[Pages]:
         """Populated pages in address order, in batches of about chunk_pages pages.

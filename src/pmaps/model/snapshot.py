@@ -52,15 +52,22 @@ class PageSource(Protocol):
 GROUP_BATCH = 1 << 18  # pages per groups() batch of a snapshot
 
 
-def vma_index(pages: Pages, vmas: list[Vma]) -> tuple[Pages, np.ndarray]:
+def vma_bounds(vmas: list[Vma]) -> tuple[np.ndarray, np.ndarray]:
+    """First and end page of each VMA (u64 columns)."""
+    starts = np.fromiter((v.start >> PAGE_SHIFT for v in vmas), dtype=U64, count=len(vmas))
+    ends = np.fromiter((v.end >> PAGE_SHIFT for v in vmas), dtype=U64, count=len(vmas))
+    return starts, ends
+
+
+def vma_index(pages: Pages, vmas: list[Vma], bounds: tuple[np.ndarray, np.ndarray] | None = None
+              ) -> tuple[Pages, np.ndarray]:
     """(pages inside a VMA, the index of that VMA for each): a page outside every VMA (one that grew
     into a gap after maps was read) is dropped. Pages are sorted: a binary search per VMA the batch
     touches, not per page."""
     n = len(pages)
     if not n or not vmas:
         return pages.take(slice(0, 0)), np.zeros(0, dtype=np.int64)
-    starts = np.fromiter((v.start >> PAGE_SHIFT for v in vmas), dtype=U64, count=len(vmas))
-    ends = np.fromiter((v.end >> PAGE_SHIFT for v in vmas), dtype=U64, count=len(vmas))
+    starts, ends = vma_bounds(vmas) if bounds is None else bounds
     a = int(np.searchsorted(ends, pages.vpn[0], side="right"))
     b = int(np.searchsorted(starts, pages.vpn[-1], side="right"))
     lo = np.searchsorted(pages.vpn, starts[a:b], side="left")
@@ -100,8 +107,9 @@ class Snapshot:
 
     def groups(self) -> Iterator[tuple[Pages, np.ndarray]]:
         """The PageSource batches: (Pages, VMA index per page), GROUP_BATCH pages at a time."""
+        bounds = vma_bounds(self.vmas)
         for lo in range(0, len(self.pages), GROUP_BATCH):
-            yield vma_index(self.pages.take(slice(lo, lo + GROUP_BATCH)), self.vmas)
+            yield vma_index(self.pages.take(slice(lo, lo + GROUP_BATCH)), self.vmas, bounds)
 
     def iter_vmas(self) -> Iterator[tuple[Vma, Pages]]:
         for vma, (lo, hi) in zip(self.vmas, self.bounds().tolist()):
