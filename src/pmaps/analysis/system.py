@@ -316,6 +316,8 @@ def reconcile(scan: SystemScan, total: dict[str, int | None]) -> dict[str, int] 
     mi = scan.meminfo
     if not scan.complete or total.get("pss") is None or "AnonPages" not in mi or "Mapped" not in mi:
         return None
+    if not scan.known.pfn:
+        return None  # without root, other users' processes are not in the sum: the comparison would mislead
     mapped = mi["AnonPages"] + mi["Mapped"]
     pss = int(total["pss"])  # type: ignore[arg-type]
     # pmaps itself is not in the scan but is in meminfo: its own smaps_rollup PSS stands in.

@@ -82,7 +82,7 @@ def report_scan(scan: SystemScan, args: argparse.Namespace, err: TextIO) -> None
     line = skipped_line(scan)
     if line and not args.quiet:
         err.write(f"pmaps: {line}\n")
-    if not args.quiet and not scan.known.count:
+    if not args.quiet and not scan.known.count and (scan.procs or any(r.sums is not None for r in scan.rollups)):
         err.write("pmaps: PSS, KSM and hugetlb figures need root (kpageflags, kpagecount): shown as '?'\n")
 
 

@@ -54,9 +54,9 @@ def source_note(scan: SystemScan) -> str:
     n_roll = len(scan.rollups) + len(scan.procs) - n_pages
     if not n_roll:
         return "# figures: page by page (pagemap, kpageflags, kpagecount)"
-    text = f"# figures: {n_roll} processes from smaps_rollup"
+    text = f"# figures: {n_roll} process{'es' if n_roll != 1 else ''} from smaps_rollup"
     if n_pages:
-        text += f", {n_pages} larger ones page by page (gentler on them)"
+        text += f", {n_pages} larger one{'s' if n_pages != 1 else ''} page by page (gentler on them)"
     if scan.observed is not None:
         text += "; pmaps' own share of the pages it maps too taken out page by page"
     return text
