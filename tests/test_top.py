@@ -268,6 +268,19 @@ def test_unprivileged_top(layout):
     lines = [ln for ln in r.stderr.splitlines() if ln]
     assert any("not counted" in ln and "unreadable" in ln for ln in lines)
     assert len([ln for ln in lines if "not counted" in ln]) == 1
+    # Its own processes come from their smaps_rollup, which it may read: PSS is known there.
+    mine = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sleep", "60"])
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not Path(f"/proc/{mine.pid}/comm").read_text().startswith("sleep"):
+            time.sleep(0.02)
+        r = pmaps_cmd("top", "-q", "-p", str(mine.pid), "--format", "json", user=True)
+        (row,) = json.loads(r.stdout)["rows"]
+        assert row["source"] == "smaps_rollup" and row["pss"] is not None
+        assert row["rss"] == rollup(mine.pid)["Rss"]
+    finally:
+        mine.kill()
+        mine.wait()
 
 
 @pytest.mark.parametrize("name,args", [
