@@ -49,6 +49,9 @@ def main() -> int:
         "pmaps top -p PID": [*py, "top", "-p", pid],
         "pmaps top": [*py, "top"],
         "pmaps watch (default)": [*py, "watch", pid, "--count", str(watch_samples)],
+        # Not pmaps: a bare reader of the whole pagemap, back to back (the kernel takes and drops the
+        # mmap_lock every 2 MiB): how much a stream of short read holds alone costs the target.
+        "raw pagemap reads": [sys.executable, "-c", RAW_PAGEMAP, pid],
     }
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(HERE.parent / "src"),
                                                                     os.environ.get("PYTHONPATH")])))
@@ -83,10 +86,54 @@ def main() -> int:
                 runs += 1
             n, p50, p99, p999, mx = cmd("stats").split()
             print(f"{name:<22} {n:>10} {p50:>8} {p99:>8} {p999:>9} {mx:>9} {runs:>6}", flush=True)
+        os.sched_setaffinity(0, readers)  # measured where the readers run, off the probe's CPU
+        holds(int(pid))
     finally:
         t.kill()
         t.wait()
     return 1 if failed else 0
+
+
+RAW_PAGEMAP = r"""
+import os, sys
+pid = sys.argv[1]
+fd = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY)
+for line in open(f"/proc/{pid}/maps"):
+    a, b = (int(x, 16) for x in line.split()[0].split("-"))
+    for off in range(a, b, 1 << 30):
+        os.pread(fd, (min(b, off + (1 << 30)) - off) // 4096 * 8, off // 4096 * 8)
+"""
+
+
+def holds(pid: int) -> None:
+    """The longest a pmaps read holds the target's mmap_lock: each PAGEMAP_SCAN call takes it once
+    for its whole walk (fs/proc/task_mmu.c do_pagemap_scan), so a call's duration bounds one hold;
+    pagemap reads take it per 2 MiB window (pagemap_read, PAGEMAP_WALK_SIZE)."""
+    sys.path.insert(0, str(HERE.parent / "src"))
+    from pmaps.collector.process import SCAN_MAX_PAGES
+    from pmaps.kernel import procfs
+    from pmaps.kernel.pagemap import PAGES_RETURN_MASK, TASK_SIZE_MAX, Scanner
+
+    fd = procfs.open_pagemap(pid)
+    scanner = Scanner(fd, pid, returns=PAGES_RETURN_MASK, max_pages=SCAN_MAX_PAGES)
+    times: list[float] = []
+    real = scanner._ioctl  # type: ignore[attr-defined]
+
+    def timed(*args: object) -> object:
+        t0 = time.perf_counter()
+        try:
+            return real(*args)
+        finally:
+            times.append((time.perf_counter() - t0) * 1e6)
+
+    scanner._ioctl = timed  # type: ignore[attr-defined]
+    for _ in range(20):
+        scanner.regions(0, TASK_SIZE_MAX)
+    procfs.close(fd)
+    times.sort()
+    q = lambda f: times[int((len(times) - 1) * f)]  # noqa: E731
+    print(f"# PAGEMAP_SCAN calls of pmaps' reads ({len(times)}, max {SCAN_MAX_PAGES} pages each): duration "
+          f"p50 {q(0.5):.0f} us, p99 {q(0.99):.0f} us, max {q(1.0):.0f} us (each bounds one mmap_lock hold)")
 
 
 if __name__ == "__main__":
