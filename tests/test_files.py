@@ -412,6 +412,16 @@ def test_streamed_json_is_json_dumps_of_the_rows(method, owners):
     assert rows[0]["owners"] == [4, 30] if owners else "owners" not in rows[0]
 
 
+def test_json_percent_is_the_rounded_float():
+    """json_rows writes resident_pct as f"{x:.1f}"; file_row (and json.dumps) as repr(round(x, 1))."""
+    from pmaps.analysis.files import resident_pct
+
+    for pages in range(1, 700):
+        for res in range(pages + 2):  # a large folio past EOF: over 100%, capped
+            x = min(100.0, 100.0 * res / pages)
+            assert f"{x:.1f}" == repr(resident_pct(res, pages * PAGE)), (res, pages)
+
+
 def test_streamed_report_of_a_walk_without_files_is_complete_at_once():
     rep = summarize(iter([pc.Skipped("/x", "special", "fifo")]), stream=True)
     assert rep.empty and rep.nfiles == 0 and rep.skipped == {"special": ["/x"]} and list(rep.rows) == []
