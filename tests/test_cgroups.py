@@ -4,25 +4,18 @@ oracle. cgroup v2 parsing runs on memory.stat files recorded on real v2 machines
 each naming its source) and on doc-derived text for the hierarchy (this machine has v1 only)."""
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
 import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from helpers import PAGE
+from helpers import MEMCG as H
+from helpers import PAGE, close, memcgs, needs_memcg, start_in, within
 from pmaps.analysis import cgroups as C
 from pmaps.kernel import cgroup as K
-
-H = K.find_memory_hierarchy()
-needs_memcg = pytest.mark.skipif(os.geteuid() != 0 or H is None or not os.path.exists("/proc/kpagecgroup"),
-                                 reason="needs root, a memory cgroup controller and /proc/kpagecgroup")
 
 WORK_A = r"""
 import mmap, os, sys
@@ -47,55 +40,6 @@ s = sum(m[i] for i in range(0, len(m), 4096))              # map every page of A
 print("ready", flush=True)
 sys.stdin.read()
 """
-
-
-def _rmdir(path: Path) -> None:
-    for _ in range(100):  # EBUSY until the killed tasks are gone
-        try:
-            path.rmdir()
-            return
-        except FileNotFoundError:
-            return
-        except OSError:
-            time.sleep(0.05)
-    path.rmdir()
-
-
-@contextlib.contextmanager
-def memcgs() -> Iterator[tuple[Path, str]]:
-    """A parent memcg of our own with children A and B; removed afterwards, whatever happens."""
-    assert H is not None
-    name = f"pmaps-test-{os.getpid()}"
-    parent = Path(H.root) / name
-    parent.mkdir()
-    made = [parent]
-    try:
-        for sub in ("A", "B"):
-            (parent / sub).mkdir()
-            made.append(parent / sub)
-        yield parent, "/" + name
-    finally:
-        for d in reversed(made):
-            _rmdir(d)
-
-
-def start_in(cg: Path, code: str, *args: str) -> subprocess.Popen[str]:
-    """Join the cgroup first, then exec python: every page is charged there (charges do not move
-    with a task on v1)."""
-    p = subprocess.Popen(["sh", "-c", f'echo $$ > "{cg}/cgroup.procs" && exec "$0" -c "$1" "$2"', sys.executable,
-                          code, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert p.stdout is not None and p.stdout.readline().strip() == "ready"
-    return p
-
-
-def close(p: subprocess.Popen[str]) -> None:
-    p.kill()
-    p.wait()
-
-
-def within(ours: int, theirs: int) -> bool:
-    """The issue's tolerance: 1% plus 64 pages."""
-    return abs(ours - theirs) <= theirs // 100 + 64 * PAGE
 
 
 @needs_memcg
