@@ -71,8 +71,8 @@ def top_view(scan: SystemScan, args: argparse.Namespace, user_of: Callable[[int]
 CHARGE_COLS = [Col("charged", "CHARGED", True), Col("mapped_elsewhere", "ELSEWHERE", True),
                Col("mapped_from_others", "FROM_OTHERS", True)]
 CHARGE_NOTE = ("# CHARGED: pages the scanned processes map that are charged to this memory cgroup (kpagecgroup); "
-               "ELSEWHERE: of those, the ones only other cgroups' processes map; FROM_OTHERS: pages this cgroup's "
-               "processes map that are charged to another cgroup. Each page once per cgroup")
+               "ELSEWHERE: of those, mapped only by other cgroups' processes; FROM_OTHERS: mapped by its processes, "
+               "charged to another cgroup")
 
 
 def _with_charges(scan: SystemScan, rows: list[S.Row], total: dict[str, int | None],
