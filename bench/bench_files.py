@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """Benchmark `pmaps files -r` and `pmaps cgroups` against the plain ways to get the same numbers:
 
-    python bench/bench_files.py [--files 10000] [--total 4G] [--dir /var/tmp]
+    python bench/bench_files.py [--files 10000] [--total 4G] [--dir /var/tmp] [--repeat 5]
+                                [--baseline OTHER/src] [--keep DIR]
 
 Builds a tree of FILES files of TOTAL bytes (100 directories), every other file read back into
-the page cache, then times, in the same run (best of 3, Python start-up included for pmaps):
+the page cache, then times, in the same run (best of REPEAT, Python start-up included for pmaps;
+the commands run in turn, round after round, so that a machine whose speed changes meanwhile
+slows them all alike):
   fincore     util-linux `fincore --bytes` over the same files (given as arguments: no walk)
   mincore     a vmtouch-like walk written here: os.walk, open, mmap, mincore, count (Python)
   pmaps       `pmaps files -r DIR --format json` (walk + cachestat per file)
@@ -13,11 +16,16 @@ and for the cgroups view:
   baseline    read every memory.stat + one pass over /proc/kpageflags and /proc/kpagecgroup
   cgroups     `pmaps cgroups --no-mapped --format json`
   cgroups+map `pmaps cgroups --format json` (also scans every process)
-The tree is removed afterwards. Root for the cgroups part.
+With --baseline, the pmaps rows run a second time from another checkout's src/ (PYTHONPATH),
+interleaved with these: before/after ratios from one run. Both trees' bytecode is compiled
+first (an installed pmaps has its .pyc; PYTHONDONTWRITEBYTECODE would otherwise make every run
+compile pmaps' sources). The tree is removed afterwards unless --keep names a tree to reuse
+(built there if missing). Root for the cgroups part.
 """
 from __future__ import annotations
 
 import argparse
+import compileall
 import ctypes
 import mmap
 import os
@@ -39,17 +47,30 @@ def size_arg(text: str) -> int:
     return int(float(text[:-1]) * mult[text[-1].upper()]) if text[-1].upper() in mult else int(text)
 
 
-def timed(fn, repeat: int = 3) -> float:
-    best = float("inf")
+def timed_rounds(fns: list, repeat: int) -> list[float]:
+    """Best time of each function over `repeat` rounds; each round runs every function once, in turn."""
+    best = [float("inf")] * len(fns)
     for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
+        for i, fn in enumerate(fns):
+            t = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - t)
     return best
 
 
-def run(argv: list[str]) -> None:
-    subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+def run(argv: list[str], src: str | None = None) -> None:
+    env = dict(os.environ)
+    if src:
+        env["PYTHONPATH"] = src
+    subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, env=env)
+
+
+def table(rows: list[tuple[str, float]], what: str) -> None:
+    base = rows[0][1]
+    width = max(26, *(len(n) for n, _ in rows))
+    print(f"{'what':{width}} {'seconds':>8} {'x ' + what:>12}")
+    for name, sec in rows:
+        print(f"{name:{width}} {sec:8.3f} {sec / base:12.2f}")
 
 
 def mincore_walk(top: str) -> int:
@@ -72,7 +93,7 @@ def mincore_walk(top: str) -> int:
 
 
 def kpage_baseline() -> None:
-    for d, _, files in os.walk("/sys/fs/cgroup/memory"):
+    for d, _, _ in os.walk("/sys/fs/cgroup/memory"):
         with open(os.path.join(d, "memory.stat"), "rb") as f:
             f.read()
     buf = bytearray(8 << 20)
@@ -110,31 +131,44 @@ def main() -> int:
     ap.add_argument("--files", type=int, default=10_000)
     ap.add_argument("--total", type=size_arg, default=4 << 30)
     ap.add_argument("--dir", default="/var/tmp")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--baseline", metavar="SRC", help="another checkout's src/ to time beside this one")
+    ap.add_argument("--keep", metavar="DIR", help="build the tree here (or reuse it) and keep it")
+    ap.add_argument("--no-cgroups", action="store_true", help="time the files part only")
     a = ap.parse_args()
-    top = tempfile.mkdtemp(dir=a.dir, prefix="pmaps-bench-")
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
+    for src in (here, a.baseline):
+        if src:
+            compileall.compile_dir(os.path.join(src, "pmaps"), quiet=1)
+    top = a.keep or tempfile.mkdtemp(dir=a.dir, prefix="pmaps-bench-")
     try:
         t = time.perf_counter()
-        paths = build(top, a.files, a.total)
-        print(f"# tree: {a.files} files, {a.total / (1 << 30):.1f} GiB, built in {time.perf_counter() - t:.1f} s")
-        rows = [("fincore", timed(lambda: run(["fincore", "--bytes", *paths]))),
-                ("mincore walk", timed(lambda: mincore_walk(top))),
-                ("pmaps files", timed(lambda: run([*PMAPS, "files", "-r", top, "--format", "json"]))),
-                ("pmaps files --top 10", timed(lambda: run([*PMAPS, "files", "-r", top, "--top", "10"])))]
-        base = rows[0][1]
-        print(f"{'what':24} {'seconds':>8} {'x fincore':>10}")
-        for name, s in rows:
-            print(f"{name:24} {s:8.3f} {s / base:10.2f}")
-        if os.geteuid() == 0 and os.path.exists("/proc/kpagecgroup"):
-            rows = [("memory.stat + kpage pass", timed(kpage_baseline)),
-                    ("pmaps cgroups --no-mapped", timed(lambda: run([*PMAPS, "cgroups", "--no-mapped", "--format",
-                                                                      "json"]))),
-                    ("pmaps cgroups", timed(lambda: run([*PMAPS, "cgroups", "--format", "json"])))]
-            base = rows[0][1]
-            print(f"{'what':26} {'seconds':>8} {'x baseline':>10}")
-            for name, s in rows:
-                print(f"{name:26} {s:8.3f} {s / base:10.2f}")
+        if a.keep and os.path.isdir(os.path.join(top, "d000")):
+            paths = sorted(os.path.join(d, f) for d, _, fs in os.walk(top) for f in fs)
+            print(f"# tree: {len(paths)} files reused from {top}")
+        else:
+            os.makedirs(top, exist_ok=True)
+            paths = build(top, a.files, a.total)
+            print(f"# tree: {a.files} files, {a.total / (1 << 30):.1f} GiB, built in {time.perf_counter() - t:.1f} s")
+        srcs = [("", None)] + ([(" (baseline)", a.baseline)] if a.baseline else [])
+        names = ["fincore", "mincore walk"]
+        fns = [lambda: run(["fincore", "--bytes", *paths]), lambda: mincore_walk(top)]
+        for tag, src in srcs:
+            names += [f"pmaps files{tag}", f"pmaps files --top 10{tag}"]
+            fns += [lambda src=src: run([*PMAPS, "files", "-r", top, "--format", "json"], src),
+                    lambda src=src: run([*PMAPS, "files", "-r", top, "--top", "10"], src)]
+        table(list(zip(names, timed_rounds(fns, a.repeat))), "fincore")
+        if not a.no_cgroups and os.geteuid() == 0 and os.path.exists("/proc/kpagecgroup"):
+            names = ["memory.stat + kpage pass"]
+            fns = [kpage_baseline]
+            for tag, src in srcs:
+                names += [f"pmaps cgroups --no-mapped{tag}", f"pmaps cgroups{tag}"]
+                fns += [lambda src=src: run([*PMAPS, "cgroups", "--no-mapped", "--format", "json"], src),
+                        lambda src=src: run([*PMAPS, "cgroups", "--format", "json"], src)]
+            table(list(zip(names, timed_rounds(fns, min(a.repeat, 3)))), "baseline")
     finally:
-        shutil.rmtree(top)
+        if not a.keep:
+            shutil.rmtree(top)
     return 0
 
 

@@ -6,11 +6,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from pmaps.kernel.cgroup import find_memory_hierarchy
 from pmaps.kernel.smaps import decode_smaps
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,3 +120,59 @@ def text_blocks(out: str) -> list[tuple[str, list[tuple[int, int, str, str]]]]:
         else:
             blocks[-1][1].append((int(parts[0]), int(parts[1]), parts[2], parts[3]))
     return blocks
+
+
+# -- memory cgroups of the tests' own (created, used, removed; never one the tests did not create) -----
+
+MEMCG = find_memory_hierarchy()
+needs_memcg = pytest.mark.skipif(os.geteuid() != 0 or MEMCG is None or not os.path.exists("/proc/kpagecgroup"),
+                                 reason="needs root, a memory cgroup controller and /proc/kpagecgroup")
+
+
+def _rmdir(path: Path) -> None:
+    for _ in range(100):  # EBUSY until the killed tasks are gone
+        try:
+            path.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.05)
+    path.rmdir()
+
+
+@contextlib.contextmanager
+def memcgs() -> Iterator[tuple[Path, str]]:
+    """A parent memcg of our own with children A and B; removed afterwards, whatever happens."""
+    assert MEMCG is not None
+    name = f"pmaps-test-{os.getpid()}"
+    parent = Path(MEMCG.root) / name
+    parent.mkdir()
+    made = [parent]
+    try:
+        for sub in ("A", "B"):
+            (parent / sub).mkdir()
+            made.append(parent / sub)
+        yield parent, "/" + name
+    finally:
+        for d in reversed(made):
+            _rmdir(d)
+
+
+def start_in(cg: Path, code: str, *args: str) -> subprocess.Popen[str]:
+    """Join the cgroup first, then exec python: every page is charged there (charges do not move
+    with a task on v1)."""
+    p = subprocess.Popen(["sh", "-c", f'echo $$ > "{cg}/cgroup.procs" && exec "$0" -c "$1" "$2"', sys.executable,
+                          code, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    return p
+
+
+def close(p: subprocess.Popen[str]) -> None:
+    p.kill()
+    p.wait()
+
+
+def within(ours: int, theirs: int) -> bool:
+    """The issue's tolerance: 1% plus 64 pages."""
+    return abs(ours - theirs) <= theirs // 100 + 64 * PAGE

@@ -316,7 +316,7 @@ def test_ten_thousand_files_top_n_is_exact(run, tmp_path):
     assert doc["total"]["resident"] == sum(truth.values())
     # and the library: the same fold without the CLI
     rep = summarize(pc.scan_files([str(t)], recursive=True), top=3)
-    assert [r["resident"] for r in rep.rows] == best[:3]
+    assert [r["resident"] for r in rep.dicts()] == best[:3]
 
 
 @needs_cs
@@ -365,8 +365,71 @@ def test_top_keeps_the_largest_in_walk_order_on_ties():
     cs = pc.CacheStat
     items = [pc.FileStat(f"/f{i}", 10 * PAGE, 1, i, cs(c)) for i, c in enumerate([3, 5, 5, 1, 5, 0])]
     rep = summarize(iter(items), top=3)
-    assert [r["path"] for r in rep.rows] == ["/f1", "/f2", "/f4"]
+    assert [r.path for r in rep.rows] == ["/f1", "/f2", "/f4"]
     assert rep.total["resident"] == 19 * PAGE and rep.nfiles == 6
+
+
+@pytest.mark.parametrize("method", ["cachestat", "mincore"])
+@pytest.mark.parametrize("owners", [False, True])
+def test_streamed_json_is_json_dumps_of_the_rows(method, owners):
+    """JSON and NDJSON are written by hand, row by row, as the walk goes: byte for byte what
+    json.dumps makes of the file_row dicts and the totals (odd paths, empty files, None counts)."""
+    import io
+
+    from pmaps.analysis.files import file_row
+    from pmaps.render import write
+    from pmaps.render.files import KEYS, FilesView
+    from pmaps.render.output import dumps
+
+    def cs(*v):
+        return pc.CacheStat(*v) if method == "cachestat" else pc.CacheStat(v[0])
+
+    items = [pc.FileStat("/srv/a b/\u00e9t\u00e9\udcff\n\x1b\"q\\", 3 * PAGE + 1, 7, 1, cs(4, 1, 0, 2, 1)),
+             pc.Skipped("/srv/fifo", "special", "fifo"),
+             pc.FileStat("/srv/empty", 0, 7, 2, cs(0, 0, 0, 0, 0)),
+             pc.Skipped("/srv/secret", "permission", pc.HIDDEN),
+             pc.FileStat("/srv/big", 1 << 40, 7, 3, cs(1 << 26, 5, 6, 7, 8))]
+    users = {(7, 1): {30, 4}, (7, 3): set()} if owners else None
+    files = [x for x in items if isinstance(x, pc.FileStat)]
+    keys = (*KEYS, "owners") if owners else KEYS  # the documented order (docs/formats.md)
+    rows = [{k: r[k] for k in keys} for r in (file_row(f, users) for f in files)]
+    unknown = method == "mincore"
+    total = {"files": 3, "size": 3 * PAGE + 1 + (1 << 40), "resident": (4 + (1 << 26)) * PAGE,
+             "resident_pct": round(100.0 * (4 + (1 << 26)) / (4 + (1 << 28)), 1),
+             **{k: None if unknown else v * PAGE for k, v in (("dirty", 6), ("writeback", 6), ("evicted", 9),
+                                                               ("recently_evicted", 9))}}
+    expect = {"schema": "pmaps-files/1", "page_size": PAGE, "method": method, "files": rows, "total": total,
+              "skipped": {"permission": 1, "special": 1}}
+    for stream in (True, False):
+        rep = summarize(iter(items), users=users, stream=stream)
+        buf = io.StringIO()
+        write(FilesView(rep, PAGE, method), buf, "json")
+        assert buf.getvalue() == dumps(expect) + "\n"
+        rep = summarize(iter(items), users=users, stream=stream)
+        buf = io.StringIO()
+        write(FilesView(rep, PAGE, method), buf, "ndjson")
+        assert buf.getvalue() == "".join(dumps({"schema": "pmaps-files/1", **r}) + "\n" for r in rows)
+    assert rows[0]["owners"] == [4, 30] if owners else "owners" not in rows[0]
+
+
+def test_json_percent_is_the_rounded_float():
+    """json_rows writes resident_pct as f"{x:.1f}"; file_row (and json.dumps) as repr(round(x, 1))."""
+    from pmaps.analysis.files import resident_pct
+
+    for pages in range(1, 700):
+        for res in range(pages + 2):  # a large folio past EOF: over 100%, capped
+            x = min(100.0, 100.0 * res / pages)
+            assert f"{x:.1f}" == repr(resident_pct(res, pages * PAGE)), (res, pages)
+
+
+def test_streamed_report_of_a_walk_without_files_is_complete_at_once():
+    rep = summarize(iter([pc.Skipped("/x", "special", "fifo")]), stream=True)
+    assert rep.empty and rep.nfiles == 0 and rep.skipped == {"special": ["/x"]} and list(rep.rows) == []
+    rep = summarize(iter([pc.Skipped("/x", "special", "fifo"), pc.FileStat("/y", 1, 1, 1, pc.CacheStat(1, 0, 0, 0, 0)),
+                          pc.Skipped("/z", "vanished")]), stream=True)
+    assert not rep.empty and list(rep.skipped) == ["special"]  # read up to the first file
+    assert [f.path for f in rep.rows] == ["/y"] and rep.skipped == {"special": ["/x"], "vanished": ["/z"]}
+    assert rep.nfiles == 1 and rep.total["resident"] == PAGE
 
 
 @needs_cs

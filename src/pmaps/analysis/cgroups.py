@@ -243,3 +243,73 @@ def rows(charged: Charged, names: dict[int, str], stats: dict[str, dict[str, int
                                         - mapped.elsewhere.get(path, 0)) * PAGE_SIZE)
         out.append(row)
     return out
+
+
+# -- top --group-by cgroup: who pays for the pages the scanned processes map --------------------------
+
+CHARGE_KEYS = ("charged", "mapped_elsewhere", "mapped_from_others")
+
+
+@dataclass
+class GroupCharges:
+    """Distinct pages (PFNs) that the processes of a scan map, by the memory cgroup kpagecgroup
+    charges them to and by the cgroup of the processes that map them (/proc/PID/cgroup), each
+    PFN counted once per cgroup; cgroup paths as /proc/PID/cgroup prints them. In pages.
+
+    charged[C]: mapped by any scanned process, charged to C.
+    mapped_elsewhere[C]: charged to C, mapped by none of C's scanned processes (only by others).
+    mapped_from_others[C]: mapped by C's processes, charged to another memory cgroup.
+    So C's own pages that it maps are charged - mapped_elsewhere, and the distinct pages its
+    processes map are those plus mapped_from_others plus any page charged to no cgroup (the zero
+    page; hugetlb where it is not accounted)."""
+
+    charged: dict[str, int] = field(default_factory=dict)
+    mapped_elsewhere: dict[str, int] = field(default_factory=dict)
+    mapped_from_others: dict[str, int] = field(default_factory=dict)
+    total: dict[str, int] = field(default_factory=dict)  # each PFN once over the whole scan
+
+    def of(self, path: str) -> dict[str, int]:
+        return {k: getattr(self, k).get(path, 0) for k in CHARGE_KEYS}
+
+
+def group_charges(scan: SystemScan, kcgroup: np.ndarray, names: dict[int, str]) -> GroupCharges:
+    """`kcgroup`: per page row of the scan, the kpagecgroup inode of its PFN (0: not present, or
+    charged to no cgroup); `names`: memcg inode -> path (kernel.cgroup.memcg_dirs). An inode not
+    in `names` (a cgroup made meanwhile) is named "?INODE"."""
+    res = GroupCharges()
+    pg = scan.pages
+    member = [p.ident.cgroup for p in scan.procs]
+    sel = pmb.present(pg.pm) & (kcgroup != 0)
+    inos = np.unique(kcgroup[sel])
+    charged_names = {int(i): names.get(int(i), f"?{int(i)}") for i in inos.tolist()}
+    paths = sorted(set(member) | set(charged_names.values()))
+    if not paths:
+        return res
+    gid = {p: i for i, p in enumerate(paths)}
+    mapper = np.full(len(pg), -1, dtype=np.int64)
+    for p in scan.procs:
+        mapper[p.lo : p.hi] = gid[p.ident.cgroup]
+    rows = np.flatnonzero(sel)
+    pfn = (pg.pm[rows] & pmb.PM_PFN_MASK).astype(np.int64)
+    lut = np.array([gid[charged_names[int(i)]] for i in inos.tolist()], dtype=np.int64)
+    charged = lut[np.searchsorted(inos, kcgroup[rows])]
+    n = len(paths)
+    # one row per (PFN, mapping cgroup): a page mapped twice in one cgroup counts once
+    if len(pfn) and int(pfn.max()) >= (1 << 62) // n:
+        raise ValueError("PFN out of range")  # cannot happen: PFNs are 55-bit at most, cgroups few
+    key, first = np.unique(pfn * n + mapper[rows], return_index=True)
+    upfn, umap, uch = key // n, key % n, charged[first]
+    new_pfn = np.ones(len(key), dtype=bool)
+    new_pfn[1:] = upfn[1:] != upfn[:-1]  # the first row of each PFN (keys sorted by PFN)
+    home_pfns = upfn[umap == uch]  # sorted
+    pos = np.minimum(np.searchsorted(home_pfns, upfn), max(len(home_pfns) - 1, 0))
+    at_home = (home_pfns[pos] == upfn) if len(home_pfns) else np.zeros(len(upfn), dtype=bool)
+    away = umap != uch
+    counts = {"charged": np.bincount(uch[new_pfn], minlength=n),
+              "mapped_elsewhere": np.bincount(uch[new_pfn & ~at_home], minlength=n),
+              "mapped_from_others": np.bincount(umap[away], minlength=n)}
+    for k, c in counts.items():
+        getattr(res, k).update({p: int(c[i]) for i, p in enumerate(paths) if c[i]})
+    res.total = {"charged": int(new_pfn.sum()), "mapped_elsewhere": int((new_pfn & ~at_home).sum()),
+                 "mapped_from_others": len(np.unique(upfn[away]))}
+    return res

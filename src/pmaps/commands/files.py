@@ -102,16 +102,23 @@ class Files(Command):
         if args.evict or args.touch:
             items = self._act(items, args, err)
         bar = Progress(err, err.isatty() and not args.quiet)
+        # JSON, NDJSON and CSV of every file are written as the walk goes (not kept), unless the
+        # progress bar shares a terminal with them.
+        stream = args.format != "text" and not args.top and not (bar.enabled and out.isatty())
         try:
-            report = summarize(items, args.top, bar.tick, pc.file_users() if args.owners else None)
+            report = summarize(items, args.top, bar.tick, pc.file_users() if args.owners else None, stream)
+            line = skipped_line(report.skipped)
+            if report.empty and line:
+                raise PmapsError(line)
+            if line and not stream:
+                err.write(f"pmaps: {line}\n")
+            write(FilesView(report, PAGE_SIZE, "cachestat" if use_cs else "mincore"), out, args.format, args.unit)
         finally:
             bar.stop()
-        line = skipped_line(report.skipped)
-        if report.nfiles == 0 and line:
-            raise PmapsError(line)
-        if line:
-            err.write(f"pmaps: {line}\n")
-        write(FilesView(report, PAGE_SIZE, "cachestat" if use_cs else "mincore"), out, args.format, args.unit)
+        if stream:
+            line = skipped_line(report.skipped)
+            if line:
+                err.write(f"pmaps: {line}\n")
         return 0
 
     def _act(self, items: Any, args: argparse.Namespace, err: TextIO) -> Any:

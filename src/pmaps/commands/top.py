@@ -70,10 +70,14 @@ def top_view(scan: SystemScan, args: argparse.Namespace, user_of: Callable[[int]
     procs_dicts = [r.key for r in procs]
     total = S.total_row(procs, scan, figs, reps)
     figcols = FIG_COLS + (MORE_COLS if args.all else [])
+    charge_notes: list[str] = []
     if args.group_by:
         rows = S.group_rows(scan, figs, reps, args.group_by, user_of)
         cols = [Col(args.group_by, GROUP_NAMES[args.group_by], left=True), Col("procs", "PROCS"), *figcols]
         sort = args.sort if args.sort not in ("pid", "comm", "user") else "procs"
+        if args.group_by == "cgroup":
+            rows, total, charge_notes = _with_charges(scan, rows, total, bool(getattr(args, "load_scan", None)))
+            cols += CHARGE_COLS
     else:
         rows, cols, sort = procs, PROC_COLS + figcols, args.sort
     rows = S.sort_rows(rows, sort, args.reverse)
@@ -92,7 +96,57 @@ def top_view(scan: SystemScan, args: argparse.Namespace, user_of: Callable[[int]
                           f"{fmt_bytes(rec['self_pss'])}; /proc/meminfo AnonPages+Mapped "
                           f"{fmt_bytes(rec['meminfo_anon_plus_mapped'])} (difference {fmt_bytes(rec['difference'])}: "
                           "pages mapped only outside this scan, and churn)")
+    view.notes += charge_notes
     return view
+
+
+CHARGE_COLS = [Col("charged", "CHARGED", True), Col("mapped_elsewhere", "ELSEWHERE", True),
+               Col("mapped_from_others", "FROM_OTHERS", True)]
+CHARGE_NOTE = ("# CHARGED: pages the scanned processes map that are charged to this memory cgroup (kpagecgroup); "
+               "ELSEWHERE: of those, mapped only by other cgroups' processes; FROM_OTHERS: mapped by its processes, "
+               "charged to another cgroup")
+
+
+def _with_charges(scan: SystemScan, rows: list[S.Row], total: dict[str, int | None],
+                  loaded: bool) -> tuple[list[S.Row], dict[str, int | None], list[str]]:
+    """--group-by cgroup: the pages of the scan looked up in kpagecgroup (the reader of `pmaps PID
+    --cgroup` and `pmaps cgroups`), added as CHARGE_COLS, with a row for every cgroup charged for
+    a mapped page even if none of its processes was scanned."""
+    import numpy as np
+
+    from ..analysis.cgroups import CHARGE_KEYS, group_charges
+    from ..kernel import pagemap as pmb
+    from ..kernel.cgroup import find_memory_hierarchy, memcg_dirs
+    from ..kernel.kpage import lookup_cgroup
+    from ..numeric import PAGE_SIZE
+
+    why = None
+    h = find_memory_hierarchy()
+    cg = None
+    if loaded:
+        why = "a saved scan has no kpagecgroup"
+    elif not scan.known.pfn:
+        why = "needs root (PFNs and /proc/kpagecgroup)"
+    elif h is None:
+        why = "no memory cgroup controller here"
+    else:
+        pres = pmb.present(scan.pages.pm)
+        cg = lookup_cgroup(scan.pages.pfn[pres])
+        if cg is None:
+            why = "/proc/kpagecgroup cannot be read"
+    if cg is None or h is None:
+        for r in rows:
+            r.fig.update(dict.fromkeys(CHARGE_KEYS))
+        return rows, {**total, **dict.fromkeys(CHARGE_KEYS)}, [f"# CHARGED, ELSEWHERE, FROM_OTHERS unknown: {why}"]
+    kc = np.zeros(len(scan.pages), dtype=np.uint64)
+    kc[pres] = cg
+    ch = group_charges(scan, kc, memcg_dirs(h))
+    have = {str(r.key["cgroup"]) for r in rows}
+    zero = dict.fromkeys(S.FIGURES, 0)
+    rows = rows + [S.Row({"cgroup": p}, dict(zero), 0) for p in sorted(set(ch.charged) - have)]
+    for r in rows:
+        r.fig.update({k: v * PAGE_SIZE for k, v in ch.of(str(r.key["cgroup"])).items()})
+    return rows, {**total, **{k: v * PAGE_SIZE for k, v in ch.total.items()}}, [CHARGE_NOTE]
 
 
 class Top(Command):
@@ -107,7 +161,11 @@ class Top(Command):
         p.add_argument("-r", "--reverse", action="store_true", help="reverse the sort order")
         p.add_argument("-n", "--limit", type=positive, default=0, metavar="N", help="show the first N rows only")
         p.add_argument("--group-by", choices=("program", "user", "cgroup"),
-                       help="one row per program (comm), user or cgroup; an mm shared by pids counts once")
+                       help="one row per program (comm), user or cgroup (/proc/PID/cgroup); an mm shared by pids "
+                            "counts once. cgroup adds, from kpagecgroup (root): CHARGED, the pages the scanned "
+                            "processes map that are charged to the cgroup; ELSEWHERE, those only other cgroups' "
+                            "processes map; FROM_OTHERS, pages its processes map that are charged to another "
+                            "cgroup (rows with PROCS 0: charged, none of its processes scanned)")
         p.add_argument("--all", action="store_true", help="also the KSM and hugetlb columns")
         p.add_argument("--source", choices=("auto", "rollup", "pages"), default="auto",
                        help="where the figures come from: each process's smaps_rollup (fast; the kernel walks "
