@@ -19,7 +19,7 @@ from ..kernel import pagemap as pmb
 from ..kernel import procfs
 from ..kernel.idle import IdleBitmap
 from ..kernel.kpage import KPF_ABI_MASK, PfnReader, kpf_mask, lookup_cgroup
-from ..kernel.maps import PAGE_SHIFT, Vma, decode_maps, read_maps
+from ..kernel.maps import PAGE_SHIFT, Vma, decode_maps, maps_lines, read_maps_lines
 from ..kernel.pagemap import (
     CAT_HUGE,
     CAT_SHMEM_SWAP,
@@ -83,6 +83,7 @@ class Process:
         self.comm = ""
         self.start_time = 0  # /proc/PID/stat field 22: with pid, who this process is
         self.vmas: list[Vma] = []
+        self.maps_lines: list[str] | None = None  # the maps lines as read, one per VMA (headers cost nothing)
         self.scanning = False
         self._known = Known()
         self._fd: int | None = None
@@ -110,7 +111,7 @@ class Process:
         caps = self.caps = self.caps or capsmod.probe()
         self.start_time = read_start_time(pid)
         self.comm = read_comm(pid)
-        self.vmas = read_maps(pid)
+        self.vmas, self.maps_lines = read_maps_lines(pid)
         self._fd = procfs.open_pagemap(pid)
         self.check_identity()  # the same start time after the reads: they were all of this process
         want_scan = opts.scan
@@ -160,9 +161,10 @@ class Process:
                 raise procfs.gone_error(self.pid, procfs.proc_path(self.pid, "maps"), started=True)
             last = cur
             if _well_formed(cur):
-                good, self.vmas = raw, cur
+                good, self.vmas, self.maps_lines = raw, cur, maps_lines(raw, cur)
         if good is None and last is not None:
-            self.vmas = last  # never well formed: its last read (the sample's checks catch the rest)
+            # Never well formed: its last read (the sample's checks catch the rest).
+            self.vmas, self.maps_lines = last, None
         return self.vmas
 
     def check_identity(self) -> None:

@@ -85,10 +85,28 @@ def decode_maps(data: bytes) -> list[Vma]:
     return vmas
 
 
+def maps_lines(data: bytes, vmas: list[Vma]) -> list[str] | None:
+    """The lines of a maps read as the kernel printed them, one per VMA of decode_maps(data); None
+    when they do not line up one to one. Printing a line back costs nothing; rebuilding it from a
+    Vma costs 2 us, which a process of 65,000 VMAs notices."""
+    lines = data.decode("utf-8", "surrogateescape").splitlines()
+    return lines if len(lines) == len(vmas) else None
+
+
+def read_maps_lines(pid: int, *, started: bool = False) -> tuple[list[Vma], list[str] | None]:
+    """read_maps, and the lines as read (see maps_lines)."""
+    data = procfs.read_file(pid, "maps", started=started)
+    vmas = _checked(pid, decode_maps(data), started)
+    return vmas, maps_lines(data, vmas)
+
+
 def read_maps(pid: int, *, started: bool = False) -> list[Vma]:
     """The process's VMAs now. A kernel thread or a zombie has no mm: maps reads empty (proc.rst),
     which becomes KernelThread, ZombieProcess or ProcessGone here."""
-    vmas = decode_maps(procfs.read_file(pid, "maps", started=started))
+    return _checked(pid, decode_maps(procfs.read_file(pid, "maps", started=started)), started)
+
+
+def _checked(pid: int, vmas: list[Vma], started: bool) -> list[Vma]:
     if not vmas:
         if not started and procfs.is_kernel_thread(pid):
             raise KernelThread(f"process {pid} is a kernel thread: it has no user memory", pid)

@@ -234,12 +234,12 @@ class RangeWriter:
 
     def process(self, pid: int, comm: str, vmas: list[Vma], chunks: Iterable[tuple[int, Pages]],
                 known: Callable[[], Known], header: bool,
-                groups: Iterable[tuple[Pages, np.ndarray]] | None = None) -> None:
+                groups: Iterable[tuple[Pages, np.ndarray]] | None = None, lines_read: list[str] | None = None) -> None:
         full = self.opts.full or self.fmt != "text"  # JSON groups by the full state
         if self.fmt == "text" and groups is not None:
             if header:
                 self.out.write(f"# {pid} {printable(comm)}\n")
-            self._text_batches(vmas, groups, known)
+            self._text_batches(vmas, groups, known, lines_read)
             return
         if groups is not None:
             events = batch_events(vmas, groups, known, full=full, with_pfn=self.opts.with_pfn, swap=self.opts.swap)
@@ -297,13 +297,20 @@ class RangeWriter:
             out.write('],"known":%s}' % _dumps(known().to_dict()))
 
     def _text_batches(self, vmas: list[Vma], groups: Iterable[tuple[Pages, np.ndarray]],
-                      known: Callable[[], Known]) -> None:
+                      known: Callable[[], Known], lines_read: list[str] | None = None) -> None:
         """The text view a batch of many VMAs at a time: one numpy pass for the ranges and one list
         of lines per batch; the Python work per VMA is its header line and one join."""
         out = self.out
         builder: RowBuilder | None = None
         base = np.array([v.pgoff - (v.start >> PAGE_SHIFT) for v in vmas], dtype=np.int64)
         nxt = 0
+
+        def head(i: int) -> str:
+            # The line as the kernel printed it (it ends an unnamed VMA with a space), else rebuilt.
+            v = vmas[i]
+            text = v.maps_line() if lines_read is None else lines_read[i] if v.path else lines_read[i].rstrip()
+            return printable(text) + "\n"
+
         for upto, r, g in batch_ranges(groups, known, full=self.opts.full, with_pfn=self.opts.with_pfn,
                                        swap=self.opts.swap):
             parts: list[str] = []
@@ -314,15 +321,15 @@ class RangeWriter:
                 for a, b in zip([0, *cuts], [*cuts, len(g)]):
                     i = int(g[a])
                     while nxt <= i:
-                        parts.append(printable(vmas[nxt].maps_line()) + "\n")
+                        parts.append(head(nxt))
                         nxt += 1
                     parts.append("\n".join(lines[a:b]) + "\n")
             # VMAs before `upto` are complete: their headers go out now even when they hold no range.
             while nxt < upto:
-                parts.append(printable(vmas[nxt].maps_line()) + "\n")
+                parts.append(head(nxt))
                 nxt += 1
             out.write("".join(parts))
-        out.write("".join(printable(v.maps_line()) + "\n" for v in vmas[nxt:]))
+        out.write("".join(head(i) for i in range(nxt, len(vmas))))
 
     def _csv(self, pid: int, comm: str, vmas: list[Vma], events: Iterable[tuple[int, Ranges | None]],
              known: Callable[[], Known]) -> None:
@@ -376,7 +383,8 @@ class PageRangesView(View):
                 if fmt in ("text", "ndjson", "csv"):
                     # Streamed: text line by line, NDJSON a whole VMA line at a time.
                     writer.process(src.pid, src.comm, src.vmas, src.chunks(), lambda s=src: s.known,  # type: ignore[misc]
-                                   header=self.header, groups=src.groups())
+                                   header=self.header, groups=src.groups(),
+                                   lines_read=getattr(src, "maps_lines", None))
                 else:
                     # A JSON document is built per process, then written whole: a process that
                     # exits mid-scan must not leave a half-written document behind. It is spooled:
