@@ -32,7 +32,7 @@ FIG_COLS = [Col("rss", "RSS", True), Col("pss", "PSS", True), Col("uss", "USS", 
 MORE_COLS = [Col("ksm", "KSM", True), Col("shared_hugetlb", "SHHUGETLB", True),
              Col("private_hugetlb", "PRHUGETLB", True)]
 GROUP_NAMES = {"program": "PROGRAM", "user": "USER", "cgroup": "CGROUP"}
-ROLLUP_MAX = 512 << 20  # smaps_rollup stalls the target's mmap/munmap ~10 ms per GiB resident (docs/speed.md)
+ROLLUP_MAX = 2 << 30  # smaps_rollup stalls the target's mmap/munmap ~10 ms per GiB resident (docs/speed.md)
 
 
 def rollup_max(args: argparse.Namespace) -> int | None:
@@ -173,7 +173,7 @@ class Top(Command):
                        "kpageflags, kpagecount, in short windows). auto (default): smaps_rollup for processes "
                        "up to --rollup-max, pages for bigger ones and whenever the output needs pages")
         p.add_argument("--rollup-max", type=size, default=ROLLUP_MAX, metavar="SIZE",
-                       help="largest RSS read from smaps_rollup with --source auto (default 512M)")
+                       help="largest RSS read from smaps_rollup with --source auto (default 2G)")
         p.add_argument("--watch", "--interval", type=seconds, metavar="S",
                        help="refresh every S seconds (Ctrl-C to stop)")
         p.add_argument("--dataset", metavar="ROOT", help="append every process's rows to the fleet dataset ROOT "
