@@ -10,7 +10,9 @@ times, in the same interleaved run (one run of each per round, the order rotated
 round 0 a dropped warm-up; every command reads the same processes but `top` whole-machine):
   rollups   `cat` of the smaps_rollup of the same processes: the reference of the ratios
   kpage     one pass over /proc/kpageflags and /proc/kpagecount (every PFN)
-  top       `pmaps top -p PIDS --format json` (one scan, one kpage lookup for the union of PFNs)
+  top       `pmaps top -p PIDS --format json` (smaps_rollup up to --rollup-max, pmaps' own share taken
+            out page by page; bigger processes streamed page by page); with --include-self (no
+            observer correction); with --source pages (one kpage lookup for the union of PFNs)
   top-all   `pmaps top --format json` over every process on the machine
   summary   `pmaps --summary --format json PID...`: the per-process path (kpage lookups per process)
   smem2     `smem2 -P '^(PID|PID...)$'` (PyPI smem2; it reads smaps_rollup of the matching processes)
@@ -85,6 +87,10 @@ def main() -> int:
             bench.Command("one kpageflags+kpagecount pass",
                           ["sh", "-c", "cat /proc/kpageflags /proc/kpagecount > /dev/null"]),
             bench.Command("pmaps top -p PIDS", [*PMAPS, "top", "-p", plist, "--format", "json"]),
+            bench.Command("pmaps top -p PIDS --include-self", [*PMAPS, "top", "-p", plist, "--include-self",
+                                                               "--format", "json"]),
+            bench.Command("pmaps top -p PIDS --source pages", [*PMAPS, "top", "-p", plist, "--source", "pages",
+                                                               "--format", "json"]),
             bench.Command("pmaps top (whole machine)", [*PMAPS, "top", "--format", "json"]),
             bench.Command("pmaps --summary PID... (per process)", [*PMAPS, "--summary", "--format", "json",
                                                                    *map(str, pids)]),

@@ -12,6 +12,7 @@ keeps the raw kernel view. docs/footprints.md explains it.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 
 import numpy as np
@@ -31,6 +32,16 @@ class Observer:
         self.pfns = pfns  # sorted unique u64
         self.times = times  # int64, same length
         self.files = files  # (dev, inode) of the files those pages belong to
+        # A maps line of one of those files: its start and end (see file_ranges).
+        alts = b"|".join(re.escape(f"{dev} {inode} ".encode()) for dev, inode in sorted(files))
+        self._line = re.compile(rb"^([0-9a-f]+)-([0-9a-f]+) \S+ [0-9a-f]+ (?:" + alts + rb")", re.M) if files else None
+
+    def file_ranges(self, maps: bytes) -> list[tuple[int, int]]:
+        """[start, end) of the VMAs in a maps text that map one of this process's files: one regex
+        pass over the bytes, no line decoded (top reads this for every process)."""
+        if self._line is None:
+            return []
+        return [(int(a, 16), int(b, 16)) for a, b in self._line.findall(maps)]
 
     @classmethod
     def read(cls) -> Observer | None:

@@ -20,7 +20,7 @@ import numpy as np
 from ..kernel import pagemap as pmb
 from ..kernel import procfs
 from ..kernel.kcmp import same_mm
-from ..kernel.maps import PAGE_SHIFT, read_maps
+from ..kernel.maps import PAGE_SHIFT
 from ..kernel.pagemap import CAT_UNKNOWN
 from ..kernel.smaps import read_rollup
 from ..model import Pages, RollupRec
@@ -31,27 +31,42 @@ U64 = np.uint64
 
 
 def read_rollup_pages(pid: int, observer: Observer | None) -> tuple[dict[str, int], Pages | None]:
-    """smaps_rollup of pid, and its present pages that `observer` (pmaps) maps too (None: none)."""
+    """smaps_rollup of pid, and the pagemap entries of its VMAs of the files `observer` (pmaps) maps
+    too (None: none). Not filtered here: `observed_pages` keeps the pages pmaps maps, for every
+    process at once (numpy calls on a few hundred entries cost more than the reads)."""
     fields = read_rollup(pid)
     if observer is None or not len(observer):
         return fields, None
-    vmas = [v for v in read_maps(pid, started=True) if v.inode and (v.dev, v.inode) in observer.files]
-    if not vmas:
+    spans = observer.file_ranges(procfs.read_file(pid, "maps", started=True))
+    if not spans:
         return fields, None
-    starts = np.array([v.start >> PAGE_SHIFT for v in vmas], dtype=U64)
-    ends = np.array([v.end >> PAGE_SHIFT for v in vmas], dtype=U64)
+    starts = np.array([a >> PAGE_SHIFT for a, _ in spans], dtype=U64)
+    ends = np.array([b >> PAGE_SHIFT for _, b in spans], dtype=U64)
     fd = procfs.open_pagemap(pid)
     try:
         pm = pmb.read_runs(fd, pid, starts, ends)
     finally:
         procfs.close(fd)
     vpn = arange_runs(starts, (ends - starts).astype(np.int64))
+    return fields, Pages(vpn, pm, np.zeros(0, dtype=np.uint16))
+
+
+def observed_pages(parts: list[Pages], recs: list[RollupRec], observer: Observer) -> tuple[Pages, np.ndarray]:
+    """The present pages of `parts` (read_rollup_pages, in the order of `recs`' [lo, hi)) that the
+    observer maps too, with recs' bounds moved to match; and how often the observer maps each."""
+    if not parts:
+        return Pages.empty(), np.zeros(0, dtype=np.int64)
+    vpn = np.concatenate([p.vpn for p in parts])
+    pm = np.concatenate([p.pm for p in parts])
     keep = pmb.present(pm)
-    keep[keep] = observer.mine(pm[keep] & pmb.PM_PFN_MASK) > 0
-    if not keep.any():
-        return fields, None
+    mine = np.zeros(len(pm), dtype=np.int64)
+    mine[keep] = observer.mine(pm[keep] & pmb.PM_PFN_MASK)
+    keep &= mine > 0
+    before = np.concatenate(([0], np.cumsum(keep, dtype=np.int64))).tolist()
+    for r in recs:
+        r.lo, r.hi = before[r.lo], before[r.hi]
     n = int(keep.sum())
-    return fields, Pages(vpn[keep], pm[keep], np.full(n, CAT_UNKNOWN, dtype=np.uint16))
+    return Pages(vpn[keep], pm[keep], np.full(n, CAT_UNKNOWN, dtype=np.uint16)), mine[keep]
 
 
 def mm_owners(recs: list[RollupRec]) -> None:

@@ -29,7 +29,7 @@ from ..model import Known, Pages, ProcRec, RollupRec, Snapshot, SystemScan
 from .observer import Observer
 from .parallel import ordered_map
 from .process import Options, Process, lookup_pages, pfns_visible
-from .rollup import mm_owners, read_rollup_pages
+from .rollup import mm_owners, observed_pages, read_rollup_pages
 from .swap import machine_swap_refs
 
 PARALLEL = 2
@@ -130,12 +130,12 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
     if caps.sys_admin:
         known = _lookup_union(pages, known, observer)
     mm_owners(rollups)
-    seen = Pages.concat(observed)
+    seen: Pages | None = None
     mine = None
-    if observer is not None and len(seen):
+    if observer is not None and observed:
         # As the kernel counts them (pmaps included); analysis takes pmaps' `mine` out.
+        seen, mine = observed_pages(observed, [r for r in rollups if r.sums is None], observer)
         _lookup_union(seen, known, None)
-        mine = observer.mine(seen.pfn)
     try:
         meminfo = read_meminfo()
     except PmapsError:
@@ -155,8 +155,7 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
     # (Also when some processes were read from smaps_rollup: their swap entries are not in the pages.)
     swap_refs = machine_swap_refs() if (not complete or rollups) and pmb.swapped(pages.pm).any() else None
     return SystemScan(procs, pages, known, skipped, meminfo, complete=complete, self_pss=self_pss,
-                      swap_refs=swap_refs, rollups=rollups, observed=seen if mine is not None else None,
-                      observed_mine=mine)
+                      swap_refs=swap_refs, rollups=rollups, observed=seen, observed_mine=mine)
 
 
 def _lookup_union(pages: Pages, known: Known, observer: Observer | None) -> Known:
