@@ -372,6 +372,10 @@ def test_hugetlb_outside_rss(hugepages):
         fc.close()
 
 
+# --rollup-max for a scan of both sources: the layout child (about 20 MiB) and the numpy python are
+# above it, the family's processes (12-15 MiB) below.
+MIXED = "16M"
+
 SAME = ("rss", "uss", "shared", "swap", "anon_thp", "ksm", "shared_hugetlb", "private_hugetlb", "mm")
 
 
@@ -401,7 +405,7 @@ def _rollup_vs_pages(family, layout, npy: int) -> None:
     for _ in range(10):
         docs = {src: json.loads(pmaps_cmd("top", "-q", "-p", pids, *extra, "--format", "json").stdout)
                 for src, extra in (("rollup", ["--source", "rollup"]), ("pages", ["--source", "pages"]),
-                                   ("streamed", ["--rollup-max", "0"]))}
+                                   ("streamed", ["--rollup-max", "0"]), ("mixed", ["--rollup-max", MIXED]))}
         rows = {src: {r["pid"]: r for r in d["rows"]} for src, d in docs.items()}
         assert {r["source"] for r in rows["rollup"].values()} == {"smaps_rollup"}
         assert {r["source"] for r in rows["pages"].values()} == {"pages"}
@@ -409,12 +413,14 @@ def _rollup_vs_pages(family, layout, npy: int) -> None:
         assert docs["rollup"]["sources"] == {"pages": 0, "smaps_rollup": len(family.pids) + 2}
         assert rows["rollup"][npy]["pss"] - raw["pss"] > 256 << 10  # the correction is real, and large here
         assert rows["rollup"][family.info["clone"]]["mm"] == family.info["parent"]
+        # Both sources in one scan (the bigger processes streamed after the others were read).
+        assert set(docs["mixed"]["sources"].values()) != {0} and 0 not in docs["mixed"]["sources"].values()
         bad = {}
         for pid, p in rows["pages"].items():
-            for other in ("rollup", "streamed"):
+            for other in ("rollup", "streamed", "mixed"):
                 o = rows[other][pid]
                 diff = {k: (p[k], o[k]) for k in SAME if p[k] != o[k]}
-                if abs(p["pss"] - o["pss"]) >= (1024 if other == "rollup" else 1):
+                if abs(p["pss"] - o["pss"]) >= (1024 if o["source"] == "smaps_rollup" else 1):  # kB there
                     diff["pss"] = (p["pss"], o["pss"])
                 if diff:
                     bad[(other, pid)] = diff

@@ -139,7 +139,8 @@ def _rollup_sums(scan: SystemScan, keys: tuple[str, ...]) -> list[dict[str, int]
     without = Pages(seen.vpn, seen.pm, seen.cat, seen.kflags,
                     np.where(kc > 0, np.maximum(kc - mine, 1), 0).astype(seen.kcount.dtype))
     sub = figures(Facts.of_pages(without, known, pmd=no_pmd), keys)
-    bounds = np.unique(np.array([0, len(seen), *[x for r in scan.rollups for x in (r.lo, r.hi)]], dtype=np.int64))
+    read = [r for r in scan.rollups if r.sums is None]
+    bounds = np.unique(np.array([0, len(seen), *[x for r in read for x in (r.lo, r.hi)]], dtype=np.int64))
     praw, psub = raw.prefix(bounds), sub.prefix(bounds)
     for r, sums in zip(scan.rollups, out):
         if r.hi > r.lo:

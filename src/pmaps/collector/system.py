@@ -124,7 +124,7 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
             except (KernelThread, AccessDenied, ProcessGone, NoSuchProcess, Unsupported) as err:
                 skipped["denied" if isinstance(err, AccessDenied) else "exited"].append(ident.pid)
                 continue
-            rollups.append(RollupRec(ident, {}, ident.pid, opos, opos, sums=sums, span=span))
+            rollups.append(RollupRec(ident, {}, ident.pid, sums=sums, span=span))
     pages = Pages.concat(parts)
     known = Known(pfn=caps.sys_admin, categories=categories and bool(procs), soft_dirty=caps.soft_dirty)
     if caps.sys_admin:
