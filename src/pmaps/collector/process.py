@@ -302,8 +302,7 @@ class Process:
 
     def chunks(self, workers: int = 2) -> Iterator[tuple[int, Pages]]:
         """(VMA index, Pages) in address order; a VMA may come in several chunks."""
-        starts = np.array([v.start >> PAGE_SHIFT for v in self.vmas], dtype=U64)
-        ends = np.array([v.end >> PAGE_SHIFT for v in self.vmas], dtype=U64)
+        starts, ends = vma_bounds(self.vmas)
         for pages in self.batches(workers):
             if not len(pages):
                 continue

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import PidReused, ProcessGone
 from ..kernel.kpage import KPF
-from ..kernel.maps import PAGE_SHIFT, Vma
+from ..kernel.maps import PAGE_SHIFT
 from ..kernel.pagemap import CAT_FILE, CAT_HUGE, CAT_PFNZERO, CAT_PRESENT, CAT_SWAPPED, RETURN_MASK
 from ..model import Known, Ranges, Sample
 from ..model.ranges import batch_ranges
@@ -48,9 +48,8 @@ def _take_sample(proc: Process, with_pfn: bool, seq: int) -> Sample:
             rs.append(r)
             gs.append(g)
     known = proc.known  # may have changed (PFNs found hidden mid-scan)
-    cols = [(g, r) for g, r in zip(gs, rs)]
-    return _from_ranges(proc.pid, proc.comm, proc.vmas, known, cols, with_pfn and known.pfn, seq,
-                        time.time(), time.perf_counter() - t0)
+    return Sample.of_ranges(proc.pid, proc.comm, proc.vmas, known, list(zip(gs, rs)), with_pfn and known.pfn, seq,
+                            time.time(), time.perf_counter() - t0)
 
 
 def _scan_sample(proc: Process, seq: int, t0: float) -> Sample:
@@ -83,21 +82,3 @@ def _scan_sample(proc: Process, seq: int, t0: float) -> Sample:
     known = Known(soft_dirty=proc.known.soft_dirty, categories=True)
     return Sample(proc.pid, proc.comm, vm, known, vma, st, (en - st).astype(np.int64), state & known.mask(), mc,
                   None, time.time(), seq, time.perf_counter() - t0, exclusive_known=False)
-
-
-def _from_ranges(pid: int, comm: str, vmas: list[Vma], known: Known, cols: list[tuple[np.ndarray, Ranges]],
-                 with_pfn: bool, seq: int, t: float, cost: float) -> Sample:
-    """A sample from pieces of ranges, each with the VMA index of every range."""
-    if cols:
-        vma = np.concatenate([g for g, _ in cols]).astype(np.int32)
-        vpn = np.concatenate([r.vpn for _, r in cols]).astype(U64)
-        count = np.concatenate([r.count for _, r in cols]).astype(np.int64)
-        state = np.concatenate([r.state for _, r in cols]).astype(U64)
-        mc = np.concatenate([r.mapcount for _, r in cols]).astype(np.int64)
-        pfn = np.concatenate([r.pfn for _, r in cols]).astype(U64) if with_pfn else None
-    else:
-        vma = np.zeros(0, dtype=np.int32)
-        vpn, state = np.zeros(0, dtype=U64), np.zeros(0, dtype=U64)
-        count, mc = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        pfn = np.zeros(0, dtype=U64) if with_pfn else None
-    return Sample(pid, comm, vmas, known, vma, vpn, count, state, mc, pfn, t, seq, cost)

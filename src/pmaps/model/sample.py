@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..kernel.maps import Vma
-from .ranges import ranges_of
+from .ranges import Ranges, batch_ranges
 from .snapshot import Snapshot
 from .state import U64, Known
 
@@ -43,15 +43,24 @@ class Sample:
     @classmethod
     def of_snapshot(cls, snap: Snapshot) -> Sample:
         """A snapshot's pages as ranges (full state word, swapped pages included), as take_sample makes."""
-        parts = [(i, ranges_of(p, snap.known, full=True, with_pfn=False, swap=True)) for i, p in snap.chunks()]
-        parts = [(i, r) for i, r in parts if len(r)]
-        if not parts:
-            z = np.zeros(0, dtype=np.int64)
-            return cls(snap.pid, snap.comm, snap.vmas, snap.known, z.astype(np.int32), z.astype(U64), z,
-                       z.astype(U64), z, None, snap.time)
-        return cls(snap.pid, snap.comm, snap.vmas, snap.known,
-                   np.concatenate([np.full(len(r), i, dtype=np.int32) for i, r in parts]),
-                   np.concatenate([r.vpn for _, r in parts]).astype(U64),
-                   np.concatenate([r.count for _, r in parts]).astype(np.int64),
-                   np.concatenate([r.state for _, r in parts]).astype(U64),
-                   np.concatenate([r.mapcount for _, r in parts]).astype(np.int64), None, snap.time)
+        pieces = [(g, r) for _upto, r, g in batch_ranges(snap.groups(), lambda: snap.known, full=True,
+                                                          with_pfn=False, swap=True) if len(r)]
+        return cls.of_ranges(snap.pid, snap.comm, snap.vmas, snap.known, pieces, False, 0, snap.time, 0.0)
+
+    @classmethod
+    def of_ranges(cls, pid: int, comm: str, vmas: list[Vma], known: Known, pieces: list[tuple[np.ndarray, Ranges]],
+                  with_pfn: bool, seq: int, t: float, cost: float) -> Sample:
+        """A sample from pieces of ranges (batch_ranges), each with the VMA index of every range."""
+        if pieces:
+            vma = np.concatenate([g for g, _ in pieces]).astype(np.int32)
+            vpn = np.concatenate([r.vpn for _, r in pieces]).astype(U64)
+            count = np.concatenate([r.count for _, r in pieces]).astype(np.int64)
+            state = np.concatenate([r.state for _, r in pieces]).astype(U64)
+            mc = np.concatenate([r.mapcount for _, r in pieces]).astype(np.int64)
+            pfn = np.concatenate([r.pfn for _, r in pieces if r.pfn is not None]).astype(U64) if with_pfn else None
+        else:
+            vma = np.zeros(0, dtype=np.int32)
+            vpn, state = np.zeros(0, dtype=U64), np.zeros(0, dtype=U64)
+            count, mc = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+            pfn = np.zeros(0, dtype=U64) if with_pfn else None
+        return cls(pid, comm, vmas, known, vma, vpn, count, state, mc, pfn, t, seq, cost)

@@ -93,8 +93,7 @@ class Snapshot:
 
     def bounds(self) -> np.ndarray:
         """[lo, hi) page-index slice of each VMA, shape (nvmas, 2)."""
-        starts = np.array([v.start >> PAGE_SHIFT for v in self.vmas], dtype=U64)
-        ends = np.array([v.end >> PAGE_SHIFT for v in self.vmas], dtype=U64)
+        starts, ends = vma_bounds(self.vmas)
         lo = np.searchsorted(self.pages.vpn, starts, side="left")
         hi = np.searchsorted(self.pages.vpn, ends, side="left")
         return np.stack([lo, hi], axis=1) if len(self.vmas) else np.zeros((0, 2), dtype=np.int64)
