@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark `pmaps exporter` and fleet datasets on a machine loaded here (root; not a timed test):
 
-    python bench/bench_exporter.py [--procs 190] [--target 8G] [--duration 300] [--interval 30]
+    python bench/bench_exporter.py [--procs 190] [--target 8G] [--duration 300] [--interval 30] [--no-dataset]
 
 Builds PROCS small memchild processes and one TARGET-sized one, then:
   exporter  runs `pmaps exporter` at --interval for --duration seconds and reports the scan cost
@@ -146,6 +146,7 @@ def main() -> int:
     ap.add_argument("--target", default="8G")
     ap.add_argument("--duration", type=float, default=300)
     ap.add_argument("--interval", type=float, default=30)
+    ap.add_argument("--no-dataset", action="store_true", help="measure the exporter only")
     a = ap.parse_args()
     kids: list[subprocess.Popen[bytes]] = []
     try:
@@ -160,7 +161,8 @@ def main() -> int:
         print(f"# built {a.procs} x {a.each} + {a.target} target in {time.perf_counter() - t:.1f} s; "
               f"{len(os.listdir('/proc'))} /proc entries", flush=True)
         res = bench_exporter(a)
-        res |= bench_dataset(target, pids)
+        if not a.no_dataset:
+            res |= bench_dataset(target, pids)
         for k, v in res.items():
             print(f"{k:40s} {v:12.4f}")
     finally:
