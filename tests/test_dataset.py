@@ -209,7 +209,7 @@ def test_top_dataset_every_process(tmp_path):
 def test_ranges_of_the_known_layout(fleet, run, tmp_path):
     """record --dataset wrote the child's page ranges: its regions' present pages, page-exact; diff
     and heatmap read them back (the child did not change between its two samples)."""
-    root, pid, pid2, smaps, stat_, regions = fleet
+    root, pid, pid2, *_, regions = fleet
     rows = query(root, "SELECT vma_start, sum(count) AS pages, min(page) AS first FROM ranges "
                  f"WHERE pid = {pid} AND seq = 1 AND (state & 4294967296) <> 0 GROUP BY vma_start")
     got = {r["vma_start"]: (r["pages"], r["first"]) for r in rows}
