@@ -61,7 +61,7 @@ def bench_exporter(a: argparse.Namespace) -> dict[str, float]:
     try:
         p.stderr.readline()  # type: ignore[union-attr]
         c0, t0 = cpu_seconds(p.pid), time.monotonic()
-        durations, cpus = [], []
+        durations, cpus, reused = [], [], []
         last = -1.0
         while time.monotonic() - t0 < a.duration:
             text = urllib.request.urlopen(url, timeout=10).read().decode()
@@ -70,6 +70,7 @@ def bench_exporter(a: argparse.Namespace) -> dict[str, float]:
                 last = scans
                 durations.append(metric(text, "pmaps_scan_duration_seconds"))
                 cpus.append(metric(text, "pmaps_scan_cpu_seconds"))
+                reused.append(metric(text, "pmaps_scan_reused_processes"))
             time.sleep(1)
         c1, t1 = cpu_seconds(p.pid), time.monotonic()
         lat = []
@@ -82,6 +83,9 @@ def bench_exporter(a: argparse.Namespace) -> dict[str, float]:
         series = sum(1 for ln in text.splitlines() if ln and not ln.startswith("#"))
         return {"scans": last, "scan_s_median": sorted(durations)[len(durations) // 2],
                 "scan_cpu_s_median": sorted(cpus)[len(cpus) // 2],
+                "scan_cpu_s_first": cpus[0], "scan_cpu_s_min": min(cpus), "scan_cpu_s_max": max(cpus),
+                "scans_reusing": float(sum(1 for r in reused if r > 0)),
+                "reused_processes_median": sorted(reused)[len(reused) // 2],
                 "cpu_pct_avg_incl_scrapes_startup": 100 * (c1 - c0) / (t1 - t0),
                 "scrape_ms_p50": 1000 * lat[500], "scrape_ms_p99": 1000 * lat[989],
                 "exporter_rss_mib": metric(text, "pmaps_exporter_rss_bytes") / 2**20,
