@@ -66,7 +66,7 @@ def bench_exporter(a: argparse.Namespace) -> dict[str, float]:
         while time.monotonic() - t0 < a.duration:
             text = urllib.request.urlopen(url, timeout=10).read().decode()
             scans = metric(text, "pmaps_scans_total")
-            if scans == scans and scans != last:
+            if scans == scans and scans > 0 and scans != last:
                 last = scans
                 durations.append(metric(text, "pmaps_scan_duration_seconds"))
                 cpus.append(metric(text, "pmaps_scan_cpu_seconds"))

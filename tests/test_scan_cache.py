@@ -99,3 +99,16 @@ def test_shared_pages_are_read_afresh():
         mine = (scan.pages.vpn >= start) & (scan.pages.vpn < start + 64)
         assert mine.sum() == 64 and not still[mine].any()  # shmem pages, mapped twice: never kept
         assert scan.pages.kcount is not None and (scan.pages.kcount[mine] == 2).all()
+
+
+def test_gate_counts_only_what_touches_a_still_page():
+    vm = {"pgscan_anon": 1, "pgscan_file": 9, "pgscan_kswapd": 10, "pgrefill": 2, "nr_dirtied": 5,
+          "thp_split_pmd": 4, "thp_collapse_alloc": 3, "workingset_refault_file": 8}
+    assert dict(gate_of(vm, {})) == {"pgscan_anon": 1, "pgrefill": 2, "thp_collapse_alloc": 3}
+    old = {"pgscan_kswapd": 10, "pgsteal_direct": 2, "pgrefill": 2}  # before Linux 5.8: no per-type scans
+    assert dict(gate_of(old, {})) == old
+    from pmaps.kernel.vmstat import split_gate
+
+    in_place, moves = split_gate(gate_of(vm, {"full_scans": 1}))
+    assert dict(in_place) == {"pgscan_anon": 1, "pgrefill": 2} and dict(moves) == {"thp_collapse_alloc": 3,
+                                                                                   "ksm:full_scans": 1}

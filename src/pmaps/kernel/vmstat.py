@@ -2,8 +2,10 @@
 events that change an anonymous, exclusively mapped page of a process while that process does not
 run (its own faults, maps and advice show in its own counters: status.read_mm_key).
 
-Such a page changes only through reclaim (scanning, LRU aging and deactivation, swap-out: pgscan*,
-pgsteal*, pgrefill, pgdeactivate, pswpout, zswpout), migration (compaction, NUMA balancing,
+Such a page changes only through reclaim (scanning of the anonymous lists, their aging and
+deactivation, swap-out: pgscan_anon, pgsteal_anon, pgrefill, pgdeactivate, pswpout, zswpout; pgrefill
+also counts the anonymous active list that file-only reclaim still ages, mm/vmscan.c
+shrink_lruvec), migration migration (compaction, NUMA balancing,
 demotion, memory hotplug: pgmigrate_*, pgdemote*), THP splits and khugepaged collapses
 (thp_split_page, thp_collapse_alloc) and ksmd's merging (its sysfs counters). A PMD mapping of a
 still process is split only by those too (thp_split_pmd also counts every process's own munmap
@@ -20,8 +22,11 @@ from . import procfs
 
 VMSTAT = "/proc/vmstat"
 KSM = "/sys/kernel/mm/ksm"
-GATE_PREFIXES = ("pgscan", "pgsteal", "pgrefill", "pgdeactivate", "pswpout", "zswpout", "pgmigrate_", "pgdemote",
-                 "thp_split_page", "thp_collapse_alloc")
+GATE_PREFIXES = ("pgscan_anon", "pgsteal_anon", "pgrefill", "pgdeactivate", "pswpout", "zswpout", "pgmigrate_",
+                 "pgdemote", "thp_split_page", "thp_collapse_alloc")
+# pgscan_anon/pgsteal_anon exist since Linux 5.8 (include/linux/vm_event_item.h PGSCAN_ANON); an
+# older kernel counts scans by reclaimer only (pgscan_kswapd, ...): then every scan counts.
+OLD_SCANS = ("pgscan", "pgsteal")
 # Of those, the events that give a page a new PFN (or a new mapping) and leave the flags of every
 # page they do not move alone: after them a page whose pagemap entry reads the same is the same page
 # in the same state. A khugepaged collapse is one (it maps a new huge folio in place of 512 pages).
@@ -41,7 +46,8 @@ def decode_vmstat(data: bytes) -> dict[str, int]:
 
 def gate_of(vmstat: dict[str, int], ksm: dict[str, int]) -> tuple[tuple[str, int], ...]:
     """The counters that must not move for a still process's pages to be unchanged. Pure."""
-    return tuple(sorted((k, v) for k, v in vmstat.items() if k.startswith(GATE_PREFIXES))) + tuple(
+    prefixes = GATE_PREFIXES if "pgscan_anon" in vmstat else GATE_PREFIXES + OLD_SCANS
+    return tuple(sorted((k, v) for k, v in vmstat.items() if k.startswith(prefixes))) + tuple(
         sorted(("ksm:" + k, v) for k, v in ksm.items()))
 
 
