@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark `pmaps exporter` and fleet datasets on a machine loaded here (root; not a timed test):
 
-    python bench/bench_exporter.py [--procs 190] [--target 8G] [--duration 300] [--interval 30]
+    python bench/bench_exporter.py [--procs 190] [--target 8G] [--duration 300] [--interval 30] [--no-dataset]
 
 Builds PROCS small memchild processes and one TARGET-sized one, then:
   exporter  runs `pmaps exporter` at --interval for --duration seconds and reports the scan cost
@@ -61,15 +61,16 @@ def bench_exporter(a: argparse.Namespace) -> dict[str, float]:
     try:
         p.stderr.readline()  # type: ignore[union-attr]
         c0, t0 = cpu_seconds(p.pid), time.monotonic()
-        durations, cpus = [], []
+        durations, cpus, reused = [], [], []
         last = -1.0
         while time.monotonic() - t0 < a.duration:
             text = urllib.request.urlopen(url, timeout=10).read().decode()
             scans = metric(text, "pmaps_scans_total")
-            if scans == scans and scans != last:
+            if scans == scans and scans > 0 and scans != last:
                 last = scans
                 durations.append(metric(text, "pmaps_scan_duration_seconds"))
                 cpus.append(metric(text, "pmaps_scan_cpu_seconds"))
+                reused.append(metric(text, "pmaps_scan_reused_processes"))
             time.sleep(1)
         c1, t1 = cpu_seconds(p.pid), time.monotonic()
         lat = []
@@ -82,6 +83,9 @@ def bench_exporter(a: argparse.Namespace) -> dict[str, float]:
         series = sum(1 for ln in text.splitlines() if ln and not ln.startswith("#"))
         return {"scans": last, "scan_s_median": sorted(durations)[len(durations) // 2],
                 "scan_cpu_s_median": sorted(cpus)[len(cpus) // 2],
+                "scan_cpu_s_first": cpus[0], "scan_cpu_s_min": min(cpus), "scan_cpu_s_max": max(cpus),
+                "scans_reusing": float(sum(1 for r in reused if r > 0)),
+                "reused_processes_median": sorted(reused)[len(reused) // 2],
                 "cpu_pct_avg_incl_scrapes_startup": 100 * (c1 - c0) / (t1 - t0),
                 "scrape_ms_p50": 1000 * lat[500], "scrape_ms_p99": 1000 * lat[989],
                 "exporter_rss_mib": metric(text, "pmaps_exporter_rss_bytes") / 2**20,
@@ -146,6 +150,7 @@ def main() -> int:
     ap.add_argument("--target", default="8G")
     ap.add_argument("--duration", type=float, default=300)
     ap.add_argument("--interval", type=float, default=30)
+    ap.add_argument("--no-dataset", action="store_true", help="measure the exporter only")
     a = ap.parse_args()
     kids: list[subprocess.Popen[bytes]] = []
     try:
@@ -160,7 +165,8 @@ def main() -> int:
         print(f"# built {a.procs} x {a.each} + {a.target} target in {time.perf_counter() - t:.1f} s; "
               f"{len(os.listdir('/proc'))} /proc entries", flush=True)
         res = bench_exporter(a)
-        res |= bench_dataset(target, pids)
+        if not a.no_dataset:
+            res |= bench_dataset(target, pids)
         for k, v in res.items():
             print(f"{k:40s} {v:12.4f}")
     finally:

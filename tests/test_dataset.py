@@ -53,11 +53,15 @@ def query(root: Path, sql: str, *extra: str) -> list[dict]:
 
 def test_layout_modes_and_types(fleet):
     root, pid, pid2, *_ = fleet
-    hosts = [p for p in root.iterdir()]
-    assert len(hosts) == 1 and re.fullmatch(r"host=[A-Za-z0-9._-]+", hosts[0].name)
+    hosts = sorted(p.name for p in root.iterdir())
+    assert len(hosts) == 2 and hosts[0] == "_ranges" and re.fullmatch(r"host=[A-Za-z0-9._-]+", hosts[1])
     files = sorted(root.rglob("*"))
-    parts = [f for f in files if f.is_file()]
-    assert all(re.fullmatch(r"part-\d+-\d+-\d+-\d{6}\.parquet", f.name) for f in parts), parts
+    every = [f for f in files if f.is_file()]
+    assert all(re.fullmatch(r"part-\d+-\d+-\d+-\d{6}\.parquet", f.name) for f in every), every
+    parts = [f for f in every if f.parts[len(root.parts)] != "_ranges"]
+    # Each samples file has its ranges file, of the same name, under _ranges/ (readers skip '_').
+    assert sorted(f.relative_to(root / "_ranges") for f in every if f not in parts) == \
+        sorted(f.relative_to(root) for f in parts)
     assert len(parts) == 2 + 2  # memchild: a file per sample; the other: --batch 2 of 3 samples
     assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in parts)
     assert all(stat.S_IMODE(d.stat().st_mode) == 0o700 for d in [root, *files] if d.is_dir())
@@ -76,7 +80,7 @@ def test_layout_modes_and_types(fleet):
 def test_identity_and_figures_match_the_kernel(fleet):
     root, pid, pid2, smaps, stat_, regions = fleet
     rows = query(root, f"SELECT * FROM samples WHERE pid = {pid} AND seq = 1 ORDER BY vma_index", "--bytes")
-    assert rows and {r["version"] for r in rows} == {1}
+    assert rows and {r["version"] for r in rows} == {2}
     r0 = rows[0]
     assert r0["boot_id"] == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     assert r0["kernel"] == os.uname().release and r0["host"] == re.sub(r"[^A-Za-z0-9._-]", "_", os.uname().nodename)
@@ -200,3 +204,29 @@ def test_top_dataset_every_process(tmp_path):
             start = f"{reg['start']:x}"
             assert got[(pid, start)]["rss"] == smaps[pid][start], name
     assert got[(m2.pid, f"{m2.regions['z']['start']:x}")]["zero_page"] == 1 << 20
+
+
+def test_ranges_of_the_known_layout(fleet, run, tmp_path):
+    """record --dataset wrote the child's page ranges: its regions' present pages, page-exact; diff
+    and heatmap read them back (the child did not change between its two samples)."""
+    root, pid, pid2, *_, regions = fleet
+    rows = query(root, "SELECT vma_start, sum(count) AS pages, min(page) AS first FROM ranges "
+                 f"WHERE pid = {pid} AND seq = 1 AND (state & 4294967296) <> 0 GROUP BY vma_start")
+    got = {r["vma_start"]: (r["pages"], r["first"]) for r in rows}
+    for name in ("a", "t", "f"):
+        assert got[f"{regions[name]['start']:x}"] == (regions[name]["pages"], 0), name
+    rss = query(root, f"SELECT vma_start, rss FROM samples WHERE pid = {pid} AND seq = 1", "--bytes")
+    mine = {f"{regions[n]['start']:x}" for n in ("a", "t", "f")}
+    assert {r["vma_start"]: r["rss"] for r in rss if r["vma_start"] in mine} == \
+        {k: v[0] * 4096 for k, v in got.items() if k in mine}
+    r = run("diff", str(root), "--pid", str(pid), "--format", "json")
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)
+    assert not [v for v in doc["vmas"] if v["start"] in {regions[n]["start"] for n in ("a", "t", "f")}]
+    r = run("diff", str(root), "--pid", str(pid2), "--at", "0", "--at", "2")  # across a --batch file
+    assert r.code == 0 and "# B: " in r.out, r.err
+    pytest.importorskip("matplotlib")
+    r = run("heatmap", str(root), "--pid", str(pid2), "-o", str(tmp_path / "h.png"))
+    assert r.code == 0 and "3 samples" in r.err, r.err
+    r = run("heatmap", str(root), "-o", str(tmp_path / "h2.png"))
+    assert r.code == 2 and r.err.count("\n") == 1 and "2 processes on host" in r.err and "--pid" in r.err, r.err

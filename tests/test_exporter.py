@@ -202,10 +202,19 @@ def test_series_bounded_under_churn(wait_for):
     top = 4
     with exporter("--interval", "0.2", "--max-cpu", "100", "--by", "pid", "--top", str(top)) as (exp, port):
         scrape(port, wait_for)
-        churn = subprocess.Popen(["sh", "-c", "for w in 1 2 3 4 5; do for i in $(seq 100); do sleep 0.3 & done; "
-                                  "wait; done"])
+        # Waves of 100 processes until at least 500 have lived and died and 3 scans overlapped them
+        # (a scan of the whole machine can take seconds when it is busy).
+        waves, deadline = 0, time.monotonic() + 120
         most, saw_other, scans = 0, False, set()
-        while churn.poll() is None:
+        churn = None
+        while waves < 5 or len(scans) < 3:
+            if churn is None or churn.poll() is not None:
+                if churn is not None:
+                    assert churn.returncode == 0
+                    waves += 1
+                if time.monotonic() > deadline:
+                    break
+                churn = subprocess.Popen(["sh", "-c", "for i in $(seq 100); do sleep 0.3 & done; wait"])
             s = series(scrape(port, wait_for))
             for name, rows in s.items():
                 if rows and "pid" in rows[0][0]:
@@ -215,7 +224,8 @@ def test_series_bounded_under_churn(wait_for):
             scans.add(s["pmaps_scans_total"][0][1])
             assert s["pmaps_scan_errors_total"][0][1] == 0
             time.sleep(0.05)
-        assert churn.returncode == 0
+        if churn is not None:
+            churn.wait()
         assert exp.poll() is None
     assert len(scans) >= 3, "the scans did not overlap the churn"
     assert saw_other and 0 < most <= top + 1

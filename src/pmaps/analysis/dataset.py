@@ -1,5 +1,6 @@
 """Dataset rows (docs/dataset.md): one row per VMA of a sample, its footprint through the engine,
-beside the identity columns that make rows of many hosts comparable. Pure."""
+beside the identity columns that make rows of many hosts comparable; and the sample's page ranges
+as rows of the `ranges` table (what diff and heatmap read back). Pure."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,12 +8,13 @@ from typing import Any
 
 import numpy as np
 
-from ..kernel.maps import Vma
-from ..model import Sample, SystemScan
+from ..kernel.maps import PAGE_SHIFT, Vma
+from ..model import Known, Sample, SystemScan
+from ..store.dataset import known_text
 from .footprint import Facts, figures, finish
 from .system import mapping_name, mm_reps, page_figures
 
-VERSION = 1
+VERSION = 2  # 2 added dev, inode, known, ranges and the ranges table (docs/dataset.md)
 # Byte figures per VMA (the engine's rules on ranges): `thp` counts anonymous pages of transparent
 # huge folios by kpageflags, `anon_thp` smaps' AnonHugePages (PMD-mapped, from the samples' state).
 FIGURES = ("rss", "pss", "uss", "shared", "swap", "swap_pss", "dirty", "referenced", "ksm", "zero_page", "hugetlb",
@@ -35,21 +37,46 @@ class Identity:
     uid: int | None
 
 
-def sample_rows(s: Sample, ident: Identity, build_ids: dict[str, str | None]) -> dict[str, list[Any]]:
-    """Columns (name -> values, one per VMA) for one sample; None where a figure is unknown."""
+def sample_rows(s: Sample, ident: Identity, build_ids: dict[str, str | None],
+                ranges: bool = False) -> dict[str, list[Any]]:
+    """Columns (name -> values, one per VMA) for one sample; None where a figure is unknown.
+    `ranges`: the sample's range_rows are written beside (the `ranges` column counts them)."""
     n = len(s.vmas)
     figs = figures(Facts.of_sample(s), FIGURES)
     sums = {k: np.bincount(s.vma, weights=v, minlength=n).astype(np.int64) for k, v in figs.cols.items()} \
         if len(s) else {k: np.zeros(n, dtype=np.int64) for k in FIGURES}
     per = [finish({k: int(sums[k][i]) for k in FIGURES}, figs.unknown, FIGURES) for i in range(n)]
-    cols = _rows(s.vmas, ident, build_ids, s.time, s.seq)
+    cols = _rows(s.vmas, ident, build_ids, s.time, s.seq, s.known, s.exclusive_known, len(s) if ranges else None)
     for k in FIGURES:
         cols[k] = [p[k] for p in per]
     return cols
 
 
-def _rows(vmas: list[Vma], ident: Identity, build_ids: dict[str, str | None], when: float,
-          seq: int) -> dict[str, list[Any]]:
+def range_rows(s: Sample, ident: Identity) -> dict[str, Any]:
+    """The `ranges` table's columns for one sample: one row per range (numpy columns), its first
+    page counted from its VMA's start. No PFN, ever."""
+    n = len(s)
+    starts = s.vma_starts()
+    hexes = np.array([f"{v.start:x}" for v in s.vmas], dtype=object)
+    return {
+        "version": np.full(n, VERSION, dtype=np.int32),
+        "time": np.full(n, s.time),
+        "seq": np.full(n, s.seq, dtype=np.int64),
+        "boot_id": [ident.boot_id] * n,
+        "pid": np.full(n, ident.pid, dtype=np.int64),
+        "start_ticks": np.full(n, ident.start_ticks, dtype=np.int64),
+        "comm": [ident.comm] * n,
+        "vma_index": s.vma.astype(np.int32),
+        "vma_start": hexes[s.vma] if n else np.zeros(0, dtype=object),
+        "page": (s.vpn - (starts[s.vma] >> np.uint64(PAGE_SHIFT))).astype(np.int64) if n else np.zeros(0, np.int64),
+        "count": s.count.astype(np.int64),
+        "state": s.state.astype(np.int64),  # bits 0-39 (model/state.py): never negative
+        "mapcount": s.mapcount.astype(np.int64),
+    }
+
+
+def _rows(vmas: list[Vma], ident: Identity, build_ids: dict[str, str | None], when: float, seq: int,
+          known: Known, exclusive: bool, ranges: int | None) -> dict[str, list[Any]]:
     """The identity and VMA columns of one process's rows."""
     n = len(vmas)
     return {
@@ -73,6 +100,10 @@ def _rows(vmas: list[Vma], ident: Identity, build_ids: dict[str, str | None], wh
         "path": [v.path or None for v in vmas],
         "mapping": [mapping_name(v) for v in vmas],
         "build_id": [build_ids.get(v.path) if v.path.startswith("/") else None for v in vmas],
+        "dev": [v.dev for v in vmas],
+        "inode": [v.inode for v in vmas],
+        "known": [known_text(known, exclusive)] * n,
+        "ranges": [ranges] * n,
     }
 
 
@@ -89,7 +120,7 @@ def scan_rows(scan: SystemScan, idents: dict[int, Identity], build_ids: dict[str
             continue
         per = [finish(figs.between(lo, hi), figs.unknown, FIGURES)
                for lo, hi in zip(p.vma_lo.tolist(), p.vma_hi.tolist())]
-        part = _rows(p.vmas, ident, build_ids, scan.time, seq)
+        part = _rows(p.vmas, ident, build_ids, scan.time, seq, scan.known, True, None)
         for k in FIGURES:
             part[k] = [x[k] for x in per]
         for k, v in part.items():

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..kernel.kpage import KPF_TABLE
-from ..model import SystemScan
+from ..model import Known, Pages, SystemScan
 from ..model.state import S_FILE, S_PRESENT, sbit
 from . import system as S
 from .footprint import finish
@@ -67,15 +67,17 @@ def _kbit(kflags: np.ndarray, name: str) -> np.ndarray:
     return (kflags >> U64(KPF_ALL[name]) & U64(1)).astype(bool)
 
 
-def _columns(scan: SystemScan) -> tuple[dict[str, np.ndarray], bool]:
-    """The per-page columns the engine does not name; True when kpageflags backs them."""
-    pages, known = scan.pages, scan.known
+def _columns(pages: Pages, known: Known) -> dict[str, np.ndarray]:
+    """The per-page columns the engine does not name (on the pages given: the scan's, or one page
+    of each run of equal pages); with kpageflags also shmem, writeback, locked and s:STATE."""
     state = pages.state(known)
     present = sbit(state, S_PRESENT)
     kf = pages.kflags if known.flags else None
+    if known.flags and kf is None and not len(pages):
+        kf = np.zeros(0, dtype=U64)  # an empty scan: the same columns, empty
     if kf is None:
         anon = present & ~sbit(state, S_FILE)
-        return {"anon": anon, "file": present & ~anon}, False
+        return {"anon": anon, "file": present & ~anon}
     zero = _kbit(kf, "zero_page")
     res = present & ~zero & ~_kbit(kf, "huge")
     anon = res & _kbit(kf, "anon")
@@ -90,7 +92,7 @@ def _columns(scan: SystemScan) -> tuple[dict[str, np.ndarray], bool]:
             "s:dirty": res & _kbit(kf, "dirty"), "s:writeback": res & _kbit(kf, "writeback"),
             "s:unevictable": res & unev, "s:mlocked": mlocked, "s:thp": res & _kbit(kf, "thp"),
             "s:ksm": res & _kbit(kf, "ksm"), "s:zero": present & zero}
-    return cols, True
+    return cols
 
 
 def why_unknown(scan: SystemScan, unknown: set[str]) -> dict[str, str]:
@@ -113,12 +115,12 @@ def export(scan: SystemScan, by: str = "program", top: int = 50,
     """Group the scan by `by` (each mm counted once, in the group of its first pid), keep the `top`
     groups by PSS (RSS when PSS is unknown) and sum the rest into `other`."""
     reps = S.mm_reps(scan)
-    more, flags = _columns(scan)
-    figs = S.page_figures(scan, reps, ENGINE, more)
+    flags = scan.known.flags and scan.pages.kflags is not None
+    figs = S.page_figures(scan, reps, ENGINE, _columns)
     unknown = set(figs.unknown)
     if not flags:
         unknown |= {"shmem", "writeback", "locked"}
-    raw_keys = (*ENGINE, *[k for k in more if not k.startswith("s:")])
+    raw_keys = (*ENGINE, *[k for k in figs.prefix.sums if k not in ENGINE and not k.startswith("s:")])
     acc: dict[str, dict[str, int]] = {}
     nprocs: dict[str, int] = {}
     total = dict.fromkeys(figs.prefix.sums, 0)

@@ -21,6 +21,7 @@ from ..kernel import pagemap as pmb
 from ..kernel.kpage import KPF
 from ..kernel.maps import PAGE_SIZE, Vma
 from ..model import Ident, Known, Pages, PageSource, SystemScan
+from ..numeric import run_bounds
 from .footprint import PSS_SHIFT, Facts, Figures, Prefix, figures, finish, vma_columns
 
 U64 = np.uint64
@@ -100,19 +101,57 @@ class ScanFigures:
         return self.prefix.between(lo, hi)
 
 
+MoreColumns = Callable[[Pages, Known], dict[str, np.ndarray]]
+
+
 def page_figures(scan: SystemScan, reps: np.ndarray, keys: tuple[str, ...] = FIGURES,
-                 more: dict[str, np.ndarray] | None = None) -> ScanFigures:
-    """Each page's contribution to every figure, through the footprint engine (plus `more`
-    per-page columns of the caller's, summed the same way)."""
+                 more: MoreColumns | None = None) -> ScanFigures:
+    """Each page's contribution to every figure, through the footprint engine (plus the caller's
+    `more` per-page columns, a function of a page's pagemap entry, categories and kpageflags,
+    summed the same way), readable at process and VMA bounds.
+
+    Pages in one run of equal facts (state word, map count, PMD mapping, swap sharing, and with
+    `more` the whole kpageflags word) inside one VMA contribute equally: the engine runs once per
+    run, weighted by its length (as for a sample's ranges). An 8 GiB process of a few states is a
+    few hundred runs, not two million pages; the sums are the same."""
     pages, known = scan.pages, scan.known
     share = _swap_share(scan, reps)
     pmd = _pmd(pages, known, scan)
-    figs = figures(Facts.of_pages(pages, known, share, pmd), keys)
-    figs.cols.update(more or {})
+    facts = Facts.of_pages(pages, known, share, pmd)
     edges = [np.array([0, len(pages)], dtype=np.int64)]
     for p in scan.procs:
         edges += [np.array([p.lo, p.hi], dtype=np.int64), p.vma_lo, p.vma_hi]
-    return ScanFigures(figs, figs.prefix(np.unique(np.concatenate(edges))), _rollup_sums(scan, keys))
+    bounds = np.unique(np.concatenate(edges))
+    n = len(pages)
+    if n < 2:
+        figs = figures(facts, keys)
+        figs.cols.update(more(pages, known) if more else {})
+        return ScanFigures(figs, figs.prefix(bounds), _rollup_sums(scan, keys))
+    brk = (facts.state[1:] != facts.state[:-1]) | (facts.mapcount[1:] != facts.mapcount[:-1])
+    kf = pages.kflags if more is not None and known.flags else None
+    for col in (facts.pmd, facts.swap_share, facts.shmem_swap, kf):
+        if col is not None:
+            brk |= col[1:] != col[:-1]
+    if more is not None and kf is None:  # without kpageflags `more` reads pagemap's bits
+        top = pmb.top_byte(pages.pm)
+        brk |= top[1:] != top[:-1]
+    inner = bounds[(bounds > 0) & (bounds < n)]
+    brk[inner - 1] = True  # a run never crosses a process or VMA boundary
+    first, length = run_bounds(brk)
+
+    def at(col: np.ndarray | None) -> np.ndarray | None:
+        return None if col is None else col[first]
+
+    runs = Facts(facts.state[first], facts.mapcount[first], known, length.astype(np.int64), at(facts.pmd),
+                 at(facts.swap_share), at(facts.shmem_swap))
+    figs = figures(runs, keys)
+    if more is not None:
+        figs.cols.update({k: v * length for k, v in more(pages.take(first), known).items()})
+    # Bounds are run starts (or the end): the run index of each, and the prefix read by page index.
+    rb = np.searchsorted(first, bounds)
+    pre = figs.prefix(rb)
+    pre.pos = {int(b): pre.pos[int(r)] for b, r in zip(bounds.tolist(), rb.tolist())}
+    return ScanFigures(figs, pre, _rollup_sums(scan, keys))
 
 
 def _rollup_sums(scan: SystemScan, keys: tuple[str, ...]) -> list[dict[str, int]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -21,10 +22,12 @@ from ..errors import AccessDenied, KernelThread, NoSuchProcess, PmapsError, Proc
 from ..kernel import caps as capsmod
 from ..kernel import pagemap as pmb
 from ..kernel import procfs
-from ..kernel.kpage import PfnReader
+from ..kernel.kpage import KPF, PfnReader
+from ..kernel.maps import Vma
 from ..kernel.meminfo import read_meminfo
 from ..kernel.smaps import read_rollup
-from ..kernel.status import Ident, read_ident_rss
+from ..kernel.status import Ident, read_ident_rss, read_mm_key
+from ..kernel.vmstat import read_gate, split_gate
 from ..model import Known, Pages, ProcRec, RollupRec, Snapshot, SystemScan
 from .observer import Observer
 from .parallel import ordered_map
@@ -33,20 +36,66 @@ from .rollup import mm_owners, observed_pages, read_rollup_pages
 from .swap import machine_swap_refs
 
 PARALLEL = 2
+U64 = np.uint64
+
+
+@dataclass
+class Kept:
+    """One process as the last scan read it, and its change key read just before (read_mm_key)."""
+
+    key: tuple[int, ...]
+    vmas: list[Vma]
+    pages: Pages  # with kflags and kcount
+    scanning: bool
+
+
+@dataclass
+class ScanCache:
+    """What repeated scans (the exporter's) carry from one scan to the next, so that a process that
+    has not changed is not read again page by page.
+
+    A process is reused when its change key (its stat and statm counters, threads and their run
+    time: status.read_mm_key) is what it was just before its last read, and the machine's reclaim,
+    migration, THP and KSM counters (vmstat.read_gate) have not moved since that scan. Then its
+    pagemap entries are those of the last scan, and so are the kpageflags of its present,
+    exclusively mapped anonymous pages: nothing but the process itself and those kernel events
+    changes them. Every other page of it (file, shmem, shared, KSM, zero page) has its kpageflags
+    and kpagecount read afresh, as other processes change them. Costs the last scan's page columns
+    in memory (34 bytes per populated page)."""
+
+    gate: tuple[tuple[str, int], ...] | None = None
+    procs: dict[int, Kept] = field(default_factory=dict)
+    reused: int = 0  # processes reused by the last scan
+    reused_pages: int = 0  # pages whose pagemap entry and kpageflags were not read again
+
+
+# kpageflags bits of a page whose state only its own process, reclaim, migration, THP and KSM change.
+_STILL = U64(1 << KPF["anon"])
+_NOT_STILL = U64((1 << KPF["ksm"]) | (1 << KPF["zero_page"]) | (1 << KPF["huge"]))
 
 
 def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] | None = None,
                 caps: capsmod.Caps | None = None, scan: bool | None = None, include_self: bool = False,
-                rollup_max: int | None = None, reduce: Callable[[Process], dict[str, int]] | None = None
-                ) -> SystemScan:
+                rollup_max: int | None = None, reduce: Callable[[Process], dict[str, int]] | None = None,
+                cache: ScanCache | None = None) -> SystemScan:
     """Scan the given PIDs (default: every process) whose identity passes `select`.
 
     rollup_max: read processes whose RSS is at most this many bytes from their smaps_rollup (see
     rollup.py; every readable process when PFNs are hidden, since pages then give no PSS) and only
     the bigger ones page by page; None reads every process page by page. With `reduce`, those bigger
     ones are not kept page by page: each is opened alone (Options(): flags, counts, observer) and
-    reduce(process) turns its streamed pages into the raw sums kept (bounded memory)."""
+    reduce(process) turns its streamed pages into the raw sums kept (bounded memory).
+    cache: processes read page by page and unchanged since the last scan with that cache are not
+    read again (see ScanCache)."""
     caps = caps or capsmod.probe()
+    if cache is not None and not caps.sys_admin:
+        cache = None  # without kpageflags there is nothing worth keeping
+    gate = read_gate() if cache is not None else None
+    # in_place: no event changed a still page where it is; moved: none gave one a new PFN either.
+    in_place = moved = False
+    if cache is not None and gate is not None and cache.gate is not None:
+        (g_in, g_mv), (c_in, c_mv) = split_gate(gate), split_gate(cache.gate)
+        in_place, moved = g_in == c_in, g_mv != c_mv
     opts = Options(flags=False, counts=False, scan=scan)
     me = os.getpid()
     todo = procfs.list_pids() if pids is None else list(pids)
@@ -59,9 +108,13 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
     pos = opos = 0
     observer = None if include_self or not caps.sys_admin else Observer.read()
 
+    keys: dict[int, tuple[int, ...] | None] = {}
+    recheck: dict[int, Kept] = {}
+    scanning_of: dict[int, bool] = {}
+
     def one(pid: int) -> tuple[str, int, Ident | None, object, bool]:
-        """Scan one process: ("ok" | "rollup" | "skip" | "denied" | "exited" | "missing", pid, ident,
-        snapshot or (rollup, observed pages), scanning)."""
+        """Scan one process: ("ok" | "kept" | "rollup" | "reduce" | "skip" | "denied" | "exited" |
+        "missing", pid, ident, snapshot or (rollup, observed pages), scanning)."""
         if pid == me or procfs.is_kernel_thread(pid):
             return "skip", pid, None, None, True
         try:
@@ -72,6 +125,15 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
                 return "rollup", pid, ident, read_rollup_pages(pid, observer), True
             if rollup_max is not None and reduce is not None:
                 return "reduce", pid, ident, None, True
+            if cache is not None:
+                # Read before the pages: a change during the read shows at the next scan.
+                key = keys[pid] = read_mm_key(pid)
+                kept = cache.procs.get(pid) if in_place and key is not None else None
+                if kept is not None and kept.key == key:
+                    if not moved:
+                        return "kept", pid, ident, Snapshot(pid, ident.comm, kept.vmas, kept.pages, Known()), \
+                            kept.scanning
+                    recheck[pid] = kept  # pages may have moved: read pagemap, keep what reads the same
             with Process(pid, opts, caps) as proc:
                 return "ok", pid, ident, proc.snapshot(workers=1), proc.scanning
         except KernelThread:
@@ -88,12 +150,14 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
     # Processes are read PARALLEL at a time: most of the time goes to the kernel (maps,
     # PAGEMAP_SCAN, pagemap), which runs without the GIL.
     big: list[Ident] = []
+    # (first page in the scan, kept pages, index of each page in them or None: the same) of reused processes
+    kept_parts: list[tuple[int, Pages, np.ndarray | None]] = []
     for status, pid, ident, snap, scanning in ordered_map(one, todo, workers=PARALLEL, ahead=4 * PARALLEL):
         if status == "reduce":
             assert ident is not None
             big.append(ident)
             continue
-        if status not in ("ok", "rollup"):
+        if status not in ("ok", "kept", "rollup"):
             if status != "skip":
                 skipped[status].append(pid)
             continue
@@ -110,9 +174,15 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
             continue
         assert isinstance(snap, Snapshot)
         categories &= scanning
+        scanning_of[pid] = scanning
         bounds = snap.bounds().astype(np.int64) + pos
         n = len(snap.pages)
         procs.append(ProcRec(ident, snap.vmas, pos, pos + n, bounds[:, 0].copy(), bounds[:, 1].copy()))
+        if status == "kept":
+            kept_parts.append((pos, snap.pages, None))
+            snap.pages = Pages(snap.pages.vpn, snap.pages.pm, snap.pages.cat)
+        elif pid in recheck:
+            kept_parts.append((pos, recheck[pid].pages, _same_pages(snap.pages, recheck[pid].pages)))
         parts.append(snap.pages)
         pos += n
     if reduce is not None:
@@ -128,7 +198,10 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
     pages = Pages.concat(parts)
     known = Known(pfn=caps.sys_admin, categories=categories and bool(procs), soft_dirty=caps.soft_dirty)
     if caps.sys_admin:
-        known = _lookup_union(pages, known, observer)
+        known = _lookup_union(pages, known, observer, kept_parts)
+    if cache is not None:
+        _keep(cache, procs, pages, keys, scanning_of, gate if known.flags and known.count else None,
+              sum(1 for *_, i in kept_parts if i is None), sum(len(p) for _, p, i in kept_parts if i is None))
     mm_owners(rollups)
     seen: Pages | None = None
     mine = None
@@ -158,8 +231,21 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
                       swap_refs=swap_refs, rollups=rollups, observed=seen, observed_mine=mine)
 
 
-def _lookup_union(pages: Pages, known: Known, observer: Observer | None) -> Known:
-    """kpageflags for every present page and kpagecount for the non-exclusive ones, in one pass."""
+def _same_pages(fresh: Pages, kept: Pages) -> np.ndarray:
+    """For each fresh page, its index in `kept` when it is there with the same pagemap entry and
+    categories (the same page, in the same place), else -1."""
+    if not len(kept):
+        return np.full(len(fresh), -1, dtype=np.int64)
+    i = np.minimum(np.searchsorted(kept.vpn, fresh.vpn), len(kept) - 1)
+    same = (kept.vpn[i] == fresh.vpn) & (kept.pm[i] == fresh.pm) & (kept.cat[i] == fresh.cat)
+    return np.where(same, i, -1)
+
+
+def _lookup_union(pages: Pages, known: Known, observer: Observer | None,
+                  kept: list[tuple[int, Pages, np.ndarray | None]] | None = None) -> Known:
+    """kpageflags for every present page and kpagecount for the non-exclusive ones, in one pass;
+    the kept pages of reused processes that nothing but reclaim and co. change (ScanCache) keep
+    their kpageflags (and their count, 1) from the last scan."""
     if not pfns_visible(pages):
         return Known(categories=known.categories, soft_dirty=known.soft_dirty)
     try:
@@ -169,5 +255,51 @@ def _lookup_union(pages: Pages, known: Known, observer: Observer | None) -> Know
     with reader:
         if not (reader.can_flags and reader.can_count):
             return known
-        lookup_pages(pages, reader, observer=observer)
+        if not kept:
+            lookup_pages(pages, reader, observer=observer)
+        else:
+            flags = np.zeros(len(pages), dtype=U64)
+            still = np.zeros(len(pages), dtype=bool)
+            for lo, p, idx in kept:
+                assert p.kflags is not None
+                if idx is None:
+                    hi = lo + len(p)
+                    flags[lo:hi] = p.kflags
+                    still[lo:hi] = still_pages(p.pm, p.kflags)
+                else:
+                    j = np.maximum(idx, 0)
+                    hi = lo + len(idx)
+                    flags[lo:hi] = p.kflags[j]
+                    still[lo:hi] = (idx >= 0) & still_pages(p.pm[j], p.kflags[j])
+            need = np.flatnonzero(~still)
+            sub = pages.take(need)
+            lookup_pages(sub, reader, observer=observer)
+            assert sub.kflags is not None and sub.kcount is not None
+            flags[need] = sub.kflags
+            count = np.ones(len(pages), dtype=U64)
+            count[need] = sub.kcount
+            pages.kflags, pages.kcount = flags, count
     return Known(pfn=True, flags=True, count=True, categories=known.categories, soft_dirty=known.soft_dirty)
+
+
+def still_pages(pm: np.ndarray, kflags: np.ndarray) -> np.ndarray:
+    """Present, exclusively mapped anonymous pages (not KSM, not the zero page, not hugetlb): the
+    pages whose pagemap entry and kpageflags change only through their own process or the kernel
+    events vmstat.read_gate watches."""
+    excl = pmb.present(pm) & ((pmb.top_byte(pm) & pmb.TOP_EXCLUSIVE) != 0)
+    return excl & ((kflags & _STILL) != 0) & ((kflags & _NOT_STILL) == 0)
+
+
+def _keep(cache: ScanCache, procs: list[ProcRec], pages: Pages, keys: dict[int, tuple[int, ...] | None],
+          scanning: dict[int, bool], gate: tuple[tuple[str, int], ...] | None, reused: int, reused_pages: int) -> None:
+    """Remember this scan's processes (their pages as read, with their change keys) for the next."""
+    cache.gate, cache.reused, cache.reused_pages = gate, reused, reused_pages
+    cache.procs = {}
+    if gate is None or pages.kflags is None or pages.kcount is None:
+        return
+    for p in procs:
+        key = keys.get(p.pid)
+        if key is not None:
+            # Views of this scan's columns: they stay in memory until the next scan replaces them.
+            cache.procs[p.pid] = Kept(key, p.vmas, pages.take(slice(p.lo, p.hi)), scanning[p.pid])
+

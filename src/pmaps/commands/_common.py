@@ -154,3 +154,30 @@ def load_or_scan(args: argparse.Namespace, user_of: Callable[[int], str]) -> Sys
     return scan
 
 
+def add_selector_options(p: argparse.ArgumentParser, *, at: bool) -> None:
+    """--host/--pid/--start-ticks choose a process of a dataset; --at (diff) or --since/--until
+    (heatmap) its samples."""
+    g = p.add_argument_group("a dataset ROOT (record --dataset, docs/dataset.md)")
+    g.add_argument("--host", metavar="H", help="the host (needed when the dataset holds several)")
+    g.add_argument("--pid", metavar="PID", help="the process (needed when the host has several)")
+    g.add_argument("--start-ticks", type=int, metavar="T",
+                   help="its start time in clock ticks since boot (when the PID names several processes)")
+    if at:
+        g.add_argument("--at", action="append", metavar="WHEN",
+                       help="a sample: its index among the process's samples (0 first, -1 last) or a UTC time "
+                            "(YYYY-MM-DDTHH:MM:SS[.ffffff][Z]: the last sample at or before it); twice for A and B "
+                            "(default: the last two samples)")
+    else:
+        g.add_argument("--since", metavar="TIME", help="only samples at or after this UTC time")
+        g.add_argument("--until", metavar="TIME", help="only samples at or before this UTC time")
+
+
+SELECTORS = ("host", "pid", "start_ticks", "at", "since", "until")
+
+
+def selector_given(args: argparse.Namespace) -> str | None:
+    """The first dataset selector on the command line, as an option name (None: none given)."""
+    for k in SELECTORS:
+        if getattr(args, k, None) is not None:
+            return "--" + k.replace("_", "-")
+    return None

@@ -3,18 +3,23 @@ The same add/finish/manifest interface as store.recording.Recorder, so record.py
 from __future__ import annotations
 
 import argparse
+import bisect
 import os
 import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from ..analysis.dataset import Identity, sample_rows, scan_rows
-from ..errors import PmapsError
+import numpy as np
+
+from ..analysis.dataset import Identity, range_rows, sample_rows, scan_rows
+from ..errors import BadSnapshot, PmapsError, UsageError
 from ..kernel import identity as kid
 from ..kernel.maps import Vma
 from ..kernel.status import Ident, read_ident
 from ..model import Sample, SystemScan
-from ..store.dataset import DatasetWriter
+from ..store.dataset import DatasetWriter, iso_us
+from ..store.recording import check_sample
+from ._common import parse_pid
 
 
 class Host:
@@ -81,6 +86,7 @@ class DatasetRecorder:
         self.batch = batch
         self.build_ids: dict[str, str | None] = {}
         self.pending: dict[str, list[Any]] = {}
+        self.pending_ranges: list[dict[str, Any]] = []
         self.first: Sample | None = None
         self.manifest: dict[str, Any] = {"samples": []}
 
@@ -88,11 +94,18 @@ class DatasetRecorder:
         return self
 
     def add(self, s: Sample) -> int:
-        """Buffer the sample's rows; write a part file every `batch` samples. Returns bytes written."""
+        """Buffer the sample's rows and ranges; write a part file (and its ranges file) every `batch`
+        samples. Returns bytes written. BadSnapshot, nothing kept, when the sample fails the loader's
+        checks (a torn maps read), as Recorder.add."""
+        try:
+            check_sample(s)
+        except ValueError as err:
+            raise BadSnapshot(f"sample {s.seq} is inconsistent ({err})") from None
         build_ids_of(s.pid, s.vmas, self.build_ids)
-        rows = sample_rows(s, self.ident, self.build_ids)
+        rows = sample_rows(s, self.ident, self.build_ids, ranges=True)
         for k, col in rows.items():
             self.pending.setdefault(k, []).extend(col)
+        self.pending_ranges.append(range_rows(s, self.ident))
         self.first = self.first or s
         self.manifest["samples"].append({"seq": s.seq, "time": s.time, "bytes": 0})
         return self.flush() if sum(1 for x in self.manifest["samples"] if not x["bytes"]) >= self.batch else 0
@@ -100,14 +113,117 @@ class DatasetRecorder:
     def flush(self) -> int:
         if self.first is None:
             return 0
-        _, size = self.writer.write(self.pending, self.first.time, self.first.pid, self.first.seq)
+        ranges = {k: np.concatenate([np.asarray(r[k]) for r in self.pending_ranges]) for k in self.pending_ranges[0]}
+        _, size = self.writer.write(self.pending, self.first.time, self.first.pid, self.first.seq, ranges)
         mine = [x for x in self.manifest["samples"] if not x["bytes"]]
         for x in mine:
             x["bytes"] = size // len(mine) or 1
-        self.pending, self.first = {}, None
+        self.pending, self.pending_ranges, self.first = {}, [], None
         return size
 
     def finish(self, reason: str, note: str = "") -> None:
         """Write what is buffered (a stop mid-batch keeps its samples)."""
         self.flush()
         self.end = {"time": time.time(), "reason": reason, "note": note}
+
+
+# -- `diff ROOT` and `heatmap ROOT`: one process's samples chosen from a dataset ------------
+def parse_time_us(text: str) -> int:
+    """A UTC time as typed (ISO 8601, 'T' or space, optional fraction and Z/+00:00) -> microseconds."""
+    import datetime as dt
+
+    t = text.strip()
+    t = t[:-1] + "+00:00" if t.endswith(("Z", "z")) else t
+    try:
+        d = dt.datetime.fromisoformat(t)
+    except ValueError:
+        raise UsageError(f"not a sample index nor a time (YYYY-MM-DDTHH:MM:SS[.ffffff]Z): {text[:40]!r}") from None
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=dt.UTC)
+    delta = d - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _few(items: list[str], n: int = 6) -> str:
+    return ", ".join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
+
+
+class Selection:
+    """One process of a dataset chosen by --host/--pid/--start-ticks, and its reader."""
+
+    def __init__(self, root: str, args: argparse.Namespace) -> None:
+        from ..store.dataset import DatasetReader, partition_value
+
+        self.root = root
+        self.reader = DatasetReader(root)
+        hosts = self.reader.hosts()
+        if not hosts:
+            raise UsageError(f"{root}: no hosts in the dataset (ROOT/host=*/date=*/part-*.parquet)")
+        if args.host is None:
+            if len(hosts) > 1:
+                raise UsageError(f"{root} holds {len(hosts)} hosts ({_few(hosts)}): choose one with --host")
+            host = hosts[0]
+        else:
+            host = args.host if args.host in hosts else partition_value(args.host)
+            if host not in hosts:
+                raise UsageError(f"{root}: no host {args.host[:60]!r} (hosts: {_few(hosts)})")
+        pid = parse_pid(args.pid) if args.pid is not None else None
+        procs = self.reader.processes(host, pid)
+        if args.start_ticks is not None:
+            procs = [p for p in procs if p.start_ticks == args.start_ticks]
+        what = f"pid {pid}" if pid is not None else "process"
+        ticks = f" started at tick {args.start_ticks}" if args.start_ticks is not None else ""
+        if not procs:
+            raise UsageError(f"{root}: no {what}{ticks} on host {host}")
+        if len(procs) > 1:
+            names = [f"{p.pid} {p.comm} (start ticks {p.start_ticks}, {len(p.times_us)} samples)" for p in procs]
+            how = "--start-ticks" if pid is not None else "--pid"
+            raise UsageError(f"{root}: {len(procs)} processes on host {host} ({_few(names, 4)}): choose one with {how}")
+        self.host, self.proc = host, procs[0]
+
+    def pick(self, whens: list[str]) -> list[int]:
+        """Sample times (us) for --at values: an index (negative from the end) or a time."""
+        times = self.proc.times_us
+        out = []
+        for w in whens:
+            w = w.strip()
+            if w.lstrip("-").isascii() and w.lstrip("-").isdigit() and len(w) < 12:
+                i = int(w)
+                if not -len(times) <= i < len(times):
+                    raise UsageError(f"--at {w}: the process has {len(times)} samples in {self.root} "
+                                     f"(0..{len(times) - 1}, or -1 for the last)")
+                out.append(times[i])
+                continue
+            t = parse_time_us(w)
+            k = bisect.bisect_right(times, t) - 1
+            if k < 0:
+                raise UsageError(f"--at {w}: no sample of pid {self.proc.pid} at or before it (the first is at "
+                                 f"{iso_us(times[0])})")
+            out.append(times[k])
+        return out
+
+    def between(self, since: str | None, until: str | None) -> list[int]:
+        lo = parse_time_us(since) if since is not None else None
+        hi = parse_time_us(until) if until is not None else None
+        out = [t for t in self.proc.times_us if (lo is None or t >= lo) and (hi is None or t <= hi)]
+        if not out:
+            raise UsageError(f"no sample of pid {self.proc.pid} between {since or 'the start'} and "
+                             f"{until or 'the end'} (samples from {iso_us(self.proc.times_us[0])} to "
+                             f"{iso_us(self.proc.times_us[-1])})")
+        return out
+
+    def load(self, times_us: list[int]) -> list[Sample]:
+        """The samples at these times (each once, in the order asked)."""
+        p = self.proc
+        missing = [t for t in times_us if p.ranges[p.times_us.index(t)] is None]
+        if missing:
+            raise PmapsError(f"{self.root}: the sample of pid {p.pid} at {iso_us(missing[0])} has no page ranges "
+                             "(written by top --dataset, or before dataset version 2): diff and heatmap need "
+                             "record --dataset")
+        uniq = sorted(set(times_us))
+        got = dict(zip(uniq, self.reader.samples(p, uniq)))
+        return [got[t] for t in times_us]
+
+    def label(self, t_us: int) -> str:
+        i = self.proc.times_us.index(t_us)
+        return f"{self.root} host={self.host} sample {i}"

@@ -13,7 +13,7 @@ from ..render import write
 from ..render.diff import DiffView
 from ..store.recording import load_sample, sample_files
 from . import Command, add_output_options, seconds_or_zero
-from ._common import parse_pid
+from ._common import add_selector_options, parse_pid, selector_given
 
 
 class DiffCommand(Command):
@@ -22,9 +22,11 @@ class DiffCommand(Command):
     A and B are each a sample file, a recording directory (A: its first sample, B: its last;
     DIR@N: sample N), or a live PID (sampled now). 'pmaps diff DIR' compares a recording's first and
     last samples; 'pmaps diff PID' (or the same PID twice) samples it, waits --wait seconds, samples
-    again. Changes: became present, freed, swapped out, swapped in, dirtied/written, lost sharing,
-    gained sharing, other flag change. LRU bookkeeping bits (referenced, active, lru, idle, reclaim,
-    locked) are ignored unless --all-flags.
+    again. 'pmaps diff ROOT' compares two samples of one process of a fleet dataset (record
+    --dataset): --host, --pid and --start-ticks choose the process when the dataset holds several,
+    --at twice the samples (default: its last two). Changes: became present, freed, swapped out,
+    swapped in, dirtied/written, lost sharing, gained sharing, other flag change. LRU bookkeeping
+    bits (referenced, active, lru, idle, reclaim, locked) are ignored unless --all-flags.
     """
 
     name = "diff"
@@ -37,9 +39,16 @@ class DiffCommand(Command):
                        help="seconds between the two samples of one live PID (default 1)")
         p.add_argument("--fields", choices=FIELDS, default="full", help="what live samples read")
         p.add_argument("--all-flags", action="store_true", help="also report changes of LRU bookkeeping bits")
+        add_selector_options(p, at=True)
         add_output_options(p)
 
     def run(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+        from ..store.dataset import is_dataset
+
+        if not (args.a.isascii() and args.a.isdigit()) and is_dataset(args.a):
+            return self._dataset(args, out, err)
+        if (opt := selector_given(args)) is not None:
+            raise UsageError(f"{opt} chooses samples of a dataset ROOT (record --dataset): {args.a[:60]!r} is not one")
         b_src = args.b if args.b is not None else args.a
         a = resolve_sample(args.a, last=False)
         if a is None:
@@ -55,6 +64,23 @@ class DiffCommand(Command):
         if a.pid != b.pid and not args.quiet:
             err.write(f"pmaps: note: comparing different processes ({a.pid} {a.comm}, {b.pid} {b.comm})\n")
         return self._write(out, err, args, a, b, _label(args.a), _label(b_src))
+
+    def _dataset(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+        """Two samples of one process of a dataset: --at twice, once (that sample and the last), or
+        the last two."""
+        from ._dataset import Selection
+
+        if args.b is not None:
+            raise UsageError("a dataset diff takes its two samples from --at (twice), not from B")
+        at = args.at or ["-2", "-1"]
+        if len(at) > 2:
+            raise UsageError("--at is given at most twice (A and B)")
+        sel = Selection(args.a, args)
+        if len(sel.proc.times_us) < 2 and not args.at:
+            raise UsageError(f"{args.a}: pid {sel.proc.pid} has one sample on host {sel.host}: nothing to compare")
+        times = sel.pick(at if len(at) == 2 else [at[0], "-1"])
+        a, b = sel.load(times)
+        return self._write(out, err, args, a, b, sel.label(times[0]), sel.label(times[1]))
 
     @staticmethod
     def _live(pid: int, args: argparse.Namespace) -> Sample:

@@ -114,6 +114,10 @@ class Scanner:
         self.interval = args.interval
         self.user_of = user_namer()
         self.pids = parse_pids(args.pids) if args.pids else None
+        from ..collector.system import ScanCache
+
+        # Unchanged processes are not read again page by page (collector.system.ScanCache).
+        self.cache = ScanCache()
 
     def scan_once(self) -> None:
         from ..analysis.exporter import export
@@ -122,8 +126,8 @@ class Scanner:
         from ..kernel.smaps import read_rollup
 
         t0, c0 = time.monotonic(), time.process_time()
-        ex = export(scan_system(self.pids, include_self=self.args.include_self), self.args.by, self.args.top,
-                    self.user_of)
+        ex = export(scan_system(self.pids, include_self=self.args.include_self, cache=self.cache), self.args.by,
+                    self.args.top, self.user_of)
         malloc_trim()  # the scan's columns are garbage now: between scans the exporter stays small
         # Process CPU time, so the scan's worker threads (and scrapes) count against the budget.
         wall, cpu = time.monotonic() - t0, time.process_time() - c0
@@ -131,7 +135,8 @@ class Scanner:
         for k, v in ex.skipped.items():
             self.skipped[k] = self.skipped.get(k, 0) + v
         self.scans += 1
-        me = {"scan_duration": wall, "scan_cpu": cpu, "scan_interval": self.interval, "last_scan": time.time()}
+        me = {"scan_duration": wall, "scan_cpu": cpu, "scan_interval": self.interval, "last_scan": time.time(),
+              "scan_reused_processes": self.cache.reused, "scan_reused_pages": self.cache.reused_pages}
         try:
             me["exporter_rss"] = read_rollup(os.getpid()).get("Rss", 0)
         except PmapsError:

@@ -1,4 +1,5 @@
-"""pmaps query ROOT SQL: SQL over a fleet dataset with DuckDB, the dataset being the view `samples`."""
+"""pmaps query ROOT SQL: SQL over a fleet dataset with DuckDB, the dataset being the views `samples`
+and `ranges`."""
 from __future__ import annotations
 
 import argparse
@@ -30,9 +31,10 @@ def _plain(v: Any) -> Any:
 
 
 class Query(Command):
-    """Run SQL over a fleet dataset (record --dataset) with DuckDB; the rows are the view `samples`.
+    """Run SQL over a fleet dataset (record --dataset) with DuckDB: the views `samples` and `ranges`.
 
-    One row per VMA per sample (docs/dataset.md). Byte columns (rss, pss, ... and any column
+    `samples`: one row per VMA per sample; `ranges`: one row per page range per sample, written by
+    record --dataset (docs/dataset.md). Byte columns (rss, pss, ... and any column
     named *_bytes) take -k/-m/-g/--bytes; the default shows them human-readable.
     """
 
@@ -41,7 +43,7 @@ class Query(Command):
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("root", metavar="ROOT", help="the dataset's root directory")
-        p.add_argument("sql", metavar="SQL", help="the query; the dataset is the view `samples`")
+        p.add_argument("sql", metavar="SQL", help="the query; the dataset is the views `samples` and `ranges`")
         add_output_options(p)
 
     def run(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -49,7 +51,7 @@ class Query(Command):
             import duckdb
         except ImportError:
             raise MissingExtra("pmaps query needs duckdb: pip install 'pmaps[query]'") from None
-        from ..store.dataset import duckdb_source
+        from ..store.dataset import duckdb_ranges, duckdb_source
 
         if "://" in args.root and not args.root.startswith("file://"):
             raise UsageError("pmaps query reads a local dataset; for s3:// or gs:// load DuckDB's httpfs yourself")
@@ -57,6 +59,7 @@ class Query(Command):
         con = duckdb.connect(":memory:")
         try:
             con.execute(f"CREATE VIEW samples AS SELECT * FROM {duckdb_source(root)}")
+            con.execute(f"CREATE VIEW ranges AS {duckdb_ranges(root)}")
             cur = con.execute(args.sql)
             names = [d[0] for d in cur.description or []]
             rows = cur.fetchall()

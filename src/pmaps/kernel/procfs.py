@@ -155,6 +155,13 @@ def pread_many(fd: int, jobs: list[tuple[int, memoryview]], path: str) -> None:
             raise
 
 
+def list_tasks(pid: int) -> list[int]:
+    """Thread ids of a process (/proc/PID/task), sorted."""
+    path = proc_path(pid, "task")
+    with translate(pid, path, started=True):
+        return sorted(int(d) for d in os.listdir(path) if d.isdigit())
+
+
 def list_pids() -> list[int]:
     return sorted(int(d) for d in os.listdir(PROC) if d.isdigit())
 

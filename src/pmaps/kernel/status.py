@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import AccessDenied
+from ..errors import AccessDenied, PmapsError
 from . import procfs
 from .cgroup import decode_cgroup
 
@@ -82,3 +82,35 @@ def decode_status(data: bytes) -> dict[str, int]:
 
 def read_status(pid: int) -> dict[str, int]:
     return decode_status(procfs.read_file(pid, "status"))
+
+
+# -- has a process's memory changed? (the exporter's reuse of unchanged processes) -------
+def decode_stat_mm(data: bytes) -> tuple[int, ...]:
+    """From /proc/PID/stat (proc(5), whole-process figures): minflt (10), majflt (12), utime (14),
+    stime (15), num_threads (20), starttime (22), vsize (23), rss (24). Pure."""
+    f = data[data.rfind(b")") + 2 :].split()  # f[0] is field 3
+    if len(f) < 22:
+        raise ValueError("short stat line")
+    return tuple(int(f[i - 3]) for i in (10, 12, 14, 15, 20, 22, 23, 24))
+
+
+def decode_schedstat(data: bytes) -> int:
+    """/proc/PID/task/TID/schedstat's first field: the nanoseconds the thread has run
+    (se.sum_exec_runtime; Documentation/scheduler/sched-stats.rst). Pure."""
+    return int(data.split()[0])
+
+
+def read_mm_key(pid: int) -> tuple[int, ...] | None:
+    """What changes whenever the process changes its own memory: its stat and statm counters, its
+    threads, and the nanoseconds each has run (a thread that has not run since cannot have faulted,
+    mapped, unmapped or advised anything; faults, RSS and VM size catch what others do to it: GUP
+    writes, userfaultfd copies). None when it cannot be told (no schedstat: CONFIG_SCHED_INFO off,
+    or a thread came or went meanwhile): the process is then read afresh."""
+    try:
+        stat = procfs.read_file(pid, "stat")
+        statm = procfs.read_file(pid, "statm")
+        tids = procfs.list_tasks(pid)
+        run = [decode_schedstat(procfs.read_file(pid, f"task/{t}/schedstat")) for t in tids]
+    except (PmapsError, ValueError, IndexError):
+        return None
+    return (*decode_stat_mm(stat), *(int(x) for x in statm.split()), *tids, *run)

@@ -85,4 +85,6 @@ SELF = {
     "scan_interval": ("Seconds between scans: --interval, stretched to keep the --max-cpu budget", "_seconds"),
     "last_scan": ("When the last completed scan ended (Unix time)", "_timestamp_seconds"),
     "exporter_rss": ("The exporter's own resident memory (its smaps_rollup Rss)", "_bytes"),
+    "scan_reused_processes": ("Processes the last scan took unchanged from the one before (not read again)", ""),
+    "scan_reused_pages": ("Pages whose pagemap entry and kpageflags the last scan took from the one before", ""),
 }

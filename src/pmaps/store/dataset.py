@@ -17,12 +17,21 @@ from __future__ import annotations
 import os
 import re
 import time
+from dataclasses import dataclass
 from typing import Any
 
-from ..errors import MissingExtra, PmapsError
-from .files import file_errors, save_bytes
+import numpy as np
 
-# name -> type name; the order is the file's column order. Sizes are bytes.
+from ..errors import BadSnapshot, MissingExtra, PmapsError
+from ..kernel.maps import PAGE_SHIFT, Vma
+from ..model import Known, Sample
+from .codec import ADDR_LIMIT, PID_LIMIT, reason
+from .files import file_errors, save_bytes
+from .recording import check_sample
+
+# name -> type name; the order is the file's column order. Sizes are bytes. Version 2 appended
+# dev, inode (the VMA as maps prints it), known (what the sample could tell) and ranges (how many
+# rows of the `ranges` table the sample has; null: none written, as `top --dataset` writes none).
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("version", "int32"), ("time", "timestamp"), ("seq", "int64"), ("boot_id", "string"), ("kernel", "string"),
     ("pid", "int64"), ("start_ticks", "int64"), ("start_time", "timestamp"), ("comm", "string"), ("exe", "string"),
@@ -31,8 +40,19 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("rss", "int64"), ("pss", "int64"), ("uss", "int64"), ("shared", "int64"), ("swap", "int64"),
     ("swap_pss", "int64"), ("dirty", "int64"), ("referenced", "int64"), ("ksm", "int64"), ("zero_page", "int64"),
     ("hugetlb", "int64"), ("thp", "int64"), ("anon_thp", "int64"),
+    ("dev", "string"), ("inode", "int64"), ("known", "string"), ("ranges", "int64"),
 )
-TIMES = {name for name, t in COLUMNS if t == "timestamp"}
+# The `ranges` table (version 2): a sample's page ranges, the rows `pmaps diff` and `heatmap` read.
+# Maximal runs of pages of one VMA in one state word and map count; `page` is the run's first page
+# counted from the VMA's start (ASLR-free). Never a PFN.
+RANGE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("version", "int32"), ("time", "timestamp"), ("seq", "int64"), ("boot_id", "string"), ("pid", "int64"),
+    ("start_ticks", "int64"), ("comm", "string"), ("vma_index", "int32"), ("vma_start", "string"),
+    ("page", "int64"), ("count", "int64"), ("state", "int64"), ("mapcount", "int64"),
+)
+RANGES_DIR = "_ranges"  # ROOT/_ranges/host=H/date=D/part-...: Spark, pyarrow and pandas skip '_' names
+KNOWN_FACTS = ("pfn", "flags", "count", "young", "soft_dirty", "categories", "exclusive")
+TIMES = {name for name, t in COLUMNS + RANGE_COLUMNS if t == "timestamp"}
 PART_RE = re.compile(r"^part-[0-9-]+\.parquet$")
 
 
@@ -46,10 +66,25 @@ def _pyarrow() -> Any:
     return pa, pq, pafs
 
 
-def schema() -> Any:
+def schema(columns: tuple[tuple[str, str], ...] = COLUMNS) -> Any:
+    """The Arrow schema of the `samples` table's files (or of `ranges` with RANGE_COLUMNS)."""
     pa, _, _ = _pyarrow()
     types = {"int32": pa.int32(), "int64": pa.int64(), "string": pa.string(), "timestamp": pa.timestamp("us", tz="UTC")}
-    return pa.schema([(n, types[t]) for n, t in COLUMNS])
+    return pa.schema([(n, types[t]) for n, t in columns])
+
+
+def known_text(known: Known, exclusive: bool) -> str:
+    """The `known` column: the facts a sample's pages carry, comma-separated (KNOWN_FACTS order)."""
+    facts = known.to_dict() | {"exclusive": exclusive}
+    return ",".join(k for k in KNOWN_FACTS if facts[k])
+
+
+def decode_known_text(text: str) -> tuple[Known, bool]:
+    """(Known, exclusive_known) from a `known` value; ValueError on a fact pmaps never writes."""
+    facts = {x for x in text.split(",") if x}
+    if facts - set(KNOWN_FACTS):
+        raise ValueError(f"known names an unknown fact ({sorted(facts - set(KNOWN_FACTS))[0][:40]!r})")
+    return Known(**{k: k in facts for k in KNOWN_FACTS if k != "exclusive"}), "exclusive" in facts
 
 
 def partition_value(text: str) -> str:
@@ -57,14 +92,19 @@ def partition_value(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", text) or "_"
 
 
-def table_bytes(cols: dict[str, list[Any]]) -> bytes:
-    """Columns (as analysis.dataset.sample_rows gives them) -> one Parquet file (zstd)."""
+def table_bytes(cols: dict[str, Any], columns: tuple[tuple[str, str], ...] = COLUMNS) -> bytes:
+    """Columns (as analysis.dataset.sample_rows or range_rows gives them: lists, or numpy arrays;
+    times in Unix seconds) -> one Parquet file (zstd)."""
     pa, pq, _ = _pyarrow()
+    sch = schema(columns)
     data = {}
-    for name in schema().names:
+    for name in sch.names:
         v = cols[name]
-        data[name] = [None if x is None else round(x * 1e6) for x in v] if name in TIMES else v
-    table = pa.Table.from_pydict(data, schema=schema())
+        if name in TIMES:
+            v = np.round(v * 1e6).astype(np.int64) if isinstance(v, np.ndarray) else \
+                [None if x is None else round(x * 1e6) for x in v]
+        data[name] = v
+    table = pa.Table.from_pydict(data, schema=sch)
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
     return bytes(sink.getvalue().to_pybytes())
@@ -86,14 +126,24 @@ class DatasetWriter:
             except Exception as e:  # pyarrow raises ArrowInvalid / OSError for unknown schemes and bad URLs
                 raise PmapsError(f"cannot open dataset {root}: {e}") from None
 
-    def _dir(self, when: float) -> str:
-        return f"{self.path.rstrip('/')}/host={self.host}/date={time.strftime('%Y-%m-%d', time.gmtime(when))}"
+    def _dir(self, when: float, table: str = "") -> str:
+        sub = f"/{table}" if table else ""
+        return f"{self.path.rstrip('/')}{sub}/host={self.host}/date={time.strftime('%Y-%m-%d', time.gmtime(when))}"
 
-    def write(self, cols: dict[str, list[Any]], when: float, pid: int, seq: int) -> tuple[str, int]:
-        """One part file holding these rows; returns (its path, its size)."""
-        data = table_bytes(cols)
-        d = self._dir(when)
+    def write(self, cols: dict[str, list[Any]], when: float, pid: int, seq: int,
+              ranges: dict[str, Any] | None = None) -> tuple[str, int]:
+        """One part file holding these rows, and first, when given, one of the `ranges` table under
+        ROOT/_ranges with the same name (so a sample that readers see has its ranges written).
+        Returns (the samples file's path, the bytes of both)."""
         name = f"part-{round(when * 1e6)}-{pid}-{os.getpid()}-{seq:06d}.parquet"
+        size = 0
+        if ranges is not None:
+            size += self._put(self._dir(when, RANGES_DIR), name, table_bytes(ranges, RANGE_COLUMNS))
+        d = self._dir(when)
+        size += self._put(d, name, table_bytes(cols))
+        return f"{d}/{name}", size
+
+    def _put(self, d: str, name: str, data: bytes) -> int:
         if self.fs is None:
             with file_errors(d, "create"):
                 made = d
@@ -111,12 +161,219 @@ class DatasetWriter:
                     f.write(data)
             except OSError as e:
                 raise PmapsError(f"cannot write {self.root}: {e}") from e
-        return f"{d}/{name}", len(data)
+        return len(data)
 
 
-def duckdb_source(root: str) -> str:
-    """The DuckDB table expression that reads the whole dataset (host as text, date as DATE)."""
-    glob = root.rstrip("/") + "/host=*/date=*/part-*.parquet"
+def duckdb_source(root: str, table: str = "") -> str:
+    """The DuckDB table expression that reads the whole dataset (host as text, date as DATE); with
+    table=RANGES_DIR, the `ranges` table."""
+    glob = root.rstrip("/") + (f"/{table}" if table else "") + "/host=*/date=*/part-*.parquet"
     quoted = glob.replace("'", "''")
     return (f"read_parquet('{quoted}', hive_partitioning = true, union_by_name = true, "
             "hive_types = {'host': VARCHAR, 'date': DATE})")
+
+
+DUCK_TYPES = {"int32": "INTEGER", "int64": "BIGINT", "string": "VARCHAR", "timestamp": "TIMESTAMPTZ"}
+
+
+def duckdb_ranges(root: str) -> str:
+    """The `ranges` view's query: its files, or an empty relation of its columns when the dataset has
+    none (written by top --dataset, or before version 2), so a query on it returns no rows."""
+    import glob
+
+    if glob.glob(glob.escape(root.rstrip("/")) + f"/{RANGES_DIR}/host=*/date=*/part-*.parquet"):
+        return f"SELECT * FROM {duckdb_source(root, RANGES_DIR)}"
+    cols = ", ".join(f"CAST(NULL AS {DUCK_TYPES[t]}) AS {n}" for n, t in RANGE_COLUMNS)
+    return f"SELECT {cols}, CAST(NULL AS VARCHAR) AS host, CAST(NULL AS DATE) AS date WHERE false"
+
+
+# -- reading a process's samples back (pmaps diff / heatmap ROOT) --------------------------
+def is_dataset(path: str) -> bool:
+    """A fleet dataset's root rather than a recording: a URL, or a directory holding host=* or _ranges."""
+    if "://" in path and not path.startswith("file://"):
+        return True
+    path = path[len("file://"):] if path.startswith("file://") else path
+    try:
+        return os.path.isdir(path) and any(n.startswith("host=") or n == RANGES_DIR for n in os.listdir(path))
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class ProcSamples:
+    """One process of one host as the dataset holds it: its identity and its samples in time order."""
+
+    host: str
+    boot_id: str
+    pid: int
+    start_ticks: int
+    comm: str
+    times_us: tuple[int, ...]  # sample times, microseconds since the epoch
+    seqs: tuple[int, ...]
+    ranges: tuple[int | None, ...]  # rows in the `ranges` table per sample; None: none written
+
+
+class DatasetReader:
+    """Reads one host's partitions of a dataset (local path or pyarrow.fs URL) with pyarrow.
+
+    A file that is not a readable dataset file of this schema is BadSnapshot, one line naming it."""
+
+    def __init__(self, root: str) -> None:
+        _, _, pafs = _pyarrow()
+        self.root = root
+        if "://" in root and not root.startswith("file://"):
+            try:
+                self.fs, self.path = pafs.FileSystem.from_uri(root)
+            except Exception as e:  # ArrowInvalid / OSError for unknown schemes and bad URLs
+                raise PmapsError(f"cannot open dataset {root}: {e}") from None
+        else:
+            self.fs = pafs.LocalFileSystem()
+            self.path = os.path.abspath(root[len("file://"):] if root.startswith("file://") else root)
+        self.path = self.path.rstrip("/") or "/"
+
+    def _list(self, d: str, recursive: bool = False) -> list[Any]:
+        _, _, pafs = _pyarrow()
+        try:
+            return list(self.fs.get_file_info(pafs.FileSelector(d, recursive=recursive, allow_not_found=True)))
+        except OSError as e:
+            raise PmapsError(f"cannot read dataset {self.root}: {e}") from None
+
+    def hosts(self) -> list[str]:
+        """Host partition values (as written: partition_value of the node name), sorted."""
+        _, _, pafs = _pyarrow()
+        return sorted(i.base_name[5:] for i in self._list(self.path)
+                      if i.type == pafs.FileType.Directory and i.base_name.startswith("host="))
+
+    def _files(self, host: str, table: str = "") -> list[str]:
+        _, _, pafs = _pyarrow()
+        d = f"{self.path}{'/' + table if table else ''}/host={host}"
+        out = []
+        for i in self._list(d, recursive=True):
+            rel = i.path[len(d) + 1:].split("/")
+            if i.type == pafs.FileType.File and len(rel) == 2 and rel[0].startswith("date=") \
+                    and PART_RE.match(rel[1]):
+                out.append(i.path)
+        return sorted(out)
+
+    def _read(self, files: list[str], columns: tuple[tuple[str, str], ...], names: list[str], where: Any) -> Any:
+        pa, _, _ = _pyarrow()
+        import pyarrow.dataset as pads
+
+        if not files:
+            return schema(columns).empty_table().select(names)
+        try:
+            dset = pads.dataset(files, schema=schema(columns), format="parquet", filesystem=self.fs)
+            return dset.to_table(columns=names, filter=where)
+        except (pa.ArrowException, OSError) as e:
+            raise BadSnapshot(f"{self.root}: corrupt dataset file ({reason(e).splitlines()[0][:300]})",
+                              path=self.root) from None
+
+    def processes(self, host: str, pid: int | None = None) -> list[ProcSamples]:
+        """The processes of a host (or those with this pid), each with its samples in time order."""
+        import pyarrow.compute as pc
+        import pyarrow.dataset as pads
+
+        pa, _, _ = _pyarrow()
+        where = pads.field("pid") == pid if pid is not None else None
+        t = self._read(self._files(host), COLUMNS, ["time", "seq", "boot_id", "pid", "start_ticks", "comm", "ranges"],
+                       where)
+        t = t.set_column(0, "time", pc.cast(t.column("time"), pa.int64()))
+        g = t.group_by(["boot_id", "pid", "start_ticks", "time", "seq"], use_threads=False).aggregate(
+            [("comm", "max"), ("ranges", "max")]).to_pydict()
+        per: dict[tuple[str, int, int], list[tuple[int, int, str, int | None]]] = {}
+        for b, p, st, tm, sq, comm, nr in zip(g["boot_id"], g["pid"], g["start_ticks"], g["time"], g["seq"],
+                                              g["comm_max"], g["ranges_max"]):
+            per.setdefault((b, p, st), []).append((tm, sq, comm, nr))
+        out = []
+        for (b, p, st), rows in per.items():
+            rows.sort()
+            out.append(ProcSamples(host, b, p, st, rows[-1][2], tuple(r[0] for r in rows), tuple(r[1] for r in rows),
+                                   tuple(r[3] for r in rows)))
+        return sorted(out, key=lambda x: (x.pid, x.times_us[0], x.boot_id))
+
+    def samples(self, proc: ProcSamples, times_us: list[int]) -> list[Sample]:
+        """The samples of `proc` taken at these times, rebuilt from their VMA rows and their ranges:
+        the Samples `record` took (PFNs excepted: never stored). BadSnapshot when the rows do not
+        make a valid sample (a missing or torn ranges file, damaged values)."""
+        import pyarrow.compute as pc
+        import pyarrow.dataset as pads
+
+        pa, _, _ = _pyarrow()
+        who = (pads.field("boot_id") == proc.boot_id) & (pads.field("pid") == proc.pid) \
+            & (pads.field("start_ticks") == proc.start_ticks)
+        when = pads.field("time").isin(pa.array(times_us, pa.int64()).cast(pa.timestamp("us", tz="UTC")))
+        vcols = ["time", "seq", "comm", "vma_index", "vma_start", "vma_size", "perms", "file_offset", "dev", "inode",
+                 "path", "known", "ranges"]
+        v = self._read(self._files(proc.host), COLUMNS, vcols, who & when)
+        rcols = ["time", "vma_index", "vma_start", "page", "count", "state", "mapcount"]
+        r = self._read(self._files(proc.host, RANGES_DIR), RANGE_COLUMNS, rcols, who & when)
+        vt = pc.cast(v.column("time"), pa.int64()).to_numpy()
+        rt = pc.cast(r.column("time"), pa.int64()).to_numpy()
+        vd = v.to_pydict()
+        rd = {c: r.column(c).to_numpy(zero_copy_only=False) for c in rcols[1:]}
+        rorder = np.lexsort((rd["page"], rd["vma_index"], rt))
+        rt = rt[rorder]
+        out = []
+        for t in times_us:
+            rows = sorted(np.flatnonzero(vt == t).tolist(), key=lambda i: vd["vma_index"][i])
+            lo, hi = np.searchsorted(rt, t, "left"), np.searchsorted(rt, t, "right")
+            sel = rorder[lo:hi]
+            name = f"{self.root}: sample of pid {proc.pid} at {iso_us(t)}"
+            try:
+                s = _sample(proc.pid, t, {k: [vd[k][i] for i in rows] for k in vcols},
+                            {k: c[sel] for k, c in rd.items()})
+            except (ValueError, TypeError, OverflowError) as e:
+                raise BadSnapshot(f"{name}: corrupt dataset rows ({reason(e)})", path=self.root) from None
+            out.append(s)
+        return out
+
+
+def iso_us(t_us: int) -> str:
+    """Microseconds since the epoch as ISO 8601 UTC, as `pmaps query` prints a time."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t_us // 1_000_000)) + f".{t_us % 1_000_000:06d}Z"
+
+
+def _sample(pid: int, t_us: int, v: dict[str, list[Any]], r: dict[str, np.ndarray]) -> Sample:
+    """One Sample from its VMA rows (in vma_index order) and its range rows (in VMA, page order)."""
+    if not v["vma_index"]:
+        raise ValueError("no VMA rows")
+    if v["vma_index"] != list(range(len(v["vma_index"]))):
+        raise ValueError("VMA rows are not numbered 0..n-1")
+    if len(set(v["seq"])) != 1 or len(set(v["known"])) != 1 or len(set(v["ranges"])) != 1:
+        raise ValueError("the rows of one sample disagree")
+    if v["known"][0] is None or v["ranges"][0] is None:
+        raise ValueError("the sample has no page ranges (written before dataset version 2, or by top --dataset)")
+    known, exclusive = decode_known_text(v["known"][0])
+    vmas = []
+    prev_end = 0
+    for i, (a, n, p, o, d, ino, path) in enumerate(zip(v["vma_start"], v["vma_size"], v["perms"], v["file_offset"],
+                                                         v["dev"], v["inode"], v["path"])):
+        if None in (a, n, p, o, d, ino) or not re.fullmatch(r"[0-9a-f]{1,16}", a):
+            raise ValueError(f"VMA {i} has a missing or malformed field")
+        vm = Vma(int(a, 16), int(a, 16) + n, p, o, d, ino, path or "")
+        if not (prev_end <= vm.start < vm.end <= ADDR_LIMIT) or (vm.start | vm.end) & 0xFFF or o < 0 or ino < 0:
+            raise ValueError(f"VMA {i} is out of order or not a valid address range")
+        prev_end = vm.end
+        vmas.append(vm)
+    n = len(r["page"])
+    if n != v["ranges"][0]:
+        raise ValueError(f"{n} range rows, {v['ranges'][0]} written (a ranges file is missing or torn)")
+    for c in ("vma_index", "page", "count", "state", "mapcount"):
+        if r[c].dtype.kind not in "iu":
+            raise ValueError(f"column {c} holds nulls")
+    vi = r["vma_index"].astype(np.int64)
+    if n and (vi.min() < 0 or vi.max() >= len(vmas)):
+        raise ValueError("a range names a VMA the sample does not list")
+    starts = np.array([f"{x.start:x}" for x in vmas], dtype=object)
+    if n and not (starts[vi] == r["vma_start"]).all():
+        raise ValueError("a range's vma_start disagrees with its VMA")
+    if n and ((r["page"] < 0).any() or (r["state"] < 0).any()):
+        raise ValueError("a range has a negative page or state")
+    base = np.array([x.start >> PAGE_SHIFT for x in vmas], dtype=np.uint64)
+    s = Sample(pid, v["comm"][0], vmas, known, vi.astype(np.int32), base[vi] + r["page"].astype(np.uint64),
+               r["count"].astype(np.int64), r["state"].astype(np.uint64), r["mapcount"].astype(np.int64), None,
+               t_us / 1e6, int(v["seq"][0]), 0.0, exclusive)
+    if not 0 < pid < PID_LIMIT:
+        raise ValueError("pid out of range")
+    check_sample(s)
+    return s

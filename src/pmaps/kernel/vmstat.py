@@ -1,0 +1,72 @@
+"""/proc/vmstat and the KSM counters (Documentation/admin-guide/mm/ksm.rst): the machine-wide
+events that change an anonymous, exclusively mapped page of a process while that process does not
+run (its own faults, maps and advice show in its own counters: status.read_mm_key).
+
+Such a page changes only through reclaim (scanning of the anonymous lists, their aging and
+deactivation, swap-out: pgscan_anon, pgsteal_anon, pgrefill, pgdeactivate, pswpout, zswpout; pgrefill
+also counts the anonymous active list that file-only reclaim still ages, mm/vmscan.c
+shrink_lruvec), migration migration (compaction, NUMA balancing,
+demotion, memory hotplug: pgmigrate_*, pgdemote*), THP splits and khugepaged collapses
+(thp_split_page, thp_collapse_alloc) and ksmd's merging (its sysfs counters). A PMD mapping of a
+still process is split only by those too (thp_split_pmd also counts every process's own munmap
+and mprotect of part of a THP: it moves all the time). The
+exporter reuses such pages' pagemap entries and kpageflags from its last scan only while none of
+these moved. Counters of page-cache and allocation activity (nr_dirtied, workingset_*, numa_hit,
+unevictable_pgs_*, ...) move all the time on a busy host and do not touch those pages: file,
+shmem and shared pages are read afresh at every scan whatever the counters say.
+"""
+from __future__ import annotations
+
+from ..errors import PmapsError
+from . import procfs
+
+VMSTAT = "/proc/vmstat"
+KSM = "/sys/kernel/mm/ksm"
+GATE_PREFIXES = ("pgscan_anon", "pgsteal_anon", "pgrefill", "pgdeactivate", "pswpout", "zswpout", "pgmigrate_",
+                 "pgdemote", "thp_split_page", "thp_collapse_alloc")
+# pgscan_anon/pgsteal_anon exist since Linux 5.8 (include/linux/vm_event_item.h PGSCAN_ANON); an
+# older kernel counts scans by reclaimer only (pgscan_kswapd, ...): then every scan counts.
+OLD_SCANS = ("pgscan", "pgsteal")
+# Of those, the events that give a page a new PFN (or a new mapping) and leave the flags of every
+# page they do not move alone: after them a page whose pagemap entry reads the same is the same page
+# in the same state. A khugepaged collapse is one (it maps a new huge folio in place of 512 pages).
+MOVES = ("pgmigrate_", "pgdemote", "thp_collapse_alloc", "ksm:")
+KSM_COUNTERS = ("run", "full_scans", "pages_scanned", "pages_sharing", "pages_shared")
+
+
+def decode_vmstat(data: bytes) -> dict[str, int]:
+    """/proc/vmstat "name value" lines. Pure."""
+    out: dict[str, int] = {}
+    for line in data.splitlines():
+        k, _, v = line.partition(b" ")
+        if v.strip().lstrip(b"-").isdigit():
+            out[k.decode()] = int(v)
+    return out
+
+
+def gate_of(vmstat: dict[str, int], ksm: dict[str, int]) -> tuple[tuple[str, int], ...]:
+    """The counters that must not move for a still process's pages to be unchanged. Pure."""
+    prefixes = GATE_PREFIXES if "pgscan_anon" in vmstat else GATE_PREFIXES + OLD_SCANS
+    return tuple(sorted((k, v) for k, v in vmstat.items() if k.startswith(prefixes))) + tuple(
+        sorted(("ksm:" + k, v) for k, v in ksm.items()))
+
+
+def split_gate(gate: tuple[tuple[str, int], ...]) -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, int], ...]]:
+    """(the counters of events that change pages in place, those of events that move them). Pure."""
+    moves = tuple(x for x in gate if x[0].startswith(MOVES))
+    return tuple(x for x in gate if not x[0].startswith(MOVES)), moves
+
+
+def read_gate() -> tuple[tuple[str, int], ...] | None:
+    """The gate counters now; None when /proc/vmstat cannot be read (nothing is reused then)."""
+    try:
+        vm = decode_vmstat(procfs.read_system(VMSTAT))
+    except (PmapsError, ValueError):
+        return None
+    ksm = {}
+    for k in KSM_COUNTERS:
+        try:
+            ksm[k] = int(procfs.read_system(f"{KSM}/{k}"))
+        except (PmapsError, ValueError):
+            continue  # no KSM (CONFIG_KSM off), or an older kernel without the counter
+    return gate_of(vm, ksm)
