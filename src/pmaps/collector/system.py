@@ -55,20 +55,25 @@ class ScanCache:
     has not changed is not read again page by page.
 
     A process is reused when its change key (its stat and statm counters, threads and their run
-    time: status.read_mm_key) is what it was just before its last read, and the machine's reclaim,
-    migration, THP and KSM counters (vmstat.read_gate) have not moved since that scan. Then its
-    pagemap entries are those of the last scan, and so are the kpageflags of its present,
-    exclusively mapped anonymous pages: nothing but the process itself and those kernel events
-    changes them. Every other page of it (file, shmem, shared, KSM, zero page) has its kpageflags
-    and kpagecount read afresh, as other processes change them. Costs the last scan's page columns
-    in memory (34 bytes per populated page)."""
+    time: status.read_mm_key) is what it was just before its last read. Then its maps and pagemap
+    entries are those of the last scan unless a migration, THP split or collapse, or KSM merge
+    (vmstat.read_gate) happened since (a reclaim that unmaps a page changes the RSS in the key):
+    they are not read again. The kpageflags of its present, exclusively mapped anonymous pages are
+    those of the last scan too if reclaim did not run either (nothing else changes them): then only
+    its other pages (file, shmem, shared, KSM, zero page) have their kpageflags and kpagecount read
+    afresh, as other processes change them. After a migration its pagemap is read again, and a page
+    keeps its kpageflags where its entry reads the same. Costs 26 bytes a page kept in memory, up
+    to max_bytes."""
 
     gate: tuple[tuple[str, int], ...] | None = None
     procs: dict[int, Kept] = field(default_factory=dict)
     reused: int = 0  # processes reused by the last scan
     reused_pages: int = 0  # pages whose pagemap entry and kpageflags were not read again
+    max_bytes: int = 256 << 20  # at most this much kept (the smallest processes first)
+    nbytes: int = 0  # kept now
 
 
+KEPT_BYTES_PER_PAGE = 8 + 8 + 2 + 8  # vpn, pagemap entry, categories, kpageflags
 # kpageflags bits of a page whose state only its own process, reclaim, migration, THP and KSM change.
 _STILL = U64(1 << KPF["anon"])
 _NOT_STILL = U64((1 << KPF["ksm"]) | (1 << KPF["zero_page"]) | (1 << KPF["huge"]))
@@ -91,11 +96,13 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
     if cache is not None and not caps.sys_admin:
         cache = None  # without kpageflags there is nothing worth keeping
     gate = read_gate() if cache is not None else None
-    # in_place: no event changed a still page where it is; moved: none gave one a new PFN either.
-    in_place = moved = False
+    # Since the last scan, for a process whose key did not change: flags_same, no event changed a
+    # still page's kpageflags; entries_same, none changed a pagemap entry or mapping of its either
+    # (a swap-out or reclaim that unmaps a page changes the process's RSS, which is in its key).
+    flags_same = entries_same = False
     if cache is not None and gate is not None and cache.gate is not None:
-        (g_in, g_mv), (c_in, c_mv) = split_gate(gate), split_gate(cache.gate)
-        in_place, moved = g_in == c_in, g_mv != c_mv
+        (g_ag, g_sp, g_mv), (c_ag, c_sp, c_mv) = split_gate(gate), split_gate(cache.gate)
+        flags_same, entries_same = g_ag == c_ag and g_sp == c_sp, g_mv == c_mv and g_sp == c_sp
     opts = Options(flags=False, counts=False, scan=scan)
     me = os.getpid()
     todo = procfs.list_pids() if pids is None else list(pids)
@@ -128,12 +135,14 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
             if cache is not None:
                 # Read before the pages: a change during the read shows at the next scan.
                 key = keys[pid] = read_mm_key(pid)
-                kept = cache.procs.get(pid) if in_place and key is not None else None
+                kept = cache.procs.get(pid) if key is not None else None
                 if kept is not None and kept.key == key:
-                    if not moved:
-                        return "kept", pid, ident, Snapshot(pid, ident.comm, kept.vmas, kept.pages, Known()), \
+                    if entries_same:  # its maps and pagemap as last read; kpageflags reused if flags_same
+                        status = "kept" if flags_same else "entries"
+                        return status, pid, ident, Snapshot(pid, ident.comm, kept.vmas, kept.pages, Known()), \
                             kept.scanning
-                    recheck[pid] = kept  # pages may have moved: read pagemap, keep what reads the same
+                    if flags_same:
+                        recheck[pid] = kept  # pages may have moved: read pagemap, keep what reads the same
             with Process(pid, opts, caps) as proc:
                 return "ok", pid, ident, proc.snapshot(workers=1), proc.scanning
         except KernelThread:
@@ -152,12 +161,13 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
     big: list[Ident] = []
     # (first page in the scan, kept pages, index of each page in them or None: the same) of reused processes
     kept_parts: list[tuple[int, Pages, np.ndarray | None]] = []
+    unread = 0  # processes whose maps and pagemap were not read again
     for status, pid, ident, snap, scanning in ordered_map(one, todo, workers=PARALLEL, ahead=4 * PARALLEL):
         if status == "reduce":
             assert ident is not None
             big.append(ident)
             continue
-        if status not in ("ok", "kept", "rollup"):
+        if status not in ("ok", "kept", "entries", "rollup"):
             if status != "skip":
                 skipped[status].append(pid)
             continue
@@ -178,8 +188,10 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
         bounds = snap.bounds().astype(np.int64) + pos
         n = len(snap.pages)
         procs.append(ProcRec(ident, snap.vmas, pos, pos + n, bounds[:, 0].copy(), bounds[:, 1].copy()))
-        if status == "kept":
-            kept_parts.append((pos, snap.pages, None))
+        if status in ("kept", "entries"):
+            unread += 1
+            if status == "kept":
+                kept_parts.append((pos, snap.pages, None))
             snap.pages = Pages(snap.pages.vpn, snap.pages.pm, snap.pages.cat)
         elif pid in recheck:
             kept_parts.append((pos, recheck[pid].pages, _same_pages(snap.pages, recheck[pid].pages)))
@@ -201,7 +213,7 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
         known = _lookup_union(pages, known, observer, kept_parts)
     if cache is not None:
         _keep(cache, procs, pages, keys, scanning_of, gate if known.flags and known.count else None,
-              sum(1 for *_, i in kept_parts if i is None), sum(len(p) for _, p, i in kept_parts if i is None))
+              unread, sum(len(p) for _, p, i in kept_parts if i is None))
     mm_owners(rollups)
     seen: Pages | None = None
     mine = None
@@ -292,14 +304,32 @@ def still_pages(pm: np.ndarray, kflags: np.ndarray) -> np.ndarray:
 
 def _keep(cache: ScanCache, procs: list[ProcRec], pages: Pages, keys: dict[int, tuple[int, ...] | None],
           scanning: dict[int, bool], gate: tuple[tuple[str, int], ...] | None, reused: int, reused_pages: int) -> None:
-    """Remember this scan's processes (their pages as read, with their change keys) for the next."""
+    """Remember this scan's processes (their pages as read, with their change keys) for the next,
+    the smallest first while they fit in cache.max_bytes: a small process saves a scan its whole
+    read (maps, pagemap), a big one mostly kpageflags, at the same cost per page kept."""
     cache.gate, cache.reused, cache.reused_pages = gate, reused, reused_pages
     cache.procs = {}
-    if gate is None or pages.kflags is None or pages.kcount is None:
+    cache.nbytes = 0
+    if gate is None or pages.kflags is None:
         return
-    for p in procs:
-        key = keys.get(p.pid)
-        if key is not None:
-            # Views of this scan's columns: they stay in memory until the next scan replaces them.
-            cache.procs[p.pid] = Kept(key, p.vmas, pages.take(slice(p.lo, p.hi)), scanning[p.pid])
+    per_page = KEPT_BYTES_PER_PAGE
+    chosen: list[ProcRec] = []
+    for p in sorted((p for p in procs if keys.get(p.pid) is not None), key=lambda p: p.hi - p.lo):
+        if cache.nbytes + (p.hi - p.lo) * per_page > cache.max_bytes:
+            break
+        chosen.append(p)
+        cache.nbytes += (p.hi - p.lo) * per_page
+    if not chosen:
+        return
+    # Copies (without map counts: a kept page is exclusive, its count 1), so that this scan's columns
+    # are freed once its figures are made.
+    idx = np.concatenate([np.arange(p.lo, p.hi, dtype=np.int64) for p in chosen])
+    block = Pages(pages.vpn[idx], pages.pm[idx], pages.cat[idx], pages.kflags[idx])
+    at = 0
+    for p in chosen:
+        n = p.hi - p.lo
+        key = keys[p.pid]
+        assert key is not None
+        cache.procs[p.pid] = Kept(key, p.vmas, block.take(slice(at, at + n)), scanning[p.pid])
+        at += n
 

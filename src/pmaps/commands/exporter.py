@@ -15,7 +15,7 @@ from typing import Any, TextIO
 from ..analysis.exporter import BY
 from ..errors import MissingExtra, PmapsError, UsageError
 from ..render.metrics import Family, families
-from . import Command, budget_interval, percent, positive, seconds
+from . import Command, budget_interval, percent, positive, seconds, size
 from ._common import parse_pids, user_namer
 
 DEFAULT_LISTEN = "127.0.0.1:9475"
@@ -117,7 +117,7 @@ class Scanner:
         from ..collector.system import ScanCache
 
         # Unchanged processes are not read again page by page (collector.system.ScanCache).
-        self.cache = ScanCache()
+        self.cache = ScanCache(max_bytes=args.cache_max)
 
     def scan_once(self) -> None:
         from ..analysis.exporter import export
@@ -136,7 +136,8 @@ class Scanner:
             self.skipped[k] = self.skipped.get(k, 0) + v
         self.scans += 1
         me = {"scan_duration": wall, "scan_cpu": cpu, "scan_interval": self.interval, "last_scan": time.time(),
-              "scan_reused_processes": self.cache.reused, "scan_reused_pages": self.cache.reused_pages}
+              "scan_reused_processes": self.cache.reused, "scan_reused_pages": self.cache.reused_pages,
+              "scan_cache": self.cache.nbytes}
         try:
             me["exporter_rss"] = read_rollup(os.getpid()).get("Rss", 0)
         except PmapsError:
@@ -199,6 +200,9 @@ class Exporter(Command):
         p.add_argument("--top", type=positive, metavar="N", help="keep the N largest groups by PSS, sum the rest "
                        "into `other` (default 50)")
         p.add_argument("--pids", metavar="PIDS", help="scan only these PIDs (comma-separated)")
+        p.add_argument("--cache-max", type=size, default=256 << 20, metavar="SIZE",
+                       help="memory kept between scans to skip re-reading unchanged processes, 26 bytes a page, "
+                            "smallest processes first (default 256M; 0: read everything at every scan)")
         p.add_argument("--include-self", action="store_true",
                        help="keep the exporter's own mappings in map counts and PSS (the raw kernel view, as "
                             "smaps_rollup shows it while the exporter runs)")

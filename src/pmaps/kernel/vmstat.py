@@ -31,6 +31,10 @@ OLD_SCANS = ("pgscan", "pgsteal")
 # page they do not move alone: after them a page whose pagemap entry reads the same is the same page
 # in the same state. A khugepaged collapse is one (it maps a new huge folio in place of 512 pages).
 MOVES = ("pgmigrate_", "pgdemote", "thp_collapse_alloc", "ksm:")
+# A THP split changes both: the folio's flags (no more THP/compound head) and its mapping (a PMD
+# becomes 512 PTEs: PAGEMAP_SCAN's PAGE_IS_HUGE goes), with the same PFNs in the pagemap entries.
+SPLITS = ("thp_split_page",)
+Gate = tuple[tuple[str, int], ...]
 KSM_COUNTERS = ("run", "full_scans", "pages_scanned", "pages_sharing", "pages_shared")
 
 
@@ -51,10 +55,12 @@ def gate_of(vmstat: dict[str, int], ksm: dict[str, int]) -> tuple[tuple[str, int
         sorted(("ksm:" + k, v) for k, v in ksm.items()))
 
 
-def split_gate(gate: tuple[tuple[str, int], ...]) -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, int], ...]]:
-    """(the counters of events that change pages in place, those of events that move them). Pure."""
+def split_gate(gate: tuple[tuple[str, int], ...]) -> tuple[Gate, Gate, Gate]:
+    """(the counters of events that change pages' flags in place: reclaim's aging and swap-out; of
+    THP splits, that change flags and mappings; of events that move pages to new PFNs). Pure."""
     moves = tuple(x for x in gate if x[0].startswith(MOVES))
-    return tuple(x for x in gate if not x[0].startswith(MOVES)), moves
+    splits = tuple(x for x in gate if x[0].startswith(SPLITS))
+    return tuple(x for x in gate if not x[0].startswith(MOVES + SPLITS)), splits, moves
 
 
 def read_gate() -> tuple[tuple[str, int], ...] | None:

@@ -85,6 +85,10 @@ SELF = {
     "scan_interval": ("Seconds between scans: --interval, stretched to keep the --max-cpu budget", "_seconds"),
     "last_scan": ("When the last completed scan ended (Unix time)", "_timestamp_seconds"),
     "exporter_rss": ("The exporter's own resident memory (its smaps_rollup Rss)", "_bytes"),
-    "scan_reused_processes": ("Processes the last scan took unchanged from the one before (not read again)", ""),
-    "scan_reused_pages": ("Pages whose pagemap entry and kpageflags the last scan took from the one before", ""),
+    "scan_reused_processes": ("Processes whose maps and pagemap the last scan took from the one before (unchanged)",
+                              ""),
+    "scan_reused_pages": ("Pages whose pagemap entry and kpageflags the last scan took from the one before "
+                          "(no reclaim since)", ""),
+    "scan_cache": ("Memory the exporter keeps from one scan to the next to reuse unchanged processes "
+                   "(at most --cache-max)", "_bytes"),
 }
