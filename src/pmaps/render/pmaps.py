@@ -387,13 +387,21 @@ class RangeWriter:
         prefix = ('{"schema":"%s","pid":%d,"comm":%s,' % (VMA_SCHEMA, pid, _str(comm))) if ndjson else "{"
         close = "]}\n" if ndjson else "]}"
         js: dict[str, str] = {}
-        perms = [js[x] if x in js else js.setdefault(x, _str(x)) for x in table.perms]
-        devs = [js[x] if x in js else js.setdefault(x, _str(x)) for x in table.dev]
-        opens = [prefix + '"start":%d,"end":%d,"perms":%s,"offset":%d,"dev":%s,"inode":%d,"path":%s,"ranges":['
-                 % row for row in zip(table.start.tolist(), table.end.tolist(), perms, table.offset.tolist(), devs,
-                                      table.inode.tolist(), map(_str, table.path))]
-        if opens and not ndjson:
-            opens[1:] = ["," + x for x in opens[1:]]
+        starts, ends, offsets, inodes = table.start, table.end, table.offset, table.inode
+        perms_all, devs_all, paths_all = table.perms, table.dev, table.path
+
+        def opens(lo: int, hi: int) -> list[str]:
+            """The opening text of VMAs [lo, hi) (made a batch at a time: memory stays a batch's)."""
+            perms = [js[x] if x in js else js.setdefault(x, _str(x)) for x in perms_all[lo:hi]]
+            devs = [js[x] if x in js else js.setdefault(x, _str(x)) for x in devs_all[lo:hi]]
+            rows = zip(starts[lo:hi].tolist(), ends[lo:hi].tolist(), perms, offsets[lo:hi].tolist(), devs,
+                       inodes[lo:hi].tolist(), map(_str, paths_all[lo:hi]))
+            text = [prefix + '"start":%d,"end":%d,"perms":%s,"offset":%d,"dev":%s,"inode":%d,"path":%s,"ranges":['
+                    % row for row in rows]
+            if not ndjson:
+                text[(lo == 0):] = ["," + x for x in text[(lo == 0):]]
+            return [""] * lo + text  # indexed by VMA (the slots before lo are never read)
+
         base = (table.offset >> np.uint64(PAGE_SHIFT)).astype(np.int64) - table.start_page.astype(np.int64)
         builder: RowBuilder | None = None
         held = ""  # the text of the VMA still open
@@ -407,13 +415,16 @@ class RangeWriter:
                 first = np.ones(len(g), dtype=bool)
                 first[1:] = g[1:] != g[:-1]
                 items = builder.json_items(r, r.vpn.astype(np.int64) + base[g], first & (g >= nxt))
-            pieces, cut = interleave_closed(opens, closed, nxt, hi, upto, items, g, close)
+            pieces, cut = interleave_closed(opens(nxt, hi), closed, nxt, hi, upto, items, g, close)
             if cut:
-                out.write(held + "".join(pieces[:cut]))
+                out.write(held)
                 held = ""
+                for a in range(0, cut, 1 << 13):  # written some thousand pieces at a time
+                    out.write("".join(pieces[a:min(a + (1 << 13), cut)]))
             held += "".join(pieces[cut:])
             nxt, closed = max(nxt, hi), max(closed, upto)
-        rest, _ = interleave_closed(opens, closed, nxt, len(opens), len(opens), [], np.zeros(0, dtype=np.int64), close)
+        n = len(table)
+        rest, _ = interleave_closed(opens(nxt, n), closed, nxt, n, n, [], np.zeros(0, dtype=np.int64), close)
         out.write(held + "".join(rest))
         if not ndjson:
             # Written last: the first chunk may reveal that PFNs are hidden (collect.py).
