@@ -34,6 +34,7 @@ from ..kernel import pagemap as pmb
 from ..kernel.kpage import KPF
 from ..kernel.pagemap import CAT_SHMEM_SWAP
 from ..model import Known, Pages, PageSource, Sample, SwapRefs
+from ..model.snapshot import vma_table
 from ..model.state import S_EXCLUSIVE, S_FILE, S_PMD, S_PRESENT, S_SWAPPED, sbit
 from ..numeric import PAGE_SIZE
 
@@ -225,7 +226,7 @@ def vma_columns(src: PageSource, keys: tuple[str, ...] = FIGURES, batch: int = B
     memory stays bounded by the batch. `swap_refs` is called once, when the first swapped page is
     seen, for the swap entries' holders (SwapPss); without it each swap entry counts once. With
     per_vma=False the columns hold one element: the whole process's sums (no per-VMA bincount)."""
-    n = len(src.vmas) if per_vma else 1
+    n = len(vma_table(src)) if per_vma else 1
     acc = {k: np.zeros(n, dtype=np.int64) for k in keys}
     unknown: set[str] = set()
     pending: list[tuple[Pages, np.ndarray]] = []

@@ -6,7 +6,6 @@ one place (`Process.regions`), which the sample collector shares.
 """
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from ..kernel import pagemap as pmb
 from ..kernel import procfs
 from ..kernel.idle import IdleBitmap
 from ..kernel.kpage import KPF_ABI_MASK, PfnReader, kpf_mask, lookup_cgroup
-from ..kernel.maps import PAGE_SHIFT, Vma, decode_maps, maps_lines, read_maps_lines
+from ..kernel.maps import PAGE_SHIFT, Vma, VmaTable, decode_table, read_table
 from ..kernel.pagemap import (
     CAT_HUGE,
     CAT_SHMEM_SWAP,
@@ -35,7 +34,7 @@ from ..kernel.shmem import swapped_pages
 from ..kernel.smaps import read_smaps
 from ..kernel.status import read_comm, read_start_time
 from ..model import Known, Pages, Snapshot, inside_vmas
-from ..model.snapshot import vma_bounds, vma_index
+from ..model.snapshot import vma_index
 from ..numeric import arange_runs, consecutive_runs
 from .observer import Observer
 from .parallel import ordered_map
@@ -82,8 +81,8 @@ class Process:
         self.caps = caps
         self.comm = ""
         self.start_time = 0  # /proc/PID/stat field 22: with pid, who this process is
-        self.vmas: list[Vma] = []
-        self.maps_lines: list[str] | None = None  # the maps lines as read, one per VMA (headers cost nothing)
+        # The VMAs as columns (and the lines as read): Vma objects are built only when `vmas` is read.
+        self.table = VmaTable.of_vmas([])
         self.scanning = False
         self._known = Known()
         self._fd: int | None = None
@@ -111,7 +110,7 @@ class Process:
         caps = self.caps = self.caps or capsmod.probe()
         self.start_time = read_start_time(pid)
         self.comm = read_comm(pid)
-        self.vmas, self.maps_lines = read_maps_lines(pid)
+        self.table = read_table(pid)
         self._fd = procfs.open_pagemap(pid)
         self.check_identity()  # the same start time after the reads: they were all of this process
         want_scan = opts.scan
@@ -136,6 +135,15 @@ class Process:
         )
 
     @property
+    def vmas(self) -> list[Vma]:
+        """The VMAs as Vma objects (made on first use: the reading and the 2007 view use the table)."""
+        return self.table.vmas
+
+    @vmas.setter
+    def vmas(self, vmas: list[Vma]) -> None:
+        self.table = VmaTable.of_vmas(vmas)
+
+    @property
     def known(self) -> Known:
         """What the pages carry; may lose pfn/flags/count after the first chunk (see _lookup)."""
         return self._known
@@ -151,20 +159,20 @@ class Process:
         """
         # Compared as bytes, decoded once: a maps of 65,000 VMAs costs 0.1 s to decode.
         good: bytes | None = None
-        last: list[Vma] | None = None
+        last: VmaTable | None = None
         for _ in range(MAPS_TRIES):
             raw = procfs.read_file(self.pid, "maps", started=True)
             if raw == good:
                 break
-            cur = decode_maps(raw)
-            if not cur:
+            cur = decode_table(raw)
+            if not len(cur):
                 raise procfs.gone_error(self.pid, procfs.proc_path(self.pid, "maps"), started=True)
             last = cur
             if _well_formed(cur):
-                good, self.vmas, self.maps_lines = raw, cur, maps_lines(raw, cur)
+                good, self.table = raw, cur
         if good is None and last is not None:
             # Never well formed: its last read (the sample's checks catch the rest).
-            self.vmas, self.maps_lines = last, None
+            self.table = last
         return self.vmas
 
     def check_identity(self) -> None:
@@ -197,16 +205,20 @@ class Process:
         PAGEMAP_SCAN runs over groups of consecutive VMAs, lazily: the reads of one group's
         pages start while the next group is still being scanned.
         """
+        t = self.table
         if not self.scanning:
-            yield range(len(self.vmas)), self._fallback_regions()
+            yield range(len(t)), self._fallback_regions()
             return
+        # Groups of consecutive VMAs of at least SCAN_GROUP_BYTES (at least one VMA each): a group
+        # ends at the first VMA whose running size reaches the bound.
+        size = np.cumsum((t.end - t.start).astype(np.int64))
         lo = 0
-        while lo < len(self.vmas):
-            hi, size = lo, 0
-            while hi < len(self.vmas) and (hi == lo or size < SCAN_GROUP_BYTES):
-                size += self.vmas[hi].size
-                hi += 1
-            start, end = self.vmas[lo].start, min(self.vmas[hi - 1].end, TASK_SIZE_MAX)
+        starts, ends = t.start.tolist(), t.end.tolist()
+        while lo < len(t):
+            base = int(size[lo - 1]) if lo else 0
+            hi = max(int(np.searchsorted(size, base + SCAN_GROUP_BYTES, side="left")) + 1, lo + 1)
+            hi = min(hi, len(t))
+            start, end = starts[lo], min(ends[hi - 1], TASK_SIZE_MAX)
             regs = _page_regions(self.regions(start, end))
             yield range(lo, hi), self._with_shmem_swap(range(lo, hi), regs)
             lo = hi
@@ -236,9 +248,10 @@ class Process:
         if not self.caps or not self.caps.sys_admin:
             return regs
         extra = []
-        for i in idxs:
-            v = self.vmas[i]
-            if not v.inode or not v.dev.startswith("00:"):  # shmem lives on anonymous devices (major 0)
+        inode = self.table.inode[idxs.start:idxs.stop]
+        for i in (idxs.start + np.flatnonzero(inode)).tolist():  # file VMAs: the others are not shmem
+            v = self.table.vma(i)
+            if not v.dev.startswith("00:"):  # shmem lives on anonymous devices (major 0)
                 continue
             sw = swapped_pages(self.pid, v.start, v.end, v.pgoff)
             if sw is None or not sw.any():
@@ -302,7 +315,7 @@ class Process:
 
     def chunks(self, workers: int = 2) -> Iterator[tuple[int, Pages]]:
         """(VMA index, Pages) in address order; a VMA may come in several chunks."""
-        starts, ends = vma_bounds(self.vmas)
+        starts, ends = self.table.start_page, self.table.end_page
         for pages in self.batches(workers):
             if not len(pages):
                 continue
@@ -318,10 +331,10 @@ class Process:
     def groups(self, workers: int = 2) -> Iterator[tuple[Pages, np.ndarray]]:
         """(Pages, VMA index per page) a batch at a time, in address order; pages outside every VMA
         (grown into a scan group's gap after maps was read) dropped."""
-        bounds = vma_bounds(self.vmas)
+        bounds = self.table.start_page, self.table.end_page
         for pages in self.batches(workers):
             if len(pages):
-                yield vma_index(pages, self.vmas, bounds)
+                yield vma_index(pages, self.table, bounds)
 
     def batches(self, workers: int = 2) -> Iterator[Pages]:
         """Populated pages in address order, in batches of about chunk_pages pages.
@@ -403,15 +416,15 @@ class Process:
         pages = Pages.concat(list(self.batches(workers)))
         # A scan group spans the gaps between its VMAs: a VMA that grew into one after maps
         # was read (brk, mremap) yields pages outside every VMA of this snapshot. Drop them.
-        inside = inside_vmas(pages.vpn, self.vmas)
+        inside = inside_vmas(pages.vpn, self.table)
         if not inside.all():
             pages = pages.take(inside)
         return Snapshot(self.pid, self.comm, self.vmas, pages, self.known)
 
 
-def _well_formed(vmas: list[Vma]) -> bool:
+def _well_formed(table: VmaTable) -> bool:
     """VMAs in address order, none overlapping the next: what one consistent maps read lists."""
-    return all(a.end <= b.start for a, b in itertools.pairwise(vmas))
+    return bool((table.end[:-1] <= table.start[1:]).all())
 
 
 def pfns_visible(pages: Pages) -> bool:

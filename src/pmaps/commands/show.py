@@ -159,12 +159,13 @@ def summarize(src: PageSource) -> ProcessSummary:
     """Per-VMA footprints of a source, through the footprint engine."""
     from ..analysis.footprint import vma_columns
     from ..collector.swap import machine_swap_refs
+    from ..model.snapshot import vma_table
     from ..render.summary import KEYS, ProcessSummary
 
     # A live process: SwapPss divides by the swap entries' holders, read from every process.
     refs = machine_swap_refs if isinstance(src, Process) else None
     raw, unknown = vma_columns(src, KEYS, swap_refs=refs)
-    return ProcessSummary.build(src.pid, src.comm, src.vmas, raw, unknown)
+    return ProcessSummary.build(src.pid, src.comm, vma_table(src), raw, unknown)
 
 
 def folio_summary(src: PageSource, caps: capsmod.Caps) -> ProcessFolios:

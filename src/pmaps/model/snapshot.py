@@ -9,17 +9,16 @@ from typing import Protocol
 import numpy as np
 
 from ..kernel import pagemap as pmb
-from ..kernel.maps import PAGE_SHIFT, Vma
+from ..kernel.maps import PAGE_SHIFT, Vma, VmaTable
 from ..numeric import arange_runs
 from .pages import Pages
 from .ranges import Ranges, ranges_of
 from .state import U64, Known
 
 
-def inside_vmas(vpn: np.ndarray, vmas: list[Vma]) -> np.ndarray:
+def inside_vmas(vpn: np.ndarray, vmas: list[Vma] | VmaTable) -> np.ndarray:
     """Which of the (sorted) pages lie inside one of the (sorted, disjoint) VMAs."""
-    starts = np.array([v.start >> PAGE_SHIFT for v in vmas], dtype=U64)
-    ends = np.array([v.end >> PAGE_SHIFT for v in vmas], dtype=U64)
+    starts, ends = vma_bounds(vmas)
     i = np.searchsorted(starts, vpn, side="right") - 1
     if not len(vmas):
         return np.zeros(len(vpn), dtype=bool)
@@ -52,20 +51,22 @@ class PageSource(Protocol):
 GROUP_BATCH = 1 << 18  # pages per groups() batch of a snapshot
 
 
-def vma_bounds(vmas: list[Vma]) -> tuple[np.ndarray, np.ndarray]:
+def vma_bounds(vmas: list[Vma] | VmaTable) -> tuple[np.ndarray, np.ndarray]:
     """First and end page of each VMA (u64 columns)."""
+    if isinstance(vmas, VmaTable):
+        return vmas.start_page, vmas.end_page
     starts = np.fromiter((v.start >> PAGE_SHIFT for v in vmas), dtype=U64, count=len(vmas))
     ends = np.fromiter((v.end >> PAGE_SHIFT for v in vmas), dtype=U64, count=len(vmas))
     return starts, ends
 
 
-def vma_index(pages: Pages, vmas: list[Vma], bounds: tuple[np.ndarray, np.ndarray] | None = None
+def vma_index(pages: Pages, vmas: list[Vma] | VmaTable, bounds: tuple[np.ndarray, np.ndarray] | None = None
               ) -> tuple[Pages, np.ndarray]:
     """(pages inside a VMA, the index of that VMA for each): a page outside every VMA (one that grew
     into a gap after maps was read) is dropped. Pages are sorted: a binary search per VMA the batch
     touches, not per page."""
     n = len(pages)
-    if not n or not vmas:
+    if not n or not len(vmas):
         return pages.take(slice(0, 0)), np.zeros(0, dtype=np.int64)
     starts, ends = vma_bounds(vmas) if bounds is None else bounds
     a = int(np.searchsorted(ends, pages.vpn[0], side="right"))
@@ -123,3 +124,10 @@ class Snapshot:
         pm = self.pages.pm.copy()
         pm[pmb.present(pm)] &= ~pmb.PM_PFN_MASK
         return replace(self, pages=replace(self.pages, pm=pm), known=replace(self.known, pfn=False))
+
+
+def vma_table(src: PageSource) -> VmaTable:
+    """The source's VMAs as columns: a live process's own table (decoded from maps, with the lines as
+    read), else made from its Vma list."""
+    table = getattr(src, "table", None)
+    return table if isinstance(table, VmaTable) else VmaTable.of_vmas(src.vmas)

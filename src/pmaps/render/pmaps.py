@@ -7,6 +7,7 @@ then written. This is the one streaming View: its write_to reads while it writes
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import shutil
 import tempfile
@@ -17,12 +18,13 @@ from typing import TextIO
 import numpy as np
 
 from ..errors import PmapsError
-from ..kernel.maps import PAGE_SHIFT, Vma
+from ..kernel.maps import PAGE_SHIFT, Vma, VmaTable
 from ..model import Known, Pages, PageSource, Ranges, flag_string, merge_boundary, ranges_of, state_names
 from ..model.ranges import batch_ranges, ranges_by_group
+from ..model.snapshot import vma_table
 from ..model.state import S_SWAPPED
 from .output import View
-from .table import printable
+from .table import printable, unprintable
 
 SCHEMA = "pmaps/1"
 VMA_SCHEMA = "pmaps-vma/1"
@@ -161,15 +163,28 @@ class RowBuilder:
         lines = self.lines(r, r.vpn.astype(np.int64) + (vma.pgoff - (vma.start >> PAGE_SHIFT)))
         return "\n".join(lines) + "\n" if lines else ""
 
+    def _tails(self, r: Ranges, cache: dict[tuple[int, int], str], make: Callable[[int, int], str]) -> list[str]:
+        """The formatted (state, mapcount) part of each range: each distinct pair formatted once
+        (there are a few), spread by one numpy gather rather than a dict lookup per range."""
+        if len(r) < 64:
+            return [cache[k] if k in cache else cache.setdefault(k, make(*k))
+                    for k in zip(r.state.tolist(), r.mapcount.tolist())]
+        order = np.lexsort((r.mapcount, r.state))
+        st, mc = r.state[order], r.mapcount[order]
+        new = np.ones(len(r), dtype=bool)
+        new[1:] = (st[1:] != st[:-1]) | (mc[1:] != mc[:-1])
+        firsts = np.flatnonzero(new)
+        uniq = np.empty(len(firsts), dtype=object)
+        uniq[:] = [cache[k] if k in cache else cache.setdefault(k, make(*k))
+                   for k in zip(st[firsts].tolist(), mc[firsts].tolist())]
+        inv = np.empty(len(r), dtype=np.int64)
+        inv[order] = np.cumsum(new) - 1
+        out: list[str] = uniq[inv].tolist()
+        return out
+
     def lines(self, r: Ranges, index: np.ndarray) -> list[str]:
         """The text lines of ranges (of any VMAs), given each range's first page index."""
-        cache = self._text
-        tails = []
-        for key in zip(r.state.tolist(), r.mapcount.tolist()):
-            tail = cache.get(key)
-            if tail is None:
-                tail = cache[key] = self._text_tail(*key)
-            tails.append(tail)
+        tails = self._tails(r, self._text, self._text_tail)
         lines = [f"{i} {c}{t}" for i, c, t in zip(index.tolist(), r.count.tolist(), tails)]
         if self.with_pfn:
             lines = [f"{ln} {p}" for ln, p in zip(lines, self._pfns(r))]
@@ -184,16 +199,25 @@ class RowBuilder:
         names = self.cgroup_names
         return ["-" if c == 0 else printable(names.get(c, f"#{c}")) for c in r.cgroup.tolist()]
 
+    def json_items(self, r: Ranges, index: np.ndarray, first: np.ndarray) -> list[str]:
+        """JSON objects of ranges of any VMAs (json's), given each range's first page index, each
+        with a comma before it unless `first`."""
+        tails = self._tails(r, self._json, self._json_tail)
+        extra: Iterable[str] = itertools.repeat("")
+        if self.with_pfn:
+            extra = [',"pfn":' + ("null" if p in ("?", "-") else str(int(p, 16))) for p in self._pfns(r)]
+        if self.cgroup_names is not None:
+            extra = [f'{e},"cgroup":' + ("null" if c in ("?", "-") else _dumps(c))
+                     for e, c in zip(extra, self._cgroups(r))]
+        seps = np.where(first, "", ",").tolist()
+        addr = (r.vpn << np.uint64(PAGE_SHIFT)).tolist()
+        return ['%s{"addr":%d,"index":%d,"count":%d%s%s}' % row
+                for row in zip(seps, addr, index.tolist(), r.count.tolist(), tails, extra)]
+
     def json(self, vma: Vma, r: Ranges) -> list[str]:
         """One JSON object (text) per range: addr, index, count, mapcount, flags, names[, pfn]."""
         base = vma.pgoff - (vma.start >> PAGE_SHIFT)
-        cache = self._json
-        tails = []
-        for key in zip(r.state.tolist(), r.mapcount.tolist()):
-            tail = cache.get(key)
-            if tail is None:
-                tail = cache[key] = self._json_tail(*key)
-            tails.append(tail)
+        tails = self._tails(r, self._json, self._json_tail)
         vpn = r.vpn.tolist()
         extra = [""] * len(vpn)
         if self.with_pfn:
@@ -203,6 +227,51 @@ class RowBuilder:
                      for e, c in zip(extra, self._cgroups(r))]
         return ['{"addr":%d,"index":%d,"count":%d%s%s}' % (v << PAGE_SHIFT, v + base, c, t, e)
                 for v, c, t, e in zip(vpn, r.count.tolist(), tails, extra)]
+
+
+def interleave(heads: list[str], lo: int, hi: int, items: list[str], g: np.ndarray) -> list[str]:
+    """VMA lines heads[lo:hi] with the items (ranges' text) of each VMA after its own line, in
+    order; g: the VMA index of each item (sorted; items of a VMA before lo come first)."""
+    if not items:
+        return heads[lo:hi]
+    gi = g.astype(np.int64)
+    # Each item follows the VMA lines up to its own; each VMA line follows the items of the VMAs before.
+    ipos = np.arange(len(items), dtype=np.int64) + np.clip(gi - lo + 1, 0, hi - lo)
+    hpos = np.arange(hi - lo, dtype=np.int64) + np.searchsorted(gi, np.arange(lo, hi), side="left")
+    merged = np.empty(len(items) + hi - lo, dtype=object)
+    merged[ipos] = items
+    merged[hpos] = heads[lo:hi]
+    out: list[str] = merged.tolist()
+    return out
+
+
+def interleave_closed(opens: list[str], closed: int, lo: int, hi: int, upto: int, items: list[str], g: np.ndarray,
+                      close: str) -> tuple[list[str], int]:
+    """Pieces in order: the openings of VMAs [lo, hi), the items of VMAs (g: the VMA of each item,
+    sorted, none before `closed`), and `close` after each VMA of [closed, upto). VMAs before
+    `closed` are closed already, those of [closed, lo) open. Returns (pieces, index after the last
+    close): the whole VMAs end there."""
+    nv = max(hi, upto) - closed
+    if nv <= 0:
+        return [], 0
+    vi = np.arange(closed, closed + nv, dtype=np.int64)
+    gi = g.astype(np.int64) - closed
+    has_open = (vi >= lo).astype(np.int64)
+    has_close = (vi < upto).astype(np.int64)
+    n_items = np.bincount(gi, minlength=nv) if len(gi) else np.zeros(nv, dtype=np.int64)
+    cnt = has_open + n_items + has_close
+    start = np.concatenate(([0], np.cumsum(cnt)[:-1])).astype(np.int64)
+    merged = np.empty(int(cnt.sum()), dtype=object)
+    if len(gi):
+        rank = np.arange(len(gi), dtype=np.int64) - np.searchsorted(gi, gi, side="left")
+        merged[start[gi] + has_open[gi] + rank] = items
+    if hi > lo:
+        merged[start[lo - closed:hi - closed]] = opens[lo:hi]
+    c = np.flatnonzero(has_close)
+    merged[start[c] + has_open[c] + n_items[c]] = close
+    cut = int(start[c[-1]] + cnt[c[-1]]) if len(c) else 0
+    out: list[str] = merged.tolist()
+    return out, cut
 
 
 def _dumps(obj: object) -> str:
@@ -232,15 +301,21 @@ class RangeWriter:
         if self.fmt == "json":
             self.out.write("]}\n")
 
-    def process(self, pid: int, comm: str, vmas: list[Vma], chunks: Iterable[tuple[int, Pages]],
+    def process(self, pid: int, comm: str, vmas: list[Vma] | VmaTable, chunks: Iterable[tuple[int, Pages]],
                 known: Callable[[], Known], header: bool,
-                groups: Iterable[tuple[Pages, np.ndarray]] | None = None, lines_read: list[str] | None = None) -> None:
+                groups: Iterable[tuple[Pages, np.ndarray]] | None = None) -> None:
+        """One process's view; `vmas` as a VmaTable keeps the batch paths free of Vma objects."""
         full = self.opts.full or self.fmt != "text"  # JSON groups by the full state
+        table = vmas if isinstance(vmas, VmaTable) else VmaTable.of_vmas(vmas)
         if self.fmt == "text" and groups is not None:
             if header:
                 self.out.write(f"# {pid} {printable(comm)}\n")
-            self._text_batches(vmas, groups, known, lines_read)
+            self._text_batches(table, groups, known)
             return
+        if self.fmt in ("json", "ndjson") and groups is not None:
+            self._json_batches(pid, comm, table, groups, known)
+            return
+        vmas = table.vmas
         if groups is not None:
             events = batch_events(vmas, groups, known, full=full, with_pfn=self.opts.with_pfn, swap=self.opts.swap)
         else:
@@ -296,40 +371,89 @@ class RangeWriter:
             # Written last: the first chunk may reveal that PFNs are hidden (collect.py).
             out.write('],"known":%s}' % _dumps(known().to_dict()))
 
-    def _text_batches(self, vmas: list[Vma], groups: Iterable[tuple[Pages, np.ndarray]],
-                      known: Callable[[], Known], lines_read: list[str] | None = None) -> None:
-        """The text view a batch of many VMAs at a time: one numpy pass for the ranges and one list
-        of lines per batch; the Python work per VMA is its header line and one join."""
+    def _json_batches(self, pid: int, comm: str, table: VmaTable, groups: Iterable[tuple[Pages, np.ndarray]],
+                      known: Callable[[], Known]) -> None:
+        """JSON / NDJSON a batch of many VMAs at a time, as _text_batches: each VMA's opening text made
+        in one pass over the columns, the ranges' objects per batch, all put in order by index.
+        Only whole VMAs are written (the text of a VMA still open is held back): an NDJSON line is
+        never left half written when the process exits mid-scan."""
+        out = self.out
+        ndjson = self.fmt == "ndjson"
+        if not ndjson:
+            if not self.first_process:
+                out.write(",")
+            out.write('{"pid":%d,"comm":%s,"vmas":[' % (pid, _dumps(comm)))
+        self.first_process = False
+        prefix = ('{"schema":"%s","pid":%d,"comm":%s,' % (VMA_SCHEMA, pid, _str(comm))) if ndjson else "{"
+        close = "]}\n" if ndjson else "]}"
+        js: dict[str, str] = {}
+        starts, ends, offsets, inodes = table.start, table.end, table.offset, table.inode
+        perms_all, devs_all, paths_all = table.perms, table.dev, table.path
+
+        def opens(lo: int, hi: int) -> list[str]:
+            """The opening text of VMAs [lo, hi) (made a batch at a time: memory stays a batch's)."""
+            perms = [js[x] if x in js else js.setdefault(x, _str(x)) for x in perms_all[lo:hi]]
+            devs = [js[x] if x in js else js.setdefault(x, _str(x)) for x in devs_all[lo:hi]]
+            rows = zip(starts[lo:hi].tolist(), ends[lo:hi].tolist(), perms, offsets[lo:hi].tolist(), devs,
+                       inodes[lo:hi].tolist(), map(_str, paths_all[lo:hi]))
+            text = [prefix + '"start":%d,"end":%d,"perms":%s,"offset":%d,"dev":%s,"inode":%d,"path":%s,"ranges":['
+                    % row for row in rows]
+            if not ndjson:
+                text[(lo == 0):] = ["," + x for x in text[(lo == 0):]]
+            return [""] * lo + text  # indexed by VMA (the slots before lo are never read)
+
+        base = (table.offset >> np.uint64(PAGE_SHIFT)).astype(np.int64) - table.start_page.astype(np.int64)
+        builder: RowBuilder | None = None
+        held = ""  # the text of the VMA still open
+        nxt = closed = 0  # VMAs opened, closed
+        for upto, r, g in batch_ranges(groups, known, full=True, with_pfn=self.opts.with_pfn, swap=self.opts.swap):
+            hi = max(upto, int(g[-1]) + 1) if len(r) else upto
+            items: list[str] = []
+            if len(r):
+                builder = builder or RowBuilder(known(), True, self.opts.with_pfn, self.opts.cgroup_names)
+                # A VMA's first range has no comma before it, unless the VMA was opened by an earlier batch.
+                first = np.ones(len(g), dtype=bool)
+                first[1:] = g[1:] != g[:-1]
+                items = builder.json_items(r, r.vpn.astype(np.int64) + base[g], first & (g >= nxt))
+            pieces, cut = interleave_closed(opens(nxt, hi), closed, nxt, hi, upto, items, g, close)
+            if cut:
+                out.write(held)
+                held = ""
+                for a in range(0, cut, 1 << 13):  # written some thousand pieces at a time
+                    out.write("".join(pieces[a:min(a + (1 << 13), cut)]))
+            held += "".join(pieces[cut:])
+            nxt, closed = max(nxt, hi), max(closed, upto)
+        n = len(table)
+        rest, _ = interleave_closed(opens(nxt, n), closed, nxt, n, n, [], np.zeros(0, dtype=np.int64), close)
+        out.write(held + "".join(rest))
+        if not ndjson:
+            # Written last: the first chunk may reveal that PFNs are hidden (collect.py).
+            out.write('],"known":%s}' % _dumps(known().to_dict()))
+
+    def _text_batches(self, table: VmaTable, groups: Iterable[tuple[Pages, np.ndarray]],
+                      known: Callable[[], Known]) -> None:
+        """The text view a batch of many VMAs at a time: one numpy pass for the ranges, one list of
+        lines per batch, and the VMA lines put between them by index (interleave): no Python per VMA."""
         out = self.out
         builder: RowBuilder | None = None
-        base = np.array([v.pgoff - (v.start >> PAGE_SHIFT) for v in vmas], dtype=np.int64)
+        heads = table.headers()
+        if unprintable("".join(heads)):
+            heads = [printable(h) for h in heads]
+        base = (table.offset >> np.uint64(PAGE_SHIFT)).astype(np.int64) - table.start_page.astype(np.int64)
         nxt = 0
-
-        def head(i: int) -> str:
-            # The line as the kernel printed it (it ends an unnamed VMA with a space), else rebuilt.
-            v = vmas[i]
-            text = v.maps_line() if lines_read is None else lines_read[i] if v.path else lines_read[i].rstrip()
-            return printable(text) + "\n"
-
         for upto, r, g in batch_ranges(groups, known, full=self.opts.full, with_pfn=self.opts.with_pfn,
                                        swap=self.opts.swap):
-            parts: list[str] = []
+            # VMAs before `upto` are complete: their lines go out now even when they hold no range.
+            hi = max(upto, int(g[-1]) + 1) if len(r) else upto
+            lines: list[str] = []
             if len(r):
                 builder = builder or RowBuilder(known(), self.opts.full, self.opts.with_pfn, self.opts.cgroup_names)
                 lines = builder.lines(r, r.vpn.astype(np.int64) + base[g])
-                cuts = (np.flatnonzero(g[1:] != g[:-1]) + 1).tolist()
-                for a, b in zip([0, *cuts], [*cuts, len(g)]):
-                    i = int(g[a])
-                    while nxt <= i:
-                        parts.append(head(nxt))
-                        nxt += 1
-                    parts.append("\n".join(lines[a:b]) + "\n")
-            # VMAs before `upto` are complete: their headers go out now even when they hold no range.
-            while nxt < upto:
-                parts.append(head(nxt))
-                nxt += 1
-            out.write("".join(parts))
-        out.write("".join(head(i) for i in range(nxt, len(vmas))))
+            if hi > nxt or lines:
+                out.write("\n".join(interleave(heads, nxt, hi, lines, g)) + "\n")
+            nxt = max(nxt, hi)
+        if nxt < len(heads):
+            out.write("\n".join(heads[nxt:]) + "\n")
 
     def _csv(self, pid: int, comm: str, vmas: list[Vma], events: Iterable[tuple[int, Ranges | None]],
              known: Callable[[], Known]) -> None:
@@ -382,9 +506,9 @@ class PageRangesView(View):
             try:
                 if fmt in ("text", "ndjson", "csv"):
                     # Streamed: text line by line, NDJSON a whole VMA line at a time.
-                    writer.process(src.pid, src.comm, src.vmas, src.chunks(), lambda s=src: s.known,  # type: ignore[misc]
-                                   header=self.header, groups=src.groups(),
-                                   lines_read=getattr(src, "maps_lines", None))
+                    writer.process(src.pid, src.comm, vma_table(src), src.chunks(),
+                                   lambda s=src: s.known,  # type: ignore[misc]
+                                   header=self.header, groups=src.groups())
                 else:
                     # A JSON document is built per process, then written whole: a process that
                     # exits mid-scan must not leave a half-written document behind. It is spooled:
@@ -393,7 +517,8 @@ class PageRangesView(View):
                     with tempfile.SpooledTemporaryFile(SPOOL_BYTES, mode="w+", encoding="utf-8") as buf:
                         sub = RangeWriter(buf, fmt, self.opts)  # type: ignore[arg-type]
                         sub.first_process = writer.first_process
-                        sub.process(src.pid, src.comm, src.vmas, src.chunks(), lambda s=src: s.known,  # type: ignore[misc]
+                        sub.process(src.pid, src.comm, vma_table(src), src.chunks(),
+                                    lambda s=src: s.known,  # type: ignore[misc]
                                     header=False, groups=src.groups())
                         buf.seek(0)
                         shutil.copyfileobj(buf, out, 1 << 20)

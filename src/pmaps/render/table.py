@@ -23,6 +23,11 @@ def printable(text: str) -> str:
     return _UNPRINTABLE.sub(_escape, text) if _UNPRINTABLE.search(text) else text
 
 
+def unprintable(text: str) -> bool:
+    """Whether printable() would change the text."""
+    return _UNPRINTABLE.search(text) is not None
+
+
 def write_table(out: TextIO, header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 0,
                 footer: Sequence[Sequence[str]] = (), text_last: bool = False,
                 lefts: Sequence[bool] | None = None) -> None:

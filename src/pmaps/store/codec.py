@@ -21,6 +21,7 @@ from ..kernel.maps import Vma
 from ..model import Known
 
 ADDR_LIMIT = 1 << 64  # VMAs of a 64-bit address space
+U64_MAX = ADDR_LIMIT - 1  # a VMA's start, end, offset and inode are the kernel's u64 values (VmaTable's columns)
 PID_LIMIT = 1 << 22  # PID_MAX_LIMIT on 64-bit (include/linux/threads.h)
 TIME_LIMIT = 1 << 40  # seconds since the epoch: anything past this is not a time pmaps wrote
 MAX_ROWS = 1 << 27  # pages or ranges in one file (a 512 GiB process of 4 KiB pages)
@@ -103,8 +104,9 @@ def decode_vmas(raw: object) -> list[Vma]:
         if not isinstance(x, list) or len(x) != 7:
             raise ValueError(f"VMA {i} is not a list of 7 fields")
         a, b, p, o, d, ino, n = x
-        v = Vma(as_int(a, f"VMA {i} start"), as_int(b, f"VMA {i} end"), as_str(p, f"VMA {i} perms", 8),
-                as_int(o, f"VMA {i} offset"), as_str(d, f"VMA {i} dev", 32), as_int(ino, f"VMA {i} inode"),
+        v = Vma(as_int(a, f"VMA {i} start", hi=U64_MAX), as_int(b, f"VMA {i} end", hi=U64_MAX),
+                as_str(p, f"VMA {i} perms", 8), as_int(o, f"VMA {i} offset", hi=U64_MAX),
+                as_str(d, f"VMA {i} dev", 32), as_int(ino, f"VMA {i} inode", hi=U64_MAX),
                 as_str(n, f"VMA {i} path"))
         if not (prev_end <= v.start < v.end <= ADDR_LIMIT) or (v.start | v.end) & 0xFFF:
             raise ValueError(f"VMA {i} is out of order or not a valid address range")
