@@ -2,6 +2,7 @@
 """Benchmark `pmaps exporter` and fleet datasets on a machine loaded here (root; not a timed test):
 
     python bench/bench_exporter.py [--procs 190] [--target 8G] [--duration 300] [--interval 30] [--no-dataset]
+                                   [--exporter-args '--cache-max 0']
 
 Builds PROCS small memchild processes and one TARGET-sized one, then:
   exporter  runs `pmaps exporter` at --interval for --duration seconds and reports the scan cost
@@ -55,7 +56,8 @@ def bench_exporter(a: argparse.Namespace) -> dict[str, float]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    p = subprocess.Popen([*PMAPS, "exporter", "--listen", f"127.0.0.1:{port}", "--interval", str(a.interval)],
+    p = subprocess.Popen([*PMAPS, "exporter", "--listen", f"127.0.0.1:{port}", "--interval", str(a.interval),
+                          *a.exporter_args.split()],
                          stderr=subprocess.PIPE, text=True, env=ENV)
     url = f"http://127.0.0.1:{port}/metrics"
     try:
@@ -89,6 +91,7 @@ def bench_exporter(a: argparse.Namespace) -> dict[str, float]:
                 "cpu_pct_avg_incl_scrapes_startup": 100 * (c1 - c0) / (t1 - t0),
                 "scrape_ms_p50": 1000 * lat[500], "scrape_ms_p99": 1000 * lat[989],
                 "exporter_rss_mib": metric(text, "pmaps_exporter_rss_bytes") / 2**20,
+                "scan_cache_mib": metric(text, "pmaps_scan_cache_bytes") / 2**20,
                 "series": series, "bytes_per_scrape": len(body)}
     finally:
         p.send_signal(signal.SIGTERM)
@@ -151,6 +154,7 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=300)
     ap.add_argument("--interval", type=float, default=30)
     ap.add_argument("--no-dataset", action="store_true", help="measure the exporter only")
+    ap.add_argument("--exporter-args", default="", help="more arguments for the exporter, e.g. '--cache-max 0'")
     a = ap.parse_args()
     kids: list[subprocess.Popen[bytes]] = []
     try:

@@ -3,17 +3,19 @@ events that change an anonymous, exclusively mapped page of a process while that
 run (its own faults, maps and advice show in its own counters: status.read_mm_key).
 
 Such a page changes only through reclaim (scanning of the anonymous lists, their aging and
-deactivation, swap-out: pgscan_anon, pgsteal_anon, pgrefill, pgdeactivate, pswpout, zswpout; pgrefill
-also counts the anonymous active list that file-only reclaim still ages, mm/vmscan.c
-shrink_lruvec), migration migration (compaction, NUMA balancing,
-demotion, memory hotplug: pgmigrate_*, pgdemote*), THP splits and khugepaged collapses
-(thp_split_page, thp_collapse_alloc) and ksmd's merging (its sysfs counters). A PMD mapping of a
-still process is split only by those too (thp_split_pmd also counts every process's own munmap
-and mprotect of part of a THP: it moves all the time). The
-exporter reuses such pages' pagemap entries and kpageflags from its last scan only while none of
-these moved. Counters of page-cache and allocation activity (nr_dirtied, workingset_*, numa_hit,
-unevictable_pgs_*, ...) move all the time on a busy host and do not touch those pages: file,
-shmem and shared pages are read afresh at every scan whatever the counters say.
+deactivation: pgscan_anon, pgsteal_anon, pgrefill, pgdeactivate; pgrefill also counts the
+anonymous active list that file-only reclaim still ages, mm/vmscan.c shrink_lruvec), migration
+(compaction, NUMA balancing, demotion, memory hotplug: pgmigrate_*, pgdemote*), THP splits and
+khugepaged collapses (thp_split_page, thp_collapse_alloc) and ksmd's merging (its sysfs counters).
+A PMD mapping of a still process is split only by those too (thp_split_pmd also counts every
+process's own munmap and mprotect of part of a THP: it moves all the time). Swap-out (pswpout,
+zswpout) is not counted: reclaim swaps out what its scans (counted) picked, and MADV_PAGEOUT, which
+counts only pswpout (mm/vmscan.c reclaim_folio_list), takes only pages its caller maps alone
+(mm/madvise.c madvise_cold_or_pageout_pte_range skips a folio mapped elsewhere), so the caller's
+own counters move. The exporter reuses such pages' pagemap entries and kpageflags from its last
+scan only while none of these moved. Counters of page-cache and allocation activity (nr_dirtied,
+workingset_*, numa_hit, unevictable_pgs_*, ...) move all the time on a busy host and do not touch
+those pages: file, shmem and shared pages are read afresh at every scan whatever the counters say.
 """
 from __future__ import annotations
 
@@ -22,8 +24,8 @@ from . import procfs
 
 VMSTAT = "/proc/vmstat"
 KSM = "/sys/kernel/mm/ksm"
-GATE_PREFIXES = ("pgscan_anon", "pgsteal_anon", "pgrefill", "pgdeactivate", "pswpout", "zswpout", "pgmigrate_",
-                 "pgdemote", "thp_split_page", "thp_collapse_alloc")
+GATE_PREFIXES = ("pgscan_anon", "pgsteal_anon", "pgrefill", "pgdeactivate", "pgmigrate_", "pgdemote",
+                 "thp_split_page", "thp_collapse_alloc")
 # pgscan_anon/pgsteal_anon exist since Linux 5.8 (include/linux/vm_event_item.h PGSCAN_ANON); an
 # older kernel counts scans by reclaimer only (pgscan_kswapd, ...): then every scan counts.
 OLD_SCANS = ("pgscan", "pgsteal")
