@@ -158,7 +158,7 @@ def test_heatmap_from_dataset_is_the_recordings(run, golden_ds, tmp_path):
 
 def test_old_and_top_datasets_still_read(run, tmp_path):
     """Version-1 files (no ranges, no dev/inode/known columns) beside version-2 ones still query;
-    diff says what is missing from them (as from top --dataset's, which writes no ranges)."""
+    diff says what is missing from them."""
     from pmaps.store.dataset import COLUMNS
 
     root = tmp_path / "old"

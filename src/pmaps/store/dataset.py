@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +32,8 @@ from .recording import check_sample
 
 # name -> type name; the order is the file's column order. Sizes are bytes. Version 2 appended
 # dev, inode (the VMA as maps prints it), known (what the sample could tell) and ranges (how many
-# rows of the `ranges` table the sample has; null: none written, as `top --dataset` writes none).
+# rows of the `ranges` table the sample has; null: none written, as for a process whose pages made
+# no valid sample: a torn maps read in `top --dataset`).
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("version", "int32"), ("time", "timestamp"), ("seq", "int64"), ("boot_id", "string"), ("kernel", "string"),
     ("pid", "int64"), ("start_ticks", "int64"), ("start_time", "timestamp"), ("comm", "string"), ("exe", "string"),
@@ -92,11 +94,9 @@ def partition_value(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", text) or "_"
 
 
-def table_bytes(cols: dict[str, Any], columns: tuple[tuple[str, str], ...] = COLUMNS) -> bytes:
-    """Columns (as analysis.dataset.sample_rows or range_rows gives them: lists, or numpy arrays;
-    times in Unix seconds) -> one Parquet file (zstd)."""
-    pa, pq, _ = _pyarrow()
-    sch = schema(columns)
+def _arrow_table(cols: dict[str, Any], sch: Any) -> Any:
+    """Columns (lists or numpy arrays; times in Unix seconds) -> an Arrow table of schema `sch`."""
+    pa, _, _ = _pyarrow()
     data = {}
     for name in sch.names:
         v = cols[name]
@@ -104,10 +104,35 @@ def table_bytes(cols: dict[str, Any], columns: tuple[tuple[str, str], ...] = COL
             v = np.round(v * 1e6).astype(np.int64) if isinstance(v, np.ndarray) else \
                 [None if x is None else round(x * 1e6) for x in v]
         data[name] = v
-    table = pa.Table.from_pydict(data, schema=sch)
+    return pa.Table.from_pydict(data, schema=sch)
+
+
+def table_bytes(cols: dict[str, Any] | Iterable[dict[str, Any]],
+                columns: tuple[tuple[str, str], ...] = COLUMNS) -> bytes:
+    """Columns (as analysis.dataset.sample_rows or range_rows gives them: lists, or numpy arrays;
+    times in Unix seconds) -> one Parquet file (zstd). Given an iterable of such column sets, each
+    is one row group, converted and compressed as it comes (memory: one set and the output)."""
+    pa, pq, _ = _pyarrow()
+    sch = schema(columns)
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
+    with pq.ParquetWriter(sink, sch, compression="zstd") as w:
+        for part in [cols] if isinstance(cols, dict) else cols:
+            w.write_table(_arrow_table(part, sch), row_group_size=1 << 30)
     return bytes(sink.getvalue().to_pybytes())
+
+
+def filesystem(root: str) -> tuple[Any, str]:
+    """(pyarrow FileSystem, path in it) of a dataset root: a local path (or file:// URL), or any
+    URL that pyarrow.fs opens (s3://bucket/prefix?endpoint_override=..., gs://...)."""
+    _, _, pafs = _pyarrow()
+    if "://" in root and not root.startswith("file://"):
+        try:
+            fs, path = pafs.FileSystem.from_uri(root)
+        except Exception as e:  # pyarrow raises ArrowInvalid / OSError for unknown schemes and bad URLs
+            raise PmapsError(f"cannot open dataset {root}: {reason(e).splitlines()[0][:300]}") from None
+        return fs, path.rstrip("/") or "/"
+    path = os.path.abspath(root[len("file://"):] if root.startswith("file://") else root)
+    return pafs.LocalFileSystem(), path.rstrip("/") or "/"
 
 
 class DatasetWriter:
@@ -120,28 +145,37 @@ class DatasetWriter:
             self.path = root[len("file://"):] if root.startswith("file://") else root
             self.fs = None
         else:
-            _, _, pafs = _pyarrow()
-            try:
-                self.fs, self.path = pafs.FileSystem.from_uri(root)
-            except Exception as e:  # pyarrow raises ArrowInvalid / OSError for unknown schemes and bad URLs
-                raise PmapsError(f"cannot open dataset {root}: {e}") from None
+            self.fs, self.path = filesystem(root)
 
     def _dir(self, when: float, table: str = "") -> str:
         sub = f"/{table}" if table else ""
         return f"{self.path.rstrip('/')}{sub}/host={self.host}/date={time.strftime('%Y-%m-%d', time.gmtime(when))}"
 
     def write(self, cols: dict[str, list[Any]], when: float, pid: int, seq: int,
-              ranges: dict[str, Any] | None = None) -> tuple[str, int]:
+              ranges: dict[str, Any] | Iterable[dict[str, Any]] | None = None) -> tuple[str, int]:
         """One part file holding these rows, and first, when given, one of the `ranges` table under
         ROOT/_ranges with the same name (so a sample that readers see has its ranges written).
         Returns (the samples file's path, the bytes of both)."""
-        name = f"part-{round(when * 1e6)}-{pid}-{os.getpid()}-{seq:06d}.parquet"
-        size = 0
-        if ranges is not None:
-            size += self._put(self._dir(when, RANGES_DIR), name, table_bytes(ranges, RANGE_COLUMNS))
-        d = self._dir(when)
-        size += self._put(d, name, table_bytes(cols))
-        return f"{d}/{name}", size
+        size = self.write_ranges(ranges, when, pid, seq) if ranges is not None else 0
+        path, n = self.write_samples(cols, when, pid, seq)
+        return path, size + n
+
+    @staticmethod
+    def part_name(when: float, pid: int, seq: int) -> str:
+        """The file name of a write: the samples file and its ranges file share it."""
+        return f"part-{round(when * 1e6)}-{pid}-{os.getpid()}-{seq:06d}.parquet"
+
+    def write_ranges(self, ranges: dict[str, Any] | Iterable[dict[str, Any]], when: float, pid: int,
+                     seq: int) -> int:
+        """The ranges file of the write (when, pid, seq): call before write_samples. `ranges` may be
+        batches of rows (one row group each: memory one batch). Returns its bytes."""
+        return self._put(self._dir(when, RANGES_DIR), self.part_name(when, pid, seq),
+                         table_bytes(ranges, RANGE_COLUMNS))
+
+    def write_samples(self, cols: dict[str, list[Any]], when: float, pid: int, seq: int) -> tuple[str, int]:
+        """The samples file of the write (when, pid, seq): its path and bytes."""
+        d, name = self._dir(when), self.part_name(when, pid, seq)
+        return f"{d}/{name}", self._put(d, name, table_bytes(cols))
 
     def _put(self, d: str, name: str, data: bytes) -> int:
         if self.fs is None:
@@ -219,17 +253,8 @@ class DatasetReader:
     A file that is not a readable dataset file of this schema is BadSnapshot, one line naming it."""
 
     def __init__(self, root: str) -> None:
-        _, _, pafs = _pyarrow()
         self.root = root
-        if "://" in root and not root.startswith("file://"):
-            try:
-                self.fs, self.path = pafs.FileSystem.from_uri(root)
-            except Exception as e:  # ArrowInvalid / OSError for unknown schemes and bad URLs
-                raise PmapsError(f"cannot open dataset {root}: {e}") from None
-        else:
-            self.fs = pafs.LocalFileSystem()
-            self.path = os.path.abspath(root[len("file://"):] if root.startswith("file://") else root)
-        self.path = self.path.rstrip("/") or "/"
+        self.fs, self.path = filesystem(root)
 
     def _list(self, d: str, recursive: bool = False) -> list[Any]:
         _, _, pafs = _pyarrow()
@@ -342,7 +367,7 @@ def _sample(pid: int, t_us: int, v: dict[str, list[Any]], r: dict[str, np.ndarra
     if len(set(v["seq"])) != 1 or len(set(v["known"])) != 1 or len(set(v["ranges"])) != 1:
         raise ValueError("the rows of one sample disagree")
     if v["known"][0] is None or v["ranges"][0] is None:
-        raise ValueError("the sample has no page ranges (written before dataset version 2, or by top --dataset)")
+        raise ValueError("the sample has no page ranges (written before dataset version 2)")
     known, exclusive = decode_known_text(v["known"][0])
     vmas = []
     prev_end = 0
