@@ -53,6 +53,7 @@ RANGE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("page", "int64"), ("count", "int64"), ("state", "int64"), ("mapcount", "int64"),
 )
 RANGES_DIR = "_ranges"  # ROOT/_ranges/host=H/date=D/part-...: Spark, pyarrow and pandas skip '_' names
+OBJECT_STORES = ("s3", "gcs")  # pyarrow FileSystem.type_name of stores whose objects need no parent directory
 KNOWN_FACTS = ("pfn", "flags", "count", "young", "soft_dirty", "categories", "exclusive")
 TIMES = {name for name, t in COLUMNS + RANGE_COLUMNS if t == "timestamp"}
 PART_RE = re.compile(r"^part-[0-9-]+\.parquet$")
@@ -190,7 +191,8 @@ class DatasetWriter:
             save_bytes(f"{d}/{name}", data, 0o600)
         else:
             try:
-                self.fs.create_dir(d, recursive=True)
+                if self.fs.type_name not in OBJECT_STORES:  # an object store has no directories: its
+                    self.fs.create_dir(d, recursive=True)  # create_dir would add empty marker objects
                 with self.fs.open_output_stream(f"{d}/{name}") as f:
                     f.write(data)
             except OSError as e:
@@ -198,27 +200,44 @@ class DatasetWriter:
         return len(data)
 
 
-def duckdb_source(root: str, table: str = "") -> str:
-    """The DuckDB table expression that reads the whole dataset (host as text, date as DATE); with
-    table=RANGES_DIR, the `ranges` table."""
-    glob = root.rstrip("/") + (f"/{table}" if table else "") + "/host=*/date=*/part-*.parquet"
-    quoted = glob.replace("'", "''")
-    return (f"read_parquet('{quoted}', hive_partitioning = true, union_by_name = true, "
-            "hive_types = {'host': VARCHAR, 'date': DATE})")
+def arrow_tables(root: str) -> tuple[dict[str, Any], int]:
+    """(The dataset's tables as pyarrow datasets by view name, their number of files): `samples`
+    (ROOT/host=*/date=*/part-*.parquet) and `ranges` (the same under ROOT/_ranges/), each with its
+    partition columns host (string) and date (date) last; a table without files is an empty one of
+    its columns. The files are found by one recursive listing (local or object store) and are those
+    the writer names (not dot-files, not temp files); a file of an older version reads its missing
+    columns as null."""
+    pa, _, pafs = _pyarrow()
+    import pyarrow.dataset as pads
 
-
-DUCK_TYPES = {"int32": "INTEGER", "int64": "BIGINT", "string": "VARCHAR", "timestamp": "TIMESTAMPTZ"}
-
-
-def duckdb_ranges(root: str) -> str:
-    """The `ranges` view's query: its files, or an empty relation of its columns when the dataset has
-    none (written by top --dataset, or before version 2), so a query on it returns no rows."""
-    import glob
-
-    if glob.glob(glob.escape(root.rstrip("/")) + f"/{RANGES_DIR}/host=*/date=*/part-*.parquet"):
-        return f"SELECT * FROM {duckdb_source(root, RANGES_DIR)}"
-    cols = ", ".join(f"CAST(NULL AS {DUCK_TYPES[t]}) AS {n}" for n, t in RANGE_COLUMNS)
-    return f"SELECT {cols}, CAST(NULL AS VARCHAR) AS host, CAST(NULL AS DATE) AS date WHERE false"
+    fs, path = filesystem(root)
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+    except OSError as e:
+        raise PmapsError(f"cannot read dataset {root}: {reason(e).splitlines()[0][:300]}") from None
+    prefix = path.rstrip("/") + "/"
+    files: dict[str, list[str]] = {"samples": [], "ranges": []}
+    for i in infos:
+        rel = i.path[len(prefix):].split("/")
+        table = "samples"
+        if rel[0] == RANGES_DIR:
+            rel, table = rel[1:], "ranges"
+        if i.type == pafs.FileType.File and len(rel) == 3 and rel[0].startswith("host=") \
+                and rel[1].startswith("date=") and PART_RE.match(rel[2]):
+            files[table].append(i.path)
+    keys = pa.schema([("host", pa.string()), ("date", pa.date32())])
+    out = {}
+    for name, cols, base in (("samples", COLUMNS, path), ("ranges", RANGE_COLUMNS, prefix + RANGES_DIR)):
+        sch = pa.unify_schemas([schema(cols), keys])
+        if not files[name]:
+            out[name] = sch.empty_table()
+            continue
+        try:
+            out[name] = pads.dataset(sorted(files[name]), schema=sch, format="parquet", filesystem=fs,
+                                     partitioning=pads.partitioning(keys, flavor="hive"), partition_base_dir=base)
+        except (pa.ArrowException, OSError) as e:
+            raise BadSnapshot(f"{root}: corrupt dataset ({reason(e).splitlines()[0][:300]})", path=root) from None
+    return out, sum(len(f) for f in files.values())
 
 
 # -- reading a process's samples back (pmaps diff / heatmap ROOT) --------------------------
