@@ -87,3 +87,35 @@ def test_top_dataset_ranges_are_records(tmp_path):
 def test_top_dataset_needs_pages(tmp_path):
     r = pmaps_cmd("top", "--dataset", str(tmp_path / "x"), "--source", "rollup", check=False)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "page-level" in r.stderr, r.stderr
+
+
+def test_scan_ranges_come_in_batches(tmp_path):
+    """scan_range_rows yields about `batch` rows at a time, one Parquet row group each, and the
+    rows are those of each process's own sample (the scan's pages as ranges)."""
+    import pyarrow.parquet as pq
+
+    from pmaps.analysis.dataset import Identity, range_rows, scan_range_rows
+    from pmaps.collector.system import scan_system
+    from pmaps.model import Sample, Snapshot
+    from pmaps.store.dataset import RANGE_COLUMNS, table_bytes
+
+    with MemChild(["a:anon:1M:every=2"]) as m1, MemChild(["b:anon:512K:every=3"]) as m2:
+        sc = scan_system([m1.pid, m2.pid])
+    idents = {p.pid: Identity("h", "b", "k", p.pid, 1, 0.0, p.ident.comm, None, None, 0) for p in sc.procs}
+    counts: dict[int, int] = {}
+    batches = list(scan_range_rows(sc, idents, 3, counts, batch=100))
+    sizes = [len(b["page"]) for b in batches]
+    assert len(sizes) > 2 and set(sizes[:-1]) == {100} and 0 < sizes[-1] <= 100 and sum(sizes) == sum(counts.values())
+    assert counts[m1.pid] >= 128 and counts[m2.pid] >= 42  # every other / third page: one range each
+    want = []
+    for p in sc.procs:
+        s = Sample.of_snapshot(Snapshot(p.pid, p.ident.comm, p.vmas, sc.pages.take(slice(p.lo, p.hi)), sc.known,
+                                        time=sc.time))
+        s.seq = 3
+        want.append(range_rows(s, idents[p.pid]))
+    for k in want[0]:
+        assert list(np.concatenate([b[k] for b in batches])) == list(np.concatenate([np.asarray(w[k]) for w in want]))
+    f = tmp_path / "r.parquet"
+    f.write_bytes(table_bytes(iter(batches), RANGE_COLUMNS))
+    assert pq.ParquetFile(f).metadata.num_row_groups == len(batches)
+    assert pq.read_table(f).num_rows == sum(sizes)

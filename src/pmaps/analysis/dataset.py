@@ -16,7 +16,9 @@ from ..store.recording import check_sample
 from .footprint import Facts, figures, finish
 from .system import mapping_name, mm_reps, page_figures
 
-RANGE_BATCH = 1 << 20  # range rows per batch (one Parquet row group) of `top --dataset`'s ranges file
+# Range rows per batch (one Parquet row group) of `top --dataset`'s ranges file: ~40 MB of columns
+# while converted (six int64s, three strings per row), ~1 MB compressed.
+RANGE_BATCH = 1 << 18
 VERSION = 2  # 2 added dev, inode, known, ranges and the ranges table (docs/dataset.md)
 # Byte figures per VMA (the engine's rules on ranges): `thp` counts anonymous pages of transparent
 # huge folios by kpageflags, `anon_thp` smaps' AnonHugePages (PMD-mapped, from the samples' state).
@@ -85,8 +87,8 @@ def concat_rows(parts: list[dict[str, Any]]) -> dict[str, Any]:
 
 def scan_range_rows(scan: SystemScan, idents: dict[int, Identity], seq: int, counts: dict[int, int],
                     batch: int = RANGE_BATCH) -> Iterator[dict[str, Any]]:
-    """The `ranges` rows of every process of a scan that has an identity (`top --dataset`), about
-    `batch` rows at a time: one process's sample is built from its pages in the scan (the scan's
+    """The `ranges` rows of every process of a scan that has an identity (`top --dataset`), `batch`
+    rows at a time (the last fewer): one process's sample is built from its pages in the scan (the scan's
     map counts and flags, as `record` reads them) and dropped once its rows are out, so memory is
     one batch beyond the scan. `counts` gets each process's number of rows (the `ranges` column);
     a process whose pages do not make a valid sample (a torn maps read) gets none."""
@@ -108,10 +110,11 @@ def scan_range_rows(scan: SystemScan, idents: dict[int, Identity], seq: int, cou
             continue
         held.append(range_rows(s, ident))
         n += len(s)
-        if n >= batch:
-            yield concat_rows(held)
-            held, n = [], 0
-    if held:
+        while n >= batch:
+            rows = concat_rows(held)
+            yield {k: v[:batch] for k, v in rows.items()}
+            held, n = [{k: v[batch:] for k, v in rows.items()}], n - batch
+    if n:
         yield concat_rows(held)
 
 
