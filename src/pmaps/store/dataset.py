@@ -196,7 +196,7 @@ class DatasetWriter:
                 with self.fs.open_output_stream(f"{d}/{name}") as f:
                     f.write(data)
             except OSError as e:
-                raise PmapsError(f"cannot write {self.root}: {e}") from e
+                raise PmapsError(f"cannot write {self.root}: {reason(e).splitlines()[0][:300]}") from e
         return len(data)
 
 
