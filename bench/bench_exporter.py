@@ -135,10 +135,10 @@ def bench_dataset(target: int, pids: list[int]) -> dict[str, float]:
         out["duckdb_query_1000_samples_cli_s"] = best
         import duckdb
 
-        from pmaps.store.dataset import duckdb_source
+        from pmaps.store.dataset import arrow_tables
 
         con = duckdb.connect()
-        con.execute(f"CREATE VIEW samples AS SELECT * FROM {duckdb_source(d + '/k')}")
+        con.register("samples", arrow_tables(d + "/k")[0]["samples"])  # as pmaps query does
         t = time.perf_counter()
         con.execute(sql).fetchall()
         out["duckdb_query_1000_samples_inproc_s"] = time.perf_counter() - t

@@ -187,7 +187,8 @@ def test_decode_start_ticks():
 
 
 def test_top_dataset_every_process(tmp_path):
-    """top --dataset: one file per scan, one row per VMA of every scanned process, RSS as smaps says."""
+    """top --dataset: one file per scan (and its ranges file), one row per VMA of every scanned
+    process, RSS as smaps says."""
     root = tmp_path / "fleet"
     with MemChild(["a:anon:1M"]) as m1, MemChild(["b:anon:2M", "z:zero:1M"]) as m2:
         r = pmaps_cmd("top", "--dataset", str(root), "-p", f"{m1.pid},{m2.pid}", "--interval", "0.1",
@@ -195,7 +196,7 @@ def test_top_dataset_every_process(tmp_path):
         assert r.stderr.count("2 processes") == 2, r.stderr
         smaps = {p: _smaps_rss(p) for p in (m1.pid, m2.pid)}
         regions = {m1.pid: m1.regions, m2.pid: m2.regions}
-    assert len(list(root.rglob("part-*.parquet"))) == 2
+    assert len(list(root.glob("host=*/date=*/part-*.parquet"))) == len(list(root.glob("_ranges/*/*/part-*"))) == 2
     rows = query(root, "SELECT pid, seq, vma_start, rss, zero_page FROM samples ORDER BY pid, seq, vma_index")
     assert {(r["pid"], r["seq"]) for r in rows} == {(p, s) for p in smaps for s in (0, 1)}
     got = {(r["pid"], r["vma_start"]): r for r in rows if r["seq"] == 1}

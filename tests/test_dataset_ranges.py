@@ -158,7 +158,7 @@ def test_heatmap_from_dataset_is_the_recordings(run, golden_ds, tmp_path):
 
 def test_old_and_top_datasets_still_read(run, tmp_path):
     """Version-1 files (no ranges, no dev/inode/known columns) beside version-2 ones still query;
-    diff says what is missing from them (as from top --dataset's, which writes no ranges)."""
+    diff says what is missing from them."""
     from pmaps.store.dataset import COLUMNS
 
     root = tmp_path / "old"
@@ -241,6 +241,9 @@ def test_damaged_dataset_is_one_line(run, golden_ds):
     f.write_bytes(b"PAR1" + b"\0" * 64 + b"PAR1")
     r = run("heatmap", str(golden_ds), "-o", str(golden_ds.parent / "h.png"))
     assert r.code == 6 and r.err.count("\n") == 1 and "corrupt dataset file" in r.err, r.err
+    if _duckdb():
+        r = run("query", str(golden_ds), "SELECT count(*) FROM samples")
+        assert r.code == 6 and r.err.count("\n") == 1 and "corrupt dataset file" in r.err and f.name in r.err, r.err
 
 
 @needs_root

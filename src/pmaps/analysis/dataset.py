@@ -3,17 +3,22 @@ beside the identity columns that make rows of many hosts comparable; and the sam
 as rows of the `ranges` table (what diff and heatmap read back). Pure."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..kernel.maps import PAGE_SHIFT, Vma
-from ..model import Known, Sample, SystemScan
+from ..model import Known, Sample, Snapshot, SystemScan
 from ..store.dataset import known_text
+from ..store.recording import check_sample
 from .footprint import Facts, figures, finish
 from .system import mapping_name, mm_reps, page_figures
 
+# Range rows per batch (one Parquet row group) of `top --dataset`'s ranges file: ~40 MB of columns
+# while converted (six int64s, three strings per row), ~1 MB compressed.
+RANGE_BATCH = 1 << 18
 VERSION = 2  # 2 added dev, inode, known, ranges and the ranges table (docs/dataset.md)
 # Byte figures per VMA (the engine's rules on ranges): `thp` counts anonymous pages of transparent
 # huge folios by kpageflags, `anon_thp` smaps' AnonHugePages (PMD-mapped, from the samples' state).
@@ -75,6 +80,44 @@ def range_rows(s: Sample, ident: Identity) -> dict[str, Any]:
     }
 
 
+def concat_rows(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several range_rows (or sample_rows) column sets as one."""
+    return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
+
+
+def scan_range_rows(scan: SystemScan, idents: dict[int, Identity], seq: int, counts: dict[int, int],
+                    batch: int = RANGE_BATCH) -> Iterator[dict[str, Any]]:
+    """The `ranges` rows of every process of a scan that has an identity (`top --dataset`), `batch`
+    rows at a time (the last fewer): one process's sample is built from its pages in the scan (the scan's
+    map counts and flags, as `record` reads them) and dropped once its rows are out, so memory is
+    one batch beyond the scan. `counts` gets each process's number of rows (the `ranges` column);
+    a process whose pages do not make a valid sample (a torn maps read) gets none."""
+    held: list[dict[str, Any]] = []
+    n = 0
+    for p in scan.procs:
+        ident = idents.get(p.pid)
+        if ident is None:
+            continue
+        s = Sample.of_snapshot(Snapshot(p.pid, ident.comm, p.vmas, scan.pages.take(slice(p.lo, p.hi)), scan.known,
+                                        time=scan.time))
+        s.seq = seq
+        try:
+            check_sample(s)
+        except ValueError:
+            continue
+        counts[p.pid] = len(s)
+        if not len(s):
+            continue
+        held.append(range_rows(s, ident))
+        n += len(s)
+        while n >= batch:
+            rows = concat_rows(held)
+            yield {k: v[:batch] for k, v in rows.items()}
+            held, n = [{k: v[batch:] for k, v in rows.items()}], n - batch
+    if n:
+        yield concat_rows(held)
+
+
 def _rows(vmas: list[Vma], ident: Identity, build_ids: dict[str, str | None], when: float, seq: int,
           known: Known, exclusive: bool, ranges: int | None) -> dict[str, list[Any]]:
     """The identity and VMA columns of one process's rows."""
@@ -108,9 +151,10 @@ def _rows(vmas: list[Vma], ident: Identity, build_ids: dict[str, str | None], wh
 
 
 def scan_rows(scan: SystemScan, idents: dict[int, Identity], build_ids: dict[str, str | None],
-              seq: int = 0) -> dict[str, list[Any]]:
+              seq: int = 0, ranges: dict[int, int] | None = None) -> dict[str, list[Any]]:
     """Columns for every process of a scan that has an identity (`top --dataset`): one row per VMA,
-    figures as its smaps would show them (SwapPss over the whole scan)."""
+    figures as its smaps would show them (SwapPss over the whole scan). `ranges`: the rows each
+    process has in the `ranges` table (scan_range_rows' counts; a process missing: none written)."""
     reps = mm_reps(scan)
     figs = page_figures(scan, reps, FIGURES)
     cols: dict[str, list[Any]] = {}
@@ -120,7 +164,8 @@ def scan_rows(scan: SystemScan, idents: dict[int, Identity], build_ids: dict[str
             continue
         per = [finish(figs.between(lo, hi), figs.unknown, FIGURES)
                for lo, hi in zip(p.vma_lo.tolist(), p.vma_hi.tolist())]
-        part = _rows(p.vmas, ident, build_ids, scan.time, seq, scan.known, True, None)
+        part = _rows(p.vmas, ident, build_ids, scan.time, seq, scan.known, True,
+                     None if ranges is None else ranges.get(p.pid))
         for k in FIGURES:
             part[k] = [x[k] for x in per]
         for k, v in part.items():

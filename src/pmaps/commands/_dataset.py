@@ -9,9 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-import numpy as np
-
-from ..analysis.dataset import Identity, range_rows, sample_rows, scan_rows
+from ..analysis.dataset import Identity, concat_rows, range_rows, sample_rows, scan_range_rows, scan_rows
 from ..errors import BadSnapshot, PmapsError, UsageError
 from ..kernel import identity as kid
 from ..kernel.maps import Vma
@@ -46,7 +44,8 @@ def build_ids_of(pid: int, vmas: list[Vma], cache: dict[str, str | None]) -> Non
 
 
 def record_scans(args: argparse.Namespace, err: TextIO, scan: Callable[[], SystemScan]) -> int:
-    """`top --dataset ROOT [--interval S]`: one part file per scan of every process, until --iterations
+    """`top --dataset ROOT [--interval S]`: one part file per scan of every process (and its ranges
+    file, written first, its row groups built a batch of processes at a time), until --iterations
     or a signal."""
     host = Host()
     writer = DatasetWriter(args.dataset, host.name)
@@ -63,9 +62,14 @@ def record_scans(args: argparse.Namespace, err: TextIO, scan: Callable[[], Syste
                 except PmapsError:
                     continue  # exited since the scan: its rows would have no start time
                 build_ids_of(p.pid, p.vmas, cache)
-            path, size = writer.write(scan_rows(sc, idents, cache, n), sc.time, os.getpid(), n)
+            t1 = time.monotonic()
+            counts: dict[int, int] = {}
+            size = writer.write_ranges(scan_range_rows(sc, idents, n, counts), sc.time, os.getpid(), n)
+            path, size2 = writer.write_samples(scan_rows(sc, idents, cache, n, counts), sc.time, os.getpid(), n)
             if not args.quiet:
-                err.write(f"pmaps: scan {n}: {len(idents)} processes, {size} bytes to {path}\n")
+                err.write(f"pmaps: scan {n}: {len(idents)} processes, {sum(counts.values())} ranges, "
+                          f"{size + size2} bytes to {path}; scan {t1 - t0:.2f} s, "
+                          f"write {time.monotonic() - t1:.2f} s\n")
                 err.flush()
             n += 1
             if args.watch is None or (args.iterations and n >= args.iterations):
@@ -113,7 +117,7 @@ class DatasetRecorder:
     def flush(self) -> int:
         if self.first is None:
             return 0
-        ranges = {k: np.concatenate([np.asarray(r[k]) for r in self.pending_ranges]) for k in self.pending_ranges[0]}
+        ranges = concat_rows(self.pending_ranges)
         _, size = self.writer.write(self.pending, self.first.time, self.first.pid, self.first.seq, ranges)
         mine = [x for x in self.manifest["samples"] if not x["bytes"]]
         for x in mine:
@@ -218,8 +222,8 @@ class Selection:
         missing = [t for t in times_us if p.ranges[p.times_us.index(t)] is None]
         if missing:
             raise PmapsError(f"{self.root}: the sample of pid {p.pid} at {iso_us(missing[0])} has no page ranges "
-                             "(written by top --dataset, or before dataset version 2): diff and heatmap need "
-                             "record --dataset")
+                             "(written before dataset version 2, or its pages did not make a valid sample): "
+                             "diff and heatmap need its ranges")
         uniq = sorted(set(times_us))
         got = dict(zip(uniq, self.reader.samples(p, uniq)))
         return [got[t] for t in times_us]

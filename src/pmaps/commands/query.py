@@ -1,13 +1,14 @@
 """pmaps query ROOT SQL: SQL over a fleet dataset with DuckDB, the dataset being the views `samples`
-and `ranges`."""
+and `ranges` (Arrow datasets that pyarrow reads, locally or from an object store)."""
 from __future__ import annotations
 
 import argparse
 import datetime as dt
 import decimal
+import re
 from typing import Any, TextIO
 
-from ..errors import MissingExtra, PmapsError, UsageError
+from ..errors import BadSnapshot, MissingExtra, PmapsError, UsageError
 from ..render import write
 from ..render.rows import Col, RowsView
 from . import Command, add_output_options
@@ -31,10 +32,11 @@ def _plain(v: Any) -> Any:
 
 
 class Query(Command):
-    """Run SQL over a fleet dataset (record --dataset) with DuckDB: the views `samples` and `ranges`.
+    """Run SQL over a fleet dataset (record/top --dataset) with DuckDB: the views `samples` and `ranges`.
 
-    `samples`: one row per VMA per sample; `ranges`: one row per page range per sample, written by
-    record --dataset (docs/dataset.md). Byte columns (rss, pss, ... and any column
+    `samples`: one row per VMA per sample; `ranges`: one row per page range per sample
+    (docs/dataset.md). ROOT is a directory or a pyarrow.fs URL (s3://bucket/prefix?endpoint_override=...),
+    read with pyarrow. Byte columns (rss, pss, ... and any column
     named *_bytes) take -k/-m/-g/--bytes; the default shows them human-readable.
     """
 
@@ -42,7 +44,8 @@ class Query(Command):
     order = 62
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
-        p.add_argument("root", metavar="ROOT", help="the dataset's root directory")
+        p.add_argument("root", metavar="ROOT", help="the dataset's root: a directory, or a pyarrow.fs URL "
+                       "(s3://bucket/prefix, gs://...; docs/dataset.md)")
         p.add_argument("sql", metavar="SQL", help="the query; the dataset is the views `samples` and `ranges`")
         add_output_options(p)
 
@@ -51,23 +54,25 @@ class Query(Command):
             import duckdb
         except ImportError:
             raise MissingExtra("pmaps query needs duckdb: pip install 'pmaps[query]'") from None
-        from ..store.dataset import duckdb_ranges, duckdb_source
+        from ..store.dataset import arrow_tables
 
-        if "://" in args.root and not args.root.startswith("file://"):
-            raise UsageError("pmaps query reads a local dataset; for s3:// or gs:// load DuckDB's httpfs yourself")
-        root = args.root[len("file://"):] if args.root.startswith("file://") else args.root
+        # pyarrow reads the files (local or any pyarrow.fs URL: s3://, gs://, without DuckDB's
+        # httpfs extension, which it would download); DuckDB scans them as Arrow datasets, with
+        # its filters and column choices pushed down into the scan.
+        tables, nfiles = arrow_tables(args.root)
+        if not nfiles:
+            raise PmapsError(f"{args.root}: no dataset files (ROOT/host=*/date=*/part-*.parquet)")
         con = duckdb.connect(":memory:")
         try:
-            con.execute(f"CREATE VIEW samples AS SELECT * FROM {duckdb_source(root)}")
-            con.execute(f"CREATE VIEW ranges AS {duckdb_ranges(root)}")
+            for name, t in tables.items():
+                con.register(name, t)
             cur = con.execute(args.sql)
             names = [d[0] for d in cur.description or []]
             rows = cur.fetchall()
-        except duckdb.IOException as e:
-            first = str(e).splitlines()[0]
-            if "No files found" in first:
-                raise PmapsError(f"{root}: no dataset files (ROOT/host=*/date=*/part-*.parquet)") from None
-            raise PmapsError(f"{root}: {first}") from None
+        except (duckdb.IOException, duckdb.InvalidInputException) as e:
+            # "Invalid Input Error: reading the stream registered as 'samples' failed: Invalid: <arrow's>"
+            why = re.sub(r"^.*? failed: (\w+: )?", "", str(e).splitlines()[0])
+            raise BadSnapshot(f"{args.root}: corrupt dataset file ({why[:300]})", path=args.root) from None
         except duckdb.Error as e:
             raise UsageError(f"query failed: {str(e).splitlines()[0]}") from None
         finally:

@@ -188,6 +188,9 @@ class Top(Command):
         check_charts(args)
         if args.source == "rollup" and (args.save_scan or args.load_scan):
             raise UsageError("--save-scan and --load-scan need --source pages (a scan file holds pages)")
+        if args.source == "rollup" and args.dataset:
+            raise UsageError("--dataset needs page-level reads (its rows are per VMA and per page range): "
+                             "drop --source rollup")
         args.rollup_max = rollup_max(args)
         if args.dataset:
             from ._dataset import record_scans

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +32,8 @@ from .recording import check_sample
 
 # name -> type name; the order is the file's column order. Sizes are bytes. Version 2 appended
 # dev, inode (the VMA as maps prints it), known (what the sample could tell) and ranges (how many
-# rows of the `ranges` table the sample has; null: none written, as `top --dataset` writes none).
+# rows of the `ranges` table the sample has; null: none written, as for a process whose pages made
+# no valid sample: a torn maps read in `top --dataset`).
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("version", "int32"), ("time", "timestamp"), ("seq", "int64"), ("boot_id", "string"), ("kernel", "string"),
     ("pid", "int64"), ("start_ticks", "int64"), ("start_time", "timestamp"), ("comm", "string"), ("exe", "string"),
@@ -51,6 +53,7 @@ RANGE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("page", "int64"), ("count", "int64"), ("state", "int64"), ("mapcount", "int64"),
 )
 RANGES_DIR = "_ranges"  # ROOT/_ranges/host=H/date=D/part-...: Spark, pyarrow and pandas skip '_' names
+OBJECT_STORES = ("s3", "gcs")  # pyarrow FileSystem.type_name of stores whose objects need no parent directory
 KNOWN_FACTS = ("pfn", "flags", "count", "young", "soft_dirty", "categories", "exclusive")
 TIMES = {name for name, t in COLUMNS + RANGE_COLUMNS if t == "timestamp"}
 PART_RE = re.compile(r"^part-[0-9-]+\.parquet$")
@@ -92,11 +95,9 @@ def partition_value(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", text) or "_"
 
 
-def table_bytes(cols: dict[str, Any], columns: tuple[tuple[str, str], ...] = COLUMNS) -> bytes:
-    """Columns (as analysis.dataset.sample_rows or range_rows gives them: lists, or numpy arrays;
-    times in Unix seconds) -> one Parquet file (zstd)."""
-    pa, pq, _ = _pyarrow()
-    sch = schema(columns)
+def _arrow_table(cols: dict[str, Any], sch: Any) -> Any:
+    """Columns (lists or numpy arrays; times in Unix seconds) -> an Arrow table of schema `sch`."""
+    pa, _, _ = _pyarrow()
     data = {}
     for name in sch.names:
         v = cols[name]
@@ -104,10 +105,35 @@ def table_bytes(cols: dict[str, Any], columns: tuple[tuple[str, str], ...] = COL
             v = np.round(v * 1e6).astype(np.int64) if isinstance(v, np.ndarray) else \
                 [None if x is None else round(x * 1e6) for x in v]
         data[name] = v
-    table = pa.Table.from_pydict(data, schema=sch)
+    return pa.Table.from_pydict(data, schema=sch)
+
+
+def table_bytes(cols: dict[str, Any] | Iterable[dict[str, Any]],
+                columns: tuple[tuple[str, str], ...] = COLUMNS) -> bytes:
+    """Columns (as analysis.dataset.sample_rows or range_rows gives them: lists, or numpy arrays;
+    times in Unix seconds) -> one Parquet file (zstd). Given an iterable of such column sets, each
+    is one row group, converted and compressed as it comes (memory: one set and the output)."""
+    pa, pq, _ = _pyarrow()
+    sch = schema(columns)
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
+    with pq.ParquetWriter(sink, sch, compression="zstd") as w:
+        for part in [cols] if isinstance(cols, dict) else cols:
+            w.write_table(_arrow_table(part, sch), row_group_size=1 << 30)
     return bytes(sink.getvalue().to_pybytes())
+
+
+def filesystem(root: str) -> tuple[Any, str]:
+    """(pyarrow FileSystem, path in it) of a dataset root: a local path (or file:// URL), or any
+    URL that pyarrow.fs opens (s3://bucket/prefix?endpoint_override=..., gs://...)."""
+    _, _, pafs = _pyarrow()
+    if "://" in root and not root.startswith("file://"):
+        try:
+            fs, path = pafs.FileSystem.from_uri(root)
+        except Exception as e:  # pyarrow raises ArrowInvalid / OSError for unknown schemes and bad URLs
+            raise PmapsError(f"cannot open dataset {root}: {reason(e).splitlines()[0][:300]}") from None
+        return fs, path.rstrip("/") or "/"
+    path = os.path.abspath(root[len("file://"):] if root.startswith("file://") else root)
+    return pafs.LocalFileSystem(), path.rstrip("/") or "/"
 
 
 class DatasetWriter:
@@ -120,28 +146,37 @@ class DatasetWriter:
             self.path = root[len("file://"):] if root.startswith("file://") else root
             self.fs = None
         else:
-            _, _, pafs = _pyarrow()
-            try:
-                self.fs, self.path = pafs.FileSystem.from_uri(root)
-            except Exception as e:  # pyarrow raises ArrowInvalid / OSError for unknown schemes and bad URLs
-                raise PmapsError(f"cannot open dataset {root}: {e}") from None
+            self.fs, self.path = filesystem(root)
 
     def _dir(self, when: float, table: str = "") -> str:
         sub = f"/{table}" if table else ""
         return f"{self.path.rstrip('/')}{sub}/host={self.host}/date={time.strftime('%Y-%m-%d', time.gmtime(when))}"
 
     def write(self, cols: dict[str, list[Any]], when: float, pid: int, seq: int,
-              ranges: dict[str, Any] | None = None) -> tuple[str, int]:
+              ranges: dict[str, Any] | Iterable[dict[str, Any]] | None = None) -> tuple[str, int]:
         """One part file holding these rows, and first, when given, one of the `ranges` table under
         ROOT/_ranges with the same name (so a sample that readers see has its ranges written).
         Returns (the samples file's path, the bytes of both)."""
-        name = f"part-{round(when * 1e6)}-{pid}-{os.getpid()}-{seq:06d}.parquet"
-        size = 0
-        if ranges is not None:
-            size += self._put(self._dir(when, RANGES_DIR), name, table_bytes(ranges, RANGE_COLUMNS))
-        d = self._dir(when)
-        size += self._put(d, name, table_bytes(cols))
-        return f"{d}/{name}", size
+        size = self.write_ranges(ranges, when, pid, seq) if ranges is not None else 0
+        path, n = self.write_samples(cols, when, pid, seq)
+        return path, size + n
+
+    @staticmethod
+    def part_name(when: float, pid: int, seq: int) -> str:
+        """The file name of a write: the samples file and its ranges file share it."""
+        return f"part-{round(when * 1e6)}-{pid}-{os.getpid()}-{seq:06d}.parquet"
+
+    def write_ranges(self, ranges: dict[str, Any] | Iterable[dict[str, Any]], when: float, pid: int,
+                     seq: int) -> int:
+        """The ranges file of the write (when, pid, seq): call before write_samples. `ranges` may be
+        batches of rows (one row group each: memory one batch). Returns its bytes."""
+        return self._put(self._dir(when, RANGES_DIR), self.part_name(when, pid, seq),
+                         table_bytes(ranges, RANGE_COLUMNS))
+
+    def write_samples(self, cols: dict[str, list[Any]], when: float, pid: int, seq: int) -> tuple[str, int]:
+        """The samples file of the write (when, pid, seq): its path and bytes."""
+        d, name = self._dir(when), self.part_name(when, pid, seq)
+        return f"{d}/{name}", self._put(d, name, table_bytes(cols))
 
     def _put(self, d: str, name: str, data: bytes) -> int:
         if self.fs is None:
@@ -156,35 +191,53 @@ class DatasetWriter:
             save_bytes(f"{d}/{name}", data, 0o600)
         else:
             try:
-                self.fs.create_dir(d, recursive=True)
+                if self.fs.type_name not in OBJECT_STORES:  # an object store has no directories: its
+                    self.fs.create_dir(d, recursive=True)  # create_dir would add empty marker objects
                 with self.fs.open_output_stream(f"{d}/{name}") as f:
                     f.write(data)
             except OSError as e:
-                raise PmapsError(f"cannot write {self.root}: {e}") from e
+                raise PmapsError(f"cannot write {self.root}: {reason(e).splitlines()[0][:300]}") from e
         return len(data)
 
 
-def duckdb_source(root: str, table: str = "") -> str:
-    """The DuckDB table expression that reads the whole dataset (host as text, date as DATE); with
-    table=RANGES_DIR, the `ranges` table."""
-    glob = root.rstrip("/") + (f"/{table}" if table else "") + "/host=*/date=*/part-*.parquet"
-    quoted = glob.replace("'", "''")
-    return (f"read_parquet('{quoted}', hive_partitioning = true, union_by_name = true, "
-            "hive_types = {'host': VARCHAR, 'date': DATE})")
+def arrow_tables(root: str) -> tuple[dict[str, Any], int]:
+    """(The dataset's tables as pyarrow datasets by view name, their number of files): `samples`
+    (ROOT/host=*/date=*/part-*.parquet) and `ranges` (the same under ROOT/_ranges/), each with its
+    partition columns host (string) and date (date) last; a table without files is an empty one of
+    its columns. The files are found by one recursive listing (local or object store) and are those
+    the writer names (not dot-files, not temp files); a file of an older version reads its missing
+    columns as null."""
+    pa, _, pafs = _pyarrow()
+    import pyarrow.dataset as pads
 
-
-DUCK_TYPES = {"int32": "INTEGER", "int64": "BIGINT", "string": "VARCHAR", "timestamp": "TIMESTAMPTZ"}
-
-
-def duckdb_ranges(root: str) -> str:
-    """The `ranges` view's query: its files, or an empty relation of its columns when the dataset has
-    none (written by top --dataset, or before version 2), so a query on it returns no rows."""
-    import glob
-
-    if glob.glob(glob.escape(root.rstrip("/")) + f"/{RANGES_DIR}/host=*/date=*/part-*.parquet"):
-        return f"SELECT * FROM {duckdb_source(root, RANGES_DIR)}"
-    cols = ", ".join(f"CAST(NULL AS {DUCK_TYPES[t]}) AS {n}" for n, t in RANGE_COLUMNS)
-    return f"SELECT {cols}, CAST(NULL AS VARCHAR) AS host, CAST(NULL AS DATE) AS date WHERE false"
+    fs, path = filesystem(root)
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+    except OSError as e:
+        raise PmapsError(f"cannot read dataset {root}: {reason(e).splitlines()[0][:300]}") from None
+    prefix = path.rstrip("/") + "/"
+    files: dict[str, list[str]] = {"samples": [], "ranges": []}
+    for i in infos:
+        rel = i.path[len(prefix):].split("/")
+        table = "samples"
+        if rel[0] == RANGES_DIR:
+            rel, table = rel[1:], "ranges"
+        if i.type == pafs.FileType.File and len(rel) == 3 and rel[0].startswith("host=") \
+                and rel[1].startswith("date=") and PART_RE.match(rel[2]):
+            files[table].append(i.path)
+    keys = pa.schema([("host", pa.string()), ("date", pa.date32())])
+    out = {}
+    for name, cols, base in (("samples", COLUMNS, path), ("ranges", RANGE_COLUMNS, prefix + RANGES_DIR)):
+        sch = pa.unify_schemas([schema(cols), keys])
+        if not files[name]:
+            out[name] = sch.empty_table()
+            continue
+        try:
+            out[name] = pads.dataset(sorted(files[name]), schema=sch, format="parquet", filesystem=fs,
+                                     partitioning=pads.partitioning(keys, flavor="hive"), partition_base_dir=base)
+        except (pa.ArrowException, OSError) as e:
+            raise BadSnapshot(f"{root}: corrupt dataset ({reason(e).splitlines()[0][:300]})", path=root) from None
+    return out, sum(len(f) for f in files.values())
 
 
 # -- reading a process's samples back (pmaps diff / heatmap ROOT) --------------------------
@@ -219,17 +272,8 @@ class DatasetReader:
     A file that is not a readable dataset file of this schema is BadSnapshot, one line naming it."""
 
     def __init__(self, root: str) -> None:
-        _, _, pafs = _pyarrow()
         self.root = root
-        if "://" in root and not root.startswith("file://"):
-            try:
-                self.fs, self.path = pafs.FileSystem.from_uri(root)
-            except Exception as e:  # ArrowInvalid / OSError for unknown schemes and bad URLs
-                raise PmapsError(f"cannot open dataset {root}: {e}") from None
-        else:
-            self.fs = pafs.LocalFileSystem()
-            self.path = os.path.abspath(root[len("file://"):] if root.startswith("file://") else root)
-        self.path = self.path.rstrip("/") or "/"
+        self.fs, self.path = filesystem(root)
 
     def _list(self, d: str, recursive: bool = False) -> list[Any]:
         _, _, pafs = _pyarrow()
@@ -342,7 +386,7 @@ def _sample(pid: int, t_us: int, v: dict[str, list[Any]], r: dict[str, np.ndarra
     if len(set(v["seq"])) != 1 or len(set(v["known"])) != 1 or len(set(v["ranges"])) != 1:
         raise ValueError("the rows of one sample disagree")
     if v["known"][0] is None or v["ranges"][0] is None:
-        raise ValueError("the sample has no page ranges (written before dataset version 2, or by top --dataset)")
+        raise ValueError("the sample has no page ranges (written before dataset version 2)")
     known, exclusive = decode_known_text(v["known"][0])
     vmas = []
     prev_end = 0
