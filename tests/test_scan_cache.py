@@ -177,3 +177,58 @@ def test_cache_is_bounded_smallest_first():
         assert set(cache.procs) == {small.pid} and 0 < cache.nbytes <= cache.max_bytes
         kept = cache.procs[small.pid].pages
         assert kept.kcount is None and kept.kflags is not None and kept.vpn.base is not None  # a compact copy
+
+
+def _ksm_bytes(pid: int) -> int:
+    for ln in open(f"/proc/{pid}/smaps_rollup"):
+        if ln.startswith("KSM:"):
+            return int(ln.split()[1]) << 10
+    return 0
+
+
+@needs_root
+@pytest.mark.skipif(not os.path.exists("/proc/self/ksm_merging_pages") or not os.path.exists("/sys/kernel/mm/ksm/run"),
+                    reason="needs KSM with /proc/PID/ksm_merging_pages (Linux 6.1+)")
+def test_ksm_merge_shows_in_the_merged_process_only():
+    """ksmd merging a still process's pages changes that process's key (ksm_merging_pages), so it is
+    read again; another still process stays reused although ksmd's counters moved."""
+    from test_top import _write
+
+    base = "/sys/kernel/mm/ksm"
+    keys = ("run", "pages_to_scan", "sleep_millisecs")
+    old = {k: open(f"{base}/{k}").read().strip() for k in keys}
+    if old["run"] == "1":
+        pytest.skip("KSM already runs (another user's): merging cannot be timed")
+    with MemChild(["k:ksm:1M"]) as merged, MemChild(["a:anon:1M"]) as other:
+        cache = CS.ScanCache()
+        pids = [merged.pid, other.pid]
+        for _ in range(50):
+            CS.scan_system(pids, cache=cache)
+            if cache.reused == 2 and cache.reused_pages:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.skip("never quiet enough to reuse (other sessions' reclaim or migration)")
+        try:
+            _write(f"{base}/pages_to_scan", "10000")
+            _write(f"{base}/sleep_millisecs", "10")
+            _write(f"{base}/run", "1")
+            for _ in range(100):
+                if _ksm_bytes(merged.pid) >= 1 << 20:
+                    break
+                time.sleep(0.05)
+            else:
+                pytest.skip("KSM merged nothing within 5 s")
+            gate = cache.gate
+            scan = CS.scan_system(pids, cache=cache)
+            if dict(gate or ()) != dict(CS.read_gate() or ()):
+                pytest.skip("reclaim or a migration meanwhile (other sessions)")
+            assert cache.reused == 1  # `other`; `merged` was read again
+            assert set(cache.procs) == set(pids)
+            ex = {g.name: g.fig for g in export(scan, "pid", 10).groups}
+            assert ex[str(merged.pid)]["ksm"] >= 1 << 20 and ex[str(other.pid)]["ksm"] == 0
+        finally:
+            if old["run"] != "1":
+                _write(f"{base}/run", "2")  # unmerge what we merged
+            for k in ("pages_to_scan", "sleep_millisecs", "run"):
+                _write(f"{base}/{k}", old[k])

@@ -4,6 +4,7 @@ Readers fetch bytes through procfs (errors translated there); decoders are pure.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from ..errors import AccessDenied, PmapsError
@@ -100,17 +101,25 @@ def decode_schedstat(data: bytes) -> int:
     return int(data.split()[0])
 
 
+# /proc/PID/ksm_merging_pages (Linux 6.1+, CONFIG_KSM): how many of a process's pages ksmd has
+# merged. In the change key, ksmd merging a still process's page shows in that process itself, so
+# the machine-wide KSM counters (which move at every ksmd pass) need not gate reuse (vmstat).
+KSM_PER_PROCESS = os.path.exists("/proc/self/ksm_merging_pages")
+
+
 def read_mm_key(pid: int) -> tuple[int, ...] | None:
     """What changes whenever the process changes its own memory: its stat and statm counters, its
     threads, and the nanoseconds each has run (a thread that has not run since cannot have faulted,
     mapped, unmapped or advised anything; faults, RSS and VM size catch what others do to it: GUP
-    writes, userfaultfd copies). None when it cannot be told (no schedstat: CONFIG_SCHED_INFO off,
-    or a thread came or went meanwhile): the process is then read afresh."""
+    writes, userfaultfd copies), and how many of its pages KSM merged. None when it cannot be told
+    (no schedstat: CONFIG_SCHED_INFO off, or a thread came or went meanwhile): the process is then
+    read afresh."""
     try:
         stat = procfs.read_file(pid, "stat")
         statm = procfs.read_file(pid, "statm")
         tids = procfs.list_tasks(pid)
         run = [decode_schedstat(procfs.read_file(pid, f"task/{t}/schedstat")) for t in tids]
+        ksm = (int(procfs.read_file(pid, "ksm_merging_pages")),) if KSM_PER_PROCESS else ()
     except (PmapsError, ValueError, IndexError):
         return None
-    return (*decode_stat_mm(stat), *(int(x) for x in statm.split()), *tids, *run)
+    return (*decode_stat_mm(stat), *(int(x) for x in statm.split()), *tids, *run, *ksm)

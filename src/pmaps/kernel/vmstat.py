@@ -6,7 +6,8 @@ Such a page changes only through reclaim (scanning of the anonymous lists, their
 deactivation: pgscan_anon, pgsteal_anon, pgrefill, pgdeactivate; pgrefill also counts the
 anonymous active list that file-only reclaim still ages, mm/vmscan.c shrink_lruvec), migration
 (compaction, NUMA balancing, demotion, memory hotplug: pgmigrate_*, pgdemote*), THP splits and
-khugepaged collapses (thp_split_page, thp_collapse_alloc) and ksmd's merging (its sysfs counters).
+khugepaged collapses (thp_split_page, thp_collapse_alloc) and ksmd's merging (its sysfs counters,
+where /proc/PID/ksm_merging_pages does not put it in each process's own key).
 A PMD mapping of a still process is split only by those too (thp_split_pmd also counts every
 process's own munmap and mprotect of part of a THP: it moves all the time). Swap-out (pswpout,
 zswpout) is not counted: reclaim swaps out what its scans (counted) picked, and MADV_PAGEOUT, which
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 from ..errors import PmapsError
 from . import procfs
+from .status import KSM_PER_PROCESS
 
 VMSTAT = "/proc/vmstat"
 KSM = "/sys/kernel/mm/ksm"
@@ -71,8 +73,10 @@ def read_gate() -> tuple[tuple[str, int], ...] | None:
         vm = decode_vmstat(procfs.read_system(VMSTAT))
     except (PmapsError, ValueError):
         return None
-    ksm = {}
-    for k in KSM_COUNTERS:
+    ksm: dict[str, int] = {}
+    # Where each process's change key has its own KSM count (status.KSM_PER_PROCESS), ksmd's
+    # passes need not stop reuse: a merge shows in the merged process's key.
+    for k in () if KSM_PER_PROCESS else KSM_COUNTERS:
         try:
             ksm[k] = int(procfs.read_system(f"{KSM}/{k}"))
         except (PmapsError, ValueError):
