@@ -10,6 +10,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from helpers import MEMCG as H
@@ -168,6 +169,76 @@ import sys; sys.stdin.read()
             assert f" {base}/B" in text
         finally:
             close(p)
+
+
+MAPPER = r"""
+import ctypes, mmap, sys
+anon = mmap.mmap(-1, 32 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)   # private: not read
+shm = mmap.mmap(-1, 4 << 20, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)      # shmem: 1024 FILE pages
+for i in range(0, 32 << 20, 4096): anon[i] = 1
+for i in range(0, 4 << 20, 4096): shm[i] = 1
+f = open(sys.argv[1], "rb")
+m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)                              # 64 pages of a file
+s = sum(m[i] for i in range(0, len(m), 4096))
+print("ready", flush=True)
+print(ctypes.addressof(ctypes.c_char.from_buffer(shm)), flush=True)
+sys.stdin.read()
+"""
+
+
+@needs_memcg
+def test_scan_mapped_reads_file_and_shmem_pages_only(tmp_path):
+    """collector.mapped: a process's FILE pages (its shmem and its mapped file), with their PFNs as
+    pagemap has them, and none of its private anonymous pages; then the sparse kpageflags pass
+    sees those pages charged to our memcg with the flags of shmem and page cache."""
+    from pmaps.collector.mapped import scan_mapped
+    from pmaps.kernel.kpage import iter_kpageflags_cgroup
+    from pmaps.kernel.pagemap import decode_pagemap, present
+
+    data = tmp_path / "m.dat"
+    data.write_bytes(os.urandom(64 * PAGE))
+    with memcgs() as (parent, base):
+        p = start_in(parent / "A", MAPPER, str(data))
+        try:
+            assert p.stdout is not None
+            shm = int(p.stdout.readline())
+            scan = scan_mapped()
+            (i,) = [k for k, x in enumerate(scan.procs) if x.pid == p.pid]
+            assert scan.procs[i].cgroup == f"{base}/A"
+            mine = scan.proc == i
+            by_path = {path: int((scan.mapping[mine] == k).sum()) for k, path in enumerate(scan.paths)}
+            assert by_path[str(data)] == 64
+            with open(f"/proc/{p.pid}/pagemap", "rb") as f:
+                f.seek(shm // PAGE * 8)
+                pm = decode_pagemap(f.read(1024 * 8))
+            assert present(pm).all()
+            shm_pfns = set((pm & np.uint64((1 << 55) - 1)).astype(np.int64).tolist())
+            assert shm_pfns <= set(scan.pfn[mine].tolist())
+            # no private anonymous page: besides these, only the interpreter's files
+            assert int(mine.sum()) - 1024 - 64 < 8192
+            ino = os.stat(parent / "A").st_ino
+            seen = 0
+            for first, flags, cg in iter_kpageflags_cgroup():
+                idx = np.array(sorted(x - first for x in shm_pfns if first <= x < first + len(cg)), dtype=np.int64)
+                if len(idx):
+                    assert (cg[idx] == ino).all()
+                    c = C.classify(flags[idx])
+                    assert c["shmem"].all()
+                    seen += len(idx)
+                assert not flags[cg == 0].any()
+            assert seen == 1024
+        finally:
+            close(p)
+
+
+def test_charged_spans():
+    from pmaps.kernel.kpage import charged_spans
+
+    cg = np.array([0, 1, 1, 0, 0, 2, 0, 0, 0, 3], dtype=np.uint64)
+    assert [x.tolist() for x in charged_spans(cg, gap=1)] == [[1, 5, 9], [3, 6, 10]]
+    assert [x.tolist() for x in charged_spans(cg, gap=3)] == [[1, 9], [6, 10]]
+    assert [x.tolist() for x in charged_spans(cg, gap=4)] == [[1], [10]]
+    assert [len(x) for x in charged_spans(np.zeros(5, dtype=np.uint64))] == [0, 0]
 
 
 def test_no_memcg_is_one_clear_line(run, monkeypatch):

@@ -12,6 +12,7 @@ import numpy as np
 from ..kernel import pagemap as pmb
 from ..kernel.kpage import KPF
 from ..model import SystemScan
+from ..model.mapped import MappedScan
 from ..numeric import PAGE_SIZE
 
 U64 = np.uint64
@@ -140,77 +141,53 @@ class Mapped:
     detail: dict[tuple[str, str, int, str, str], int] = field(default_factory=dict)
 
 
-def mapped_by(scan: SystemScan, by_pfn: np.ndarray, names: dict[int, str]) -> Mapped:
-    """Join every process's present file/shmem pages (pagemap FILE bit) with kpagecgroup."""
+def mapped_by(scan: MappedScan, by_pfn: np.ndarray, names: dict[int, str]) -> Mapped:
+    """Join every process's present file/shmem pages (collector.mapped) with kpagecgroup.
+
+    Per PFN, in dense boolean columns over physical memory (no sort of the mapped pages): whether
+    a process of its own memcg maps it, whether any process does. Pages charged to no memcg, or to
+    one not in `names`, count nowhere."""
     res = Mapped()
-    if not scan.known.pfn or len(scan.pages) == 0:
-        return res
-    pg = scan.pages
-    paths = sorted({p.ident.cgroup for p in scan.procs} | set(names.values()))
-    pid_of = {p: i for i, p in enumerate(paths)}
-    proc_cg = np.zeros(len(pg), dtype=np.int64)
-    proc_ix = np.zeros(len(pg), dtype=np.int64)
-    for i, p in enumerate(scan.procs):
-        proc_cg[p.lo : p.hi] = pid_of[p.ident.cgroup]
-        proc_ix[p.lo : p.hi] = i
-    sel = pmb.present(pg.pm) & pmb.bit(pg.pm, pmb.PM_FILE)
-    pfn = pg.pfn[sel].astype(np.int64)
-    ok = pfn < len(by_pfn)
-    sel_ix = np.flatnonzero(sel)[ok]
-    pfn = pfn[ok]
-    ino = by_pfn[pfn]
-    lut_keys = np.array(sorted(names), dtype=U64)
-    lut_vals = np.array([pid_of[names[k]] for k in sorted(names)], dtype=np.int64)
-    pos = np.clip(np.searchsorted(lut_keys, ino), 0, max(len(lut_keys) - 1, 0))
-    known_ino = (ino != 0) & (lut_keys[pos] == ino) if len(lut_keys) else np.zeros(len(ino), bool)
-    charged = np.where(known_ino, lut_vals[pos] if len(lut_keys) else 0, -1)
-    mapper = proc_cg[sel_ix]
-    # unique (pfn, mapper cgroup): a page mapped twice in one cgroup counts once
-    pairs = np.unique(np.stack([pfn, mapper, charged]), axis=1)
-    upfn, mp, ch = pairs
-    same = (mp == ch) & (ch >= 0)
-    # per PFN: mapped by its own cgroup at all?
-    mapped_home = np.zeros(len(by_pfn), dtype=bool)
-    mapped_home[upfn[same]] = True
+    paths = sorted({p.cgroup for p in scan.procs} | set(names.values()))
+    gid = {p: i for i, p in enumerate(paths)}
     n = len(paths)
-    here = np.bincount(ch[same], minlength=n)
-    # charged to C (C known), page has no mapper in C: count each PFN once
-    _, first = np.unique(upfn[(ch >= 0) & ~mapped_home[upfn]], return_index=True)
-    ch_el = ch[(ch >= 0) & ~mapped_home[upfn]][first]
-    elsewhere = np.bincount(ch_el, minlength=n)
-    other = (ch != mp) & (ch >= 0)
-    from_others = np.bincount(mp[other], minlength=n)
+    ok = (scan.pfn >= 0) & (scan.pfn < len(by_pfn))
+    pfn, prow, mp = scan.pfn[ok], scan.proc[ok], scan.mapping[ok]
+    mapper = np.array([gid[p.cgroup] for p in scan.procs], dtype=np.int64)[prow] if len(prow) else prow
+    keys = np.array(sorted(names), dtype=U64)
+    vals = np.array([gid[names[k]] for k in sorted(names)], dtype=np.int64)
+    ino = by_pfn[pfn]
+    pos = np.clip(np.searchsorted(keys, ino), 0, max(len(keys) - 1, 0))
+    charged = np.where((ino != 0) & (keys[pos] == ino), vals[pos], -1) if len(keys) else np.full(len(pfn), -1)
+    k = charged >= 0
+    pfn, prow, mp, mapper, charged = pfn[k], prow[k], mp[k], mapper[k], charged[k]
+    # per PFN: its memcg (each row of one PFN has the same), mapped at home, mapped at all
+    size = len(by_pfn)
+    memcg = np.zeros(size, dtype=np.int32)
+    memcg[pfn] = charged
+    home = np.zeros(size, dtype=bool)
+    home[pfn[mapper == charged]] = True
+    mapped = np.zeros(size, dtype=bool)
+    mapped[pfn] = True
+    here = np.bincount(memcg[np.flatnonzero(home)], minlength=n)
+    elsewhere = np.bincount(memcg[np.flatnonzero(mapped & ~home)], minlength=n)
+    # mapped by M's processes, charged elsewhere: distinct (PFN, M) pairs
+    cross = mapper != charged
+    pair = np.unique(pfn[cross] * n + mapper[cross])
+    from_others = np.bincount(pair % n, minlength=n)
     for i, cgp in enumerate(paths):
         res.here[cgp], res.elsewhere[cgp], res.from_others[cgp] = int(here[i]), int(elsewhere[i]), int(from_others[i])
-    # detail: per (charged, mapper, process, mapping) for pages mapped across cgroups
-    cross = charged != mapper
-    cross &= charged >= 0
+    # detail: pages per (charged, process, mapping) across cgroups
     if cross.any():
-        rows = sel_ix[cross]
-        keys = np.stack([charged[cross], proc_ix[rows]])
-        uk = np.unique(keys, axis=1)
-        vma_path = _vma_paths(scan, rows)
-        for c, pi in uk.T.tolist():
+        npath = max(len(scan.paths), 1)
+        key = (charged[cross] * len(scan.procs) + prow[cross]) * npath + mp[cross]
+        uk, cnt = np.unique(key, return_counts=True)
+        for kk, c in zip(uk.tolist(), cnt.tolist()):
+            rest, m = divmod(kk, npath)
+            ch, pi = divmod(rest, len(scan.procs))
             proc = scan.procs[pi]
-            # the mapping paths of this process's cross pages (a few: one loop per process)
-            m = (keys[0] == c) & (keys[1] == pi)
-            for path, pk in zip(*np.unique(vma_path[m], return_counts=True)):
-                res.detail[(paths[c], proc.ident.cgroup, proc.pid, proc.ident.comm, str(path))] = int(pk)
+            res.detail[(paths[ch], proc.cgroup, proc.pid, proc.comm, scan.paths[m])] = c
     return res
-
-
-def _vma_paths(scan: SystemScan, rows: np.ndarray) -> np.ndarray:
-    """The mapping path of each page row of the scan (object array)."""
-    out = np.empty(len(rows), dtype=object)
-    for p in scan.procs:
-        m = (rows >= p.lo) & (rows < p.hi)
-        if not m.any():
-            continue
-        r = rows[m]
-        vi = np.searchsorted(p.vma_hi, r, side="right")
-        vi = np.minimum(vi, len(p.vmas) - 1)
-        out[m] = [p.vmas[i].path or "[anon]" for i in vi.tolist()]
-    return out
 
 
 def rows(charged: Charged, names: dict[int, str], stats: dict[str, dict[str, int] | None], version: int,

@@ -258,6 +258,11 @@ class Process:
         return out[np.argsort(out[:, 0], kind="stable")]
 
     # -- reading -------------------------------------------------------------------------
+    def entries(self, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """Raw pagemap entries of sorted, disjoint [start, end) page runs, in order."""
+        assert self._fd is not None
+        return read_runs(self._fd, self.pid, starts, ends)
+
     def _pages(self, regs: np.ndarray) -> Pages:
         starts, ends, cats = regs[:, 0], regs[:, 1], regs[:, 2]
         lens = (ends - starts).astype(np.int64)

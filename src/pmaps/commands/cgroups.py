@@ -45,10 +45,10 @@ class Cgroups(Command):
         stats = {p: K.read_memory_stat(h, p) for p in names.values()}
         mapped = None
         if not args.no_mapped and charged.by_pfn is not None:
-            from ..collector import scan_system
+            from ..collector.mapped import scan_mapped
             from ..render.notes import skipped_line
 
-            scan = scan_system()
+            scan = scan_mapped()
             line = skipped_line(scan)
             if line:
                 err.write(f"pmaps: {line}\n")
