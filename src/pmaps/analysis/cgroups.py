@@ -26,7 +26,13 @@ def _b(name: str) -> np.uint64:
 # anon pages carry ANON; shmem/tmpfs pages are SWAPBACKED without ANON; page cache is the rest of
 # the LRU/uptodate pages; "kernel" is what is charged but none of these (page tables, slab, stacks).
 KINDS = ("anon", "file", "shmem", "kernel")
-BITS = ("swapbacked", "anon_thp", "dirty", "writeback", "active", "inactive", "unevictable", "mapped_file")
+BITS = ("swapbacked", "anon_thp", "dirty", "writeback", "active", "inactive", "unevictable", "mapped_file",
+        "active_anon", "inactive_anon", "active_file", "inactive_file")
+# The kernel's LRU lists, as memory.stat counts them: a folio is on an anon list when it is
+# SWAPBACKED (anon and shmem), on a file list otherwise (page cache, and MADV_FREE'd anon:
+# include/linux/mm_inline.h folio_is_file_lru); the unevictable list takes mlocked and
+# unevictable-mapping folios whatever their kind, with PG_active cleared (mm/swap.c lru_add).
+LRU_KEYS = ("active_anon", "inactive_anon", "active_file", "inactive_file")
 FIELDS = KINDS + BITS
 
 
@@ -35,13 +41,16 @@ def classify(flags: np.ndarray) -> dict[str, np.ndarray]:
     def has(name: str) -> np.ndarray:
         return (flags & _b(name)) != 0
 
-    anon, sb, lru = has("anon"), has("swapbacked"), has("lru")
+    anon, sb, lru, act = has("anon"), has("swapbacked"), has("lru"), has("active")
     shmem = sb & ~anon
+    evictable = lru & ~has("unevictable")
     file = ~anon & ~sb & (lru | has("uptodate")) & ~has("slab") & ~has("pgtable")
     return {"anon": anon, "file": file, "shmem": shmem, "kernel": ~(anon | file | shmem), "swapbacked": sb,
             "anon_thp": anon & has("thp"), "dirty": has("dirty"), "writeback": has("writeback"),
-            "active": lru & has("active"), "inactive": lru & ~has("active"), "unevictable": has("unevictable"),
-            "mapped_file": (file | shmem) & has("mmap")}
+            "active": lru & act, "inactive": lru & ~act, "unevictable": has("unevictable"),
+            "mapped_file": (file | shmem) & has("mmap"),
+            "active_anon": evictable & act & sb, "inactive_anon": evictable & ~act & sb,
+            "active_file": evictable & act & ~sb, "inactive_file": evictable & ~act & ~sb}
 
 
 @dataclass
@@ -89,9 +98,9 @@ def charged_pages(chunks: Iterable[tuple[int, np.ndarray, np.ndarray]], keep: bo
 # pmaps' "file" excludes shmem; the kernel's file/cache includes it: compared as file + shmem.
 KERNEL_KEYS = {
     1: {"anon": "rss", "file": "cache", "shmem": "shmem", "mapped_file": "mapped_file", "dirty": "dirty",
-        "writeback": "writeback", "thp": "rss_huge", "unevictable": "unevictable"},
+        "writeback": "writeback", "thp": "rss_huge", "unevictable": "unevictable", **{k: k for k in LRU_KEYS}},
     2: {"anon": "anon", "file": "file", "shmem": "shmem", "mapped_file": "file_mapped", "dirty": "file_dirty",
-        "writeback": "file_writeback", "thp": "anon_thp", "unevictable": "unevictable"},
+        "writeback": "file_writeback", "thp": "anon_thp", "unevictable": "unevictable", **{k: k for k in LRU_KEYS}},
 }
 
 
@@ -101,7 +110,8 @@ def pmaps_side(counts: dict[str, int]) -> dict[str, int]:
     return {"anon": c["anon"] * PAGE_SIZE, "file": (c["file"] + c["shmem"]) * PAGE_SIZE,
             "shmem": c["shmem"] * PAGE_SIZE, "mapped_file": c["mapped_file"] * PAGE_SIZE,
             "dirty": c["dirty"] * PAGE_SIZE, "writeback": c["writeback"] * PAGE_SIZE,
-            "thp": c["anon_thp"] * PAGE_SIZE, "unevictable": c["unevictable"] * PAGE_SIZE}
+            "thp": c["anon_thp"] * PAGE_SIZE, "unevictable": c["unevictable"] * PAGE_SIZE,
+            **{k: c[k] * PAGE_SIZE for k in LRU_KEYS}}
 
 
 def kernel_side(path: str, stats: dict[str, dict[str, int] | None], version: int) -> dict[str, int | None]:
@@ -190,9 +200,14 @@ def mapped_by(scan: MappedScan, by_pfn: np.ndarray, names: dict[int, str]) -> Ma
     return res
 
 
+COMPARED = ("anon", "file", "shmem", "mapped_file", "thp", "dirty", "writeback", "unevictable", *LRU_KEYS)
+
+
 def rows(charged: Charged, names: dict[int, str], stats: dict[str, dict[str, int] | None], version: int,
-         mapped: Mapped | None) -> list[dict[str, Any]]:
-    """One row per memory cgroup with charged pages or a memory.stat: bytes, path as in /proc/PID/cgroup."""
+         mapped: Mapped | None, lru_gen: bool = False) -> list[dict[str, Any]]:
+    """One row per memory cgroup with charged pages or a memory.stat: bytes, path as in /proc/PID/cgroup.
+    `lru_gen`: the multi-gen LRU is on, so kpageflags cannot split active from inactive
+    (kernel.cgroup.lru_gen_enabled): those differences are None, the kernel's figures stay."""
     out = []
     by_path: dict[str, dict[str, int]] = {}
     for ino, c in charged.pages.items():
@@ -209,9 +224,11 @@ def rows(charged: Charged, names: dict[int, str], stats: dict[str, dict[str, int
         row["kernel_pages"] = c["kernel"] * PAGE_SIZE  # "kernel" is the memory.stat object below
         row["kernel"] = st
         row["compare"] = {}
-        for k in ("anon", "file", "shmem", "mapped_file", "thp", "dirty", "writeback", "unevictable"):
+        for k in COMPARED:
             kv = theirs[k]
-            row["compare"][k] = {"pmaps": ours[k], "kernel": kv, "difference": None if kv is None else ours[k] - kv}
+            blind = lru_gen and k in LRU_KEYS
+            row["compare"][k] = {"pmaps": ours[k], "kernel": kv,
+                                 "difference": None if kv is None or blind else ours[k] - kv}
         if mapped is not None:
             row["mapped_here"] = mapped.here.get(path, 0) * PAGE_SIZE
             row["mapped_elsewhere"] = mapped.elsewhere.get(path, 0) * PAGE_SIZE
@@ -290,3 +307,22 @@ def group_charges(scan: SystemScan, kcgroup: np.ndarray, names: dict[int, str]) 
     res.total = {"charged": int(new_pfn.sum()), "mapped_elsewhere": int((new_pfn & ~at_home).sum()),
                  "mapped_from_others": len(np.unique(upfn[away]))}
     return res
+
+
+# -- pmaps cgroups --sort ---------------------------------------------------------------------------
+
+# --sort names -> row keys; sizes sort largest first, the path A to Z.
+SORT_KEYS = {"charged": "charged", "anon": "anon", "file": "file", "shmem": "shmem", "kernel": "kernel_pages",
+             "mapped": "mapped_file", "thp": "anon_thp", "dirty": "dirty", "writeback": "writeback",
+             **{k: k for k in LRU_KEYS}, "unevictable": "unevictable", "here": "mapped_here",
+             "elsewhere": "mapped_elsewhere", "from_others": "mapped_from_others", "not_mapped": "not_mapped",
+             "path": "path"}
+NEEDS_SCAN = ("here", "elsewhere", "from_others", "not_mapped")
+
+
+def sort_rows(rows: list[dict[str, Any]], by: str = "charged") -> list[dict[str, Any]]:
+    """Rows by one --sort field (SORT_KEYS): sizes descending, ties and `path` by path ascending."""
+    key = SORT_KEYS[by]
+    if key == "path":
+        return sorted(rows, key=lambda r: r["path"])
+    return sorted(rows, key=lambda r: (-(r.get(key) or 0), r["path"]))
