@@ -27,7 +27,7 @@ def _b(name: str) -> np.uint64:
 # the LRU/uptodate pages; "kernel" is what is charged but none of these (page tables, slab, stacks).
 KINDS = ("anon", "file", "shmem", "kernel")
 BITS = ("swapbacked", "anon_thp", "dirty", "writeback", "active", "inactive", "unevictable", "mapped_file",
-        "active_anon", "inactive_anon", "active_file", "inactive_file")
+        "active_anon", "inactive_anon", "active_file", "inactive_file", "file_dirty")
 # The kernel's LRU lists, as memory.stat counts them: a folio is on an anon list when it is
 # SWAPBACKED (anon and shmem), on a file list otherwise (page cache, and MADV_FREE'd anon:
 # include/linux/mm_inline.h folio_is_file_lru); the unevictable list takes mlocked and
@@ -50,7 +50,11 @@ def classify(flags: np.ndarray) -> dict[str, np.ndarray]:
             "active": lru & act, "inactive": lru & ~act, "unevictable": has("unevictable"),
             "mapped_file": (file | shmem) & has("mmap"),
             "active_anon": evictable & act & sb, "inactive_anon": evictable & ~act & sb,
-            "active_file": evictable & act & ~sb, "inactive_file": evictable & ~act & ~sb}
+            "active_file": evictable & act & ~sb, "inactive_file": evictable & ~act & ~sb,
+            # what memory.stat's dirty counts: page cache whose mapping accounts dirtying
+            # (mm/page-writeback.c folio_account_dirtied); shmem and swap cache mark folios
+            # dirty without it (noop_dirty_folio), so their DIRTY bit is not in it
+            "file_dirty": file & has("dirty")}
 
 
 @dataclass
@@ -109,7 +113,7 @@ def pmaps_side(counts: dict[str, int]) -> dict[str, int]:
     c = counts
     return {"anon": c["anon"] * PAGE_SIZE, "file": (c["file"] + c["shmem"]) * PAGE_SIZE,
             "shmem": c["shmem"] * PAGE_SIZE, "mapped_file": c["mapped_file"] * PAGE_SIZE,
-            "dirty": c["dirty"] * PAGE_SIZE, "writeback": c["writeback"] * PAGE_SIZE,
+            "dirty": c["file_dirty"] * PAGE_SIZE, "writeback": c["writeback"] * PAGE_SIZE,
             "thp": c["anon_thp"] * PAGE_SIZE, "unevictable": c["unevictable"] * PAGE_SIZE,
             **{k: c[k] * PAGE_SIZE for k in LRU_KEYS}}
 

@@ -29,7 +29,8 @@ LRU_COLS: tuple[tuple[str, str, str], ...] = (
 )
 CSV_KEYS = ("path", "charged", "anon", "file", "shmem", "kernel_pages", "swapbacked", "anon_thp", "dirty", "writeback",
             "active", "inactive", "unevictable", "mapped_file", "mapped_here", "mapped_elsewhere",
-            "mapped_from_others", "not_mapped", "active_anon", "inactive_anon", "active_file", "inactive_file")
+            "mapped_from_others", "not_mapped", "active_anon", "inactive_anon", "active_file", "inactive_file",
+            "file_dirty")
 
 
 def _signed(v: int | None, unit: str) -> str:
