@@ -26,8 +26,9 @@ from .parallel import ordered_map
 from .process import Options, Process
 
 PARALLEL = 2
+TOP_PRESENT_FILE = np.uint8((1 << (pmb.PM_PRESENT - 56)) | (1 << (pmb.PM_FILE - 56)))
 U64 = np.uint64
-_Row = tuple[np.ndarray, np.ndarray, list[str]]  # pfn, VMA index per page, VMA paths
+_Row = tuple[np.ndarray, np.ndarray, list[str]]  # pfn (int64), VMA index per page (int32), VMA paths
 
 
 def can_map_file_pages(v: Vma) -> bool:
@@ -41,7 +42,7 @@ def scan_mapped(caps: capsmod.Caps | None = None) -> MappedScan:
     """Every process's present file/shmem pages (PFN, process, VMA path). Root (PFNs)."""
     caps = caps or capsmod.probe()
     me = os.getpid()
-    opts = Options(flags=False, counts=False)
+    opts = Options(flags=False, counts=False, file_vmas=True)
 
     def one(pid: int) -> tuple[str, int, Ident | None, _Row | None]:
         if pid == me or procfs.is_kernel_thread(pid):
@@ -64,8 +65,7 @@ def scan_mapped(caps: capsmod.Caps | None = None) -> MappedScan:
             return "exited", pid, None, None
 
     res = MappedScan.empty()
-    pfns, procs, maps = [], [], []
-    path_ix: dict[str, int] = {}
+    pfns, vmas, counts, offsets = [], [], [], []
     for status, pid, ident, row in ordered_map(one, procfs.list_pids(), workers=PARALLEL, ahead=4 * PARALLEL):
         if status != "ok":
             if status != "skip":
@@ -75,14 +75,17 @@ def scan_mapped(caps: capsmod.Caps | None = None) -> MappedScan:
         if row is None or not len(row[0]):
             continue
         pfn, vma, names = row
-        lut = np.array([path_ix.setdefault(p, len(path_ix)) for p in names], dtype=np.int64)
         pfns.append(pfn)
-        procs.append(np.full(len(pfn), len(res.procs), dtype=np.int64))
-        maps.append(lut[vma])
+        vmas.append(vma)
+        counts.append(len(pfn))
+        offsets.append(len(res.paths))  # this process's VMA paths follow the others'
+        res.paths += names
         res.procs.append(ident)
     if pfns:
-        res.pfn, res.proc, res.mapping = np.concatenate(pfns), np.concatenate(procs), np.concatenate(maps)
-    res.paths = list(path_ix)
+        n = np.array(counts, dtype=np.int64)
+        res.pfn = np.concatenate(pfns)
+        res.proc = np.repeat(np.arange(len(n), dtype=np.int32), n)
+        res.mapping = np.concatenate(vmas) + np.repeat(np.array(offsets, dtype=np.int32), n)
     return res
 
 
@@ -110,7 +113,8 @@ def _file_pages(proc: Process) -> _Row:
     if not len(starts):
         return none, none, names
     pm = proc.entries(starts.astype(U64), ends.astype(U64))
-    keep = np.flatnonzero(pmb.present(pm) & pmb.bit(pm, pmb.PM_FILE))
+    # present (bit 63) and FILE (bit 61), tested on the entries' top bytes: one pass over bytes
+    keep = np.flatnonzero((pmb.top_byte(pm) & TOP_PRESENT_FILE) == TOP_PRESENT_FILE)
     vpn = arange_runs(starts, ends - starts)[keep]
-    vma = np.searchsorted(vs, vpn, side="right") - 1
-    return (pm[keep] & pmb.PM_PFN_MASK).astype(np.int64), vma, names
+    vma = (np.searchsorted(vs, vpn, side="right") - 1).astype(np.int32)
+    return (pm[keep] & pmb.PM_PFN_MASK).view(np.int64), vma, names

@@ -19,7 +19,7 @@ from ..kernel import pagemap as pmb
 from ..kernel import procfs
 from ..kernel.idle import IdleBitmap
 from ..kernel.kpage import KPF_ABI_MASK, PfnReader, kpf_mask, lookup_cgroup
-from ..kernel.maps import PAGE_SHIFT, Vma, decode_maps, maps_lines, read_maps_lines
+from ..kernel.maps import PAGE_SHIFT, Vma, decode_maps, maps_lines, read_file_vmas, read_maps_lines
 from ..kernel.pagemap import (
     CAT_HUGE,
     CAT_SHMEM_SWAP,
@@ -63,6 +63,7 @@ class Options:
     chunk_pages: int = CHUNK_PAGES
     include_self: bool = False  # keep pmaps' own mappings in map counts (the raw kernel view)
     cgroup: bool = False  # kpagecgroup: the memory cgroup each page is charged to
+    file_vmas: bool = False  # only the VMAs with an inode or shared (collector.mapped): no maps lines
 
     @classmethod
     def fields(cls, name: str, scan: bool | None = None) -> Options:
@@ -111,7 +112,10 @@ class Process:
         caps = self.caps = self.caps or capsmod.probe()
         self.start_time = read_start_time(pid)
         self.comm = read_comm(pid)
-        self.vmas, self.maps_lines = read_maps_lines(pid)
+        if opts.file_vmas:
+            self.vmas, self.maps_lines = read_file_vmas(pid), None
+        else:
+            self.vmas, self.maps_lines = read_maps_lines(pid)
         self._fd = procfs.open_pagemap(pid)
         self.check_identity()  # the same start time after the reads: they were all of this process
         want_scan = opts.scan

@@ -52,15 +52,22 @@ class Cgroups(Command):
         if h is None:
             raise Unsupported("no memory cgroup controller here (neither v1 'memory' nor v2 with memory)")
         names = K.memcg_dirs(h)
+        scanning = None
+        if not args.no_mapped:
+            # The processes are scanned on their own thread during the pass over physical memory:
+            # both spend their time in the kernel (pread, the ioctl), which releases the GIL.
+            from ..collector.mapped import scan_mapped
+            from ..collector.parallel import background
+
+            scanning = background(scan_mapped)
         charged = C.charged_pages(iter_kpageflags_cgroup(), keep=not args.no_mapped, inodes=names)
         # memory.stat right after the pass, so that both describe nearly the same moment
         stats = {p: K.read_memory_stat(h, p) for p in names.values()}
         mapped = None
-        if not args.no_mapped and charged.by_pfn is not None:
-            from ..collector.mapped import scan_mapped
+        if scanning is not None and charged.by_pfn is not None:
             from ..render.notes import skipped_line
 
-            scan = scan_mapped()
+            scan = scanning()
             line = skipped_line(scan)
             if line:
                 err.write(f"pmaps: {line}\n")

@@ -15,8 +15,9 @@ SKIP_REASONS = ("exited", "denied", "missing")
 class MappedScan:
     """One row per present file/shmem page (pagemap FILE bit) of every scanned process.
 
-    pfn: the page's PFN (int64); proc: index into `procs`; mapping: index into `paths`, the
-    path of the VMA it is mapped through ("[anon]" for a shared anonymous mapping)."""
+    pfn: the page's PFN (int64); proc: index into `procs` (int32); mapping: index into `paths`
+    (int32), the path of the VMA it is mapped through ("[anon]" for a shared anonymous mapping;
+    each process's VMAs have their own entries)."""
 
     procs: list[Ident]
     pfn: np.ndarray
@@ -27,5 +28,5 @@ class MappedScan:
 
     @classmethod
     def empty(cls) -> MappedScan:
-        z = np.zeros(0, dtype=np.int64)
-        return cls([], z, z.copy(), z.copy(), [])
+        z = np.zeros(0, dtype=np.int32)
+        return cls([], np.zeros(0, dtype=np.int64), z, z.copy(), [])
