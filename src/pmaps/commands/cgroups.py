@@ -32,7 +32,7 @@ class Cgroups(Command):
         p.add_argument("--lru", action="store_true",
                        help="text: the LRU columns (active/inactive anon and file, unevictable, each beside its "
                             "difference from memory.stat) instead of anon/file/shmem")
-        p.add_argument("-n", "--limit", type=positive, default=0, metavar="N", help="the N cgroups charged most")
+        p.add_argument("-n", "--limit", type=positive, default=0, metavar="N", help="the first N rows (--sort order)")
         add_output_options(p)
 
     def run(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
