@@ -2,7 +2,8 @@
 """Benchmark `pmaps files -r` and `pmaps cgroups` against the plain ways to get the same numbers:
 
     python bench/bench_files.py [--files 10000] [--total 4G] [--dir /var/tmp] [--repeat 5]
-                                [--baseline OTHER/src] [--keep DIR]
+                                [--baseline OTHER/src] [--keep DIR] [--no-files]
+                                [--big-gib 8 --big-kind anon|shmem]
 
 Builds a tree of FILES files of TOTAL bytes (100 directories), every other file read back into
 the page cache, then times, in the same run (best of REPEAT, Python start-up included for pmaps;
@@ -16,6 +17,8 @@ and for the cgroups view:
   baseline    read every memory.stat + one pass over /proc/kpageflags and /proc/kpagecgroup
   cgroups     `pmaps cgroups --no-mapped --format json`
   cgroups+map `pmaps cgroups --format json` (also scans every process)
+With --big-gib N, a process holding N GiB (private anonymous, or shared anonymous = shmem with
+--big-kind shmem) runs during the cgroups part: the case where scanning every process costs most.
 With --baseline, the pmaps rows run a second time from another checkout's src/ (PYTHONPATH),
 interleaved with these: before/after ratios from one run. Both trees' bytecode is compiled
 first (an installed pmaps has its .pyc; PYTHONDONTWRITEBYTECODE would otherwise make every run
@@ -126,6 +129,43 @@ def build(top: str, nfiles: int, total: int) -> list[str]:
     return paths
 
 
+BIG = r"""
+import mmap, sys
+size = int(float(sys.argv[1]) * (1 << 30))
+flags = mmap.MAP_SHARED if sys.argv[2] == "shmem" else mmap.MAP_PRIVATE
+m = mmap.mmap(-1, size, flags=flags | mmap.MAP_ANONYMOUS)
+for i in range(0, size, 4096):
+    m[i] = 1
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def cgroups_part(a: argparse.Namespace, srcs: list[tuple[str, str | None]]) -> None:
+    """pmaps cgroups against every memory.stat + one kpageflags/kpagecgroup pass (root)."""
+    if os.geteuid() != 0 or not os.path.exists("/proc/kpagecgroup"):
+        print("# cgroups part skipped: needs root and /proc/kpagecgroup")
+        return
+    big = None
+    if a.big_gib:
+        big = subprocess.Popen([sys.executable, "-c", BIG, str(a.big_gib), a.big_kind], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+        assert big.stdout is not None and big.stdout.readline().strip() == "ready"
+        print(f"# a {a.big_gib:g} GiB {a.big_kind} process runs meanwhile (pid {big.pid})")
+    try:
+        names = ["memory.stat + kpage pass"]
+        fns = [kpage_baseline]
+        for tag, src in srcs:
+            names += [f"pmaps cgroups --no-mapped{tag}", f"pmaps cgroups{tag}"]
+            fns += [lambda src=src: run([*PMAPS, "cgroups", "--no-mapped", "--format", "json"], src),
+                    lambda src=src: run([*PMAPS, "cgroups", "--format", "json"], src)]
+        table(list(zip(names, timed_rounds(fns, min(a.repeat, 3) if not a.no_files else a.repeat))), "baseline")
+    finally:
+        if big is not None:
+            big.kill()
+            big.wait()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--files", type=int, default=10_000)
@@ -135,11 +175,18 @@ def main() -> int:
     ap.add_argument("--baseline", metavar="SRC", help="another checkout's src/ to time beside this one")
     ap.add_argument("--keep", metavar="DIR", help="build the tree here (or reuse it) and keep it")
     ap.add_argument("--no-cgroups", action="store_true", help="time the files part only")
+    ap.add_argument("--no-files", action="store_true", help="time the cgroups part only (no tree)")
+    ap.add_argument("--big-gib", type=float, default=0, help="a process of this many GiB during the cgroups part")
+    ap.add_argument("--big-kind", choices=("anon", "shmem"), default="anon")
     a = ap.parse_args()
     here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
     for src in (here, a.baseline):
         if src:
             compileall.compile_dir(os.path.join(src, "pmaps"), quiet=1)
+    srcs = [("", None)] + ([(" (baseline)", a.baseline)] if a.baseline else [])
+    if a.no_files:
+        cgroups_part(a, srcs)
+        return 0
     top = a.keep or tempfile.mkdtemp(dir=a.dir, prefix="pmaps-bench-")
     try:
         t = time.perf_counter()
@@ -150,7 +197,6 @@ def main() -> int:
             os.makedirs(top, exist_ok=True)
             paths = build(top, a.files, a.total)
             print(f"# tree: {a.files} files, {a.total / (1 << 30):.1f} GiB, built in {time.perf_counter() - t:.1f} s")
-        srcs = [("", None)] + ([(" (baseline)", a.baseline)] if a.baseline else [])
         names = ["fincore", "mincore walk"]
         fns = [lambda: run(["fincore", "--bytes", *paths]), lambda: mincore_walk(top)]
         for tag, src in srcs:
@@ -158,14 +204,8 @@ def main() -> int:
             fns += [lambda src=src: run([*PMAPS, "files", "-r", top, "--format", "json"], src),
                     lambda src=src: run([*PMAPS, "files", "-r", top, "--top", "10"], src)]
         table(list(zip(names, timed_rounds(fns, a.repeat))), "fincore")
-        if not a.no_cgroups and os.geteuid() == 0 and os.path.exists("/proc/kpagecgroup"):
-            names = ["memory.stat + kpage pass"]
-            fns = [kpage_baseline]
-            for tag, src in srcs:
-                names += [f"pmaps cgroups --no-mapped{tag}", f"pmaps cgroups{tag}"]
-                fns += [lambda src=src: run([*PMAPS, "cgroups", "--no-mapped", "--format", "json"], src),
-                        lambda src=src: run([*PMAPS, "cgroups", "--format", "json"], src)]
-            table(list(zip(names, timed_rounds(fns, min(a.repeat, 3)))), "baseline")
+        if not a.no_cgroups:
+            cgroups_part(a, srcs)
     finally:
         if not a.keep:
             shutil.rmtree(top)

@@ -194,3 +194,21 @@ def test_ranges_by_group_equals_per_vma():
         for (_, a), (_, b) in zip(got, want):
             for col in ("vpn", "count", "state", "mapcount", "pfn"):
                 assert np.array_equal(getattr(a, col), getattr(b, col)), col
+
+
+def test_decode_file_vmas_keeps_inode_or_shared_lines():
+    """The VMAs `pmaps cgroups` reads for mapped file pages: an inode, or shared; the rest skipped
+    before decoding, the kept ones decoded exactly as decode_maps does."""
+    from pmaps.kernel.maps import decode_file_vmas, decode_maps
+
+    data = (b"55d0a0000000-55d0a0001000 r--p 00000000 fe:00 26723                      /usr/bin/py thon\n"
+            b"55d0a1000000-55d0a1021000 rw-p 00000000 00:00 0                          [heap]\n"
+            b"7f0000000000-7f0000400000 rw-s 00000000 00:01 1036                       /dev/zero (deleted)\n"
+            b"7f0000400000-7f0000500000 rw-p 00000000 00:00 0 \n"
+            b"7f0000500000-7f0000600000 rw-s 00000000 00:00 0\n"
+            b"7f0000600000-7f0000700000 ---p 00000000 00:00 0\n"
+            b"7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0                          [stack]\n")
+    want = [v for v in decode_maps(data) if v.inode or v.perms[3] == "s"]
+    assert decode_file_vmas(data) == want
+    assert [v.path for v in want] == ["/usr/bin/py thon", "/dev/zero (deleted)", ""]
+    assert decode_file_vmas(b"") == []

@@ -200,4 +200,59 @@ def test_loaded_scan_says_why_the_columns_are_unknown(run):
     assert r.code == 0, r.err
     lines = r.out.splitlines()
     assert lines[1].split()[-3:] == ["?", "?", "?"]
-    assert "# CHARGED, ELSEWHERE, FROM_OTHERS unknown: a saved scan has no kpagecgroup" in lines
+    assert "# CHARGED, ELSEWHERE, FROM_OTHERS unknown: this saved scan has no kpagecgroup (saved without root, or by " \
+           "an older pmaps)" in lines
+
+
+@needs_memcg
+def test_saved_scan_keeps_its_charges(run, tmp_path):
+    """top --save-scan records kpagecgroup and the memcg names: --load-scan --group-by cgroup then
+    gives the live run's CHARGED, ELSEWHERE and FROM_OTHERS exactly (the same pages, the same charges)."""
+    data = tmp_path / "shared.dat"
+    data.write_bytes(os.urandom(4 << 20))
+    fd = os.open(data, os.O_RDONLY)
+    os.fsync(fd)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # not cached: A's read charges it to A
+    os.close(fd)
+    saved = tmp_path / "scan.npz"
+    with memcgs() as (parent, base):
+        procs = []
+        try:
+            procs.append(start_in(parent / "A", WORK_A, str(data)))
+            procs.append(start_in(parent / "B", WORK_B, str(data)))
+            pids = ",".join(str(p.pid) for p in procs)
+            live = json.loads(run("top", "--group-by", "cgroup", "-p", pids, "--format", "json",
+                                  "--save-scan", str(saved)).out)
+        finally:
+            for p in procs:
+                close(p)
+    r = run("top", "--group-by", "cgroup", "--load-scan", str(saved), "--format", "json")
+    assert r.code == 0, r.err
+    loaded = json.loads(r.out)
+
+    def charges(doc: dict) -> dict[str, dict[str, int]]:
+        return {row["cgroup"]: {k: row[k] for k in C.CHARGE_KEYS} for row in doc["rows"]}
+
+    assert charges(loaded) == charges(live)
+    assert {k: loaded["total"][k] for k in C.CHARGE_KEYS} == {k: live["total"][k] for k in C.CHARGE_KEYS}
+    assert charges(live)[f"{base}/A"]["mapped_elsewhere"] >= 4 << 20  # the file B maps, charged to A
+
+
+def test_scan_file_round_trip_with_charges(tmp_path):
+    """store.scan: kcgroup and the memcg names survive dumps/loads; names without the column are refused."""
+    from pmaps.errors import BadSnapshot
+    from pmaps.store import scan as scanfile
+    from pmaps.store.codec import pack_npz, unpack_npz
+
+    scan = scanfile.load(Path(__file__).parent / "golden" / "sysscan.npz")
+    assert scan.memcgs is None and scan.pages.kcgroup is None
+    rng = np.random.default_rng(7)
+    scan.pages.kcgroup = rng.choice(np.array([0, 11, 12], np.uint64), len(scan.pages))
+    scan.memcgs = {11: "/app.slice", 12: "/web.slice/x y"}
+    back = scanfile.loads(scanfile.dumps(scan))
+    assert back.memcgs == scan.memcgs
+    assert back.pages.kcgroup is not None and np.array_equal(back.pages.kcgroup, scan.pages.kcgroup)
+    meta, cols = unpack_npz(scanfile.dumps(scan), scanfile.SCHEMA)
+    del cols["kcgroup"]
+    with pytest.raises(BadSnapshot, match="corrupt system scan"):
+        scanfile.loads(pack_npz(meta, dict(cols)))

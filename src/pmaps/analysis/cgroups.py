@@ -12,6 +12,7 @@ import numpy as np
 from ..kernel import pagemap as pmb
 from ..kernel.kpage import KPF
 from ..model import SystemScan
+from ..model.mapped import MappedScan
 from ..numeric import PAGE_SIZE
 
 U64 = np.uint64
@@ -25,7 +26,13 @@ def _b(name: str) -> np.uint64:
 # anon pages carry ANON; shmem/tmpfs pages are SWAPBACKED without ANON; page cache is the rest of
 # the LRU/uptodate pages; "kernel" is what is charged but none of these (page tables, slab, stacks).
 KINDS = ("anon", "file", "shmem", "kernel")
-BITS = ("swapbacked", "anon_thp", "dirty", "writeback", "active", "inactive", "unevictable", "mapped_file")
+BITS = ("swapbacked", "anon_thp", "dirty", "writeback", "active", "inactive", "unevictable", "mapped_file",
+        "active_anon", "inactive_anon", "active_file", "inactive_file", "file_dirty")
+# The kernel's LRU lists, as memory.stat counts them: a folio is on an anon list when it is
+# SWAPBACKED (anon and shmem), on a file list otherwise (page cache, and MADV_FREE'd anon:
+# include/linux/mm_inline.h folio_is_file_lru); the unevictable list takes mlocked and
+# unevictable-mapping folios whatever their kind, with PG_active cleared (mm/swap.c lru_add).
+LRU_KEYS = ("active_anon", "inactive_anon", "active_file", "inactive_file")
 FIELDS = KINDS + BITS
 
 
@@ -34,13 +41,20 @@ def classify(flags: np.ndarray) -> dict[str, np.ndarray]:
     def has(name: str) -> np.ndarray:
         return (flags & _b(name)) != 0
 
-    anon, sb, lru = has("anon"), has("swapbacked"), has("lru")
+    anon, sb, lru, act = has("anon"), has("swapbacked"), has("lru"), has("active")
     shmem = sb & ~anon
+    evictable = lru & ~has("unevictable")
     file = ~anon & ~sb & (lru | has("uptodate")) & ~has("slab") & ~has("pgtable")
     return {"anon": anon, "file": file, "shmem": shmem, "kernel": ~(anon | file | shmem), "swapbacked": sb,
             "anon_thp": anon & has("thp"), "dirty": has("dirty"), "writeback": has("writeback"),
-            "active": lru & has("active"), "inactive": lru & ~has("active"), "unevictable": has("unevictable"),
-            "mapped_file": (file | shmem) & has("mmap")}
+            "active": lru & act, "inactive": lru & ~act, "unevictable": has("unevictable"),
+            "mapped_file": (file | shmem) & has("mmap"),
+            "active_anon": evictable & act & sb, "inactive_anon": evictable & ~act & sb,
+            "active_file": evictable & act & ~sb, "inactive_file": evictable & ~act & ~sb,
+            # what memory.stat's dirty counts: page cache whose mapping accounts dirtying
+            # (mm/page-writeback.c folio_account_dirtied); shmem and swap cache mark folios
+            # dirty without it (noop_dirty_folio), so their DIRTY bit is not in it
+            "file_dirty": file & has("dirty")}
 
 
 @dataclass
@@ -88,9 +102,9 @@ def charged_pages(chunks: Iterable[tuple[int, np.ndarray, np.ndarray]], keep: bo
 # pmaps' "file" excludes shmem; the kernel's file/cache includes it: compared as file + shmem.
 KERNEL_KEYS = {
     1: {"anon": "rss", "file": "cache", "shmem": "shmem", "mapped_file": "mapped_file", "dirty": "dirty",
-        "writeback": "writeback", "thp": "rss_huge", "unevictable": "unevictable"},
+        "writeback": "writeback", "thp": "rss_huge", "unevictable": "unevictable", **{k: k for k in LRU_KEYS}},
     2: {"anon": "anon", "file": "file", "shmem": "shmem", "mapped_file": "file_mapped", "dirty": "file_dirty",
-        "writeback": "file_writeback", "thp": "anon_thp", "unevictable": "unevictable"},
+        "writeback": "file_writeback", "thp": "anon_thp", "unevictable": "unevictable", **{k: k for k in LRU_KEYS}},
 }
 
 
@@ -99,8 +113,9 @@ def pmaps_side(counts: dict[str, int]) -> dict[str, int]:
     c = counts
     return {"anon": c["anon"] * PAGE_SIZE, "file": (c["file"] + c["shmem"]) * PAGE_SIZE,
             "shmem": c["shmem"] * PAGE_SIZE, "mapped_file": c["mapped_file"] * PAGE_SIZE,
-            "dirty": c["dirty"] * PAGE_SIZE, "writeback": c["writeback"] * PAGE_SIZE,
-            "thp": c["anon_thp"] * PAGE_SIZE, "unevictable": c["unevictable"] * PAGE_SIZE}
+            "dirty": c["file_dirty"] * PAGE_SIZE, "writeback": c["writeback"] * PAGE_SIZE,
+            "thp": c["anon_thp"] * PAGE_SIZE, "unevictable": c["unevictable"] * PAGE_SIZE,
+            **{k: c[k] * PAGE_SIZE for k in LRU_KEYS}}
 
 
 def kernel_side(path: str, stats: dict[str, dict[str, int] | None], version: int) -> dict[str, int | None]:
@@ -140,82 +155,63 @@ class Mapped:
     detail: dict[tuple[str, str, int, str, str], int] = field(default_factory=dict)
 
 
-def mapped_by(scan: SystemScan, by_pfn: np.ndarray, names: dict[int, str]) -> Mapped:
-    """Join every process's present file/shmem pages (pagemap FILE bit) with kpagecgroup."""
+def mapped_by(scan: MappedScan, by_pfn: np.ndarray, names: dict[int, str]) -> Mapped:
+    """Join every process's present file/shmem pages (collector.mapped) with kpagecgroup.
+
+    Per PFN, in dense boolean columns over physical memory (no sort of the mapped pages): whether
+    a process of its own memcg maps it, whether any process does. Pages charged to no memcg, or to
+    one not in `names`, count nowhere."""
     res = Mapped()
-    if not scan.known.pfn or len(scan.pages) == 0:
-        return res
-    pg = scan.pages
-    paths = sorted({p.ident.cgroup for p in scan.procs} | set(names.values()))
-    pid_of = {p: i for i, p in enumerate(paths)}
-    proc_cg = np.zeros(len(pg), dtype=np.int64)
-    proc_ix = np.zeros(len(pg), dtype=np.int64)
-    for i, p in enumerate(scan.procs):
-        proc_cg[p.lo : p.hi] = pid_of[p.ident.cgroup]
-        proc_ix[p.lo : p.hi] = i
-    sel = pmb.present(pg.pm) & pmb.bit(pg.pm, pmb.PM_FILE)
-    pfn = pg.pfn[sel].astype(np.int64)
-    ok = pfn < len(by_pfn)
-    sel_ix = np.flatnonzero(sel)[ok]
-    pfn = pfn[ok]
-    ino = by_pfn[pfn]
-    lut_keys = np.array(sorted(names), dtype=U64)
-    lut_vals = np.array([pid_of[names[k]] for k in sorted(names)], dtype=np.int64)
-    pos = np.clip(np.searchsorted(lut_keys, ino), 0, max(len(lut_keys) - 1, 0))
-    known_ino = (ino != 0) & (lut_keys[pos] == ino) if len(lut_keys) else np.zeros(len(ino), bool)
-    charged = np.where(known_ino, lut_vals[pos] if len(lut_keys) else 0, -1)
-    mapper = proc_cg[sel_ix]
-    # unique (pfn, mapper cgroup): a page mapped twice in one cgroup counts once
-    pairs = np.unique(np.stack([pfn, mapper, charged]), axis=1)
-    upfn, mp, ch = pairs
-    same = (mp == ch) & (ch >= 0)
-    # per PFN: mapped by its own cgroup at all?
-    mapped_home = np.zeros(len(by_pfn), dtype=bool)
-    mapped_home[upfn[same]] = True
+    paths = sorted({p.cgroup for p in scan.procs} | set(names.values()))
+    gid = {p: i for i, p in enumerate(paths)}
     n = len(paths)
-    here = np.bincount(ch[same], minlength=n)
-    # charged to C (C known), page has no mapper in C: count each PFN once
-    _, first = np.unique(upfn[(ch >= 0) & ~mapped_home[upfn]], return_index=True)
-    ch_el = ch[(ch >= 0) & ~mapped_home[upfn]][first]
-    elsewhere = np.bincount(ch_el, minlength=n)
-    other = (ch != mp) & (ch >= 0)
-    from_others = np.bincount(mp[other], minlength=n)
+    ok = (scan.pfn >= 0) & (scan.pfn < len(by_pfn))
+    pfn, prow, mp = scan.pfn[ok], scan.proc[ok], scan.mapping[ok]
+    mapper = np.array([gid[p.cgroup] for p in scan.procs], dtype=np.int64)[prow] if len(prow) else prow
+    keys = np.array(sorted(names), dtype=U64)
+    vals = np.array([gid[names[k]] for k in sorted(names)], dtype=np.int64)
+    ino = by_pfn[pfn]
+    pos = np.clip(np.searchsorted(keys, ino), 0, max(len(keys) - 1, 0))
+    charged = np.where((ino != 0) & (keys[pos] == ino), vals[pos], -1) if len(keys) else np.full(len(pfn), -1)
+    k = charged >= 0
+    pfn, prow, mp, mapper, charged = pfn[k], prow[k], mp[k], mapper[k], charged[k]
+    # per PFN: its memcg (each row of one PFN has the same), mapped at home, mapped at all
+    size = len(by_pfn)
+    memcg = np.zeros(size, dtype=np.int32)
+    memcg[pfn] = charged
+    home = np.zeros(size, dtype=bool)
+    home[pfn[mapper == charged]] = True
+    mapped = np.zeros(size, dtype=bool)
+    mapped[pfn] = True
+    here = np.bincount(memcg[np.flatnonzero(home)], minlength=n)
+    elsewhere = np.bincount(memcg[np.flatnonzero(mapped & ~home)], minlength=n)
+    # mapped by M's processes, charged elsewhere: distinct (PFN, M) pairs
+    cross = mapper != charged
+    pair = np.unique(pfn[cross] * n + mapper[cross])
+    from_others = np.bincount(pair % n, minlength=n)
     for i, cgp in enumerate(paths):
         res.here[cgp], res.elsewhere[cgp], res.from_others[cgp] = int(here[i]), int(elsewhere[i]), int(from_others[i])
-    # detail: per (charged, mapper, process, mapping) for pages mapped across cgroups
-    cross = charged != mapper
-    cross &= charged >= 0
+    # detail: pages per (charged, process, mapping) across cgroups
     if cross.any():
-        rows = sel_ix[cross]
-        keys = np.stack([charged[cross], proc_ix[rows]])
-        uk = np.unique(keys, axis=1)
-        vma_path = _vma_paths(scan, rows)
-        for c, pi in uk.T.tolist():
+        npath = max(len(scan.paths), 1)
+        key = (charged[cross] * len(scan.procs) + prow[cross]) * npath + mp[cross]
+        uk, cnt = np.unique(key, return_counts=True)
+        for kk, c in zip(uk.tolist(), cnt.tolist()):
+            rest, m = divmod(kk, npath)
+            ch, pi = divmod(rest, len(scan.procs))
             proc = scan.procs[pi]
-            # the mapping paths of this process's cross pages (a few: one loop per process)
-            m = (keys[0] == c) & (keys[1] == pi)
-            for path, pk in zip(*np.unique(vma_path[m], return_counts=True)):
-                res.detail[(paths[c], proc.ident.cgroup, proc.pid, proc.ident.comm, str(path))] = int(pk)
+            res.detail[(paths[ch], proc.cgroup, proc.pid, proc.comm, scan.paths[m])] = c
     return res
 
 
-def _vma_paths(scan: SystemScan, rows: np.ndarray) -> np.ndarray:
-    """The mapping path of each page row of the scan (object array)."""
-    out = np.empty(len(rows), dtype=object)
-    for p in scan.procs:
-        m = (rows >= p.lo) & (rows < p.hi)
-        if not m.any():
-            continue
-        r = rows[m]
-        vi = np.searchsorted(p.vma_hi, r, side="right")
-        vi = np.minimum(vi, len(p.vmas) - 1)
-        out[m] = [p.vmas[i].path or "[anon]" for i in vi.tolist()]
-    return out
+COMPARED = ("anon", "file", "shmem", "mapped_file", "thp", "dirty", "writeback", "unevictable", *LRU_KEYS)
 
 
 def rows(charged: Charged, names: dict[int, str], stats: dict[str, dict[str, int] | None], version: int,
-         mapped: Mapped | None) -> list[dict[str, Any]]:
-    """One row per memory cgroup with charged pages or a memory.stat: bytes, path as in /proc/PID/cgroup."""
+         mapped: Mapped | None, lru_gen: bool = False) -> list[dict[str, Any]]:
+    """One row per memory cgroup with charged pages or a memory.stat: bytes, path as in /proc/PID/cgroup.
+    `lru_gen`: the multi-gen LRU is on, so kpageflags cannot split active from inactive
+    (kernel.cgroup.lru_gen_enabled): those differences are None, the kernel's figures stay."""
     out = []
     by_path: dict[str, dict[str, int]] = {}
     for ino, c in charged.pages.items():
@@ -232,9 +228,11 @@ def rows(charged: Charged, names: dict[int, str], stats: dict[str, dict[str, int
         row["kernel_pages"] = c["kernel"] * PAGE_SIZE  # "kernel" is the memory.stat object below
         row["kernel"] = st
         row["compare"] = {}
-        for k in ("anon", "file", "shmem", "mapped_file", "thp", "dirty", "writeback", "unevictable"):
+        for k in COMPARED:
             kv = theirs[k]
-            row["compare"][k] = {"pmaps": ours[k], "kernel": kv, "difference": None if kv is None else ours[k] - kv}
+            blind = lru_gen and k in LRU_KEYS
+            row["compare"][k] = {"pmaps": ours[k], "kernel": kv,
+                                 "difference": None if kv is None or blind else ours[k] - kv}
         if mapped is not None:
             row["mapped_here"] = mapped.here.get(path, 0) * PAGE_SIZE
             row["mapped_elsewhere"] = mapped.elsewhere.get(path, 0) * PAGE_SIZE
@@ -313,3 +311,22 @@ def group_charges(scan: SystemScan, kcgroup: np.ndarray, names: dict[int, str]) 
     res.total = {"charged": int(new_pfn.sum()), "mapped_elsewhere": int((new_pfn & ~at_home).sum()),
                  "mapped_from_others": len(np.unique(upfn[away]))}
     return res
+
+
+# -- pmaps cgroups --sort ---------------------------------------------------------------------------
+
+# --sort names -> row keys; sizes sort largest first, the path A to Z.
+SORT_KEYS = {"charged": "charged", "anon": "anon", "file": "file", "shmem": "shmem", "kernel": "kernel_pages",
+             "mapped": "mapped_file", "thp": "anon_thp", "dirty": "dirty", "writeback": "writeback",
+             **{k: k for k in LRU_KEYS}, "unevictable": "unevictable", "here": "mapped_here",
+             "elsewhere": "mapped_elsewhere", "from_others": "mapped_from_others", "not_mapped": "not_mapped",
+             "path": "path"}
+NEEDS_SCAN = ("here", "elsewhere", "from_others", "not_mapped")
+
+
+def sort_rows(rows: list[dict[str, Any]], by: str = "charged") -> list[dict[str, Any]]:
+    """Rows by one --sort field (SORT_KEYS): sizes descending, ties and `path` by path ascending."""
+    key = SORT_KEYS[by]
+    if key == "path":
+        return sorted(rows, key=lambda r: r["path"])
+    return sorted(rows, key=lambda r: (-(r.get(key) or 0), r["path"]))

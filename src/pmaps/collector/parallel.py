@@ -29,3 +29,28 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, ahead: i
         finally:
             for f in window:
                 f.cancel()
+
+
+def background(fn: Callable[[], R]) -> Callable[[], R]:
+    """Start fn() on a thread now; the returned callable waits for its result (or re-raises)."""
+    import threading
+
+    box: list[R] = []
+    errs: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            box.append(fn())
+        except BaseException as e:  # re-raised by the caller
+            errs.append(e)
+
+    t = threading.Thread(target=work, name="pmaps-background", daemon=True)
+    t.start()
+
+    def result() -> R:
+        t.join()
+        if errs:
+            raise errs[0]
+        return box[0]
+
+    return result

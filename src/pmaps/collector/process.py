@@ -18,7 +18,7 @@ from ..kernel import pagemap as pmb
 from ..kernel import procfs
 from ..kernel.idle import IdleBitmap
 from ..kernel.kpage import KPF_ABI_MASK, PfnReader, kpf_mask, lookup_cgroup
-from ..kernel.maps import PAGE_SHIFT, Vma, VmaTable, decode_table, read_table
+from ..kernel.maps import PAGE_SHIFT, Vma, VmaTable, decode_table, read_file_vmas, read_table
 from ..kernel.pagemap import (
     CAT_HUGE,
     CAT_SHMEM_SWAP,
@@ -62,6 +62,7 @@ class Options:
     chunk_pages: int = CHUNK_PAGES
     include_self: bool = False  # keep pmaps' own mappings in map counts (the raw kernel view)
     cgroup: bool = False  # kpagecgroup: the memory cgroup each page is charged to
+    file_vmas: bool = False  # only the VMAs with an inode or shared (collector.mapped): no maps lines
 
     @classmethod
     def fields(cls, name: str, scan: bool | None = None) -> Options:
@@ -110,7 +111,8 @@ class Process:
         caps = self.caps = self.caps or capsmod.probe()
         self.start_time = read_start_time(pid)
         self.comm = read_comm(pid)
-        self.table = read_table(pid)
+        # file_vmas: only the VMAs of files and shared memory (pmaps cgroups' mapped-by join)
+        self.table = VmaTable.of_vmas(read_file_vmas(pid)) if opts.file_vmas else read_table(pid)
         self._fd = procfs.open_pagemap(pid)
         self.check_identity()  # the same start time after the reads: they were all of this process
         want_scan = opts.scan
@@ -271,6 +273,11 @@ class Process:
         return out[np.argsort(out[:, 0], kind="stable")]
 
     # -- reading -------------------------------------------------------------------------
+    def entries(self, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """Raw pagemap entries of sorted, disjoint [start, end) page runs, in order."""
+        assert self._fd is not None
+        return read_runs(self._fd, self.pid, starts, ends)
+
     def _pages(self, regs: np.ndarray) -> Pages:
         starts, ends, cats = regs[:, 0], regs[:, 1], regs[:, 2]
         lens = (ends - starts).astype(np.int64)

@@ -148,8 +148,10 @@ def load_or_scan(args: argparse.Namespace, user_of: Callable[[int], str]) -> Sys
         return scanfile.load(args.load_scan)
     scan = scan_from_args(args, user_of)
     if args.save_scan:
+        from ..collector.charges import attach_cgroups
         from ..store import scan as scanfile
 
+        attach_cgroups(scan)  # kept in the file when it can be read: --group-by cgroup of a loaded scan
         scanfile.save(scan, args.save_scan, force=args.force)
     return scan
 

@@ -107,40 +107,28 @@ CHARGE_NOTE = ("# CHARGED: pages the scanned processes map that are charged to t
                "charged to another cgroup")
 
 
+NO_SAVED_CGROUPS = "this saved scan has no kpagecgroup (saved without root, or by an older pmaps)"
+
+
 def _with_charges(scan: SystemScan, rows: list[S.Row], total: dict[str, int | None],
                   loaded: bool) -> tuple[list[S.Row], dict[str, int | None], list[str]]:
     """--group-by cgroup: the pages of the scan looked up in kpagecgroup (the reader of `pmaps PID
     --cgroup` and `pmaps cgroups`), added as CHARGE_COLS, with a row for every cgroup charged for
     a mapped page even if none of its processes was scanned."""
-    import numpy as np
-
     from ..analysis.cgroups import CHARGE_KEYS, group_charges
-    from ..kernel import pagemap as pmb
-    from ..kernel.cgroup import find_memory_hierarchy, memcg_dirs
-    from ..kernel.kpage import lookup_cgroup
+    from ..collector.charges import attach_cgroups
     from ..numeric import PAGE_SIZE
 
-    why = None
-    h = find_memory_hierarchy()
-    cg = None
     if loaded:
-        why = "a saved scan has no kpagecgroup"
-    elif not scan.known.pfn:
-        why = "needs root (PFNs and /proc/kpagecgroup)"
-    elif h is None:
-        why = "no memory cgroup controller here"
+        why = None if scan.memcgs is not None else NO_SAVED_CGROUPS
     else:
-        pres = pmb.present(scan.pages.pm)
-        cg = lookup_cgroup(scan.pages.pfn[pres])
-        if cg is None:
-            why = "/proc/kpagecgroup cannot be read"
-    if cg is None or h is None:
+        why = attach_cgroups(scan)
+    kc, names = scan.pages.kcgroup, scan.memcgs
+    if why is not None or kc is None or names is None:
         for r in rows:
             r.fig.update(dict.fromkeys(CHARGE_KEYS))
         return rows, {**total, **dict.fromkeys(CHARGE_KEYS)}, [f"# CHARGED, ELSEWHERE, FROM_OTHERS unknown: {why}"]
-    kc = np.zeros(len(scan.pages), dtype=np.uint64)
-    kc[pres] = cg
-    ch = group_charges(scan, kc, memcg_dirs(h))
+    ch = group_charges(scan, kc, names)
     have = {str(r.key["cgroup"]) for r in rows}
     zero = dict.fromkeys(S.FIGURES, 0)
     rows = rows + [S.Row({"cgroup": p}, dict(zero), 0) for p in sorted(set(ch.charged) - have)]

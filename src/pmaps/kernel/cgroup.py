@@ -88,3 +88,27 @@ def read_usage(h: MemHierarchy, path: str) -> int | None:
             return int(f.read().strip())
     except (OSError, ValueError):
         return None
+
+
+LRU_GEN = "/sys/kernel/mm/lru_gen/enabled"
+
+
+def decode_lru_gen(data: bytes) -> bool:
+    """Whether the multi-gen LRU is on: lru_gen/enabled prints a hex mask, bit 0 the feature
+    itself (Documentation/admin-guide/mm/multigen_lru.rst). Pure."""
+    try:
+        return bool(int(data.strip() or b"0", 16) & 1)
+    except ValueError:
+        return False
+
+
+def lru_gen_enabled(path: str = LRU_GEN) -> bool:
+    """The multi-gen LRU is on (absent file: the kernel has none, or CONFIG_LRU_GEN is off). With it,
+    a folio on the LRU has its generation in its flags and PG_active cleared (mm/vmscan.c
+    lru_gen_add_folio), while memory.stat's active_* count the two youngest generations
+    (include/linux/mm_inline.h lru_gen_is_active): kpageflags' ACTIVE cannot tell them."""
+    try:
+        with open(path, "rb") as f:
+            return decode_lru_gen(f.read())
+    except OSError:
+        return False

@@ -309,11 +309,34 @@ def lookup_cgroup(pfns: np.ndarray) -> np.ndarray | None:
         procfs.close(fd)
 
 
-def iter_kpageflags_cgroup(chunk: int = PHYS_CHUNK) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """(first PFN, kpageflags, kpagecgroup) chunks over all of physical memory: one pass over
-    both files, the kpagecgroup read of a chunk on a helper thread while this one reads its
-    kpageflags (the kernel's per-PFN work dominates; pread releases the GIL). AccessDenied
-    without root or without kpagecgroup."""
+# PFNs per kpagecgroup read of the whole-memory pass: small enough that the first read (not
+# overlapped with anything) is short, large enough that calls cost nothing.
+CGROUP_CHUNK = 1 << 18
+
+
+def charged_spans(cg: np.ndarray, gap: int = PFNS_PER_CALL) -> tuple[np.ndarray, np.ndarray]:
+    """[start, end) index spans that cover the nonzero entries of `cg`, spans less than `gap`
+    apart joined (a read call costs about as much as `gap` PFNs). Pure."""
+    nz = np.empty(len(cg) + 2, dtype=np.int8)
+    nz[0] = nz[-1] = 0
+    np.not_equal(cg, 0, out=nz[1:-1], casting="unsafe")
+    edges = np.flatnonzero(np.diff(nz))
+    starts, ends = edges[0::2], edges[1::2]
+    if len(starts) > 1:
+        keep = np.r_[True, (starts[1:] - ends[:-1]) >= gap]
+        starts, ends = starts[keep], np.r_[ends[:-1][keep[1:]], ends[-1:]]
+    return starts, ends
+
+
+def iter_kpageflags_cgroup(chunk: int = CGROUP_CHUNK) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(first PFN, kpageflags, kpagecgroup) chunks over all of physical memory, where kpageflags
+    is read only for the PFNs charged to some memcg (kpagecgroup != 0) and is 0 elsewhere.
+
+    kpagecgroup is read whole, a chunk ahead on a helper thread, while this thread reads the
+    chunk before's kpageflags in the few spans its charged pages make (charged_spans). Free
+    and uncharged pages (half of a quiet machine) cost no kpageflags read: the pass costs
+    about kpagecgroup's full read plus half of kpageflags', overlapped (the kernel's per-PFN
+    work dominates; pread releases the GIL). AccessDenied without root or without kpagecgroup."""
     cfd = procfs.open_kpage("kpagecgroup")
     if cfd is None:
         raise AccessDenied(f"permission denied: {KPAGECGROUP} (needs root (CAP_SYS_ADMIN) and CONFIG_MEMCG)",
@@ -323,33 +346,47 @@ def iter_kpageflags_cgroup(chunk: int = PHYS_CHUNK) -> Iterator[tuple[int, np.nd
         procfs.close(cfd)
         raise AccessDenied(f"permission denied: {KPAGEFLAGS} (needs root (CAP_SYS_ADMIN))", path=KPAGEFLAGS)
 
-    def read(fd: int, path: str, pfn: int, out: list[np.ndarray]) -> None:
+    def read_cg(pfn: int, out: list[np.ndarray]) -> None:
         buf = np.zeros(chunk, dtype="<u8")
         try:
-            got = procfs.pread_into(fd, buf.data.cast("B"), pfn * 8, 0, path) // 8
+            got = procfs.pread_into(cfd, buf.data.cast("B"), pfn * 8, 0, KPAGECGROUP) // 8
             out.append(buf[:got])
         except BaseException as e:  # re-raised by the caller
             out.append(np.zeros(0, dtype="<u8"))
             errs.append(e)
 
+    def start(pfn: int) -> tuple[threading.Thread, list[np.ndarray]]:
+        out: list[np.ndarray] = []
+        t = threading.Thread(target=read_cg, args=(pfn, out), daemon=True)
+        t.start()
+        return t, out
+
     errs: list[BaseException] = []
+    pending: tuple[threading.Thread, list[np.ndarray]] | None = None
     try:
         pfn = 0
-        while True:
-            cg: list[np.ndarray] = []
-            fl: list[np.ndarray] = []
-            t = threading.Thread(target=read, args=(cfd, KPAGECGROUP, pfn, cg), daemon=True)
-            t.start()
-            read(ffd, KPAGEFLAGS, pfn, fl)
+        pending = start(pfn)
+        while pending is not None:
+            t, out = pending
             t.join()
+            pending = None
             if errs:
                 raise errs[0]
-            n = min(len(fl[0]), len(cg[0]))  # both end at max_pfn (fs/proc/page.c)
+            cg = out[0]
+            n = len(cg)  # short at max_pfn (fs/proc/page.c): the last chunk
+            if n == chunk:
+                pending = start(pfn + n)
+            flags = np.zeros(n, dtype="<u8")
+            mv = flags.data.cast("B")
+            s, e = charged_spans(cg)
+            procfs.pread_many(ffd, [(int(a + pfn) * 8, mv[int(a) * 8 : int(b) * 8])
+                                    for a, b in zip(s.tolist(), e.tolist())], KPAGEFLAGS)
+            flags[cg == 0] = 0  # read through short gaps: keep the contract
             if n:
-                yield pfn, fl[0][:n], cg[0][:n]
-            if n < chunk:
-                return
+                yield pfn, flags, cg
             pfn += n
     finally:
+        if pending is not None:
+            pending[0].join()
         procfs.close(cfd)
         procfs.close(ffd)

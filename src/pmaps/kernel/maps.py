@@ -109,6 +109,25 @@ def read_table(pid: int, *, started: bool = False) -> VmaTable:
     return table
 
 
+# A VMA that can hold file or shmem pages: an inode, or shared (the fourth perms letter "s").
+_FILE_LINE = re.compile(r"^[0-9a-f]+-[0-9a-f]+ (?:\S{3}s \S+ \S+ \d+|\S{4} \S+ \S+ [1-9]\d*)(?: .*)?$", re.M)
+
+
+def decode_file_vmas(data: bytes) -> list[Vma]:
+    """The VMAs of a maps file that have an inode or are shared, in address order: the others
+    are skipped before they are decoded (a process of 65,000 anonymous VMAs costs one regex pass)."""
+    text = data.decode("utf-8", "surrogateescape")
+    return decode_maps("\n".join(_FILE_LINE.findall(text)).encode("utf-8", "surrogateescape"))
+
+
+def read_file_vmas(pid: int, *, started: bool = False) -> list[Vma]:
+    """decode_file_vmas of the process's maps now (errors as read_maps)."""
+    data = procfs.read_file(pid, "maps", started=started)
+    if not data.strip():
+        _checked(pid, [], started)
+    return decode_file_vmas(data)
+
+
 def read_maps(pid: int, *, started: bool = False) -> list[Vma]:
     """The process's VMAs now. A kernel thread or a zombie has no mm: maps reads empty (proc.rst),
     which becomes KernelThread, ZombieProcess or ProcessGone here."""

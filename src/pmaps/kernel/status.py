@@ -60,6 +60,12 @@ def read_ident(pid: int) -> Ident:
 def read_ident_rss(pid: int) -> tuple[Ident, int]:
     """read_ident, and VmRSS in bytes from the same status read (0 for a process without an mm).
     status takes no mmap_lock: its RSS comes from the mm's counters (fs/proc/task_mmu.c task_mem)."""
+    ident, fields = read_ident_status(pid)
+    return ident, fields.get("VmRSS", 0)
+
+
+def read_ident_status(pid: int) -> tuple[Ident, dict[str, int]]:
+    """read_ident, and the status "kB" fields in bytes (decode_status) from the same read."""
     comm = read_comm(pid)
     status = procfs.read_file(pid, "status")
     uid = decode_status_uid(status)
@@ -67,7 +73,7 @@ def read_ident_rss(pid: int) -> tuple[Ident, int]:
         cg = decode_cgroup(procfs.read_file(pid, "cgroup"))
     except AccessDenied:
         cg = "?"
-    return Ident(pid, comm, uid, cg), decode_status(status).get("VmRSS", 0)
+    return Ident(pid, comm, uid, cg), decode_status(status)
 
 
 def decode_status(data: bytes) -> dict[str, int]:

@@ -71,3 +71,6 @@ class SystemScan:
     rollups: list[RollupRec] = field(default_factory=list)
     observed: Pages | None = None
     observed_mine: np.ndarray | None = None
+    # kpagecgroup's inodes -> memory cgroup paths when pages.kcgroup was read (collector.charges),
+    # kept with it in a saved scan so that a loaded one can still be grouped by charge.
+    memcgs: dict[int, str] | None = None

@@ -19,9 +19,18 @@ COLS: tuple[tuple[str, str, str], ...] = (
     ("D_SHMEM", "diff", "shmem"), ("MAPPED", "compare", "mapped_file"), ("D_MAPPED", "diff", "mapped_file"),
     ("KERNEL", "kernel_pages", ""), ("ELSEWHERE", "mapped_elsewhere", ""), ("FROM_OTHERS", "mapped_from_others", ""),
 )
+# --lru: the kernel's LRU lists instead of the kinds
+LRU_COLS: tuple[tuple[str, str, str], ...] = (
+    ("CHARGED", "charged", ""), ("ACT_ANON", "compare", "active_anon"), ("D_ACT_ANON", "diff", "active_anon"),
+    ("INACT_ANON", "compare", "inactive_anon"), ("D_INACT_ANON", "diff", "inactive_anon"),
+    ("ACT_FILE", "compare", "active_file"), ("D_ACT_FILE", "diff", "active_file"),
+    ("INACT_FILE", "compare", "inactive_file"), ("D_INACT_FILE", "diff", "inactive_file"),
+    ("UNEVICT", "compare", "unevictable"), ("D_UNEVICT", "diff", "unevictable"),
+)
 CSV_KEYS = ("path", "charged", "anon", "file", "shmem", "kernel_pages", "swapbacked", "anon_thp", "dirty", "writeback",
             "active", "inactive", "unevictable", "mapped_file", "mapped_here", "mapped_elsewhere",
-            "mapped_from_others", "not_mapped")
+            "mapped_from_others", "not_mapped", "active_anon", "inactive_anon", "active_file", "inactive_file",
+            "file_dirty")
 
 
 def _signed(v: int | None, unit: str) -> str:
@@ -39,14 +48,16 @@ class CgroupsView(View):
     page_size: int = 4096
     schema: str = SCHEMA
     notes: list[str] = field(default_factory=list)
+    lru: bool = False  # text: LRU_COLS instead of COLS
 
     def text(self, out: TextIO, unit: str) -> None:
         suffix = unit_header(unit)
-        header = [h + suffix for h, _, _ in COLS] + ["CGROUP"]
+        cols = LRU_COLS if self.lru else COLS
+        header = [h + suffix for h, _, _ in cols] + ["CGROUP"]
         body = []
         for r in self.rows:
             cells = []
-            for _, key, sub in COLS:
+            for _, key, sub in cols:
                 if key == "compare":
                     cells.append(fmt_bytes(r["compare"][sub]["pmaps"], unit))
                 elif key == "diff":

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..model import Known, SystemScan
+from ..model.mapped import MappedScan
 
 
 def missing_notes(known: Known, pfn: bool = False) -> list[str]:
@@ -24,7 +25,7 @@ def _pids(pids: list[int]) -> str:
     return ",".join(map(str, pids[:5])) + (",..." if len(pids) > 5 else "")
 
 
-def skipped_line(scan: SystemScan) -> str | None:
+def skipped_line(scan: SystemScan | MappedScan) -> str | None:
     """The one line about processes that are not in a scan's figures, or None."""
     parts = []
     sk = scan.skipped

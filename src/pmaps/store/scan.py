@@ -33,7 +33,11 @@ def dumps(scan: SystemScan) -> bytes:
         "procs": [{"pid": p.ident.pid, "comm": p.ident.comm, "uid": p.ident.uid, "cgroup": p.ident.cgroup,
                    "lo": p.lo, "hi": p.hi, "vmas": encode_vmas(p.vmas)} for p in scan.procs],
     }
-    return pack_npz(meta, {k: getattr(scan.pages, k) for k in ("vpn", "pm", "cat", "kflags", "kcount")})
+    cols = ["vpn", "pm", "cat", "kflags", "kcount"]
+    if scan.memcgs is not None and scan.pages.kcgroup is not None:
+        meta["memcgs"] = {str(k): v for k, v in scan.memcgs.items()}
+        cols.append("kcgroup")
+    return pack_npz(meta, {k: getattr(scan.pages, k) for k in cols})
 
 
 def loads(data: bytes, name: str = "<bytes>") -> SystemScan:
@@ -41,6 +45,13 @@ def loads(data: bytes, name: str = "<bytes>") -> SystemScan:
         meta, cols = unpack_npz(data, SCHEMA)
         pages = Pages(cols["vpn"].astype(U64), cols["pm"].astype(U64), cols["cat"].astype(np.uint16),
                       cols.get("kflags"), cols.get("kcount"))
+        memcgs = None
+        if "memcgs" in meta:  # with its kcgroup column, or neither (a scan saved without kpagecgroup)
+            if "kcgroup" not in cols or not isinstance(meta["memcgs"], dict):
+                raise ValueError("memory cgroup names without their kcgroup column")
+            memcgs = {as_int(int(k), "memcg inode", 0, 1 << 64): as_str(v, "memcg path")
+                      for k, v in meta["memcgs"].items()}
+            pages.kcgroup = cols["kcgroup"].astype(U64)
         procs = []
         for p in meta["procs"]:
             vmas = decode_vmas(p["vmas"])
@@ -55,7 +66,7 @@ def loads(data: bytes, name: str = "<bytes>") -> SystemScan:
             procs.append(ProcRec(ident, vmas, lo, hi, vlo.astype(np.int64), vhi.astype(np.int64)))
         return SystemScan(procs, pages, decode_known(meta["known"]), meta["skipped"], meta["meminfo"],
                           complete=bool(meta["complete"]), time=as_float(meta["time"], "time"),
-                          self_pss=int(meta.get("self_pss", 0)))
+                          self_pss=int(meta.get("self_pss", 0)), memcgs=memcgs)
     except DECODE_ERRORS as err:
         raise BadSnapshot(f"{name}: corrupt system scan, or not a pmaps scan file ({reason(err)})", path=name) from err
 
