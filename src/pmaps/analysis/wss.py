@@ -248,7 +248,7 @@ def measure(pid: int, method: str = "auto", interval: float = 1.0, cycles: int =
                     clear_refs(pid, CLEAR_REFERENCED)
                 if tried is None:
                     time.sleep(window)
-                proc.refresh_table()
+                proc.refresh_vmas()
                 after = proc.snapshot()
                 idle = None
                 ref = None
