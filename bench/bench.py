@@ -16,10 +16,18 @@ Commands on each target, in the same interleaved run (one run of each per round,
 rotated every round; round 0 is a dropped warm-up): `cat /proc/PID/smaps` (the kernel's own
 walk), `pmaps PID`, `pmaps --format json PID`, `pmaps --summary PID`, `pmaps --flags=all PID`
 and bench/lean_reader.py (a plain numpy reader written as a reference: pagemap per VMA,
-kpageflags and kpagecount per run of PFNs). The table shows the median and minimum wall time,
+kpageflags and kpagecount per run of PFNs). On the many-VMAs target also the periodic commands:
+`pmaps watch --count 1` and `--count 2` (plain frames to /dev/null), `pmaps record --count 1` and
+`--count 3` (into a new temporary directory, removed after each run), both at `--interval 0.01`
+(each sample starts when the last one is written: watch may still sleep a little, as it stretches
+its interval to 1.5x a sample's cost), and `pmaps wss --interval 0.01` (one cycle: two reads of
+the pages, and smaps' Referenced with the clear_refs method); the marginal cost of one more
+sample (count 2 minus count 1; count 3 minus count 1, halved) is shown against cat smaps. The table shows the median and minimum wall time,
 stdout going to /dev/null, the peak RSS (ru_maxrss from wait4) and the ratios to cat smaps and to
 the lean reader in the same run. Then start-up alone: `python -c pass`, numpy's import,
-`pmaps --version`, `pmaps --legend`.
+`pmaps --version`, `pmaps --legend`. pmaps' modules are byte-compiled first (compileall), as an
+installed pmaps has them: with PYTHONDONTWRITEBYTECODE set, each run would otherwise compile
+them again (~35 ms).
 
 --pmaps CMD replaces the default `python -m pmaps` prefix.  In CMD, `{pid}` is replaced by the
 target's pid and `{args}` by the command's extra arguments (e.g. `--format json`); without
@@ -31,6 +39,7 @@ runs without the extra arguments.  Example, to check the harness itself:
 from __future__ import annotations
 
 import argparse
+import compileall
 import importlib.metadata
 import importlib.util
 import json
@@ -236,14 +245,39 @@ PMAPS_VARIANTS: list[tuple[str, list[str]]] = [
     ("pmaps --summary", ["--summary"]),
     ("pmaps --flags=all", ["--flags=all"]),
 ]
+# The periodic commands, on the many-VMAs target: {dir} is a new directory for each run.
+PERIODIC_VARIANTS: list[tuple[str, list[str]]] = [
+    ("watch --count 1", ["watch", "--count", "1", "--interval", "0.01"]),
+    ("watch --count 2", ["watch", "--count", "2", "--interval", "0.01"]),
+    ("record --count 1", ["record", "-q", "-o", "{dir}", "--count", "1", "--interval", "0.01"]),
+    ("record --count 3", ["record", "-q", "-o", "{dir}", "--count", "3", "--interval", "0.01"]),
+    ("wss --interval 0.01", ["wss", "--interval", "0.01"]),
+]
+# One more sample, as the difference of two commands' medians: (label, more, fewer, samples between).
+MARGINAL = [("watch: one more sample and frame", "watch --count 2", "watch --count 1", 1),
+            ("record: one more sample written", "record --count 3", "record --count 1", 2)]
 LEAN = str(Path(__file__).resolve().parent / "lean_reader.py")
 
 
-def commands_for(template: list[str], pid: int, lean: bool = True) -> list[Command]:
+def in_new_dir(argv: list[str]) -> list[str]:
+    """argv run by sh with {dir} a new temporary directory, removed afterwards (record wants a
+    new or empty one each run); the exit code is argv's."""
+    if not any("{dir}" in a for a in argv):
+        return argv
+    cmd = shlex.join(a.replace("{dir}", "PMAPS_BENCH_DIR") for a in argv).replace("PMAPS_BENCH_DIR", '"$d"')
+    return ["sh", "-c", f'd=$(mktemp -d) || exit 1; {cmd}; rc=$?; rm -rf "$d"; exit $rc']
+
+
+def commands_for(template: list[str], pid: int, lean: bool = True, periodic: bool = False) -> list[Command]:
     out = [Command("cat smaps", ["cat", f"/proc/{pid}/smaps"])]
     for label, extra in PMAPS_VARIANTS:
         argv, note = expand(template, pid, extra)
         out.append(Command(label, argv, note))
+    if periodic:
+        for label, extra in PERIODIC_VARIANTS:
+            # The subcommand and its options, then the pid (watch/record/wss take it last or first alike).
+            argv, note = expand(template, pid, extra)
+            out.append(Command(f"pmaps {label}", in_new_dir(argv), note))
     if lean:
         out.append(Command("lean reader", [sys.executable, LEAN, str(pid)]))
     return out
@@ -354,6 +388,15 @@ def pmaps_env(template: list[str] | None) -> dict[str, str]:
                 "install it (pip install -e .) or pass --pmaps CMD"
             )
     return env
+
+
+def compile_pmaps(env: dict[str, str]) -> None:
+    """Byte-compile the pmaps the commands import, as an installed one is: with
+    PYTHONDONTWRITEBYTECODE set (or a read-only tree) each run would compile it again."""
+    probe = [sys.executable, "-c", "import os, pmaps; print(os.path.dirname(pmaps.__file__))"]
+    pkg = subprocess.run(probe, env=env, capture_output=True, text=True).stdout.strip()
+    if pkg:
+        compileall.compile_dir(pkg, quiet=1)
 
 
 def _first_line(path: str) -> str:
@@ -505,6 +548,8 @@ def main(argv: list[str] | None = None) -> int:
 def _main(args: argparse.Namespace) -> int:
     template = shlex.split(args.pmaps) if args.pmaps else None
     env = pmaps_env(template)
+    if template is None:
+        compile_pmaps(env)
     prefix = template or [sys.executable, "-m", "pmaps"]
     signal.signal(signal.SIGTERM, _interrupt)
 
@@ -535,7 +580,7 @@ def _main(args: argparse.Namespace) -> int:
             )
             if "reserve" in regions:
                 reserve_scan_us = reservation_scan_cost(pid, regions["reserve"])
-            cmds = commands_for(prefix, pid, lean=not args.no_lean)
+            cmds = commands_for(prefix, pid, lean=not args.no_lean, periodic=target.vmas > 0)
             print(f"  {target.name}: {len(cmds)} commands x {args.runs + 1} rounds, interleaved",
                   file=sys.stderr, flush=True)
             for cmd, timing in zip(cmds, interleaved(cmds, args.runs, env)):
@@ -554,6 +599,15 @@ def _main(args: argparse.Namespace) -> int:
     print("\n".join(fmt_rows(rows)))
     print("\npeak RSS: ru_maxrss of the command (wait4); `<= N` means below what a spawned `true` reads "
           "(the high-water mark of the small launcher that spawns the commands, which ru_maxrss keeps across exec)")
+    marginal = [(t, *m) for t in dict.fromkeys(t for t, _ in medians) for m in MARGINAL
+                if (t, f"pmaps {m[1]}") in medians and (t, f"pmaps {m[2]}") in medians]
+    if marginal:
+        print("\n## One more sample (difference of the medians above)\n")
+        print("| target | what | seconds | x cat smaps |")
+        print("|---|---|---:|---:|")
+        for t, label, more, fewer, n in marginal:
+            sec = (medians[t, f"pmaps {more}"] - medians[t, f"pmaps {fewer}"]) / n
+            print(f"| {t} | {label} | {sec:.3f} | {sec / medians[t, 'cat smaps']:.2f} |")
     if any(t == "reserve" for t, _ in medians) and any(t == "mixed1" for t, _ in medians):
         print("\n## Cost of a 64 TiB reservation (reserve minus mixed1)\n")
         for label in dict.fromkeys(lbl for t, lbl in medians if t == "reserve"):

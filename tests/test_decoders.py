@@ -10,7 +10,7 @@ from pmaps.kernel import pagemap as pmb
 from pmaps.kernel.kpage import decode_u64, plan_lookup
 from pmaps.kernel.maps import MapsFormatError, Vma, decode_maps, decode_maps_line
 from pmaps.kernel.pagemap import ARG, decode_regions
-from pmaps.kernel.smaps import decode_rollup, decode_smaps
+from pmaps.kernel.smaps import decode_rollup, decode_smaps, decode_smaps_field
 
 MAPS = (
     b"55cc6aa05000-55cc6aa06000 r--p 00000000 fe:00 26723                      /usr/bin/python3.11\n"
@@ -131,6 +131,17 @@ def test_decode_smaps():
                        "Swap": 0, "THPeligible": 0}
     assert rows[1]["AnonHugePages"] == 2 << 20
     assert decode_rollup(SMAPS)["Rss"] == 300 << 10
+
+
+def test_decode_smaps_field():
+    """The two-scan decoder of one field agrees with decode_smaps, also where it falls back to it (a
+    block without the field or without VmFlags)."""
+    whole = SMAPS + b"VmFlags: rd wr mr mw me ac\n"
+    for data in (whole, SMAPS, whole + whole.replace(b"00400000-", b"00500000-", 1)[:60], b"", whole[:40]):
+        for name in ("Size", "Rss", "AnonHugePages", "Referenced"):
+            want = {r["start"]: r.get(name, 0) for r in decode_smaps(data)}
+            assert decode_smaps_field(data, name) == want, (data[-30:], name)
+    assert decode_smaps_field(whole, "Size") == {0x400000: 328 << 10, 0x7F0000000000: 2 << 20}
 
 
 def test_idle_bits():

@@ -32,7 +32,7 @@ def keep_mine(s, mine):
     remap[keep] = np.arange(len(keep))
     vmas = [s.vmas[i]._replace(path="/tmp/f.dat" if s.vmas[i].path.endswith("f.dat") else s.vmas[i].path)
             for i in keep]
-    return replace(s, vmas=vmas, vma=remap[s.vma[sel]].astype(np.int32), vpn=s.vpn[sel], count=s.count[sel],
+    return replace(s, table=vmas, vma=remap[s.vma[sel]].astype(np.int32), vpn=s.vpn[sel], count=s.count[sel],
                    state=s.state[sel], mapcount=s.mapcount[sel], pid=4242, comm="memchild", cost=0.0125)
 
 

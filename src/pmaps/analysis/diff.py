@@ -109,8 +109,8 @@ def _lookup(s: Sample, x: np.ndarray, mask: U64, counts: bool) -> tuple[np.ndarr
     return st, mc.astype(np.int64)
 
 
-def _vma_bounds(vmas: list[Vma]) -> np.ndarray:
-    return np.array([[v.start >> PAGE_SHIFT, v.end >> PAGE_SHIFT] for v in vmas], dtype=U64).reshape(-1, 2)
+def _vma_bounds(s: Sample) -> np.ndarray:
+    return np.stack([s.table.start_page, s.table.end_page], axis=1).astype(U64).reshape(-1, 2)
 
 
 def diff_samples(a: Sample, b: Sample, *, a_label: str = "A", b_label: str = "B", all_flags: bool = False) -> Diff:
@@ -121,7 +121,7 @@ def diff_samples(a: Sample, b: Sample, *, a_label: str = "A", b_label: str = "B"
     if not (a.exclusive_known and b.exclusive_known):
         mask &= ~U64(1 << S_EXCLUSIVE)
     counts = a.known.count and b.known.count
-    va, vb = _vma_bounds(a.vmas), _vma_bounds(b.vmas)
+    va, vb = _vma_bounds(a), _vma_bounds(b)
     bnd = np.unique(np.concatenate([a.vpn, a.end, b.vpn, b.end, va.ravel(), vb.ravel()]))
     out = Diff(a_label, b_label, a.time, b.time)
     if len(bnd) < 2:
@@ -147,14 +147,15 @@ def diff_samples(a: Sample, b: Sample, *, a_label: str = "A", b_label: str = "B"
     start, end = x[first], nxt[last]
     sa, sb, ma, mb, key = sa[first], sb[first], ma[first], mb[first], key[first]
     kind = classify(sa, sb, ma, mb)
-    bset = {(v.start, v.end) for v in b.vmas}
-    aset = {(v.start, v.end) for v in a.vmas}
+    # Whether each VMA of one side is also in the other (same start and end): "both", else new/gone.
+    b_in_a, a_in_b = a.table.find(b.table) >= 0, b.table.find(a.table) >= 0
     cuts = np.flatnonzero(np.diff(key)) + 1
     for grp in np.split(np.arange(len(key)), cuts):
         k = int(key[grp[0]])
-        vma = b.vmas[k] if k < len(vb) else a.vmas[k - len(vb)]
-        status = "both" if (vma.start, vma.end) in aset and (vma.start, vma.end) in bset else (
-            "new" if k < len(vb) else "gone")
+        if k < len(vb):
+            vma, status = b.table.vma(k), "both" if b_in_a[k] else "new"
+        else:
+            vma, status = a.table.vma(k - len(vb)), "both" if a_in_b[k - len(vb)] else "gone"
         out.vmas.append(VmaDiff(vma, status, start[grp] << U64(PAGE_SHIFT), (end[grp] - start[grp]).astype(np.int64),
                                 sa[grp], sb[grp], ma[grp], mb[grp], kind[grp]))
     return out

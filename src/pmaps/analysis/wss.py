@@ -31,7 +31,7 @@ from ..kernel.clear_refs import CLEAR_REFERENCED, clear_refs
 from ..kernel.idle import IdleBitmap
 from ..kernel.kpage import KPF
 from ..kernel.maps import PAGE_SHIFT, Vma
-from ..kernel.smaps import read_smaps
+from ..kernel.smaps import read_smaps_field
 from ..model import Pages
 from ..numeric import PAGE_SIZE, consecutive_runs
 
@@ -259,7 +259,7 @@ def measure(pid: int, method: str = "auto", interval: float = 1.0, cycles: int =
                     pres = after.pages.present
                     idle[pres] = bitmap.read_idle(after.pages.pfn[pres])
                 else:
-                    ref = {r["start"]: r.get("Referenced", 0) for r in read_smaps(pid, started=True)}
+                    ref = read_smaps_field(pid, "Referenced", started=True)
                 acc = located(before.pages, after.pages, idle=idle)
                 # Resident as smaps counts it: the zero page is not (vm_normal_page() is NULL for it).
                 pres = after.pages.present & ~after.pages.zero(after.known)

@@ -151,6 +151,10 @@ class Process:
         return self._known
 
     def refresh_vmas(self) -> list[Vma]:
+        """refresh_table, as Vma objects."""
+        return self.refresh_table().vmas
+
+    def refresh_table(self) -> VmaTable:
         """VMAs change between samples: re-read maps (the pagemap fd stays open).
 
         A maps read is several page-sized reads, and the VMA tree may change between them: a
@@ -159,14 +163,16 @@ class Process:
         reads agree (at most MAPS_TRIES); a target that changes faster than that gets its last
         well-formed read. The sample's checks before it is stored catch what still slips by.
         """
-        # Compared as bytes, decoded once: a maps of 65,000 VMAs costs 0.1 s to decode.
+        # Compared as bytes, decoded once: a maps of 65,000 VMAs costs 0.1 s to decode. A read equal
+        # to the one the table was decoded from keeps the table (the same object: a sample's
+        # consumers skip work for VMAs that did not change).
         good: bytes | None = None
         last: VmaTable | None = None
         for _ in range(MAPS_TRIES):
             raw = procfs.read_file(self.pid, "maps", started=True)
             if raw == good:
                 break
-            cur = decode_table(raw)
+            cur = self.table if raw == self.table.source else decode_table(raw)
             if not len(cur):
                 raise procfs.gone_error(self.pid, procfs.proc_path(self.pid, "maps"), started=True)
             last = cur
@@ -175,7 +181,7 @@ class Process:
         if good is None and last is not None:
             # Never well formed: its last read (the sample's checks catch the rest).
             self.table = last
-        return self.vmas
+        return self.table
 
     def check_identity(self) -> None:
         """PidReused when the PID now names another process (its start time changed), the

@@ -35,7 +35,7 @@ def _take_sample(proc: Process, with_pfn: bool, seq: int) -> Sample:
     # The same start time before and after: every read between was of this process, not of
     # one that was given its PID after it exited (checked even when only pagemap is read).
     proc.check_identity()
-    proc.refresh_vmas()
+    proc.refresh_table()
     if not (proc.opts.flags or proc.opts.counts) and proc.scanning and not with_pfn:
         s = _scan_sample(proc, seq, t0)
         proc.check_identity()
@@ -48,7 +48,7 @@ def _take_sample(proc: Process, with_pfn: bool, seq: int) -> Sample:
             rs.append(r)
             gs.append(g)
     known = proc.known  # may have changed (PFNs found hidden mid-scan)
-    return Sample.of_ranges(proc.pid, proc.comm, proc.vmas, known, list(zip(gs, rs)), with_pfn and known.pfn, seq,
+    return Sample.of_ranges(proc.pid, proc.comm, proc.table, known, list(zip(gs, rs)), with_pfn and known.pfn, seq,
                             time.time(), time.perf_counter() - t0)
 
 
@@ -59,10 +59,9 @@ def _scan_sample(proc: Process, seq: int, t0: float) -> Sample:
     swapped, file, PFN-zero): those are our ranges. What this leaves out, compared with reading
     pagemap entries: the exclusive bit (56) and uffd-wp, which PAGEMAP_SCAN does not report.
     """
-    vm = proc.vmas
-    regs = proc.regions(vm[0].start, vm[-1].end, returns=RETURN_MASK)
-    vs = np.array([v.start for v in vm], dtype=U64)
-    ve = np.array([v.end for v in vm], dtype=U64)
+    vm = proc.table
+    vs, ve = vm.start, vm.end
+    regs = proc.regions(int(vs[0]), int(ve[-1]), returns=RETURN_MASK)
     rs, re_, cat = regs[:, 0], regs[:, 1], regs[:, 2]
     # Regions never cross VMAs (the walk is per VMA), but clip to be safe: one piece per overlap.
     a = np.searchsorted(re_, vs, side="right")

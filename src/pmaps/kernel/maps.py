@@ -161,6 +161,7 @@ class VmaTable:
         self._text = text  # the maps text (ASCII), when decoded from it
         # Per line, offsets in _text: line start, end, perms start, end, dev start, end, path start, inode end.
         self._pos = pos
+        self.source = b""  # the maps read decoded into this table (decode_table), b"" for of_vmas
         if vmas is not None:
             self.__dict__["vmas"] = vmas
 
@@ -205,6 +206,23 @@ class VmaTable:
                    self.inode.tolist(), self.path)
         return [Vma._make(c) for c in cols]
 
+    def find(self, other: VmaTable) -> np.ndarray:
+        """Index in this table of each VMA of `other` with the same start and end (the last such
+        VMA, as a dict keyed by (start, end) would have it), -1 where none: int64, one per VMA of
+        `other`. Vectorised when this table's starts are increasing, as one maps read lists them."""
+        if other is self:
+            return np.arange(len(self), dtype=np.int64)
+        s, e = self.start, self.end
+        if not len(s) or not len(other):
+            return np.full(len(other), -1, dtype=np.int64)
+        if bool((s[1:] > s[:-1]).all()):
+            k = np.minimum(np.searchsorted(s, other.start), len(s) - 1)
+            hit = (s[k] == other.start) & (e[k] == other.end)
+            return np.where(hit, k, -1).astype(np.int64)
+        where = {key: i for i, key in enumerate(zip(s.tolist(), e.tolist()))}
+        keys = zip(other.start.tolist(), other.end.tolist())
+        return np.fromiter((where.get(key, -1) for key in keys), dtype=np.int64, count=len(other))
+
     def vma(self, i: int) -> Vma:
         """VMA i, without making the others."""
         if "vmas" in self.__dict__ or self._pos is None:
@@ -236,11 +254,11 @@ def decode_table(data: bytes) -> VmaTable:
     """A maps read as a VmaTable: vectorised for the kernel's ASCII lines; any other input (a
     non-ASCII path, a line the fast path does not take) goes through decode_maps' own parser,
     which also reports a malformed line (MapsFormatError)."""
-    if data and data.isascii():
-        table = _fast_table(data)
-        if table is not None:
-            return table
-    return VmaTable.of_vmas(_decode_maps(data))
+    table = _fast_table(data) if data and data.isascii() else None
+    if table is None:
+        table = VmaTable.of_vmas(_decode_maps(data))
+    table.source = data
+    return table
 
 
 def _fast_table(data: bytes) -> VmaTable | None:

