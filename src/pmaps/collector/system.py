@@ -63,7 +63,9 @@ class ScanCache:
     its other pages (file, shmem, shared, KSM, zero page) have their kpageflags and kpagecount read
     afresh, as other processes change them. After a migration its pagemap is read again, and a page
     keeps its kpageflags where its entry reads the same. Costs 26 bytes a page kept in memory, up
-    to max_bytes."""
+    to max_bytes. Not caught: another process's GUP on a still process's pages (process_vm_readv,
+    /proc/PID/mem: FOLL_TOUCH marks them accessed) can make one active without any counter moving;
+    its LRU state then shows at the first scan that reads it afresh."""
 
     gate: tuple[tuple[str, int], ...] | None = None
     procs: dict[int, Kept] = field(default_factory=dict)
