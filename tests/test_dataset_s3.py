@@ -108,3 +108,15 @@ def test_s3_errors_are_one_line(s3):
     for argv, code, msg in cases:
         r = pmaps_cmd(*argv, env=env, check=False)
         assert r.returncode == code and r.stderr.count("\n") == 1 and msg in r.stderr, (argv, r.stderr)
+
+
+@pytest.mark.parametrize("root", ["s3://AKIAEXAMPLE:s3cr3tV4lue@bkt/fleet", "s3://bkt/fleet?secret_key=s3cr3tV4lue",
+                                  "gs://bkt/fleet?access_key=s3cr3tV4lue&secret_key=s3cr3tV4lue"])
+@pytest.mark.parametrize("cmd", ["query", "record", "diff"])
+def test_credentials_in_root_are_refused_unechoed(root, cmd):
+    """A secret in ROOT would be printed in messages and headers: refused, without repeating it."""
+    argv = {"query": ("query", root, "SELECT 1"), "record": ("record", str(os.getpid()), "--dataset", root),
+            "diff": ("diff", root)}[cmd]
+    r = pmaps_cmd(*argv, check=False)
+    assert r.returncode != 0 and r.stderr.count("\n") == 1 and "credentials" in r.stderr, r.stderr
+    assert "s3cr3t" not in r.stderr + r.stdout and "Traceback" not in r.stderr

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import time
+import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -122,9 +123,20 @@ def table_bytes(cols: dict[str, Any] | Iterable[dict[str, Any]],
     return bytes(sink.getvalue().to_pybytes())
 
 
+# Query parameters of pyarrow's S3 URLs that carry a secret (pyarrow.fs.S3FileSystem.from_uri).
+SECRET_PARAMS = {"access_key", "secret_key", "session_token"}
+
+
 def filesystem(root: str) -> tuple[Any, str]:
     """(pyarrow FileSystem, path in it) of a dataset root: a local path (or file:// URL), or any
     URL that pyarrow.fs opens (s3://bucket/prefix?endpoint_override=..., gs://...)."""
+    if "://" in root and not root.startswith("file://"):
+        parts = urllib.parse.urlsplit(root)
+        if "@" in parts.netloc or SECRET_PARAMS & set(urllib.parse.parse_qs(parts.query)):
+            # Not echoed: pmaps prints ROOT in messages and diff headers, where a secret would leak.
+            raise PmapsError("a dataset URL with credentials in it is refused (pmaps prints ROOT in its messages): "
+                             "give them in the environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+                             "~/.aws/credentials, GOOGLE_APPLICATION_CREDENTIALS)")
     _, _, pafs = _pyarrow()
     if "://" in root and not root.startswith("file://"):
         try:
