@@ -90,6 +90,7 @@ d = subprocess.Popen(PM + ["diff", str(a.pid), "--wait", "1", "--fields", "pagem
 t = time.monotonic()
 while not has_open(d.pid, f"/proc/{a.pid}/pagemap") and time.monotonic() < t + 30:
     time.sleep(0.01)
+time.sleep(0.3)  # the first sample done (pagemap opens before it is read), well inside --wait 1
 b = swap(a)
 out, err = d.communicate(timeout=60)
 res["diff"] = {"pid": a.pid, "b": b.pid, "rc": d.returncode, "out": out, "err": err}
