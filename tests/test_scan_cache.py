@@ -102,9 +102,9 @@ def test_unchanged_process_is_reused_exactly(monkeypatch):
 
         monkeypatch.setattr(CS, "lookup_pages", counted)
         names = [k for k, _ in gate]
-        for name, entries_read, flags_read in (("pgrefill", False, True),  # aging: kpageflags only
-                                               ("thp_split_page", True, True),  # a split: both
-                                               ("pgmigrate_success", True, False)):  # a move: pagemap
+        for name, entries_read, flags_read, event in (("pgrefill", False, True, "reclaim"),  # kpageflags only
+                                                      ("thp_split_page", True, True, "thp_split"),  # both
+                                                      ("pgmigrate_success", True, False, "migration")):  # pagemap
             if name not in names:
                 continue
             settle(cache, mc.pid)
@@ -127,6 +127,7 @@ def test_unchanged_process_is_reused_exactly(monkeypatch):
             looked = calls[0] if calls else 0
             assert (looked == len(scan.pages)) == flags_read, (name, looked, len(scan.pages))
             assert cache.reused == (0 if entries_read else 1), (name, "reused", cache.reused)
+            assert cache.moved == {e: e == event for e in ("reclaim", "thp_split", "migration")}, cache.moved
             now = CS.scan_system([mc.pid])  # (a migration elsewhere may move a PFN meanwhile: not compared)
             assert np.array_equal(scan.pages.vpn, now.pages.vpn), (name, "vpn")
             still = CS.still_pages(now.pages.pm, now.pages.kflags)  # (others map libpython's pages too)

@@ -73,6 +73,9 @@ class ScanCache:
     reused_pages: int = 0  # pages whose pagemap entry and kpageflags were not read again
     max_bytes: int = 256 << 20  # at most this much kept (the smallest processes first)
     nbytes: int = 0  # kept now
+    # Which kinds of kernel events happened between the last two scans (what stopped reuse):
+    # reclaim (kpageflags read again), thp_split (both read again), migration (pagemap read again).
+    moved: dict[str, bool] = field(default_factory=dict)
 
 
 KEPT_BYTES_PER_PAGE = 8 + 8 + 2 + 8  # vpn, pagemap entry, categories, kpageflags
@@ -105,6 +108,9 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
     if cache is not None and gate is not None and cache.gate is not None:
         (g_ag, g_sp, g_mv), (c_ag, c_sp, c_mv) = split_gate(gate), split_gate(cache.gate)
         flags_same, entries_same = g_ag == c_ag and g_sp == c_sp, g_mv == c_mv and g_sp == c_sp
+        cache.moved = {"reclaim": g_ag != c_ag, "thp_split": g_sp != c_sp, "migration": g_mv != c_mv}
+    elif cache is not None:
+        cache.moved = {}
     opts = Options(flags=False, counts=False, scan=scan)
     me = os.getpid()
     todo = procfs.list_pids() if pids is None else list(pids)

@@ -137,7 +137,8 @@ class Scanner:
         self.scans += 1
         me = {"scan_duration": wall, "scan_cpu": cpu, "scan_interval": self.interval, "last_scan": time.time(),
               "scan_reused_processes": self.cache.reused, "scan_reused_pages": self.cache.reused_pages,
-              "scan_cache": self.cache.nbytes}
+              "scan_cache": self.cache.nbytes,
+              **{f"reuse_blocked:{k}": float(v) for k, v in self.cache.moved.items()}}
         try:
             me["exporter_rss"] = read_rollup(os.getpid()).get("Rss", 0)
         except PmapsError:

@@ -76,6 +76,12 @@ def families(ex: Export | None, me: dict[str, float], skipped_total: dict[str, i
     for name, (help_, unit) in SELF.items():
         if name in me:
             out.append(Family(f"pmaps_{name}{unit}", help_, "gauge", (), [((), float(me[name]))]))
+    blocked = sorted((k.split(":", 1)[1], v) for k, v in me.items() if k.startswith("reuse_blocked:"))
+    if blocked:
+        out.append(Family("pmaps_scan_reuse_blocked", "1 for each kind of kernel event between the last two scans "
+                          "that made it read unchanged processes again: reclaim (kpageflags), thp_split (pagemap "
+                          "and kpageflags), migration (pagemap)", "gauge", ("event",),
+                          [((k,), float(v)) for k, v in blocked]))
     return out
 
 
