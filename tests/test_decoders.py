@@ -257,3 +257,39 @@ def test_decode_status_fields():
     assert decode_status_field(status + b"\nVmSwap:\t4 kB", "VmSwap") == 4096
     with pytest.raises(ValueError):
         decode_status_uid(b"Name:\tx\nGid:\t0\t0\t0\t0\n")
+
+
+def test_unique_sorted_is_np_unique():
+    from pmaps.numeric import unique_sorted
+
+    rng = np.random.default_rng(1)
+    for x in (np.zeros(0, dtype=np.int64), np.array([5]), rng.integers(0, 50, 300),
+              rng.integers(0, 1 << 60, 99, dtype=np.uint64)):
+        assert np.array_equal(unique_sorted(x), np.unique(x)) and unique_sorted(x).dtype == x.dtype
+
+
+def test_ordered_map_orders_raises_and_stops():
+    """Results in order; an error raised in a worker comes out in the caller at its item; stopping
+    early runs no more than `ahead` items past the last one taken."""
+    import threading
+
+    from pmaps.collector.parallel import ordered_map
+
+    assert list(ordered_map(lambda x: x * x, range(50), workers=2, ahead=4)) == [x * x for x in range(50)]
+    assert list(ordered_map(lambda x: x, [], workers=2, ahead=4)) == []
+
+    def boom(x: int) -> int:
+        if x == 7:
+            raise KeyError(x)
+        return x
+
+    got = []
+    with pytest.raises(KeyError):
+        for v in ordered_map(boom, range(20), workers=2, ahead=4):
+            got.append(v)
+    assert got == list(range(7))
+    ran = []
+    gen = ordered_map(lambda x: ran.append(x) or x, range(1000), workers=2, ahead=4)
+    assert [next(gen) for _ in range(3)] == [0, 1, 2]
+    gen.close()
+    assert len(ran) <= 3 + 4 and not any(t.name.startswith("pmaps-read") for t in threading.enumerate())

@@ -21,7 +21,7 @@ from ..kernel import pagemap as pmb
 from ..kernel.kpage import KPF
 from ..kernel.maps import PAGE_SIZE, Vma
 from ..model import Ident, Known, Pages, PageSource, SystemScan
-from ..numeric import run_bounds
+from ..numeric import run_bounds, unique_sorted
 from .footprint import PSS_SHIFT, Facts, Figures, Prefix, figures, finish, vma_columns
 
 U64 = np.uint64
@@ -121,7 +121,7 @@ def page_figures(scan: SystemScan, reps: np.ndarray, keys: tuple[str, ...] = FIG
     edges = [np.array([0, len(pages)], dtype=np.int64)]
     for p in scan.procs:
         edges += [np.array([p.lo, p.hi], dtype=np.int64), p.vma_lo, p.vma_hi]
-    bounds = np.unique(np.concatenate(edges))
+    bounds = unique_sorted(np.concatenate(edges))
     n = len(pages)
     if n < 2:
         figs = figures(facts, keys)
