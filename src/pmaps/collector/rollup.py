@@ -4,9 +4,13 @@ smaps_rollup already adds up every figure top shows by default (Rss, Pss, Privat
 Swap, SwapPss, AnonHugePages, KSM, *_Hugetlb), so for those columns no page needs reading. Two
 corrections keep the rows what the page-level path gives:
 - The observer effect (observer.py): while pmaps runs, its own mappings of libc, ld.so and the
-  interpreter raise the map count of pages it shares with the target. The target's pages of the
-  files pmaps maps (a few hundred per process) are read from its pagemap and the figures of just
-  those pages are recomputed without pmaps (analysis/system.py).
+  interpreter raise the map count of pages it shares with the target. The target's VMAs of the
+  files pmaps maps are found in its maps text (one regex pass) and read from its pagemap; of those
+  pages, the ones pmaps maps too (a thousand or two per process) are kept as indexes of their PFNs
+  among pmaps' own. Their figures depend on the PFN alone (kpageflags, map count), so the engine
+  recomputes them once per PFN with and without pmaps, and each process adds the change of its
+  pages (analysis/system.py). A process whose rollup shows nothing shared maps no page of pmaps'
+  (such a page has a map count of 2 or more): its maps are not read.
 - Processes sharing one mm (CLONE_VM without CLONE_THREAD) each show the whole mm; kcmp(KCMP_VM)
   proves which do, so totals count the mm once.
 The cost of smaps_rollup to the target: the kernel walks every page table under the mmap_lock,
