@@ -223,3 +223,73 @@ def test_decode_file_vmas_keeps_inode_or_shared_lines():
     assert decode_file_vmas(data) == want
     assert [v.path for v in want] == ["/usr/bin/py thon", "/dev/zero (deleted)", ""]
     assert decode_file_vmas(b"") == []
+
+
+ROLLUP = b"""\
+55d0c8a3e000-7ffd5a9f1000 ---p 00000000 00:00 0                          [rollup]
+Rss:               13312 kB
+Pss:                9071 kB
+Shared_Clean:       4352 kB
+Private_Dirty:      8960 kB
+SwapPss:               0 kB
+"""
+
+
+def test_decode_rollup_fast_path_agrees():
+    """The one-findall decoder of smaps_rollup gives decode_smaps' block, also where it falls back
+    (a line that is not a kB field, no trailing newline, nothing); and on this machine's own rollup."""
+    from pathlib import Path
+
+    for data in (ROLLUP, ROLLUP + b"THPeligible:    0\n", ROLLUP[:-1], ROLLUP.replace(b"Pss: ", b"P ss:"), b"",
+                 Path("/proc/self/smaps_rollup").read_bytes()):
+        rows = decode_smaps(data)
+        assert decode_rollup(data) == (rows[0] if rows else {})
+    assert decode_rollup(ROLLUP)["Pss"] == 9071 << 10
+
+
+def test_decode_status_fields():
+    from pmaps.kernel.status import decode_status, decode_status_field, decode_status_uid
+
+    status = b"Name:\tpy\\nVmRSS: x\nUmask:\t0022\nUid:\t1000\t1001\t1000\t1000\nVmRSS:\t  2048 kB\nThreads:\t1"
+    assert decode_status_uid(status) == 1001
+    assert decode_status_field(status, "VmRSS") == decode_status(status)["VmRSS"] == 2 << 20
+    assert decode_status_field(status, "VmSwap") == 0
+    assert decode_status_field(status + b"\nVmSwap:\t4 kB", "VmSwap") == 4096
+    with pytest.raises(ValueError):
+        decode_status_uid(b"Name:\tx\nGid:\t0\t0\t0\t0\n")
+
+
+def test_unique_sorted_is_np_unique():
+    from pmaps.numeric import unique_sorted
+
+    rng = np.random.default_rng(1)
+    for x in (np.zeros(0, dtype=np.int64), np.array([5]), rng.integers(0, 50, 300),
+              rng.integers(0, 1 << 60, 99, dtype=np.uint64)):
+        assert np.array_equal(unique_sorted(x), np.unique(x)) and unique_sorted(x).dtype == x.dtype
+
+
+def test_ordered_map_orders_raises_and_stops():
+    """Results in order; an error raised in a worker comes out in the caller at its item; stopping
+    early runs no more than `ahead` items past the last one taken."""
+    import threading
+
+    from pmaps.collector.parallel import ordered_map
+
+    assert list(ordered_map(lambda x: x * x, range(50), workers=2, ahead=4)) == [x * x for x in range(50)]
+    assert list(ordered_map(lambda x: x, [], workers=2, ahead=4)) == []
+
+    def boom(x: int) -> int:
+        if x == 7:
+            raise KeyError(x)
+        return x
+
+    got = []
+    with pytest.raises(KeyError):
+        for v in ordered_map(boom, range(20), workers=2, ahead=4):
+            got.append(v)
+    assert got == list(range(7))
+    ran = []
+    gen = ordered_map(lambda x: ran.append(x) or x, range(1000), workers=2, ahead=4)
+    assert [next(gen) for _ in range(3)] == [0, 1, 2]
+    gen.close()
+    assert len(ran) <= 3 + 4 and not any(t.name.startswith("pmaps-read") for t in threading.enumerate())

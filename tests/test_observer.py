@@ -103,3 +103,22 @@ def test_subtract_is_exact_on_arrays():
     count = np.array([3, 3, 5, 0, 1], dtype=np.uint64)  # PFN 30: the zero page (kpagecount 0)
     assert obs.subtract(pfn, count).tolist() == [2, 3, 3, 0, 1]
     assert obs.mine(pfn).tolist() == [1, 0, 2, 1, 0]
+
+
+def test_file_ranges_finds_the_lines_of_its_files():
+    """The maps lines of the observer's files (first line included), matched on device and whole inode."""
+    import numpy as np
+
+    from pmaps.collector.observer import Observer
+
+    obs = Observer(np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64),
+                   frozenset({("fe:00", 123), ("fe:00", 45), ("08:01", 7)}))
+    maps = (b"1000-2000 r--p 00000000 fe:00 123                          /usr/bin/python3\n"
+            b"2000-3000 r--p 00000000 fe:00 1234                         /usr/lib/other.so\n"
+            b"3000-4000 r-xp 00001000 fe:00 45                           /usr/lib/libc.so.6\n"
+            b"4000-5000 rw-p 00000000 00:00 0 \n"
+            b"5000-6000 r--p 00000000 08:01 7                            /lib/x.so\n"
+            b"6000-7000 r--p 00000000 08:02 7                            /lib/y.so\n"
+            b"7000-8000 r--p 00000000 fe:00 123                          /usr/bin/python3")
+    assert obs.file_ranges(maps) == [(0x1000, 0x2000), (0x3000, 0x4000), (0x5000, 0x6000), (0x7000, 0x8000)]
+    assert Observer(np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)).file_ranges(maps) == []

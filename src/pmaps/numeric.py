@@ -62,3 +62,15 @@ def arange_runs(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
     offs = seg_offsets(lens).astype(starts.dtype)
     # uint64 arithmetic wraps, and the wrap cancels when the arange is added back
     return np.repeat(starts - offs, lens) + np.arange(total, dtype=starts.dtype)
+
+
+def unique_sorted(x: np.ndarray) -> np.ndarray:
+    """np.unique(x) for a plain array: sorted distinct values. np.unique itself (numpy 2.x) asks
+    np.ma.is_masked of its input, which imports numpy.ma (~7 ms of start-up) the first time."""
+    s = np.sort(x)
+    if len(s) < 2:
+        return s
+    keep = np.empty(len(s), dtype=bool)
+    keep[0] = True
+    np.not_equal(s[1:], s[:-1], out=keep[1:])
+    return s[keep]

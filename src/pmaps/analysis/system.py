@@ -21,7 +21,7 @@ from ..kernel import pagemap as pmb
 from ..kernel.kpage import KPF
 from ..kernel.maps import PAGE_SIZE, Vma
 from ..model import Ident, Known, Pages, PageSource, SystemScan
-from ..numeric import run_bounds
+from ..numeric import run_bounds, unique_sorted
 from .footprint import PSS_SHIFT, Facts, Figures, Prefix, figures, finish, vma_columns
 
 U64 = np.uint64
@@ -121,7 +121,7 @@ def page_figures(scan: SystemScan, reps: np.ndarray, keys: tuple[str, ...] = FIG
     edges = [np.array([0, len(pages)], dtype=np.int64)]
     for p in scan.procs:
         edges += [np.array([p.lo, p.hi], dtype=np.int64), p.vma_lo, p.vma_hi]
-    bounds = np.unique(np.concatenate(edges))
+    bounds = unique_sorted(np.concatenate(edges))
     n = len(pages)
     if n < 2:
         figs = figures(facts, keys)
@@ -156,37 +156,35 @@ def page_figures(scan: SystemScan, reps: np.ndarray, keys: tuple[str, ...] = FIG
 
 def _rollup_sums(scan: SystemScan, keys: tuple[str, ...]) -> list[dict[str, int]]:
     """Raw sums of the processes read from smaps_rollup, with pmaps' own share of the pages it maps
-    too recomputed by the engine without pmaps (the same rule the page-level path applies)."""
-    out: list[dict[str, int]] = []
-    for r in scan.rollups:
-        if r.sums is not None:  # read page by page (too big for smaps_rollup), already reduced
-            out.append({k: r.sums.get(k, 0) for k in keys})
-            continue
-        sums: dict[str, int] = {}
-        for k in keys:
-            names, fixed = ROLLUP_FIELDS.get(k, ((), False))
-            nbytes = sum(r.fields.get(n, 0) for n in names)
-            sums[k] = nbytes << PSS_SHIFT if fixed else nbytes // PAGE_SIZE
-        out.append(sums)
-    seen, mine = scan.observed, scan.observed_mine
-    if seen is None or mine is None or seen.kcount is None or not scan.rollups:
-        return out
-    known = Known(pfn=True, flags=seen.kflags is not None, count=True)
-    no_pmd = np.zeros(len(seen), dtype=bool)  # small file mappings; a PMD-mapped file THP is not anon_thp anyway
-    raw = figures(Facts.of_pages(seen, known, pmd=no_pmd), keys)
-    kc = seen.kcount.astype(np.int64)
-    without = Pages(seen.vpn, seen.pm, seen.cat, seen.kflags,
-                    np.where(kc > 0, np.maximum(kc - mine, 1), 0).astype(seen.kcount.dtype))
-    sub = figures(Facts.of_pages(without, known, pmd=no_pmd), keys)
+    too recomputed by the engine without pmaps (the same rule the page-level path applies): the
+    engine runs once per PFN pmaps maps (SystemScan.observed), and each process adds the change
+    of each of its pages there (observed_at), a column at a time."""
     read = [r for r in scan.rollups if r.sums is None]
-    bounds = np.unique(np.array([0, len(seen), *[x for r in read for x in (r.lo, r.hi)]], dtype=np.int64))
-    praw, psub = raw.prefix(bounds), sub.prefix(bounds)
-    for r, sums in zip(scan.rollups, out):
-        if r.hi > r.lo:
-            was, now = praw.between(r.lo, r.hi), psub.between(r.lo, r.hi)
-            for name in sums:
-                sums[name] += now.get(name, 0) - was.get(name, 0)
-    return out
+    cols: dict[str, np.ndarray] = {}
+    for k in keys:
+        names, fixed = ROLLUP_FIELDS.get(k, ((), False))
+        col = np.array([sum(r.fields.get(n, 0) for n in names) for r in read], dtype=np.int64)
+        cols[k] = col << PSS_SHIFT if fixed else col // PAGE_SIZE
+    seen, mine, at = scan.observed, scan.observed_mine, scan.observed_at
+    if seen is not None and mine is not None and at is not None and seen.kcount is not None and len(at):
+        known = Known(pfn=True, flags=seen.kflags is not None, count=True)
+        no_pmd = np.zeros(len(seen), dtype=bool)  # small file mappings; a PMD-mapped file THP is not anon_thp anyway
+        raw = figures(Facts.of_pages(seen, known, pmd=no_pmd), keys)
+        kc = seen.kcount.astype(np.int64)
+        without = Pages(seen.vpn, seen.pm, seen.cat, seen.kflags,
+                        np.where(kc > 0, np.maximum(kc - mine, 1), 0).astype(seen.kcount.dtype))
+        sub = figures(Facts.of_pages(without, known, pmd=no_pmd), keys)
+        lo = np.array([r.lo for r in read], dtype=np.int64)
+        hi = np.array([r.hi for r in read], dtype=np.int64)
+        for k in keys:
+            if k in raw.cols and k in sub.cols:
+                change = sub.cols[k].astype(np.int64) - raw.cols[k].astype(np.int64)
+                if not change.any():
+                    continue  # most figures (RSS, swap, THP...) do not depend on the map count
+                total = np.concatenate(([0], np.cumsum(change[at])))
+                cols[k] += total[hi] - total[lo]
+    rows = iter(dict(zip(keys, vals)) for vals in zip(*(cols[k].tolist() for k in keys)))
+    return [{k: r.sums.get(k, 0) for k in keys} if r.sums is not None else next(rows) for r in scan.rollups]
 
 
 def proc_sums(scan: SystemScan, figs: ScanFigures, reps: np.ndarray) -> list[tuple[dict[str, object], dict[str, int]]]:

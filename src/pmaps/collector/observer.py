@@ -32,16 +32,22 @@ class Observer:
         self.pfns = pfns  # sorted unique u64
         self.times = times  # int64, same length
         self.files = files  # (dev, inode) of the files those pages belong to
-        # A maps line of one of those files: its start and end (see file_ranges).
-        alts = b"|".join(re.escape(f"{dev} {inode} ".encode()) for dev, inode in sorted(files))
-        self._line = re.compile(rb"^([0-9a-f]+)-([0-9a-f]+) \S+ [0-9a-f]+ (?:" + alts + rb")", re.M) if files else None
+        # A maps line of one of those files: its start and end (see file_ranges). The pattern
+        # starts at a newline, a literal that re finds fast (with `^` and re.M it tries a match at
+        # every byte: twice the time), and the files' inodes are grouped by device.
+        by_dev: dict[str, list[int]] = {}
+        for dev, inode in sorted(files):
+            by_dev.setdefault(dev, []).append(inode)
+        alts = b"|".join(re.escape(dev.encode()) + b" (?:" + b"|".join(b"%d" % i for i in inodes) + b")"
+                         for dev, inodes in by_dev.items())
+        self._line = re.compile(rb"\n([0-9a-f]+)-([0-9a-f]+) \S+ [0-9a-f]+ (?:" + alts + rb") ") if files else None
 
     def file_ranges(self, maps: bytes) -> list[tuple[int, int]]:
         """[start, end) of the VMAs in a maps text that map one of this process's files: one regex
         pass over the bytes, no line decoded (top reads this for every process)."""
         if self._line is None:
             return []
-        return [(int(a, 16), int(b, 16)) for a, b in self._line.findall(maps)]
+        return [(int(a, 16), int(b, 16)) for a, b in self._line.findall(b"\n" + maps)]
 
     @classmethod
     def read(cls) -> Observer | None:
@@ -75,6 +81,13 @@ class Observer:
 
     def __len__(self) -> int:
         return len(self.pfns)
+
+    def index(self, pfn: np.ndarray) -> np.ndarray:
+        """Index of each of these PFNs in `pfns`, -1 for those this process does not map."""
+        if not len(self.pfns):
+            return np.full(len(pfn), -1, dtype=np.int64)
+        idx = np.minimum(np.searchsorted(self.pfns, pfn), len(self.pfns) - 1)
+        return np.where(self.pfns[idx] == pfn, idx, -1)
 
     def mine(self, pfn: np.ndarray) -> np.ndarray:
         """Times this process maps each of these PFNs (0 for most)."""

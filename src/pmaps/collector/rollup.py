@@ -4,9 +4,13 @@ smaps_rollup already adds up every figure top shows by default (Rss, Pss, Privat
 Swap, SwapPss, AnonHugePages, KSM, *_Hugetlb), so for those columns no page needs reading. Two
 corrections keep the rows what the page-level path gives:
 - The observer effect (observer.py): while pmaps runs, its own mappings of libc, ld.so and the
-  interpreter raise the map count of pages it shares with the target. The target's pages of the
-  files pmaps maps (a few hundred per process) are read from its pagemap and the figures of just
-  those pages are recomputed without pmaps (analysis/system.py).
+  interpreter raise the map count of pages it shares with the target. The target's VMAs of the
+  files pmaps maps are found in its maps text (one regex pass) and read from its pagemap; of those
+  pages, the ones pmaps maps too (a thousand or two per process) are kept as indexes of their PFNs
+  among pmaps' own. Their figures depend on the PFN alone (kpageflags, map count), so the engine
+  recomputes them once per PFN with and without pmaps, and each process adds the change of its
+  pages (analysis/system.py). A process whose rollup shows nothing shared maps no page of pmaps'
+  (such a page has a map count of 2 or more): its maps are not read.
 - Processes sharing one mm (CLONE_VM without CLONE_THREAD) each show the whole mm; kcmp(KCMP_VM)
   proves which do, so totals count the mm once.
 The cost of smaps_rollup to the target: the kernel walks every page table under the mmap_lock,
@@ -24,18 +28,25 @@ from ..kernel.maps import PAGE_SHIFT
 from ..kernel.pagemap import CAT_UNKNOWN
 from ..kernel.smaps import read_rollup
 from ..model import Pages, RollupRec
-from ..numeric import arange_runs
 from .observer import Observer
 
 U64 = np.uint64
 
 
-def read_rollup_pages(pid: int, observer: Observer | None) -> tuple[dict[str, int], Pages | None]:
-    """smaps_rollup of pid, and the pagemap entries of its VMAs of the files `observer` (pmaps) maps
-    too (None: none). Not filtered here: `observed_pages` keeps the pages pmaps maps, for every
-    process at once (numpy calls on a few hundred entries cost more than the reads)."""
+Observed = tuple[np.ndarray, np.ndarray]  # pagemap entries, and the index of each one's PFN in Observer.pfns
+
+
+def read_rollup_pages(pid: int, observer: Observer | None) -> tuple[dict[str, int], Observed | None]:
+    """smaps_rollup of pid, and its present pages that `observer` (pmaps) maps too, one element per
+    page: their pagemap entries and their PFNs' indexes in observer.pfns (None: none). Only its
+    VMAs of the files pmaps maps are read."""
     fields = read_rollup(pid)
     if observer is None or not len(observer):
+        return fields, None
+    # A page pmaps maps too has a map count of at least 2, which smaps counts as shared
+    # (fs/proc/task_mmu.c smaps_account: mapcount >= 2, or a large folio mapped more than once):
+    # with nothing shared there is nothing to take out, and maps need not be read.
+    if not (fields.get("Shared_Clean", 0) or fields.get("Shared_Dirty", 0)):
         return fields, None
     spans = observer.file_ranges(procfs.read_file(pid, "maps", started=True))
     if not spans:
@@ -47,26 +58,30 @@ def read_rollup_pages(pid: int, observer: Observer | None) -> tuple[dict[str, in
         pm = pmb.read_runs(fd, pid, starts, ends)
     finally:
         procfs.close(fd)
-    vpn = arange_runs(starts, (ends - starts).astype(np.int64))
-    return fields, Pages(vpn, pm, np.zeros(0, dtype=np.uint16))
+    pm = pm[pmb.present(pm)]
+    idx = observer.index(pm & pmb.PM_PFN_MASK)
+    hit = idx >= 0
+    return fields, (pm[hit], idx[hit])
 
 
-def observed_pages(parts: list[Pages], recs: list[RollupRec], observer: Observer) -> tuple[Pages, np.ndarray]:
-    """The present pages of `parts` (read_rollup_pages, in the order of `recs`' [lo, hi)) that the
-    observer maps too, with recs' bounds moved to match; and how often the observer maps each."""
+def observed_pages(parts: list[Observed], observer: Observer) -> tuple[Pages, np.ndarray, np.ndarray]:
+    """The observed pages of the rollup processes (read_rollup_pages, in the order of their records'
+    [lo, hi)) as one page per PFN: the pages pmaps maps too are the same few thousand PFNs in every
+    process, so their figures are computed once per PFN (a page's figures depend on its PFN's
+    kpageflags and map count alone). Returns those pages (one each, PFN order), how often pmaps maps
+    each, and for every observed page of the processes the index of its PFN among them."""
     if not parts:
-        return Pages.empty(), np.zeros(0, dtype=np.int64)
-    vpn = np.concatenate([p.vpn for p in parts])
-    pm = np.concatenate([p.pm for p in parts])
-    keep = pmb.present(pm)
-    mine = np.zeros(len(pm), dtype=np.int64)
-    mine[keep] = observer.mine(pm[keep] & pmb.PM_PFN_MASK)
-    keep &= mine > 0
-    before = np.concatenate(([0], np.cumsum(keep, dtype=np.int64))).tolist()
-    for r in recs:
-        r.lo, r.hi = before[r.lo], before[r.hi]
-    n = int(keep.sum())
-    return Pages(vpn[keep], pm[keep], np.full(n, CAT_UNKNOWN, dtype=np.uint16)), mine[keep]
+        return Pages.empty(), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    pm = np.concatenate([p for p, _ in parts])
+    idx = np.concatenate([i for _, i in parts])
+    rep = np.zeros(len(observer), dtype=U64)
+    rep[idx] = pm  # any of a PFN's entries: present, and its file bit is the page's
+    used = np.flatnonzero(np.bincount(idx, minlength=len(observer)))
+    at = np.zeros(len(observer), dtype=np.int64)
+    at[used] = np.arange(len(used))
+    n = len(used)
+    seen = Pages(np.zeros(n, dtype=U64), rep[used], np.full(n, CAT_UNKNOWN, dtype=np.uint16))
+    return seen, observer.times[used], at[idx]
 
 
 def mm_owners(recs: list[RollupRec]) -> None:

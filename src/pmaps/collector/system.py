@@ -32,7 +32,7 @@ from ..model import Known, Pages, ProcRec, RollupRec, Snapshot, SystemScan
 from .observer import Observer
 from .parallel import ordered_map
 from .process import Options, Process, lookup_pages, pfns_visible
-from .rollup import mm_owners, observed_pages, read_rollup_pages
+from .rollup import Observed, mm_owners, observed_pages, read_rollup_pages
 from .swap import machine_swap_refs
 
 PARALLEL = 2
@@ -117,7 +117,7 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
     procs: list[ProcRec] = []
     parts: list[Pages] = []
     rollups: list[RollupRec] = []
-    observed: list[Pages] = []  # rollup processes' pages that pmaps maps too
+    observed: list[Observed] = []  # rollup processes' pages that pmaps maps too
     skipped: dict[str, list[int]] = {"exited": [], "denied": [], "missing": []}
     categories = True
     pos = opos = 0
@@ -183,8 +183,8 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
         if status == "rollup":
             assert isinstance(snap, tuple)
             fields: dict[str, int] = snap[0]
-            own: Pages | None = snap[1]
-            n = 0 if own is None else len(own)
+            own: Observed | None = snap[1]
+            n = 0 if own is None else len(own[0])
             rollups.append(RollupRec(ident, fields, pid, opos, opos + n))
             if own is not None:
                 observed.append(own)
@@ -224,10 +224,11 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
               unread, sum(len(p) for _, p, i in kept_parts if i is None))
     mm_owners(rollups)
     seen: Pages | None = None
-    mine = None
+    mine = at = None
     if observer is not None and observed:
-        # As the kernel counts them (pmaps included); analysis takes pmaps' `mine` out.
-        seen, mine = observed_pages(observed, [r for r in rollups if r.sums is None], observer)
+        # One page per PFN, counted as the kernel counts them (pmaps included); analysis takes
+        # pmaps' `mine` out.
+        seen, mine, at = observed_pages(observed, observer)
         _lookup_union(seen, known, None)
     try:
         meminfo = read_meminfo()
@@ -248,7 +249,7 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
     # (Also when some processes were read from smaps_rollup: their swap entries are not in the pages.)
     swap_refs = machine_swap_refs() if (not complete or rollups) and pmb.swapped(pages.pm).any() else None
     return SystemScan(procs, pages, known, skipped, meminfo, complete=complete, self_pss=self_pss,
-                      swap_refs=swap_refs, rollups=rollups, observed=seen, observed_mine=mine)
+                      swap_refs=swap_refs, rollups=rollups, observed=seen, observed_mine=mine, observed_at=at)
 
 
 def _same_pages(fresh: Pages, kept: Pages) -> np.ndarray:

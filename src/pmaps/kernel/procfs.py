@@ -83,16 +83,23 @@ def translate(pid: int, path: str, *, started: bool = False) -> Iterator[None]:
 
 
 def read_file(pid: int, name: str, *, started: bool = False) -> bytes:
-    """Whole /proc/PID/NAME as bytes."""
+    """Whole /proc/PID/NAME as bytes: reads of 64 KiB, doubling up to 1 MiB (most of these files
+    are a few KiB, and a 1 MiB buffer for each read costs more than the read; top makes five a
+    process). os.read, not a file object: a quarter less time on a small file."""
     path = proc_path(pid, name)
     with translate(pid, path, started=started):
-        with open(path, "rb", buffering=0) as f:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
             chunks = []
+            size = 1 << 16
             while True:
-                b = f.read(1 << 20)
+                b = os.read(fd, size)
                 if not b:
                     break
                 chunks.append(b)
+                size = min(size * 2, 1 << 20)
+        finally:
+            os.close(fd)
     return b"".join(chunks)
 
 

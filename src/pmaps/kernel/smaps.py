@@ -48,8 +48,21 @@ def decode_smaps_field(data: bytes, name: str) -> dict[int, int]:
     return dict(zip(map(int, starts, [16] * len(starts)), (int(v) * 1024 for v in values)))
 
 
+# A "Name:   N kB" line of smaps_rollup, from the newline before it (a literal: fast to find).
+_KB_LINE = re.compile(rb"\n(\w+): +(\d+) kB(?=\n)")
+
+
 def decode_rollup(data: bytes) -> dict[str, int]:
-    """smaps_rollup's single block, fields in bytes."""
+    """smaps_rollup's single block, fields in bytes: 'start', 'end' and every 'Field: N kB'. One
+    findall when every line after the header is such a field (what the kernel prints: a quarter of
+    decode_smaps' time, which top pays once a process); decode_smaps otherwise."""
+    head = _HEADER.match(data)
+    if head is not None and data.endswith(b"\n"):
+        fields = _KB_LINE.findall(data)
+        if len(fields) == data.count(b"\n") - 1:
+            out = {"start": int(head.group(1), 16), "end": int(head.group(2), 16)}
+            out.update((k.decode(), int(v) * 1024) for k, v in fields)
+            return out
     rows = decode_smaps(data)
     return rows[0] if rows else {}
 

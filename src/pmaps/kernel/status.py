@@ -24,10 +24,19 @@ class Ident:
 
 def decode_status_uid(data: bytes) -> int:
     """Effective uid from /proc/PID/status ("Uid: real effective saved fs", proc(5))."""
-    for line in data.splitlines():
-        if line.startswith(b"Uid:"):
-            return int(line.split()[2])
-    raise ValueError("no Uid line in status")
+    rest = _line_after(data, b"Uid:")
+    if rest is None:
+        raise ValueError("no Uid line in status")
+    return int(rest.split()[1])
+
+
+def _line_after(data: bytes, key: bytes) -> bytes | None:
+    """The rest of the status line that starts with key (not the first line: Name), None if none."""
+    at = data.find(b"\n" + key)
+    if at < 0:
+        return None
+    end = data.find(b"\n", at + 1)
+    return data[at + 1 + len(key): end if end >= 0 else len(data)]
 
 
 def decode_comm(data: bytes) -> str:
@@ -60,20 +69,31 @@ def read_ident(pid: int) -> Ident:
 def read_ident_rss(pid: int) -> tuple[Ident, int]:
     """read_ident, and VmRSS in bytes from the same status read (0 for a process without an mm).
     status takes no mmap_lock: its RSS comes from the mm's counters (fs/proc/task_mmu.c task_mem)."""
-    ident, fields = read_ident_status(pid)
-    return ident, fields.get("VmRSS", 0)
+    comm = read_comm(pid)
+    status = procfs.read_file(pid, "status")
+    return Ident(pid, comm, decode_status_uid(status), _read_cgroup(pid)), decode_status_field(status, "VmRSS")
 
 
 def read_ident_status(pid: int) -> tuple[Ident, dict[str, int]]:
     """read_ident, and the status "kB" fields in bytes (decode_status) from the same read."""
     comm = read_comm(pid)
     status = procfs.read_file(pid, "status")
-    uid = decode_status_uid(status)
+    return Ident(pid, comm, decode_status_uid(status), _read_cgroup(pid)), decode_status(status)
+
+
+def _read_cgroup(pid: int) -> str:
     try:
-        cg = decode_cgroup(procfs.read_file(pid, "cgroup"))
+        return decode_cgroup(procfs.read_file(pid, "cgroup"))
     except AccessDenied:
-        cg = "?"
-    return Ident(pid, comm, uid, cg), decode_status(status)
+        return "?"
+
+
+def decode_status_field(data: bytes, name: str) -> int:
+    """One "Name: N kB" field of /proc/PID/status in bytes, 0 when absent (what decode_status gives
+    for it, without splitting every line: top reads the RSS of every process). Pure."""
+    rest = _line_after(data, name.encode() + b":")
+    parts = rest.split() if rest is not None else []
+    return int(parts[0]) * 1024 if len(parts) == 2 and parts[1] == b"kB" and parts[0].isdigit() else 0
 
 
 def decode_status(data: bytes) -> dict[str, int]:

@@ -38,7 +38,7 @@ class RollupRec:
     ident: Ident
     fields: dict[str, int]  # smaps_rollup, in bytes
     mm: int  # pid of the first process of the scan sharing this mm (itself when alone)
-    lo: int = 0  # its pages that pmaps maps too: [lo, hi) in SystemScan.observed
+    lo: int = 0  # its pages that pmaps maps too: [lo, hi) in SystemScan.observed_at
     hi: int = 0
     # A process too big for smaps_rollup's stall: read page by page, its pages reduced to the
     # footprint engine's raw sums as they stream (fields is then empty).
@@ -65,12 +65,15 @@ class SystemScan:
     # Swap ptes per swap entry over every process, when the scan is a selection with swapped pages
     # (SwapPss must count holders outside the selection too); None: count within the scan.
     swap_refs: SwapRefs | None = None
-    # top's fast path: processes read from smaps_rollup, and their pages that pmaps maps too
-    # (kcount as the kernel counts them, pmaps included) with how often pmaps maps each (observed_mine),
-    # so that the observer effect comes out of their figures exactly as it does for page-level ones.
+    # top's fast path: processes read from smaps_rollup; the PFNs of their pages that pmaps maps too,
+    # one page each (kcount as the kernel counts them, pmaps included), with how often pmaps maps
+    # each (observed_mine); and for each such page of each rollup process (RollupRec's [lo, hi)) the
+    # index of its PFN in `observed` (observed_at). So the observer effect comes out of their figures
+    # exactly as it does for page-level ones.
     rollups: list[RollupRec] = field(default_factory=list)
     observed: Pages | None = None
     observed_mine: np.ndarray | None = None
+    observed_at: np.ndarray | None = None
     # kpagecgroup's inodes -> memory cgroup paths when pages.kcgroup was read (collector.charges),
     # kept with it in a saved scan so that a loaded one can still be grouped by charge.
     memcgs: dict[int, str] | None = None

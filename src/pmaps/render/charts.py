@@ -6,7 +6,6 @@ that draw nothing. Renderers return the picture's bytes; the command writes the 
 from __future__ import annotations
 
 import io
-import logging
 from typing import Any
 
 from ..errors import MissingExtra
@@ -31,6 +30,8 @@ def pyplot() -> Any:
     matplotlib logs multi-line warnings on stderr when its config directory is not writable
     (e.g. a user with root's HOME under setpriv/sudo); pmaps keeps stderr to its own lines.
     """
+    import logging  # here: its import is a few ms that commands drawing nothing need not pay
+
     logging.getLogger("matplotlib").setLevel(logging.ERROR)
     try:
         import matplotlib
