@@ -281,7 +281,9 @@ def test_lru_lists_against_memory_stat(run, tmp_path):
                     break
             else:
                 pytest.fail(f"LRU sums never agreed: {sums}, unevictable {cmp['unevictable']}")
-            assert sums["anon"][0] >= 36 << 20 and sums["file"][0] >= 16 << 20  # anon + shmem; the file read
+            # anon + shmem; the file read (less the few pages still in a CPU's LRU batch, on no list yet)
+            slack = 64 * PAGE
+            assert sums["anon"][0] >= (36 << 20) - slack and sums["file"][0] >= (16 << 20) - slack, sums
             assert cmp["unevictable"]["pmaps"] >= 8 << 20
             # the shmem written is DIRTY, yet not in memory.stat's dirty (no dirty accounting for shmem)
             assert row["dirty"] >= 4 << 20 and within(cmp["dirty"]["pmaps"], cmp["dirty"]["kernel"])
