@@ -223,3 +223,18 @@ def test_decode_file_vmas_keeps_inode_or_shared_lines():
     assert decode_file_vmas(data) == want
     assert [v.path for v in want] == ["/usr/bin/py thon", "/dev/zero (deleted)", ""]
     assert decode_file_vmas(b"") == []
+
+
+def test_read_smaps_field_streams(monkeypatch):
+    """read_smaps_field decodes the text a piece at a time, each ending after a VmFlags line, with
+    the reads cut anywhere: the same as decoding it whole; without VmFlags, decoded whole."""
+    import pmaps.kernel.smaps as smaps
+
+    block = SMAPS + b"VmFlags: rd wr mr mw me ac\n"
+    data = b"".join(block.replace(b"00400000-", f"{0x400000 + i * 0x100000:08x}-".encode(), 1) for i in range(50))
+    for text in (data, SMAPS * 3):
+        for size in (1, 7, 64, 500, len(text)):
+            monkeypatch.setattr(smaps, "_PIECE", size * 3)
+            chunks = [text[i:i + size] for i in range(0, len(text), size)]
+            monkeypatch.setattr(smaps.procfs, "read_chunks", lambda pid, name, started=False, c=chunks: iter(c))
+            assert smaps.read_smaps_field(1, "Rss") == decode_smaps_field(text, "Rss"), size

@@ -162,6 +162,7 @@ class VmaTable:
         # Per line, offsets in _text: line start, end, perms start, end, dev start, end, path start, inode end.
         self._pos = pos
         self.source = b""  # the maps read decoded into this table (decode_table), b"" for of_vmas
+        self._whole = True  # every line of _text, in order (not a take())
         if vmas is not None:
             self.__dict__["vmas"] = vmas
 
@@ -223,6 +224,18 @@ class VmaTable:
         keys = zip(other.start.tolist(), other.end.tolist())
         return np.fromiter((where.get(key, -1) for key in keys), dtype=np.int64, count=len(other))
 
+    def take(self, idx: np.ndarray) -> VmaTable:
+        """The VMAs at these indexes (an int array), as a table of their own."""
+        if self._pos is None:
+            pick = idx.tolist()
+            vmas = self.vmas
+            return VmaTable(self.start[idx], self.end[idx], self.offset[idx], self.inode[idx],
+                            vmas=[vmas[i] for i in pick])
+        t = VmaTable(self.start[idx], self.end[idx], self.offset[idx], self.inode[idx], text=self._text,
+                     pos=self._pos[idx])
+        t._whole = False
+        return t
+
     def vma(self, i: int) -> Vma:
         """VMA i, without making the others."""
         if "vmas" in self.__dict__ or self._pos is None:
@@ -243,7 +256,7 @@ class VmaTable:
         # An unnamed VMA's line ends at its inode: cut the blanks after it.
         ends = np.where(unnamed, p[:, 7], p[:, 1])
         t = self._text
-        if not unnamed.any():
+        if not unnamed.any() and self._whole:
             lines = t[p[0, 0]: p[-1, 1]].split("\n") if len(p) else []
         else:
             lines = [t[x:y] for x, y in zip(p[:, 0].tolist(), ends.tolist())]

@@ -84,16 +84,20 @@ def translate(pid: int, path: str, *, started: bool = False) -> Iterator[None]:
 
 def read_file(pid: int, name: str, *, started: bool = False) -> bytes:
     """Whole /proc/PID/NAME as bytes."""
+    return b"".join(read_chunks(pid, name, started=started))
+
+
+def read_chunks(pid: int, name: str, *, started: bool = False, size: int = 1 << 20) -> Iterator[bytes]:
+    """/proc/PID/NAME as it is read, `size` bytes at most a read (a seq_file read ends at a
+    record's end): for a caller that decodes as it reads rather than holding the whole text."""
     path = proc_path(pid, name)
     with translate(pid, path, started=started):
         with open(path, "rb", buffering=0) as f:
-            chunks = []
             while True:
-                b = f.read(1 << 20)
+                b = f.read(size)
                 if not b:
                     break
-                chunks.append(b)
-    return b"".join(chunks)
+                yield b
 
 
 def read_system(path: str) -> bytes:

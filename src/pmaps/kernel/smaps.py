@@ -60,8 +60,35 @@ def read_smaps(pid: int, *, started: bool = False) -> list[dict[str, int]]:
 
 
 def read_smaps_field(pid: int, name: str, *, started: bool = False) -> dict[int, int]:
-    """VMA start -> one field of /proc/PID/smaps in bytes (decode_smaps_field)."""
-    return decode_smaps_field(procfs.read_file(pid, "smaps", started=started), name)
+    """VMA start -> one field of /proc/PID/smaps in bytes (decode_smaps_field), decoded about a
+    megabyte at a time as it is read, each piece ending after a VmFlags line: 65,000 VMAs are 47 MB
+    of smaps, which held whole (and joined) cost twice that. (A read returns a few VMAs: smaps'
+    seq_file buffer is a page.)"""
+    out: dict[int, int] = {}
+    pending: list[bytes] = []
+    size = 0
+    stream = True
+    for chunk in procfs.read_chunks(pid, "smaps", started=started):
+        pending.append(chunk)
+        size += len(chunk)
+        if size < _PIECE or not stream:
+            continue
+        data = b"".join(pending)
+        cut = data.rfind(b"\nVmFlags:")
+        end = data.find(b"\n", cut + 1) if cut >= 0 else -1
+        if end < 0:  # no VmFlags (before Linux 3.8): decoded whole at the end
+            pending, stream = [data], False
+            continue
+        out.update(decode_smaps_field(data[:end + 1], name))
+        pending = [data[end + 1:]]
+        size = len(pending[0])
+    rest = b"".join(pending)
+    if rest:
+        out.update(decode_smaps_field(rest, name))
+    return out
+
+
+_PIECE = 1 << 20
 
 
 def read_rollup(pid: int) -> dict[str, int]:
