@@ -9,6 +9,8 @@ from typing import TextIO
 
 import numpy as np
 
+from ..numeric import distinct
+
 # Process names, paths and cgroup names are anyone's text: on a terminal a control character
 # (ESC starts a sequence that can move the cursor, retitle the window, rewrite what root reads)
 # or a bidi override must not act. C0, DEL, C1 and the Unicode bidi controls are shown as \xNN
@@ -74,7 +76,7 @@ def cells(values: np.ndarray, fmt: Callable[[int], str]) -> list[str]:
     """fmt of each value of an int column, each distinct value formatted once."""
     if not len(values):
         return []
-    uniq, inv = np.unique(values, return_inverse=True)
+    uniq, inv = distinct(values)
     text = np.array([fmt(x) for x in uniq.tolist()], dtype=object)
     out: list[str] = text[inv.ravel()].tolist()
     return out
