@@ -32,7 +32,7 @@ from ..kernel.clear_refs import CLEAR_REFERENCED, clear_refs
 from ..kernel.idle import IdleBitmap
 from ..kernel.kpage import KPF
 from ..kernel.maps import Vma, VmaTable
-from ..kernel.smaps import read_smaps_field
+from ..kernel.smaps import read_smaps_column
 from ..model import Pages
 from ..numeric import PAGE_SIZE, consecutive_runs
 
@@ -135,21 +135,21 @@ class WssRows(Sequence[VmaWss]):
 
 
 def per_vma(table: VmaTable, bounds: np.ndarray, acc: np.ndarray, pres: np.ndarray,
-            smaps_ref: dict[int, int] | None) -> WssRows:
-    """Rows per VMA from per-page bools (bounds: [lo, hi) page indexes per VMA); smaps_ref: start
-    -> bytes (a VMA it does not list counts 0)."""
+            smaps_ref: tuple[np.ndarray, np.ndarray] | None) -> WssRows:
+    """Rows per VMA from per-page bools (bounds: [lo, hi) page indexes per VMA); smaps_ref: (VMA
+    start, bytes) as smaps lists them (a VMA it does not list counts 0; of a start listed twice,
+    the last)."""
     ca = np.concatenate(([0], np.cumsum(acc, dtype=np.int64)))
     cp = np.concatenate(([0], np.cumsum(pres, dtype=np.int64)))
     lo, hi = bounds[:, 0], bounds[:, 1]
     counted = None
     if smaps_ref is not None:
         counted = np.zeros(len(table), dtype=np.int64)
-        if smaps_ref and len(table):
-            keys = np.fromiter(smaps_ref.keys(), dtype=np.uint64, count=len(smaps_ref))
-            vals = np.fromiter(smaps_ref.values(), dtype=np.int64, count=len(smaps_ref))
+        keys, vals = smaps_ref
+        if len(keys) and len(table):
             order = np.argsort(keys, kind="stable")
             keys, vals = keys[order], vals[order]
-            k = np.minimum(np.searchsorted(keys, table.start), len(keys) - 1)
+            k = np.maximum(np.searchsorted(keys, table.start, side="right") - 1, 0)
             counted = np.where(keys[k] == table.start, vals[k] // PAGE_SIZE, 0).astype(np.int64)
     return WssRows(table, cp[hi] - cp[lo], ca[hi] - ca[lo], counted)
 
@@ -320,7 +320,7 @@ def measure(pid: int, method: str = "auto", interval: float = 1.0, cycles: int =
                 ref = None
                 after = proc.pages()
                 if method == "clear_refs":
-                    ref = read_smaps_field(pid, "Referenced", started=True)
+                    ref = read_smaps_column(pid, "Referenced", started=True)
                 if tried is not None:
                     idle = ~damonmod.accessed_pages(after.pfn, tried)
                 elif bitmap is not None:
