@@ -285,7 +285,8 @@ def measure(pid: int, method: str = "auto", interval: float = 1.0, cycles: int =
     ages = Ages()
     bitmap: IdleBitmap | None = None
     try:
-        with Process(pid, Options(), caps) as proc, contextlib.ExitStack() as stack:
+        # No kpagecount: nothing here needs map counts (nor the observer correction they carry).
+        with Process(pid, Options(counts=False), caps) as proc, contextlib.ExitStack() as stack:
             res.comm = proc.comm
             c0 = time.process_time()  # the process's CPU, all threads: the budget counts them all
             # The start of the first cycle needs pagemap only (which pages are present, their PFNs
