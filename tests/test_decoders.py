@@ -238,3 +238,38 @@ def test_read_smaps_field_streams(monkeypatch):
             chunks = [text[i:i + size] for i in range(0, len(text), size)]
             monkeypatch.setattr(smaps.procfs, "read_chunks", lambda pid, name, started=False, c=chunks: iter(c))
             assert smaps.read_smaps_field(1, "Rss") == decode_smaps_field(text, "Rss"), size
+
+
+@pytest.mark.parametrize("max_read", [3, 1 << 20])
+def test_reads_fill_the_plan_split_and_cut_anywhere(tmp_path, monkeypatch, max_read):
+    """A lookup plan's reads (long segments cut at MAX_READ PFNs, the reads shared by two threads
+    at any byte) put each PFN's u64 where the plan's index says, from a file of known words."""
+    import os
+
+    from pmaps.kernel import kpage
+
+    monkeypatch.setattr(kpage, "MAX_READ", max_read)
+    words = np.arange(1000, dtype="<u8") * 7 + 1
+    path = tmp_path / "words"
+    path.write_bytes(words.tobytes())
+    rng = np.random.default_rng(3)
+    pfns = np.concatenate([np.arange(10, 30), rng.integers(0, 1000, 200), np.arange(500, 540), [999, 0]]).astype(np.uint64)
+    plan = plan_lookup(pfns, 4)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        whole = np.zeros(plan.total, dtype="<u8")
+        kpage._run_split([kpage.Reads.of(fd, str(path), whole, plan)], split=False)
+        assert (whole[plan.index] == words[pfns.astype(np.int64)]).all()
+        for nbytes in range(0, plan.total * 8 + 1, 8 * 7):
+            buf = np.zeros(plan.total, dtype="<u8")
+            a, b = kpage.Reads.of(fd, str(path), buf, plan).cut(nbytes)
+            assert a.total == nbytes and b.total == plan.total * 8 - nbytes
+            a.run()
+            b.run()
+            assert (buf == whole).all()
+        monkeypatch.setattr(kpage, "SPLIT_MIN", 1)
+        buf = np.zeros(plan.total, dtype="<u8")
+        kpage._run_split([kpage.Reads.of(fd, str(path), buf, plan)])
+        assert (buf == whole).all()
+    finally:
+        os.close(fd)

@@ -159,6 +159,21 @@ def pread_many(fd: int, jobs: list[tuple[int, memoryview]], path: str) -> None:
             raise
 
 
+def pread_runs(fd: int, buf: memoryview, offs: list[int], poss: list[int], sizes: list[int], path: str) -> None:
+    """Fill buf[pos:pos + size] from fd at each offset; short reads leave zeros (past the end of
+    RAM). One tight loop over plain lists: kpageflags lookups make tens of thousands of reads."""
+    preadv = os.preadv
+    try:
+        for off, p, n in zip(offs, poss, sizes):
+            view = buf[p:p + n]
+            got = preadv(fd, [view], off)
+            if 0 < got < n:
+                pread_into(fd, view[got:], off + got, 0, path)
+    except OSError:
+        with translate(0, path, started=True):
+            raise
+
+
 def list_tasks(pid: int) -> list[int]:
     """Thread ids of a process (/proc/PID/task), sorted."""
     path = proc_path(pid, "task")
