@@ -253,7 +253,8 @@ def test_reads_fill_the_plan_split_and_cut_anywhere(tmp_path, monkeypatch, max_r
     path = tmp_path / "words"
     path.write_bytes(words.tobytes())
     rng = np.random.default_rng(3)
-    pfns = np.concatenate([np.arange(10, 30), rng.integers(0, 1000, 200), np.arange(500, 540), [999, 0]]).astype(np.uint64)
+    pfns = np.concatenate([np.arange(10, 30), rng.integers(0, 1000, 200), np.arange(500, 540), [999, 0]])
+    pfns = pfns.astype(np.uint64)
     plan = plan_lookup(pfns, 4)
     fd = os.open(path, os.O_RDONLY)
     try:
