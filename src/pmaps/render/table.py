@@ -72,13 +72,16 @@ def write_columns(out: TextIO, header: Sequence[str], cols: Sequence[list[str]],
     out.write("\n".join(map(str.rstrip, map(" ".join, zip(*full)))) + "\n")
 
 
-def cells(values: np.ndarray, fmt: Callable[[int], str]) -> list[str]:
-    """fmt of each value of an int column, each distinct value formatted once."""
+def cells(values: np.ndarray, fmt: Callable[[int], str], width: int = 0) -> list[str]:
+    """fmt of each value of an int column, right-aligned to at least `width` and to the widest:
+    each distinct value formatted and padded once."""
     if not len(values):
         return []
     uniq, inv = distinct(values)
-    text = np.array([fmt(x) for x in uniq.tolist()], dtype=object)
-    out: list[str] = text[inv.ravel()].tolist()
+    text = [fmt(x) for x in uniq.tolist()]
+    w = max(width, max(map(len, text)))
+    padded = np.array([t.rjust(w) for t in text], dtype=object)
+    out: list[str] = padded[inv].tolist()
     return out
 
 

@@ -84,11 +84,13 @@ class WssView(View):
         t = totals(r.rows)
         out.write("\n")
         vt = shown.table
+        head = ["ADDRESS", "PERMS", "RESIDENT" + h, "ACCESSED" + h, "LOCATED" + h, "MAPPING"]
+        foot = ["total", "", b(t["resident"]), b(t["accessed"]), b(t["located"]), ""]
         cols = [[f"{a:x}-{z:x}" for a, z in zip(vt.start.tolist(), vt.end.tolist())], list(vt.perms),
-                cells(shown.resident, b), cells(shown.accessed, b), cells(shown.located, b), list(vt.path)]
-        write_columns(out, ["ADDRESS", "PERMS", "RESIDENT" + h, "ACCESSED" + h, "LOCATED" + h, "MAPPING"], cols,
-                      left=2, text_last=True,
-                      footer=[["total", "", b(t["resident"]), b(t["accessed"]), b(t["located"]), ""]])
+                *(cells(x, b, max(len(head[j]), len(foot[j])))
+                  for j, x in enumerate((shown.resident, shown.accessed, shown.located), start=2)),
+                list(vt.path)]
+        write_columns(out, head, cols, left=2, text_last=True, footer=[foot])
         every = WssRows.of(r.rows)
         if len(shown) < int(np.count_nonzero((every.resident != 0) | (every.accessed != 0))):
             out.write(f"({len(shown)} of the VMAs with resident or accessed pages shown; totals are of all)\n")
