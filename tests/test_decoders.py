@@ -274,3 +274,27 @@ def test_reads_fill_the_plan_split_and_cut_anywhere(tmp_path, monkeypatch, max_r
         assert (buf == whole).all()
     finally:
         os.close(fd)
+
+
+@pytest.mark.parametrize("long_dev", ["1234:5678", "12:34"])
+def test_table_string_fields_match_the_lines(long_dev):
+    """A VmaTable's perms, dev and path (read by numpy for thousands of lines, the named paths only)
+    are decode_maps' own, whatever their lengths (a dev of 9 characters: read line by line), in a
+    whole table and in a take() of it."""
+    from pmaps.kernel.maps import decode_table
+
+    devs = ["00:00", "fd:01", "103:02", long_dev, "08:1"]
+    perms = ["rw-p", "r--s", "---p", "rwxs"]
+    lines = []
+    for i in range(300):
+        path = ["", "/usr/lib/libc.so.6", "[heap]", "/tmp/a b  c", "[anon:x]"][i % 5] if i % 7 else ""
+        lines.append(f"{0x10000 * (i + 1):08x}-{0x10000 * (i + 1) + 0x1000:08x} {perms[i % 4]} 00000000 "
+                     f"{devs[i % 5]} {i % 3 * 12345} {' ' * (i % 3)}{path}".rstrip() + "\n")
+    data = "".join(lines).encode()
+    want = decode_maps(data)
+    t = decode_table(data)
+    assert t._pos is not None  # the columns path, not decode_maps'
+    assert t.perms == [v.perms for v in want] and t.dev == [v.dev for v in want] and t.path == [v.path for v in want]
+    sub = t.take(np.arange(0, 300, 4))
+    assert sub.perms == [v.perms for v in want[::4]] and sub.dev == [v.dev for v in want[::4]]
+    assert sub.path == [v.path for v in want[::4]]

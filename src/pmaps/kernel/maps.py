@@ -9,7 +9,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import KernelThread
-from ..numeric import PAGE_SHIFT, PAGE_SIZE
+from ..numeric import PAGE_SHIFT, PAGE_SIZE, distinct
 from . import procfs
 
 __all__ = ["PAGE_SHIFT", "PAGE_SIZE", "MapsFormatError", "Vma", "VmaTable", "decode_maps", "decode_maps_line",
@@ -189,17 +189,49 @@ class VmaTable:
         t = self._text
         return [t[x:y] for x, y in zip(self._pos[:, a].tolist(), self._pos[:, b].tolist())]
 
+    def _short_field(self, a: int, b: int) -> list[str]:
+        """_field of a field of at most 8 characters (perms, dev): each line's bytes read as one
+        u64 by numpy, each distinct value decoded once (a few, for thousands of lines)."""
+        assert self._pos is not None
+        p = self._pos
+        if len(p) < 64:
+            return self._field(a, b)
+        lens = p[:, b] - p[:, a]
+        buf = np.frombuffer(self._text.encode("ascii"), dtype=np.uint8)
+        inside = _COL8 < lens[:, None]
+        g = buf[np.minimum(p[:, a][:, None] + _COL8, len(buf) - 1)]
+        if int(lens.max()) > 8 or (g[inside] == 0).any():  # too long, or a NUL that padding would hide
+            return self._field(a, b)
+        g[~inside] = 0
+        uniq, inv = distinct(np.ascontiguousarray(g).view("<u8").ravel())
+        text = np.array([int(u).to_bytes(8, "little").rstrip(b"\0").decode("ascii") for u in uniq.tolist()],
+                        dtype=object)
+        out: list[str] = text[inv].tolist()
+        return out
+
     @cached_property
     def perms(self) -> list[str]:
-        return self._field(2, 3) if self._pos is not None else [v.perms for v in self.vmas]
+        return self._short_field(2, 3) if self._pos is not None else [v.perms for v in self.vmas]
 
     @cached_property
     def dev(self) -> list[str]:
-        return self._field(4, 5) if self._pos is not None else [v.dev for v in self.vmas]
+        return self._short_field(4, 5) if self._pos is not None else [v.dev for v in self.vmas]
 
     @cached_property
     def path(self) -> list[str]:
-        return self._field(6, 1) if self._pos is not None else [v.path for v in self.vmas]
+        """Each VMA's path ('' when unnamed): only the named VMAs' text is cut out (a process of many
+        anonymous VMAs has few)."""
+        if self._pos is None:
+            return [v.path for v in self.vmas]
+        p = self._pos
+        named = np.flatnonzero(p[:, 6] != p[:, 1])
+        if 2 * len(named) > len(p):
+            return self._field(6, 1)
+        out = [""] * len(p)
+        t = self._text
+        for i, x, y in zip(named.tolist(), p[named, 6].tolist(), p[named, 1].tolist()):
+            out[i] = t[x:y]
+        return out
 
     @cached_property
     def vmas(self) -> list[Vma]:
@@ -323,6 +355,7 @@ def _fast_table(data: bytes) -> VmaTable | None:
     return VmaTable(start, end, offset, inode, text=data.decode("ascii"), pos=pos)
 
 
+_COL8 = np.arange(8)
 _PAD = 20  # bytes before the maps text, so that every field has a full window of digits before its end
 _POW10 = np.uint64(10) ** np.arange(_PAD - 1, -1, -1, dtype=np.uint64)
 _COLS = np.arange(_PAD, dtype=np.uint8)
