@@ -293,3 +293,78 @@ def test_ordered_map_orders_raises_and_stops():
     assert [next(gen) for _ in range(3)] == [0, 1, 2]
     gen.close()
     assert len(ran) <= 3 + 4 and not any(t.name.startswith("pmaps-read") for t in threading.enumerate())
+
+
+def test_read_smaps_field_streams(monkeypatch):
+    """read_smaps_field decodes the text a piece at a time, each ending after a VmFlags line, with
+    the reads cut anywhere: the same as decoding it whole; without VmFlags, decoded whole."""
+    import pmaps.kernel.smaps as smaps
+
+    block = SMAPS + b"VmFlags: rd wr mr mw me ac\n"
+    data = b"".join(block.replace(b"00400000-", f"{0x400000 + i * 0x100000:08x}-".encode(), 1) for i in range(50))
+    for text in (data, SMAPS * 3):
+        for size in (1, 7, 64, 500, len(text)):
+            monkeypatch.setattr(smaps, "_PIECE", size * 3)
+            chunks = [text[i:i + size] for i in range(0, len(text), size)]
+            monkeypatch.setattr(smaps.procfs, "read_chunks", lambda pid, name, started=False, c=chunks: iter(c))
+            assert smaps.read_smaps_field(1, "Rss") == decode_smaps_field(text, "Rss"), size
+
+
+@pytest.mark.parametrize("max_read", [3, 1 << 20])
+def test_reads_fill_the_plan_split_and_cut_anywhere(tmp_path, monkeypatch, max_read):
+    """A lookup plan's reads (long segments cut at MAX_READ PFNs, the reads shared by two threads
+    at any byte) put each PFN's u64 where the plan's index says, from a file of known words."""
+    import os
+
+    from pmaps.kernel import kpage
+
+    monkeypatch.setattr(kpage, "MAX_READ", max_read)
+    words = np.arange(1000, dtype="<u8") * 7 + 1
+    path = tmp_path / "words"
+    path.write_bytes(words.tobytes())
+    rng = np.random.default_rng(3)
+    pfns = np.concatenate([np.arange(10, 30), rng.integers(0, 1000, 200), np.arange(500, 540), [999, 0]])
+    pfns = pfns.astype(np.uint64)
+    plan = plan_lookup(pfns, 4)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        whole = np.zeros(plan.total, dtype="<u8")
+        kpage._run_split([kpage.Reads.of(fd, str(path), whole, plan)], split=False)
+        assert (whole[plan.index] == words[pfns.astype(np.int64)]).all()
+        for nbytes in range(0, plan.total * 8 + 1, 8 * 7):
+            buf = np.zeros(plan.total, dtype="<u8")
+            a, b = kpage.Reads.of(fd, str(path), buf, plan).cut(nbytes)
+            assert a.total == nbytes and b.total == plan.total * 8 - nbytes
+            a.run()
+            b.run()
+            assert (buf == whole).all()
+        monkeypatch.setattr(kpage, "SPLIT_MIN", 1)
+        buf = np.zeros(plan.total, dtype="<u8")
+        kpage._run_split([kpage.Reads.of(fd, str(path), buf, plan)])
+        assert (buf == whole).all()
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("long_dev", ["1234:5678", "12:34"])
+def test_table_string_fields_match_the_lines(long_dev):
+    """A VmaTable's perms, dev and path (read by numpy for thousands of lines, the named paths only)
+    are decode_maps' own, whatever their lengths (a dev of 9 characters: read line by line), in a
+    whole table and in a take() of it."""
+    from pmaps.kernel.maps import decode_table
+
+    devs = ["00:00", "fd:01", "103:02", long_dev, "08:1"]
+    perms = ["rw-p", "r--s", "---p", "rwxs"]
+    lines = []
+    for i in range(300):
+        path = ["", "/usr/lib/libc.so.6", "[heap]", "/tmp/a b  c", "[anon:x]"][i % 5] if i % 7 else ""
+        lines.append(f"{0x10000 * (i + 1):08x}-{0x10000 * (i + 1) + 0x1000:08x} {perms[i % 4]} 00000000 "
+                     f"{devs[i % 5]} {i % 3 * 12345} {' ' * (i % 3)}{path}".rstrip() + "\n")
+    data = "".join(lines).encode()
+    want = decode_maps(data)
+    t = decode_table(data)
+    assert t._pos is not None  # the columns path, not decode_maps'
+    assert t.perms == [v.perms for v in want] and t.dev == [v.dev for v in want] and t.path == [v.path for v in want]
+    sub = t.take(np.arange(0, 300, 4))
+    assert sub.perms == [v.perms for v in want[::4]] and sub.dev == [v.dev for v in want[::4]]
+    assert sub.path == [v.path for v in want[::4]]

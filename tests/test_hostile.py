@@ -321,7 +321,7 @@ def test_wss_target_exits_keeps_completed_cycles(run, monkeypatch, wait_for):
     from pmaps.collector import Process
 
     p = _spin_child()
-    refresh = Process.refresh_vmas
+    refresh = Process.refresh_table
     calls = []
 
     def refresh_then_exit(self):
@@ -331,7 +331,7 @@ def test_wss_target_exits_keeps_completed_cycles(run, monkeypatch, wait_for):
             wait_for(lambda: procfs.process_state(p.pid) in (None, "Z", "X"), "the target to exit")
         return refresh(self)
 
-    monkeypatch.setattr(Process, "refresh_vmas", refresh_then_exit)
+    monkeypatch.setattr(Process, "refresh_table", refresh_then_exit)
     try:
         r = run("wss", str(p.pid), "--interval", "0.05", "--cycles", "20", "--format", "json", "--method", "clear_refs")
     finally:

@@ -299,3 +299,42 @@ def test_pace_gets_each_cycles_cpu():
         res = wss.measure(mc.pid, "clear_refs", interval=0.01, cycles=3, pace=pace)
     assert len(costs) == 3 and all(c > 0 for c in costs)
     assert res.intervals == [0.02, 0.01, 0.01]
+
+
+def test_rows_as_columns_match_the_rows():
+    """WssRows (measure's per-VMA columns) reads back as the VmaWss rows it was made from, and the
+    view's selection, sorting and text are those of the rows (golden files hold the layout)."""
+    import io
+
+    from pmaps.analysis.wss import VmaWss, WssResult, per_vma, totals
+    from pmaps.kernel.maps import Vma, decode_table
+    from pmaps.render.wss import WssView
+
+    vmas = [Vma(0x1000 * (2 * i + 1), 0x1000 * (2 * i + 2 + i % 3), "rw-p", 0, "00:00", 0, f"[v{i}]" * (i % 2))
+            for i in range(40)]
+    table = decode_table("".join(v.maps_line() + "\n" for v in vmas).encode())
+    rng = np.random.default_rng(7)
+    vpn = np.unique(np.concatenate([np.arange(s, e) for s, e in zip(table.start_page.tolist(),
+                                                                     table.end_page.tolist())]))
+    bounds = np.stack([np.searchsorted(vpn, table.start_page), np.searchsorted(vpn, table.end_page)], axis=1)
+    acc, pres = rng.random(len(vpn)) < 0.4, rng.random(len(vpn)) < 0.7
+    ref = {v.start: int(rng.integers(0, 4)) << 12 for v in vmas[::2]}
+    # smaps' order, one start listed twice (the last counts): per_vma takes (starts, bytes) columns
+    keys = np.array([vmas[0].start, *ref], dtype=np.uint64)
+    cols = per_vma(table, bounds, acc, pres, (keys, np.array([1 << 30, *ref.values()], dtype=np.int64)))
+    rows = [VmaWss(v, int(pres[lo:hi].sum()), int(acc[lo:hi].sum()), ref.get(v.start, 0) >> 12)
+            for v, (lo, hi) in zip(vmas, bounds.tolist())]
+    assert list(cols) == rows and cols[3] == rows[3] and cols[-1] == rows[-1] and cols[2:4] == rows[2:4]
+    assert totals(cols) == totals(rows)
+    for args in ((False, "address", 0), (True, "accessed", 0), (False, "resident", 7)):
+        texts = []
+        for r in (cols, rows):
+            out = io.StringIO()
+            WssView.build(WssResult(1, "x", "clear_refs", 1.0, r, [totals(r)]), *args).text(out, "human")
+            texts.append(out.getvalue())
+        assert texts[0] == texts[1]
+        shown = WssView.build(WssResult(1, "x", "clear_refs", 1.0, rows, []), *args).rows
+        want = [r for r in rows if args[0] or r.resident or r.accessed]
+        if args[1] != "address":
+            want.sort(key=lambda r: (-getattr(r, args[1]), r.vma.start))
+        assert list(shown) == want[:args[2] or None]

@@ -19,6 +19,14 @@ def run_bounds(brk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return first, np.diff(np.append(first, n))
 
 
+def distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """np.unique(values, return_inverse=True) of a 1-d array: the sorted distinct values and the
+    index of each value among them. A sort and a binary search: np.unique's inverse takes a stable
+    argsort, 4x slower on a column of 65,000 figures."""
+    uniq = np.unique(values)
+    return uniq, np.searchsorted(uniq, values)
+
+
 def consecutive_runs(x: np.ndarray, extra_breaks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(first index, length) of runs where x steps by exactly one (x sorted integers); an optional
     bool array (n - 1) adds breaks. Empty x gives empty arrays."""

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import overload
 
 import numpy as np
 
@@ -30,8 +31,8 @@ from ..kernel import damon as damonmod
 from ..kernel.clear_refs import CLEAR_REFERENCED, clear_refs
 from ..kernel.idle import IdleBitmap
 from ..kernel.kpage import KPF
-from ..kernel.maps import PAGE_SHIFT, Vma
-from ..kernel.smaps import read_smaps_field
+from ..kernel.maps import Vma, VmaTable
+from ..kernel.smaps import read_smaps_column
 from ..model import Pages
 from ..numeric import PAGE_SIZE, consecutive_runs
 
@@ -80,16 +81,77 @@ class VmaWss:
         return max(self.located, self.counted or 0)
 
 
-def per_vma(vmas: list[Vma], bounds: np.ndarray, acc: np.ndarray, pres: np.ndarray,
-            smaps_ref: dict[int, int] | None) -> list[VmaWss]:
-    """Rows per VMA from per-page bools (bounds from Snapshot.bounds()); smaps_ref: start -> bytes."""
-    ca = np.concatenate(([0], np.cumsum(acc)))
-    cp = np.concatenate(([0], np.cumsum(pres)))
-    out = []
-    for v, (lo, hi) in zip(vmas, bounds.tolist()):
-        counted = None if smaps_ref is None else smaps_ref.get(v.start, 0) // PAGE_SIZE
-        out.append(VmaWss(v, int(cp[hi] - cp[lo]), int(ca[hi] - ca[lo]), counted))
-    return out
+class WssRows(Sequence[VmaWss]):
+    """The rows per VMA as columns, one element per VMA of `table`: pages resident, located and
+    counted (None without smaps' counts). A sequence of VmaWss made on demand: a process of
+    65,000 VMAs is a few arrays, not 65,000 objects."""
+
+    def __init__(self, table: VmaTable, resident: np.ndarray, located: np.ndarray,
+                 counted: np.ndarray | None) -> None:
+        self.table, self.resident, self.located, self.counted = table, resident, located, counted
+
+    @classmethod
+    def of(cls, rows: Sequence[VmaWss]) -> WssRows:
+        """rows as columns (the same object when they already are)."""
+        if isinstance(rows, WssRows):
+            return rows
+        n = len(rows)
+        counted = None
+        if any(r.counted is not None for r in rows):
+            counted = np.fromiter((r.counted or 0 for r in rows), dtype=np.int64, count=n)
+        return cls(VmaTable.of_vmas([r.vma for r in rows]), np.fromiter((r.resident for r in rows), np.int64, n),
+                   np.fromiter((r.located for r in rows), np.int64, n), counted)
+
+    @property
+    def accessed(self) -> np.ndarray:
+        return self.located if self.counted is None else np.maximum(self.located, self.counted)
+
+    def __len__(self) -> int:
+        return len(self.resident)
+
+    @overload
+    def __getitem__(self, i: int) -> VmaWss: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[VmaWss]: ...
+
+    def __getitem__(self, i: int | slice) -> VmaWss | list[VmaWss]:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        i %= len(self)
+        counted = None if self.counted is None else int(self.counted[i])
+        return VmaWss(self.table.vma(i), int(self.resident[i]), int(self.located[i]), counted)
+
+    def take(self, idx: np.ndarray) -> WssRows:
+        """The rows at these indexes."""
+        return WssRows(self.table.take(idx), self.resident[idx], self.located[idx],
+                       None if self.counted is None else self.counted[idx])
+
+    def __iter__(self) -> Iterator[VmaWss]:
+        counted = [None] * len(self) if self.counted is None else self.counted.tolist()
+        return map(VmaWss, self.table.vmas, self.resident.tolist(), self.located.tolist(), counted)
+
+
+def per_vma(table: VmaTable, bounds: np.ndarray, acc: np.ndarray, pres: np.ndarray,
+            smaps_ref: tuple[np.ndarray, np.ndarray] | None) -> WssRows:
+    """Rows per VMA from per-page bools (bounds: [lo, hi) page indexes per VMA); smaps_ref: (VMA
+    start, bytes) as smaps lists them (a VMA it does not list counts 0; of a start listed twice,
+    the last)."""
+    ca = np.concatenate(([0], np.cumsum(acc, dtype=np.int64)))
+    cp = np.concatenate(([0], np.cumsum(pres, dtype=np.int64)))
+    lo, hi = bounds[:, 0], bounds[:, 1]
+    counted = None
+    if smaps_ref is not None:
+        counted = np.zeros(len(table), dtype=np.int64)
+        keys, vals = smaps_ref
+        if len(keys) and len(table):
+            order = np.argsort(keys, kind="stable")
+            keys, vals = keys[order], vals[order]
+            k = np.maximum(np.searchsorted(keys, table.start, side="right") - 1, 0)
+            counted = np.where(keys[k] == table.start, vals[k] // PAGE_SIZE, 0).astype(np.int64)
+    return WssRows(table, cp[hi] - cp[lo], ca[hi] - ca[lo], counted)
 
 
 @dataclass
@@ -180,7 +242,7 @@ class WssResult:
     comm: str
     method: str
     interval: float
-    rows: list[VmaWss] = field(default_factory=list)
+    rows: Sequence[VmaWss] = field(default_factory=list)  # a WssRows from measure()
     cycles: list[dict[str, int]] = field(default_factory=list)  # pages: resident, accessed, located
     ages: list[tuple[str, int]] = field(default_factory=list)
     runs: tuple[np.ndarray, np.ndarray] = field(
@@ -194,7 +256,10 @@ class WssResult:
         return LIMITS[self.method]
 
 
-def totals(rows: list[VmaWss]) -> dict[str, int]:
+def totals(rows: Sequence[VmaWss]) -> dict[str, int]:
+    if isinstance(rows, WssRows):
+        return {"resident": int(rows.resident.sum()), "accessed": int(rows.accessed.sum()),
+                "located": int(rows.located.sum())}
     return {"resident": sum(r.resident for r in rows), "accessed": sum(r.accessed for r in rows),
             "located": sum(r.located for r in rows)}
 
@@ -220,10 +285,13 @@ def measure(pid: int, method: str = "auto", interval: float = 1.0, cycles: int =
     ages = Ages()
     bitmap: IdleBitmap | None = None
     try:
-        with Process(pid, Options(), caps) as proc, contextlib.ExitStack() as stack:
+        # No kpagecount: nothing here needs map counts (nor the observer correction they carry).
+        with Process(pid, Options(counts=False), caps) as proc, contextlib.ExitStack() as stack:
             res.comm = proc.comm
             c0 = time.process_time()  # the process's CPU, all threads: the budget counts them all
-            before = proc.snapshot()
+            # The start of the first cycle needs pagemap only (which pages are present, their PFNs
+            # to mark idle); each later cycle starts from the end of the one before.
+            before = proc.pages(lookup=False)
             cost = time.process_time() - c0
             if method == "idle":
                 bitmap = stack.enter_context(contextlib.closing(IdleBitmap.open(write=True)))
@@ -236,10 +304,10 @@ def measure(pid: int, method: str = "auto", interval: float = 1.0, cycles: int =
                 c0 = time.process_time()
                 tried = None
                 if bitmap is not None:
-                    bitmap.mark_idle(before.pages.pfn[before.pages.present])
+                    bitmap.mark_idle(before.pfn[before.present])
                 elif dm is not None:
-                    pres = before.pages.present & (before.pages.pfn != 0)
-                    first, end, group = damonmod.page_regions(np.unique(before.pages.pfn[pres]))
+                    pres = before.present & (before.pfn != 0)
+                    first, end, group = damonmod.page_regions(np.unique(before.pfn[pres]))
                     if group > 1 and c == 0:
                         say(f"{int(pres.sum())} resident pages: DAMON regions of {group} adjacent PFNs, "
                             "accesses are sampled per region, not page-exact")
@@ -248,24 +316,27 @@ def measure(pid: int, method: str = "auto", interval: float = 1.0, cycles: int =
                     clear_refs(pid, CLEAR_REFERENCED)
                 if tried is None:
                     time.sleep(window)
-                proc.refresh_vmas()
-                after = proc.snapshot()
+                table = proc.refresh_table()
                 idle = None
                 ref = None
+                after = proc.pages()
+                if method == "clear_refs":
+                    ref = read_smaps_column(pid, "Referenced", started=True)
                 if tried is not None:
-                    idle = ~damonmod.accessed_pages(after.pages.pfn, tried)
+                    idle = ~damonmod.accessed_pages(after.pfn, tried)
                 elif bitmap is not None:
-                    idle = np.zeros(len(after.pages), dtype=bool)
-                    pres = after.pages.present
-                    idle[pres] = bitmap.read_idle(after.pages.pfn[pres])
-                else:
-                    ref = read_smaps_field(pid, "Referenced", started=True)
-                acc = located(before.pages, after.pages, idle=idle)
+                    idle = np.zeros(len(after), dtype=bool)
+                    pres = after.present
+                    idle[pres] = bitmap.read_idle(after.pfn[pres])
+                acc = located(before, after, idle=idle)
                 # Resident as smaps counts it: the zero page is not (vm_normal_page() is NULL for it).
-                pres = after.pages.present & ~after.pages.zero(after.known)
-                res.rows = per_vma(after.vmas, after.bounds(), acc, pres, ref)
-                ages.update(after.pages.vpn[pres], acc[pres])
-                res.runs = runs(after.pages.vpn, acc, np.array([v.start >> PAGE_SHIFT for v in after.vmas]))
+                pres = after.present & ~after.zero(proc.known)
+                starts = table.start_page
+                bounds = np.stack([np.searchsorted(after.vpn, starts), np.searchsorted(after.vpn, table.end_page)],
+                                  axis=1)
+                res.rows = per_vma(table, bounds, acc, pres, ref)
+                ages.update(after.vpn[pres], acc[pres])
+                res.runs = runs(after.vpn, acc, starts)
                 res.cycles.append(totals(res.rows))
                 res.intervals.append(window)
                 before = after

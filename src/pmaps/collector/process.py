@@ -6,6 +6,7 @@ one place (`Process.regions`), which the sample collector shares.
 """
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -284,7 +285,7 @@ class Process:
         assert self._fd is not None
         return read_runs(self._fd, self.pid, starts, ends)
 
-    def _pages(self, regs: np.ndarray) -> Pages:
+    def _pages(self, regs: np.ndarray, lookup: bool = True) -> Pages:
         starts, ends, cats = regs[:, 0], regs[:, 1], regs[:, 2]
         lens = (ends - starts).astype(np.int64)
         assert self._fd is not None
@@ -299,7 +300,7 @@ class Process:
         if not keep.all():
             vpn, pm, cat = vpn[keep], pm[keep], cat[keep]
         pages = Pages(vpn, pm, cat)
-        if self._kpage is not None:
+        if self._kpage is not None and lookup:
             self._lookup(pages)
         return pages
 
@@ -349,7 +350,7 @@ class Process:
             if len(pages):
                 yield vma_index(pages, self.table, bounds)
 
-    def batches(self, workers: int = 2) -> Iterator[Pages]:
+    def batches(self, workers: int = 2, *, lookup: bool = True) -> Iterator[Pages]:
         """Populated pages in address order, in batches of about chunk_pages pages.
 
         A batch may span many small VMAs: one pagemap pass and one kpage lookup for all of
@@ -358,16 +359,17 @@ class Process:
         the GIL, so two cores read while the caller renders. Memory stays bounded by the window.
         """
         todo = self._batch_regions()
+        read = functools.partial(self._pages, lookup=lookup)
         # The first batch runs alone: it decides whether PFNs are real (see _lookup) before
         # any worker shares the kpage reader. A small process is a single batch: no threads.
         for regs in todo:
-            yield self._pages(regs)
+            yield read(regs)
             break
         if workers <= 1:
-            yield from (self._pages(regs) for regs in todo)
+            yield from map(read, todo)
         else:
             self._split_reads = False  # the workers are the parallelism
-            yield from ordered_map(self._pages, todo, workers, ahead=2 * workers)
+            yield from ordered_map(read, todo, workers, ahead=2 * workers)
         self.check_alive()
         self.check_identity()
 
@@ -426,13 +428,20 @@ class Process:
         self.close()
 
     def snapshot(self, workers: int = 2) -> Snapshot:
-        pages = Pages.concat(list(self.batches(workers)))
+        pages = self.pages(workers)
+        return Snapshot(self.pid, self.comm, self.vmas, pages, self.known)
+
+    def pages(self, workers: int = 2, *, lookup: bool = True) -> Pages:
+        """Every populated page of the table's VMAs now (a snapshot's pages, without the Vma
+        objects). lookup=False reads pagemap only: no kpageflags or kpagecount however opened
+        (what pagemap and the scan's categories tell: present, swapped, PFN, file, zero)."""
+        pages = Pages.concat(list(self.batches(workers, lookup=lookup)))
         # A scan group spans the gaps between its VMAs: a VMA that grew into one after maps
         # was read (brk, mremap) yields pages outside every VMA of this snapshot. Drop them.
         inside = inside_vmas(pages.vpn, self.table)
         if not inside.all():
             pages = pages.take(inside)
-        return Snapshot(self.pid, self.comm, self.vmas, pages, self.known)
+        return pages
 
 
 def _well_formed(table: VmaTable) -> bool:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from ..collector import FIELDS, Options, Process, take_sample
 from ..errors import BadSnapshot, NoSuchProcess, PidReused, UsageError, ZombieProcess
-from ..store.recording import Recorder
+from ..store.recording import Recorder, use_system_allocator
 from . import Command, add_cpu_option, budget_interval, positive, seconds
 from ._common import parse_pid
 
@@ -68,6 +68,7 @@ class Record(Command):
 
                 rec: Recorder | DatasetRecorder = DatasetRecorder(args.dataset, pid, args.batch)
             else:
+                use_system_allocator()
                 rec = Recorder(Path(str(args.output)), pid, proc.comm, args.interval, args.pfn).open()
             old = {s: signal.signal(s, _raise) for s in (signal.SIGINT, signal.SIGTERM)}
             try:

@@ -158,7 +158,7 @@ class PfnReader:
 
         flag_pfns, when given, are the PFNs whose kpageflags to read in place of pfns (a THP
         tail's head, whose flags the caller adapts)."""
-        jobs: list[tuple[int, str, int, memoryview]] = []
+        jobs: list[Reads] = []
         plan = plan_lookup(pfns if flag_pfns is None else flag_pfns)
         # kpagecount for a subset: its own plan when the subset is small (fewer PFNs for the
         # kernel to count), the flags plan when it is most of the PFNs (no second plan).
@@ -174,13 +174,7 @@ class PfnReader:
                 results.append(None)
                 continue
             buf = np.zeros(pl.total, dtype="<u8")
-            mv = buf.data.cast("B")
-            pos = 0
-            for start, length in zip(pl.seg_start.tolist(), pl.seg_len.tolist()):
-                for off in range(0, length, MAX_READ):
-                    k = min(MAX_READ, length - off)
-                    jobs.append((fd, path, (start + off) * 8, mv[(pos + off) * 8 : (pos + off + k) * 8]))
-                pos += length
+            jobs.append(Reads.of(fd, path, buf, pl))
             results.append(buf)
         _run_split(jobs, split)
         flags, counts = results
@@ -208,41 +202,85 @@ class PfnReader:
 SPLIT_MIN = 1 << 15  # PFNs: below this a second thread costs more than it saves
 
 
-def _read_jobs(jobs: list[tuple[int, str, int, memoryview]], errors: list[BaseException]) -> None:
+@dataclass(frozen=True, slots=True)
+class Reads:
+    """Reads of one file into one buffer, as plain lists (the read loop does no other work): the
+    byte offset in the file, and the position and size in the buffer, of each read."""
+
+    fd: int
+    path: str
+    buf: memoryview
+    off: list[int]
+    pos: list[int]
+    size: list[int]
+
+    @classmethod
+    def of(cls, fd: int, path: str, buf: np.ndarray, plan: LookupPlan) -> Reads:
+        """The plan's segments into buf (u64 per PFN), as reads of at most MAX_READ PFNs."""
+        start, length = plan.seg_start, plan.seg_len
+        if len(length) and int(length.max()) > MAX_READ:
+            k = (length + MAX_READ - 1) // MAX_READ
+            seg = np.repeat(np.arange(len(length)), k)
+            within = (np.arange(int(k.sum())) - np.repeat(seg_offsets(k), k)) * MAX_READ
+            start, length = start[seg] + within, np.minimum(length[seg] - within, MAX_READ)
+        return cls(fd, path, buf.data.cast("B"), (start * 8).tolist(), (seg_offsets(length) * 8).tolist(),
+                   (length * 8).tolist())
+
+    @property
+    def total(self) -> int:
+        return sum(self.size)
+
+    def cut(self, nbytes: int) -> tuple[Reads, Reads]:
+        """The first nbytes (a multiple of 8) of the reads, and the rest."""
+        i, acc = 0, 0
+        while i < len(self.size) and acc + self.size[i] <= nbytes:
+            acc += self.size[i]
+            i += 1
+        off, pos, size = self.off, self.pos, self.size
+        if i == len(size) or acc == nbytes:
+            return (Reads(self.fd, self.path, self.buf, off[:i], pos[:i], size[:i]),
+                    Reads(self.fd, self.path, self.buf, off[i:], pos[i:], size[i:]))
+        k = nbytes - acc  # read i is split in two
+        return (Reads(self.fd, self.path, self.buf, [*off[:i], off[i]], [*pos[:i], pos[i]], [*size[:i], k]),
+                Reads(self.fd, self.path, self.buf, [off[i] + k, *off[i + 1:]], [pos[i] + k, *pos[i + 1:]],
+                      [size[i] - k, *size[i + 1:]]))
+
+    def run(self) -> None:
+        procfs.pread_runs(self.fd, self.buf, self.off, self.pos, self.size, self.path)
+
+
+def _read_jobs(jobs: list[Reads], errors: list[BaseException]) -> None:
     try:
-        by_fd: dict[int, tuple[str, list[tuple[int, memoryview]]]] = {}
-        for fd, path, off, view in jobs:
-            by_fd.setdefault(fd, (path, []))[1].append((off, view))
-        for fd, (path, items) in by_fd.items():
-            procfs.pread_many(fd, items, path)
+        for r in jobs:
+            r.run()
     except BaseException as e:  # re-raised in the calling thread
         errors.append(e)
 
 
-def _run_split(jobs: list[tuple[int, str, int, memoryview]], split: bool = True) -> None:
+def _run_split(jobs: list[Reads], split: bool = True) -> None:
     """Run the reads on this thread and one helper, halves balanced by size."""
-    total = sum(len(j[3]) for j in jobs) // 8
+    sizes = [r.total for r in jobs]
+    total = sum(sizes) // 8
     if total < SPLIT_MIN or not split:
         errs: list[BaseException] = []
         _read_jobs(jobs, errs)
         if errs:
             raise errs[0]
         return
-    # Cut pieces so that both halves get about total/2 PFNs.
-    half = total // 2
-    mine: list[tuple[int, str, int, memoryview]] = []
-    theirs: list[tuple[int, str, int, memoryview]] = []
+    # Cut the reads so that both halves get about total/2 PFNs.
+    half = total // 2 * 8
+    mine: list[Reads] = []
+    theirs: list[Reads] = []
     acc = 0
-    for fd, path, off, view in jobs:
-        n = len(view) // 8
+    for r, n in zip(jobs, sizes):
         if acc < half < acc + n:
-            cut = (half - acc) * 8
-            mine.append((fd, path, off, view[:cut]))
-            theirs.append((fd, path, off + cut, view[cut:]))
+            a, b = r.cut(half - acc)
+            mine.append(a)
+            theirs.append(b)
         elif acc < half:
-            mine.append((fd, path, off, view))
+            mine.append(r)
         else:
-            theirs.append((fd, path, off, view))
+            theirs.append(r)
         acc += n
     errs = []
     t = threading.Thread(target=_read_jobs, args=(theirs, errs), daemon=True)
@@ -295,15 +333,7 @@ def lookup_cgroup(pfns: np.ndarray) -> np.ndarray | None:
     try:
         plan = plan_lookup(pfns)
         buf = np.zeros(plan.total, dtype="<u8")
-        mv = buf.data.cast("B")
-        jobs: list[tuple[int, str, int, memoryview]] = []
-        pos = 0
-        for start, length in zip(plan.seg_start.tolist(), plan.seg_len.tolist()):
-            for off in range(0, length, MAX_READ):
-                k = min(MAX_READ, length - off)
-                jobs.append((fd, KPAGECGROUP, (start + off) * 8, mv[(pos + off) * 8 : (pos + off + k) * 8]))
-            pos += length
-        _run_split(jobs)
+        _run_split([Reads.of(fd, KPAGECGROUP, buf, plan)])
         return buf[plan.index]
     finally:
         procfs.close(fd)

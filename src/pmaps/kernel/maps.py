@@ -9,7 +9,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import KernelThread
-from ..numeric import PAGE_SHIFT, PAGE_SIZE
+from ..numeric import PAGE_SHIFT, PAGE_SIZE, distinct
 from . import procfs
 
 __all__ = ["PAGE_SHIFT", "PAGE_SIZE", "MapsFormatError", "Vma", "VmaTable", "decode_maps", "decode_maps_line",
@@ -162,6 +162,7 @@ class VmaTable:
         # Per line, offsets in _text: line start, end, perms start, end, dev start, end, path start, inode end.
         self._pos = pos
         self.source = b""  # the maps read decoded into this table (decode_table), b"" for of_vmas
+        self._whole = True  # every line of _text, in order (not a take())
         if vmas is not None:
             self.__dict__["vmas"] = vmas
 
@@ -188,17 +189,49 @@ class VmaTable:
         t = self._text
         return [t[x:y] for x, y in zip(self._pos[:, a].tolist(), self._pos[:, b].tolist())]
 
+    def _short_field(self, a: int, b: int) -> list[str]:
+        """_field of a field of at most 8 characters (perms, dev): each line's bytes read as one
+        u64 by numpy, each distinct value decoded once (a few, for thousands of lines)."""
+        assert self._pos is not None
+        p = self._pos
+        if len(p) < 64:
+            return self._field(a, b)
+        lens = p[:, b] - p[:, a]
+        buf = np.frombuffer(self._text.encode("ascii"), dtype=np.uint8)
+        inside = _COL8 < lens[:, None]
+        g = buf[np.minimum(p[:, a][:, None] + _COL8, len(buf) - 1)]
+        if int(lens.max()) > 8 or (g[inside] == 0).any():  # too long, or a NUL that padding would hide
+            return self._field(a, b)
+        g[~inside] = 0
+        uniq, inv = distinct(np.ascontiguousarray(g).view("<u8").ravel())
+        text = np.array([int(u).to_bytes(8, "little").rstrip(b"\0").decode("ascii") for u in uniq.tolist()],
+                        dtype=object)
+        out: list[str] = text[inv].tolist()
+        return out
+
     @cached_property
     def perms(self) -> list[str]:
-        return self._field(2, 3) if self._pos is not None else [v.perms for v in self.vmas]
+        return self._short_field(2, 3) if self._pos is not None else [v.perms for v in self.vmas]
 
     @cached_property
     def dev(self) -> list[str]:
-        return self._field(4, 5) if self._pos is not None else [v.dev for v in self.vmas]
+        return self._short_field(4, 5) if self._pos is not None else [v.dev for v in self.vmas]
 
     @cached_property
     def path(self) -> list[str]:
-        return self._field(6, 1) if self._pos is not None else [v.path for v in self.vmas]
+        """Each VMA's path ('' when unnamed): only the named VMAs' text is cut out (a process of many
+        anonymous VMAs has few)."""
+        if self._pos is None:
+            return [v.path for v in self.vmas]
+        p = self._pos
+        named = np.flatnonzero(p[:, 6] != p[:, 1])
+        if 2 * len(named) > len(p):
+            return self._field(6, 1)
+        out = [""] * len(p)
+        t = self._text
+        for i, x, y in zip(named.tolist(), p[named, 6].tolist(), p[named, 1].tolist()):
+            out[i] = t[x:y]
+        return out
 
     @cached_property
     def vmas(self) -> list[Vma]:
@@ -223,6 +256,18 @@ class VmaTable:
         keys = zip(other.start.tolist(), other.end.tolist())
         return np.fromiter((where.get(key, -1) for key in keys), dtype=np.int64, count=len(other))
 
+    def take(self, idx: np.ndarray) -> VmaTable:
+        """The VMAs at these indexes (an int array), as a table of their own."""
+        if self._pos is None:
+            pick = idx.tolist()
+            vmas = self.vmas
+            return VmaTable(self.start[idx], self.end[idx], self.offset[idx], self.inode[idx],
+                            vmas=[vmas[i] for i in pick])
+        t = VmaTable(self.start[idx], self.end[idx], self.offset[idx], self.inode[idx], text=self._text,
+                     pos=self._pos[idx])
+        t._whole = False
+        return t
+
     def vma(self, i: int) -> Vma:
         """VMA i, without making the others."""
         if "vmas" in self.__dict__ or self._pos is None:
@@ -243,7 +288,7 @@ class VmaTable:
         # An unnamed VMA's line ends at its inode: cut the blanks after it.
         ends = np.where(unnamed, p[:, 7], p[:, 1])
         t = self._text
-        if not unnamed.any():
+        if not unnamed.any() and self._whole:
             lines = t[p[0, 0]: p[-1, 1]].split("\n") if len(p) else []
         else:
             lines = [t[x:y] for x, y in zip(p[:, 0].tolist(), ends.tolist())]
@@ -310,6 +355,7 @@ def _fast_table(data: bytes) -> VmaTable | None:
     return VmaTable(start, end, offset, inode, text=data.decode("ascii"), pos=pos)
 
 
+_COL8 = np.arange(8)
 _PAD = 20  # bytes before the maps text, so that every field has a full window of digits before its end
 _POW10 = np.uint64(10) ** np.arange(_PAD - 1, -1, -1, dtype=np.uint64)
 _COLS = np.arange(_PAD, dtype=np.uint8)

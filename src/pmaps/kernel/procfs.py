@@ -103,6 +103,19 @@ def read_file(pid: int, name: str, *, started: bool = False) -> bytes:
     return b"".join(chunks)
 
 
+def read_chunks(pid: int, name: str, *, started: bool = False, size: int = 1 << 20) -> Iterator[bytes]:
+    """/proc/PID/NAME as it is read, `size` bytes at most a read (a seq_file read ends at a
+    record's end): for a caller that decodes as it reads rather than holding the whole text."""
+    path = proc_path(pid, name)
+    with translate(pid, path, started=started):
+        with open(path, "rb", buffering=0) as f:
+            while True:
+                b = f.read(size)
+                if not b:
+                    break
+                yield b
+
+
 def read_system(path: str) -> bytes:
     """A whole system file (/sys, /proc/meminfo...)."""
     with translate(0, path):
@@ -156,6 +169,21 @@ def pread_many(fd: int, jobs: list[tuple[int, memoryview]], path: str) -> None:
         for off, view in jobs:
             got = preadv(fd, [view], off)
             if 0 < got < len(view):
+                pread_into(fd, view[got:], off + got, 0, path)
+    except OSError:
+        with translate(0, path, started=True):
+            raise
+
+
+def pread_runs(fd: int, buf: memoryview, offs: list[int], poss: list[int], sizes: list[int], path: str) -> None:
+    """Fill buf[pos:pos + size] from fd at each offset; short reads leave zeros (past the end of
+    RAM). One tight loop over plain lists: kpageflags lookups make tens of thousands of reads."""
+    preadv = os.preadv
+    try:
+        for off, p, n in zip(offs, poss, sizes):
+            view = buf[p:p + n]
+            got = preadv(fd, [view], off)
+            if 0 < got < n:
                 pread_into(fd, view[got:], off + got, 0, path)
     except OSError:
         with translate(0, path, started=True):

@@ -17,6 +17,7 @@ from ..analysis.diff import KIND_TITLES, KINDS, Diff
 from ..analysis.footprint import Facts, figures
 from ..kernel.maps import PAGE_SIZE, VmaTable
 from ..model import Sample
+from ..numeric import distinct
 from .table import printable, unprintable
 from .units import fmt_bytes
 
@@ -200,7 +201,7 @@ def _cells(r: Row, unit: str, unknown: frozenset[str]) -> list[str]:
 def _column(values: np.ndarray, fmt: Callable[[int], str], width: int) -> list[str]:
     """Cells of an int column right-aligned to at least `width` and to the widest: each distinct
     value formatted and padded once."""
-    uniq, inv = np.unique(values, return_inverse=True)
+    uniq, inv = distinct(values)
     text = [fmt(x) for x in uniq.tolist()]
     w = max(width, max(map(len, text), default=0))
     cells = np.array([x.rjust(w) for x in text], dtype=object)

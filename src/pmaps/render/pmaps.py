@@ -390,16 +390,22 @@ class RangeWriter:
         starts, ends, offsets, inodes = table.start, table.end, table.offset, table.inode
         perms_all, devs_all, paths_all = table.perms, table.dev, table.path
 
+        # A JSON VMA follows the one before it after a comma (the first one's is cut off).
+        fmt = ("" if ndjson else ",") + prefix + \
+            '"start":%d,"end":%d,"perms":%s,"offset":%d,"dev":%s,"inode":%d,"path":%s,"ranges":['
+
         def opens(lo: int, hi: int) -> list[str]:
             """The opening text of VMAs [lo, hi) (made a batch at a time: memory stays a batch's)."""
-            perms = [js[x] if x in js else js.setdefault(x, _str(x)) for x in perms_all[lo:hi]]
-            devs = [js[x] if x in js else js.setdefault(x, _str(x)) for x in devs_all[lo:hi]]
-            rows = zip(starts[lo:hi].tolist(), ends[lo:hi].tolist(), perms, offsets[lo:hi].tolist(), devs,
-                       inodes[lo:hi].tolist(), map(_str, paths_all[lo:hi]))
-            text = [prefix + '"start":%d,"end":%d,"perms":%s,"offset":%d,"dev":%s,"inode":%d,"path":%s,"ranges":['
-                    % row for row in rows]
-            if not ndjson:
-                text[(lo == 0):] = ["," + x for x in text[(lo == 0):]]
+            perms, devs = perms_all[lo:hi], devs_all[lo:hi]
+            for x in {*perms, *devs}:  # each distinct perms and dev quoted once
+                if x not in js:
+                    js[x] = _str(x)
+            rows = zip(starts[lo:hi].tolist(), ends[lo:hi].tolist(), map(js.__getitem__, perms),
+                       offsets[lo:hi].tolist(), map(js.__getitem__, devs), inodes[lo:hi].tolist(),
+                       map(_str, paths_all[lo:hi]))
+            text = list(map(fmt.__mod__, rows))
+            if not ndjson and lo == 0 and text:
+                text[0] = text[0][1:]
             return [""] * lo + text  # indexed by VMA (the slots before lo are never read)
 
         base = (table.offset >> np.uint64(PAGE_SHIFT)).astype(np.int64) - table.start_page.astype(np.int64)

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..analysis.footprint import finish_columns
 from ..kernel.maps import Vma, VmaTable
+from ..numeric import distinct
 from .output import View
 from .table import printable, unprintable, write_table
 from .units import fmt_bytes, unit_header
@@ -67,7 +68,7 @@ def _cells(col: np.ndarray | None, n: int, unit: str, width: int = 0) -> list[st
         return ["?".rjust(width)] * n
     if n < 64:
         return [fmt_bytes(x, unit).rjust(width) for x in col.tolist()]
-    uniq, inv = np.unique(col, return_inverse=True)
+    uniq, inv = distinct(col)
     text = [fmt_bytes(x, unit) for x in uniq.tolist()]
     w = max(width, max(map(len, text)))
     cells = np.array([t.rjust(w) for t in text], dtype=object)
@@ -118,7 +119,10 @@ class SummaryView(View):
             cols: list[list[str]] = []
             for j, cells in enumerate([[f"{s:012x}" for s in v.table.start.tolist()], v.table.perms]):
                 w = max(len(header[j]), len(total[j]), max(map(len, cells)))
-                cols.append(cells if min(map(len, cells)) == w else [c.ljust(w) for c in cells])
+                if min(map(len, cells)) < w:  # each distinct cell padded once (perms: a few of them)
+                    padded = {c: c.ljust(w) for c in set(cells)} if j else {}
+                    cells = list(map(padded.__getitem__, cells)) if j else [c.ljust(w) for c in cells]
+                cols.append(cells)
             for j, c in enumerate(COLS, start=2):
                 cols.append(_cells(v.cols[c], n, unit, max(len(header[j]), len(total[j]))))
             widths = [len(col[0]) for col in cols]

@@ -3,8 +3,13 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from itertools import repeat
 from typing import TextIO
+
+import numpy as np
+
+from ..numeric import distinct
 
 # Process names, paths and cgroup names are anyone's text: on a terminal a control character
 # (ESC starts a sequence that can move the cursor, retitle the window, rewrite what root reads)
@@ -48,6 +53,36 @@ def write_table(out: TextIO, header: Sequence[str], rows: Sequence[Sequence[str]
     spec = " ".join("{}" if lefts[i] and i == ncol - 1 else f"{{:{'<' if lefts[i] else '>'}{widths[i]}}}"
                     for i in range(ncol))
     out.write("".join(spec.format(*r).rstrip() + "\n" for r in allrows))
+
+
+def write_columns(out: TextIO, header: Sequence[str], cols: Sequence[list[str]], left: int = 0,
+                  footer: Sequence[Sequence[str]] = (), text_last: bool = False) -> None:
+    """write_table's text from columns (a list of cells per column, one cell per row): each column
+    escaped, measured and padded as a whole, no Python step per cell."""
+    ncol = len(header)
+    full = [[header[j], *cols[j], *(f[j] for f in footer)] for j in range(ncol)]
+    full = [list(map(printable, col)) if unprintable("".join(col)) else col for col in full]
+    for j in range(ncol):
+        is_left = j < left or (text_last and j == ncol - 1)
+        if is_left and j == ncol - 1:
+            continue
+        w = max(map(len, full[j]))
+        if min(map(len, full[j])) < w:
+            full[j] = list(map(str.ljust if is_left else str.rjust, full[j], repeat(w)))
+    out.write("\n".join(map(str.rstrip, map(" ".join, zip(*full)))) + "\n")
+
+
+def cells(values: np.ndarray, fmt: Callable[[int], str], width: int = 0) -> list[str]:
+    """fmt of each value of an int column, right-aligned to at least `width` and to the widest:
+    each distinct value formatted and padded once."""
+    if not len(values):
+        return []
+    uniq, inv = distinct(values)
+    text = [fmt(x) for x in uniq.tolist()]
+    w = max(width, max(map(len, text)))
+    padded = np.array([t.rjust(w) for t in text], dtype=object)
+    out: list[str] = padded[inv].tolist()
+    return out
 
 
 def write_csv(out: TextIO, header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:

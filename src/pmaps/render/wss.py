@@ -7,54 +7,62 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from ..analysis.wss import VmaWss, WssResult, totals
+from ..analysis.wss import WssResult, WssRows, totals
 from ..numeric import PAGE_SHIFT, PAGE_SIZE
 from .output import View
-from .table import printable, write_table
+from .table import cells, printable, write_columns, write_table
 from .units import fmt_bytes, unit_header
 
 SCHEMA = "pmaps-wss/1"
+U64 = np.uint64
 CSV_HEADER = ["start", "end", "perms", "path", "resident_bytes", "accessed_bytes", "located_bytes"]
 
 
-def _runs_in(rs: tuple[np.ndarray, np.ndarray], start: int, end: int) -> list[list[int]]:
-    """[[address, pages], ...] of the last cycle's located runs inside [start, end)."""
+def _runs_in(rs: tuple[np.ndarray, np.ndarray], start: np.ndarray, end: np.ndarray) -> list[list[list[int]]]:
+    """Per VMA [start, end): [[address, pages], ...] of the last cycle's located runs inside it."""
     first, n = rs
-    lo, hi = np.searchsorted(first, [start >> PAGE_SHIFT, end >> PAGE_SHIFT])
-    return [[a << PAGE_SHIFT, k] for a, k in zip(first[lo:hi].tolist(), n[lo:hi].tolist())]
+    lo = np.searchsorted(first, (start >> U64(PAGE_SHIFT)).astype(np.int64)).tolist()
+    hi = np.searchsorted(first, (end >> U64(PAGE_SHIFT)).astype(np.int64)).tolist()
+    fl, nl = first.tolist(), n.tolist()
+    return [[[a << PAGE_SHIFT, k] for a, k in zip(fl[x:y], nl[x:y])] for x, y in zip(lo, hi)]
 
 
 @dataclass
 class WssView(View):
     res: WssResult
-    rows: list[VmaWss]
+    rows: WssRows  # the rows shown
     schema: str = SCHEMA
     formats: tuple[str, ...] = ("text", "json", "csv")
     json_indent: int | None = 1
 
     @classmethod
     def build(cls, res: WssResult, all_vmas: bool = False, sort: str = "address", limit: int = 0) -> WssView:
-        rows = [r for r in res.rows if all_vmas or r.resident or r.accessed]
-        if sort == "accessed":
-            rows.sort(key=lambda r: (-r.accessed, r.vma.start))
-        elif sort == "resident":
-            rows.sort(key=lambda r: (-r.resident, r.vma.start))
+        cols = WssRows.of(res.rows)
+        acc = cols.accessed
+        idx = np.arange(len(cols)) if all_vmas else np.flatnonzero((cols.resident != 0) | (acc != 0))
+        if sort in ("accessed", "resident"):
+            key = acc if sort == "accessed" else cols.resident
+            idx = idx[np.lexsort((cols.table.start[idx], -key[idx]))]
         if limit:
-            rows = rows[:limit]
-        return cls(res, rows)
+            idx = idx[:limit]
+        return cls(res, cols.take(idx))
 
     def document(self) -> dict[str, Any]:
-        r = self.res
+        r, c = self.res, self.rows
+        t = c.table
+        runs = _runs_in(r.runs, t.start, t.end)
         return {"schema": SCHEMA, "pid": r.pid, "comm": r.comm, "method": r.method, "interval": r.interval,
                 "intervals": r.intervals, "limits": r.limits, "cycles": r.cycles,
                 "vmas": [{"start": v.vma.start, "end": v.vma.end, "perms": v.vma.perms, "path": v.vma.path,
                           "resident": v.resident, "accessed": v.accessed, "located": v.located, "counted": v.counted,
-                          "located_runs": _runs_in(r.runs, v.vma.start, v.vma.end)} for v in self.rows],
+                          "located_runs": rs} for v, rs in zip(c, runs)],
                 "ages": [{"age": a, "pages": n} for a, n in r.ages]}
 
     def table(self) -> tuple[Sequence[str], Iterable[Sequence[object]]]:
-        return CSV_HEADER, ([v.vma.start, v.vma.end, v.vma.perms, v.vma.path, v.resident * PAGE_SIZE,
-                             v.accessed * PAGE_SIZE, v.located * PAGE_SIZE] for v in self.rows)
+        c = self.rows
+        t = c.table
+        return CSV_HEADER, zip(t.start.tolist(), t.end.tolist(), t.perms, t.path, (c.resident * PAGE_SIZE).tolist(),
+                               (c.accessed * PAGE_SIZE).tolist(), (c.located * PAGE_SIZE).tolist())
 
     def text(self, out: TextIO, unit: str) -> None:
         r, u = self.res, unit
@@ -72,15 +80,20 @@ class WssView(View):
             out.write(f"cycle {i}: accessed {b(c['accessed'])} of {b(c['resident'])} resident "
                       f"(located page by page: {b(c['located'])})\n")
         h = unit_header(u)
-        table = [[f"{v.vma.start:x}-{v.vma.end:x}", v.vma.perms, b(v.resident), b(v.accessed), b(v.located), v.vma.path]
-                 for v in self.rows]
+        shown = self.rows
         t = totals(r.rows)
         out.write("\n")
-        write_table(out, ["ADDRESS", "PERMS", "RESIDENT" + h, "ACCESSED" + h, "LOCATED" + h, "MAPPING"], table, left=2,
-                    text_last=True,
-                    footer=[["total", "", b(t["resident"]), b(t["accessed"]), b(t["located"]), ""]])
-        if len(self.rows) < sum(1 for v in r.rows if v.resident or v.accessed):
-            out.write(f"({len(self.rows)} of the VMAs with resident or accessed pages shown; totals are of all)\n")
+        vt = shown.table
+        head = ["ADDRESS", "PERMS", "RESIDENT" + h, "ACCESSED" + h, "LOCATED" + h, "MAPPING"]
+        foot = ["total", "", b(t["resident"]), b(t["accessed"]), b(t["located"]), ""]
+        cols = [[f"{a:x}-{z:x}" for a, z in zip(vt.start.tolist(), vt.end.tolist())], list(vt.perms),
+                *(cells(x, b, max(len(head[j]), len(foot[j])))
+                  for j, x in enumerate((shown.resident, shown.accessed, shown.located), start=2)),
+                list(vt.path)]
+        write_columns(out, head, cols, left=2, text_last=True, footer=[foot])
+        every = WssRows.of(r.rows)
+        if len(shown) < int(np.count_nonzero((every.resident != 0) | (every.accessed != 0))):
+            out.write(f"({len(shown)} of the VMAs with resident or accessed pages shown; totals are of all)\n")
         if n > 1:
             out.write("\npage ages: resident pages by intervals since their last located access\n")
             write_table(out, ["AGE", "PAGES", "SIZE" + h], [[a, str(k), b(k)] for a, k in r.ages], left=1)
