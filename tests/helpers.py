@@ -173,6 +173,19 @@ def close(p: subprocess.Popen[str]) -> None:
     p.wait()
 
 
+def uncached_file(path: Path, size: int) -> Path:
+    """A file of `size` random bytes, written, synced and dropped from the page cache: the first
+    process that reads it is charged for its pages."""
+    path.write_bytes(os.urandom(size))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    return path
+
+
 def within(ours: int, theirs: int) -> bool:
     """The issue's tolerance: 1% plus 64 pages."""
     return abs(ours - theirs) <= theirs // 100 + 64 * PAGE

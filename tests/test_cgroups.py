@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from helpers import MEMCG as H
-from helpers import PAGE, close, memcgs, needs_memcg, start_in, within
+from helpers import PAGE, close, memcgs, needs_memcg, start_in, uncached_file, within
 from pmaps.analysis import cgroups as C
 from pmaps.kernel import cgroup as K
 
@@ -45,12 +45,7 @@ sys.stdin.read()
 
 @needs_memcg
 def test_charged_vs_memory_stat_and_mapped_elsewhere(run, tmp_path):
-    data = tmp_path / "shared.dat"
-    data.write_bytes(os.urandom(8 << 20))
-    fd = os.open(data, os.O_RDONLY)
-    os.fsync(fd)
-    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # not cached: A's read charges it to A
-    os.close(fd)
+    data = uncached_file(tmp_path / "shared.dat", 8 << 20)  # not cached: A's read charges it to A
     with memcgs() as (parent, base):
         a = start_in(parent / "A", WORK_A, str(data))
         b = None
@@ -89,12 +84,7 @@ def test_charged_vs_memory_stat_and_mapped_elsewhere(run, tmp_path):
 @needs_memcg
 def test_pages_cgroup_column_names_our_memcg(run, tmp_path):
     """files --pages --cgroup, on pages a process of our own memcg read."""
-    data = tmp_path / "f.dat"
-    data.write_bytes(os.urandom(64 * PAGE))
-    fd = os.open(data, os.O_RDONLY)
-    os.fsync(fd)
-    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    os.close(fd)
+    data = uncached_file(tmp_path / "f.dat", 64 * PAGE)
     reader = r"""
 import os, sys
 fd = os.open(sys.argv[1], os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
@@ -256,12 +246,7 @@ def test_lru_lists_against_memory_stat(run, tmp_path):
     Pages move between active and inactive at any moment (reclaim, a second access), so per type
     the sum active + inactive is held to the issue's tolerance (1% + 64 pages), and unevictable
     (8 MiB mlocked) too; each difference is pmaps minus the kernel's figure."""
-    data = tmp_path / "lru.dat"
-    data.write_bytes(os.urandom(16 << 20))
-    fd = os.open(data, os.O_RDONLY)
-    os.fsync(fd)
-    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # not cached: the worker's read charges it to A
-    os.close(fd)
+    data = uncached_file(tmp_path / "lru.dat", 16 << 20)  # not cached: the worker's read charges it to A
     with memcgs() as (parent, base):
         p = start_in(parent / "A", LRU_WORK, str(data))
         try:
@@ -636,12 +621,7 @@ def test_files_evicted_under_a_memory_limit(run, tmp_path):
     assert H is not None
     if H.version != 1:
         pytest.skip("the limit file is v1's here")
-    data = tmp_path / "big.dat"
-    data.write_bytes(os.urandom(64 << 20))
-    fd = os.open(data, os.O_RDONLY)
-    os.fsync(fd)
-    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    os.close(fd)
+    data = uncached_file(tmp_path / "big.dat", 64 << 20)
     reader = "import sys\nf = open(sys.argv[1], 'rb')\nwhile f.read(1 << 20): pass\nprint('ready', flush=True)\nsys.stdin.read()"
     with memcgs() as (parent, _):
         (parent / "A" / "memory.limit_in_bytes").write_text(str(16 << 20))

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import MEMCG, PAGE, close, memcgs, needs_memcg, start_in, within
+from helpers import MEMCG, PAGE, close, memcgs, needs_memcg, start_in, uncached_file, within
 from pmaps.analysis import cgroups as C
 
 WORK_A = r"""
@@ -101,12 +101,7 @@ def memory_stat(cg: Path) -> dict[str, int]:
 @needs_memcg
 def test_group_by_cgroup_charged_columns(run, tmp_path):
     assert MEMCG is not None
-    data = tmp_path / "shared.dat"
-    data.write_bytes(os.urandom(8 << 20))
-    fd = os.open(data, os.O_RDONLY)
-    os.fsync(fd)
-    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # not cached: A's read charges it to A
-    os.close(fd)
+    data = uncached_file(tmp_path / "shared.dat", 8 << 20)  # not cached: A's read charges it to A
     with memcgs() as (parent, base):
         procs = []
         try:
@@ -208,12 +203,7 @@ def test_loaded_scan_says_why_the_columns_are_unknown(run):
 def test_saved_scan_keeps_its_charges(run, tmp_path):
     """top --save-scan records kpagecgroup and the memcg names: --load-scan --group-by cgroup then
     gives the live run's CHARGED, ELSEWHERE and FROM_OTHERS exactly (the same pages, the same charges)."""
-    data = tmp_path / "shared.dat"
-    data.write_bytes(os.urandom(4 << 20))
-    fd = os.open(data, os.O_RDONLY)
-    os.fsync(fd)
-    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # not cached: A's read charges it to A
-    os.close(fd)
+    data = uncached_file(tmp_path / "shared.dat", 4 << 20)  # not cached: A's read charges it to A
     saved = tmp_path / "scan.npz"
     with memcgs() as (parent, base):
         procs = []
