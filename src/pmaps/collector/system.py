@@ -29,6 +29,7 @@ from ..kernel.smaps import read_rollup
 from ..kernel.status import Ident, read_ident_rss, read_mm_key
 from ..kernel.vmstat import read_gate, split_gate
 from ..model import Known, Pages, ProcRec, RollupRec, Snapshot, SystemScan
+from ..numeric import arange_runs
 from .observer import Observer
 from .parallel import ordered_map
 from .process import Options, Process, lookup_pages, pfns_visible
@@ -332,7 +333,8 @@ def _keep(cache: ScanCache, procs: list[ProcRec], pages: Pages, keys: dict[int, 
         return
     # Copies (without map counts: a kept page is exclusive, its count 1), so that this scan's columns
     # are freed once its figures are made.
-    idx = np.concatenate([np.arange(p.lo, p.hi, dtype=np.int64) for p in chosen])
+    idx = arange_runs(np.array([p.lo for p in chosen], dtype=np.int64),
+                      np.array([p.hi - p.lo for p in chosen], dtype=np.int64))
     block = Pages(pages.vpn[idx], pages.pm[idx], pages.cat[idx], pages.kflags[idx])
     at = 0
     for p in chosen:
