@@ -162,8 +162,10 @@ def _rollup(pid: int) -> dict[str, int]:
 def test_promtool_and_no_addresses(wait_for):
     if not shutil.which("promtool"):
         pytest.skip("no promtool (tests/setup-system.sh installs Debian's prometheus)")
-    with MemChild(["a:anon:256K", "t:thp:4M"]) as mc, exporter("--interval", "0.5", "--max-cpu", "100") as (_, port):
+    with MemChild(["a:anon:256K", "t:thp:4M"]) as mc, exporter("--interval", "0.5", "--max-cpu", "100") as (p, port):
         text = scrape(port, wait_for)
+        # No THP of its own: khugepaged's work on the exporter would stop every process's reuse.
+        assert "THP_enabled:\t0" in Path(f"/proc/{p.pid}/status").read_text()
         # From the second scan on, what stopped reuse since the one before is there too.
         wait_for(lambda: series(scrape(port, wait_for))["pmaps_scans_total"][0][1] >= 2, "a second scan")
         text = scrape(port, wait_for)

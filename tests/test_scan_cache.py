@@ -102,9 +102,13 @@ def test_unchanged_process_is_reused_exactly(monkeypatch):
 
         monkeypatch.setattr(CS, "lookup_pages", counted)
         names = [k for k, _ in gate]
-        for name, entries_read, flags_read, event in (("pgrefill", False, True, "reclaim"),  # kpageflags only
-                                                      ("thp_split_page", True, True, "thp_split"),  # both
-                                                      ("pgmigrate_success", True, False, "migration")):  # pagemap
+        # (counter, maps and pagemap read again, kpageflags of every page read again, pagemap entries
+        # read again at the kept addresses only, the event)
+        for name, entries_read, flags_read, reread, event in (
+                ("pgrefill", False, True, False, "reclaim"),  # kpageflags only
+                ("thp_split_page", True, True, False, "thp_split"),  # both
+                ("thp_collapse_alloc", True, False, False, "migration"),  # maps and pagemap
+                ("pgmigrate_success", False, False, True, "migration")):  # pagemap at the kept addresses
             if name not in names:
                 continue
             settle(cache, mc.pid)
@@ -120,19 +124,74 @@ def test_unchanged_process_is_reused_exactly(monkeypatch):
                 return real_snapshot(self, *a, **k)
 
             monkeypatch.setattr(CS.Process, "snapshot", snap)
+            rereads = []
+            real_reread = CS.Kept.reread
+
+            def counted_reread(self, pid):
+                rereads.append(pid)
+                return real_reread(self, pid)
+
+            monkeypatch.setattr(CS.Kept, "reread", counted_reread)
             calls.clear()
             scan = CS.scan_system([mc.pid], cache=cache)
             monkeypatch.setattr(CS.Process, "snapshot", real_snapshot)
+            monkeypatch.setattr(CS.Kept, "reread", real_reread)
             assert (opened == [mc.pid]) == entries_read, (name, opened)
+            assert (rereads == [mc.pid]) == reread, (name, rereads)
             looked = calls[0] if calls else 0
             assert (looked == len(scan.pages)) == flags_read, (name, looked, len(scan.pages))
-            assert cache.reused == (0 if entries_read else 1), (name, "reused", cache.reused)
+            assert cache.reused == (0 if entries_read or reread else 1), (name, "reused", cache.reused)
             assert cache.moved == {e: e == event for e in ("reclaim", "thp_split", "migration")}, cache.moved
             now = CS.scan_system([mc.pid])  # (a migration elsewhere may move a PFN meanwhile: not compared)
             assert np.array_equal(scan.pages.vpn, now.pages.vpn), (name, "vpn")
             still = CS.still_pages(now.pages.pm, now.pages.kflags)  # (others map libpython's pages too)
             assert np.array_equal(pmb.top_byte(scan.pages.pm)[still], pmb.top_byte(now.pages.pm)[still]), (name, "pm")
             monkeypatch.setattr(CS, "read_gate", real_gate)
+
+
+@needs_root
+@pytest.mark.skipif(not os.path.exists("/proc/sys/vm/compact_memory"), reason="no CONFIG_COMPACTION")
+def test_compaction_rereads_entries_at_kept_addresses(monkeypatch):
+    """A real migration (compacting the machine's memory moves pages to new PFNs): a still process's
+    pagemap entries are read again at its kept addresses only, and the scan, and the one after it
+    from what it kept, find what a fresh read finds."""
+    rereads: list[int] = []
+    real_reread = CS.Kept.reread
+
+    def counted(self, pid):
+        rereads.append(pid)
+        return real_reread(self, pid)
+
+    monkeypatch.setattr(CS.Kept, "reread", counted)
+    with MemChild(["a:anon:64M"]) as mc:
+        cache = CS.ScanCache()
+        for _ in range(10):
+            settle(cache, mc.pid)
+            before = cache.procs[mc.pid].pages.pm.copy()
+            rereads.clear()
+            with open("/proc/sys/vm/compact_memory", "w") as f:
+                f.write("1")
+            scan = CS.scan_system([mc.pid], cache=cache)
+            fresh = CS.scan_system([mc.pid])
+            moved = int(np.count_nonzero(before != scan.pages.pm))
+            if cache.moved != {"reclaim": False, "thp_split": False, "migration": True} or CS.read_gate() != cache.gate \
+                    or not moved:
+                continue  # reclaim too, a migration between the two reads, or none of its pages moved
+            assert rereads == [mc.pid]
+            assert np.array_equal(scan.pages.vpn, fresh.pages.vpn) and np.array_equal(scan.pages.pm, fresh.pages.pm)
+            assert scan.pages.kflags is not None and fresh.pages.kflags is not None
+            still = CS.still_pages(fresh.pages.pm, fresh.pages.kflags)
+            assert still.sum() >= 16384  # a's 64 MiB
+            diff = (scan.pages.kflags[still] ^ fresh.pages.kflags[still]) & np.uint64(FIGURE_BITS)
+            assert not diff.any()
+            # What it keeps now is the moved pages: the next scan reuses them as a fresh read sees them.
+            assert np.array_equal(cache.procs[mc.pid].pages.pm, fresh.pages.pm)
+            again = CS.scan_system([mc.pid], cache=cache)
+            if cache.reused:
+                assert np.array_equal(again.pages.pm, fresh.pages.pm)
+                assert not ((again.pages.kflags[still] ^ fresh.pages.kflags[still]) & np.uint64(FIGURE_BITS)).any()
+            return
+        pytest.skip("compaction never moved the child's pages alone (other counters moved too)")
 
 
 @needs_root

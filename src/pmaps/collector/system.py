@@ -27,9 +27,9 @@ from ..kernel.maps import Vma
 from ..kernel.meminfo import read_meminfo
 from ..kernel.smaps import read_rollup
 from ..kernel.status import Ident, read_ident_rss, read_mm_key
-from ..kernel.vmstat import read_gate, split_gate
+from ..kernel.vmstat import RELOCATES, read_gate, split_gate
 from ..model import Known, Pages, ProcRec, RollupRec, Snapshot, SystemScan
-from ..numeric import arange_runs
+from ..numeric import arange_runs, consecutive_runs
 from .observer import Observer
 from .parallel import ordered_map
 from .process import Options, Process, lookup_pages, pfns_visible
@@ -48,6 +48,33 @@ class Kept:
     vmas: list[Vma]
     pages: Pages  # with kflags and kcount
     scanning: bool
+    still: np.ndarray | None = None  # still_pages(pages.pm, pages.kflags), made once while these pages stand
+    runs: tuple[np.ndarray, np.ndarray] | None = None  # its pages' [start, end) runs of page numbers
+
+    def still_mask(self) -> np.ndarray:
+        """Its still pages (still_pages), computed at the first reuse and kept with it: neither the
+        entries nor those bits of the flags change while it is kept."""
+        if self.still is None:
+            assert self.pages.kflags is not None
+            self.still = still_pages(self.pages.pm, self.pages.kflags)
+        return self.still
+
+    def reread(self, pid: int) -> Pages | None:
+        """Its pages with their pagemap entries read again at the same addresses (after migrations
+        only: vmstat.RELOCATES), the rest as kept; None if one of them is no longer there (then the
+        process is read afresh)."""
+        if self.runs is None:
+            first, lens = consecutive_runs(self.pages.vpn)
+            start = self.pages.vpn[first].astype(np.int64)
+            self.runs = (start, start + lens)
+        fd = pmb.open_pagemap(pid)
+        try:
+            pm = pmb.read_runs(fd, pid, *self.runs)
+        finally:
+            procfs.close(fd)
+        if not pmb.populated(pm).all():
+            return None
+        return Pages(self.pages.vpn, pm, self.pages.cat)
 
 
 @dataclass
@@ -105,10 +132,13 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
     # Since the last scan, for a process whose key did not change: flags_same, no event changed a
     # still page's kpageflags; entries_same, none changed a pagemap entry or mapping of its either
     # (a swap-out or reclaim that unmaps a page changes the process's RSS, which is in its key).
-    flags_same = entries_same = False
+    flags_same = entries_same = relocated = False
     if cache is not None and gate is not None and cache.gate is not None:
         (g_ag, g_sp, g_mv), (c_ag, c_sp, c_mv) = split_gate(gate), split_gate(cache.gate)
         flags_same, entries_same = g_ag == c_ag and g_sp == c_sp, g_mv == c_mv and g_sp == c_sp
+        # Only migrations moved: a still process's pages are where they were, maybe at new PFNs.
+        relocated = [x for x in g_mv if not x[0].startswith(RELOCATES)] == \
+            [x for x in c_mv if not x[0].startswith(RELOCATES)]
         cache.moved = {"reclaim": g_ag != c_ag, "thp_split": g_sp != c_sp, "migration": g_mv != c_mv}
     elif cache is not None:
         cache.moved = {}
@@ -129,8 +159,8 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
     scanning_of: dict[int, bool] = {}
 
     def one(pid: int) -> tuple[str, int, Ident | None, object, bool]:
-        """Scan one process: ("ok" | "kept" | "rollup" | "reduce" | "skip" | "denied" | "exited" |
-        "missing", pid, ident, snapshot or (rollup, observed pages), scanning)."""
+        """Scan one process: ("ok" | "kept" | "entries" | "relocated" | "rollup" | "reduce" | "skip" |
+        "denied" | "exited" | "missing", pid, ident, snapshot or (rollup, observed pages), scanning)."""
         if pid == me or procfs.is_kernel_thread(pid):
             return "skip", pid, None, None, True
         try:
@@ -152,6 +182,10 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
                             kept.scanning
                     if flags_same:
                         recheck[pid] = kept  # pages may have moved: read pagemap, keep what reads the same
+                        again = kept.reread(pid) if relocated else None  # only the entries at its kept addresses
+                        if again is not None:
+                            return "relocated", pid, ident, Snapshot(pid, ident.comm, kept.vmas, again, Known()), \
+                                kept.scanning
             with Process(pid, opts, caps) as proc:
                 return "ok", pid, ident, proc.snapshot(workers=1), proc.scanning
         except KernelThread:
@@ -168,15 +202,18 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
     # Processes are read PARALLEL at a time: most of the time goes to the kernel (maps,
     # PAGEMAP_SCAN, pagemap), which runs without the GIL.
     big: list[Ident] = []
-    # (first page in the scan, kept pages, index of each page in them or None: the same) of reused processes
-    kept_parts: list[tuple[int, Pages, np.ndarray | None]] = []
+    # (first page in the scan, kept process, index of each page in its pages or None: the same) of reused processes
+    kept_parts: list[tuple[int, Kept, np.ndarray | None]] = []
+    # Reused processes whose pages are at the kept addresses: kept in place (see _keep), with True
+    # where this scan read their pagemap entries (or categories) again.
+    entries_of: dict[int, tuple[Kept, bool]] = {}
     unread = 0  # processes whose maps and pagemap were not read again
     for status, pid, ident, snap, scanning in ordered_map(one, todo, workers=PARALLEL, ahead=4 * PARALLEL):
         if status == "reduce":
             assert ident is not None
             big.append(ident)
             continue
-        if status not in ("ok", "kept", "entries", "rollup"):
+        if status not in ("ok", "kept", "entries", "relocated", "rollup"):
             if status != "skip":
                 skipped[status].append(pid)
             continue
@@ -199,11 +236,16 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
         procs.append(ProcRec(ident, snap.vmas, pos, pos + n, bounds[:, 0].copy(), bounds[:, 1].copy()))
         if status in ("kept", "entries"):
             unread += 1
+            entries_of[pid] = (cache.procs[pid], False)  # type: ignore[union-attr]
             if status == "kept":
-                kept_parts.append((pos, snap.pages, None))
+                kept_parts.append((pos, cache.procs[pid], None))  # type: ignore[union-attr]
             snap.pages = Pages(snap.pages.vpn, snap.pages.pm, snap.pages.cat)
         elif pid in recheck:
-            kept_parts.append((pos, recheck[pid].pages, _same_pages(snap.pages, recheck[pid].pages)))
+            k = recheck[pid]
+            kept_parts.append((pos, k, _same_pages(snap.pages, k.pages)))
+            if len(snap.pages) == len(k.pages) and np.array_equal(snap.pages.vpn, k.pages.vpn):
+                k.vmas = snap.vmas
+                entries_of[pid] = (k, True)
         parts.append(snap.pages)
         pos += n
     if reduce is not None:
@@ -222,7 +264,7 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
         known = _lookup_union(pages, known, observer, kept_parts)
     if cache is not None:
         _keep(cache, procs, pages, keys, scanning_of, gate if known.flags and known.count else None,
-              unread, sum(len(p) for _, p, i in kept_parts if i is None))
+              unread, sum(len(k.pages) for _, k, i in kept_parts if i is None), entries_of)
     mm_owners(rollups)
     seen: Pages | None = None
     mine = at = None
@@ -258,13 +300,16 @@ def _same_pages(fresh: Pages, kept: Pages) -> np.ndarray:
     categories (the same page, in the same place), else -1."""
     if not len(kept):
         return np.full(len(fresh), -1, dtype=np.int64)
+    if fresh.vpn is kept.vpn or (len(fresh) == len(kept) and np.array_equal(fresh.vpn, kept.vpn)):
+        same = (kept.pm == fresh.pm) & (kept.cat == fresh.cat)  # the usual case: no page came or went
+        return np.where(same, np.arange(len(fresh)), -1)
     i = np.minimum(np.searchsorted(kept.vpn, fresh.vpn), len(kept) - 1)
     same = (kept.vpn[i] == fresh.vpn) & (kept.pm[i] == fresh.pm) & (kept.cat[i] == fresh.cat)
     return np.where(same, i, -1)
 
 
 def _lookup_union(pages: Pages, known: Known, observer: Observer | None,
-                  kept: list[tuple[int, Pages, np.ndarray | None]] | None = None) -> Known:
+                  kept: list[tuple[int, Kept, np.ndarray | None]] | None = None) -> Known:
     """kpageflags for every present page and kpagecount for the non-exclusive ones, in one pass;
     the kept pages of reused processes that nothing but reclaim and co. change (ScanCache) keep
     their kpageflags (and their count, 1) from the last scan."""
@@ -282,12 +327,13 @@ def _lookup_union(pages: Pages, known: Known, observer: Observer | None,
         else:
             flags = np.zeros(len(pages), dtype=U64)
             still = np.zeros(len(pages), dtype=bool)
-            for lo, p, idx in kept:
+            for lo, k, idx in kept:
+                p = k.pages
                 assert p.kflags is not None
                 if idx is None:
                     hi = lo + len(p)
                     flags[lo:hi] = p.kflags
-                    still[lo:hi] = still_pages(p.pm, p.kflags)
+                    still[lo:hi] = k.still_mask()
                 else:
                     j = np.maximum(idx, 0)
                     hi = lo + len(idx)
@@ -313,10 +359,14 @@ def still_pages(pm: np.ndarray, kflags: np.ndarray) -> np.ndarray:
 
 
 def _keep(cache: ScanCache, procs: list[ProcRec], pages: Pages, keys: dict[int, tuple[int, ...] | None],
-          scanning: dict[int, bool], gate: tuple[tuple[str, int], ...] | None, reused: int, reused_pages: int) -> None:
+          scanning: dict[int, bool], gate: tuple[tuple[str, int], ...] | None, reused: int, reused_pages: int,
+          entries_of: dict[int, tuple[Kept, bool]]) -> None:
     """Remember this scan's processes (their pages as read, with their change keys) for the next,
     the smallest first while they fit in cache.max_bytes: a small process saves a scan its whole
-    read (maps, pagemap), a big one mostly kpageflags, at the same cost per page kept."""
+    read (maps, pagemap), a big one mostly kpageflags, at the same cost per page kept.
+    entries_of: the reused processes whose pages are at the kept addresses: their kept pages stay,
+    brought up to date in place (kpageflags; pagemap entries and categories where read again), not
+    copied again."""
     cache.gate, cache.reused, cache.reused_pages = gate, reused, reused_pages
     cache.procs = {}
     cache.nbytes = 0
@@ -327,8 +377,20 @@ def _keep(cache: ScanCache, procs: list[ProcRec], pages: Pages, keys: dict[int, 
     for p in sorted((p for p in procs if keys.get(p.pid) is not None), key=lambda p: p.hi - p.lo):
         if cache.nbytes + (p.hi - p.lo) * per_page > cache.max_bytes:
             break
-        chosen.append(p)
         cache.nbytes += (p.hi - p.lo) * per_page
+        old, reread = entries_of.get(p.pid, (None, False))
+        if old is not None and old.key == keys[p.pid] and len(old.pages) == p.hi - p.lo:
+            assert old.pages.kflags is not None
+            # The same pages in the same places; the flags as this scan read (or reused) them.
+            old.pages.kflags[:] = pages.kflags[p.lo:p.hi]
+            if reread:  # new PFNs: a page's still state is worked out again
+                old.pages.pm[:] = pages.pm[p.lo:p.hi]
+                old.pages.cat[:] = pages.cat[p.lo:p.hi]
+                old.still = None
+            # else only reclaim's aging bits differ from those kept: the still mask stands.
+            cache.procs[p.pid] = old
+            continue
+        chosen.append(p)
     if not chosen:
         return
     # Copies (without map counts: a kept page is exclusive, its count 1), so that this scan's columns

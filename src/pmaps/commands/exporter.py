@@ -233,6 +233,11 @@ class Exporter(Command):
         ctx = self._tls(args) if args.tls_cert else None
         from wsgiref.simple_server import make_server
 
+        from ..kernel.libc import disable_thp
+
+        # The exporter's own columns must not give khugepaged work: its collapses and splits are
+        # machine-wide counters that stop the reuse of every other process's pages (ScanCache).
+        disable_thp()
         scanner = Scanner(args, err)
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_collector(scanner))

@@ -15,3 +15,20 @@ def malloc_trim() -> bool:
         return bool(libc.malloc_trim(0))
     except (OSError, AttributeError):
         return False
+
+
+PR_SET_THP_DISABLE = 41  # include/uapi/linux/prctl.h (Linux 3.15)
+
+
+def disable_thp() -> bool:
+    """prctl(PR_SET_THP_DISABLE, 1): no transparent huge pages for this process, neither at fault nor
+    by khugepaged (mm/khugepaged.c checks the mm's MMF_DISABLE_THP). numpy madvises its large arrays
+    MADV_HUGEPAGE (numpy/_core/src/multiarray/alloc.c), so a long-running scanner would otherwise
+    have khugepaged collapse and split its own columns scan after scan: machine-wide events
+    (thp_collapse_alloc, thp_split_page) that a scanner keeping other processes' pages between scans
+    must treat as "any page may have moved". False where the kernel or libc refuses it."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return libc.prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False

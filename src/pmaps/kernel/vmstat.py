@@ -35,6 +35,11 @@ OLD_SCANS = ("pgscan", "pgsteal")
 # page they do not move alone: after them a page whose pagemap entry reads the same is the same page
 # in the same state. A khugepaged collapse is one (it maps a new huge folio in place of 512 pages).
 MOVES = ("pgmigrate_", "pgdemote", "thp_collapse_alloc", "ksm:")
+# Of those, the ones that only give pages new PFNs: the same pages, at the same addresses, with the
+# same PAGEMAP_SCAN categories (a migration keeps a THP PMD-mapped and a page anon-exclusive,
+# mm/migrate.c). After them alone, a still process's pagemap entries at its kept addresses are all
+# that need reading; a collapse also changes categories (PAGE_IS_HUGE) and which pages are present.
+RELOCATES = ("pgmigrate_", "pgdemote")
 # A THP split changes both: the folio's flags (no more THP/compound head) and its mapping (a PMD
 # becomes 512 PTEs: PAGEMAP_SCAN's PAGE_IS_HUGE goes), with the same PFNs in the pagemap entries.
 SPLITS = ("thp_split_page",)
