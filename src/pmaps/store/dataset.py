@@ -58,6 +58,7 @@ RANGE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("start_ticks", "int64"), ("comm", "string"), ("vma_index", "int32"), ("vma_start", "string"),
     ("page", "int64"), ("count", "int64"), ("state", "int64"), ("mapcount", "int64"),
 )
+TABLES = ("samples", "ranges")  # the views `pmaps query` registers
 RANGES_DIR = "_ranges"  # ROOT/_ranges/host=H/date=D/part-...: Spark, pyarrow and pandas skip '_' names
 OBJECT_STORES = ("s3", "gcs")  # pyarrow FileSystem.type_name of stores whose objects need no parent directory
 KNOWN_FACTS = ("pfn", "flags", "count", "young", "soft_dirty", "categories", "exclusive")
@@ -314,9 +315,10 @@ def _open(fs: Any, root: str, top: str, files: list[Any], base_dir: str, base: A
     return pads.FileSystemDataset(frags, sch, fmt, fs)
 
 
-def arrow_tables(root: str) -> tuple[dict[str, Any], int]:
-    """(The dataset's tables as pyarrow datasets by view name, their number of files): `samples`
-    (ROOT/host=*/date=*/part-*.parquet) and `ranges` (the same under ROOT/_ranges/), each with its
+def arrow_tables(root: str, names: Iterable[str] = TABLES) -> tuple[dict[str, Any], int]:
+    """(The dataset's tables named in `names` as pyarrow datasets by view name, the number of files
+    of all): `samples` (ROOT/host=*/date=*/part-*.parquet) and `ranges` (the same under
+    ROOT/_ranges/), each with its
     partition columns host (string) and date (date) last; a table without files is an empty one of
     its columns. The files are found by one recursive listing (local or object store) and are those
     the writer names (not dot-files, not temp files). Each table reads as the union of its files'
@@ -342,6 +344,8 @@ def arrow_tables(root: str) -> tuple[dict[str, Any], int]:
     keys = pa.schema([("host", pa.string()), ("date", pa.date32())])
     out = {}
     for name, cols, base in (("samples", COLUMNS, path.rstrip("/")), ("ranges", RANGE_COLUMNS, prefix + RANGES_DIR)):
+        if name not in names:
+            continue  # not read: neither its footers nor its files' types
         if not files[name]:
             out[name] = pa.unify_schemas([schema(cols), keys]).empty_table()
             continue
