@@ -382,10 +382,16 @@ class ProcSamples:
 class DatasetReader:
     """Reads one host's partitions of a dataset (local path or pyarrow.fs URL) with pyarrow.
 
-    It reads this version's columns only: a column a newer pmaps added is not read, one an older
-    file lacks reads as null (its checks then say what is missing). A file that is not a readable
-    dataset file, or whose column of this schema has a type that does not widen to this version's
-    (`unify`), is BadSnapshot, one line naming it."""
+    It reads the columns diff and heatmap need (READS), as this version types them: any other
+    column, one a newer pmaps added or not, is left alone; one an older file lacks reads as null
+    (the sample's checks then say what is missing). A file that is not a readable dataset file, or
+    whose column of READS has a type that does not widen to this version's (`unify`), is
+    BadSnapshot, one line naming it."""
+
+    READS = {"": ("time", "seq", "boot_id", "pid", "start_ticks", "comm", "vma_index", "vma_start", "vma_size",
+                  "perms", "file_offset", "dev", "inode", "path", "known", "ranges"),
+             RANGES_DIR: ("time", "boot_id", "pid", "start_ticks", "vma_index", "vma_start", "page", "count", "state",
+                          "mapcount")}
 
     def __init__(self, root: str) -> None:
         self.root = root
@@ -419,7 +425,7 @@ class DatasetReader:
     def _read(self, host: str, table: str, names: list[str], where: Any) -> Any:
         """These columns of a host's rows of `samples` (table "") or `ranges` (RANGES_DIR)."""
         pa, _, _ = _pyarrow()
-        columns = RANGE_COLUMNS if table else COLUMNS
+        columns = tuple(c for c in (RANGE_COLUMNS if table else COLUMNS) if c[0] in self.READS[table])
         if (host, table) not in self._sets:
             files = self._files(host, table)
             self._sets[host, table] = _open(self.fs, self.root, self.path, files, self.path, schema(columns),
