@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from helpers import pmaps_cmd
 from memchild import MemChild
 
@@ -144,7 +145,7 @@ def test_incompatible_types_are_one_line(datasets, run, tmp_path):
     root = tmp_path / "clash"
     shutil.copytree(datasets[0], root)
     old, mid, new = parts(root)
-    rel = lambda f: str(f.relative_to(root))  # noqa: E731
+    rel = lambda f: str(f.relative_to(root))
     n = pq.read_metadata(mid).num_rows
     rewrite(mid, numa_node=pa.array(["zero"] * n))  # text here, int64 in the newest file
     r = pmaps_cmd("query", str(root), "SELECT count(*) FROM samples", check=False)

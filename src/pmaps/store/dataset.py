@@ -379,6 +379,14 @@ class ProcSamples:
     ranges: tuple[int | None, ...]  # rows in the `ranges` table per sample; None: none written
 
 
+# The columns DatasetReader reads (diff and heatmap), by table ("" samples, RANGES_DIR ranges):
+# their filters' and the sample's. A type clash in any other column is not theirs to refuse.
+READS = {"": ("time", "seq", "boot_id", "pid", "start_ticks", "comm", "vma_index", "vma_start", "vma_size", "perms",
+              "file_offset", "dev", "inode", "path", "known", "ranges"),
+         RANGES_DIR: ("time", "boot_id", "pid", "start_ticks", "vma_index", "vma_start", "page", "count", "state",
+                      "mapcount")}
+
+
 class DatasetReader:
     """Reads one host's partitions of a dataset (local path or pyarrow.fs URL) with pyarrow.
 
@@ -387,11 +395,6 @@ class DatasetReader:
     (the sample's checks then say what is missing). A file that is not a readable dataset file, or
     whose column of READS has a type that does not widen to this version's (`unify`), is
     BadSnapshot, one line naming it."""
-
-    READS = {"": ("time", "seq", "boot_id", "pid", "start_ticks", "comm", "vma_index", "vma_start", "vma_size",
-                  "perms", "file_offset", "dev", "inode", "path", "known", "ranges"),
-             RANGES_DIR: ("time", "boot_id", "pid", "start_ticks", "vma_index", "vma_start", "page", "count", "state",
-                          "mapcount")}
 
     def __init__(self, root: str) -> None:
         self.root = root
@@ -425,7 +428,7 @@ class DatasetReader:
     def _read(self, host: str, table: str, names: list[str], where: Any) -> Any:
         """These columns of a host's rows of `samples` (table "") or `ranges` (RANGES_DIR)."""
         pa, _, _ = _pyarrow()
-        columns = tuple(c for c in (RANGE_COLUMNS if table else COLUMNS) if c[0] in self.READS[table])
+        columns = tuple(c for c in (RANGE_COLUMNS if table else COLUMNS) if c[0] in READS[table])
         if (host, table) not in self._sets:
             files = self._files(host, table)
             self._sets[host, table] = _open(self.fs, self.root, self.path, files, self.path, schema(columns),
