@@ -96,6 +96,11 @@ def test_query_shows_the_union_of_the_files_columns(datasets):
     keep = "seq, vma_index, vma_start, rss, pss, uss, swap, known, ranges"
     sql = f"SELECT {keep} FROM samples ORDER BY seq, vma_index"
     assert query(mixed, sql) == query(pristine, sql)
+    # A join USING columns (which DuckDB binds before pmaps has named its views) reads both views.
+    sql = ("SELECT r.seq, sum(r.count) AS pages FROM ranges r JOIN samples s USING (host, boot_id, pid, start_ticks, "
+           "time, vma_index) GROUP BY r.seq ORDER BY r.seq")
+    got = query(mixed, sql)
+    assert len(got) == 3 and got == query(pristine, sql)
 
 
 def test_diff_and_heatmap_read_older_and_newer_files(datasets, run, tmp_path):
