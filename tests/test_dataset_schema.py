@@ -93,6 +93,11 @@ def test_query_shows_the_union_of_the_files_columns(datasets):
               "ORDER BY seq")
     assert [(x["seq"], x["v"], x["z"] == x["n"], x["z"]) for x in z][:2] == [(0, 2, False, 0), (1, 2, False, 0)]
     assert z[2]["v"] == 3 and z[2]["z"] == z[2]["n"] > 0
+    # The partition columns come from every file's path.
+    want = sorted({(f.parts[-3][5:], f.parts[-2][5:]) for f in parts(mixed) + parts(mixed, "_ranges")})
+    for view in ("samples", "ranges"):
+        got = query(mixed, f"SELECT DISTINCT host, date FROM {view} ORDER BY host, date")
+        assert [(x["host"], x["date"]) for x in got] == want, view
     keep = "seq, vma_index, vma_start, rss, pss, uss, swap, known, ranges"
     sql = f"SELECT {keep} FROM samples ORDER BY seq, vma_index"
     assert query(mixed, sql) == query(pristine, sql)

@@ -286,8 +286,8 @@ def _open(fs: Any, root: str, top: str, files: list[Any], base_dir: str, base: A
     part = pads.partitioning(keys, flavor="hive") if keys is not None else None
     names = [i.path[len(top.rstrip("/")) + 1:] for i in files]
     try:
-        exprs = [part.parse("/" + i.path[len(base_dir.rstrip("/")) + 1:].rsplit("/", 1)[0]) if part is not None
-                 else None for i in files]
+        # host=H/date=D/part-...: the last segment is taken for the file's name, not a partition
+        exprs = [part.parse(i.path[len(base_dir.rstrip("/")) + 1:]) if part is not None else None for i in files]
     except (pa.ArrowException, ValueError) as e:
         raise BadSnapshot(f"{root}: corrupt dataset ({reason(e).splitlines()[0][:300]})", path=root) from None
     try:  # the size from the listing spares an object store a HEAD request per open
