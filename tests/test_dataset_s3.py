@@ -120,3 +120,39 @@ def test_credentials_in_root_are_refused_unechoed(root, cmd):
     r = pmaps_cmd(*argv, check=False)
     assert r.returncode != 0 and r.stderr.count("\n") == 1 and "credentials" in r.stderr, r.stderr
     assert "s3cr3t" not in r.stderr + r.stdout and "Traceback" not in r.stderr
+
+
+def test_schema_evolution_on_s3(s3):
+    """On S3 as locally (docs/dataset.md, schema evolution): an object rewritten as a newer pmaps
+    would write it (an added column, version 3) shows that column in `pmaps query`, NULL in the
+    older objects; diff still reads both; an added column of another type in another object is
+    one line naming the column and an object."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    pa = pytest.importorskip("pyarrow")
+    endpoint, env, fs = s3
+    uri = f"s3://bkt/evolve?endpoint_override={endpoint}&scheme=http"
+    with MemChild(["a:anon:1M"]) as mc:
+        pmaps_cmd("record", str(mc.pid), "--dataset", uri, "--count", "2", "--interval", "0.1", "-q", env=env)
+    keys = sorted((i.path for i in fs.get_file_info(pafs.FileSelector("bkt/evolve", recursive=True))
+                   if i.type == pafs.FileType.File and "/_ranges/" not in i.path), key=lambda k: k.split("/")[-1])
+    assert len(keys) == 2, keys
+
+    def rewrite(key: str, **cols: object) -> None:
+        t = pq.read_table(key, filesystem=fs)
+        for name, col in cols.items():
+            t = t.drop_columns([name]) if name in t.schema.names else t
+            t = t.append_column(name, col)
+        pq.write_table(t, key, filesystem=fs)
+
+    n = pq.read_metadata(keys[1], filesystem=fs).num_rows
+    rewrite(keys[1], version=pa.array([3] * n, pa.int32()), numa_node=pa.array([1] * n, pa.int64()))
+    rows = query(uri, "SELECT seq, version, count(*) AS n, count(numa_node) AS numa, sum(numa_node) AS s "
+                 "FROM samples GROUP BY seq, version ORDER BY seq", env)
+    assert [(r["seq"], r["version"], r["numa"], r["s"]) for r in rows] == [(0, 2, 0, None), (1, 3, n, n)]
+    r = pmaps_cmd("diff", uri, "--pid", str(mc.pid), env=env)
+    assert "# B: s3://bkt/evolve" in r.stdout, r.stdout[:300]
+    m = pq.read_metadata(keys[0], filesystem=fs).num_rows
+    rewrite(keys[0], numa_node=pa.array(["one"] * m))
+    r = pmaps_cmd("query", uri, "SELECT count(*) FROM samples", env=env, check=False)
+    assert r.returncode == 6 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "column 'numa_node' is " in r.stderr and keys[0].split("/")[-1] in r.stderr, r.stderr

@@ -19,7 +19,10 @@ SIZES = {"rss", "pss", "uss", "shared", "swap", "swap_pss", "dirty", "referenced
 
 
 def _plain(v: Any) -> Any:
-    """DuckDB's Python values -> what pmaps' formats print (JSON-safe)."""
+    """DuckDB's Python values -> what pmaps' formats print (JSON-safe): also those of columns a
+    newer pmaps added (lists, structs, ...) and of SQL expressions (an interval)."""
+    if v is None or isinstance(v, bool | int | float | str):
+        return v
     if isinstance(v, dt.datetime):
         return v.isoformat().replace("+00:00", "Z")
     if isinstance(v, dt.date):
@@ -28,7 +31,13 @@ def _plain(v: Any) -> Any:
         return int(v) if v == v.to_integral_value() else float(v)
     if isinstance(v, bytes):
         return v.hex()
-    return v
+    if isinstance(v, dt.timedelta):
+        return v.total_seconds()
+    if isinstance(v, list | tuple):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    return str(v)  # a time of day, a UUID, ...: as text rather than a JSON writer's TypeError
 
 
 class Query(Command):
@@ -54,16 +63,22 @@ class Query(Command):
             import duckdb
         except ImportError:
             raise MissingExtra("pmaps query needs duckdb: pip install 'pmaps[query]'") from None
-        from ..store.dataset import arrow_tables
+        from ..store.dataset import TABLES, arrow_tables
 
-        # pyarrow reads the files (local or any pyarrow.fs URL: s3://, gs://, without DuckDB's
-        # httpfs extension, which it would download); DuckDB scans them as Arrow datasets, with
-        # its filters and column choices pushed down into the scan.
-        tables, nfiles = arrow_tables(args.root)
-        if not nfiles:
-            raise PmapsError(f"{args.root}: no dataset files (ROOT/host=*/date=*/part-*.parquet)")
         con = duckdb.connect(":memory:")
         try:
+            # Only the views the SQL names are opened (all when it names none: SHOW TABLES): each
+            # costs a read of its files' footers, and a damaged table stays out of the others' way.
+            try:
+                named = {t.lower() for t in con.get_table_names(args.sql)} & set(TABLES)
+            except duckdb.Error:  # it binds some clauses (JOIN ... USING) to views not registered yet
+                named = set()  # all views; a real syntax error is execute's to report
+            # pyarrow reads the files (local or any pyarrow.fs URL: s3://, gs://, without DuckDB's
+            # httpfs extension, which it would download); DuckDB scans them as Arrow datasets, with
+            # its filters and column choices pushed down into the scan.
+            tables, nfiles = arrow_tables(args.root, named or TABLES)
+            if not nfiles:
+                raise PmapsError(f"{args.root}: no dataset files (ROOT/host=*/date=*/part-*.parquet)")
             for name, t in tables.items():
                 con.register(name, t)
             cur = con.execute(args.sql)

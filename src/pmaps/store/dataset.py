@@ -11,6 +11,10 @@ Types are the ones both engines read alike (tested): signed int32/int64, string,
 Not unsigned integers (Spark widens uint64 to decimal(20,0)), not nanosecond timestamps (Spark
 refuses them), and a column never changes type between versions (Spark cannot merge int64 with
 uint64 files).
+
+Readers follow the files (docs/dataset.md, "Schema evolution"): `pmaps query` sees the union of
+the schemas the files have, so a column a newer pmaps added shows (NULL in older files), and a
+column whose type changed in a way no scan can cast is one line naming the column and a file.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import re
 import time
 import urllib.parse
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,11 +58,14 @@ RANGE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("start_ticks", "int64"), ("comm", "string"), ("vma_index", "int32"), ("vma_start", "string"),
     ("page", "int64"), ("count", "int64"), ("state", "int64"), ("mapcount", "int64"),
 )
+TABLES = ("samples", "ranges")  # the views `pmaps query` registers
 RANGES_DIR = "_ranges"  # ROOT/_ranges/host=H/date=D/part-...: Spark, pyarrow and pandas skip '_' names
 OBJECT_STORES = ("s3", "gcs")  # pyarrow FileSystem.type_name of stores whose objects need no parent directory
 KNOWN_FACTS = ("pfn", "flags", "count", "young", "soft_dirty", "categories", "exclusive")
 TIMES = {name for name, t in COLUMNS + RANGE_COLUMNS if t == "timestamp"}
 PART_RE = re.compile(r"^part-[0-9-]+\.parquet$")
+PARTITION_KEYS = ("host", "date")  # from the path; a file column of either name is shadowed by it
+TIME_UNITS = ("s", "ms", "us", "ns")  # coarse to fine: a coarser unit reads exactly in a finer one
 
 
 def _pyarrow() -> Any:
@@ -212,15 +220,111 @@ class DatasetWriter:
         return len(data)
 
 
-def arrow_tables(root: str) -> tuple[dict[str, Any], int]:
-    """(The dataset's tables as pyarrow datasets by view name, their number of files): `samples`
-    (ROOT/host=*/date=*/part-*.parquet) and `ranges` (the same under ROOT/_ranges/), each with its
+def widens(src: Any, dst: Any) -> bool:
+    """Whether every value of Arrow type `src` reads unchanged as `dst` (a scan casts it): the same
+    type, an all-null column, a wider integer or float, string and large_string, binary and
+    large_binary, a timestamp of the same zone in an equal or finer unit. Not int -> float (2^53),
+    not signed -> unsigned, not anything -> string: those change values or their meaning."""
+    pa, _, _ = _pyarrow()
+    t = pa.types
+    if src == dst or t.is_null(src):
+        return True
+    if t.is_integer(src) and t.is_integer(dst):
+        if t.is_signed_integer(src) == t.is_signed_integer(dst):
+            return bool(src.bit_width <= dst.bit_width)
+        return t.is_unsigned_integer(src) and src.bit_width < dst.bit_width
+    if t.is_floating(src) and t.is_floating(dst):
+        return bool(src.bit_width <= dst.bit_width)
+    if t.is_timestamp(src) and t.is_timestamp(dst):
+        return src.tz == dst.tz and TIME_UNITS.index(src.unit) <= TIME_UNITS.index(dst.unit)
+    for family in ((t.is_string, t.is_large_string), (t.is_binary, t.is_large_binary)):
+        if any(f(src) for f in family) and any(f(dst) for f in family):
+            return True
+    return False
+
+
+def unify(root: str, base: Any, schemas: list[tuple[str, Any]], extra: bool = True) -> Any:
+    """The schema a table's files read as: `base` (this pmaps version's columns and types) first,
+    then, when `extra`, every other column some file has (NULL where a file lacks it) in the order
+    the files (given as (name, physical schema), in path order) first show it. A column takes the
+    widest of its types (`widens`); a base column keeps its own type. Partition keys in a file are
+    skipped (the path's value is the one read). BadSnapshot, one line naming the column and two
+    places, when a column's types do not widen to one."""
+    pa, _, _ = _pyarrow()
+    types: dict[str, tuple[Any, str | None]] = {f.name: (f.type, None) for f in base}  # None: this version's
+    for name, sch in schemas:
+        for f in sch:
+            if f.name in PARTITION_KEYS:
+                continue
+            have, where = types.get(f.name, (None, None))
+            if have is None:
+                if extra:
+                    types[f.name] = (f.type, name)
+            elif widens(f.type, have):
+                continue
+            elif where is not None and widens(have, f.type):
+                types[f.name] = (f.type, name)  # a column pmaps does not know, wider here: take this type
+            else:
+                there = f"in {where}" if where is not None else "in this pmaps version's schema"
+                raise BadSnapshot(f"{root}: column {f.name!r} is {f.type} in {name} but {have} {there}: the types "
+                                  "do not read as one (docs/dataset.md, Schema evolution)", path=root)
+    return pa.schema([(n, t) for n, (t, _) in types.items()])
+
+
+def _open(fs: Any, root: str, top: str, files: list[Any], base_dir: str, base: Any, keys: Any = None,
+          extra: bool = True) -> Any:
+    """One Arrow dataset over these files (pyarrow FileInfos, sorted; `top`: ROOT's path in `fs`,
+    messages name files from there), reading as `unify` says (partition columns `keys`, when given,
+    parsed from the paths under base_dir and appended).
+    Every footer is read first, in parallel (an object store's latency, not its bandwidth, is the
+    cost), and kept in its fragment: the scan reuses it (no second footer read), and DuckDB's
+    filters skip row groups by their statistics before a file is opened again."""
+    pa, _, _ = _pyarrow()
+    import pyarrow.dataset as pads
+
+    fmt = pads.ParquetFileFormat()
+    part = pads.partitioning(keys, flavor="hive") if keys is not None else None
+    names = [i.path[len(top.rstrip("/")) + 1:] for i in files]
+    try:
+        # host=H/date=D/part-...: the last segment is taken for the file's name, not a partition
+        exprs = [part.parse(i.path[len(base_dir.rstrip("/")) + 1:]) if part is not None else None for i in files]
+    except (pa.ArrowException, ValueError) as e:
+        raise BadSnapshot(f"{root}: corrupt dataset ({reason(e).splitlines()[0][:300]})", path=root) from None
+    try:  # the size from the listing spares an object store a HEAD request per open
+        frags = [fmt.make_fragment(i.path, fs, x, file_size=i.size) for i, x in zip(files, exprs)]
+    except TypeError:  # pyarrow < 15: no file_size
+        frags = [fmt.make_fragment(i.path, fs, x) for i, x in zip(files, exprs)]
+
+    def footer(k: int) -> Any:
+        try:
+            frags[k].ensure_complete_metadata()
+            return frags[k].physical_schema
+        except (pa.ArrowException, OSError) as e:
+            text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            why = text.split("': ", 1)[-1][:200]  # not "Could not open Parquet input source '<path>'" again
+            raise BadSnapshot(f"{root}: corrupt dataset file {names[k]} ({why})", path=root) from None
+
+    with ThreadPoolExecutor(max_workers=max(1, min(pa.io_thread_count(), len(frags)))) as pool:
+        physical = list(pool.map(footer, range(len(frags))))
+    first: dict[Any, str] = {}  # distinct schemas (a dataset mostly has a few), each with its first file
+    for n, sch in zip(names, physical):
+        first.setdefault(sch.remove_metadata(), n)
+    sch = unify(root, base, [(n, x) for x, n in first.items()], extra)
+    if keys is not None:
+        sch = pa.unify_schemas([sch, keys])
+    return pads.FileSystemDataset(frags, sch, fmt, fs)
+
+
+def arrow_tables(root: str, names: Iterable[str] = TABLES) -> tuple[dict[str, Any], int]:
+    """(The dataset's tables named in `names` as pyarrow datasets by view name, the number of files
+    of all): `samples` (ROOT/host=*/date=*/part-*.parquet) and `ranges` (the same under
+    ROOT/_ranges/), each with its
     partition columns host (string) and date (date) last; a table without files is an empty one of
     its columns. The files are found by one recursive listing (local or object store) and are those
-    the writer names (not dot-files, not temp files); a file of an older version reads its missing
-    columns as null."""
+    the writer names (not dot-files, not temp files). Each table reads as the union of its files'
+    schemas (`unify`): this version's columns, then any a newer pmaps added; NULL where a file
+    lacks a column (an older or a newer writer's)."""
     pa, _, pafs = _pyarrow()
-    import pyarrow.dataset as pads
 
     fs, path = filesystem(root)
     try:
@@ -228,7 +332,7 @@ def arrow_tables(root: str) -> tuple[dict[str, Any], int]:
     except OSError as e:
         raise PmapsError(f"cannot read dataset {root}: {reason(e).splitlines()[0][:300]}") from None
     prefix = path.rstrip("/") + "/"
-    files: dict[str, list[str]] = {"samples": [], "ranges": []}
+    files: dict[str, list[Any]] = {"samples": [], "ranges": []}
     for i in infos:
         rel = i.path[len(prefix):].split("/")
         table = "samples"
@@ -236,19 +340,16 @@ def arrow_tables(root: str) -> tuple[dict[str, Any], int]:
             rel, table = rel[1:], "ranges"
         if i.type == pafs.FileType.File and len(rel) == 3 and rel[0].startswith("host=") \
                 and rel[1].startswith("date=") and PART_RE.match(rel[2]):
-            files[table].append(i.path)
+            files[table].append(i)
     keys = pa.schema([("host", pa.string()), ("date", pa.date32())])
     out = {}
-    for name, cols, base in (("samples", COLUMNS, path), ("ranges", RANGE_COLUMNS, prefix + RANGES_DIR)):
-        sch = pa.unify_schemas([schema(cols), keys])
+    for name, cols, base in (("samples", COLUMNS, path.rstrip("/")), ("ranges", RANGE_COLUMNS, prefix + RANGES_DIR)):
+        if name not in names:
+            continue  # not read: neither its footers nor its files' types
         if not files[name]:
-            out[name] = sch.empty_table()
+            out[name] = pa.unify_schemas([schema(cols), keys]).empty_table()
             continue
-        try:
-            out[name] = pads.dataset(sorted(files[name]), schema=sch, format="parquet", filesystem=fs,
-                                     partitioning=pads.partitioning(keys, flavor="hive"), partition_base_dir=base)
-        except (pa.ArrowException, OSError) as e:
-            raise BadSnapshot(f"{root}: corrupt dataset ({reason(e).splitlines()[0][:300]})", path=root) from None
+        out[name] = _open(fs, root, path, sorted(files[name], key=lambda i: str(i.path)), base, schema(cols), keys)
     return out, sum(len(f) for f in files.values())
 
 
@@ -278,14 +379,27 @@ class ProcSamples:
     ranges: tuple[int | None, ...]  # rows in the `ranges` table per sample; None: none written
 
 
+# The columns DatasetReader reads (diff and heatmap), by table ("" samples, RANGES_DIR ranges):
+# their filters' and the sample's. A type clash in any other column is not theirs to refuse.
+READS = {"": ("time", "seq", "boot_id", "pid", "start_ticks", "comm", "vma_index", "vma_start", "vma_size", "perms",
+              "file_offset", "dev", "inode", "path", "known", "ranges"),
+         RANGES_DIR: ("time", "boot_id", "pid", "start_ticks", "vma_index", "vma_start", "page", "count", "state",
+                      "mapcount")}
+
+
 class DatasetReader:
     """Reads one host's partitions of a dataset (local path or pyarrow.fs URL) with pyarrow.
 
-    A file that is not a readable dataset file of this schema is BadSnapshot, one line naming it."""
+    It reads the columns diff and heatmap need (READS), as this version types them: any other
+    column, one a newer pmaps added or not, is left alone; one an older file lacks reads as null
+    (the sample's checks then say what is missing). A file that is not a readable dataset file, or
+    whose column of READS has a type that does not widen to this version's (`unify`), is
+    BadSnapshot, one line naming it."""
 
     def __init__(self, root: str) -> None:
         self.root = root
         self.fs, self.path = filesystem(root)
+        self._sets: dict[tuple[str, str], Any] = {}  # (host, table) -> dataset: footers read once
 
     def _list(self, d: str, recursive: bool = False) -> list[Any]:
         _, _, pafs = _pyarrow()
@@ -300,7 +414,7 @@ class DatasetReader:
         return sorted(i.base_name[5:] for i in self._list(self.path)
                       if i.type == pafs.FileType.Directory and i.base_name.startswith("host="))
 
-    def _files(self, host: str, table: str = "") -> list[str]:
+    def _files(self, host: str, table: str = "") -> list[Any]:
         _, _, pafs = _pyarrow()
         d = f"{self.path}{'/' + table if table else ''}/host={host}"
         out = []
@@ -308,17 +422,21 @@ class DatasetReader:
             rel = i.path[len(d) + 1:].split("/")
             if i.type == pafs.FileType.File and len(rel) == 2 and rel[0].startswith("date=") \
                     and PART_RE.match(rel[1]):
-                out.append(i.path)
-        return sorted(out)
+                out.append(i)
+        return sorted(out, key=lambda i: str(i.path))
 
-    def _read(self, files: list[str], columns: tuple[tuple[str, str], ...], names: list[str], where: Any) -> Any:
+    def _read(self, host: str, table: str, names: list[str], where: Any) -> Any:
+        """These columns of a host's rows of `samples` (table "") or `ranges` (RANGES_DIR)."""
         pa, _, _ = _pyarrow()
-        import pyarrow.dataset as pads
-
-        if not files:
+        columns = tuple(c for c in (RANGE_COLUMNS if table else COLUMNS) if c[0] in READS[table])
+        if (host, table) not in self._sets:
+            files = self._files(host, table)
+            self._sets[host, table] = _open(self.fs, self.root, self.path, files, self.path, schema(columns),
+                                            extra=False) if files else None
+        dset = self._sets[host, table]
+        if dset is None:
             return schema(columns).empty_table().select(names)
         try:
-            dset = pads.dataset(files, schema=schema(columns), format="parquet", filesystem=self.fs)
             return dset.to_table(columns=names, filter=where)
         except (pa.ArrowException, OSError) as e:
             raise BadSnapshot(f"{self.root}: corrupt dataset file ({reason(e).splitlines()[0][:300]})",
@@ -331,8 +449,7 @@ class DatasetReader:
 
         pa, _, _ = _pyarrow()
         where = pads.field("pid") == pid if pid is not None else None
-        t = self._read(self._files(host), COLUMNS, ["time", "seq", "boot_id", "pid", "start_ticks", "comm", "ranges"],
-                       where)
+        t = self._read(host, "", ["time", "seq", "boot_id", "pid", "start_ticks", "comm", "ranges"], where)
         t = t.set_column(0, "time", pc.cast(t.column("time"), pa.int64()))
         g = t.group_by(["boot_id", "pid", "start_ticks", "time", "seq"], use_threads=False).aggregate(
             [("comm", "max"), ("ranges", "max")]).to_pydict()
@@ -360,9 +477,9 @@ class DatasetReader:
         when = pads.field("time").isin(pa.array(times_us, pa.int64()).cast(pa.timestamp("us", tz="UTC")))
         vcols = ["time", "seq", "comm", "vma_index", "vma_start", "vma_size", "perms", "file_offset", "dev", "inode",
                  "path", "known", "ranges"]
-        v = self._read(self._files(proc.host), COLUMNS, vcols, who & when)
+        v = self._read(proc.host, "", vcols, who & when)
         rcols = ["time", "vma_index", "vma_start", "page", "count", "state", "mapcount"]
-        r = self._read(self._files(proc.host, RANGES_DIR), RANGE_COLUMNS, rcols, who & when)
+        r = self._read(proc.host, RANGES_DIR, rcols, who & when)
         vt = pc.cast(v.column("time"), pa.int64()).to_numpy()
         rt = pc.cast(r.column("time"), pa.int64()).to_numpy()
         vd = v.to_pydict()
