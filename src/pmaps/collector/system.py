@@ -50,6 +50,7 @@ class Kept:
     scanning: bool
     still: np.ndarray | None = None  # still_pages(pages.pm, pages.kflags), made once while these pages stand
     runs: tuple[np.ndarray, np.ndarray] | None = None  # its pages' [start, end) runs of page numbers
+    bounds: np.ndarray | None = None  # Snapshot.bounds() of its VMAs over its pages (int64)
 
     def still_mask(self) -> np.ndarray:
         """Its still pages (still_pages), computed at the first reuse and kept with it: neither the
@@ -231,7 +232,14 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
         assert isinstance(snap, Snapshot)
         categories &= scanning
         scanning_of[pid] = scanning
-        bounds = snap.bounds().astype(np.int64) + pos
+        same = (cache.procs.get(pid) if status in ("kept", "entries") else  # type: ignore[union-attr]
+                recheck.get(pid) if status == "relocated" else None)
+        if same is not None:  # the same VMAs over the same pages
+            if same.bounds is None:
+                same.bounds = snap.bounds().astype(np.int64)
+            bounds = same.bounds + pos
+        else:
+            bounds = snap.bounds().astype(np.int64) + pos
         n = len(snap.pages)
         procs.append(ProcRec(ident, snap.vmas, pos, pos + n, bounds[:, 0].copy(), bounds[:, 1].copy()))
         if status in ("kept", "entries"):
