@@ -90,9 +90,11 @@ class ScanCache:
     they are not read again. The kpageflags of its present, exclusively mapped anonymous pages are
     those of the last scan too if reclaim did not run either (nothing else changes them): then only
     its other pages (file, shmem, shared, KSM, zero page) have their kpageflags and kpagecount read
-    afresh, as other processes change them. After a migration its pagemap is read again, and a page
-    keeps its kpageflags where its entry reads the same. Costs 26 bytes a page kept in memory, up
-    to max_bytes. Not caught: another process's GUP on a still process's pages (process_vm_readv,
+    afresh, as other processes change them. After migrations alone its pagemap entries are read
+    again at its kept addresses (the same pages, some at new PFNs; Kept.reread), after a khugepaged
+    collapse its maps and pagemap; either way a page keeps its kpageflags where its entry reads the
+    same. A reused process's kept pages are brought up to date in place, not copied again. Costs 26
+    bytes a page kept in memory, up to max_bytes. Not caught: another process's GUP on a still process's pages (process_vm_readv,
     /proc/PID/mem: FOLL_TOUCH marks them accessed) can make one active without any counter moving;
     its LRU state then shows at the first scan that reads it afresh."""
 
