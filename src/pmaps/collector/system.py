@@ -94,9 +94,10 @@ class ScanCache:
     again at its kept addresses (the same pages, some at new PFNs; Kept.reread), after a khugepaged
     collapse its maps and pagemap; either way a page keeps its kpageflags where its entry reads the
     same. A reused process's kept pages are brought up to date in place, not copied again. Costs 26
-    bytes a page kept in memory, up to max_bytes. Not caught: another process's GUP on a still process's pages (process_vm_readv,
-    /proc/PID/mem: FOLL_TOUCH marks them accessed) can make one active without any counter moving;
-    its LRU state then shows at the first scan that reads it afresh."""
+    bytes a page kept in memory, up to max_bytes. Not caught: another process's GUP on a still
+    process's pages (process_vm_readv, /proc/PID/mem: FOLL_TOUCH marks them accessed) can make one
+    active without any counter moving; its LRU state then shows at the first scan that reads it
+    afresh."""
 
     gate: tuple[tuple[str, int], ...] | None = None
     procs: dict[int, Kept] = field(default_factory=dict)
