@@ -107,7 +107,8 @@ def test_unchanged_process_is_reused_exactly(monkeypatch):
         for name, entries_read, flags_read, reread, event in (
                 ("pgrefill", False, True, False, "reclaim"),  # kpageflags only
                 ("thp_split_page", True, True, False, "thp_split"),  # both
-                ("thp_collapse_alloc", True, False, False, "migration"),  # maps and pagemap
+                # a collapse, not of its memory (its PMDs are as kept): nothing read again
+                ("thp_collapse_alloc", False, False, False, "migration"),
                 ("pgmigrate_success", False, False, True, "migration")):  # pagemap at the kept addresses
             if name not in names:
                 continue
@@ -141,6 +142,7 @@ def test_unchanged_process_is_reused_exactly(monkeypatch):
             looked = calls[0] if calls else 0
             assert (looked == len(scan.pages)) == flags_read, (name, looked, len(scan.pages))
             assert cache.reused == (0 if entries_read or reread else 1), (name, "reused", cache.reused)
+            assert name != "thp_collapse_alloc" or looked < len(scan.pages), "a collapse elsewhere reuses all flags"
             assert cache.moved == {e: e == event for e in ("reclaim", "thp_split", "migration")}, cache.moved
             now = CS.scan_system([mc.pid])  # (a migration elsewhere may move a PFN meanwhile: not compared)
             assert np.array_equal(scan.pages.vpn, now.pages.vpn), (name, "vpn")
@@ -192,6 +194,75 @@ def test_compaction_rereads_entries_at_kept_addresses(monkeypatch):
                 assert not ((again.pages.kflags[still] ^ fresh.pages.kflags[still]) & np.uint64(FIGURE_BITS)).any()
             return
         pytest.skip("compaction never moved the child's pages alone (other counters moved too)")
+
+
+MADV_COLLAPSE = 25  # include/uapi/asm-generic/mman-common.h (Linux 6.1)
+SYS_PROCESS_MADVISE = 440  # x86-64
+
+
+def _collapse(pid: int, start: int, length: int) -> int:
+    """process_madvise(MADV_COLLAPSE) on another process's range: a collapse without that process
+    running (its change key stands still), counted in thp_collapse_alloc as khugepaged's are."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    class Iovec(ctypes.Structure):
+        _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+    fd = os.pidfd_open(pid)
+    try:
+        iov = Iovec(start, length)
+        n = libc.syscall(SYS_PROCESS_MADVISE, fd, ctypes.byref(iov), 1, MADV_COLLAPSE, 0)
+        return n if n >= 0 else -ctypes.get_errno()
+    finally:
+        os.close(fd)
+
+
+@needs_root
+def test_collapse_reads_only_the_collapsed_process(monkeypatch):
+    """A THP collapse (of one process's memory, from outside it): that process is read again and
+    shows its new THP as a fresh read does; another process whose PMDs are as kept is reused."""
+    with MemChild(["a:anon:8M"]) as mc, MemChild(["b:anon:1M"]) as other:
+        reg = mc.regions["a"]
+        lo = (reg["start"] + (2 << 20) - 1) & ~((2 << 20) - 1)  # the first 2 MiB-aligned range in it
+        cache = CS.ScanCache()
+        for _ in range(10):
+            for _ in range(50):  # both reused
+                CS.scan_system([mc.pid, other.pid], cache=cache)
+                if cache.reused == 2:
+                    break
+                time.sleep(0.1)
+            else:
+                pytest.fail("never reused")
+            before = CS.scan_system([mc.pid], include_self=True)
+            err = _collapse(mc.pid, lo, 2 << 20)
+            if err < 0:
+                pytest.skip(f"process_madvise(MADV_COLLAPSE): {os.strerror(-err)}")
+            opened = []
+            real_snapshot = CS.Process.snapshot
+
+            def snap(self, *a, **k):
+                opened.append(self.pid)
+                return real_snapshot(self, *a, **k)
+
+            monkeypatch.setattr(CS.Process, "snapshot", snap)
+            scan = CS.scan_system([mc.pid, other.pid], cache=cache)
+            monkeypatch.setattr(CS.Process, "snapshot", real_snapshot)
+            gate_after = CS.read_gate()
+            fresh = CS.scan_system([mc.pid, other.pid])
+            moved = {k for k, _ in set(gate_after or ()) ^ set(cache.gate or ())}
+            if cache.moved != {"reclaim": False, "thp_split": False, "migration": True} or moved:
+                continue  # something else moved too, or between the two reads: no clean pair
+            assert opened == [mc.pid]  # the collapsed process alone is read again
+            assert cache.reused == 1  # the other is reused
+            for c in ("vpn", "pm"):
+                assert np.array_equal(getattr(scan.pages, c), getattr(fresh.pages, c)), c
+            figs, now = _figures(scan), _figures(fresh)
+            assert figs == now
+            assert figs[str(mc.pid)][0]["anon_thp"] == _figures(before)[str(mc.pid)][0]["anon_thp"] + (2 << 20)
+            return
+        pytest.skip("the gate never moved by the collapse alone")
 
 
 @needs_root

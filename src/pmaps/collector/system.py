@@ -27,9 +27,9 @@ from ..kernel.maps import Vma
 from ..kernel.meminfo import read_meminfo
 from ..kernel.smaps import read_rollup
 from ..kernel.status import Ident, read_ident_rss, read_mm_key
-from ..kernel.vmstat import RELOCATES, read_gate, split_gate
+from ..kernel.vmstat import COLLAPSES, RELOCATES, collapses_only_to_pmd, read_gate, split_gate
 from ..model import Known, Pages, ProcRec, RollupRec, Snapshot, SystemScan
-from ..numeric import arange_runs, consecutive_runs
+from ..numeric import PAGE_SHIFT, arange_runs, consecutive_runs
 from .observer import Observer
 from .parallel import ordered_map
 from .process import Options, Process, lookup_pages, pfns_visible
@@ -38,6 +38,7 @@ from .swap import machine_swap_refs
 
 PARALLEL = 2
 U64 = np.uint64
+COLLAPSE_WINDOW = 256 << 20  # bytes of address space per PAGEMAP_SCAN call looking for new PMDs
 
 
 @dataclass
@@ -76,6 +77,26 @@ class Kept:
         if not pmb.populated(pm).all():
             return None
         return Pages(self.pages.vpn, pm, self.pages.cat)
+
+    def pmds_unchanged(self, pid: int) -> bool:
+        """Whether its PMD-mapped pages (PAGEMAP_SCAN's PAGE_IS_HUGE) are the ones kept: a collapse
+        of its memory maps a new PMD where it had 512 pages (one that also fills a missing page adds
+        to its RSS, mm/khugepaged.c __collapse_huge_page_copy_succeeded, and so to its key). The walk
+        goes window by window (COLLAPSE_WINDOW): each ioctl holds its mmap_lock for one window."""
+        v = self.pages.vpn
+        if not len(v):
+            return True
+        lo, hi = int(v[0]) << PAGE_SHIFT, (int(v[-1]) + 1) << PAGE_SHIFT
+        fd = pmb.open_pagemap(pid)
+        try:
+            scanner = pmb.Scanner(fd, pid, anyof=pmb.CAT_HUGE, returns=pmb.CAT_HUGE)
+            regs = [scanner.regions(a, min(a + COLLAPSE_WINDOW, hi)) for a in range(lo, hi, COLLAPSE_WINDOW)]
+        finally:
+            procfs.close(fd)
+        r = np.concatenate(regs) if regs else np.zeros((0, 3), dtype=np.uint64)
+        start = (r[:, 0] >> U64(PAGE_SHIFT)).astype(np.int64)
+        now = arange_runs(start, (r[:, 1] >> U64(PAGE_SHIFT)).astype(np.int64) - start)
+        return np.array_equal(now, v[(self.pages.cat & pmb.CAT_HUGE) != 0].astype(np.int64))
 
 
 @dataclass
@@ -136,13 +157,18 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
     # Since the last scan, for a process whose key did not change: flags_same, no event changed a
     # still page's kpageflags; entries_same, none changed a pagemap entry or mapping of its either
     # (a swap-out or reclaim that unmaps a page changes the process's RSS, which is in its key).
-    flags_same = entries_same = relocated = False
+    flags_same = entries_same = False
+    relocated = collapsed = False  # migrations moved; khugepaged collapsed, and its PMDs tell where
     if cache is not None and gate is not None and cache.gate is not None:
         (g_ag, g_sp, g_mv), (c_ag, c_sp, c_mv) = split_gate(gate), split_gate(cache.gate)
         flags_same, entries_same = g_ag == c_ag and g_sp == c_sp, g_mv == c_mv and g_sp == c_sp
-        # Only migrations moved: a still process's pages are where they were, maybe at new PFNs.
-        relocated = [x for x in g_mv if not x[0].startswith(RELOCATES)] == \
-            [x for x in c_mv if not x[0].startswith(RELOCATES)]
+        moved = {k for k, _ in set(g_mv) ^ set(c_mv)}
+        other = {k for k in moved if not k.startswith(RELOCATES + COLLAPSES)}  # e.g. ksmd, before per-process counts
+        if not other:
+            relocated = any(k.startswith(RELOCATES) for k in moved)
+            collapsed = any(k.startswith(COLLAPSES) for k in moved)
+            if collapsed and not collapses_only_to_pmd():
+                relocated = collapsed = False  # an mTHP collapse would not show as a PMD: read all again
         cache.moved = {"reclaim": g_ag != c_ag, "thp_split": g_sp != c_sp, "migration": g_mv != c_mv}
     elif cache is not None:
         cache.moved = {}
@@ -184,12 +210,19 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
                         status = "kept" if flags_same else "entries"
                         return status, pid, ident, Snapshot(pid, ident.comm, kept.vmas, kept.pages, Known()), \
                             kept.scanning
-                    if flags_same:
-                        recheck[pid] = kept  # pages may have moved: read pagemap, keep what reads the same
-                        again = kept.reread(pid) if relocated else None  # only the entries at its kept addresses
+                    if flags_same and (relocated or collapsed) and \
+                            not (collapsed and not (kept.scanning and kept.pmds_unchanged(pid))):
+                        # Not collapsed here: its pages are where they were, maybe at new PFNs.
+                        if not relocated:
+                            return "kept", pid, ident, Snapshot(pid, ident.comm, kept.vmas, kept.pages, Known()), \
+                                kept.scanning
+                        again = kept.reread(pid)  # only the entries at its kept addresses
                         if again is not None:
+                            recheck[pid] = kept
                             return "relocated", pid, ident, Snapshot(pid, ident.comm, kept.vmas, again, Known()), \
                                 kept.scanning
+                    if flags_same:
+                        recheck[pid] = kept  # pages may have moved: read pagemap, keep what reads the same
             with Process(pid, opts, caps) as proc:
                 return "ok", pid, ident, proc.snapshot(workers=1), proc.scanning
         except KernelThread:

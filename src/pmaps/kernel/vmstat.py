@@ -20,6 +20,9 @@ those pages: file, shmem and shared pages are read afresh at every scan whatever
 """
 from __future__ import annotations
 
+import glob
+import os
+
 from ..errors import PmapsError
 from . import procfs
 from .status import KSM_PER_PROCESS
@@ -43,6 +46,11 @@ RELOCATES = ("pgmigrate_", "pgdemote")
 # A THP split changes both: the folio's flags (no more THP/compound head) and its mapping (a PMD
 # becomes 512 PTEs: PAGEMAP_SCAN's PAGE_IS_HUGE goes), with the same PFNs in the pagemap entries.
 SPLITS = ("thp_split_page",)
+# A collapse by khugepaged (or MADV_COLLAPSE) maps a new PMD-sized THP in place of 512 pages; before
+# Linux 7.2 (khugepaged's mTHP collapse) it makes no smaller folio. Which processes it touched shows
+# in their PMD mappings (PAGEMAP_SCAN's PAGE_IS_HUGE) where no smaller size is enabled at all.
+COLLAPSES = ("thp_collapse_alloc",)
+THP_SIZES = "/sys/kernel/mm/transparent_hugepage"
 Gate = tuple[tuple[str, int], ...]
 KSM_COUNTERS = ("run", "full_scans", "pages_scanned", "pages_sharing", "pages_shared")
 
@@ -87,3 +95,22 @@ def read_gate() -> tuple[tuple[str, int], ...] | None:
         except (PmapsError, ValueError):
             continue  # no KSM (CONFIG_KSM off), or an older kernel without the counter
     return gate_of(vm, ksm)
+
+
+
+def collapses_only_to_pmd() -> bool:
+    """Whether every THP size but the PMD's is "never" (hugepages-*kB/enabled, Linux 6.8+; a kernel
+    without those files has PMD THPs only): then a collapse makes only PMD mappings."""
+    try:
+        pmd = f"hugepages-{int(procfs.read_system(f'{THP_SIZES}/hpage_pmd_size')) // 1024}kB"
+    except (PmapsError, ValueError):
+        return False
+    for path in glob.glob(f"{THP_SIZES}/hugepages-*kB/enabled"):
+        if os.path.basename(os.path.dirname(path)) == pmd:
+            continue
+        try:
+            if b"[never]" not in procfs.read_system(path):
+                return False
+        except PmapsError:
+            return False
+    return True
