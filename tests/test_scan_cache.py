@@ -69,9 +69,14 @@ def test_unchanged_process_is_reused_exactly(monkeypatch):
             if CS.read_gate() != cache.gate:
                 continue  # reclaim or a migration (another test's compaction) in between: no fair pair
             assert again.pages.kflags is not None and fresh.pages.kflags is not None
-            for c in ("vpn", "pm"):
-                assert np.array_equal(getattr(again.pages, c), getattr(fresh.pages, c)), c
             kept = CS.still_pages(again.pages.pm, again.pages.kflags)
+            assert np.array_equal(again.pages.vpn, fresh.pages.vpn)
+            # A kept entry is as last read: its exclusive bit only where the page is still, since
+            # another process mapping a shared page clears it in this one's pagemap (no figure reads
+            # it there: such pages' map counts are read at every scan).
+            excl = np.uint64(1 << 56)
+            mask = np.where(kept, ~np.uint64(0), ~excl)
+            assert np.array_equal(again.pages.pm & mask, fresh.pages.pm & mask)
             assert kept.sum() >= 2048  # a's 8 MiB at least
             # The flags a figure reads. Others move with no event counted and no figure reads them:
             # PG_lru when another task drains the CPU's folio batch a new page sat in, bit 34
@@ -263,6 +268,48 @@ def test_collapse_reads_only_the_collapsed_process(monkeypatch):
             assert figs[str(mc.pid)][0]["anon_thp"] == _figures(before)[str(mc.pid)][0]["anon_thp"] + (2 << 20)
             return
         pytest.skip("the gate never moved by the collapse alone")
+
+
+SHARER = """
+import mmap, sys
+f = open(sys.argv[1], "rb")
+m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+s = sum(m[i] for i in range(0, len(m), 4096))
+print("ok", flush=True)
+sys.stdin.read()
+"""
+
+
+@needs_root
+def test_a_new_sharer_of_a_kept_process_file_pages_counts():
+    """A reused process's file pages that another process maps since: their map counts are read
+    again (the kept pagemap entries still say "exclusive"), so its USS drops as a fresh read's."""
+    import subprocess
+    import sys
+
+    with MemChild(["f:file:256K"]) as mc:
+        start = mc.regions["f"]["start"]
+        with open(f"/proc/{mc.pid}/maps") as f:
+            path = next(ln.split(None, 5)[5].strip() for ln in f if int(ln.split("-")[0], 16) == start)
+        cache = CS.ScanCache()
+        settle(cache, mc.pid)
+        uss_before = _figures(CS.scan_system([mc.pid]))[str(mc.pid)][0]["uss"]
+        sharer = subprocess.Popen([sys.executable, "-c", SHARER, path], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        try:
+            assert sharer.stdout is not None and sharer.stdout.readline().strip() == b"ok"
+            for _ in range(20):
+                scan = CS.scan_system([mc.pid], cache=cache)
+                fresh = CS.scan_system([mc.pid])
+                if cache.reused == 1 and CS.read_gate() == cache.gate:
+                    break
+            else:
+                pytest.skip("never a reused scan beside a fresh one")
+            got, want = _figures(scan)[str(mc.pid)][0], _figures(fresh)[str(mc.pid)][0]
+            assert got["uss"] == want["uss"] <= uss_before - 64 * 4096, (got, want, uss_before)
+            assert got == want
+        finally:
+            sharer.kill()
+            sharer.wait()
 
 
 @needs_root

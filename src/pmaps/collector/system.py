@@ -244,6 +244,7 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
     # Reused processes whose pages are at the kept addresses: kept in place (see _keep), with True
     # where this scan read their pagemap entries (or categories) again.
     entries_of: dict[int, tuple[Kept, bool]] = {}
+    stale: list[tuple[int, int]] = []  # their pages' slices: pagemap entries as last read
     unread = 0  # processes whose maps and pagemap were not read again
     for status, pid, ident, snap, scanning in ordered_map(one, todo, workers=PARALLEL, ahead=4 * PARALLEL):
         if status == "reduce":
@@ -281,6 +282,7 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
         if status in ("kept", "entries"):
             unread += 1
             entries_of[pid] = (cache.procs[pid], False)  # type: ignore[union-attr]
+            stale.append((pos, pos + n))
             if status == "kept":
                 kept_parts.append((pos, cache.procs[pid], None))  # type: ignore[union-attr]
             snap.pages = Pages(snap.pages.vpn, snap.pages.pm, snap.pages.cat)
@@ -305,7 +307,7 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
     pages = Pages.concat(parts)
     known = Known(pfn=caps.sys_admin, categories=categories and bool(procs), soft_dirty=caps.soft_dirty)
     if caps.sys_admin:
-        known = _lookup_union(pages, known, observer, kept_parts)
+        known = _lookup_union(pages, known, observer, kept_parts, stale)
     if cache is not None:
         _keep(cache, procs, pages, keys, scanning_of, gate if known.flags and known.count else None,
               unread, sum(len(k.pages) for _, k, i in kept_parts if i is None), entries_of)
@@ -353,10 +355,14 @@ def _same_pages(fresh: Pages, kept: Pages) -> np.ndarray:
 
 
 def _lookup_union(pages: Pages, known: Known, observer: Observer | None,
-                  kept: list[tuple[int, Kept, np.ndarray | None]] | None = None) -> Known:
+                  kept: list[tuple[int, Kept, np.ndarray | None]] | None = None,
+                  stale: list[tuple[int, int]] | None = None) -> Known:
     """kpageflags for every present page and kpagecount for the non-exclusive ones, in one pass;
     the kept pages of reused processes that nothing but reclaim and co. change (ScanCache) keep
-    their kpageflags (and their count, 1) from the last scan."""
+    their kpageflags (and their count, 1) from the last scan. stale: [lo, hi) page slices whose
+    pagemap entries are as an earlier scan read them: their exclusive bit (56) is not trusted, as
+    another process mapping one of their file or shared pages since clears it without their
+    owner's key moving; those pages' map counts are read."""
     if not pfns_visible(pages):
         return Known(categories=known.categories, soft_dirty=known.soft_dirty)
     try:
@@ -366,9 +372,10 @@ def _lookup_union(pages: Pages, known: Known, observer: Observer | None,
     with reader:
         if not (reader.can_flags and reader.can_count):
             return known
-        if not kept:
+        if not kept and not stale:
             lookup_pages(pages, reader, observer=observer)
         else:
+            kept = kept or []
             flags = np.zeros(len(pages), dtype=U64)
             still = np.zeros(len(pages), dtype=bool)
             for lo, k, idx in kept:
@@ -385,6 +392,11 @@ def _lookup_union(pages: Pages, known: Known, observer: Observer | None,
                     still[lo:hi] = (idx >= 0) & still_pages(p.pm[j], p.kflags[j])
             need = np.flatnonzero(~still)
             sub = pages.take(need)
+            if stale:
+                old = np.zeros(len(pages), dtype=bool)
+                for lo, hi in stale:
+                    old[lo:hi] = True
+                sub.pm = np.where(old[need], sub.pm & ~(U64(1) << U64(pmb.PM_EXCLUSIVE)), sub.pm)
             lookup_pages(sub, reader, observer=observer)
             assert sub.kflags is not None and sub.kcount is not None
             flags[need] = sub.kflags
