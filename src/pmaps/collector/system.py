@@ -38,7 +38,7 @@ from .swap import machine_swap_refs
 
 PARALLEL = 2
 U64 = np.uint64
-COLLAPSE_WINDOW = 256 << 20  # bytes of address space per PAGEMAP_SCAN call looking for new PMDs
+COLLAPSE_WINDOW = 1 << 16  # kept pages (256 MiB) per PAGEMAP_SCAN call looking for new PMDs
 
 
 @dataclass
@@ -61,17 +61,21 @@ class Kept:
             self.still = still_pages(self.pages.pm, self.pages.kflags)
         return self.still
 
-    def reread(self, pid: int) -> Pages | None:
-        """Its pages with their pagemap entries read again at the same addresses (after migrations
-        only: vmstat.RELOCATES), the rest as kept; None if one of them is no longer there (then the
-        process is read afresh)."""
+    def page_runs(self) -> tuple[np.ndarray, np.ndarray]:
+        """[start, end) page numbers of the runs of its pages (made once)."""
         if self.runs is None:
             first, lens = consecutive_runs(self.pages.vpn)
             start = self.pages.vpn[first].astype(np.int64)
             self.runs = (start, start + lens)
+        return self.runs
+
+    def reread(self, pid: int) -> Pages | None:
+        """Its pages with their pagemap entries read again at the same addresses (after migrations
+        only: vmstat.RELOCATES), the rest as kept; None if one of them is no longer there (then the
+        process is read afresh)."""
         fd = pmb.open_pagemap(pid)
         try:
-            pm = pmb.read_runs(fd, pid, *self.runs)
+            pm = pmb.read_runs(fd, pid, *self.page_runs())
         finally:
             procfs.close(fd)
         if not pmb.populated(pm).all():
@@ -81,16 +85,21 @@ class Kept:
     def pmds_unchanged(self, pid: int) -> bool:
         """Whether its PMD-mapped pages (PAGEMAP_SCAN's PAGE_IS_HUGE) are the ones kept: a collapse
         of its memory maps a new PMD where it had 512 pages (one that also fills a missing page adds
-        to its RSS, mm/khugepaged.c __collapse_huge_page_copy_succeeded, and so to its key). The walk
-        goes window by window (COLLAPSE_WINDOW): each ioctl holds its mmap_lock for one window."""
+        to its RSS, mm/khugepaged.c __collapse_huge_page_copy_succeeded, and so to its key). Only
+        where its pages are, in groups of runs of about COLLAPSE_WINDOW pages: each ioctl holds its
+        mmap_lock for one group's walk."""
         v = self.pages.vpn
         if not len(v):
             return True
-        lo, hi = int(v[0]) << PAGE_SHIFT, (int(v[-1]) + 1) << PAGE_SHIFT
+        starts, ends = self.page_runs()
+        group = np.cumsum(ends - starts) // COLLAPSE_WINDOW
+        first = np.flatnonzero(np.diff(group, prepend=-1))
+        last = np.append(first[1:], len(starts)) - 1
         fd = pmb.open_pagemap(pid)
         try:
             scanner = pmb.Scanner(fd, pid, anyof=pmb.CAT_HUGE, returns=pmb.CAT_HUGE)
-            regs = [scanner.regions(a, min(a + COLLAPSE_WINDOW, hi)) for a in range(lo, hi, COLLAPSE_WINDOW)]
+            regs = [scanner.regions(a << PAGE_SHIFT, b << PAGE_SHIFT)
+                    for a, b in zip(starts[first].tolist(), ends[last].tolist())]
         finally:
             procfs.close(fd)
         r = np.concatenate(regs) if regs else np.zeros((0, 3), dtype=np.uint64)
