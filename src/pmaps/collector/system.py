@@ -369,9 +369,9 @@ def _lookup_union(pages: Pages, known: Known, observer: Observer | None,
     """kpageflags for every present page and kpagecount for the non-exclusive ones, in one pass;
     the kept pages of reused processes that nothing but reclaim and co. change (ScanCache) keep
     their kpageflags (and their count, 1) from the last scan. stale: [lo, hi) page slices whose
-    pagemap entries are as an earlier scan read them: their exclusive bit (56) is not trusted, as
-    another process mapping one of their file or shared pages since clears it without their
-    owner's key moving; those pages' map counts are read."""
+    pagemap entries are as an earlier scan read them: the exclusive bit (56) of their file and
+    shared pages (bit 61) is not trusted, as another process mapping one since clears it without
+    their owner's key moving; those pages' map counts are read."""
     if not pfns_visible(pages):
         return Known(categories=known.categories, soft_dirty=known.soft_dirty)
     try:
@@ -405,7 +405,10 @@ def _lookup_union(pages: Pages, known: Known, observer: Observer | None,
                 old = np.zeros(len(pages), dtype=bool)
                 for lo, hi in stale:
                     old[lo:hi] = True
-                sub.pm = np.where(old[need], sub.pm & ~(U64(1) << U64(pmb.PM_EXCLUSIVE)), sub.pm)
+                # (A private anonymous page gains a mapper only by its own process's fork or by KSM,
+                # both in its key: its bit stands.)
+                doubt = old[need] & pmb.bit(sub.pm, pmb.PM_FILE)
+                sub.pm = np.where(doubt, sub.pm & ~(U64(1) << U64(pmb.PM_EXCLUSIVE)), sub.pm)
             lookup_pages(sub, reader, observer=observer)
             assert sub.kflags is not None and sub.kcount is not None
             flags[need] = sub.kflags
