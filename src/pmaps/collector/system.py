@@ -381,10 +381,20 @@ def _lookup_union(pages: Pages, known: Known, observer: Observer | None,
     with reader:
         if not (reader.can_flags and reader.can_count):
             return known
-        if not kept and not stale:
-            lookup_pages(pages, reader, observer=observer)
+        pm = pages.pm
+        if stale:
+            pm = pm.copy()
+            doubt = ~(U64(1) << U64(pmb.PM_EXCLUSIVE))
+            for lo, hi in stale:
+                # (A private anonymous page gains a mapper only by its own process's fork or by KSM,
+                # both in its key: its bit stands.)
+                seg = pm[lo:hi]
+                seg[pmb.bit(seg, pmb.PM_FILE)] &= doubt
+        if not kept:
+            view = Pages(pages.vpn, pm, pages.cat)
+            lookup_pages(view, reader, observer=observer)
+            pages.kflags, pages.kcount = view.kflags, view.kcount
         else:
-            kept = kept or []
             flags = np.zeros(len(pages), dtype=U64)
             still = np.zeros(len(pages), dtype=bool)
             for lo, k, idx in kept:
@@ -400,15 +410,7 @@ def _lookup_union(pages: Pages, known: Known, observer: Observer | None,
                     flags[lo:hi] = p.kflags[j]
                     still[lo:hi] = (idx >= 0) & still_pages(p.pm[j], p.kflags[j])
             need = np.flatnonzero(~still)
-            sub = pages.take(need)
-            if stale:
-                old = np.zeros(len(pages), dtype=bool)
-                for lo, hi in stale:
-                    old[lo:hi] = True
-                # (A private anonymous page gains a mapper only by its own process's fork or by KSM,
-                # both in its key: its bit stands.)
-                doubt = old[need] & pmb.bit(sub.pm, pmb.PM_FILE)
-                sub.pm = np.where(doubt, sub.pm & ~(U64(1) << U64(pmb.PM_EXCLUSIVE)), sub.pm)
+            sub = Pages(pages.vpn[need], pm[need], pages.cat[need])
             lookup_pages(sub, reader, observer=observer)
             assert sub.kflags is not None and sub.kcount is not None
             flags[need] = sub.kflags
