@@ -60,9 +60,11 @@ def test_pmd_thp_equals_anon_huge_pages():
         got = folios(mc.pid)
         k = smaps_by_start(mc.pid)
         t = mc.regions["t"]["start"]
-        assert got[t]["bytes_by_folio_size"].get(str(2 << 20), 0) == k[t]["AnonHugePages"] == 4 << 20
+        assert got[t]["bytes_by_folio_size"].get(str(2 << 20), 0) == k[t]["AnonHugePages"]
         a = mc.regions["a"]["start"]
         assert got[a]["bytes_by_folio_size"] == {"4096": 64 << 10}
+        if k[t]["AnonHugePages"] != 4 << 20:  # the fault fell back to small pages (fragmented memory)
+            pytest.skip(f"the kernel gave {k[t]['AnonHugePages']} bytes of THP of 4 MiB asked for")
 
 
 @needs_root
