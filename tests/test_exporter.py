@@ -253,6 +253,8 @@ def test_port_in_use_and_by_pid_needs_top(run):
     assert r.code == 2 and len(r.err.strip().splitlines()) == 1 and "in use" in r.err, r.err
     r = run("exporter", "--by", "pid")
     assert r.code == 2 and "--top" in r.err and len(r.err.strip().splitlines()) == 1
+    # An exporter that never served leaves its caller's THPs alone (PR_SET_THP_DISABLE is for good).
+    assert "THP_enabled:\t1" in Path("/proc/self/status").read_text()
 
 
 def test_non_loopback_warns(wait_for):

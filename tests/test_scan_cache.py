@@ -113,7 +113,7 @@ def test_unchanged_process_is_reused_exactly(monkeypatch):
                 ("pgrefill", False, True, False, "reclaim"),  # kpageflags only
                 ("thp_split_page", True, True, False, "thp_split"),  # both
                 # a collapse, not of its memory (its PMDs are as kept): nothing read again
-                ("thp_collapse_alloc", False, False, False, "migration"),
+                ("thp_collapse_alloc", False, False, False, "collapse"),
                 ("pgmigrate_success", False, False, True, "migration")):  # pagemap at the kept addresses
             if name not in names:
                 continue
@@ -148,7 +148,7 @@ def test_unchanged_process_is_reused_exactly(monkeypatch):
             assert (looked == len(scan.pages)) == flags_read, (name, looked, len(scan.pages))
             assert cache.reused == (0 if entries_read or reread else 1), (name, "reused", cache.reused)
             assert name != "thp_collapse_alloc" or looked < len(scan.pages), "a collapse elsewhere reuses all flags"
-            assert cache.moved == {e: e == event for e in ("reclaim", "thp_split", "migration")}, cache.moved
+            assert cache.moved == {e: e == event for e in ("reclaim", "thp_split", "migration", "collapse")}, cache.moved
             now = CS.scan_system([mc.pid])  # (a migration elsewhere may move a PFN meanwhile: not compared)
             assert np.array_equal(scan.pages.vpn, now.pages.vpn), (name, "vpn")
             still = CS.still_pages(now.pages.pm, now.pages.kflags)  # (others map libpython's pages too)
@@ -181,7 +181,8 @@ def test_compaction_rereads_entries_at_kept_addresses(monkeypatch):
             scan = CS.scan_system([mc.pid], cache=cache)
             fresh = CS.scan_system([mc.pid])
             moved = int(np.count_nonzero(before != scan.pages.pm))
-            if cache.moved != {"reclaim": False, "thp_split": False, "migration": True} or CS.read_gate() != cache.gate \
+            if cache.moved != {"reclaim": False, "thp_split": False, "migration": True, "collapse": False} \
+                    or CS.read_gate() != cache.gate \
                     or not moved:
                 continue  # reclaim too, a migration between the two reads, or none of its pages moved
             assert rereads == [mc.pid]
@@ -257,7 +258,7 @@ def test_collapse_reads_only_the_collapsed_process(monkeypatch):
             gate_after = CS.read_gate()
             fresh = CS.scan_system([mc.pid, other.pid])
             moved = {k for k, _ in set(gate_after or ()) ^ set(cache.gate or ())}
-            if cache.moved != {"reclaim": False, "thp_split": False, "migration": True} or moved:
+            if cache.moved != {"reclaim": False, "thp_split": False, "migration": False, "collapse": True} or moved:
                 continue  # something else moved too, or between the two reads: no clean pair
             assert opened == [mc.pid]  # the collapsed process alone is read again
             assert cache.reused == 1  # the other is reused

@@ -136,7 +136,8 @@ class ScanCache:
     max_bytes: int = 256 << 20  # at most this much kept (the smallest processes first)
     nbytes: int = 0  # kept now
     # Which kinds of kernel events happened between the last two scans (what stopped reuse):
-    # reclaim (kpageflags read again), thp_split (both read again), migration (pagemap read again).
+    # reclaim (kpageflags read again), thp_split (both read again), migration (pagemap entries
+    # read again), collapse (the processes whose PMDs changed read again).
     moved: dict[str, bool] = field(default_factory=dict)
 
 
@@ -178,7 +179,9 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
             collapsed = any(k.startswith(COLLAPSES) for k in moved)
             if collapsed and not collapses_only_to_pmd():
                 relocated = collapsed = False  # an mTHP collapse would not show as a PMD: read all again
-        cache.moved = {"reclaim": g_ag != c_ag, "thp_split": g_sp != c_sp, "migration": g_mv != c_mv}
+        cache.moved = {"reclaim": g_ag != c_ag, "thp_split": g_sp != c_sp,
+                       "migration": bool(other) or any(k.startswith(RELOCATES) for k in moved),
+                       "collapse": any(k.startswith(COLLAPSES) for k in moved)}
     elif cache is not None:
         cache.moved = {}
     opts = Options(flags=False, counts=False, scan=scan)

@@ -233,11 +233,6 @@ class Exporter(Command):
         ctx = self._tls(args) if args.tls_cert else None
         from wsgiref.simple_server import make_server
 
-        from ..kernel.libc import disable_thp
-
-        # The exporter's own columns must not give khugepaged work: its collapses and splits are
-        # machine-wide counters that stop the reuse of every other process's pages (ScanCache).
-        disable_thp()
         scanner = Scanner(args, err)
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_collector(scanner))
@@ -281,6 +276,12 @@ class Exporter(Command):
             err.write(f"pmaps: serving {scheme}://{shown}:{httpd.server_address[1]}/metrics, "
                       f"scanning every {args.interval:g} s by {args.by} (top {args.top})\n")
             err.flush()
+            from ..kernel.libc import disable_thp
+
+            # The exporter's own columns must not give khugepaged work: its collapses and splits are
+            # machine-wide counters that stop the reuse of every other process's pages (ScanCache).
+            # Only once it serves: the setting stays with the process (and its children) for good.
+            disable_thp()
             server.start()
             worker.start()
             while not stop.wait(1.0):

@@ -80,7 +80,8 @@ def families(ex: Export | None, me: dict[str, float], skipped_total: dict[str, i
     if blocked:
         out.append(Family("pmaps_scan_reuse_blocked", "1 for each kind of kernel event between the last two scans "
                           "that made it read unchanged processes again: reclaim (kpageflags), thp_split (pagemap "
-                          "and kpageflags), migration (pagemap)", "gauge", ("event",),
+                          "and kpageflags), migration (pagemap), collapse (the processes whose PMDs changed)",
+                          "gauge", ("event",),
                           [((k,), float(v)) for k, v in blocked]))
     return out
 
