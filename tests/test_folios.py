@@ -93,3 +93,18 @@ def test_mthp_sizes_match_the_kernel_counters():
             if counts == delta:  # (pmaps itself allocates mTHP folios too: only before its read counts)
                 return
         pytest.fail(f"(pmaps folios, kernel nr_anon delta) never agreed: {seen}")
+
+
+@needs_root
+@pytest.mark.skipif(not (THP / "hugepages-64kB").exists(), reason="no mTHP sizes in this kernel (6.8+)")
+def test_exporter_trusts_pmds_only_without_mthp():
+    """The exporter tells a collapsed process by its PMDs only where no smaller THP size is on
+    (kernel.vmstat.collapses_only_to_pmd): with 64K on, it reads every process again instead."""
+    from pmaps.kernel.vmstat import collapses_only_to_pmd
+
+    sizes = [p.parent.name for p in THP.glob("hugepages-*kB/enabled")
+             if p.parent.name != f"hugepages-{int((THP / 'hpage_pmd_size').read_text()) // 1024}kB"]
+    if all("[never]" in (THP / s / "enabled").read_text() for s in sizes):
+        assert collapses_only_to_pmd()
+    with mthp(64):
+        assert not collapses_only_to_pmd()
