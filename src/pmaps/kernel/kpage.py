@@ -106,15 +106,20 @@ def plan_lookup(pfns: np.ndarray, gap: int = PFNS_PER_CALL) -> LookupPlan:
         empty = np.zeros(0, dtype=np.int64)
         return LookupPlan(empty, empty, empty)
     p = pfns.view(np.int64)  # PFNs are < 2**55: the same values, no copy
-    # A run continues while the PFN stays or steps by one: physically contiguous pages, and
-    # the zero page mapped over and over (same PFN), both cost one run. In unsigned
-    # arithmetic a step back wraps to a huge number, so one compare finds every break.
-    brk = np.flatnonzero((pfns[1:] - pfns[:-1]) > np.uint64(1)) + 1
+    # A run continues while the PFN steps by +1, 0 or -1: physically contiguous pages in either
+    # direction (anonymous memory faulted in address order comes as often in falling PFN order,
+    # from the per-CPU free lists, as in rising: 0.61 M and 0.77 M steps of an 8 GiB process on
+    # 6.18) and the zero page mapped over and over. Steps of at most one visit every PFN between a
+    # run's lowest and highest: the run is that interval. In unsigned arithmetic step + 1 is 0, 1
+    # or 2 for those steps and huge for every other, so one compare finds every break.
+    step = pfns[1:] - pfns[:-1]
+    step += np.uint64(1)
+    brk = np.flatnonzero(step > np.uint64(2))
+    brk += 1
     first = np.concatenate(([0], brk))
-    last = np.concatenate((brk - 1, [n - 1]))
-    rlen = last - first + 1
-    rstart = p[first]  # runs never decrease: first is the lowest, last the highest
-    rend = p[last] + 1
+    rstart = np.minimum.reduceat(p, first)
+    rend = np.maximum.reduceat(p, first) + 1
+    rlen = np.diff(first, append=n)
     order = np.argsort(rstart, kind="stable")
     s, e = rstart[order], rend[order]
     seg_start, seg_end, seg_of_run = merge_intervals(s, e, gap)
@@ -124,12 +129,13 @@ def plan_lookup(pfns: np.ndarray, gap: int = PFNS_PER_CALL) -> LookupPlan:
     if len(seg_start) > 1 and span <= int(seg_len.sum()) + gap * len(seg_start):
         seg_start, seg_len = seg_start[:1], np.array([span], dtype=np.int64)
         seg_of_run = np.zeros(len(s), dtype=np.int64)
-    # Position of each run's start PFN in the concatenated buffer; a page lands at that
-    # position plus its distance from the run's start PFN.
+    # Position of each run's lowest PFN in the concatenated buffer; a page lands at that
+    # position plus its distance from the run's lowest PFN.
     run_pos_sorted = seg_offsets(seg_len)[seg_of_run] + (s - seg_start[seg_of_run])
     run_pos = np.empty_like(run_pos_sorted)
     run_pos[order] = run_pos_sorted
-    index = np.repeat(run_pos - rstart, rlen) + p
+    index = np.repeat(run_pos - rstart, rlen)
+    index += p
     return LookupPlan(seg_start.astype(np.int64), seg_len.astype(np.int64), index)
 
 
@@ -173,7 +179,9 @@ class PfnReader:
             if fd is None:
                 results.append(None)
                 continue
-            buf = np.zeros(pl.total, dtype="<u8")
+            # Not zeroed first: every byte is read (or zeroed by pread_runs past the end of RAM),
+            # and np.empty reuses freed heap memory where np.zeros takes fresh pages to fault in.
+            buf = np.empty(pl.total, dtype="<u8")
             jobs.append(Reads.of(fd, path, buf, pl))
             results.append(buf)
         _run_split(jobs, split)
