@@ -72,7 +72,7 @@ def read_runs(fd: int, pid: int, starts: np.ndarray, ends: np.ndarray, gap: int 
     lens = (ends - starts).astype(np.int64)
     seg_s, seg_e, seg_id = merge_intervals(starts, ends, gap)
     seg_len = seg_e - seg_s
-    buf = np.zeros(int(seg_len.sum()), dtype="<u8")
+    buf = np.empty(int(seg_len.sum()), dtype="<u8")  # filled whole, or gone_error below
     mv = buf.data.cast("B")
     path = procfs.proc_path(pid, "pagemap")
     pos = 0
