@@ -493,7 +493,8 @@ def lookup_pages(pages: Pages, reader: PfnReader, idle: IdleBitmap | None = None
     # pagemap's "exclusively mapped" bit is set exactly when the page's mapcount is 1, the
     # same count kpagecount reports (fs/proc/task_mmu.c, 6.x: folio_precise_page_mapcount;
     # checked by tests/test_kernel_facts.py): read kpagecount only for the other pages.
-    shared = (pmb.top_byte(pm) & pmb.TOP_EXCLUSIVE) == 0
+    top = pmb.top_byte(pm)
+    shared = (top & pmb.TOP_EXCLUSIVE) == 0
     # A PMD-mapped THP is one naturally aligned 512-page folio, and kpageflags' bits are the
     # folio's but for COMPOUND_HEAD/TAIL (fs/proc/page.c stable_page_flags): read the head's
     # flags once and derive the 511 tails' (checked against real reads by the tests).
@@ -505,7 +506,14 @@ def lookup_pages(pages: Pages, reader: PfnReader, idle: IdleBitmap | None = None
     if tails is not None and not tails.any():
         tails = None
     flag_pfn = pfn if tails is None else np.where(tails, pfn & ~THP_MASK, pfn)
-    flags, count = reader.lookup(pfn, shared, split=split, flag_pfns=flag_pfn)
+    # File pages (page cache, shmem) come in large folios too: their flags may be read a folio
+    # block at a time (kpage.FOLIO_BLOCK). Anonymous pages are left out: without mTHP (the default)
+    # a probe would only add a read.
+    file = (top & pmb.TOP_FILE) != 0
+    if tails is not None:
+        file &= ~tails
+    flags, count = reader.lookup(pfn, shared, split=split, flag_pfns=flag_pfn,
+                                 folio_pfns=flag_pfn[file] if file.any() else None)
     if flags is not None and tails is not None:
         # Only the ABI bits carry over: kernel-internal ones (32+) may be per page.
         flags[tails] = (flags[tails] & KPF_ABI_MASK & ~kpf_mask("compound_head")) | kpf_mask("compound_tail")

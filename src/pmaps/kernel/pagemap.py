@@ -55,6 +55,7 @@ def top_byte(entries: np.ndarray) -> np.ndarray:
 
 
 TOP_EXCLUSIVE = 0x01  # bit 56
+TOP_FILE = 1 << (PM_FILE - 56)  # bit 61
 
 
 READ_GAP = 512  # read through holes up to this many pages (4 KiB of entries) rather than split a read
