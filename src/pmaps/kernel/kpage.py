@@ -157,7 +157,10 @@ def folio_blocks(plan: LookupPlan, pfns: np.ndarray) -> np.ndarray:
     whole inside one of the plan's read segments: those whose pages' flags a probe may tell. Pure."""
     if not len(pfns) or not len(plan.seg_start):
         return np.zeros(0, dtype=np.int64)
-    b = unique_sorted(np.asarray(pfns, dtype=np.uint64).view(np.int64) // FOLIO_BLOCK) * FOLIO_BLOCK
+    b = np.asarray(pfns, dtype=np.uint64) >> np.uint64(FOLIO_BLOCK.bit_length() - 1)
+    if len(b) > 1:  # pages come in runs: sort one element per run of equal blocks, not every page
+        b = b[np.concatenate(([True], b[1:] != b[:-1]))]
+    b = unique_sorted(b).view(np.int64) * FOLIO_BLOCK
     k = np.maximum(np.searchsorted(plan.seg_start, b, side="right") - 1, 0)
     inside = (plan.seg_start[k] <= b) & (b + FOLIO_BLOCK <= plan.seg_start[k] + plan.seg_len[k])
     return b[inside]
