@@ -32,8 +32,6 @@ from ..kernel.pagemap import (
     probe,
     read_runs,
 )
-from ..kernel.shmem import swapped_pages
-from ..kernel.smaps import read_smaps
 from ..kernel.status import read_comm, read_start_time
 from ..model import Known, Pages, Snapshot, inside_vmas
 from ..model.snapshot import vma_index
@@ -246,6 +244,8 @@ class Process:
         smaps Rss leaves out the zero page, so a readable private anonymous VMA with Rss 0
         may still map it: read those too, unless so large that reading costs too much.
         """
+        from ..kernel.smaps import read_smaps  # the fallback only: off the start-up path
+
         sm = read_smaps(self.pid, started=True)
         busy = {(r["start"], r["end"]) for r in sm if r.get("Rss", 0) or r.get("Swap", 0)}
         rows = []
@@ -264,6 +264,8 @@ class Process:
         pte: not in `regs`, whose pages have one). Root only (map_files); a no-op without it."""
         if not self.caps or not self.caps.sys_admin:
             return regs
+        from ..kernel.shmem import swapped_pages  # only where a VMA is on shmem: off the start-up path
+
         extra = []
         inode = self.table.inode[idxs.start:idxs.stop]
         for i in (idxs.start + np.flatnonzero(inode)).tolist():  # file VMAs: the others are not shmem
