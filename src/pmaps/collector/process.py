@@ -7,6 +7,7 @@ one place (`Process.regions`), which the sample collector shares.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,17 +32,18 @@ from ..kernel.pagemap import (
     probe,
     read_runs,
 )
-from ..kernel.shmem import swapped_pages
-from ..kernel.smaps import read_smaps
 from ..kernel.status import read_comm, read_start_time
 from ..model import Known, Pages, Snapshot, inside_vmas
 from ..model.snapshot import vma_index
 from ..numeric import arange_runs, consecutive_runs
 from .observer import Observer
-from .parallel import ordered_map
+from .parallel import background, ordered_map
 
 U64 = np.uint64
-CHUNK_PAGES = 1 << 17  # pages per batch: ~10 MiB in flight; as fast as 256 Ki (64 Ki: samples 10% slower)
+# Pages per batch. 32 Ki: a batch's columns are 256 KiB each, which glibc's malloc keeps reusing;
+# at 128 Ki (1 MiB columns) it gave pages back and faulted them in again, 29,000 page faults per
+# 8 GiB process instead of 11,000: 5% more CPU (watch, --summary and 65,000 VMAs no slower).
+CHUNK_PAGES = 1 << 15
 NO_SCAN_ENV = "PMAPS_NO_SCAN"
 FIRST_BATCH_PAGES = 1 << 12
 THP_MASK = U64(511)  # PFNs of a PMD-sized folio: its head is aligned to 512
@@ -90,7 +92,8 @@ class Process:
         self._fd: int | None = None
         self._kpage: PfnReader | None = None
         self._idle: IdleBitmap | None = None
-        self._observer: Observer | None = None
+        # Read on a helper thread from open() on (see _open); lookups wait for it when they need it.
+        self._observer: Callable[[], Observer | None] | None = None
         self._pfn_checked = False
         # Called with (pages read, pages to read) as the pagemap fallback reads through large VMAs
         # (a 16 TiB heap takes half a minute); set by a command that reports progress.
@@ -127,7 +130,10 @@ class Process:
             if caps.idle_tracking:
                 self._idle = IdleBitmap.try_open()
             if opts.counts and not opts.include_self:
-                self._observer = Observer.read()
+                # pmaps' own pages (10-20 ms: its maps, pagemap, and numpy.ma's first import by
+                # np.unique) are read while the target's scan and first reads go on; the first
+                # kpagecount subtraction waits for them.
+                self._observer = background(Observer.read)
         self._known = Known(
             pfn=caps.sys_admin,
             flags=bool(self._kpage and self._kpage.can_flags),
@@ -238,6 +244,8 @@ class Process:
         smaps Rss leaves out the zero page, so a readable private anonymous VMA with Rss 0
         may still map it: read those too, unless so large that reading costs too much.
         """
+        from ..kernel.smaps import read_smaps  # the fallback only: off the start-up path
+
         sm = read_smaps(self.pid, started=True)
         busy = {(r["start"], r["end"]) for r in sm if r.get("Rss", 0) or r.get("Swap", 0)}
         rows = []
@@ -256,6 +264,8 @@ class Process:
         pte: not in `regs`, whose pages have one). Root only (map_files); a no-op without it."""
         if not self.caps or not self.caps.sys_admin:
             return regs
+        from ..kernel.shmem import swapped_pages  # only where a VMA is on shmem: off the start-up path
+
         extra = []
         inode = self.table.inode[idxs.start:idxs.stop]
         for i in (idxs.start + np.flatnonzero(inode)).tolist():  # file VMAs: the others are not shmem
@@ -285,15 +295,21 @@ class Process:
         assert self._fd is not None
         return read_runs(self._fd, self.pid, starts, ends)
 
-    def _pages(self, regs: np.ndarray, lookup: bool = True) -> Pages:
+    def _pages(self, regs: np.ndarray | Pages, lookup: bool = True) -> Pages:
+        """The pages of [start_page, end_page, categories] regions, looked up; Pages already read
+        (the first batch, see batches()) are only looked up."""
+        if isinstance(regs, Pages):
+            if self._kpage is not None and lookup:
+                self._lookup(regs)
+            return regs
         starts, ends, cats = regs[:, 0], regs[:, 1], regs[:, 2]
         lens = (ends - starts).astype(np.int64)
         assert self._fd is not None
         pm = read_runs(self._fd, self.pid, starts, ends)
         vpn = arange_runs(starts, lens)
         cat = np.repeat(cats.astype(np.uint16), lens)
-        shm = (cat & CAT_SHMEM_SWAP) != 0
-        if shm.any():
+        if (cats & U64(CAT_SHMEM_SWAP)).any():  # asked of the regions, not of every page
+            shm = (cat & CAT_SHMEM_SWAP) != 0
             # No pte: the entry pagemap has for it is empty; mark it swapped, unless it changed.
             pm = np.where(shm & ~pmb.populated(pm), U64(SHMEM_SWAP_ENTRY), pm)
         keep = pmb.populated(pm)  # pages may have changed since the scan: trust pagemap
@@ -304,13 +320,17 @@ class Process:
             self._lookup(pages)
         return pages
 
-    def _lookup(self, pages: Pages) -> None:
+    def _check_pfns(self, pages: Pages) -> None:
+        """The first pages with a present one decide whether PFNs are real (see pfns_visible)."""
         if not self._pfn_checked and pmb.present(pages.pm).any():
             self._pfn_checked = True
             if not pfns_visible(pages):
                 self._drop_page_info()
-                return
-        assert self._kpage is not None
+
+    def _lookup(self, pages: Pages) -> None:
+        self._check_pfns(pages)
+        if self._kpage is None:
+            return
         lookup_pages(pages, self._kpage, self._idle, split=self._split_reads, observer=self._observer)
         if self.opts.cgroup:
             pres = pmb.present(pages.pm)
@@ -360,16 +380,25 @@ class Process:
         """
         todo = self._batch_regions()
         read = functools.partial(self._pages, lookup=lookup)
-        # The first batch runs alone: it decides whether PFNs are real (see _lookup) before
-        # any worker shares the kpage reader. A small process is a single batch: no threads.
-        for regs in todo:
-            yield read(regs)
-            break
-        if workers <= 1:
+        first = next(todo, None)
+        if first is None:
+            pass
+        elif workers <= 1:
+            yield read(first)
             yield from map(read, todo)
         else:
-            self._split_reads = False  # the workers are the parallelism
-            yield from ordered_map(read, todo, workers, ahead=2 * workers)
+            # The first batch's pagemap is read here: it decides whether PFNs are real (see
+            # _lookup) before any worker shares the kpage reader. Its lookup goes to the workers
+            # with the other batches. A small process is a single batch: no threads.
+            pages = self._pages(first, lookup=False)
+            if lookup and self._kpage is not None:
+                self._check_pfns(pages)
+            rest = list(itertools.islice(todo, 1))
+            if not rest:
+                yield read(pages)
+            else:
+                self._split_reads = False  # the workers are the parallelism
+                yield from ordered_map(read, itertools.chain([pages], rest, todo), workers, ahead=2 * workers)
         self.check_alive()
         self.check_identity()
 
@@ -458,9 +487,10 @@ def pfns_visible(pages: Pages) -> bool:
 
 
 def lookup_pages(pages: Pages, reader: PfnReader, idle: IdleBitmap | None = None, split: bool = True,
-                 observer: Observer | None = None) -> None:
+                 observer: Observer | Callable[[], Observer | None] | None = None) -> None:
     """Fill pages.kflags and pages.kcount (and pages.idle) for the present pages, in place; with an
-    observer, pmaps' own mappings are taken out of kpagecount (see observer.py)."""
+    observer, pmaps' own mappings are taken out of kpagecount (see observer.py). A callable observer
+    is called once the counts are read (it may still be being read on another thread)."""
     pres = pmb.present(pages.pm)
     allp = bool(pres.all())
     pm = pages.pm if allp else pages.pm[pres]
@@ -468,15 +498,28 @@ def lookup_pages(pages: Pages, reader: PfnReader, idle: IdleBitmap | None = None
     # pagemap's "exclusively mapped" bit is set exactly when the page's mapcount is 1, the
     # same count kpagecount reports (fs/proc/task_mmu.c, 6.x: folio_precise_page_mapcount;
     # checked by tests/test_kernel_facts.py): read kpagecount only for the other pages.
-    shared = (pmb.top_byte(pm) & pmb.TOP_EXCLUSIVE) == 0
+    top = pmb.top_byte(pm)
+    shared = (top & pmb.TOP_EXCLUSIVE) == 0
     # A PMD-mapped THP is one naturally aligned 512-page folio, and kpageflags' bits are the
     # folio's but for COMPOUND_HEAD/TAIL (fs/proc/page.c stable_page_flags): read the head's
     # flags once and derive the 511 tails' (checked against real reads by the tests).
     cat = pages.cat if allp else pages.cat[pres]
-    tails = ((cat & CAT_HUGE) != 0) & ((cat & CAT_UNKNOWN) == 0) & ((pfn & THP_MASK) != 0)
-    flag_pfn = np.where(tails, pfn & ~THP_MASK, pfn) if tails.any() else pfn
-    flags, count = reader.lookup(pfn, shared, split=split, flag_pfns=flag_pfn)
-    if flags is not None and flag_pfn is not pfn:
+    huge = (cat & CAT_HUGE) != 0
+    tails: np.ndarray | None = None
+    if huge.any():  # the rest is asked only where a PMD maps something
+        tails = huge & ((cat & CAT_UNKNOWN) == 0) & ((pfn & THP_MASK) != 0)
+    if tails is not None and not tails.any():
+        tails = None
+    flag_pfn = pfn if tails is None else np.where(tails, pfn & ~THP_MASK, pfn)
+    # File pages (page cache, shmem) come in large folios too: their flags may be read a folio
+    # block at a time (kpage.FOLIO_BLOCK). Anonymous pages are left out: without mTHP (the default)
+    # a probe would only add a read.
+    file = (top & pmb.TOP_FILE) != 0
+    if tails is not None:
+        file &= ~tails
+    flags, count = reader.lookup(pfn, shared, split=split, flag_pfns=flag_pfn,
+                                 folio_pfns=flag_pfn[file] if file.any() else None)
+    if flags is not None and tails is not None:
         # Only the ABI bits carry over: kernel-internal ones (32+) may be per page.
         flags[tails] = (flags[tails] & KPF_ABI_MASK & ~kpf_mask("compound_head")) | kpf_mask("compound_tail")
     if idle is not None:
@@ -488,7 +531,8 @@ def lookup_pages(pages: Pages, reader: PfnReader, idle: IdleBitmap | None = None
         kc = np.ones(len(pfn), dtype=U64)
         # pmaps' own mappings only ever touch pages that are not exclusively the target's: the
         # subtraction looks at those alone (a THP-heavy target has almost none).
-        kc[shared] = count if observer is None else observer.subtract(pfn[shared], count)
+        obs = observer() if callable(observer) else observer
+        kc[shared] = count if obs is None else obs.subtract(pfn[shared], count)
         count = kc
     if allp:
         pages.kflags, pages.kcount = flags, count

@@ -55,6 +55,7 @@ def top_byte(entries: np.ndarray) -> np.ndarray:
 
 
 TOP_EXCLUSIVE = 0x01  # bit 56
+TOP_FILE = 1 << (PM_FILE - 56)  # bit 61
 
 
 READ_GAP = 512  # read through holes up to this many pages (4 KiB of entries) rather than split a read
@@ -72,7 +73,7 @@ def read_runs(fd: int, pid: int, starts: np.ndarray, ends: np.ndarray, gap: int 
     lens = (ends - starts).astype(np.int64)
     seg_s, seg_e, seg_id = merge_intervals(starts, ends, gap)
     seg_len = seg_e - seg_s
-    buf = np.zeros(int(seg_len.sum()), dtype="<u8")
+    buf = np.empty(int(seg_len.sum()), dtype="<u8")  # filled whole, or gone_error below
     mv = buf.data.cast("B")
     path = procfs.proc_path(pid, "pagemap")
     pos = 0

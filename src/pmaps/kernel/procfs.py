@@ -176,15 +176,19 @@ def pread_many(fd: int, jobs: list[tuple[int, memoryview]], path: str) -> None:
 
 
 def pread_runs(fd: int, buf: memoryview, offs: list[int], poss: list[int], sizes: list[int], path: str) -> None:
-    """Fill buf[pos:pos + size] from fd at each offset; short reads leave zeros (past the end of
-    RAM). One tight loop over plain lists: kpageflags lookups make tens of thousands of reads."""
+    """Fill buf[pos:pos + size] from fd at each offset; what a short read leaves (past the end of
+    RAM) is zeroed, so buf may start uninitialised. One tight loop over plain lists: kpageflags
+    lookups make tens of thousands of reads."""
     preadv = os.preadv
     try:
         for off, p, n in zip(offs, poss, sizes):
             view = buf[p:p + n]
             got = preadv(fd, [view], off)
-            if 0 < got < n:
-                pread_into(fd, view[got:], off + got, 0, path)
+            if got < n:
+                if got > 0:
+                    got += pread_into(fd, view[got:], off + got, 0, path)
+                if got < n:
+                    view[got:] = bytes(n - got)
     except OSError:
         with translate(0, path, started=True):
             raise
