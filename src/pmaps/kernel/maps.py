@@ -143,10 +143,10 @@ def _checked(pid: int, vmas: list[Vma], started: bool) -> list[Vma]:
 
 
 # -- the columns of a maps read --------------------------------------------------------------------
-# bytes.translate tables for the vectorised decoder: each byte's value as a hex digit, or as a
-# decimal one; 255 for any other byte.
-_HEX = bytes(int(c, 16) if c in "0123456789abcdef" else 255 for c in map(chr, range(256)))
-_DEC = bytes(int(c) if c in "0123456789" else 255 for c in map(chr, range(256)))
+# Lookup tables for the vectorised decoder: each byte's value as a hex digit, or as a decimal one;
+# 255 for any other byte.
+_HEX_LUT = np.array([int(c, 16) if c in "0123456789abcdef" else 255 for c in map(chr, range(256))], dtype=np.uint8)
+_DEC_LUT = np.array([int(c) if c in "0123456789" else 255 for c in map(chr, range(256))], dtype=np.uint8)
 
 
 class VmaTable:
@@ -336,11 +336,11 @@ def _fast_table(data: bytes) -> VmaTable | None:
     dash = dashes[kd]
     if (dash >= s1).any():
         return None
-    hexw = _windows(data, _HEX)
+    hexw = _windows(data, _HEX_LUT)
     start = _digits(hexw, ls, dash, True)
     end = _digits(hexw, dash + 1, s1, True)
     offset = _digits(hexw, s2 + 1, s3, True)
-    inode = _digits(_windows(data, _DEC), s4 + 1, s5, False)
+    inode = _digits(_windows(data), s4 + 1, s5, False)
     if start is None or end is None or offset is None or inode is None:
         return None
     # Blanks between the inode and the path (` *` in decode_maps' pattern): the run of blanks from s5.
@@ -358,29 +358,37 @@ def _fast_table(data: bytes) -> VmaTable | None:
 _COL8 = np.arange(8)
 _PAD = 20  # bytes before the maps text, so that every field has a full window of digits before its end
 _POW10 = np.uint64(10) ** np.arange(_PAD - 1, -1, -1, dtype=np.uint64)
-_COLS = np.arange(_PAD, dtype=np.uint8)
+_COLS = np.arange(_PAD, dtype=np.int64)
 
 
-def _windows(data: bytes, table: bytes) -> np.ndarray:
-    """Sliding windows of _PAD digit values over the translated text: row i holds text[i - _PAD:i]."""
-    vals = np.frombuffer(bytes(_PAD) + data.translate(table), dtype=np.uint8)
+def _windows(data: bytes, lut: np.ndarray | None = None) -> np.ndarray:
+    """Sliding windows of _PAD bytes over the text, or over its bytes' values in `lut` (one
+    translate of the whole text: cheaper than a lookup per field when several fields read it):
+    row i holds text[i - _PAD:i] (zeros before the text)."""
+    text = data if lut is None else data.translate(lut.tobytes())
+    vals = np.frombuffer(bytes(_PAD) + text, dtype=np.uint8)
     return np.lib.stride_tricks.sliding_window_view(vals, _PAD)
 
 
 def _digits(win: np.ndarray, a: np.ndarray, b: np.ndarray, hexa: bool) -> np.ndarray | None:
-    """The numbers written in text[a:b] per row, hex (up to 16 digits) or decimal (up to 19), as
-    u64 (`win`: _windows of the text for that base); None when a field is empty, too long, or holds
-    another character."""
+    """The numbers written in text[a:b] per row, hex (up to 16 digits; `win`: _windows of the text
+    through _HEX_LUT) or decimal (up to 19; `win`: _windows of the raw text, only as many columns
+    looked up in _DEC_LUT as the longest value has: an anonymous VMA's inode is "0"), as u64; None
+    when a field is empty, too long, or holds another character."""
     lens = b - a
     if (lens < 1).any() or (lens > (16 if hexa else _PAD - 1)).any():
         return None
-    lead = _COLS < (_PAD - lens).astype(np.uint8)[:, None]
-    d = win[b]
-    d[lead] = 0
+    w = 16 if hexa else int(lens.max())
+    d = win[b, _PAD - w:]  # the w bytes before each b: one contiguous (n, w) copy
+    if not hexa:
+        d = _DEC_LUT.take(d)
+    d[_COLS[:w] < (w - lens)[:, None]] = 0  # the bytes before the field
     if (d == 255).any():
         return None
     if hexa:
-        nib = d[:, _PAD - 16:]
-        packed = np.ascontiguousarray((nib[:, 0::2] << 4) | nib[:, 1::2])
+        packed = np.ascontiguousarray((d[:, 0::2] << 4) | d[:, 1::2])
         return packed.view(">u8").ravel().astype(np.uint64)
-    return (d.astype(np.uint64) * _POW10).sum(axis=1, dtype=np.uint64)
+    v = d[:, 0].astype(np.uint64)
+    for j in range(1, w):  # Horner's rule, a column at a time (a sum over short rows is slower)
+        v = v * np.uint64(10) + d[:, j]
+    return v
