@@ -443,7 +443,7 @@ class RangeWriter:
         out = self.out
         builder: RowBuilder | None = None
         heads = table.headers()
-        if unprintable("".join(heads)):
+        if not table.plain and unprintable("".join(heads)):
             heads = [printable(h) for h in heads]
         base = (table.offset >> np.uint64(PAGE_SHIFT)).astype(np.int64) - table.start_page.astype(np.int64)
         nxt = 0

@@ -114,7 +114,7 @@ class SummaryView(View):
                 continue
             # Column by column (write_table's layout): each distinct figure formatted and padded once.
             paths = v.table.path
-            if unprintable("".join(paths)):
+            if not v.table.plain and unprintable("".join(paths)):
                 paths = [printable(p) for p in paths]
             cols: list[list[str]] = []
             for j, cells in enumerate([[f"{s:012x}" for s in v.table.start.tolist()], v.table.perms]):
