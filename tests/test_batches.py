@@ -117,3 +117,19 @@ def test_fmt_bytes_signs():
     assert [fmt_bytes(x) for x in (0, 5, -5, 1536, -21564639, 5 << 30, None)] == \
         ["0", "5", "-5", "1.5K", "-21M", "5.0G", "?"]
     assert fmt_bytes(-2048, "k") == "-2" and fmt_bytes(-2048, "bytes") == "-2048"
+
+
+def test_json_document_held_in_memory_or_in_a_file(monkeypatch):
+    """A process's JSON document is held back until whole: in memory, or past SPOOL_BYTES in a
+    temporary file; the text written is the same either way."""
+    import pmaps.render.pmaps as rp
+    from pmaps.render import write
+
+    snaps = [layout(3), layout(4)]
+    docs = []
+    for limit in (1 << 30, 100):
+        monkeypatch.setattr(rp, "SPOOL_BYTES", limit)
+        out = io.StringIO()
+        write(rp.PageRangesView(snaps, ViewOptions(with_pfn=True)), out, "json")
+        docs.append(out.getvalue())
+    assert docs[0] == docs[1] and docs[0].count('"pid":1,') == 2
