@@ -156,9 +156,11 @@ class VmaTable:
     (building them alone costs 30-40 ms)."""
 
     def __init__(self, start: np.ndarray, end: np.ndarray, offset: np.ndarray, inode: np.ndarray,
-                 vmas: list[Vma] | None = None, text: str = "", pos: np.ndarray | None = None) -> None:
+                 vmas: list[Vma] | None = None, text: str = "", pos: np.ndarray | None = None,
+                 buf: np.ndarray | None = None) -> None:
         self.start, self.end, self.offset, self.inode = start, end, offset, inode
         self._text = text  # the maps text (ASCII), when decoded from it
+        self._buf = buf  # the same text's bytes (u8), read by the numpy paths
         # Per line, offsets in _text: line start, end, perms start, end, dev start, end, path start, inode end.
         self._pos = pos
         self.source = b""  # the maps read decoded into this table (decode_table), b"" for of_vmas
@@ -197,7 +199,7 @@ class VmaTable:
         if len(p) < 64:
             return self._field(a, b)
         lens = p[:, b] - p[:, a]
-        buf = np.frombuffer(self._text.encode("ascii"), dtype=np.uint8)
+        buf = self._buf if self._buf is not None else np.frombuffer(self._text.encode("ascii"), dtype=np.uint8)
         inside = _COL8 < lens[:, None]
         g = buf[np.minimum(p[:, a][:, None] + _COL8, len(buf) - 1)]
         if int(lens.max()) > 8 or (g[inside] == 0).any():  # too long, or a NUL that padding would hide
@@ -264,7 +266,7 @@ class VmaTable:
             return VmaTable(self.start[idx], self.end[idx], self.offset[idx], self.inode[idx],
                             vmas=[vmas[i] for i in pick])
         t = VmaTable(self.start[idx], self.end[idx], self.offset[idx], self.inode[idx], text=self._text,
-                     pos=self._pos[idx])
+                     pos=self._pos[idx], buf=self._buf)
         t._whole = False
         return t
 
@@ -304,11 +306,11 @@ class VmaTable:
     def plain(self) -> bool:
         """No line holds a control character (C0 or DEL; decoded text is ASCII), so that no field
         or line needs escaping for a terminal (render.table.printable): one numpy pass over the
-        bytes as read, instead of a regex over the lines (10 ms for 65,000). False when unknown
-        (a table not decoded from maps text, or a take() of one)."""
-        if self._pos is None or not self._whole or not self.source:
+        bytes, instead of a regex over the lines (10 ms for 65,000); a take() answers for the whole
+        text. False when unknown (a table not decoded from maps text)."""
+        buf = self._buf
+        if buf is None:
             return False
-        buf = np.frombuffer(self.source, dtype=np.uint8)
         return int(np.count_nonzero(buf < 32)) == int(np.count_nonzero(buf == 10)) and not bool((buf == 127).any())
 
 
@@ -369,7 +371,7 @@ def _fast_table(data: bytes) -> VmaTable | None:
         last = np.where(j < len(brk), sp[brk[np.minimum(j, len(brk) - 1)]], sp[-1])
         path[has] = np.minimum(last + 1, le[has])
     pos = np.stack([ls, le, s1 + 1, s2, s3 + 1, s4, path, s5], axis=1)
-    return VmaTable(start, end, offset, inode, text=data.decode("ascii"), pos=pos)
+    return VmaTable(start, end, offset, inode, text=data.decode("ascii"), pos=pos, buf=buf)
 
 
 _COL8 = np.arange(8)
