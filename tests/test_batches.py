@@ -133,3 +133,34 @@ def test_json_document_held_in_memory_or_in_a_file(monkeypatch):
         write(rp.PageRangesView(snaps, ViewOptions(with_pfn=True)), out, "json")
         docs.append(out.getvalue())
     assert docs[0] == docs[1] and docs[0].count('"pid":1,') == 2
+
+
+@pytest.mark.parametrize("odd", [False, True])
+def test_summary_rows_as_one_matrix_match_write_table(odd):
+    """--summary's text of many VMAs (a matrix of bytes, paths put in by Python) is write_table's
+    layout: addresses of 12 to 16 digits and 0, named and unnamed VMAs, a path's trailing blanks cut,
+    an unknown column, unit suffixes; non-ASCII perms (a snapshot file's) take the cell by cell path."""
+    from pmaps.render.summary import COLS, KEYS, ProcessSummary, SummaryView
+    from pmaps.render.table import write_table
+    from pmaps.render.units import fmt_bytes, unit_header
+
+    rng = np.random.default_rng(5)
+    vmas = [Vma(0, 0x1000, "r--p", 0, "00:00", 0, "")]
+    for i in range(1, 150):
+        start = (0xFFFFFFFFFF600000 if i == 149 else 0x1000 * (i * 3) << (4 * int(rng.integers(0, 6))))
+        path = ["", "/lib/x.so", "[heap]", "/tmp/a b  ", "/ü"][i % 5] if i % 3 else ""
+        perms = ("rwxä" if odd and i == 7 else ["rw-p", "r--p", "r-xs"][i % 3])
+        vmas.append(Vma(start, start + 0x2000, perms, 0, "00:00", 0, path))
+    vmas.sort()
+    raw = {k: rng.integers(0, 5, len(vmas)).astype(np.int64) * 4096 for k in KEYS}
+    for unit in ("human", "k", "bytes"):
+        v = ProcessSummary.build(1, "t", vmas, raw, {"swap_pss", "dirty"})
+        got = io.StringIO()
+        SummaryView([v]).text(got, unit)
+        header = ["address", "perms", *(c.upper() + unit_header(unit) for c in COLS), "path"]
+        total = ["total", "", *(fmt_bytes(v.total[c], unit) for c in COLS), ""]
+        rows = [[f"{x.start:012x}", x.perms, *(fmt_bytes(None if v.cols[c] is None else int(v.cols[c][i]), unit)
+                                               for c in COLS), x.path] for i, x in enumerate(vmas)]
+        want = io.StringIO()
+        write_table(want, header, rows, left=2, footer=[total], text_last=True)
+        assert got.getvalue() == want.getvalue()
