@@ -180,14 +180,14 @@ def _fixed_rows(v: ProcessSummary, unit: str, widths: list[int], paths: list[str
     for j, c in enumerate(COLS, start=2):
         col = v.cols[c]
         if col is None:
-            text, inv = ["?"], np.zeros(n, dtype=np.int64)
+            cells, inv = ["?"], np.zeros(n, dtype=np.int64)
         else:
             uniq, inv = distinct(col)
-            text = [fmt_bytes(x, unit) for x in uniq.tolist()]
-        if not all(map(str.isascii, text)):
+            cells = [fmt_bytes(x, unit) for x in uniq.tolist()]
+        if not all(map(str.isascii, cells)):
             return None
-        w = widths[j] = max(widths[j], max(map(len, text)))
-        blocks.append(_encoded([t.rjust(w) for t in text], w)[inv])
+        w = widths[j] = max(widths[j], max(map(len, cells)))
+        blocks.append(_encoded([t.rjust(w) for t in cells], w)[inv])
     # One blank between columns, a newline after each row.
     row = sum(b.shape[1] for b in blocks) + len(blocks)
     m = np.full((n, row), 32, dtype=np.uint8)
@@ -196,9 +196,9 @@ def _fixed_rows(v: ProcessSummary, unit: str, widths: list[int], paths: list[str
         m[:, at:at + b.shape[1]] = b
         at += b.shape[1] + 1
     m[:, -1] = 10
-    text = str(memoryview(m), "ascii")  # decoded in place: no copy of the bytes first
+    text = str(m.data, "ascii")  # decoded from the array's buffer: no copy of the bytes first
     # A row with a path: the fixed part, a blank, the path; its trailing blanks cut (write_table's rstrip).
-    pieces = []
+    pieces: list[str] = []
     done = 0
     for i in np.flatnonzero(np.fromiter(map(bool, paths), dtype=bool, count=n)).tolist():
         end = (i + 1) * row - 1
