@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import TYPE_CHECKING, TextIO
 
 from ..collector import Options, Process
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from ..render.summary import ProcessSummary
 
 EXIT_SOME_FAILED = 7
+MANY_VMAS = 4096  # a process with this many VMAs is read in batches of MANY_VMAS_CHUNK_PAGES
+MANY_VMAS_CHUNK_PAGES = 1 << 14
 
 LEGEND_RFC = """\
 RFC flags (default view), '_' clear, '?' unknown on this kernel or with these privileges:
@@ -225,6 +228,10 @@ def _opened(srcs: list[int | str], opts: Options, caps: capsmod.Caps, failed: Ca
                 yield load(src)
                 continue
             with Process(src, opts, caps) as proc:
+                if len(proc.table) >= MANY_VMAS:
+                    # Writing costs per VMA, not per page: with batches of fewer pages the two reader
+                    # threads read the next ones while this one writes (65,531 VMAs: ~10% faster).
+                    proc.opts = replace(proc.opts, chunk_pages=min(proc.opts.chunk_pages, MANY_VMAS_CHUNK_PAGES))
                 proc.progress = progress
                 yield proc
         except PmapsError as e:
