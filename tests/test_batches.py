@@ -86,10 +86,10 @@ def test_batches_cut_anywhere(seed, opts):
 
 
 @pytest.mark.parametrize("fmt", ["json", "ndjson", "csv"])
-def test_machine_formats_cut_anywhere(fmt):
+@pytest.mark.parametrize("opts", [ViewOptions(with_pfn=True), ViewOptions()])
+def test_machine_formats_cut_anywhere(fmt, opts):
     snap = layout(7)
     n = len(snap.pages)
-    opts = ViewOptions(with_pfn=True)
     expect = io.StringIO()
     RangeWriter(expect, fmt, opts).process(1, "t", snap.vmas, snap.chunks(), lambda: KNOWN, header=False)
     for cuts in ([], [3], list(range(1, n, 2))):

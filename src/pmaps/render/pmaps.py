@@ -168,18 +168,24 @@ class RowBuilder:
         if len(r) < 64:
             return [cache[k] if k in cache else cache.setdefault(k, make(*k))
                     for k in zip(r.state.tolist(), r.mapcount.tolist())]
+        uniq, inv = self._tail_index(r, cache, make)
+        out: list[str] = np.array(uniq, dtype=object)[inv].tolist()
+        return out
+
+    @staticmethod
+    def _tail_index(r: Ranges, cache: dict[tuple[int, int], str], make: Callable[[int, int], str]
+                    ) -> tuple[list[str], np.ndarray]:
+        """_tails as (each distinct tail, the index of each range's among them)."""
         order = np.lexsort((r.mapcount, r.state))
         st, mc = r.state[order], r.mapcount[order]
         new = np.ones(len(r), dtype=bool)
         new[1:] = (st[1:] != st[:-1]) | (mc[1:] != mc[:-1])
         firsts = np.flatnonzero(new)
-        uniq = np.empty(len(firsts), dtype=object)
-        uniq[:] = [cache[k] if k in cache else cache.setdefault(k, make(*k))
-                   for k in zip(st[firsts].tolist(), mc[firsts].tolist())]
+        uniq = [cache[k] if k in cache else cache.setdefault(k, make(*k))
+                for k in zip(st[firsts].tolist(), mc[firsts].tolist())]
         inv = np.empty(len(r), dtype=np.int64)
         inv[order] = np.cumsum(new) - 1
-        out: list[str] = uniq[inv].tolist()
-        return out
+        return uniq, inv
 
     def lines(self, r: Ranges, index: np.ndarray) -> list[str]:
         """The text lines of ranges (of any VMAs), given each range's first page index."""
@@ -198,9 +204,18 @@ class RowBuilder:
         names = self.cgroup_names
         return ["-" if c == 0 else printable(names.get(c, f"#{c}")) for c in r.cgroup.tolist()]
 
-    def json_items(self, r: Ranges, index: np.ndarray, first: np.ndarray) -> list[str]:
+    def json_items(self, r: Ranges, index: np.ndarray, comma: np.ndarray) -> list[str]:
         """JSON objects of ranges of any VMAs (json's), given each range's first page index, each
-        with a comma before it unless `first`."""
+        followed by a comma where `comma` (the next range is of the same VMA)."""
+        addr = (r.vpn << np.uint64(PAGE_SHIFT)).tolist()
+        if not self.with_pfn and self.cgroup_names is None and len(r) >= 64:
+            # The object's end and the comma after it go with its tail: one format of four values
+            # per range, the tails (a few) ended both ways once.
+            uniq, inv = self._tail_index(r, self._json, self._json_tail)
+            ends = np.array([t + e for e in ("}", "},") for t in uniq], dtype=object)
+            tails: list[str] = ends[inv + len(uniq) * comma].tolist()
+            return list(map('{"addr":%d,"index":%d,"count":%d%s'.__mod__,
+                            zip(addr, index.tolist(), r.count.tolist(), tails)))
         tails = self._tails(r, self._json, self._json_tail)
         extra: Iterable[str] = itertools.repeat("")
         if self.with_pfn:
@@ -208,10 +223,9 @@ class RowBuilder:
         if self.cgroup_names is not None:
             extra = [f'{e},"cgroup":' + ("null" if c in ("?", "-") else _dumps(c))
                      for e, c in zip(extra, self._cgroups(r))]
-        seps = np.where(first, "", ",").tolist()
-        addr = (r.vpn << np.uint64(PAGE_SHIFT)).tolist()
-        return ['%s{"addr":%d,"index":%d,"count":%d%s%s}' % row
-                for row in zip(seps, addr, index.tolist(), r.count.tolist(), tails, extra)]
+        seps = np.where(comma, ",", "").tolist()
+        return ['{"addr":%d,"index":%d,"count":%d%s%s}%s' % row
+                for row in zip(addr, index.tolist(), r.count.tolist(), tails, extra, seps)]
 
     def json(self, vma: Vma, r: Ranges) -> list[str]:
         """One JSON object (text) per range: addr, index, count, mapcount, flags, names[, pfn]."""
@@ -416,10 +430,12 @@ class RangeWriter:
             items: list[str] = []
             if len(r):
                 builder = builder or RowBuilder(known(), True, self.opts.with_pfn, self.opts.cgroup_names)
-                # A VMA's first range has no comma before it, unless the VMA was opened by an earlier batch.
-                first = np.ones(len(g), dtype=bool)
-                first[1:] = g[1:] != g[:-1]
-                items = builder.json_items(r, r.vpn.astype(np.int64) + base[g], first & (g >= nxt))
+                # A comma after each range but a VMA's last; the range held back for the next batch
+                # (batch_ranges) is of VMA `upto`.
+                comma = np.empty(len(g), dtype=bool)
+                comma[:-1] = g[1:] == g[:-1]
+                comma[-1] = g[-1] == upto
+                items = builder.json_items(r, r.vpn.astype(np.int64) + base[g], comma)
             pieces, cut = interleave_closed(opens(nxt, hi), closed, nxt, hi, upto, items, g, close)
             if cut:
                 out.write(held)
