@@ -164,3 +164,21 @@ def test_summary_rows_as_one_matrix_match_write_table(odd):
         want = io.StringIO()
         write_table(want, header, rows, left=2, footer=[total], text_last=True)
         assert got.getvalue() == want.getvalue()
+
+
+def test_json_openings_of_named_and_plain_vmas():
+    """JSON/NDJSON openings made once per (perms, dev) for VMAs with no offset, inode or path, one
+    by one for the others; a comm with '%' in it is text, not a format (NDJSON repeats it per VMA)."""
+    snap = layout(2)
+    odd = [v._replace(offset=4096, inode=7, path="/lib/a%sb") if i % 3 == 0 else
+           v._replace(perms="r--s", dev="08:01") if i % 3 == 1 else v for i, v in enumerate(snap.vmas)]
+    snap = Snapshot(1, "a%sb%d", odd, snap.pages, KNOWN)
+    for fmt in ("json", "ndjson"):
+        expect = io.StringIO()
+        RangeWriter(expect, fmt, ViewOptions()).process(1, snap.comm, snap.vmas, snap.chunks(), lambda: KNOWN,
+                                                        header=False)
+        got = io.StringIO()
+        RangeWriter(got, fmt, ViewOptions()).process(1, snap.comm, snap.vmas, snap.chunks(), lambda: KNOWN,
+                                                     header=False, groups=snap.groups())
+        assert got.getvalue() == expect.getvalue()
+        assert '"comm":"a%sb%d"' in got.getvalue()

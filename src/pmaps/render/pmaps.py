@@ -22,6 +22,7 @@ from ..model import Known, Pages, PageSource, Ranges, flag_string, merge_boundar
 from ..model.ranges import batch_ranges, ranges_by_group
 from ..model.snapshot import vma_table
 from ..model.state import S_SWAPPED
+from ..numeric import distinct
 from .output import View
 from .table import printable, unprintable
 
@@ -260,10 +261,10 @@ def interleave(heads: list[str], lo: int, hi: int, items: list[str], g: np.ndarr
 
 def interleave_closed(opens: list[str], closed: int, lo: int, hi: int, upto: int, items: list[str], g: np.ndarray,
                       close: str) -> tuple[list[str], int]:
-    """Pieces in order: the openings of VMAs [lo, hi), the items of VMAs (g: the VMA of each item,
-    sorted, none before `closed`), and `close` after each VMA of [closed, upto). VMAs before
-    `closed` are closed already, those of [closed, lo) open. Returns (pieces, index after the last
-    close): the whole VMAs end there."""
+    """Pieces in order: the openings of VMAs [lo, hi) (`opens`, one per VMA), the items of VMAs
+    (g: the VMA of each item, sorted, none before `closed`), and `close` after each VMA of
+    [closed, upto). VMAs before `closed` are closed already, those of [closed, lo) open. Returns
+    (pieces, index after the last close): the whole VMAs end there."""
     nv = max(hi, upto) - closed
     if nv <= 0:
         return [], 0
@@ -279,12 +280,23 @@ def interleave_closed(opens: list[str], closed: int, lo: int, hi: int, upto: int
         rank = np.arange(len(gi), dtype=np.int64) - np.searchsorted(gi, gi, side="left")
         merged[start[gi] + has_open[gi] + rank] = items
     if hi > lo:
-        merged[start[lo - closed:hi - closed]] = opens[lo:hi]
+        merged[start[lo - closed:hi - closed]] = opens
     c = np.flatnonzero(has_close)
     merged[start[c] + has_open[c] + n_items[c]] = close
     cut = int(start[c[-1]] + cnt[c[-1]]) if len(c) else 0
     out: list[str] = merged.tolist()
     return out, cut
+
+
+def _codes(perms: list[str], devs: list[str]) -> tuple[list[tuple[str, str]], np.ndarray]:
+    """Each distinct (perms, dev) pair of the VMAs, and the index of each VMA's among them."""
+    pk = {p: i for i, p in enumerate(dict.fromkeys(perms))}
+    dk = {d: i for i, d in enumerate(dict.fromkeys(devs))}
+    code = (np.fromiter(map(pk.__getitem__, perms), dtype=np.int64, count=len(perms)) * len(dk)
+            + np.fromiter(map(dk.__getitem__, devs), dtype=np.int64, count=len(devs)))
+    uniq, inv = distinct(code)
+    pl, dl = list(pk), list(dk)
+    return [(pl[c // len(dk)], dl[c % len(dk)]) for c in uniq.tolist()], inv
 
 
 def _dumps(obj: object) -> str:
@@ -399,27 +411,30 @@ class RangeWriter:
         self.first_process = False
         prefix = ('{"schema":"%s","pid":%d,"comm":%s,' % (VMA_SCHEMA, pid, _str(comm))) if ndjson else "{"
         close = "]}\n" if ndjson else "]}"
-        js: dict[str, str] = {}
         starts, ends, offsets, inodes = table.start, table.end, table.offset, table.inode
         perms_all, devs_all, paths_all = table.perms, table.dev, table.path
-
+        # After start and end, an opening is the same text for every VMA of the same perms and dev
+        # with no offset, inode or path (most of a process of many VMAs): made once per such pair.
+        kinds = _codes(perms_all, devs_all)
+        plain = (offsets == 0) & (inodes == 0) & ~np.fromiter(map(bool, paths_all), dtype=bool, count=len(table))
+        rest = '"perms":%s,"offset":%d,"dev":%s,"inode":%d,"path":%s,"ranges":['
+        pairs = np.empty(len(kinds[0]), dtype=object)
+        pairs[:] = [rest % (_str(p), 0, _str(d), 0, '""') for p, d in kinds[0]]
         # A JSON VMA follows the one before it after a comma (the first one's is cut off).
-        fmt = ("" if ndjson else ",") + prefix + \
-            '"start":%d,"end":%d,"perms":%s,"offset":%d,"dev":%s,"inode":%d,"path":%s,"ranges":['
+        fmt = ("" if ndjson else ",") + prefix.replace("%", "%%") + '"start":%d,"end":%d,%s'
 
         def opens(lo: int, hi: int) -> list[str]:
             """The opening text of VMAs [lo, hi) (made a batch at a time: memory stays a batch's)."""
-            perms, devs = perms_all[lo:hi], devs_all[lo:hi]
-            for x in {*perms, *devs}:  # each distinct perms and dev quoted once
-                if x not in js:
-                    js[x] = _str(x)
-            rows = zip(starts[lo:hi].tolist(), ends[lo:hi].tolist(), map(js.__getitem__, perms),
-                       offsets[lo:hi].tolist(), map(js.__getitem__, devs), inodes[lo:hi].tolist(),
-                       map(_str, paths_all[lo:hi]))
-            text = list(map(fmt.__mod__, rows))
+            tail = np.empty(hi - lo, dtype=object)
+            sel = plain[lo:hi]
+            tail[sel] = pairs[kinds[1][lo:hi][sel]]
+            for i in (lo + np.flatnonzero(~sel)).tolist():
+                tail[i - lo] = rest % (_str(perms_all[i]), int(offsets[i]), _str(devs_all[i]), int(inodes[i]),
+                                       _str(paths_all[i]))
+            text = list(map(fmt.__mod__, zip(starts[lo:hi].tolist(), ends[lo:hi].tolist(), tail.tolist())))
             if not ndjson and lo == 0 and text:
                 text[0] = text[0][1:]
-            return [""] * lo + text  # indexed by VMA (the slots before lo are never read)
+            return text
 
         base = (table.offset >> np.uint64(PAGE_SHIFT)).astype(np.int64) - table.start_page.astype(np.int64)
         builder: RowBuilder | None = None
@@ -436,7 +451,8 @@ class RangeWriter:
                 comma[:-1] = g[1:] == g[:-1]
                 comma[-1] = g[-1] == upto
                 items = builder.json_items(r, r.vpn.astype(np.int64) + base[g], comma)
-            pieces, cut = interleave_closed(opens(nxt, hi), closed, nxt, hi, upto, items, g, close)
+            pieces, cut = interleave_closed(opens(nxt, hi) if hi > nxt else [], closed, nxt, hi, upto, items, g,
+                                            close)
             if cut:
                 out.write(held)
                 held = ""
@@ -445,8 +461,9 @@ class RangeWriter:
             held += "".join(pieces[cut:])
             nxt, closed = max(nxt, hi), max(closed, upto)
         n = len(table)
-        rest, _ = interleave_closed(opens(nxt, n), closed, nxt, n, n, [], np.zeros(0, dtype=np.int64), close)
-        out.write(held + "".join(rest))
+        last, _ = interleave_closed(opens(nxt, n) if n > nxt else [], closed, nxt, n, n, [],
+                                    np.zeros(0, dtype=np.int64), close)
+        out.write(held + "".join(last))
         if not ndjson:
             # Written last: the first chunk may reveal that PFNs are hidden (collect.py).
             out.write('],"known":%s}' % _dumps(known().to_dict()))
