@@ -373,8 +373,8 @@ def test_table_string_fields_match_the_lines(long_dev):
 @pytest.mark.parametrize("tail", ["", " ", "  "])
 def test_table_headers_and_plain(tail):
     """VmaTable.headers() are each line as printed, an unnamed one cut at its inode, whether unnamed
-    lines end with the kernel's one blank (the fast path: one replace over the text), none, or more;
-    a path ending in a blank keeps it. `plain` says when no line holds a control character."""
+    lines end with the kernel's one blank, none, or more; a path ending in a blank keeps it. `plain`
+    says when no line holds a control character."""
     from pmaps.kernel.maps import decode_table
 
     lines = []

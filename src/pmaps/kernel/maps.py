@@ -287,20 +287,14 @@ class VmaTable:
             return [v.maps_line() for v in self.vmas]
         p = self._pos
         unnamed = p[:, 6] == p[:, 1]
-        t = self._text
-        if self._whole and len(p):
-            whole = t[p[0, 0]: p[-1, 1] + 1]  # every line, each with its "\n"
-            if not unnamed.any():
-                return whole[:-1].split("\n")
-            # The kernel ends an unnamed VMA's line with one blank after the inode
-            # (fs/proc/task_mmu.c show_vma_header_prefix). When those are the text's only " \n",
-            # one replace over the whole text cuts them all (a slice per line costs 12 ms here).
-            n = int(np.count_nonzero(unnamed))
-            if bool((p[unnamed, 1] - p[unnamed, 7] == 1).all()) and whole.count(" \n") == n:
-                return whole.replace(" \n", "\n")[:-1].split("\n")
         # An unnamed VMA's line ends at its inode: cut the blanks after it.
         ends = np.where(unnamed, p[:, 7], p[:, 1])
-        return [t[x:y] for x, y in zip(p[:, 0].tolist(), ends.tolist())]
+        t = self._text
+        if not unnamed.any() and self._whole:
+            lines = t[p[0, 0]: p[-1, 1]].split("\n") if len(p) else []
+        else:
+            lines = [t[x:y] for x, y in zip(p[:, 0].tolist(), ends.tolist())]
+        return lines
 
     @cached_property
     def plain(self) -> bool:
