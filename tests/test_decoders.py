@@ -351,7 +351,7 @@ def test_table_string_fields_match_the_lines(long_dev):
     """A VmaTable's perms, dev and path (read by numpy for thousands of lines, the named paths only)
     are decode_maps' own, whatever their lengths (a dev of 9 characters: read line by line), in a
     whole table and in a take() of it."""
-    from pmaps.kernel.maps import decode_table
+    from pmaps.kernel.maps import VmaTable, decode_table
 
     devs = ["00:00", "fd:01", "103:02", long_dev, "08:1"]
     perms = ["rw-p", "r--s", "---p", "rwxs"]
@@ -368,6 +368,12 @@ def test_table_string_fields_match_the_lines(long_dev):
     sub = t.take(np.arange(0, 300, 4))
     assert sub.perms == [v.perms for v in want[::4]] and sub.dev == [v.dev for v in want[::4]]
     assert sub.path == [v.path for v in want[::4]]
+    # kinds(): each distinct value and each VMA's index, from the bytes or from the strings alike.
+    for table in (decode_table(data), t, VmaTable.of_vmas(want)):
+        for name in ("perms", "dev"):
+            values, index = table.kinds(name)
+            assert len(set(values)) == len(values) and [values[i] for i in index] == [getattr(v, name) for v in want]
+        assert table.named.tolist() == [bool(v.path) for v in want]
 
 
 @pytest.mark.parametrize("tail", ["", " ", "  "])

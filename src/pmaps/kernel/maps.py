@@ -191,33 +191,62 @@ class VmaTable:
         t = self._text
         return [t[x:y] for x, y in zip(self._pos[:, a].tolist(), self._pos[:, b].tolist())]
 
-    def _short_field(self, a: int, b: int) -> list[str]:
-        """_field of a field of at most 8 characters (perms, dev): each line's bytes read as one
-        u64 by numpy, each distinct value decoded once (a few, for thousands of lines)."""
+    def _short_codes(self, a: int, b: int) -> tuple[list[str], np.ndarray] | None:
+        """A field of at most 8 characters (perms, dev) as (distinct values, index of each line's):
+        each line's bytes read as one u64 by numpy, each distinct value decoded once (a few, for
+        thousands of lines). None for a few lines, or a field this cannot read."""
         assert self._pos is not None
         p = self._pos
         if len(p) < 64:
-            return self._field(a, b)
+            return None
         lens = p[:, b] - p[:, a]
         buf = self._buf if self._buf is not None else np.frombuffer(self._text.encode("ascii"), dtype=np.uint8)
         inside = _COL8 < lens[:, None]
         g = buf[np.minimum(p[:, a][:, None] + _COL8, len(buf) - 1)]
         if int(lens.max()) > 8 or (g[inside] == 0).any():  # too long, or a NUL that padding would hide
-            return self._field(a, b)
+            return None
         g[~inside] = 0
         uniq, inv = distinct(np.ascontiguousarray(g).view("<u8").ravel())
-        text = np.array([int(u).to_bytes(8, "little").rstrip(b"\0").decode("ascii") for u in uniq.tolist()],
-                        dtype=object)
-        out: list[str] = text[inv].tolist()
+        return [int(u).to_bytes(8, "little").rstrip(b"\0").decode("ascii") for u in uniq.tolist()], inv
+
+    def _short_field(self, name: str, a: int, b: int) -> list[str]:
+        """The strings of a short field, from its kinds when numpy read them."""
+        got = self.__dict__.get("_kinds_" + name) or self._short_codes(a, b)
+        if got is None:
+            return self._field(a, b)
+        self.__dict__["_kinds_" + name] = got
+        out: list[str] = np.array(got[0], dtype=object)[got[1]].tolist()
+        return out
+
+    def kinds(self, name: str) -> tuple[list[str], np.ndarray]:
+        """The distinct values of "perms" or "dev" and the index of each VMA's among them (int64):
+        for a writer that formats each value once and needs no list of strings."""
+        key = "_kinds_" + name
+        if key not in self.__dict__:
+            a, b = (2, 3) if name == "perms" else (4, 5)
+            got = self._short_codes(a, b) if self._pos is not None else None
+            if got is None:
+                values: list[str] = getattr(self, name)
+                index = {v: i for i, v in enumerate(dict.fromkeys(values))}
+                got = list(index), np.fromiter(map(index.__getitem__, values), dtype=np.int64, count=len(values))
+            self.__dict__[key] = got
+        out: tuple[list[str], np.ndarray] = self.__dict__[key]
         return out
 
     @cached_property
     def perms(self) -> list[str]:
-        return self._short_field(2, 3) if self._pos is not None else [v.perms for v in self.vmas]
+        return self._short_field("perms", 2, 3) if self._pos is not None else [v.perms for v in self.vmas]
 
     @cached_property
     def dev(self) -> list[str]:
-        return self._short_field(4, 5) if self._pos is not None else [v.dev for v in self.vmas]
+        return self._short_field("dev", 4, 5) if self._pos is not None else [v.dev for v in self.vmas]
+
+    @cached_property
+    def named(self) -> np.ndarray:
+        """Which VMAs have a path (bool)."""
+        if self._pos is None:
+            return np.fromiter(map(bool, self.path), dtype=bool, count=len(self))
+        return self._pos[:, 6] != self._pos[:, 1]
 
     @cached_property
     def path(self) -> list[str]:

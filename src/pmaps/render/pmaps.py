@@ -288,15 +288,13 @@ def interleave_closed(opens: list[str], closed: int, lo: int, hi: int, upto: int
     return out, cut
 
 
-def _codes(perms: list[str], devs: list[str]) -> tuple[list[tuple[str, str]], np.ndarray]:
-    """Each distinct (perms, dev) pair of the VMAs, and the index of each VMA's among them."""
-    pk = {p: i for i, p in enumerate(dict.fromkeys(perms))}
-    dk = {d: i for i, d in enumerate(dict.fromkeys(devs))}
-    code = (np.fromiter(map(pk.__getitem__, perms), dtype=np.int64, count=len(perms)) * len(dk)
-            + np.fromiter(map(dk.__getitem__, devs), dtype=np.int64, count=len(devs)))
-    uniq, inv = distinct(code)
-    pl, dl = list(pk), list(dk)
-    return [(pl[c // len(dk)], dl[c % len(dk)]) for c in uniq.tolist()], inv
+def _pairs(perms: tuple[list[str], np.ndarray], devs: tuple[list[str], np.ndarray]
+           ) -> tuple[list[tuple[str, str]], np.ndarray]:
+    """Each distinct (perms, dev) pair of the VMAs, and the index of each VMA's among them, from
+    each field's distinct values and index (VmaTable.kinds)."""
+    (pv, pi), (dv, di) = perms, devs
+    uniq, inv = distinct(pi * len(dv) + di)
+    return [(pv[c // len(dv)], dv[c % len(dv)]) for c in uniq.tolist()], inv
 
 
 def _dumps(obj: object) -> str:
@@ -412,11 +410,12 @@ class RangeWriter:
         prefix = ('{"schema":"%s","pid":%d,"comm":%s,' % (VMA_SCHEMA, pid, _str(comm))) if ndjson else "{"
         close = "]}\n" if ndjson else "]}"
         starts, ends, offsets, inodes = table.start, table.end, table.offset, table.inode
-        perms_all, devs_all, paths_all = table.perms, table.dev, table.path
+        (pv, pi), (dv, di) = perms, devs = table.kinds("perms"), table.kinds("dev")
+        paths_all = table.path
         # After start and end, an opening is the same text for every VMA of the same perms and dev
         # with no offset, inode or path (most of a process of many VMAs): made once per such pair.
-        kinds = _codes(perms_all, devs_all)
-        plain = (offsets == 0) & (inodes == 0) & ~np.fromiter(map(bool, paths_all), dtype=bool, count=len(table))
+        kinds = _pairs(perms, devs)
+        plain = (offsets == 0) & (inodes == 0) & ~table.named
         rest = '"perms":%s,"offset":%d,"dev":%s,"inode":%d,"path":%s,"ranges":['
         pairs = np.empty(len(kinds[0]), dtype=object)
         pairs[:] = [rest % (_str(p), 0, _str(d), 0, '""') for p, d in kinds[0]]
@@ -429,7 +428,7 @@ class RangeWriter:
             sel = plain[lo:hi]
             tail[sel] = pairs[kinds[1][lo:hi][sel]]
             for i in (lo + np.flatnonzero(~sel)).tolist():
-                tail[i - lo] = rest % (_str(perms_all[i]), int(offsets[i]), _str(devs_all[i]), int(inodes[i]),
+                tail[i - lo] = rest % (_str(pv[pi[i]]), int(offsets[i]), _str(dv[di[i]]), int(inodes[i]),
                                        _str(paths_all[i]))
             text = list(map(fmt.__mod__, zip(starts[lo:hi].tolist(), ends[lo:hi].tolist(), tail.tolist())))
             if not ndjson and lo == 0 and text:
