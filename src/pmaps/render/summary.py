@@ -157,8 +157,7 @@ def _fixed_rows(v: ProcessSummary, unit: str, widths: list[int], paths: list[str
     put in by Python. None when a cell is not ASCII (a snapshot file's odd perms)."""
     table = v.table
     n = len(table)
-    perms = table.perms
-    kinds = {p: i for i, p in enumerate(dict.fromkeys(perms))}
+    kinds, code = table.kinds("perms")
     if not all(map(str.isascii, kinds)):
         return None
     blocks: list[np.ndarray] = []
@@ -175,7 +174,6 @@ def _fixed_rows(v: ProcessSummary, unit: str, widths: list[int], paths: list[str
         addr[rows, :d] = chars[rows, 16 - d:]
     blocks.append(addr)
     w = widths[1] = max(widths[1], max(map(len, kinds)))
-    code = np.fromiter(map(kinds.__getitem__, perms), dtype=np.int64, count=n)
     blocks.append(_encoded([p.ljust(w) for p in kinds], w)[code])
     for j, c in enumerate(COLS, start=2):
         col = v.cols[c]
@@ -200,7 +198,7 @@ def _fixed_rows(v: ProcessSummary, unit: str, widths: list[int], paths: list[str
     # A row with a path: the fixed part, a blank, the path; its trailing blanks cut (write_table's rstrip).
     pieces: list[str] = []
     done = 0
-    for i in np.flatnonzero(np.fromiter(map(bool, paths), dtype=bool, count=n)).tolist():
+    for i in np.flatnonzero(table.named).tolist():
         end = (i + 1) * row - 1
         pieces += [text[done:end], (" " + paths[i]).rstrip()]
         done = end
