@@ -86,10 +86,10 @@ def test_batches_cut_anywhere(seed, opts):
 
 
 @pytest.mark.parametrize("fmt", ["json", "ndjson", "csv"])
-def test_machine_formats_cut_anywhere(fmt):
+@pytest.mark.parametrize("opts", [ViewOptions(with_pfn=True), ViewOptions()])
+def test_machine_formats_cut_anywhere(fmt, opts):
     snap = layout(7)
     n = len(snap.pages)
-    opts = ViewOptions(with_pfn=True)
     expect = io.StringIO()
     RangeWriter(expect, fmt, opts).process(1, "t", snap.vmas, snap.chunks(), lambda: KNOWN, header=False)
     for cuts in ([], [3], list(range(1, n, 2))):
@@ -117,3 +117,68 @@ def test_fmt_bytes_signs():
     assert [fmt_bytes(x) for x in (0, 5, -5, 1536, -21564639, 5 << 30, None)] == \
         ["0", "5", "-5", "1.5K", "-21M", "5.0G", "?"]
     assert fmt_bytes(-2048, "k") == "-2" and fmt_bytes(-2048, "bytes") == "-2048"
+
+
+def test_json_document_held_in_memory_or_in_a_file(monkeypatch):
+    """A process's JSON document is held back until whole: in memory, or past SPOOL_BYTES in a
+    temporary file; the text written is the same either way."""
+    import pmaps.render.pmaps as rp
+    from pmaps.render import write
+
+    snaps = [layout(3), layout(4)]
+    docs = []
+    for limit in (1 << 30, 100):
+        monkeypatch.setattr(rp, "SPOOL_BYTES", limit)
+        out = io.StringIO()
+        write(rp.PageRangesView(snaps, ViewOptions(with_pfn=True)), out, "json")
+        docs.append(out.getvalue())
+    assert docs[0] == docs[1] and docs[0].count('"pid":1,') == 2
+
+
+@pytest.mark.parametrize("odd", [False, True])
+def test_summary_rows_as_one_matrix_match_write_table(odd):
+    """--summary's text of many VMAs (a matrix of bytes, paths put in by Python) is write_table's
+    layout: addresses of 12 to 16 digits and 0, named and unnamed VMAs, a path's trailing blanks cut,
+    an unknown column, unit suffixes; non-ASCII perms (a snapshot file's) take the cell by cell path."""
+    from pmaps.render.summary import COLS, KEYS, ProcessSummary, SummaryView
+    from pmaps.render.table import write_table
+    from pmaps.render.units import fmt_bytes, unit_header
+
+    rng = np.random.default_rng(5)
+    vmas = [Vma(0, 0x1000, "r--p", 0, "00:00", 0, "")]
+    for i in range(1, 150):
+        start = (0xFFFFFFFFFF600000 if i == 149 else 0x1000 * (i * 3) << (4 * int(rng.integers(0, 6))))
+        path = ["", "/lib/x.so", "[heap]", "/tmp/a b  ", "/ü"][i % 5] if i % 3 else ""
+        perms = ("rwxä" if odd and i == 7 else ["rw-p", "r--p", "r-xs"][i % 3])
+        vmas.append(Vma(start, start + 0x2000, perms, 0, "00:00", 0, path))
+    vmas.sort()
+    raw = {k: rng.integers(0, 5, len(vmas)).astype(np.int64) * 4096 for k in KEYS}
+    for unit in ("human", "k", "bytes"):
+        v = ProcessSummary.build(1, "t", vmas, raw, {"swap_pss", "dirty"})
+        got = io.StringIO()
+        SummaryView([v]).text(got, unit)
+        header = ["address", "perms", *(c.upper() + unit_header(unit) for c in COLS), "path"]
+        total = ["total", "", *(fmt_bytes(v.total[c], unit) for c in COLS), ""]
+        rows = [[f"{x.start:012x}", x.perms, *(fmt_bytes(None if v.cols[c] is None else int(v.cols[c][i]), unit)
+                                               for c in COLS), x.path] for i, x in enumerate(vmas)]
+        want = io.StringIO()
+        write_table(want, header, rows, left=2, footer=[total], text_last=True)
+        assert got.getvalue() == want.getvalue()
+
+
+def test_json_openings_of_named_and_plain_vmas():
+    """JSON/NDJSON openings made once per (perms, dev) for VMAs with no offset, inode or path, one
+    by one for the others; a comm with '%' in it is text, not a format (NDJSON repeats it per VMA)."""
+    snap = layout(2)
+    odd = [v._replace(offset=4096, inode=7, path="/lib/a%sb") if i % 3 == 0 else
+           v._replace(perms="r--s", dev="08:01") if i % 3 == 1 else v for i, v in enumerate(snap.vmas)]
+    snap = Snapshot(1, "a%sb%d", odd, snap.pages, KNOWN)
+    for fmt in ("json", "ndjson"):
+        expect = io.StringIO()
+        RangeWriter(expect, fmt, ViewOptions()).process(1, snap.comm, snap.vmas, snap.chunks(), lambda: KNOWN,
+                                                        header=False)
+        got = io.StringIO()
+        RangeWriter(got, fmt, ViewOptions()).process(1, snap.comm, snap.vmas, snap.chunks(), lambda: KNOWN,
+                                                     header=False, groups=snap.groups())
+        assert got.getvalue() == expect.getvalue()
+        assert '"comm":"a%sb%d"' in got.getvalue()

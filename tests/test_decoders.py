@@ -351,7 +351,7 @@ def test_table_string_fields_match_the_lines(long_dev):
     """A VmaTable's perms, dev and path (read by numpy for thousands of lines, the named paths only)
     are decode_maps' own, whatever their lengths (a dev of 9 characters: read line by line), in a
     whole table and in a take() of it."""
-    from pmaps.kernel.maps import decode_table
+    from pmaps.kernel.maps import VmaTable, decode_table
 
     devs = ["00:00", "fd:01", "103:02", long_dev, "08:1"]
     perms = ["rw-p", "r--s", "---p", "rwxs"]
@@ -368,3 +368,31 @@ def test_table_string_fields_match_the_lines(long_dev):
     sub = t.take(np.arange(0, 300, 4))
     assert sub.perms == [v.perms for v in want[::4]] and sub.dev == [v.dev for v in want[::4]]
     assert sub.path == [v.path for v in want[::4]]
+    # kinds(): each distinct value and each VMA's index, from the bytes or from the strings alike.
+    for table in (decode_table(data), t, VmaTable.of_vmas(want)):
+        for name in ("perms", "dev"):
+            values, index = table.kinds(name)
+            assert len(set(values)) == len(values) and [values[i] for i in index] == [getattr(v, name) for v in want]
+        assert table.named.tolist() == [bool(v.path) for v in want]
+
+
+@pytest.mark.parametrize("tail", ["", " ", "  "])
+def test_table_headers_and_plain(tail):
+    """VmaTable.headers() are each line as printed, an unnamed one cut at its inode, whether unnamed
+    lines end with the kernel's one blank, none, or more; a path ending in a blank keeps it. `plain`
+    says when no line holds a control character."""
+    from pmaps.kernel.maps import decode_table
+
+    lines = []
+    for i in range(200):
+        head = f"{0x10000 * (i + 1):08x}-{0x10000 * (i + 1) + 0x1000:08x} rw-p 00000000 00:00 {i % 3}"
+        path = ["", "/usr/lib/libc.so.6", "", "[heap]"][i % 4]
+        lines.append(f"{head:<72} {path}" if path else head + tail)
+    for extra, plain in (("", True), ("/x y ", True), ("/esc\x1b[31m", False)):
+        text = lines + ([f"{'ffff0000-ffff1000 r--p 00000000 fe:00 7':<72} {extra}"] if extra else [])
+        data = ("\n".join(text) + "\n").encode()
+        t = decode_table(data)
+        assert t._pos is not None
+        assert t.headers() == [v.maps_line() if v.path else ln.rstrip() for v, ln in zip(decode_maps(data), text)]
+        assert t.plain is plain
+        assert t.take(np.arange(0, len(t), 3)).headers() == t.headers()[::3]

@@ -22,8 +22,9 @@ def run_bounds(brk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """np.unique(values, return_inverse=True) of a 1-d array: the sorted distinct values and the
     index of each value among them. A sort and a binary search: np.unique's inverse takes a stable
-    argsort, 4x slower on a column of 65,000 figures."""
-    uniq = np.unique(values)
+    argsort, 4x slower on a column of 65,000 figures. (unique_sorted, not np.unique: also faster
+    here, and np.unique imports numpy.ma, ~7 ms of every command's start-up.)"""
+    uniq = unique_sorted(values)
     return uniq, np.searchsorted(uniq, values)
 
 

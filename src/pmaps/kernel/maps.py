@@ -143,10 +143,10 @@ def _checked(pid: int, vmas: list[Vma], started: bool) -> list[Vma]:
 
 
 # -- the columns of a maps read --------------------------------------------------------------------
-# bytes.translate tables for the vectorised decoder: each byte's value as a hex digit, or as a
-# decimal one; 255 for any other byte.
-_HEX = bytes(int(c, 16) if c in "0123456789abcdef" else 255 for c in map(chr, range(256)))
-_DEC = bytes(int(c) if c in "0123456789" else 255 for c in map(chr, range(256)))
+# Lookup tables for the vectorised decoder: each byte's value as a hex digit, or as a decimal one;
+# 255 for any other byte.
+_HEX_LUT = np.array([int(c, 16) if c in "0123456789abcdef" else 255 for c in map(chr, range(256))], dtype=np.uint8)
+_DEC_LUT = np.array([int(c) if c in "0123456789" else 255 for c in map(chr, range(256))], dtype=np.uint8)
 
 
 class VmaTable:
@@ -156,9 +156,11 @@ class VmaTable:
     (building them alone costs 30-40 ms)."""
 
     def __init__(self, start: np.ndarray, end: np.ndarray, offset: np.ndarray, inode: np.ndarray,
-                 vmas: list[Vma] | None = None, text: str = "", pos: np.ndarray | None = None) -> None:
+                 vmas: list[Vma] | None = None, text: str = "", pos: np.ndarray | None = None,
+                 buf: np.ndarray | None = None) -> None:
         self.start, self.end, self.offset, self.inode = start, end, offset, inode
         self._text = text  # the maps text (ASCII), when decoded from it
+        self._buf = buf  # the same text's bytes (u8), read by the numpy paths
         # Per line, offsets in _text: line start, end, perms start, end, dev start, end, path start, inode end.
         self._pos = pos
         self.source = b""  # the maps read decoded into this table (decode_table), b"" for of_vmas
@@ -189,33 +191,62 @@ class VmaTable:
         t = self._text
         return [t[x:y] for x, y in zip(self._pos[:, a].tolist(), self._pos[:, b].tolist())]
 
-    def _short_field(self, a: int, b: int) -> list[str]:
-        """_field of a field of at most 8 characters (perms, dev): each line's bytes read as one
-        u64 by numpy, each distinct value decoded once (a few, for thousands of lines)."""
+    def _short_codes(self, a: int, b: int) -> tuple[list[str], np.ndarray] | None:
+        """A field of at most 8 characters (perms, dev) as (distinct values, index of each line's):
+        each line's bytes read as one u64 by numpy, each distinct value decoded once (a few, for
+        thousands of lines). None for a few lines, or a field this cannot read."""
         assert self._pos is not None
         p = self._pos
         if len(p) < 64:
-            return self._field(a, b)
+            return None
         lens = p[:, b] - p[:, a]
-        buf = np.frombuffer(self._text.encode("ascii"), dtype=np.uint8)
+        buf = self._buf if self._buf is not None else np.frombuffer(self._text.encode("ascii"), dtype=np.uint8)
         inside = _COL8 < lens[:, None]
         g = buf[np.minimum(p[:, a][:, None] + _COL8, len(buf) - 1)]
         if int(lens.max()) > 8 or (g[inside] == 0).any():  # too long, or a NUL that padding would hide
-            return self._field(a, b)
+            return None
         g[~inside] = 0
         uniq, inv = distinct(np.ascontiguousarray(g).view("<u8").ravel())
-        text = np.array([int(u).to_bytes(8, "little").rstrip(b"\0").decode("ascii") for u in uniq.tolist()],
-                        dtype=object)
-        out: list[str] = text[inv].tolist()
+        return [int(u).to_bytes(8, "little").rstrip(b"\0").decode("ascii") for u in uniq.tolist()], inv
+
+    def _short_field(self, name: str, a: int, b: int) -> list[str]:
+        """The strings of a short field, from its kinds when numpy read them."""
+        got = self.__dict__.get("_kinds_" + name) or self._short_codes(a, b)
+        if got is None:
+            return self._field(a, b)
+        self.__dict__["_kinds_" + name] = got
+        out: list[str] = np.array(got[0], dtype=object)[got[1]].tolist()
+        return out
+
+    def kinds(self, name: str) -> tuple[list[str], np.ndarray]:
+        """The distinct values of "perms" or "dev" and the index of each VMA's among them (int64):
+        for a writer that formats each value once and needs no list of strings."""
+        key = "_kinds_" + name
+        if key not in self.__dict__:
+            a, b = (2, 3) if name == "perms" else (4, 5)
+            got = self._short_codes(a, b) if self._pos is not None else None
+            if got is None:
+                values: list[str] = getattr(self, name)
+                index = {v: i for i, v in enumerate(dict.fromkeys(values))}
+                got = list(index), np.fromiter(map(index.__getitem__, values), dtype=np.int64, count=len(values))
+            self.__dict__[key] = got
+        out: tuple[list[str], np.ndarray] = self.__dict__[key]
         return out
 
     @cached_property
     def perms(self) -> list[str]:
-        return self._short_field(2, 3) if self._pos is not None else [v.perms for v in self.vmas]
+        return self._short_field("perms", 2, 3) if self._pos is not None else [v.perms for v in self.vmas]
 
     @cached_property
     def dev(self) -> list[str]:
-        return self._short_field(4, 5) if self._pos is not None else [v.dev for v in self.vmas]
+        return self._short_field("dev", 4, 5) if self._pos is not None else [v.dev for v in self.vmas]
+
+    @cached_property
+    def named(self) -> np.ndarray:
+        """Which VMAs have a path (bool)."""
+        if self._pos is None:
+            return np.fromiter(map(bool, self.path), dtype=bool, count=len(self))
+        return self._pos[:, 6] != self._pos[:, 1]
 
     @cached_property
     def path(self) -> list[str]:
@@ -264,7 +295,7 @@ class VmaTable:
             return VmaTable(self.start[idx], self.end[idx], self.offset[idx], self.inode[idx],
                             vmas=[vmas[i] for i in pick])
         t = VmaTable(self.start[idx], self.end[idx], self.offset[idx], self.inode[idx], text=self._text,
-                     pos=self._pos[idx])
+                     pos=self._pos[idx], buf=self._buf)
         t._whole = False
         return t
 
@@ -293,6 +324,17 @@ class VmaTable:
         else:
             lines = [t[x:y] for x, y in zip(p[:, 0].tolist(), ends.tolist())]
         return lines
+
+    @cached_property
+    def plain(self) -> bool:
+        """No line holds a control character (C0 or DEL; decoded text is ASCII), so that no field
+        or line needs escaping for a terminal (render.table.printable): one numpy pass over the
+        bytes, instead of a regex over the lines (10 ms for 65,000); a take() answers for the whole
+        text. False when unknown (a table not decoded from maps text)."""
+        buf = self._buf
+        if buf is None:
+            return False
+        return int(np.count_nonzero(buf < 32)) == int(np.count_nonzero(buf == 10)) and not bool((buf == 127).any())
 
 
 def decode_table(data: bytes) -> VmaTable:
@@ -336,11 +378,11 @@ def _fast_table(data: bytes) -> VmaTable | None:
     dash = dashes[kd]
     if (dash >= s1).any():
         return None
-    hexw = _windows(data, _HEX)
+    hexw = _windows(data, _HEX_LUT)
     start = _digits(hexw, ls, dash, True)
     end = _digits(hexw, dash + 1, s1, True)
     offset = _digits(hexw, s2 + 1, s3, True)
-    inode = _digits(_windows(data, _DEC), s4 + 1, s5, False)
+    inode = _digits(_windows(data), s4 + 1, s5, False)
     if start is None or end is None or offset is None or inode is None:
         return None
     # Blanks between the inode and the path (` *` in decode_maps' pattern): the run of blanks from s5.
@@ -352,35 +394,43 @@ def _fast_table(data: bytes) -> VmaTable | None:
         last = np.where(j < len(brk), sp[brk[np.minimum(j, len(brk) - 1)]], sp[-1])
         path[has] = np.minimum(last + 1, le[has])
     pos = np.stack([ls, le, s1 + 1, s2, s3 + 1, s4, path, s5], axis=1)
-    return VmaTable(start, end, offset, inode, text=data.decode("ascii"), pos=pos)
+    return VmaTable(start, end, offset, inode, text=data.decode("ascii"), pos=pos, buf=buf)
 
 
 _COL8 = np.arange(8)
 _PAD = 20  # bytes before the maps text, so that every field has a full window of digits before its end
 _POW10 = np.uint64(10) ** np.arange(_PAD - 1, -1, -1, dtype=np.uint64)
-_COLS = np.arange(_PAD, dtype=np.uint8)
+_COLS = np.arange(_PAD, dtype=np.int64)
 
 
-def _windows(data: bytes, table: bytes) -> np.ndarray:
-    """Sliding windows of _PAD digit values over the translated text: row i holds text[i - _PAD:i]."""
-    vals = np.frombuffer(bytes(_PAD) + data.translate(table), dtype=np.uint8)
+def _windows(data: bytes, lut: np.ndarray | None = None) -> np.ndarray:
+    """Sliding windows of _PAD bytes over the text, or over its bytes' values in `lut` (one
+    translate of the whole text: cheaper than a lookup per field when several fields read it):
+    row i holds text[i - _PAD:i] (zeros before the text)."""
+    text = data if lut is None else data.translate(lut.tobytes())
+    vals = np.frombuffer(bytes(_PAD) + text, dtype=np.uint8)
     return np.lib.stride_tricks.sliding_window_view(vals, _PAD)
 
 
 def _digits(win: np.ndarray, a: np.ndarray, b: np.ndarray, hexa: bool) -> np.ndarray | None:
-    """The numbers written in text[a:b] per row, hex (up to 16 digits) or decimal (up to 19), as
-    u64 (`win`: _windows of the text for that base); None when a field is empty, too long, or holds
-    another character."""
+    """The numbers written in text[a:b] per row, hex (up to 16 digits; `win`: _windows of the text
+    through _HEX_LUT) or decimal (up to 19; `win`: _windows of the raw text, only as many columns
+    looked up in _DEC_LUT as the longest value has: an anonymous VMA's inode is "0"), as u64; None
+    when a field is empty, too long, or holds another character."""
     lens = b - a
     if (lens < 1).any() or (lens > (16 if hexa else _PAD - 1)).any():
         return None
-    lead = _COLS < (_PAD - lens).astype(np.uint8)[:, None]
-    d = win[b]
-    d[lead] = 0
+    w = 16 if hexa else int(lens.max())
+    d = win[b, _PAD - w:]  # the w bytes before each b: one contiguous (n, w) copy
+    if not hexa:
+        d = _DEC_LUT.take(d)
+    d[_COLS[:w] < (w - lens)[:, None]] = 0  # the bytes before the field
     if (d == 255).any():
         return None
     if hexa:
-        nib = d[:, _PAD - 16:]
-        packed = np.ascontiguousarray((nib[:, 0::2] << 4) | nib[:, 1::2])
+        packed = np.ascontiguousarray((d[:, 0::2] << 4) | d[:, 1::2])
         return packed.view(">u8").ravel().astype(np.uint64)
-    return (d.astype(np.uint64) * _POW10).sum(axis=1, dtype=np.uint64)
+    v = d[:, 0].astype(np.uint64)
+    for j in range(1, w):  # Horner's rule, a column at a time (a sum over short rows is slower)
+        v = v * np.uint64(10) + d[:, j]
+    return v

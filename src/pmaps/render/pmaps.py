@@ -7,13 +7,12 @@ then written. This is the one streaming View: its write_to reads while it writes
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import json
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 import numpy as np
 
@@ -23,12 +22,13 @@ from ..model import Known, Pages, PageSource, Ranges, flag_string, merge_boundar
 from ..model.ranges import batch_ranges, ranges_by_group
 from ..model.snapshot import vma_table
 from ..model.state import S_SWAPPED
+from ..numeric import distinct
 from .output import View
 from .table import printable, unprintable
 
 SCHEMA = "pmaps/1"
 VMA_SCHEMA = "pmaps-vma/1"
-SPOOL_BYTES = 16 << 20  # a process's JSON document kept in memory up to this, then spooled to a file
+SPOOL_BYTES = 32 << 20  # a process's JSON document held in memory up to this, then in a temporary file
 WRITE_BYTES = 1 << 20  # whole VMAs' JSON gathered up to this much text per write
 CSV_HEADER = ["pid", "comm", "vma_start", "vma_end", "perms", "path", "addr", "index", "count", "flags", "mapcount",
               "names"]
@@ -169,18 +169,24 @@ class RowBuilder:
         if len(r) < 64:
             return [cache[k] if k in cache else cache.setdefault(k, make(*k))
                     for k in zip(r.state.tolist(), r.mapcount.tolist())]
+        uniq, inv = self._tail_index(r, cache, make)
+        out: list[str] = np.array(uniq, dtype=object)[inv].tolist()
+        return out
+
+    @staticmethod
+    def _tail_index(r: Ranges, cache: dict[tuple[int, int], str], make: Callable[[int, int], str]
+                    ) -> tuple[list[str], np.ndarray]:
+        """_tails as (each distinct tail, the index of each range's among them)."""
         order = np.lexsort((r.mapcount, r.state))
         st, mc = r.state[order], r.mapcount[order]
         new = np.ones(len(r), dtype=bool)
         new[1:] = (st[1:] != st[:-1]) | (mc[1:] != mc[:-1])
         firsts = np.flatnonzero(new)
-        uniq = np.empty(len(firsts), dtype=object)
-        uniq[:] = [cache[k] if k in cache else cache.setdefault(k, make(*k))
-                   for k in zip(st[firsts].tolist(), mc[firsts].tolist())]
+        uniq = [cache[k] if k in cache else cache.setdefault(k, make(*k))
+                for k in zip(st[firsts].tolist(), mc[firsts].tolist())]
         inv = np.empty(len(r), dtype=np.int64)
         inv[order] = np.cumsum(new) - 1
-        out: list[str] = uniq[inv].tolist()
-        return out
+        return uniq, inv
 
     def lines(self, r: Ranges, index: np.ndarray) -> list[str]:
         """The text lines of ranges (of any VMAs), given each range's first page index."""
@@ -199,9 +205,18 @@ class RowBuilder:
         names = self.cgroup_names
         return ["-" if c == 0 else printable(names.get(c, f"#{c}")) for c in r.cgroup.tolist()]
 
-    def json_items(self, r: Ranges, index: np.ndarray, first: np.ndarray) -> list[str]:
+    def json_items(self, r: Ranges, index: np.ndarray, comma: np.ndarray) -> list[str]:
         """JSON objects of ranges of any VMAs (json's), given each range's first page index, each
-        with a comma before it unless `first`."""
+        followed by a comma where `comma` (the next range is of the same VMA)."""
+        addr = (r.vpn << np.uint64(PAGE_SHIFT)).tolist()
+        if not self.with_pfn and self.cgroup_names is None and len(r) >= 64:
+            # The object's end and the comma after it go with its tail: one format of four values
+            # per range, the tails (a few) ended both ways once.
+            uniq, inv = self._tail_index(r, self._json, self._json_tail)
+            ends = np.array([t + e for e in ("}", "},") for t in uniq], dtype=object)
+            tails: list[str] = ends[inv + len(uniq) * comma].tolist()
+            return list(map('{"addr":%d,"index":%d,"count":%d%s'.__mod__,
+                            zip(addr, index.tolist(), r.count.tolist(), tails)))
         tails = self._tails(r, self._json, self._json_tail)
         extra: Iterable[str] = itertools.repeat("")
         if self.with_pfn:
@@ -209,10 +224,9 @@ class RowBuilder:
         if self.cgroup_names is not None:
             extra = [f'{e},"cgroup":' + ("null" if c in ("?", "-") else _dumps(c))
                      for e, c in zip(extra, self._cgroups(r))]
-        seps = np.where(first, "", ",").tolist()
-        addr = (r.vpn << np.uint64(PAGE_SHIFT)).tolist()
-        return ['%s{"addr":%d,"index":%d,"count":%d%s%s}' % row
-                for row in zip(seps, addr, index.tolist(), r.count.tolist(), tails, extra)]
+        seps = np.where(comma, ",", "").tolist()
+        return ['{"addr":%d,"index":%d,"count":%d%s%s}%s' % row
+                for row in zip(addr, index.tolist(), r.count.tolist(), tails, extra, seps)]
 
     def json(self, vma: Vma, r: Ranges) -> list[str]:
         """One JSON object (text) per range: addr, index, count, mapcount, flags, names[, pfn]."""
@@ -247,10 +261,10 @@ def interleave(heads: list[str], lo: int, hi: int, items: list[str], g: np.ndarr
 
 def interleave_closed(opens: list[str], closed: int, lo: int, hi: int, upto: int, items: list[str], g: np.ndarray,
                       close: str) -> tuple[list[str], int]:
-    """Pieces in order: the openings of VMAs [lo, hi), the items of VMAs (g: the VMA of each item,
-    sorted, none before `closed`), and `close` after each VMA of [closed, upto). VMAs before
-    `closed` are closed already, those of [closed, lo) open. Returns (pieces, index after the last
-    close): the whole VMAs end there."""
+    """Pieces in order: the openings of VMAs [lo, hi) (`opens`, one per VMA), the items of VMAs
+    (g: the VMA of each item, sorted, none before `closed`), and `close` after each VMA of
+    [closed, upto). VMAs before `closed` are closed already, those of [closed, lo) open. Returns
+    (pieces, index after the last close): the whole VMAs end there."""
     nv = max(hi, upto) - closed
     if nv <= 0:
         return [], 0
@@ -266,12 +280,21 @@ def interleave_closed(opens: list[str], closed: int, lo: int, hi: int, upto: int
         rank = np.arange(len(gi), dtype=np.int64) - np.searchsorted(gi, gi, side="left")
         merged[start[gi] + has_open[gi] + rank] = items
     if hi > lo:
-        merged[start[lo - closed:hi - closed]] = opens[lo:hi]
+        merged[start[lo - closed:hi - closed]] = opens
     c = np.flatnonzero(has_close)
     merged[start[c] + has_open[c] + n_items[c]] = close
     cut = int(start[c[-1]] + cnt[c[-1]]) if len(c) else 0
     out: list[str] = merged.tolist()
     return out, cut
+
+
+def _pairs(perms: tuple[list[str], np.ndarray], devs: tuple[list[str], np.ndarray]
+           ) -> tuple[list[tuple[str, str]], np.ndarray]:
+    """Each distinct (perms, dev) pair of the VMAs, and the index of each VMA's among them, from
+    each field's distinct values and index (VmaTable.kinds)."""
+    (pv, pi), (dv, di) = perms, devs
+    uniq, inv = distinct(pi * len(dv) + di)
+    return [(pv[c // len(dv)], dv[c % len(dv)]) for c in uniq.tolist()], inv
 
 
 def _dumps(obj: object) -> str:
@@ -386,27 +409,31 @@ class RangeWriter:
         self.first_process = False
         prefix = ('{"schema":"%s","pid":%d,"comm":%s,' % (VMA_SCHEMA, pid, _str(comm))) if ndjson else "{"
         close = "]}\n" if ndjson else "]}"
-        js: dict[str, str] = {}
         starts, ends, offsets, inodes = table.start, table.end, table.offset, table.inode
-        perms_all, devs_all, paths_all = table.perms, table.dev, table.path
-
+        (pv, pi), (dv, di) = perms, devs = table.kinds("perms"), table.kinds("dev")
+        paths_all = table.path
+        # After start and end, an opening is the same text for every VMA of the same perms and dev
+        # with no offset, inode or path (most of a process of many VMAs): made once per such pair.
+        kinds = _pairs(perms, devs)
+        plain = (offsets == 0) & (inodes == 0) & ~table.named
+        rest = '"perms":%s,"offset":%d,"dev":%s,"inode":%d,"path":%s,"ranges":['
+        pairs = np.empty(len(kinds[0]), dtype=object)
+        pairs[:] = [rest % (_str(p), 0, _str(d), 0, '""') for p, d in kinds[0]]
         # A JSON VMA follows the one before it after a comma (the first one's is cut off).
-        fmt = ("" if ndjson else ",") + prefix + \
-            '"start":%d,"end":%d,"perms":%s,"offset":%d,"dev":%s,"inode":%d,"path":%s,"ranges":['
+        fmt = ("" if ndjson else ",") + prefix.replace("%", "%%") + '"start":%d,"end":%d,%s'
 
         def opens(lo: int, hi: int) -> list[str]:
             """The opening text of VMAs [lo, hi) (made a batch at a time: memory stays a batch's)."""
-            perms, devs = perms_all[lo:hi], devs_all[lo:hi]
-            for x in {*perms, *devs}:  # each distinct perms and dev quoted once
-                if x not in js:
-                    js[x] = _str(x)
-            rows = zip(starts[lo:hi].tolist(), ends[lo:hi].tolist(), map(js.__getitem__, perms),
-                       offsets[lo:hi].tolist(), map(js.__getitem__, devs), inodes[lo:hi].tolist(),
-                       map(_str, paths_all[lo:hi]))
-            text = list(map(fmt.__mod__, rows))
+            tail = np.empty(hi - lo, dtype=object)
+            sel = plain[lo:hi]
+            tail[sel] = pairs[kinds[1][lo:hi][sel]]
+            for i in (lo + np.flatnonzero(~sel)).tolist():
+                tail[i - lo] = rest % (_str(pv[pi[i]]), int(offsets[i]), _str(dv[di[i]]), int(inodes[i]),
+                                       _str(paths_all[i]))
+            text = list(map(fmt.__mod__, zip(starts[lo:hi].tolist(), ends[lo:hi].tolist(), tail.tolist())))
             if not ndjson and lo == 0 and text:
                 text[0] = text[0][1:]
-            return [""] * lo + text  # indexed by VMA (the slots before lo are never read)
+            return text
 
         base = (table.offset >> np.uint64(PAGE_SHIFT)).astype(np.int64) - table.start_page.astype(np.int64)
         builder: RowBuilder | None = None
@@ -417,11 +444,14 @@ class RangeWriter:
             items: list[str] = []
             if len(r):
                 builder = builder or RowBuilder(known(), True, self.opts.with_pfn, self.opts.cgroup_names)
-                # A VMA's first range has no comma before it, unless the VMA was opened by an earlier batch.
-                first = np.ones(len(g), dtype=bool)
-                first[1:] = g[1:] != g[:-1]
-                items = builder.json_items(r, r.vpn.astype(np.int64) + base[g], first & (g >= nxt))
-            pieces, cut = interleave_closed(opens(nxt, hi), closed, nxt, hi, upto, items, g, close)
+                # A comma after each range but a VMA's last; the range held back for the next batch
+                # (batch_ranges) is of VMA `upto`.
+                comma = np.empty(len(g), dtype=bool)
+                comma[:-1] = g[1:] == g[:-1]
+                comma[-1] = g[-1] == upto
+                items = builder.json_items(r, r.vpn.astype(np.int64) + base[g], comma)
+            pieces, cut = interleave_closed(opens(nxt, hi) if hi > nxt else [], closed, nxt, hi, upto, items, g,
+                                            close)
             if cut:
                 out.write(held)
                 held = ""
@@ -430,8 +460,9 @@ class RangeWriter:
             held += "".join(pieces[cut:])
             nxt, closed = max(nxt, hi), max(closed, upto)
         n = len(table)
-        rest, _ = interleave_closed(opens(nxt, n), closed, nxt, n, n, [], np.zeros(0, dtype=np.int64), close)
-        out.write(held + "".join(rest))
+        last, _ = interleave_closed(opens(nxt, n) if n > nxt else [], closed, nxt, n, n, [],
+                                    np.zeros(0, dtype=np.int64), close)
+        out.write(held + "".join(last))
         if not ndjson:
             # Written last: the first chunk may reveal that PFNs are hidden (collect.py).
             out.write('],"known":%s}' % _dumps(known().to_dict()))
@@ -443,7 +474,7 @@ class RangeWriter:
         out = self.out
         builder: RowBuilder | None = None
         heads = table.headers()
-        if unprintable("".join(heads)):
+        if not table.plain and unprintable("".join(heads)):
             heads = [printable(h) for h in heads]
         base = (table.offset >> np.uint64(PAGE_SHIFT)).astype(np.int64) - table.start_page.astype(np.int64)
         nxt = 0
@@ -489,6 +520,50 @@ class RangeWriter:
         return "".join(parts)
 
 
+class _Held:
+    """Text held back until it is whole, then written: in memory up to `limit` characters, then in
+    an unnamed temporary file (a huge process's JSON document is not all in memory). What stays in
+    memory is written as the strings it was made of: no copy, and none of SpooledTemporaryFile's
+    encoding into a BytesIO, copy at rollover and decoding back (~35 ms for a 23 MB document)."""
+
+    def __init__(self, limit: int) -> None:
+        self.parts: list[str] = []
+        self.size = 0
+        self.limit = limit
+        self.file: BinaryIO | None = None
+
+    def write(self, s: str) -> int:
+        if self.file is not None:
+            self.file.write(s.encode())
+        else:
+            self.parts.append(s)
+            self.size += len(s)
+            if self.size > self.limit:
+                import tempfile  # only here: its import (and shutil's) is 3 ms of start-up
+
+                self.file = tempfile.TemporaryFile()
+                for p in self.parts:
+                    self.file.write(p.encode())
+                self.parts = []
+        return len(s)
+
+    def write_to(self, out: TextIO) -> None:
+        """Write the held text to `out`."""
+        for p in self.parts:
+            out.write(p)
+        if self.file is not None:
+            self.file.seek(0)
+            text = io.TextIOWrapper(self.file, encoding="utf-8")
+            while chunk := text.read(1 << 20):
+                out.write(chunk)
+            text.detach()
+
+    def close(self) -> None:
+        self.parts = []
+        if self.file is not None:
+            self.file.close()
+
+
 @dataclass
 class PageRangesView(View):
     """The 2007 view of several sources, streamed. A source that fails mid-way (a process exiting)
@@ -517,17 +592,17 @@ class PageRangesView(View):
                                    header=self.header, groups=src.groups())
                 else:
                     # A JSON document is built per process, then written whole: a process that
-                    # exits mid-scan must not leave a half-written document behind. It is spooled:
-                    # in memory up to SPOOL_BYTES, then in an unnamed temporary file, so a huge
-                    # process's document does not hold its whole text in memory.
-                    with tempfile.SpooledTemporaryFile(SPOOL_BYTES, mode="w+", encoding="utf-8") as buf:
-                        sub = RangeWriter(buf, fmt, self.opts)  # type: ignore[arg-type]
+                    # exits mid-scan must not leave a half-written document behind (_Held).
+                    held = _Held(SPOOL_BYTES)
+                    try:
+                        sub = RangeWriter(held, fmt, self.opts)  # type: ignore[arg-type]
                         sub.first_process = writer.first_process
                         sub.process(src.pid, src.comm, vma_table(src), src.chunks(),
                                     lambda s=src: s.known,  # type: ignore[misc]
                                     header=False, groups=src.groups())
-                        buf.seek(0)
-                        shutil.copyfileobj(buf, out, 1 << 20)
+                        held.write_to(out)
+                    finally:
+                        held.close()
                     writer.first_process = False
             except PmapsError as e:
                 if self.on_error is None:

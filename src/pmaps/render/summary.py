@@ -9,7 +9,7 @@ import numpy as np
 
 from ..analysis.footprint import finish_columns
 from ..kernel.maps import Vma, VmaTable
-from ..numeric import distinct
+from ..numeric import distinct, unique_sorted
 from .output import View
 from .table import printable, unprintable, write_table
 from .units import fmt_bytes, unit_header
@@ -112,24 +112,100 @@ class SummaryView(View):
                                 *(_cells(v.cols[c], n, unit) for c in COLS), v.table.path))
                 write_table(out, header, rows, left=2, footer=[total], text_last=True)
                 continue
-            # Column by column (write_table's layout): each distinct figure formatted and padded once.
             paths = v.table.path
-            if unprintable("".join(paths)):
+            if not v.table.plain and unprintable("".join(paths)):
                 paths = [printable(p) for p in paths]
-            cols: list[list[str]] = []
-            for j, cells in enumerate([[f"{s:012x}" for s in v.table.start.tolist()], v.table.perms]):
-                w = max(len(header[j]), len(total[j]), max(map(len, cells)))
-                if min(map(len, cells)) < w:  # each distinct cell padded once (perms: a few of them)
-                    padded = {c: c.ljust(w) for c in set(cells)} if j else {}
-                    cells = list(map(padded.__getitem__, cells)) if j else [c.ljust(w) for c in cells]
-                cols.append(cells)
-            for j, c in enumerate(COLS, start=2):
-                cols.append(_cells(v.cols[c], n, unit, max(len(header[j]), len(total[j]))))
-            widths = [len(col[0]) for col in cols]
+            least = [max(len(header[j]), len(total[j])) for j in range(len(header) - 1)]
+            widths = list(least)
+            body = _fixed_rows(v, unit, widths, paths)
+            if body is None:
+                widths = list(least)
+                body = _rows_by_cells(v, unit, widths, paths)
             head = [header[0].ljust(widths[0]), header[1].ljust(widths[1]),
                     *(h.rjust(w) for h, w in zip(header[2:-1], widths[2:])), header[-1]]
             foot = [total[0].ljust(widths[0]), total[1].ljust(widths[1]),
                     *(t.rjust(w) for t, w in zip(total[2:-1], widths[2:])), total[-1]]
             out.write(" ".join(head).rstrip() + "\n")
-            out.write("\n".join(map(str.rstrip, map(" ".join, zip(*cols, paths)))) + "\n")
+            out.write(body)
             out.write(" ".join(foot).rstrip() + "\n")
+
+
+def _rows_by_cells(v: ProcessSummary, unit: str, widths: list[int], paths: list[str]) -> str:
+    """The table's rows, column by column (write_table's layout): each distinct figure formatted and
+    padded once; `widths` (at least the header's and footer's) grow to each column's widest cell."""
+    n = len(v.table)
+    cols: list[list[str]] = []
+    for j, cells in enumerate([[f"{s:012x}" for s in v.table.start.tolist()], v.table.perms]):
+        w = widths[j] = max(widths[j], max(map(len, cells)))
+        if min(map(len, cells)) < w:  # each distinct cell padded once (perms: a few of them)
+            padded = {c: c.ljust(w) for c in set(cells)} if j else {}
+            cells = list(map(padded.__getitem__, cells)) if j else [c.ljust(w) for c in cells]
+        cols.append(cells)
+    for j, c in enumerate(COLS, start=2):
+        cols.append(_cells(v.cols[c], n, unit, widths[j]))
+        widths[j] = len(cols[-1][0])
+    return "\n".join(map(str.rstrip, map(" ".join, zip(*cols, paths)))) + "\n"
+
+
+_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+
+
+def _fixed_rows(v: ProcessSummary, unit: str, widths: list[int], paths: list[str]) -> str | None:
+    """_rows_by_cells' text from a matrix of bytes: every column but the path has one width, so the
+    rows up to the path are one (rows, width) array of ASCII filled column by column (addresses in
+    hex by numpy, each distinct perms and figure encoded once), and only the named VMAs' paths are
+    put in by Python. None when a cell is not ASCII (a snapshot file's odd perms)."""
+    table = v.table
+    n = len(table)
+    kinds, code = table.kinds("perms")
+    if not all(map(str.isascii, kinds)):
+        return None
+    blocks: list[np.ndarray] = []
+    # Addresses: f"{start:012x}", left-aligned: each 4-bit digit from the first one not zero (at
+    # most 16 digits, at least 12: a few row groups by length).
+    octets = table.start.astype(">u8").view(np.uint8).reshape(n, 8)
+    chars = _HEX_DIGITS[np.stack((octets >> 4, octets & 15), axis=2).reshape(n, 16)]
+    nonzero = chars != 48
+    digits = np.maximum(16 - np.where(nonzero.any(axis=1), np.argmax(nonzero, axis=1), 16), 12)
+    w = widths[0] = max(widths[0], int(digits.max()))
+    addr = np.full((n, w), 32, dtype=np.uint8)
+    for d in unique_sorted(digits).tolist():
+        rows = np.flatnonzero(digits == d)
+        addr[rows, :d] = chars[rows, 16 - d:]
+    blocks.append(addr)
+    w = widths[1] = max(widths[1], max(map(len, kinds)))
+    blocks.append(_encoded([p.ljust(w) for p in kinds], w)[code])
+    for j, c in enumerate(COLS, start=2):
+        col = v.cols[c]
+        if col is None:
+            cells, inv = ["?"], np.zeros(n, dtype=np.int64)
+        else:
+            uniq, inv = distinct(col)
+            cells = [fmt_bytes(x, unit) for x in uniq.tolist()]
+        if not all(map(str.isascii, cells)):
+            return None
+        w = widths[j] = max(widths[j], max(map(len, cells)))
+        blocks.append(_encoded([t.rjust(w) for t in cells], w)[inv])
+    # One blank between columns, a newline after each row.
+    row = sum(b.shape[1] for b in blocks) + len(blocks)
+    m = np.full((n, row), 32, dtype=np.uint8)
+    at = 0
+    for b in blocks:
+        m[:, at:at + b.shape[1]] = b
+        at += b.shape[1] + 1
+    m[:, -1] = 10
+    text = str(m.data, "ascii")  # decoded from the array's buffer: no copy of the bytes first
+    # A row with a path: the fixed part, a blank, the path; its trailing blanks cut (write_table's rstrip).
+    pieces: list[str] = []
+    done = 0
+    for i in np.flatnonzero(table.named).tolist():
+        end = (i + 1) * row - 1
+        pieces += [text[done:end], (" " + paths[i]).rstrip()]
+        done = end
+    pieces.append(text[done:])
+    return "".join(pieces)
+
+
+def _encoded(cells: list[str], width: int) -> np.ndarray:
+    """ASCII cells of one width as a (cells, width) array of bytes."""
+    return np.frombuffer("".join(cells).encode("ascii"), dtype=np.uint8).reshape(len(cells), width)
