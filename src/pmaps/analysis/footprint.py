@@ -246,12 +246,20 @@ def vma_columns(src: PageSource, keys: tuple[str, ...] = FIGURES, batch: int = B
             share = refs[0].share(pages.pm) if refs[0] is not None else None
         figs = figures(Facts.of_pages(pages, src.known, share), keys)
         unknown.update(figs.unknown)
+        # Pages come VMA by VMA: one sum per run of a VMA's pages (np.add.reduceat), ~20x cheaper
+        # than a weighted bincount over every page; bincount where the order is not that.
+        runs = None
+        if per_vma and len(group) and bool((group[1:] >= group[:-1]).all()):
+            runs = np.flatnonzero(np.diff(group, prepend=group[0] - 1))
+            ids = group[runs]
         for k, col in figs.cols.items():
             if not per_vma:
                 acc[k][0] += int(col.sum(dtype=np.int64))
-                continue
-            # Exact in float64: at most 2**53 / (4096 << 12) = 5e8 pages per VMA and batch.
-            acc[k] += np.bincount(group, weights=col, minlength=n).astype(np.int64)
+            elif runs is not None:
+                # (Integer-valued: exact in float64 for at most 2**53 / (4096 << 12) pages a batch.)
+                acc[k][ids] += np.add.reduceat(col, runs).astype(np.int64)
+            else:
+                acc[k] += np.bincount(group, weights=col, minlength=n).astype(np.int64)
         pending, size = [], 0
 
     for pages, group in src.groups():
