@@ -147,3 +147,23 @@ def test_record_writes_with_the_system_allocator(tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["system"]
     assert load_sample(sample_files(tmp_path / "r")[0]).pid == os.getpid()
+
+
+def test_packed_metadata_is_the_json():
+    """A sample's metadata is the head deflated per sample, then the VMAs deflated once per maps:
+    one zlib stream of exactly sample_json's text, whatever the VMAs (none, odd paths)."""
+    import dataclasses
+    import zlib
+
+    from helpers import ROOT as root
+    from pmaps.kernel.maps import VmaTable
+    from pmaps.store.codec import inflate
+    from pmaps.store.recording import PackedVmas, packed_meta, sample_json
+
+    s = load_sample(root / "tests" / "golden" / "time_a.parquet")
+    odd = [v._replace(path=p) for v, p in zip(s.vmas, ["é\udcff", "\x1b[0m", '"q"\\', ""] * len(s.vmas))]
+    for table in (s.table, VmaTable.of_vmas(odd), VmaTable.of_vmas([])):
+        t = dataclasses.replace(s, table=table, seq=3, time=1.5, cost=0.25)
+        packed = PackedVmas.of(table)
+        for data in (packed_meta(t, packed), packed_meta(t)):
+            assert inflate(data) == zlib.decompress(data) == sample_json(t).encode()
