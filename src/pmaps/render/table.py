@@ -87,7 +87,10 @@ def write_columns(out: TextIO, header: Sequence[str], cols: Sequence[list[str] |
     lines = [" ".join(heads[0]), *matrix_rows(side_by_side(mats, n)), *(" ".join(h) for h in heads[1:])]
     if tails:
         lines = list(map(str.__add__, lines, map(last_sep.__add__, tails)))
-    out.write("\n".join(map(str.rstrip, lines)) + "\n")
+    # The header line alone: a character beyond Latin-1 in it (watch's Δ) would make the whole
+    # text a string of 2 bytes a character (CPython stores a str at its widest character's size).
+    out.write(lines[0].rstrip() + "\n")
+    out.write("\n".join(map(str.rstrip, lines[1:])) + "\n")
 
 
 # -- columns as matrices of character codes ---------------------------------------------------
