@@ -167,3 +167,17 @@ def test_packed_metadata_is_the_json():
         packed = PackedVmas.of(table)
         for data in (packed_meta(t, packed), packed_meta(t)):
             assert inflate(data) == zlib.decompress(data) == sample_json(t).encode()
+
+
+def test_vmas_json_in_pieces():
+    """The VMAs' JSON made a few thousand VMAs at a time is json.dumps of them all."""
+    import json
+
+    from pmaps.kernel.maps import Vma, VmaTable
+    from pmaps.store.codec import encode_vmas, vmas_json
+
+    paths = ["", "/lib/x.so", "é\udcff", '"q"\\', "\x1b"]
+    vmas = [Vma(i << 13, (i << 13) + 4096, "rw-p", i * 7, "00:00", i % 3, paths[i % 5]) for i in range(20000)]
+    for n in (0, 1, 3, 4, 5, 20000):
+        t = VmaTable.of_vmas(vmas[:n])
+        assert "".join(vmas_json(t, rows=4 if n < 10 else 8192)) == json.dumps(encode_vmas(t))

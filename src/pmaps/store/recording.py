@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import base64
 import errno
+import importlib.util
+import itertools
 import json
 import os
 import re
@@ -51,6 +53,7 @@ from .codec import (
     inflate,
     loads_json,
     reason,
+    vmas_json,
 )
 from .files import kind_of, read_regular, save_bytes
 
@@ -70,6 +73,12 @@ def _pyarrow() -> Any:
     except ImportError:
         raise MissingExtra("recordings need pyarrow: pip install 'pmaps[parquet]'") from None
     return pa, pq
+
+
+def require_pyarrow() -> None:
+    """MissingExtra unless pyarrow can be imported (found, not imported: that takes ~30 ms)."""
+    if importlib.util.find_spec("pyarrow") is None:
+        raise MissingExtra("recordings need pyarrow: pip install 'pmaps[parquet]'")
 
 
 def use_system_allocator() -> None:
@@ -120,9 +129,15 @@ class PackedVmas:
 
     @classmethod
     def of(cls, table: VmaTable) -> PackedVmas:
-        text = (json.dumps(encode_vmas(table)) + "}").encode()
+        """Encoded and deflated a few thousand VMAs at a time: the text is never held whole."""
         c = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -zlib.MAX_WBITS)
-        return cls(table, c.compress(text) + c.flush(), zlib.adler32(text), len(text))
+        out, adler, size = [], zlib.adler32(b""), 0
+        for piece in itertools.chain(vmas_json(table), ["}"]):
+            b = piece.encode()
+            adler, size = zlib.adler32(b, adler), size + len(b)
+            out.append(c.compress(b))
+        out.append(c.flush())
+        return cls(table, b"".join(out), adler, size)
 
 
 def packed_meta(s: Sample, vmas: PackedVmas | None = None) -> bytes:
@@ -284,6 +299,10 @@ class Recorder:
     comm: str
     interval: float
     with_pfn: bool = False
+    # use_system_allocator() before the first sample is written (pyarrow's import, +37 MB of RSS,
+    # after the first sample's reads: their transient peak is not added to it). For a command
+    # that owns its process.
+    system_allocator: bool = False
     manifest: dict[str, Any] = field(default_factory=dict)
     # The last sample's VMAs, encoded and deflated: a sample whose maps read did not change
     # carries the same table (Process.refresh_table), and its VMAs are not encoded again.
@@ -343,6 +362,9 @@ class Recorder:
             check_sample(s)
         except ValueError as err:
             raise BadSnapshot(f"sample {s.seq} is inconsistent ({err})") from None
+        if self.system_allocator:
+            use_system_allocator()
+            self.system_allocator = False
         if self._vmas is None or self._vmas.table is not s.table:
             self._vmas = PackedVmas.of(s.table)
         data = sample_bytes(s, self._vmas)
