@@ -7,9 +7,18 @@ import random
 import numpy as np
 import pytest
 
-from pmaps.render.table import char_matrix, hex_ranges, matrix_rows, side_by_side, write_columns, write_table
+from pmaps.render.table import (
+    char_matrix,
+    hex_ranges,
+    matrix_rows,
+    matrix_text,
+    side_by_side,
+    write_columns,
+    write_table,
+)
 
-ODD = ["", "é", "x\udcffy", "\x1b[31m", "a\u202eb", "sp ace  ", "   ", "tab\tx", "nul\0", "\0", "\u3000", "日本"]
+ODD = ["", "é", "x\udcffy", "\x1b[31m", "a\u202eb", "sp ace  ", "   ", "tab\tx", "nul\0", "\0", "\u3000", "日本",
+       "x\xa0", "\u2003 ", "y\u3000 \xa0"]
 
 
 def _texts(rng: random.Random, n: int, odd: bool) -> list[str]:
@@ -20,6 +29,7 @@ def _texts(rng: random.Random, n: int, odd: bool) -> list[str]:
 @pytest.mark.parametrize("odd", [False, True])
 @pytest.mark.parametrize("n", [0, 1, 7, 300])
 def test_write_columns_is_write_table(odd, n):
+    """write_columns' text is write_table's (odd: control, non-ASCII and whitespace characters)."""
     rng = random.Random(n * 2 + odd)
     ncol = 5
     header = ["ADDRESS", "ΔRSS", "B", "C", "MAPPING"]
@@ -57,3 +67,19 @@ def test_hex_ranges():
     rows = matrix_rows(side_by_side([hex_ranges(a, b, 40)], len(a)))
     assert rows == [f"{x:x}-{y:x}".ljust(40) for x, y in zip(a.tolist(), b.tolist())]
     assert hex_ranges(a[:0], b[:0], 7).shape == (0, 7)
+
+
+def test_matrix_text_is_rstripped_lines():
+    """matrix_text: each line's columns, `sep` and tail, rstripped as str.rstrip would, whatever
+    the characters (control and Unicode whitespace among them)."""
+    rng = random.Random(5)
+    pool = ["a", " ", "\t", "\x0b", "\x1c", "\x01", "\xa0", "\u3000", "é", "z "]
+    for ascii_only in (True, False):
+        chars = [c for c in pool if c.isascii()] if ascii_only else pool
+        cols = [["".join(rng.choice(chars) for _ in range(rng.randint(0, 4))) for _ in range(200)] for _ in range(3)]
+        tails = ["".join(rng.choice([*chars, "/x"]) for _ in range(rng.randint(0, 3))) for _ in range(200)]
+        mats = [char_matrix(c, max(map(len, c)), left=j == 0) for j, c in enumerate(cols)]
+        rows = matrix_rows(side_by_side(mats, 200))
+        for t in (None, tails):
+            want = "".join((r if t is None else r + "  " + t[i]).rstrip() + "\n" for i, r in enumerate(rows))
+            assert matrix_text(mats, 200, t, "  ") == want

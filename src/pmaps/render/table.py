@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import TextIO
@@ -84,13 +85,64 @@ def write_columns(out: TextIO, header: Sequence[str], cols: Sequence[list[str] |
         tails = [printable(header[last]), *tail, *(f[last] for f in footer)]
         tails = [printable(c) for c in tails] if unprintable("".join(tails)) else tails
     n = max((len(m) for m in mats), default=len(tails) - 1 - len(footer))
-    lines = [" ".join(heads[0]), *matrix_rows(side_by_side(mats, n)), *(" ".join(h) for h in heads[1:])]
+    edge = [" ".join(h) for h in heads]  # the header line, then the footer lines
     if tails:
-        lines = list(map(str.__add__, lines, map(last_sep.__add__, tails)))
+        edge = [e + last_sep + t for e, t in zip(edge, [tails[0], *tails[n + 1:]])]
     # The header line alone: a character beyond Latin-1 in it (watch's Δ) would make the whole
     # text a string of 2 bytes a character (CPython stores a str at its widest character's size).
-    out.write(lines[0].rstrip() + "\n")
-    out.write("\n".join(map(str.rstrip, lines[1:])) + "\n")
+    out.write(edge[0].rstrip() + "\n")
+    out.write(matrix_text(mats, n, tails[1:n + 1] if tails else None, last_sep))
+    out.write("".join(e.rstrip() + "\n" for e in edge[1:]))
+
+
+def matrix_text(cols: Sequence[np.ndarray], n: int, tails: Sequence[str] | None = None, sep: str = " ") -> str:
+    """The n lines of the column matrices side by side (a space between), each followed by `sep`
+    and its tail (free text) when it has one, rstripped, as one text with a newline after each
+    line. Where each line ends is found in numpy and the text picked out of the matrix at once;
+    only the lines with a tail are strings of their own."""
+    if not n:
+        return ""
+    width = sum(m.shape[1] for m in cols) + max(len(cols) - 1, 0)
+    m = side_by_side(cols, n)
+    body = m[:, :width]
+    end = np.zeros(n, dtype=np.int64)
+    if width:
+        # The last character that is not whitespace (str.rstrip's test) of each line.
+        ink = body > 32 if m.dtype == np.uint8 and not (body < 32).any() else ~_whitespace(body)
+        back = np.argmax(ink[:, ::-1], axis=1)  # 0 also when a line has no ink at all
+        end = np.where(ink[np.arange(n), width - 1 - back], width - back, 0)
+    tailed = np.zeros(0, dtype=np.int64)
+    if tails is not None:
+        tails = list(map(str.rstrip, tails))
+        tailed = np.flatnonzero(np.fromiter(map(len, tails), dtype=np.int64, count=n))
+        end[tailed] = width  # the tail follows the padded columns
+    m[np.arange(n), end] = ord("\n")
+    picked = m[np.arange(m.shape[1]) <= end[:, None]]
+    if m.dtype == np.uint8:
+        text = codecs.ascii_decode(picked)[0]  # type: ignore[arg-type]  # any buffer: no copy to bytes first
+    else:
+        text = picked.astype("<u4").tobytes().decode("utf-32-le", "surrogatepass")
+    if not len(tailed):
+        return text
+    lines = text.split("\n")
+    rows = tailed.tolist()
+    assert tails is not None
+    joined = map(str.__add__, map(lines.__getitem__, rows), map(sep.__add__, map(tails.__getitem__, rows)))
+    list(map(lines.__setitem__, rows, joined))
+    return "\n".join(lines)
+
+
+@functools.cache
+def _whitespace_codes() -> np.ndarray:
+    """The code points str.isspace() takes as whitespace (all below U+3001)."""
+    return np.array([c for c in range(0x3001) if chr(c).isspace()], dtype=np.uint32)
+
+
+def _whitespace(m: np.ndarray) -> np.ndarray:
+    """Which character codes are whitespace to str.rstrip."""
+    if m.dtype == np.uint8:  # ASCII: space, \t-\r and \x1c-\x1f
+        return (m == 32) | ((m >= 9) & (m <= 13)) | ((m >= 28) & (m <= 31))
+    return np.isin(m, _whitespace_codes())
 
 
 # -- columns as matrices of character codes ---------------------------------------------------
@@ -98,7 +150,6 @@ def write_columns(out: TextIO, header: Sequence[str], cols: Sequence[list[str] |
 # every cell is ASCII, uint32 (code points, as Python counts characters) otherwise. Lines are
 # the columns side by side, decoded at once: a table of 65,000 rows costs a few numpy passes.
 _SPACE = 32
-_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
 
 def char_matrix(texts: Sequence[str], width: int, left: bool) -> np.ndarray:
@@ -113,6 +164,8 @@ def char_matrix(texts: Sequence[str], width: int, left: bool) -> np.ndarray:
         m = np.array(texts, dtype=f"S{width}").view(np.uint8).reshape(n, width)  # NUL-padded on the right
     else:
         m = np.array(texts, dtype=f"U{width}").view(np.uint32).reshape(n, width)
+    if len(joined) == n * width:  # every text fills the width (perms): nothing to pad
+        return m
     if "\0" in joined:
         lens = np.fromiter(map(len, texts), dtype=np.int64, count=n)
     else:  # the padding is the only NUL
@@ -138,20 +191,37 @@ def cell_matrix(values: np.ndarray, fmt: Callable[[int], str], width: int = 0) -
     matrix: each distinct value formatted and padded once, then gathered."""
     if not len(values):
         return np.zeros((0, width), dtype=np.uint8)
-    uniq, inv = distinct(values)
+    uniq, inv = _codes(values)
     text = [fmt(x) for x in uniq.tolist()]
     w = max(width, max(map(len, text)))
-    return char_matrix(text, w, left=False)[inv.ravel()]
+    return np.take(char_matrix(text, w, left=False), inv, axis=0)
+
+
+def _codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """numeric.distinct of an int column; of a narrow one (sizes in pages: a few thousand apart)
+    by counting, with no sort and no binary search."""
+    v = np.asarray(values).ravel()
+    lo, hi = int(v.min()), int(v.max())
+    if hi - lo > 4 * len(v) + 4096:
+        return distinct(v)
+    off = v - lo
+    seen = np.flatnonzero(np.bincount(off))
+    code = np.zeros(hi - lo + 1, dtype=np.intp)
+    code[seen] = np.arange(len(seen))
+    return (seen + lo).astype(v.dtype), code[off]
 
 
 def _hex_digits(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The 16 hex digits of each u64 (ASCII, most significant first) and how many f"{v:x}" shows."""
-    b = np.ascontiguousarray(v, dtype=">u8").view(np.uint8).reshape(len(v), 8)
+    v = np.ascontiguousarray(v, dtype=np.uint64)
+    b = v.astype(">u8").view(np.uint8).reshape(len(v), 8)
     nib = np.empty((len(v), 16), dtype=np.uint8)
     nib[:, 0::2], nib[:, 1::2] = b >> 4, b & 15
-    nz = nib != 0
-    count = np.where(nz.any(axis=1), 16 - np.argmax(nz, axis=1), 1)
-    return _HEX[nib], count
+    digits = nib + np.uint8(ord("0")) + (nib > 9) * np.uint8(ord("a") - ord("0") - 10)
+    count = np.ones(len(v), dtype=np.int64)
+    for k in range(1, 16):  # one more digit for each power of 16 reached
+        count += v >= np.uint64(16**k)
+    return digits, count
 
 
 def hex_ranges(start: np.ndarray, end: np.ndarray, width: int = 0) -> np.ndarray:
@@ -163,32 +233,37 @@ def hex_ranges(start: np.ndarray, end: np.ndarray, width: int = 0) -> np.ndarray
     w = max(width, int((ls + le).max(initial=0)) + 1)
     out = np.full((len(ls), w), _SPACE, dtype=np.uint8)
     pair = ls * 17 + le
-    order = np.argsort(pair, kind="stable")
-    kinds, first = np.unique(pair[order], return_index=True)
-    for k, lo, hi in zip(kinds.tolist(), first.tolist(), [*first[1:].tolist(), len(order)]):
-        rows = order[lo:hi]
+    for k in np.flatnonzero(np.bincount(pair)).tolist():
         a, z = divmod(k, 17)
+        rows = np.flatnonzero(pair == k)
+        if len(rows) == len(pair):  # one group (the usual case): slices, no gather
+            out[:, :a], out[:, a], out[:, a + 1:a + 1 + z] = ds[:, 16 - a:], ord("-"), de[:, 16 - z:]
+            break
         out[rows, :a] = ds[rows, 16 - a:]
         out[rows, a] = ord("-")
         out[rows, a + 1:a + 1 + z] = de[rows, 16 - z:]
     return out
 
 
-def side_by_side(cols: Sequence[np.ndarray], n: int, sep: str = " ") -> np.ndarray:
-    """The column matrices of n rows side by side, `sep` between them and a newline after the
-    last: the lines as one matrix (matrix_rows decodes it)."""
-    dtype = np.uint32 if any(m.dtype == np.uint32 for m in cols) else np.uint8
+def side_by_side(cols: Sequence[np.ndarray], n: int, sep: str = " ", extra: int = 0,
+                 dtype: type[np.unsignedinteger] | None = None) -> np.ndarray:
+    """The column matrices of n rows side by side, `sep` between them, then `extra` columns left
+    for the caller and a newline: the lines as one matrix (matrix_rows decodes it)."""
+    if dtype is None:
+        dtype = np.uint32 if any(m.dtype == np.uint32 for m in cols) else np.uint8
     gap = np.array([ord(c) for c in sep], dtype=dtype)
-    width = sum(m.shape[1] for m in cols) + len(gap) * max(len(cols) - 1, 0) + 1
-    out = np.empty((n, width), dtype=dtype)
+    width = sum(m.shape[1] for m in cols) + len(gap) * max(len(cols) - 1, 0) + extra + 1
+    blank = sep == " " * len(sep)
+    out = np.full((n, width), _SPACE, dtype=dtype) if blank else np.empty((n, width), dtype=dtype)
     at = 0
     for j, m in enumerate(cols):
         if j:
-            out[:, at:at + len(gap)] = gap
+            if not blank:
+                out[:, at:at + len(gap)] = gap
             at += len(gap)
         out[:, at:at + m.shape[1]] = m
         at += m.shape[1]
-    out[:, at] = ord("\n")
+    out[:, width - 1] = ord("\n")
     return out
 
 
