@@ -183,7 +183,11 @@ def sample_bytes(s: Sample, vmas: PackedVmas | None = None) -> bytes:
     # (ARROW:schema), 8x the data for a small sample. Our metadata: zlib-compressed JSON, base64.
     # zlib level 9 took 0.7 s on the 4 MB of JSON of 65,000 VMAs (and made it 1% bigger); see
     # PackedVmas for the level used, once per maps.
-    with pq.ParquetWriter(sink, table.schema, compression="zstd", store_schema=False) as w:
+    # Dictionary encoding only for the columns of few distinct values: addresses hardly repeat,
+    # and a dictionary of them made a sample of 65,531 VMAs' ranges 470 KB in 12 ms; without
+    # it, 156 KB in 6 ms (a small process's samples shrink too).
+    with pq.ParquetWriter(sink, table.schema, compression="zstd", store_schema=False,
+                          use_dictionary=["count", "state", "mapcount"]) as w:
         w.write_table(table)
         w.add_key_value_metadata({META_KEY: base64.b64encode(packed_meta(s, vmas))})
     return sink.getvalue().to_pybytes()
