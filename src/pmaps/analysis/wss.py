@@ -68,7 +68,7 @@ def runs(vpn: np.ndarray, sel: np.ndarray, cuts: np.ndarray | None = None) -> tu
     extra = None
     if cuts is not None and len(v) and len(cuts):
         # Membership by binary search in the sorted cuts (np.isin sorts both sides together).
-        c = np.sort(np.asarray(cuts, dtype=np.int64))
+        c = np.sort(np.asarray(cuts, dtype=np.int64), kind="stable")  # already sorted, as a rule: timsort's best case
         extra = c[np.minimum(np.searchsorted(c, v[1:]), len(c) - 1)] == v[1:]
     first, n = consecutive_runs(v, extra)
     return v[first], n
