@@ -75,8 +75,9 @@ class WatchRows:
 
     def take(self, idx: np.ndarray) -> WatchRows:
         pick = idx.tolist()
-        return WatchRows(self.start[idx], self.end[idx], [self.perms[i] for i in pick], [self.name[i] for i in pick],
-                         self.now[idx], self.delta[idx], self.had[idx], self.changes[idx])
+        return WatchRows(self.start[idx], self.end[idx], list(map(self.perms.__getitem__, pick)),
+                         list(map(self.name.__getitem__, pick)), self.now[idx], self.delta[idx], self.had[idx],
+                         self.changes[idx])
 
     def row(self, i: int) -> Row:
         now = dict(zip(STATS, self.now[i].tolist()))
