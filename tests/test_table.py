@@ -10,12 +10,17 @@ import pytest
 from pmaps.render.table import (
     char_matrix,
     hex_ranges,
-    matrix_rows,
     matrix_text,
     side_by_side,
     write_columns,
     write_table,
 )
+
+
+def rows_of(mats: list[np.ndarray], n: int) -> list[str]:
+    """The lines of side_by_side's matrix, unstripped."""
+    return ["".join(map(chr, r)) for r in side_by_side(mats, n)[:, :-1].tolist()]
+
 
 ODD = ["", "é", "x\udcffy", "\x1b[31m", "a\u202eb", "sp ace  ", "   ", "tab\tx", "nul\0", "\0", "\u3000", "日本",
        "x\xa0", "\u2003 ", "y\u3000 \xa0"]
@@ -53,10 +58,10 @@ def test_char_matrix_any_text():
     for left in (True, False):
         m = char_matrix(texts, 4, left)
         assert m.dtype == np.uint32
-        rows = matrix_rows(side_by_side([m], len(texts)))
+        rows = rows_of([m], len(texts))
         assert rows == [t.ljust(4) if left else t.rjust(4) for t in texts]
     m = char_matrix(["ab", "", "a\0"], 3, False)
-    assert m.dtype == np.uint8 and matrix_rows(side_by_side([m], 3)) == [" ab", "   ", " a\0"]
+    assert m.dtype == np.uint8 and rows_of([m], 3) == [" ab", "   ", " a\0"]
 
 
 def test_hex_ranges():
@@ -64,7 +69,7 @@ def test_hex_ranges():
     edge = np.array([0, 1, 15, 16, 2**64 - 1, 2**63, 0x400000], dtype=np.uint64)
     a = np.concatenate([edge, rng.integers(0, 2**64, 2000, dtype=np.uint64)])
     b = a[::-1].copy()
-    rows = matrix_rows(side_by_side([hex_ranges(a, b, 40)], len(a)))
+    rows = rows_of([hex_ranges(a, b, 40)], len(a))
     assert rows == [f"{x:x}-{y:x}".ljust(40) for x, y in zip(a.tolist(), b.tolist())]
     assert hex_ranges(a[:0], b[:0], 7).shape == (0, 7)
 
@@ -79,7 +84,7 @@ def test_matrix_text_is_rstripped_lines():
         cols = [["".join(rng.choice(chars) for _ in range(rng.randint(0, 4))) for _ in range(200)] for _ in range(3)]
         tails = ["".join(rng.choice([*chars, "/x"]) for _ in range(rng.randint(0, 3))) for _ in range(200)]
         mats = [char_matrix(c, max(map(len, c)), left=j == 0) for j, c in enumerate(cols)]
-        rows = matrix_rows(side_by_side(mats, 200))
+        rows = rows_of(mats, 200)
         for t in (None, tails):
             want = "".join((r if t is None else r + "  " + t[i]).rstrip() + "\n" for i, r in enumerate(rows))
             assert matrix_text(mats, 200, t, "  ") == want

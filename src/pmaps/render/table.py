@@ -245,37 +245,21 @@ def hex_ranges(start: np.ndarray, end: np.ndarray, width: int = 0) -> np.ndarray
     return out
 
 
-def side_by_side(cols: Sequence[np.ndarray], n: int, sep: str = " ", extra: int = 0,
-                 dtype: type[np.unsignedinteger] | None = None) -> np.ndarray:
-    """The column matrices of n rows side by side, `sep` between them, then `extra` columns left
-    for the caller and a newline: the lines as one matrix (matrix_rows decodes it)."""
-    if dtype is None:
-        dtype = np.uint32 if any(m.dtype == np.uint32 for m in cols) else np.uint8
+def side_by_side(cols: Sequence[np.ndarray], n: int, sep: str = " ") -> np.ndarray:
+    """The column matrices of n rows side by side, `sep` between them and a column after the
+    last (for the newline matrix_text puts at each line's end): the lines as one matrix."""
+    dtype = np.uint32 if any(m.dtype == np.uint32 for m in cols) else np.uint8
     gap = np.array([ord(c) for c in sep], dtype=dtype)
-    width = sum(m.shape[1] for m in cols) + len(gap) * max(len(cols) - 1, 0) + extra + 1
-    blank = sep == " " * len(sep)
-    out = np.full((n, width), _SPACE, dtype=dtype) if blank else np.empty((n, width), dtype=dtype)
+    width = sum(m.shape[1] for m in cols) + len(gap) * max(len(cols) - 1, 0) + 1
+    out = np.full((n, width), _SPACE, dtype=dtype)
     at = 0
     for j, m in enumerate(cols):
         if j:
-            if not blank:
-                out[:, at:at + len(gap)] = gap
+            out[:, at:at + len(gap)] = gap
             at += len(gap)
         out[:, at:at + m.shape[1]] = m
         at += m.shape[1]
-    out[:, width - 1] = ord("\n")
     return out
-
-
-def matrix_rows(m: np.ndarray) -> list[str]:
-    """The rows of a side_by_side matrix (each ending in a newline) as strings, decoded at once."""
-    if not len(m):
-        return []
-    if m.dtype == np.uint8:
-        text = codecs.ascii_decode(m)[0]  # type: ignore[arg-type]  # any buffer: no copy to bytes first
-    else:
-        text = m.astype("<u4").tobytes().decode("utf-32-le", "surrogatepass")
-    return text.split("\n")[:-1]
 
 
 def write_csv(out: TextIO, header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
