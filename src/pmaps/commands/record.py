@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from ..collector import FIELDS, Options, Process, take_sample
 from ..errors import BadSnapshot, NoSuchProcess, PidReused, UsageError, ZombieProcess
-from ..kernel.libc import malloc_trim
+from ..kernel.libc import malloc_arena_max, malloc_trim
 from ..store.recording import Recorder, require_pyarrow
 from . import Command, add_cpu_option, budget_interval, positive, seconds
 from ._common import parse_pid
@@ -63,6 +63,10 @@ class Record(Command):
             raise UsageError("-o needs a directory name")
         if not args.output and not args.dataset:
             raise UsageError("record needs -o DIR or --dataset ROOT")
+        # One malloc arena for the reader threads too: each thread's own arena kept what its
+        # batches freed, and the peak of 3 samples of 65,531 VMAs moved between 126 and 165 MB
+        # with their timing (119 MB with one arena, and no slower).
+        malloc_arena_max(1)
         with Process(pid, Options.fields(args.fields)) as proc:
             if args.dataset:
                 from ._dataset import DatasetRecorder
