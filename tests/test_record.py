@@ -147,3 +147,37 @@ def test_record_writes_with_the_system_allocator(tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["system"]
     assert load_sample(sample_files(tmp_path / "r")[0]).pid == os.getpid()
+
+
+def test_packed_metadata_is_the_json():
+    """A sample's metadata is the head deflated per sample, then the VMAs deflated once per maps:
+    one zlib stream of exactly sample_json's text, whatever the VMAs (none, odd paths)."""
+    import dataclasses
+    import zlib
+
+    from helpers import ROOT as root
+    from pmaps.kernel.maps import VmaTable
+    from pmaps.store.codec import inflate
+    from pmaps.store.recording import PackedVmas, packed_meta, sample_json
+
+    s = load_sample(root / "tests" / "golden" / "time_a.parquet")
+    odd = [v._replace(path=p) for v, p in zip(s.vmas, ["é\udcff", "\x1b[0m", '"q"\\', ""] * len(s.vmas))]
+    for table in (s.table, VmaTable.of_vmas(odd), VmaTable.of_vmas([])):
+        t = dataclasses.replace(s, table=table, seq=3, time=1.5, cost=0.25)
+        packed = PackedVmas.of(table)
+        for data in (packed_meta(t, packed), packed_meta(t)):
+            assert inflate(data) == zlib.decompress(data) == sample_json(t).encode()
+
+
+def test_vmas_json_in_pieces():
+    """The VMAs' JSON made a few thousand VMAs at a time is json.dumps of them all."""
+    import json
+
+    from pmaps.kernel.maps import Vma, VmaTable
+    from pmaps.store.codec import encode_vmas, vmas_json
+
+    paths = ["", "/lib/x.so", "é\udcff", '"q"\\', "\x1b"]
+    vmas = [Vma(i << 13, (i << 13) + 4096, "rw-p", i * 7, "00:00", i % 3, paths[i % 5]) for i in range(20000)]
+    for n in (0, 1, 3, 4, 5, 20000):
+        t = VmaTable.of_vmas(vmas[:n])
+        assert "".join(vmas_json(t, rows=4 if n < 10 else 8192)) == json.dumps(encode_vmas(t))

@@ -12,6 +12,7 @@ from typing import Any, TextIO
 
 from ..collector import FIELDS, Options, Process, take_sample
 from ..errors import NoSuchProcess, ZombieProcess
+from ..kernel.libc import malloc_arena_max
 from ..model import Sample
 from . import Command, add_cpu_option, add_output_options, budget_interval, positive, seconds
 from ._common import parse_pid
@@ -47,6 +48,7 @@ class Watch(Command):
     def run(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         pid = parse_pid(args.pid)
         tty = not args.once and _isatty(out) and _isatty(sys.stdin)
+        malloc_arena_max(1)  # the reader threads' arenas kept what they freed (see record)
         with Process(pid, Options.fields(args.fields)) as proc:
             loop = WatchLoop(proc, args)
             if tty:

@@ -5,10 +5,8 @@ only by `rich_view`, inside the function.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from itertools import repeat
 from typing import Any, TextIO
 
 import numpy as np
@@ -17,8 +15,7 @@ from ..analysis.diff import KIND_TITLES, KINDS, Diff
 from ..analysis.footprint import Facts, figures
 from ..kernel.maps import PAGE_SIZE, VmaTable
 from ..model import Sample
-from ..numeric import distinct
-from .table import printable, unprintable
+from .table import cell_matrix, char_matrix, hex_ranges, printable, unprintable, write_columns
 from .units import fmt_bytes
 
 STATS = ("resident", "swapped", "dirty", "thp")
@@ -78,8 +75,9 @@ class WatchRows:
 
     def take(self, idx: np.ndarray) -> WatchRows:
         pick = idx.tolist()
-        return WatchRows(self.start[idx], self.end[idx], [self.perms[i] for i in pick], [self.name[i] for i in pick],
-                         self.now[idx], self.delta[idx], self.had[idx], self.changes[idx])
+        return WatchRows(self.start[idx], self.end[idx], list(map(self.perms.__getitem__, pick)),
+                         list(map(self.name.__getitem__, pick)), self.now[idx], self.delta[idx], self.had[idx],
+                         self.changes[idx])
 
     def row(self, i: int) -> Row:
         now = dict(zip(STATS, self.now[i].tolist()))
@@ -198,48 +196,37 @@ def _cells(r: Row, unit: str, unknown: frozenset[str]) -> list[str]:
     return cells
 
 
-def _column(values: np.ndarray, fmt: Callable[[int], str], width: int) -> list[str]:
-    """Cells of an int column right-aligned to at least `width` and to the widest: each distinct
-    value formatted and padded once."""
-    uniq, inv = distinct(values)
-    text = [fmt(x) for x in uniq.tolist()]
-    w = max(width, max(map(len, text), default=0))
-    cells = np.array([x.rjust(w) for x in text], dtype=object)
-    out: list[str] = cells[inv.ravel()].tolist()
-    return out
-
-
 HEAD = ["ADDRESS", "PERMS", "RSS", "ΔRSS", "SWAP", "ΔSWAP", "DIRTY", "ΔDIRTY", "THP", "ΔTHP", "CHANGED", "MAPPING"]
 
 
-def _plain_cells(view: WatchView, unit: str, head: list[str], foot: list[str]) -> list[list[str]]:
-    """The frame's cells column by column (_cells' text for every row), padded as write_table
-    would (ADDRESS and PERMS left-aligned, the others right-aligned) to the widest of the column,
-    its header and its footer: each distinct figure formatted and padded once, the CHANGED text
-    made only for the rows that changed."""
+def _plain_columns(view: WatchView, unit: str, head: list[str], foot: list[str]) -> list[np.ndarray]:
+    """The frame's cells column by column (_cells' text for every row) as matrices of character
+    codes, padded as write_table would (ADDRESS and PERMS left-aligned, the others right-aligned)
+    to at least their header and footer: each distinct figure formatted and padded once, the
+    CHANGED text made only for the rows that changed."""
     c = view.cols
     n = len(c)
     perms = c.perms if not unprintable("".join(c.perms)) else [printable(p) for p in c.perms]
-    cols = [[f"{a:x}-{b:x}" for a, b in zip(c.start.tolist(), c.end.tolist())], perms]
-    for j, col in enumerate(cols):
-        cols[j] = _pad(col, max(len(head[j]), len(foot[j]), max(map(len, col), default=0)), str.ljust)
+    cols = [hex_ranges(c.start, c.end), char_matrix(perms, max(map(len, perms), default=0), left=True)]
     for j, k in enumerate(STATS):
         w_now, w_delta = (max(len(head[x]), len(foot[x])) for x in (2 + 2 * j, 3 + 2 * j))
         if k in view.unknown:
-            cols += [["?".rjust(w_now)] * n, ["".rjust(w_delta)] * n]
+            cols += [np.repeat(char_matrix(["?"], w_now, left=False), n, axis=0), np.full((n, w_delta), 32, np.uint8)]
             continue
-        cols.append(_column(c.now[:, j], lambda x: fmt_bytes(x * PAGE_SIZE, unit), w_now))
-        cols.append(_column(np.where(c.had, c.delta[:, j], 0), lambda d: _delta(d, unit), w_delta))
-    changed = [""] * n
-    for i in np.flatnonzero(c.changes.any(axis=1)).tolist():
-        changed[i] = _changed({k: x for k, x in zip(KINDS, c.changes[i].tolist()) if x}, unit)
-    cols.append(_pad(changed, max(len(head[-1]), len(foot[-1]), max(map(len, changed), default=0)), str.rjust))
+        cols.append(cell_matrix(c.now[:, j], lambda x: fmt_bytes(x * PAGE_SIZE, unit), w_now))
+        cols.append(cell_matrix(np.where(c.had, c.delta[:, j], 0), lambda d: _delta(d, unit), w_delta))
+    rows = np.flatnonzero(c.changes.any(axis=1))
+    text = [_changed({k: x for k, x in zip(KINDS, c.changes[i].tolist()) if x}, unit) for i in rows.tolist()]
+    some = char_matrix(text, max(map(len, text), default=0), left=False)
+    changed = np.full((n, some.shape[1]), 32, dtype=some.dtype)
+    changed[rows] = some
+    cols.append(changed)
     return cols
 
 
 def write_plain(out: TextIO, view: WatchView, unit: str = "human") -> None:
     """The plain-text frame (--once, or not a terminal): write_table's layout of every column but
-    MAPPING, which follows the widest line; built column by column."""
+    MAPPING, which follows the widest line; written as matrices (render.table.write_columns)."""
     out.write(view.header() + "\n")
     for s in view.status:
         out.write(f"! {printable(s)}\n")
@@ -249,28 +236,12 @@ def write_plain(out: TextIO, view: WatchView, unit: str = "human") -> None:
         foot += [fmt_bytes(t[k] * PAGE_SIZE, unit) if k not in view.unknown else "?", ""]
     foot.append("")
     head = HEAD[:-1]
-    cols = _plain_cells(view, unit, head, foot)
-    for j, col in enumerate(cols):
-        w = len(col[0]) if col else max(len(head[j]), len(foot[j]))
-        just = str.ljust if j < 2 else str.rjust
-        col.insert(0, just(head[j], w))
-        col.append(just(foot[j], w))
-    lines = list(map(str.rstrip, map(" ".join, zip(*cols))))
-    names = view.cols.name
-    if unprintable("".join(names)):
-        names = [printable(x) for x in names]
-    width = max(map(len, lines))
-    out.write("\n".join(map(str.rstrip, map("  ".join, zip(map(str.ljust, lines, repeat(width)),
-                                                             [HEAD[-1], *names, ""])))) + "\n")
+    # MAPPING two spaces after the widest line: every line is as wide as the header's, whose
+    # last cell (CHANGED, right-aligned) ends at the edge, so it follows the padded columns.
+    write_columns(out, HEAD, [*_plain_columns(view, unit, head, foot), view.cols.name], left=2,
+                  footer=[[*foot, ""]], text_last=True, last_sep="  ")
     legend = ", ".join(f"{KIND_SHORT[k]} {KIND_TITLES[k]}" for k in KINDS)
     out.write(f"CHANGED since the last sample: {legend}\n")
-
-
-def _pad(col: list[str], w: int, just: Callable[[str, int], str]) -> list[str]:
-    """The cells padded to w."""
-    if not col or min(map(len, col)) == w:
-        return col
-    return list(map(just, col, repeat(w)))
 
 
 def rich_view(view: WatchView, unit: str = "human", height: int | None = None) -> Any:

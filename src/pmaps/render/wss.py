@@ -10,7 +10,7 @@ import numpy as np
 from ..analysis.wss import WssResult, WssRows, totals
 from ..numeric import PAGE_SHIFT, PAGE_SIZE
 from .output import View
-from .table import cells, printable, write_columns, write_table
+from .table import cell_matrix, char_matrix, hex_ranges, printable, unprintable, write_columns, write_table
 from .units import fmt_bytes, unit_header
 
 SCHEMA = "pmaps-wss/1"
@@ -86,8 +86,11 @@ class WssView(View):
         vt = shown.table
         head = ["ADDRESS", "PERMS", "RESIDENT" + h, "ACCESSED" + h, "LOCATED" + h, "MAPPING"]
         foot = ["total", "", b(t["resident"]), b(t["accessed"]), b(t["located"]), ""]
-        cols = [[f"{a:x}-{z:x}" for a, z in zip(vt.start.tolist(), vt.end.tolist())], list(vt.perms),
-                *(cells(x, b, max(len(head[j]), len(foot[j])))
+        perms = list(vt.perms)
+        cols = [hex_ranges(vt.start, vt.end),
+                char_matrix(perms, max(map(len, perms), default=0), left=True) if not unprintable("".join(perms))
+                else perms,
+                *(cell_matrix(x, b, max(len(head[j]), len(foot[j])))
                   for j, x in enumerate((shown.resident, shown.accessed, shown.located), start=2)),
                 list(vt.path)]
         write_columns(out, head, cols, left=2, text_last=True, footer=[foot])

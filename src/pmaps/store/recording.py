@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import base64
 import errno
+import importlib.util
+import itertools
 import json
 import os
 import re
@@ -51,6 +53,7 @@ from .codec import (
     inflate,
     loads_json,
     reason,
+    vmas_json,
 )
 from .files import kind_of, read_regular, save_bytes
 
@@ -70,6 +73,12 @@ def _pyarrow() -> Any:
     except ImportError:
         raise MissingExtra("recordings need pyarrow: pip install 'pmaps[parquet]'") from None
     return pa, pq
+
+
+def require_pyarrow() -> None:
+    """MissingExtra unless pyarrow can be imported (found, not imported: that takes ~30 ms)."""
+    if importlib.util.find_spec("pyarrow") is None:
+        raise MissingExtra("recordings need pyarrow: pip install 'pmaps[parquet]'")
 
 
 def use_system_allocator() -> None:
@@ -97,14 +106,65 @@ def sample_json(s: Sample, vmas_json: str | None = None) -> str:
     recorder reuses it while maps does not change: 65,000 VMAs take ~0.1 s to encode)."""
     if vmas_json is None:
         return json.dumps(sample_meta(s))
-    meta = sample_meta(replace(s, table=VmaTable.of_vmas([])))
-    head = json.dumps(meta)
-    # "vmas" is the last key: its empty list closes the document.
+    return _meta_head(s) + vmas_json + "}"
+
+
+def _meta_head(s: Sample) -> str:
+    """sample_json(s) up to its VMAs: "vmas" is the last key, they and "}" close the document."""
+    head = json.dumps(sample_meta(replace(s, table=VmaTable.of_vmas([]))))
     assert head.endswith('"vmas": []}')
-    return head[:-3] + vmas_json + "}"
+    return head[:-3]
 
 
-def sample_bytes(s: Sample, vmas_json: str | None = None) -> bytes:
+@dataclass(frozen=True)
+class PackedVmas:
+    """A table's VMAs as the end of every sample's metadata (their JSON and the closing brace),
+    deflated once: a recorder whose target keeps its maps compresses only each sample's few
+    hundred bytes of head (zlib of 65,000 VMAs' 4 MB of JSON takes ~50 ms)."""
+
+    table: VmaTable
+    deflated: bytes  # raw deflate, its last block final
+    adler: int  # adler32 of the text alone
+    size: int  # bytes of the text
+
+    @classmethod
+    def of(cls, table: VmaTable) -> PackedVmas:
+        """Encoded and deflated a few thousand VMAs at a time: the text is never held whole."""
+        # Level 4 with Z_FILTERED (lazy matching, which favours the literals of JSON's numbers)
+        # is both faster and smaller here than the default level 6: the 4 MB of 65,531 VMAs in
+        # 23 ms and 376 KB instead of 51 ms and 412 KB (a small process's: +2%).
+        c = zlib.compressobj(4, zlib.DEFLATED, -zlib.MAX_WBITS, 8, zlib.Z_FILTERED)
+        out, adler, size = [], zlib.adler32(b""), 0
+        for piece in itertools.chain(vmas_json(table), ["}"]):
+            b = piece.encode()
+            adler, size = zlib.adler32(b, adler), size + len(b)
+            out.append(c.compress(b))
+        out.append(c.flush())
+        return cls(table, b"".join(out), adler, size)
+
+
+def packed_meta(s: Sample, vmas: PackedVmas | None = None) -> bytes:
+    """zlib of sample_json(s). With `vmas` (of s.table): one zlib stream made of the head,
+    deflated now up to a sync flush (a byte boundary, no final block), then the VMAs' deflate
+    stream, which refers to nothing before it, and the adler32 of the whole text."""
+    if vmas is None:
+        return zlib.compress(sample_json(s).encode())
+    head = _meta_head(s).encode()
+    c = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, zlib.MAX_WBITS)
+    adler = adler32_combine(zlib.adler32(head), vmas.adler, vmas.size)
+    return c.compress(head) + c.flush(zlib.Z_SYNC_FLUSH) + vmas.deflated + adler.to_bytes(4, "big")
+
+
+def adler32_combine(a1: int, a2: int, len2: int) -> int:
+    """The adler32 of A + B from adler32(A), adler32(B) and len(B) (zlib's adler32_combine)."""
+    base = 65521
+    rem = len2 % base
+    s1 = ((a1 & 0xFFFF) + (a2 & 0xFFFF) + base - 1) % base
+    s2 = (rem * (a1 & 0xFFFF) + (a1 >> 16) + (a2 >> 16) + base - rem) % base
+    return s1 | (s2 << 16)
+
+
+def sample_bytes(s: Sample, vmas: PackedVmas | None = None) -> bytes:
     """The sample as one Parquet file (zstd), metadata in the schema's key-value metadata."""
     pa, pq = _pyarrow()
     starts = s.vma_starts()
@@ -121,11 +181,15 @@ def sample_bytes(s: Sample, vmas_json: str | None = None) -> bytes:
     sink = pa.BufferOutputStream()
     # store_schema=False: pyarrow would otherwise keep a second, base64 copy of all metadata
     # (ARROW:schema), 8x the data for a small sample. Our metadata: zlib-compressed JSON, base64.
-    # zlib's default level: level 9 took 0.7 s on the 4 MB of JSON of 65,000 VMAs (and made it
-    # 1% bigger); the default takes 0.07 s.
-    with pq.ParquetWriter(sink, table.schema, compression="zstd", store_schema=False) as w:
+    # zlib level 9 took 0.7 s on the 4 MB of JSON of 65,000 VMAs (and made it 1% bigger); see
+    # PackedVmas for the level used, once per maps.
+    # Dictionary encoding only for the columns of few distinct values: addresses hardly repeat,
+    # and a dictionary of them made a sample of 65,531 VMAs' ranges 470 KB in 12 ms; without
+    # it, 156 KB in 6 ms (a small process's samples shrink too).
+    with pq.ParquetWriter(sink, table.schema, compression="zstd", store_schema=False,
+                          use_dictionary=["count", "state", "mapcount"]) as w:
         w.write_table(table)
-        w.add_key_value_metadata({META_KEY: base64.b64encode(zlib.compress(sample_json(s, vmas_json).encode()))})
+        w.add_key_value_metadata({META_KEY: base64.b64encode(packed_meta(s, vmas))})
     return sink.getvalue().to_pybytes()
 
 
@@ -242,10 +306,14 @@ class Recorder:
     comm: str
     interval: float
     with_pfn: bool = False
+    # use_system_allocator() before the first sample is written (pyarrow's import, +37 MB of RSS,
+    # after the first sample's reads: their transient peak is not added to it). For a command
+    # that owns its process.
+    system_allocator: bool = False
     manifest: dict[str, Any] = field(default_factory=dict)
-    # The last sample's VmaTable and its VMAs' JSON: a sample whose maps read did not change
-    # carries the same table (Process.refresh_vmas), and its VMAs are not encoded again.
-    _vmas: tuple[VmaTable, str] | None = field(default=None, init=False, repr=False)
+    # The last sample's VMAs, encoded and deflated: a sample whose maps read did not change
+    # carries the same table (Process.refresh_table), and its VMAs are not encoded again.
+    _vmas: PackedVmas | None = field(default=None, init=False, repr=False)
 
     def open(self) -> Recorder:
         """Create the directory (0700), or take an existing empty one of ours (made 0700 too).
@@ -301,9 +369,12 @@ class Recorder:
             check_sample(s)
         except ValueError as err:
             raise BadSnapshot(f"sample {s.seq} is inconsistent ({err})") from None
-        if self._vmas is None or self._vmas[0] is not s.table:
-            self._vmas = (s.table, json.dumps(encode_vmas(s.table)))
-        data = sample_bytes(s, self._vmas[1])
+        if self.system_allocator:
+            use_system_allocator()
+            self.system_allocator = False
+        if self._vmas is None or self._vmas.table is not s.table:
+            self._vmas = PackedVmas.of(s.table)
+        data = sample_bytes(s, self._vmas)
         name = sample_name(s.seq)
         save_bytes(self.path / name, data)
         self.manifest["samples"].append({"file": name, "seq": s.seq, "time": s.time, "ranges": len(s),
