@@ -3,6 +3,7 @@ while its change key and the machine's reclaim/migration counters stand still, a
 reuses gives exactly the figures of a fresh scan."""
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -31,6 +32,34 @@ def test_decoders():
     vm = decode_vmstat(b"nr_free_pages 10\npgscan_anon 5\nnuma_hit 99\nthp_split_pmd 3\npgmigrate_success 0\n")
     assert vm == {"nr_free_pages": 10, "pgscan_anon": 5, "numa_hit": 99, "thp_split_pmd": 3, "pgmigrate_success": 0}
     assert gate_of(vm, {"full_scans": 4}) == (("pgmigrate_success", 0), ("pgscan_anon", 5), ("ksm:full_scans", 4))
+
+
+@contextlib.contextmanager
+def recorded(owner, name: str, who):
+    """owner.name records who(self, *args) at each call while the real method still runs; the
+    list of what it recorded is yielded."""
+    real = getattr(owner, name)
+    seen: list = []
+
+    def wrapper(self, *a, **k):
+        seen.append(who(self, *a))
+        return real(self, *a, **k)
+
+    setattr(owner, name, wrapper)
+    try:
+        yield seen
+    finally:
+        setattr(owner, name, real)
+
+
+def opened_processes():
+    """The PIDs whose maps and pagemap a scan reads (Process.snapshot)."""
+    return recorded(CS.Process, "snapshot", lambda self, *a: self.pid)
+
+
+def rereads():
+    """The PIDs whose pagemap entries a scan reads again at their kept addresses (Kept.reread)."""
+    return recorded(CS.Kept, "reread", lambda self, pid: pid)
 
 
 def settle(cache, pid):
@@ -122,33 +151,17 @@ def test_unchanged_process_is_reused_exactly(monkeypatch):
             assert gate is not None
             bumped = tuple((k, v + 1 if k == name else v) for k, v in gate)
             monkeypatch.setattr(CS, "read_gate", lambda bumped=bumped: bumped)
-            opened = []
-            real_snapshot = CS.Process.snapshot
-
-            def snap(self, *a, **k):
-                opened.append(self.pid)
-                return real_snapshot(self, *a, **k)
-
-            monkeypatch.setattr(CS.Process, "snapshot", snap)
-            rereads = []
-            real_reread = CS.Kept.reread
-
-            def counted_reread(self, pid):
-                rereads.append(pid)
-                return real_reread(self, pid)
-
-            monkeypatch.setattr(CS.Kept, "reread", counted_reread)
             calls.clear()
-            scan = CS.scan_system([mc.pid], cache=cache)
-            monkeypatch.setattr(CS.Process, "snapshot", real_snapshot)
-            monkeypatch.setattr(CS.Kept, "reread", real_reread)
+            with opened_processes() as opened, rereads() as again:
+                scan = CS.scan_system([mc.pid], cache=cache)
             assert (opened == [mc.pid]) == entries_read, (name, opened)
-            assert (rereads == [mc.pid]) == reread, (name, rereads)
+            assert (again == [mc.pid]) == reread, (name, again)
             looked = calls[0] if calls else 0
             assert (looked == len(scan.pages)) == flags_read, (name, looked, len(scan.pages))
             assert cache.reused == (0 if entries_read or reread else 1), (name, "reused", cache.reused)
             assert name != "thp_collapse_alloc" or looked < len(scan.pages), "a collapse elsewhere reuses all flags"
-            assert cache.moved == {e: e == event for e in ("reclaim", "thp_split", "migration", "collapse")}, cache.moved
+            events = ("reclaim", "thp_split", "migration", "collapse")
+            assert cache.moved == {e: e == event for e in events}, cache.moved
             now = CS.scan_system([mc.pid])  # (a migration elsewhere may move a PFN meanwhile: not compared)
             assert np.array_equal(scan.pages.vpn, now.pages.vpn), (name, "vpn")
             still = CS.still_pages(now.pages.pm, now.pages.kflags)  # (others map libpython's pages too)
@@ -158,24 +171,16 @@ def test_unchanged_process_is_reused_exactly(monkeypatch):
 
 @needs_root
 @pytest.mark.skipif(not os.path.exists("/proc/sys/vm/compact_memory"), reason="no CONFIG_COMPACTION")
-def test_compaction_rereads_entries_at_kept_addresses(monkeypatch):
+def test_compaction_rereads_entries_at_kept_addresses():
     """A real migration (compacting the machine's memory moves pages to new PFNs): a still process's
     pagemap entries are read again at its kept addresses only, and the scan, and the one after it
     from what it kept, find what a fresh read finds."""
-    rereads: list[int] = []
-    real_reread = CS.Kept.reread
-
-    def counted(self, pid):
-        rereads.append(pid)
-        return real_reread(self, pid)
-
-    monkeypatch.setattr(CS.Kept, "reread", counted)
-    with MemChild(["a:anon:64M"]) as mc:
+    with MemChild(["a:anon:64M"]) as mc, rereads() as again:
         cache = CS.ScanCache()
         for _ in range(10):
             settle(cache, mc.pid)
             before = cache.procs[mc.pid].pages.pm.copy()
-            rereads.clear()
+            again.clear()
             with open("/proc/sys/vm/compact_memory", "w") as f:
                 f.write("1")
             scan = CS.scan_system([mc.pid], cache=cache)
@@ -185,7 +190,7 @@ def test_compaction_rereads_entries_at_kept_addresses(monkeypatch):
                     or CS.read_gate() != cache.gate \
                     or not moved:
                 continue  # reclaim too, a migration between the two reads, or none of its pages moved
-            assert rereads == [mc.pid]
+            assert again == [mc.pid]
             assert np.array_equal(scan.pages.vpn, fresh.pages.vpn) and np.array_equal(scan.pages.pm, fresh.pages.pm)
             assert scan.pages.kflags is not None and fresh.pages.kflags is not None
             still = CS.still_pages(fresh.pages.pm, fresh.pages.kflags)
@@ -226,7 +231,7 @@ def _collapse(pid: int, start: int, length: int) -> int:
 
 
 @needs_root
-def test_collapse_reads_only_the_collapsed_process(monkeypatch):
+def test_collapse_reads_only_the_collapsed_process():
     """A THP collapse (of one process's memory, from outside it): that process is read again and
     shows its new THP as a fresh read does; another process whose PMDs are as kept is reused."""
     with MemChild(["a:anon:8M"]) as mc, MemChild(["b:anon:1M"]) as other:
@@ -245,16 +250,8 @@ def test_collapse_reads_only_the_collapsed_process(monkeypatch):
             err = _collapse(mc.pid, lo, 2 << 20)
             if err < 0:
                 pytest.skip(f"process_madvise(MADV_COLLAPSE): {os.strerror(-err)}")
-            opened = []
-            real_snapshot = CS.Process.snapshot
-
-            def snap(self, *a, **k):
-                opened.append(self.pid)
-                return real_snapshot(self, *a, **k)
-
-            monkeypatch.setattr(CS.Process, "snapshot", snap)
-            scan = CS.scan_system([mc.pid, other.pid], cache=cache)
-            monkeypatch.setattr(CS.Process, "snapshot", real_snapshot)
+            with opened_processes() as opened:
+                scan = CS.scan_system([mc.pid, other.pid], cache=cache)
             gate_after = CS.read_gate()
             fresh = CS.scan_system([mc.pid, other.pid])
             moved = {k for k, _ in set(gate_after or ()) ^ set(cache.gate or ())}

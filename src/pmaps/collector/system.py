@@ -174,14 +174,14 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
         flags_same, entries_same = g_ag == c_ag and g_sp == c_sp, g_mv == c_mv and g_sp == c_sp
         moved = {k for k, _ in set(g_mv) ^ set(c_mv)}
         other = {k for k in moved if not k.startswith(RELOCATES + COLLAPSES)}  # e.g. ksmd, before per-process counts
-        if not other:
-            relocated = any(k.startswith(RELOCATES) for k in moved)
-            collapsed = any(k.startswith(COLLAPSES) for k in moved)
-            if collapsed and not collapses_only_to_pmd():
-                relocated = collapsed = False  # an mTHP collapse would not show as a PMD: read all again
+        migrations = any(k.startswith(RELOCATES) for k in moved)
+        collapses = any(k.startswith(COLLAPSES) for k in moved)
+        # Told apart per process only when nothing else moved, and a collapse shows as a PMD (no
+        # mTHP collapse, which would not): else every process is read again.
+        if not other and not (collapses and not collapses_only_to_pmd()):
+            relocated, collapsed = migrations, collapses
         cache.moved = {"reclaim": g_ag != c_ag, "thp_split": g_sp != c_sp,
-                       "migration": bool(other) or any(k.startswith(RELOCATES) for k in moved),
-                       "collapse": any(k.startswith(COLLAPSES) for k in moved)}
+                       "migration": bool(other) or migrations, "collapse": collapses}
     elif cache is not None:
         cache.moved = {}
     opts = Options(flags=False, counts=False, scan=scan)
