@@ -4,16 +4,20 @@ reuses gives exactly the figures of a fresh scan."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 
 import numpy as np
 import pytest
 
+from helpers import diverged_family
 from memchild import MemChild
 from pmaps.analysis.exporter import export
+from pmaps.analysis.system import mm_reps
 from pmaps.collector import system as CS
 from pmaps.kernel import pagemap as pmb
+from pmaps.model import Pages
 from pmaps.analysis.exporter import KPF_ALL as KPF
 from pmaps.kernel.status import decode_schedstat, decode_stat_mm, read_mm_key
 from pmaps.kernel.vmstat import decode_vmstat, gate_of
@@ -91,9 +95,15 @@ def test_unchanged_process_is_reused_exactly(monkeypatch):
         # quiet moment is one where a reused scan and a fresh one right after agree. The kept pages
         # (present, exclusive, anonymous) must agree with a fresh read always.
         for _ in range(20):
-            again = settle(cache, mc.pid)
+            reused = settle(cache, mc.pid)
+            # Its still pages are left out of the reused scan (ProcRec.fixed), their sums kept.
+            fixed = reused.procs[0].fixed
+            assert fixed is not None and len(fixed) >= 2048 and len(reused.pages) + len(fixed) > 2048
+            again = reused.with_fixed()
             assert read_mm_key(mc.pid) == cache.procs[mc.pid].key
             assert cache.reused == 1 and cache.reused_pages == len(again.pages) > 2048
+            # The fixed pages' kept sums are what the engine makes of all the pages, fixed or not.
+            assert _figures(reused) == _figures(again)
             fresh = CS.scan_system([mc.pid])
             if CS.read_gate() != cache.gate:
                 continue  # reclaim or a migration (another test's compaction) in between: no fair pair
@@ -113,7 +123,7 @@ def test_unchanged_process_is_reused_exactly(monkeypatch):
             used = np.uint64(FIGURE_BITS)
             diff = (again.pages.kflags[kept] ^ fresh.pages.kflags[kept]) & used
             assert not diff.any(), (hex(int(np.bitwise_or.reduce(diff))), int(np.count_nonzero(diff)))
-            if _figures(again) == _figures(fresh):
+            if _figures(reused) == _figures(fresh):
                 break
         else:
             pytest.fail(f"a reused scan never agreed with a fresh one: {_figures(again)} {_figures(fresh)}")
@@ -153,7 +163,7 @@ def test_unchanged_process_is_reused_exactly(monkeypatch):
             monkeypatch.setattr(CS, "read_gate", lambda bumped=bumped: bumped)
             calls.clear()
             with opened_processes() as opened, rereads() as again:
-                scan = CS.scan_system([mc.pid], cache=cache)
+                scan = CS.scan_system([mc.pid], cache=cache).with_fixed()
             assert (opened == [mc.pid]) == entries_read, (name, opened)
             assert (again == [mc.pid]) == reread, (name, again)
             looked = calls[0] if calls else 0
@@ -199,7 +209,7 @@ def test_compaction_rereads_entries_at_kept_addresses():
             assert not diff.any()
             # What it keeps now is the moved pages: the next scan reuses them as a fresh read sees them.
             assert np.array_equal(cache.procs[mc.pid].pages.pm, fresh.pages.pm)
-            again = CS.scan_system([mc.pid], cache=cache)
+            again = CS.scan_system([mc.pid], cache=cache).with_fixed()
             if cache.reused:
                 assert np.array_equal(again.pages.pm, fresh.pages.pm)
                 assert not ((again.pages.kflags[still] ^ fresh.pages.kflags[still]) & np.uint64(FIGURE_BITS)).any()
@@ -259,8 +269,9 @@ def test_collapse_reads_only_the_collapsed_process():
                 continue  # something else moved too, or between the two reads: no clean pair
             assert opened == [mc.pid]  # the collapsed process alone is read again
             assert cache.reused == 1  # the other is reused
+            whole = scan.with_fixed()
             for c in ("vpn", "pm"):
-                assert np.array_equal(getattr(scan.pages, c), getattr(fresh.pages, c)), c
+                assert np.array_equal(getattr(whole.pages, c), getattr(fresh.pages, c)), c
             figs, now = _figures(scan), _figures(fresh)
             assert figs == now
             assert figs[str(mc.pid)][0]["anon_thp"] == _figures(before)[str(mc.pid)][0]["anon_thp"] + (2 << 20)
@@ -311,11 +322,43 @@ def test_a_new_sharer_of_a_kept_process_file_pages_counts():
 
 
 @needs_root
+def test_reused_clone_vm_sibling_still_shares_its_mm():
+    """A CLONE_VM sibling and its parent reused whole (their still pages out of the scan, in
+    ProcRec.fixed): the two pids are still proven to be one mm, counted once, as a fresh scan does."""
+    with diverged_family("--clone-vm") as fc:
+        parent, clone = fc.info["parent"], fc.info["clone"]
+        cache = CS.ScanCache()
+        for _ in range(50):
+            scan = CS.scan_system([parent, clone], cache=cache)
+            if cache.reused == 2:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.skip("never quiet enough to reuse (other sessions' reclaim or migration)")
+        assert all(p.fixed is not None and len(p.fixed) for p in scan.procs)
+        at = {p.pid: i for i, p in enumerate(scan.procs)}
+        assert mm_reps(scan)[at[clone]] == at[parent]
+        # Proven from the fixed pages alone too (the scan's own pages left out):
+        none = np.zeros(len(scan.procs[0].vmas), dtype=np.int64)
+        bare = dataclasses.replace(scan, pages=Pages.empty(), procs=[
+            dataclasses.replace(p, lo=0, hi=0, vma_lo=none, vma_hi=none) for p in scan.procs])
+        assert mm_reps(bare)[at[clone]] == at[parent]
+        for _ in range(20):
+            fresh = CS.scan_system([parent, clone])
+            got, want = _figures(scan), _figures(fresh)
+            if got == want:
+                break
+            scan = CS.scan_system([parent, clone], cache=cache)  # libpython's pages moved meanwhile
+        assert got == want
+        assert got[str(clone)][0]["rss"] == 0 < got[str(parent)][0]["rss"]  # the mm counted once, under its first pid
+
+
+@needs_root
 def test_shared_pages_are_read_afresh():
     """A page another process maps: its map count is read at every scan, reused process or not."""
     with MemChild(["s:shared:256K"]) as mc:
         cache = CS.ScanCache()
-        scan = settle(cache, mc.pid)
+        scan = settle(cache, mc.pid).with_fixed()
         kept = cache.procs[mc.pid].pages
         assert kept.kflags is not None
         still = CS.still_pages(kept.pm, kept.kflags)

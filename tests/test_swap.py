@@ -210,10 +210,12 @@ def test_exporter_cache_survives_another_process_pageout(swapfile):
             swapper.cmd("pageout sw 0 256")
             if pswpout() == before:
                 continue
-            scan = CS.scan_system([still.pid, swapper.pid], cache=cache)
+            raw = CS.scan_system([still.pid, swapper.pid], cache=cache)
+            scan = raw.with_fixed()
             if dict(gate or ()) != dict(CS.read_gate() or ()):
                 continue  # other reclaim or a migration meanwhile: no fair test
             assert cache.reused == 1  # the still process; the swapper's key moved
+            assert [p.pid for p in raw.procs if p.fixed is not None] == [still.pid]
             fresh = CS.scan_system([still.pid])
             mine = [p for p in scan.procs if p.pid == still.pid][0]
             assert mine.hi - mine.lo == len(fresh.pages)

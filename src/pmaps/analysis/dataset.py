@@ -162,6 +162,7 @@ def scan_rows(scan: SystemScan, idents: dict[int, Identity], build_ids: dict[str
         ident = idents.get(p.pid)
         if ident is None:
             continue
+        assert p.fixed is None, "a VMA's figures need all its pages in the scan (no scan cache)"
         per = [finish(figs.between(lo, hi), figs.unknown, FIGURES)
                for lo, hi in zip(p.vma_lo.tolist(), p.vma_hi.tolist())]
         part = _rows(p.vmas, ident, build_ids, scan.time, seq, scan.known, True,

@@ -131,7 +131,7 @@ def export(scan: SystemScan, by: str = "program", top: int = 50,
         s = acc.setdefault(name, dict.fromkeys(figs.prefix.sums, 0))
         if reps[i] != i:
             continue  # this mm is already counted under its first pid
-        for k, v in figs.between(p.lo, p.hi).items():
+        for k, v in figs.process(i, p).items():
             s[k] += v
             total[k] += v
     rank = "pss" if "pss" not in unknown else "rss"

@@ -20,7 +20,7 @@ import numpy as np
 from ..kernel import pagemap as pmb
 from ..kernel.kpage import KPF
 from ..kernel.maps import PAGE_SIZE, Vma
-from ..model import Ident, Known, Pages, PageSource, SystemScan
+from ..model import Fixed, Ident, Known, Pages, PageSource, ProcRec, SystemScan
 from ..numeric import run_bounds, unique_sorted
 from .footprint import PSS_SHIFT, Facts, Figures, Prefix, figures, finish, vma_columns
 
@@ -69,7 +69,10 @@ def mm_reps(scan: SystemScan) -> np.ndarray:
             sel = pmb.present(e) & pmb.bit(e, pmb.PM_EXCLUSIVE)
             if scan.pages.kflags is not None:
                 sel &= ~_kbit(scan.pages.kflags[p.lo:p.hi], "zero_page")
-            excl[i] = np.sort(e[sel] & pmb.PM_PFN_MASK)
+            pfns = e[sel] & pmb.PM_PFN_MASK
+            if p.fixed is not None:  # its fixed pages are all exclusive, present and not the zero page
+                pfns = np.concatenate((pfns, p.fixed.source.pm[p.fixed.which] & pmb.PM_PFN_MASK))
+            excl[i] = np.sort(pfns)
         found: list[int] = []
         for i in members:
             mine = excl[i][:MM_SAMPLE]
@@ -92,13 +95,24 @@ class ScanFigures:
     figs: Figures
     prefix: Prefix
     rollup: list[dict[str, int]]  # raw sums of each of scan.rollups (the engine's units)
+    fixed: list[dict[str, int] | None] | None = None  # per process: the raw sums of its fixed pages
 
     @property
     def unknown(self) -> set[str]:
         return self.figs.unknown
 
     def between(self, lo: int, hi: int) -> dict[str, int]:
+        """Raw sums of the scan's pages [lo, hi) (a VMA's, or a process's without its fixed pages)."""
         return self.prefix.between(lo, hi)
+
+    def process(self, i: int, p: ProcRec) -> dict[str, int]:
+        """Raw sums of all the pages of scan.procs[i] (p), its fixed ones included."""
+        out = self.prefix.between(p.lo, p.hi)
+        more = self.fixed[i] if self.fixed is not None else None
+        if more is not None:
+            for k, v in more.items():
+                out[k] = out.get(k, 0) + v
+        return out
 
 
 MoreColumns = Callable[[Pages, Known], dict[str, np.ndarray]]
@@ -122,11 +136,21 @@ def page_figures(scan: SystemScan, reps: np.ndarray, keys: tuple[str, ...] = FIG
     for p in scan.procs:
         edges += [np.array([p.lo, p.hi], dtype=np.int64), p.vma_lo, p.vma_hi]
     bounds = unique_sorted(np.concatenate(edges))
-    n = len(pages)
+    fixed = [None if p.fixed is None else _fixed_sums(p.fixed, known, keys, more) for p in scan.procs]
+    out = _run_figures(pages, facts, bounds, keys, more)
+    out.rollup, out.fixed = _rollup_sums(scan, keys), fixed if any(f is not None for f in fixed) else None
+    return out
+
+
+def _run_figures(pages: Pages, facts: Facts, bounds: np.ndarray, keys: tuple[str, ...],
+                 more: MoreColumns | None) -> ScanFigures:
+    """page_figures' engine run over runs of equal facts that never cross `bounds` (the sorted
+    page indexes, 0 and len(pages) included, where sums are read); rollup sums left empty."""
+    known, n = facts.known, len(pages)
     if n < 2:
         figs = figures(facts, keys)
         figs.cols.update(more(pages, known) if more else {})
-        return ScanFigures(figs, figs.prefix(bounds), _rollup_sums(scan, keys))
+        return ScanFigures(figs, figs.prefix(bounds), [])
     brk = (facts.state[1:] != facts.state[:-1]) | (facts.mapcount[1:] != facts.mapcount[:-1])
     kf = pages.kflags if more is not None and known.flags else None
     for col in (facts.pmd, facts.swap_share, facts.shmem_swap, kf):
@@ -151,7 +175,21 @@ def page_figures(scan: SystemScan, reps: np.ndarray, keys: tuple[str, ...] = FIG
     rb = np.searchsorted(first, bounds)
     pre = figs.prefix(rb)
     pre.pos = {int(b): pre.pos[int(r)] for b, r in zip(bounds.tolist(), rb.tolist())}
-    return ScanFigures(figs, pre, _rollup_sums(scan, keys))
+    return ScanFigures(figs, pre, [])
+
+
+def _fixed_sums(fixed: Fixed, known: Known, keys: tuple[str, ...], more: MoreColumns | None) -> dict[str, int]:
+    """Raw sums of a process's fixed pages (model.Fixed: present, mapped once, not swapped), made
+    once for these facts and figures and kept with them while the scan cache keeps them."""
+    memo_key = ("sums", known, keys, more)
+    got = fixed.memo.get(memo_key)
+    if got is None:
+        pages = fixed.pages()
+        n = len(pages)
+        got = _run_figures(pages, Facts.of_pages(pages, known), np.unique(np.array([0, n], dtype=np.int64)), keys,
+                           more).between(0, n)
+        fixed.memo[memo_key] = got
+    return dict(got)  # type: ignore[call-overload]
 
 
 def _rollup_sums(scan: SystemScan, keys: tuple[str, ...]) -> list[dict[str, int]]:
@@ -192,7 +230,7 @@ def proc_sums(scan: SystemScan, figs: ScanFigures, reps: np.ndarray) -> list[tup
     uid, cgroup, mm (pid of the first process on its mm) and source."""
     out: list[tuple[dict[str, object], dict[str, int]]] = []
     for i, p in enumerate(scan.procs):
-        out.append((_key(p.ident, scan.procs[reps[i]].pid, SOURCE_PAGES), figs.between(p.lo, p.hi)))
+        out.append((_key(p.ident, scan.procs[reps[i]].pid, SOURCE_PAGES), figs.process(i, p)))
     for r, sums in zip(scan.rollups, figs.rollup):
         out.append((_key(r.ident, r.mm, SOURCE_ROLLUP if r.sums is None else SOURCE_PAGES), sums))
     return out
@@ -324,6 +362,7 @@ def lib_rows(scan: SystemScan, figs: ScanFigures, reps: np.ndarray, path_re: str
     for i, p in enumerate(scan.procs):
         if reps[i] != i:
             continue
+        assert p.fixed is None, "a mapping's sums need all its pages in the scan (no scan cache)"
         for v, lo, hi in zip(p.vmas, p.vma_lo.tolist(), p.vma_hi.tolist()):
             name = mapping_name(v)
             if rx is not None and not rx.search(name):

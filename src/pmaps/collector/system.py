@@ -28,7 +28,7 @@ from ..kernel.meminfo import read_meminfo
 from ..kernel.smaps import read_rollup
 from ..kernel.status import Ident, read_ident_rss, read_mm_key
 from ..kernel.vmstat import COLLAPSES, RELOCATES, collapses_only_to_pmd, read_gate, split_gate
-from ..model import Known, Pages, ProcRec, RollupRec, Snapshot, SystemScan
+from ..model import Fixed, Known, Pages, ProcRec, RollupRec, Snapshot, SystemScan
 from ..numeric import PAGE_SHIFT, arange_runs, consecutive_runs
 from .observer import Observer
 from .parallel import ordered_map
@@ -52,6 +52,12 @@ class Kept:
     still: np.ndarray | None = None  # still_pages(pages.pm, pages.kflags), made once while these pages stand
     runs: tuple[np.ndarray, np.ndarray] | None = None  # its pages' [start, end) runs of page numbers
     bounds: np.ndarray | None = None  # Snapshot.bounds() of its VMAs over its pages (int64)
+    # Its still pages as a Fixed part of a scan (with the sums made of them), and the indexes and
+    # VMA bounds of the others: made at the first scan that leaves them out, kept while they stand.
+    fixed: Fixed | None = None
+    rest: np.ndarray | None = None
+    rest_pages: Pages | None = None  # (no kflags: the scan reads them)
+    rest_bounds: np.ndarray | None = None
 
     def still_mask(self) -> np.ndarray:
         """Its still pages (still_pages), computed at the first reuse and kept with it: neither the
@@ -60,6 +66,23 @@ class Kept:
             assert self.pages.kflags is not None
             self.still = still_pages(self.pages.pm, self.pages.kflags)
         return self.still
+
+    def split(self) -> tuple[Fixed, Pages, np.ndarray]:
+        """Its still pages as a Fixed part (they are neither read again nor summed again), the
+        others' columns as kept (no kpageflags: those are read afresh) and their VMA bounds."""
+        if self.fixed is None or self.rest is None or self.rest_pages is None or self.rest_bounds is None:
+            still = self.still_mask()
+            self.fixed = Fixed(self.pages, still)
+            self.rest = np.flatnonzero(~still)
+            self.rest_pages = Pages(self.pages.vpn[self.rest], self.pages.pm[self.rest], self.pages.cat[self.rest])
+            self.rest_bounds = Snapshot(0, "", self.vmas, self.rest_pages, Known()).bounds().astype(np.int64)
+        # (A new Pages each scan over the same columns: the scan adds its own kflags and kcount.)
+        p = self.rest_pages
+        return self.fixed, Pages(p.vpn, p.pm, p.cat), self.rest_bounds
+
+    def changed(self) -> None:
+        """Some of its still pages' kpageflags or entries were read again: what was made of them goes."""
+        self.fixed = self.rest = self.rest_pages = self.rest_bounds = None
 
     def page_runs(self) -> tuple[np.ndarray, np.ndarray]:
         """[start, end) page numbers of the runs of its pages (made once)."""
@@ -251,11 +274,14 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
     # Processes are read PARALLEL at a time: most of the time goes to the kernel (maps,
     # PAGEMAP_SCAN, pagemap), which runs without the GIL.
     big: list[Ident] = []
-    # (first page in the scan, kept process, index of each page in its pages or None: the same) of reused processes
-    kept_parts: list[tuple[int, Kept, np.ndarray | None]] = []
-    # Reused processes whose pages are at the kept addresses: kept in place (see _keep), with True
-    # where this scan read their pagemap entries (or categories) again.
-    entries_of: dict[int, tuple[Kept, bool]] = {}
+    # (first page in the scan, kept process, index of each page in its pages or -1) of processes read
+    # again whose pages may be the kept ones (recheck)
+    kept_parts: list[tuple[int, Kept, np.ndarray]] = []
+    # Reused processes whose pages are at the kept addresses: kept in place (see _keep), with how
+    # this scan had them: "split" (still pages left out as Fixed), "same" (all of them, entries as
+    # kept) or "reread" (their pagemap entries or categories read again).
+    entries_of: dict[int, tuple[Kept, str]] = {}
+    reused_pages = 0  # pages of the processes kept whole (status "kept")
     stale: list[tuple[int, int]] = []  # their pages' slices: pagemap entries as last read
     unread = 0  # processes whose maps and pagemap were not read again
     for status, pid, ident, snap, scanning in ordered_map(one, todo, workers=PARALLEL, ahead=4 * PARALLEL):
@@ -281,29 +307,36 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
         assert isinstance(snap, Snapshot)
         categories &= scanning
         scanning_of[pid] = scanning
-        same = (cache.procs.get(pid) if status in ("kept", "entries") else  # type: ignore[union-attr]
-                recheck.get(pid) if status == "relocated" else None)
-        if same is not None:  # the same VMAs over the same pages
-            if same.bounds is None:
-                same.bounds = snap.bounds().astype(np.int64)
-            bounds = same.bounds + pos
+        n_fixed = 0
+        fixed: Fixed | None = None
+        if status == "kept":  # its still pages stay out of the scan (Fixed): only the others are looked up
+            kept = cache.procs[pid]  # type: ignore[union-attr]
+            fixed, snap.pages, bounds = kept.split()
+            bounds = bounds + pos
+            n_fixed = len(fixed)
         else:
-            bounds = snap.bounds().astype(np.int64) + pos
+            same = (cache.procs.get(pid) if status == "entries" else  # type: ignore[union-attr]
+                    recheck.get(pid) if status == "relocated" else None)
+            if same is not None:  # the same VMAs over the same pages
+                if same.bounds is None:
+                    same.bounds = snap.bounds().astype(np.int64)
+                bounds = same.bounds + pos
+            else:
+                bounds = snap.bounds().astype(np.int64) + pos
         n = len(snap.pages)
-        procs.append(ProcRec(ident, snap.vmas, pos, pos + n, bounds[:, 0].copy(), bounds[:, 1].copy()))
+        procs.append(ProcRec(ident, snap.vmas, pos, pos + n, bounds[:, 0].copy(), bounds[:, 1].copy(), fixed))
         if status in ("kept", "entries"):
             unread += 1
-            entries_of[pid] = (cache.procs[pid], False)  # type: ignore[union-attr]
+            entries_of[pid] = (cache.procs[pid], "split" if fixed is not None else "same")  # type: ignore[union-attr]
             stale.append((pos, pos + n))
-            if status == "kept":
-                kept_parts.append((pos, cache.procs[pid], None))  # type: ignore[union-attr]
+            reused_pages += n + n_fixed if fixed is not None else 0
             snap.pages = Pages(snap.pages.vpn, snap.pages.pm, snap.pages.cat)
         elif pid in recheck:
             k = recheck[pid]
             kept_parts.append((pos, k, _same_pages(snap.pages, k.pages)))
             if len(snap.pages) == len(k.pages) and np.array_equal(snap.pages.vpn, k.pages.vpn):
                 k.vmas = snap.vmas
-                entries_of[pid] = (k, True)
+                entries_of[pid] = (k, "reread")
         parts.append(snap.pages)
         pos += n
     if reduce is not None:
@@ -322,7 +355,7 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
         known = _lookup_union(pages, known, observer, kept_parts, stale)
     if cache is not None:
         _keep(cache, procs, pages, keys, scanning_of, gate if known.flags and known.count else None,
-              unread, sum(len(k.pages) for _, k, i in kept_parts if i is None), entries_of)
+              unread, reused_pages, entries_of)
     mm_owners(rollups)
     seen: Pages | None = None
     mine = at = None
@@ -367,11 +400,13 @@ def _same_pages(fresh: Pages, kept: Pages) -> np.ndarray:
 
 
 def _lookup_union(pages: Pages, known: Known, observer: Observer | None,
-                  kept: list[tuple[int, Kept, np.ndarray | None]] | None = None,
+                  kept: list[tuple[int, Kept, np.ndarray]] | None = None,
                   stale: list[tuple[int, int]] | None = None) -> Known:
-    """kpageflags for every present page and kpagecount for the non-exclusive ones, in one pass;
-    the kept pages of reused processes that nothing but reclaim and co. change (ScanCache) keep
-    their kpageflags (and their count, 1) from the last scan. stale: [lo, hi) page slices whose
+    """kpageflags for every present page and kpagecount for the non-exclusive ones, in one pass.
+    kept: processes read again whose pages are the kept ones where their entries read the same:
+    those that nothing but reclaim and co. change (still_pages) keep their kpageflags (and their
+    count, 1) from the last scan. (A process reused whole has its still pages out of `pages`
+    altogether: ProcRec.fixed.) stale: [lo, hi) page slices whose
     pagemap entries are as an earlier scan read them: the exclusive bit (56) of their file and
     shared pages (bit 61) is not trusted, as another process mapping one since clears it without
     their owner's key moving; those pages' map counts are read."""
@@ -403,15 +438,10 @@ def _lookup_union(pages: Pages, known: Known, observer: Observer | None,
             for lo, k, idx in kept:
                 p = k.pages
                 assert p.kflags is not None
-                if idx is None:
-                    hi = lo + len(p)
-                    flags[lo:hi] = p.kflags
-                    still[lo:hi] = k.still_mask()
-                else:
-                    j = np.maximum(idx, 0)
-                    hi = lo + len(idx)
-                    flags[lo:hi] = p.kflags[j]
-                    still[lo:hi] = (idx >= 0) & still_pages(p.pm[j], p.kflags[j])
+                j = np.maximum(idx, 0)
+                hi = lo + len(idx)
+                flags[lo:hi] = p.kflags[j]
+                still[lo:hi] = (idx >= 0) & still_pages(p.pm[j], p.kflags[j])
             need = np.flatnonzero(~still)
             sub = Pages(pages.vpn[need], pm[need], pages.cat[need])
             lookup_pages(sub, reader, observer=observer)
@@ -433,7 +463,7 @@ def still_pages(pm: np.ndarray, kflags: np.ndarray) -> np.ndarray:
 
 def _keep(cache: ScanCache, procs: list[ProcRec], pages: Pages, keys: dict[int, tuple[int, ...] | None],
           scanning: dict[int, bool], gate: tuple[tuple[str, int], ...] | None, reused: int, reused_pages: int,
-          entries_of: dict[int, tuple[Kept, bool]]) -> None:
+          entries_of: dict[int, tuple[Kept, str]]) -> None:
     """Remember this scan's processes (their pages as read, with their change keys) for the next,
     the smallest first while they fit in cache.max_bytes: a small process saves a scan its whole
     read (maps, pagemap), a big one mostly kpageflags, at the same cost per page kept.
@@ -447,22 +477,28 @@ def _keep(cache: ScanCache, procs: list[ProcRec], pages: Pages, keys: dict[int, 
         return
     per_page = KEPT_BYTES_PER_PAGE
     chosen: list[ProcRec] = []
-    for p in sorted((p for p in procs if keys.get(p.pid) is not None), key=lambda p: p.hi - p.lo):
-        if cache.nbytes + (p.hi - p.lo) * per_page > cache.max_bytes:
+    for p in sorted((p for p in procs if keys.get(p.pid) is not None), key=lambda p: p.npages):
+        if cache.nbytes + p.npages * per_page > cache.max_bytes:
             break
-        cache.nbytes += (p.hi - p.lo) * per_page
-        old, reread = entries_of.get(p.pid, (None, False))
-        if old is not None and old.key == keys[p.pid] and len(old.pages) == p.hi - p.lo:
+        cache.nbytes += p.npages * per_page
+        old, how = entries_of.get(p.pid, (None, ""))
+        if old is not None and old.key == keys[p.pid] and len(old.pages) == p.npages:
             assert old.pages.kflags is not None
             # The same pages in the same places; the flags as this scan read (or reused) them.
-            old.pages.kflags[:] = pages.kflags[p.lo:p.hi]
-            if reread:  # new PFNs: a page's still state is worked out again
+            if how == "split":  # the still ones were not in the scan: they stand, with their Fixed
+                assert old.rest is not None
+                old.pages.kflags[old.rest] = pages.kflags[p.lo:p.hi]
+            else:
+                old.pages.kflags[:] = pages.kflags[p.lo:p.hi]
+                old.changed()
+            if how == "reread":  # new PFNs: a page's still state is worked out again
                 old.pages.pm[:] = pages.pm[p.lo:p.hi]
                 old.pages.cat[:] = pages.cat[p.lo:p.hi]
                 old.still = None
             # else only reclaim's aging bits differ from those kept: the still mask stands.
             cache.procs[p.pid] = old
             continue
+        assert p.fixed is None
         chosen.append(p)
     if not chosen:
         return

@@ -8,11 +8,12 @@ from .sample import Sample
 from .snapshot import PageSource, Snapshot, inside_vmas
 from .state import Known, flag_string, state_names
 from .swap import SwapRefs
-from .system import ProcRec, RollupRec, SystemScan
+from .system import Fixed, ProcRec, RollupRec, SystemScan
 
 __all__ = [
            "PAGE_SHIFT",
            "PAGE_SIZE",
+           "Fixed",
            "Ident",
            "Known",
            "PageSource",

@@ -2,17 +2,44 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from ..kernel.maps import Vma
 from ..kernel.status import Ident
 from .pages import Pages
+from .snapshot import vma_bounds
 from .state import Known
 from .swap import SwapRefs
 
 SKIP_REASONS = ("exited", "denied", "missing")
+
+
+@dataclass(eq=False)
+class Fixed:
+    """Pages of one process left out of SystemScan.pages: a scan cache (collector.system.ScanCache)
+    knows their pagemap entries and kpageflags to be those it read before, each mapped once
+    (kpagecount 1). Whoever sums them keeps its sums in `memo`: they hold as long as this object,
+    which the cache replaces when those pages change."""
+
+    source: Pages  # the pages kept, with kflags
+    which: np.ndarray  # bool per source page: this is one of them
+    memo: dict[object, object] = field(default_factory=dict)
+    n: int = -1  # how many (counted when not given)
+
+    def __post_init__(self) -> None:
+        if self.n < 0:
+            self.n = int(np.count_nonzero(self.which))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def pages(self) -> Pages:
+        """Those pages (a copy), with their map count of 1."""
+        p = self.source.take(self.which)
+        p.kcount = np.ones(len(p), dtype=np.uint64)
+        return p
 
 
 @dataclass
@@ -25,6 +52,14 @@ class ProcRec:
     hi: int
     vma_lo: np.ndarray  # per VMA: [lo, hi) page indexes in SystemScan.pages
     vma_hi: np.ndarray
+    # Its pages that are not in SystemScan.pages (a scan cache's unchanged ones): they count in its
+    # process figures (analysis.system.ScanFigures.process), not in any VMA's.
+    fixed: Fixed | None = None
+
+    @property
+    def npages(self) -> int:
+        """All its pages, the fixed ones included."""
+        return self.hi - self.lo + (len(self.fixed) if self.fixed is not None else 0)
 
     @property
     def pid(self) -> int:
@@ -77,3 +112,24 @@ class SystemScan:
     # kpagecgroup's inodes -> memory cgroup paths when pages.kcgroup was read (collector.charges),
     # kept with it in a saved scan so that a loaded one can still be grouped by charge.
     memcgs: dict[int, str] | None = None
+
+    def with_fixed(self) -> SystemScan:
+        """This scan with every process's fixed pages (ProcRec.fixed) back among its pages, in
+        address order: what a scan without a cache reads (a copy; self when nothing is fixed)."""
+        if all(p.fixed is None for p in self.procs):
+            return self
+        parts: list[Pages] = []
+        procs: list[ProcRec] = []
+        pos = 0
+        for p in self.procs:
+            part = self.pages.take(slice(p.lo, p.hi))
+            if p.fixed is not None:
+                both = Pages.concat([part, p.fixed.pages()])
+                part = both.take(np.argsort(both.vpn, kind="stable"))
+            starts, ends = vma_bounds(p.vmas)
+            lo = np.searchsorted(part.vpn, starts).astype(np.int64) + pos
+            hi = np.searchsorted(part.vpn, ends).astype(np.int64) + pos
+            procs.append(replace(p, lo=pos, hi=pos + len(part), vma_lo=lo, vma_hi=hi, fixed=None))
+            parts.append(part)
+            pos += len(part)
+        return replace(self, procs=procs, pages=Pages.concat(parts))
