@@ -323,6 +323,11 @@ class Process:
             self._lookup(pages)
         return pages
 
+    def region_pages(self, regs: np.ndarray) -> Pages:
+        """The populated pages of sorted, disjoint [start_page, end_page, categories] regions (e.g.
+        from `regions`, in pages), read and looked up now: a part of the process, not its table."""
+        return self._pages(regs)
+
     def _check_pfns(self, pages: Pages) -> None:
         """The first pages with a present one decide whether PFNs are real (see pfns_visible)."""
         if not self._pfn_checked and pmb.present(pages.pm).any():
