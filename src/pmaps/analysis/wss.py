@@ -34,7 +34,7 @@ from ..kernel.clear_refs import CLEAR_REFERENCED, clear_refs
 from ..kernel.idle import IdleBitmap
 from ..kernel.kpage import KPF
 from ..kernel.maps import Vma, VmaTable
-from ..kernel.pagemap import CAT_HUGE, CAT_PFNZERO, CAT_PRESENT, PM_PRESENT
+from ..kernel.pagemap import CAT_HUGE, CAT_PFNZERO, CAT_PRESENT, PM_PRESENT, TASK_SIZE_MAX
 from ..kernel.smaps import read_smaps_nonzero
 from ..model import Pages, inside_vmas
 from ..numeric import PAGE_SHIFT, PAGE_SIZE, arange_runs, consecutive_runs
@@ -85,24 +85,31 @@ def start_pages(proc: Process, method: str) -> Pages:
     """The pages resident at the start of the first cycle. Idle tracking and DAMON mark their
     PFNs: pagemap (no kpageflags). clear_refs needs only which pages were resident, which
     PAGEMAP_SCAN's regions say without a pagemap entry per page (a scan of 65,000 VMAs' 134,000
-    pages: ~20 ms, pagemap ~25 ms more); those Pages carry no PFN."""
-    if method != "clear_refs" or not proc.scanning:
-        return proc.pages(lookup=False)
-    return scan_pages(proc, proc.table, CAT_PRESENT)
+    pages: ~20 ms, pagemap ~25 ms more), nor maps (`measure` opens the process without it): those
+    Pages carry no PFN."""
+    if method == "clear_refs" and proc.scanning:
+        return scan_pages(proc, CAT_PRESENT)
+    if not len(proc.table):
+        proc.refresh_table()
+    return proc.pages(lookup=False)
 
 
-def scan_pages(proc: Process, table: VmaTable, returns: int) -> Pages:
-    """The present pages of the table's VMAs from PAGEMAP_SCAN's regions (`returns`: the categories
-    they carry, e.g. CAT_PFNZERO), no pagemap entry read: Pages without PFNs."""
-    if not len(table):
+def scan_pages(proc: Process, returns: int, table: VmaTable | None = None) -> Pages:
+    """The present pages of the table's VMAs (without one: of the whole address space) from
+    PAGEMAP_SCAN's regions, `returns` the categories they carry (e.g. CAT_PFNZERO); no pagemap
+    entry read: Pages without PFNs."""
+    if table is not None and not len(table):
         return Pages.empty()
-    regs = proc.regions(int(table.start[0]), int(table.end[-1]), returns=returns | CAT_PRESENT)
+    lo, hi = (0, TASK_SIZE_MAX) if table is None else (int(table.start[0]), int(table.end[-1]))
+    regs = proc.regions(lo, hi, returns=returns | CAT_PRESENT)
     regs = regs[(regs[:, 2] & U64(CAT_PRESENT)) != 0]
     first = regs[:, 0] >> U64(PAGE_SHIFT)
     lens = ((regs[:, 1] >> U64(PAGE_SHIFT)) - first).astype(np.int64)
     vpn = arange_runs(first, lens)
     n = len(vpn)
     pages = Pages(vpn, np.full(n, 1 << PM_PRESENT, dtype=U64), np.repeat(regs[:, 2].astype(np.uint16), lens))
+    if table is None:
+        return pages
     inside = inside_vmas(vpn, table)  # a scan spans the gaps between VMAs: one grown into them since maps
     return pages if inside.all() else pages.take(inside)
 
@@ -359,7 +366,9 @@ def measure(pid: int, method: str = "auto", interval: float = 1.0, cycles: int =
     bitmap: IdleBitmap | None = None
     try:
         # No kpagecount: nothing here needs map counts (nor the observer correction they carry).
-        with Process(pid, Options(counts=False), caps) as proc, contextlib.ExitStack() as stack:
+        # clear_refs: maps is first read at the end of the interval, while smaps is read (start_pages).
+        opts = Options(counts=False, maps=method != "clear_refs")
+        with Process(pid, opts, caps) as proc, contextlib.ExitStack() as stack:
             res.comm = proc.comm
             c0 = time.process_time()  # the process's CPU, all threads: the budget counts them all
             # The start of the first cycle: which pages are resident (and their PFNs, to mark idle);
@@ -399,7 +408,7 @@ def measure(pid: int, method: str = "auto", interval: float = 1.0, cycles: int =
                 ref = None
                 if counted is not None and proc.scanning:
                     # Which pages are present from the scan; flags only where smaps counted.
-                    after = scan_pages(proc, table, CAT_PFNZERO | CAT_HUGE)
+                    after = scan_pages(proc, CAT_PFNZERO | CAT_HUGE, table)
                     ref = counted()
                     flags_where_counted(proc, after, table, ref[0])
                 else:
