@@ -338,3 +338,128 @@ def test_rows_as_columns_match_the_rows():
         if args[1] != "address":
             want.sort(key=lambda r: (-getattr(r, args[1]), r.vma.start))
         assert list(shown) == want[:args[2] or None]
+
+
+def _smaps_text(refs: list[int], *, kb_width: int = 8) -> bytes:
+    """smaps as 6.x prints it (show_smap: 16-character names, numbers at least 8 wide), one VMA per
+    entry of `refs` (its Referenced in kB; Size and Rss a little more)."""
+    def line(name: str, kb: int) -> bytes:
+        return f"{name + ':':<16}{kb:>{kb_width}} kB\n".encode()
+
+    out = []
+    for i, ref in enumerate(refs):
+        start = 0x7F0000000000 + i * 0x10000
+        out.append(f"{start:08x}-{start + 0x8000:08x} rw-p 00000000 00:00 0{' ' * 20}[v{i}]\n".encode())
+        out += [line("Size", 32 + ref), line("KernelPageSize", 4), line("Rss", ref + 4), line("Pss", ref),
+                line("Referenced", ref), line("Anonymous", ref + 4), line("Swap", 0), b"THPeligible:    0\n",
+                b"VmFlags: rd wr mr mw me ac \n"]
+    return b"".join(out)
+
+
+def test_decode_smaps_nonzero_matches_the_full_decoder():
+    """decode_smaps_nonzero gives decode_smaps' (start, bytes) of every VMA whose field is not 0, in
+    order: all zero (the literal counts), a few (looked back for their headers; the first VMA's
+    header at the text's start; the field Size itself), many (the two-scan decoder), numbers wider
+    than the kernel's 8 columns, and text not of smaps' shape (a VMA without Size)."""
+    from pmaps.kernel.smaps import decode_smaps, decode_smaps_nonzero
+
+    rng = np.random.default_rng(3)
+    many = rng.integers(0, 3, 700).tolist()
+    cases = [_smaps_text([0] * 50), _smaps_text([4] + [0] * 30 + [8, 0, 12]), _smaps_text(many),
+             _smaps_text([0, 123456789, 0, 5], kb_width=8), _smaps_text([0, 7, 0], kb_width=12), b"",
+             _smaps_text([0, 4, 8]).replace(b"Size:", b"Sz:", 2)]
+    for data in cases:
+        rows = decode_smaps(data)
+        for name in ("Referenced", "Size", "Swap", "Rss"):
+            want = [(r["start"], r[name]) for r in rows if r.get(name, 0)]
+            starts, values = decode_smaps_nonzero(data, name)
+            assert starts.dtype == np.uint64 and values.dtype == np.int64
+            assert list(zip(starts.tolist(), values.tolist())) == want, (name, data[:80])
+
+
+def test_decode_smaps_nonzero_few_without_the_full_decoder(monkeypatch):
+    """A few non-zero fields (the first VMA's among them, and Size, each VMA's first field) are
+    found without decoding every VMA."""
+    import pmaps.kernel.smaps as smaps
+
+    data = _smaps_text([4] + [0] * 30 + [8, 0, 12])
+    rows = smaps.decode_smaps(data)
+    want = {name: [(r["start"], r[name]) for r in rows if r[name]] for name in ("Referenced", "Size")}
+    monkeypatch.setattr(smaps, "decode_smaps_column", None)  # any call fails
+    for name in ("Referenced", "Size"):
+        starts, values = smaps.decode_smaps_nonzero(data, name)
+        assert list(zip(starts.tolist(), values.tolist())) == want[name]
+
+
+def test_read_smaps_nonzero_streams(monkeypatch):
+    """read_smaps_nonzero over reads cut anywhere: the whole text's non-zero fields."""
+    import pmaps.kernel.smaps as smaps
+
+    text = _smaps_text([0] * 40 + [4, 0, 0, 8] + [0] * 40 + [12])
+    want = smaps.decode_smaps_nonzero(text, "Referenced")
+    assert len(want[0]) == 3
+    for size in (1, 7, 500, len(text)):
+        monkeypatch.setattr(smaps, "_PIECE", size * 3)
+        chunks = [text[i:i + size] for i in range(0, len(text), size)]
+        monkeypatch.setattr(smaps.procfs, "read_chunks", lambda pid, name, started=False, c=chunks: iter(c))
+        got = smaps.read_smaps_nonzero(1, "Referenced")
+        assert [x.tolist() for x in got] == [x.tolist() for x in want], size
+
+
+def test_read_chunks_is_the_file():
+    """procfs.read_chunks (reads into one reused buffer) gives the file's bytes, in chunks of at most
+    `size` bytes."""
+    from pmaps.kernel import procfs
+
+    with MemChild(LAYOUT) as mc:
+        whole = procfs.read_file(mc.pid, "maps")
+        for size in (1, 100, 5000, 1 << 20):
+            chunks = list(procfs.read_chunks(mc.pid, "maps", size=size))
+            assert b"".join(chunks) == whole and max(map(len, chunks)) <= size
+
+
+@needs_root
+def test_measure_locates_kernel_accesses_and_faults(monkeypatch):
+    """measure (clear_refs): GUP reads (PG_referenced) and first touches are located page by page,
+    CPU writes counted per VMA by smaps; kpageflags are read only in VMAs smaps counted, which holds
+    every page a REFERENCED flag could locate."""
+    read = []
+
+    def region_pages(self, regs):
+        read.append(regs.copy())
+        return real(self, regs)
+
+    from pmaps.collector import Process
+
+    real = Process.region_pages
+    monkeypatch.setattr(Process, "region_pages", region_pages)
+    with MemChild([*LAYOUT, "d:anon:256K"]) as mc:
+        def hook(pid, what=1):
+            clear_refs(pid, what)
+            mc.cmd("read a 100 103")  # MADV_POPULATE_READ: GUP marks the folios accessed
+            mc.cmd("touch b 7 12")  # never touched: faulted in now
+            mc.cmd("touch c 0 3")  # CPU writes to resident pages: young ptes only
+
+        monkeypatch.setattr(wss, "clear_refs", hook)
+        res = wss.measure(mc.pid, "clear_refs", interval=0.05)
+    by = {r.vma.start: r for r in res.rows}
+    a, b, c, d = (by[mc.regions[k]["start"]] for k in "abcd")
+    first, n = res.runs
+    got = set(arange_pages(first, n))
+
+    def rel(name):
+        r = mc.regions[name]
+        lo, hi = r["start"] >> 12, r["end"] >> 12
+        return {v - lo for v in got if lo <= v < hi}
+
+    assert rel("a") == {100, 101, 102} and rel("b") == set(range(7, 12)) and rel("c") == set() and rel("d") == set()
+    assert (a.located, b.located, c.located, d.located) == (3, 5, 0, 0)
+    assert a.counted >= 3 and d.counted == 0 and d.resident == 64
+    # kpageflags were read for VMAs smaps counted (a, c among them), not for d (nothing referenced)
+    pages = set(np.concatenate([np.arange(s, e) for regs in read for s, e in regs[:, :2].tolist()]).tolist())
+    d_pages = set(range(mc.regions["d"]["start"] >> 12, mc.regions["d"]["end"] >> 12))
+    assert not pages & d_pages and (mc.regions["a"]["start"] >> 12) + 100 in pages
+
+
+def arange_pages(first, n):
+    return [int(f) + i for f, k in zip(first.tolist(), n.tolist()) for i in range(k)]
