@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import pmaps.analysis.wss as wss
-from helpers import ROOT
+from helpers import ROOT, smaps_by_start
 from memchild import MemChild
 from pmaps.analysis.wss import Ages, located, runs
 from pmaps.collector import collect
@@ -46,14 +46,18 @@ def test_located_pages_exact():
     assert region_vpns(mc, after, acc, "c") == set()
 
 
-def _touch_after(mc, real):
+def _touch_after(mc, real, evict=False):
     """`real` (the call that starts an interval: clear_refs, mark_idle), then the child's CPU
-    writes: they land inside the interval whatever the timing (no sleep guesses when pmaps cleared)."""
+    writes: they land inside the interval whatever the timing (no sleep guesses when pmaps cleared).
+    evict: first write 32 MiB elsewhere, so that no TLB entry for the pages written survives (x86
+    clears young bits without a TLB flush: a write through a cached translation sets none)."""
     calls = []
 
     def hook(*args, **kw):
         real(*args, **kw)
         calls.append(args)
+        if evict:
+            mc.cmd("touch tlb")
         mc.cmd("touch a 10 30")  # 20 pages written by the CPU (memset)
         mc.cmd("touch c 0 3")
 
@@ -62,22 +66,30 @@ def _touch_after(mc, real):
 
 @needs_root
 def test_cli_counts_cpu_writes_exactly(run, monkeypatch):
-    """CPU writes to resident pages: per-VMA ACCESSED (smaps Referenced) is exact. The machine's DAMON
-    thread clears young bits of random pages at any moment (then smaps Referenced misses them too):
-    an attempt it disturbed is retried; a real error disagrees in every attempt."""
+    """CPU writes to resident pages: per-VMA ACCESSED is smaps' Referenced, exactly (read again after
+    the run: nothing touched the child since), and counts every page written.
+
+    The TLB eviction is what makes the second part hold: clear_refs 1 clears the pte young bits
+    without a TLB flush (fs/proc/task_mmu.c clear_refs_write flushes for soft-dirty only; x86 skips
+    it on purpose, arch/x86/mm/pgtable.c ptep_clear_flush_young), and a write through a translation
+    the CPU kept since the pages were written at set-up sets no young bit: smaps' Referenced and
+    ACCESSED missed 1 to 18 of the 20 pages when the child wrote them just before clear_refs. Young
+    bits may still be taken by reclaim: an attempt that lost one is retried."""
     seen = []
     for _attempt in range(5):
-        with MemChild(LAYOUT) as mc:
-            hook, calls = _touch_after(mc, clear_refs)
+        with MemChild([*LAYOUT, "tlb:anon:32M"]) as mc:
+            hook, calls = _touch_after(mc, clear_refs, evict=True)
             monkeypatch.setattr(wss, "clear_refs", hook)
             r = run("wss", str(mc.pid), "--interval", "0.2", "--method", "clear_refs", "--format", "json")
+            smaps = smaps_by_start(mc.pid)
         assert r.code == 0, r.err
         assert [c[0] for c in calls] == [mc.pid]  # one cycle: pmaps cleared once, then the writes
         doc = json.loads(r.out)
         assert doc["method"] == "clear_refs" and doc["limits"]
         by = {v["start"]: v for v in doc["vmas"]}
-        got = (by[mc.regions["a"]["start"]]["accessed"], by[mc.regions["c"]["start"]]["accessed"],
-               by.get(mc.regions["b"]["start"], {"accessed": 0})["accessed"])
+        starts = [mc.regions[k]["start"] for k in "acb"]
+        got = tuple(by.get(s, {"accessed": 0})["accessed"] for s in starts)
+        assert got == tuple(smaps.get(s, {}).get("Referenced", 0) // 4096 for s in starts)
         if got == (20, 3, 0):
             return
         seen.append(got)

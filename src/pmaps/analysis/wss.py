@@ -283,7 +283,9 @@ LIMITS = {
     "clear_refs": [
         "clear_refs 1 clears the pte young bits and PG_referenced of every page of the process: reclaim then",
         "sees its pages as cold until touched again (nothing can set them back).",
-        "ACCESSED per VMA is exact (smaps Referenced counts young ptes). LOCATED is the part known page by",
+        "ACCESSED per VMA is smaps' Referenced (young ptes), exactly; x86 clears young bits without flushing TLBs,",
+        "so a CPU access through a translation cached since before the interval (a page used just before it)",
+        "sets none and is not counted until the TLB lets the entry go. LOCATED is the part known page by",
         "page: pages faulted in or swapped in since, and pages whose REFERENCED flag the kernel set again",
         "(read()/write(), GUP, faults); a CPU access to a resident page sets only the pte young bit, which",
         "no per-page interface exports without idle page tracking (CONFIG_IDLE_PAGE_TRACKING) or soft-dirty",
