@@ -17,16 +17,14 @@ Three readbacks feed it (docs/time.md says what each can and cannot see):
 from __future__ import annotations
 
 import contextlib
-import functools
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import overload
+from typing import TypeVar, overload
 
 import numpy as np
 
 from ..collector import Options, Process
-from ..collector.parallel import background
 from ..errors import NoSuchProcess, PmapsError, Unsupported, ZombieProcess
 from ..kernel import caps as capsmod
 from ..kernel import damon as damonmod
@@ -35,17 +33,59 @@ from ..kernel.idle import IdleBitmap
 from ..kernel.kpage import KPF
 from ..kernel.maps import Vma, VmaTable
 from ..kernel.pagemap import CAT_HUGE, CAT_PFNZERO, CAT_PRESENT, PM_PRESENT, TASK_SIZE_MAX
-from ..kernel.smaps import read_smaps_nonzero
+from ..kernel.smaps import iter_smaps_nonzero
 from ..model import Pages, inside_vmas
 from ..numeric import PAGE_SHIFT, PAGE_SIZE, arange_runs, consecutive_runs
 
 U64 = np.uint64
+T = TypeVar("T")
 
 
 def _kbit(p: Pages, name: str) -> np.ndarray:
     if p.kflags is None:
         return np.zeros(len(p), dtype=bool)
     return ((p.kflags >> U64(KPF[name])) & U64(1)).astype(bool)
+
+
+def on_thread(items: Iterator[T]) -> Iterator[T]:
+    """`items` made on a thread started now (reads that spend their time in the kernel, without
+    the GIL), handed over as they come; an error raised there is raised here."""
+    import threading
+    from queue import SimpleQueue
+
+    box: SimpleQueue[tuple[bool, object]] = SimpleQueue()
+
+    def work() -> None:
+        try:
+            for x in items:
+                box.put((True, x))
+        except BaseException as e:  # re-raised by the consumer
+            box.put((False, e))
+        else:
+            box.put((False, None))
+
+    thread = threading.Thread(target=work, name="pmaps-smaps", daemon=True)
+    thread.start()
+
+    def take() -> Iterator[T]:
+        while True:
+            more, x = box.get()
+            if not more:
+                thread.join()
+                if x is not None:
+                    assert isinstance(x, BaseException)
+                    raise x
+                return
+            yield x  # type: ignore[misc]
+
+    return take()
+
+
+def _joined(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """(start, value) columns of pieces, joined."""
+    if not parts:
+        return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def _zero(p: Pages) -> np.ndarray:
@@ -115,8 +155,8 @@ def scan_pages(proc: Process, returns: int, table: VmaTable | None = None) -> Pa
 
 
 def flags_where_counted(proc: Process, after: Pages, table: VmaTable, counted: np.ndarray) -> None:
-    """Set after.kflags: kpageflags of the present pages of the VMAs starting at `counted` (those
-    whose smaps Referenced is not 0), 0 for the others.
+    """Fill after.kflags (0 where not filled, made when None) with the kpageflags of the present
+    pages of the VMAs starting at `counted` (those whose smaps Referenced is not 0).
 
     That is every page `located` can find by its REFERENCED flag. clear_refs resets, and smaps'
     Referenced counts, the same pages: those vm_normal_page() finds behind a present pte or PMD
@@ -125,7 +165,8 @@ def flags_where_counted(proc: Process, after: Pages, table: VmaTable, counted: n
     a young pte or folio) when smaps read it: a flag seen there later was set after the interval,
     or never reset. Pages that became present are located without flags. An idle process of
     65,000 VMAs: 26 VMAs' pages looked up, not 134,000 pages (pagemap and kpageflags, 0.1 s)."""
-    after.kflags = np.zeros(len(after), dtype=U64)
+    if after.kflags is None:
+        after.kflags = np.zeros(len(after), dtype=U64)
     if not (len(counted) and len(after) and len(table) and proc.known.flags):
         return
     k = np.searchsorted(table.start, counted)
@@ -404,18 +445,23 @@ def measure(pid: int, method: str = "auto", interval: float = 1.0, cycles: int =
                 if method == "clear_refs":
                     # smaps' walk (the kernel's time, as long as `cat smaps`: it lets go of the GIL) on
                     # a thread while maps and the pages are read here.
-                    counted = background(functools.partial(read_smaps_nonzero, pid, "Referenced", started=True))
+                    counted = on_thread(iter_smaps_nonzero(pid, "Referenced", started=True))
                 table = proc.refresh_table()
                 idle = None
                 ref = None
                 if counted is not None and proc.scanning:
-                    # Which pages are present from the scan; flags only where smaps counted.
+                    # Which pages are present from the scan; flags only where smaps counted, each
+                    # piece's VMAs as soon as it is decoded (while the rest of smaps is read).
                     after = scan_pages(proc, CAT_PFNZERO | CAT_HUGE, table)
-                    ref = counted()
-                    flags_where_counted(proc, after, table, ref[0])
+                    after.kflags = np.zeros(len(after), dtype=U64)
+                    parts = []
+                    for part in counted:
+                        parts.append(part)
+                        flags_where_counted(proc, after, table, part[0])
+                    ref = _joined(parts)
                 else:
                     after = proc.pages()
-                    ref = counted() if counted is not None else None
+                    ref = _joined(list(counted)) if counted is not None else None
                 if tried is not None:
                     idle = ~damonmod.accessed_pages(after.pfn, tried)
                 elif bitmap is not None:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from itertools import repeat
 
 import numpy as np
@@ -145,14 +145,30 @@ def read_smaps_column(pid: int, name: str, *, started: bool = False) -> tuple[np
 def read_smaps_nonzero(pid: int, name: str, *, started: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(start, bytes) of the VMAs of /proc/PID/smaps whose field `name` is not 0
     (decode_smaps_nonzero), decoded a piece at a time as read_smaps_column does."""
-    return _read_pieces(pid, lambda data: decode_smaps_nonzero(data, name), started)
+    return _joined(list(iter_smaps_nonzero(pid, name, started=started)))
+
+
+def iter_smaps_nonzero(pid: int, name: str, *, started: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """read_smaps_nonzero a piece (about a megabyte of whole VMAs) at a time, as it is read."""
+    return _iter_pieces(pid, lambda data: decode_smaps_nonzero(data, name), started)
 
 
 def _read_pieces(pid: int, decode: Callable[[bytes], tuple[np.ndarray, np.ndarray]],
                  started: bool) -> tuple[np.ndarray, np.ndarray]:
+    """smaps decoded by `decode` about _PIECE bytes at a time, the (start, value) columns joined."""
+    return _joined(list(_iter_pieces(pid, decode, started)))
+
+
+def _joined(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    if not parts:
+        return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def _iter_pieces(pid: int, decode: Callable[[bytes], tuple[np.ndarray, np.ndarray]],
+                 started: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """smaps decoded by `decode` about _PIECE bytes at a time, each piece ending after a VmFlags
-    line (whole VMAs), the (start, value) columns concatenated."""
-    parts: list[tuple[np.ndarray, np.ndarray]] = []
+    line (whole VMAs)."""
     pending: list[bytes] = []
     size = 0
     stream = True
@@ -167,15 +183,12 @@ def _read_pieces(pid: int, decode: Callable[[bytes], tuple[np.ndarray, np.ndarra
         if end < 0:  # no VmFlags (before Linux 3.8): decoded whole at the end
             pending, stream = [data], False
             continue
-        parts.append(decode(data[:end + 1]))
+        yield decode(data[:end + 1])
         pending = [data[end + 1:]]
         size = len(pending[0])
     rest = b"".join(pending)
     if rest:
-        parts.append(decode(rest))
-    if not parts:
-        return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        yield decode(rest)
 
 
 _PIECE = 1 << 20
