@@ -475,3 +475,24 @@ def test_measure_locates_kernel_accesses_and_faults(monkeypatch):
 
 def arange_pages(first, n):
     return [int(f) + i for f, k in zip(first.tolist(), n.tolist()) for i in range(k)]
+
+
+def test_on_thread_hands_over_in_order_and_raises_there():
+    """on_thread runs the iterator on a thread from the call on (before anything is taken), hands its
+    items over in order and raises its error where they are taken, after the items before it."""
+    made = threading.Event()
+
+    def items():
+        yield 1
+        yield 2
+        made.set()
+        raise ValueError("read failed")
+
+    got = wss.on_thread(items())
+    assert made.wait(10)  # produced without being asked
+    taken = []
+    with pytest.raises(ValueError, match="read failed"):
+        for x in got:
+            taken.append(x)
+    assert taken == [1, 2]
+    assert list(wss.on_thread(iter(range(5)))) == [0, 1, 2, 3, 4]
