@@ -7,12 +7,14 @@ Three readbacks feed it (docs/time.md says what each can and cannot see):
   a THP by its head page);
 - DAMON (one region per resident PFN): a page is accessed when its region's nr_accesses > 0;
   passed in as `idle` like the idle bitmap (page-exact for LRU pages; a large folio as a whole);
-- clear_refs 1 then kpageflags/pagemap: a page is *located* as accessed when its REFERENCED
+- clear_refs 1 then PAGEMAP_SCAN/kpageflags: a page is *located* as accessed when its REFERENCED
   flag is set again (accesses the kernel mediates: read()/write(), GUP, faults through
   folio_mark_accessed) or when it became present or was swapped in during the interval. A CPU
   access to a resident page only sets the pte young bit, which no per-page interface exports
-  without idle tracking: smaps' per-VMA Referenced counts those exactly, so every VMA gets an
-  exact count and the located subset.
+  without idle tracking: smaps' per-VMA Referenced counts those, so every VMA gets smaps' count
+  and the located subset (kpageflags are read only in the VMAs smaps counted: see
+  flags_where_counted). None of the three sees an access through a TLB entry the CPU kept since
+  before the interval: x86 clears young bits without a flush (kernel/clear_refs.py).
 """
 from __future__ import annotations
 
@@ -458,7 +460,7 @@ def measure(pid: int, method: str = "auto", interval: float = 1.0, cycles: int =
                     for part in counted:
                         parts.append(part)
                         flags_where_counted(proc, after, table, part[0])
-                    ref = _joined(parts)
+                    ref = _joined(parts)  # the VMAs smaps counted: per_vma counts the others 0
                 else:
                     after = proc.pages()
                     ref = _joined(list(counted)) if counted is not None else None
