@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import pmaps.analysis.wss as wss
-from helpers import ROOT
+from helpers import ROOT, smaps_by_start
 from memchild import MemChild
 from pmaps.analysis.wss import Ages, located, runs
 from pmaps.collector import collect
@@ -46,14 +46,18 @@ def test_located_pages_exact():
     assert region_vpns(mc, after, acc, "c") == set()
 
 
-def _touch_after(mc, real):
+def _touch_after(mc, real, evict=False):
     """`real` (the call that starts an interval: clear_refs, mark_idle), then the child's CPU
-    writes: they land inside the interval whatever the timing (no sleep guesses when pmaps cleared)."""
+    writes: they land inside the interval whatever the timing (no sleep guesses when pmaps cleared).
+    evict: first write 32 MiB elsewhere, so that no TLB entry for the pages written survives (x86
+    clears young bits without a TLB flush: a write through a cached translation sets none)."""
     calls = []
 
     def hook(*args, **kw):
         real(*args, **kw)
         calls.append(args)
+        if evict:
+            mc.cmd("touch tlb")
         mc.cmd("touch a 10 30")  # 20 pages written by the CPU (memset)
         mc.cmd("touch c 0 3")
 
@@ -62,22 +66,30 @@ def _touch_after(mc, real):
 
 @needs_root
 def test_cli_counts_cpu_writes_exactly(run, monkeypatch):
-    """CPU writes to resident pages: per-VMA ACCESSED (smaps Referenced) is exact. The machine's DAMON
-    thread clears young bits of random pages at any moment (then smaps Referenced misses them too):
-    an attempt it disturbed is retried; a real error disagrees in every attempt."""
+    """CPU writes to resident pages: per-VMA ACCESSED is smaps' Referenced, exactly (read again after
+    the run: nothing touched the child since), and counts every page written.
+
+    The TLB eviction is what makes the second part hold: clear_refs 1 clears the pte young bits
+    without a TLB flush (fs/proc/task_mmu.c clear_refs_write flushes for soft-dirty only; x86 skips
+    it on purpose, arch/x86/mm/pgtable.c ptep_clear_flush_young), and a write through a translation
+    the CPU kept since the pages were written at set-up sets no young bit: smaps' Referenced and
+    ACCESSED missed 1 to 18 of the 20 pages when the child wrote them just before clear_refs. Young
+    bits may still be taken by reclaim: an attempt that lost one is retried."""
     seen = []
     for _attempt in range(5):
-        with MemChild(LAYOUT) as mc:
-            hook, calls = _touch_after(mc, clear_refs)
+        with MemChild([*LAYOUT, "tlb:anon:32M"]) as mc:
+            hook, calls = _touch_after(mc, clear_refs, evict=True)
             monkeypatch.setattr(wss, "clear_refs", hook)
             r = run("wss", str(mc.pid), "--interval", "0.2", "--method", "clear_refs", "--format", "json")
+            smaps = smaps_by_start(mc.pid)
         assert r.code == 0, r.err
         assert [c[0] for c in calls] == [mc.pid]  # one cycle: pmaps cleared once, then the writes
         doc = json.loads(r.out)
         assert doc["method"] == "clear_refs" and doc["limits"]
         by = {v["start"]: v for v in doc["vmas"]}
-        got = (by[mc.regions["a"]["start"]]["accessed"], by[mc.regions["c"]["start"]]["accessed"],
-               by.get(mc.regions["b"]["start"], {"accessed": 0})["accessed"])
+        starts = [mc.regions[k]["start"] for k in "acb"]
+        got = tuple(by.get(s, {"accessed": 0})["accessed"] for s in starts)
+        assert got == tuple(smaps.get(s, {}).get("Referenced", 0) // 4096 for s in starts)
         if got == (20, 3, 0):
             return
         seen.append(got)
@@ -338,3 +350,151 @@ def test_rows_as_columns_match_the_rows():
         if args[1] != "address":
             want.sort(key=lambda r: (-getattr(r, args[1]), r.vma.start))
         assert list(shown) == want[:args[2] or None]
+
+
+def _smaps_text(refs: list[int], *, kb_width: int = 8) -> bytes:
+    """smaps as 6.x prints it (show_smap: 16-character names, numbers at least 8 wide), one VMA per
+    entry of `refs` (its Referenced in kB; Size and Rss a little more)."""
+    def line(name: str, kb: int) -> bytes:
+        return f"{name + ':':<16}{kb:>{kb_width}} kB\n".encode()
+
+    out = []
+    for i, ref in enumerate(refs):
+        start = 0x7F0000000000 + i * 0x10000
+        out.append(f"{start:08x}-{start + 0x8000:08x} rw-p 00000000 00:00 0{' ' * 20}[v{i}]\n".encode())
+        out += [line("Size", 32 + ref), line("KernelPageSize", 4), line("Rss", ref + 4), line("Pss", ref),
+                line("Referenced", ref), line("Anonymous", ref + 4), line("Swap", 0), b"THPeligible:    0\n",
+                b"VmFlags: rd wr mr mw me ac \n"]
+    return b"".join(out)
+
+
+def test_decode_smaps_nonzero_matches_the_full_decoder():
+    """decode_smaps_nonzero gives decode_smaps' (start, bytes) of every VMA whose field is not 0, in
+    order: all zero (the literal counts), a few (looked back for their headers; the first VMA's
+    header at the text's start; the field Size itself), many (the two-scan decoder), numbers wider
+    than the kernel's 8 columns, and text not of smaps' shape (a VMA without Size)."""
+    from pmaps.kernel.smaps import decode_smaps, decode_smaps_nonzero
+
+    rng = np.random.default_rng(3)
+    many = rng.integers(0, 3, 700).tolist()
+    cases = [_smaps_text([0] * 50), _smaps_text([4] + [0] * 30 + [8, 0, 12]), _smaps_text(many),
+             _smaps_text([0, 123456789, 0, 5], kb_width=8), _smaps_text([0, 7, 0], kb_width=12), b"",
+             _smaps_text([0, 4, 8]).replace(b"Size:", b"Sz:", 2)]
+    for data in cases:
+        rows = decode_smaps(data)
+        for name in ("Referenced", "Size", "Swap", "Rss"):
+            want = [(r["start"], r[name]) for r in rows if r.get(name, 0)]
+            starts, values = decode_smaps_nonzero(data, name)
+            assert starts.dtype == np.uint64 and values.dtype == np.int64
+            assert list(zip(starts.tolist(), values.tolist())) == want, (name, data[:80])
+
+
+def test_decode_smaps_nonzero_few_without_the_full_decoder(monkeypatch):
+    """A few non-zero fields (the first VMA's among them, and Size, each VMA's first field) are
+    found without decoding every VMA."""
+    import pmaps.kernel.smaps as smaps
+
+    data = _smaps_text([4] + [0] * 30 + [8, 0, 12])
+    rows = smaps.decode_smaps(data)
+    want = {name: [(r["start"], r[name]) for r in rows if r[name]] for name in ("Referenced", "Size")}
+    monkeypatch.setattr(smaps, "decode_smaps_column", None)  # any call fails
+    for name in ("Referenced", "Size"):
+        starts, values = smaps.decode_smaps_nonzero(data, name)
+        assert list(zip(starts.tolist(), values.tolist())) == want[name]
+
+
+def test_read_smaps_nonzero_streams(monkeypatch):
+    """read_smaps_nonzero over reads cut anywhere: the whole text's non-zero fields."""
+    import pmaps.kernel.smaps as smaps
+
+    text = _smaps_text([0] * 40 + [4, 0, 0, 8] + [0] * 40 + [12])
+    want = smaps.decode_smaps_nonzero(text, "Referenced")
+    assert len(want[0]) == 3
+    for size in (1, 7, 500, len(text)):
+        monkeypatch.setattr(smaps, "_PIECE", size * 3)
+        chunks = [text[i:i + size] for i in range(0, len(text), size)]
+        monkeypatch.setattr(smaps.procfs, "read_chunks", lambda pid, name, started=False, c=chunks: iter(c))
+        got = smaps.read_smaps_nonzero(1, "Referenced")
+        assert [x.tolist() for x in got] == [x.tolist() for x in want], size
+
+
+def test_read_chunks_is_the_file():
+    """procfs.read_chunks (reads into one reused buffer) gives the file's bytes, in chunks of at most
+    `size` bytes."""
+    from pmaps.kernel import procfs
+
+    with MemChild(LAYOUT) as mc:
+        whole = procfs.read_file(mc.pid, "maps")
+        for size in (1, 100, 5000, 1 << 20):
+            chunks = list(procfs.read_chunks(mc.pid, "maps", size=size))
+            assert b"".join(chunks) == whole and max(map(len, chunks)) <= size
+
+
+@needs_root
+def test_measure_locates_kernel_accesses_and_faults(monkeypatch):
+    """measure (clear_refs): GUP reads (PG_referenced) and first touches are located page by page,
+    CPU writes counted per VMA by smaps; kpageflags are read only in VMAs smaps counted, which holds
+    every page a REFERENCED flag could locate."""
+    read = []
+
+    def region_pages(self, regs):
+        read.append(regs.copy())
+        return real(self, regs)
+
+    from pmaps.collector import Process
+
+    real = Process.region_pages
+    monkeypatch.setattr(Process, "region_pages", region_pages)
+    with MemChild([*LAYOUT, "d:anon:256K"]) as mc:
+        def hook(pid, what=1):
+            clear_refs(pid, what)
+            mc.cmd("read a 100 103")  # MADV_POPULATE_READ: GUP marks the folios accessed
+            mc.cmd("touch b 7 12")  # never touched: faulted in now
+            mc.cmd("touch c 0 3")  # CPU writes to resident pages: young ptes only
+
+        monkeypatch.setattr(wss, "clear_refs", hook)
+        res = wss.measure(mc.pid, "clear_refs", interval=0.05)
+    by = {r.vma.start: r for r in res.rows}
+    a, b, c, d = (by[mc.regions[k]["start"]] for k in "abcd")
+    first, n = res.runs
+    got = set(arange_pages(first, n))
+
+    def rel(name):
+        r = mc.regions[name]
+        lo, hi = r["start"] >> 12, r["end"] >> 12
+        return {v - lo for v in got if lo <= v < hi}
+
+    assert rel("a") == {100, 101, 102} and rel("b") == set(range(7, 12)) and rel("c") == set() and rel("d") == set()
+    assert (a.located, b.located, c.located, d.located) == (3, 5, 0, 0)
+    assert a.counted >= 3 and d.counted == 0 and d.resident == 64
+    if os.environ.get("PMAPS_NO_SCAN"):  # the pagemap fallback reads every page's flags
+        return
+    # kpageflags were read for VMAs smaps counted (a, c among them), not for d (nothing referenced)
+    pages = {p for regs in read for s, e in regs[:, :2].tolist() for p in range(s, e)}
+    d_pages = set(range(mc.regions["d"]["start"] >> 12, mc.regions["d"]["end"] >> 12))
+    assert not pages & d_pages and (mc.regions["a"]["start"] >> 12) + 100 in pages
+
+
+def arange_pages(first, n):
+    return [int(f) + i for f, k in zip(first.tolist(), n.tolist()) for i in range(k)]
+
+
+def test_on_thread_hands_over_in_order_and_raises_there():
+    """on_thread runs the iterator on a thread from the call on (before anything is taken), hands its
+    items over in order and raises its error where they are taken, after the items before it."""
+    made = threading.Event()
+
+    def items():
+        yield 1
+        yield 2
+        made.set()
+        raise ValueError("read failed")
+
+    got = wss.on_thread(items())
+    assert made.wait(10)  # produced without being asked
+    taken = []
+    with pytest.raises(ValueError, match="read failed"):
+        for x in got:
+            taken.append(x)
+    assert taken == [1, 2]
+    assert list(wss.on_thread(iter(range(5)))) == [0, 1, 2, 3, 4]

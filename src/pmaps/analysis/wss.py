@@ -7,12 +7,14 @@ Three readbacks feed it (docs/time.md says what each can and cannot see):
   a THP by its head page);
 - DAMON (one region per resident PFN): a page is accessed when its region's nr_accesses > 0;
   passed in as `idle` like the idle bitmap (page-exact for LRU pages; a large folio as a whole);
-- clear_refs 1 then kpageflags/pagemap: a page is *located* as accessed when its REFERENCED
+- clear_refs 1 then PAGEMAP_SCAN/kpageflags: a page is *located* as accessed when its REFERENCED
   flag is set again (accesses the kernel mediates: read()/write(), GUP, faults through
   folio_mark_accessed) or when it became present or was swapped in during the interval. A CPU
   access to a resident page only sets the pte young bit, which no per-page interface exports
-  without idle tracking: smaps' per-VMA Referenced counts those exactly, so every VMA gets an
-  exact count and the located subset.
+  without idle tracking: smaps' per-VMA Referenced counts those, so every VMA gets smaps' count
+  and the located subset (kpageflags are read only in the VMAs smaps counted: see
+  flags_where_counted). None of the three sees an access through a TLB entry the CPU kept since
+  before the interval: x86 clears young bits without a flush (kernel/clear_refs.py).
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import overload
+from typing import TypeVar, overload
 
 import numpy as np
 
@@ -32,12 +34,13 @@ from ..kernel.clear_refs import CLEAR_REFERENCED, clear_refs
 from ..kernel.idle import IdleBitmap
 from ..kernel.kpage import KPF
 from ..kernel.maps import Vma, VmaTable
-from ..kernel.pagemap import CAT_PRESENT, PM_PRESENT
-from ..kernel.smaps import read_smaps_column
-from ..model import Pages
+from ..kernel.pagemap import CAT_HUGE, CAT_PFNZERO, CAT_PRESENT, PM_PRESENT, TASK_SIZE_MAX
+from ..kernel.smaps import iter_smaps_nonzero
+from ..model import Pages, inside_vmas
 from ..numeric import PAGE_SHIFT, PAGE_SIZE, arange_runs, consecutive_runs
 
 U64 = np.uint64
+T = TypeVar("T")
 
 
 def _kbit(p: Pages, name: str) -> np.ndarray:
@@ -46,12 +49,58 @@ def _kbit(p: Pages, name: str) -> np.ndarray:
     return ((p.kflags >> U64(KPF[name])) & U64(1)).astype(bool)
 
 
+def on_thread(items: Iterator[T]) -> Iterator[T]:
+    """`items` made on a thread started now (reads that spend their time in the kernel, without
+    the GIL), handed over as they come; an error raised there is raised here."""
+    import threading
+    from queue import SimpleQueue
+
+    box: SimpleQueue[tuple[bool, object]] = SimpleQueue()
+
+    def work() -> None:
+        try:
+            for x in items:
+                box.put((True, x))
+        except BaseException as e:  # re-raised by the consumer
+            box.put((False, e))
+        else:
+            box.put((False, None))
+
+    thread = threading.Thread(target=work, name="pmaps-smaps", daemon=True)
+    thread.start()
+
+    def take() -> Iterator[T]:
+        while True:
+            more, x = box.get()
+            if not more:
+                thread.join()
+                if x is not None:
+                    assert isinstance(x, BaseException)
+                    raise x
+                return
+            yield x  # type: ignore[misc]
+
+    return take()
+
+
+def _joined(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """(start, value) columns of pieces, joined."""
+    if not parts:
+        return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def _zero(p: Pages) -> np.ndarray:
+    """The shared zero page (or huge zero page), by kpageflags or by PAGEMAP_SCAN's category."""
+    return _kbit(p, "zero_page") | ((p.cat & CAT_PFNZERO) != 0)
+
+
 def located(before: Pages, after: Pages, *, idle: np.ndarray | None = None) -> np.ndarray:
     """Bool per page of `after`: accessed during the interval, as far as per-page signals tell.
 
     `idle` (per page of after, from the idle bitmap) replaces the REFERENCED test when given.
     """
-    pres = after.present & ~_kbit(after, "zero_page")
+    pres = after.present & ~_zero(after)
     # Was the page resident at the start? (absent or swapped then => it was faulted in since)
     idx = np.searchsorted(before.vpn, after.vpn)
     idx_c = np.minimum(idx, max(len(before) - 1, 0))
@@ -78,16 +127,69 @@ def start_pages(proc: Process, method: str) -> Pages:
     """The pages resident at the start of the first cycle. Idle tracking and DAMON mark their
     PFNs: pagemap (no kpageflags). clear_refs needs only which pages were resident, which
     PAGEMAP_SCAN's regions say without a pagemap entry per page (a scan of 65,000 VMAs' 134,000
-    pages: ~20 ms, pagemap ~25 ms more); those Pages carry no PFN."""
-    t = proc.table
-    if method != "clear_refs" or not proc.scanning or not len(t):
-        return proc.pages(lookup=False)
-    regs = proc.regions(int(t.start[0]), int(t.end[-1]), returns=CAT_PRESENT)
+    pages: ~20 ms, pagemap ~25 ms more), nor maps (`measure` opens the process without it): those
+    Pages carry no PFN."""
+    if method == "clear_refs" and proc.scanning:
+        return scan_pages(proc, CAT_PRESENT)
+    if not len(proc.table):
+        proc.refresh_table()
+    return proc.pages(lookup=False)
+
+
+def scan_pages(proc: Process, returns: int, table: VmaTable | None = None) -> Pages:
+    """The present pages of the table's VMAs (without one: of the whole address space) from
+    PAGEMAP_SCAN's regions, `returns` the categories they carry (e.g. CAT_PFNZERO); no pagemap
+    entry read: Pages without PFNs."""
+    if table is not None and not len(table):
+        return Pages.empty()
+    lo, hi = (0, TASK_SIZE_MAX) if table is None else (int(table.start[0]), int(table.end[-1]))
+    regs = proc.regions(lo, hi, returns=returns | CAT_PRESENT)
     regs = regs[(regs[:, 2] & U64(CAT_PRESENT)) != 0]
     first = regs[:, 0] >> U64(PAGE_SHIFT)
-    vpn = arange_runs(first, ((regs[:, 1] >> U64(PAGE_SHIFT)) - first).astype(np.int64))
+    lens = ((regs[:, 1] >> U64(PAGE_SHIFT)) - first).astype(np.int64)
+    vpn = arange_runs(first, lens)
     n = len(vpn)
-    return Pages(vpn, np.full(n, 1 << PM_PRESENT, dtype=U64), np.full(n, CAT_PRESENT, dtype=np.uint16))
+    pages = Pages(vpn, np.full(n, 1 << PM_PRESENT, dtype=U64), np.repeat(regs[:, 2].astype(np.uint16), lens))
+    if table is None:
+        return pages
+    inside = inside_vmas(vpn, table)  # a scan spans the gaps between VMAs: one grown into them since maps
+    return pages if inside.all() else pages.take(inside)
+
+
+def flags_where_counted(proc: Process, after: Pages, table: VmaTable, counted: np.ndarray) -> None:
+    """Fill after.kflags (0 where not filled, made when None) with the kpageflags of the present
+    pages of the VMAs starting at `counted` (those whose smaps Referenced is not 0).
+
+    That is every page `located` can find by its REFERENCED flag. clear_refs resets, and smaps'
+    Referenced counts, the same pages: those vm_normal_page() finds behind a present pte or PMD
+    (fs/proc/task_mmu.c, 6.x: not the zero page, not VM_PFNMAP or special ptes, not hugetlb,
+    which neither walk resets or counts). Where smaps counted 0, none of them had PG_referenced (or
+    a young pte or folio) when smaps read it: a flag seen there later was set after the interval,
+    or never reset. Pages that became present are located without flags. An idle process of
+    65,000 VMAs: 26 VMAs' pages looked up, not 134,000 pages (pagemap and kpageflags, 0.1 s)."""
+    if after.kflags is None:
+        after.kflags = np.zeros(len(after), dtype=U64)
+    if not (len(counted) and len(after) and len(table) and proc.known.flags):
+        return
+    k = np.searchsorted(table.start, counted)
+    k = np.unique(k[(k < len(table)) & (table.start[np.minimum(k, len(table) - 1)] == counted)])
+    lo = np.searchsorted(after.vpn, table.start_page[k])
+    hi = np.searchsorted(after.vpn, table.end_page[k])
+    edge = np.zeros(len(after) + 1, dtype=np.int64)
+    np.add.at(edge, lo, 1)
+    np.add.at(edge, hi, -1)
+    sel = (np.cumsum(edge[:-1]) > 0) & ~_zero(after)
+    if not sel.any():
+        return
+    v, cat = after.vpn[sel], after.cat[sel]
+    first, n = consecutive_runs(v, cat[1:] != cat[:-1])
+    s = v[first]
+    sub = proc.region_pages(np.stack([s, s + n.astype(U64), cat[first].astype(U64)], axis=1))
+    if sub.kflags is None or not len(sub):
+        return
+    idx = np.minimum(np.searchsorted(after.vpn, sub.vpn), len(after) - 1)
+    ok = (after.vpn[idx] == sub.vpn) & sub.present
+    after.kflags[idx[ok]] = sub.kflags[ok]
 
 
 @dataclass
@@ -224,7 +326,9 @@ LIMITS = {
     "clear_refs": [
         "clear_refs 1 clears the pte young bits and PG_referenced of every page of the process: reclaim then",
         "sees its pages as cold until touched again (nothing can set them back).",
-        "ACCESSED per VMA is exact (smaps Referenced counts young ptes). LOCATED is the part known page by",
+        "ACCESSED per VMA is smaps' Referenced (young ptes), exactly; x86 clears young bits without flushing TLBs,",
+        "so a CPU access through a translation cached since before the interval (a page used just before it)",
+        "sets none and is not counted until the TLB lets the entry go. LOCATED is the part known page by",
         "page: pages faulted in or swapped in since, and pages whose REFERENCED flag the kernel set again",
         "(read()/write(), GUP, faults); a CPU access to a resident page sets only the pte young bit, which",
         "no per-page interface exports without idle page tracking (CONFIG_IDLE_PAGE_TRACKING) or soft-dirty",
@@ -307,7 +411,9 @@ def measure(pid: int, method: str = "auto", interval: float = 1.0, cycles: int =
     bitmap: IdleBitmap | None = None
     try:
         # No kpagecount: nothing here needs map counts (nor the observer correction they carry).
-        with Process(pid, Options(counts=False), caps) as proc, contextlib.ExitStack() as stack:
+        # clear_refs: maps is first read at the end of the interval, while smaps is read (start_pages).
+        opts = Options(counts=False, maps=method != "clear_refs")
+        with Process(pid, opts, caps) as proc, contextlib.ExitStack() as stack:
             res.comm = proc.comm
             c0 = time.process_time()  # the process's CPU, all threads: the budget counts them all
             # The start of the first cycle: which pages are resident (and their PFNs, to mark idle);
@@ -337,12 +443,27 @@ def measure(pid: int, method: str = "auto", interval: float = 1.0, cycles: int =
                     clear_refs(pid, CLEAR_REFERENCED)
                 if tried is None:
                     time.sleep(window)
+                counted = None
+                if method == "clear_refs":
+                    # smaps' walk (the kernel's time, as long as `cat smaps`: it lets go of the GIL) on
+                    # a thread while maps and the pages are read here.
+                    counted = on_thread(iter_smaps_nonzero(pid, "Referenced", started=True))
                 table = proc.refresh_table()
                 idle = None
                 ref = None
-                after = proc.pages()
-                if method == "clear_refs":
-                    ref = read_smaps_column(pid, "Referenced", started=True)
+                if counted is not None and proc.scanning:
+                    # Which pages are present from the scan; flags only where smaps counted, each
+                    # piece's VMAs as soon as it is decoded (while the rest of smaps is read).
+                    after = scan_pages(proc, CAT_PFNZERO | CAT_HUGE, table)
+                    after.kflags = np.zeros(len(after), dtype=U64)
+                    parts = []
+                    for part in counted:
+                        parts.append(part)
+                        flags_where_counted(proc, after, table, part[0])
+                    ref = _joined(parts)  # the VMAs smaps counted: per_vma counts the others 0
+                else:
+                    after = proc.pages()
+                    ref = _joined(list(counted)) if counted is not None else None
                 if tried is not None:
                     idle = ~damonmod.accessed_pages(after.pfn, tried)
                 elif bitmap is not None:
@@ -351,7 +472,7 @@ def measure(pid: int, method: str = "auto", interval: float = 1.0, cycles: int =
                     idle[pres] = bitmap.read_idle(after.pfn[pres])
                 acc = located(before, after, idle=idle)
                 # Resident as smaps counts it: the zero page is not (vm_normal_page() is NULL for it).
-                pres = after.present & ~after.zero(proc.known)
+                pres = after.present & ~_zero(after)
                 starts = table.start_page
                 bounds = np.stack([np.searchsorted(after.vpn, starts), np.searchsorted(after.vpn, table.end_page)],
                                   axis=1)

@@ -66,6 +66,7 @@ class Options:
     include_self: bool = False  # keep pmaps' own mappings in map counts (the raw kernel view)
     cgroup: bool = False  # kpagecgroup: the memory cgroup each page is charged to
     file_vmas: bool = False  # only the VMAs with an inode or shared (collector.mapped): no maps lines
+    maps: bool = True  # False: maps is not read by open(); the table is empty until refresh_table()
 
     @classmethod
     def fields(cls, name: str, scan: bool | None = None) -> Options:
@@ -116,7 +117,13 @@ class Process:
         self.start_time = read_start_time(pid)
         self.comm = read_comm(pid)
         # file_vmas: only the VMAs of files and shared memory (pmaps cgroups' mapped-by join)
-        self.table = VmaTable.of_vmas(read_file_vmas(pid)) if opts.file_vmas else read_table(pid)
+        if opts.file_vmas:
+            self.table = VmaTable.of_vmas(read_file_vmas(pid))
+        elif opts.maps:
+            self.table = read_table(pid)
+        elif procfs.process_state(pid) in (None, "Z", "X") or procfs.is_kernel_thread(pid):
+            # What read_table's empty maps would say: no such process, a zombie, a kernel thread.
+            raise procfs.gone_error(pid, procfs.proc_path(pid, "maps"), started=False)
         self._fd = procfs.open_pagemap(pid)
         self.check_identity()  # the same start time after the reads: they were all of this process
         want_scan = opts.scan
@@ -322,6 +329,11 @@ class Process:
         if self._kpage is not None and lookup:
             self._lookup(pages)
         return pages
+
+    def region_pages(self, regs: np.ndarray) -> Pages:
+        """The populated pages of sorted, disjoint [start_page, end_page, categories] regions (e.g.
+        from `regions`, in pages), read and looked up now: a part of the process, not its table."""
+        return self._pages(regs)
 
     def _check_pfns(self, pages: Pages) -> None:
         """The first pages with a present one decide whether PFNs are real (see pfns_visible)."""

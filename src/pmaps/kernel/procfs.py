@@ -104,16 +104,29 @@ def read_file(pid: int, name: str, *, started: bool = False) -> bytes:
 
 
 def read_chunks(pid: int, name: str, *, started: bool = False, size: int = 1 << 20) -> Iterator[bytes]:
-    """/proc/PID/NAME as it is read, `size` bytes at most a read (a seq_file read ends at a
-    record's end): for a caller that decodes as it reads rather than holding the whole text."""
+    """/proc/PID/NAME as it is read, in chunks of at most `size` bytes cut anywhere: for a caller
+    that decodes as it reads rather than holding the whole text. A seq_file read returns a page or
+    so (smaps: 13,000 reads for 65,000 VMAs), so a chunk is several reads into one buffer, reused:
+    a new `size`-byte object per read cost 40% more than the reads (70 ms for those 13,000)."""
     path = proc_path(pid, name)
+    buf = bytearray(size)
+    view = memoryview(buf)
     with translate(pid, path, started=started):
         with open(path, "rb", buffering=0) as f:
+            fill = 0
             while True:
-                b = f.read(size)
-                if not b:
+                n = f.readinto(view[fill:])
+                if not n:
                     break
-                yield b
+                fill += n
+                if size - fill < _READ_ROOM:
+                    yield bytes(view[:fill])
+                    fill = 0
+            if fill:
+                yield bytes(view[:fill])
+
+
+_READ_ROOM = 1 << 12  # a chunk is handed over when less room than this (a page) is left
 
 
 def read_system(path: str) -> bytes:

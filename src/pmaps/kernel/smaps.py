@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
 from itertools import repeat
 
 import numpy as np
@@ -59,6 +60,51 @@ def decode_smaps_column(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]
             np.array(values).astype(np.int64) * 1024)
 
 
+_SIZE_LINE = b"\nSize:"  # every VMA's first field (show_smap), the line after its header
+_HEADER_LINE = re.compile(rb"\n[0-9a-f]+-[0-9a-f]+ ")
+_HEADER_AT = re.compile(rb"([0-9a-f]+)-[0-9a-f]+ ")  # _HEADER at any position (no ^)
+# Above this many non-zero fields in a piece, decode_smaps_column's two scans are cheaper than
+# looking back for each one's header.
+_FEW = 256
+
+
+def decode_smaps_nonzero(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(start, bytes) of the VMAs whose 'Name: N kB' field is not 0, in smaps' order (u64, int64):
+    decode_smaps_column without its zeros. Two counts of literal text say when all are zero; else
+    one scan for the non-zero lines, each one's header found by looking back to its VMA's Size
+    line. An idle process's 47 MB of smaps at 65,000 VMAs (Referenced: 26 non-zero) in 1 MiB
+    pieces: ~20-30 ms instead of ~120. Through decode_smaps_column when many are non-zero or a
+    header is not where it should be (then a few tens of ms more than that decoder alone)."""
+    key = b"\n" + name.encode() + b":"
+    # All zero? Each line of the field is the zero line when there are as many of those as of the
+    # field: two counts of literal text (fast searches) take half the regex's time.
+    first = re.compile(re.escape(key) + rb"( +)(\d+) kB\n").match(data, max(data.find(key), 0))
+    many = False
+    if first is not None:
+        zero = key + b" " * (len(first.group(1)) + len(first.group(2)) - 1) + b"0 kB\n"
+        nonzero = data.count(key) - data.count(zero)
+        if not nonzero:
+            return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)
+        many = nonzero > _FEW
+    hits = [] if many else list(re.finditer(re.escape(key) + rb" +0*([1-9]\d*) kB\n", data))
+    if not many and len(hits) <= _FEW:
+        starts = []
+        for m in hits:
+            # The VMA's Size line at or before the hit (the hit may be Size itself), and its header
+            # on the line before it (or at the start of the text).
+            size = data.rfind(_SIZE_LINE, 0, m.start() + len(_SIZE_LINE))
+            head = _HEADER_AT.match(data, data.rfind(b"\n", 0, size) + 1) if size >= 0 else None
+            if head is None or _HEADER_LINE.search(data, size + 1, m.start()):  # not of one VMA
+                break
+            starts.append(int(head.group(1), 16))
+        else:
+            return (np.array(starts, dtype=np.uint64).reshape(-1),
+                    np.array([int(m.group(1)) for m in hits], dtype=np.int64).reshape(-1) * 1024)
+    keys, values = decode_smaps_column(data, name)
+    keep = values != 0
+    return keys[keep], values[keep]
+
+
 # A "Name:   N kB" line of smaps_rollup, from the newline before it (a literal: fast to find).
 _KB_LINE = re.compile(rb"\n(\w+): +(\d+) kB(?=\n)")
 
@@ -94,7 +140,36 @@ def read_smaps_column(pid: int, name: str, *, started: bool = False) -> tuple[np
     a megabyte at a time as it is read, each piece ending after a VmFlags line: 65,000 VMAs are
     47 MB of smaps, which held whole (and joined) cost twice that. (A read returns a few VMAs:
     smaps' seq_file buffer is a page.)"""
-    parts: list[tuple[np.ndarray, np.ndarray]] = []
+    return _read_pieces(pid, lambda data: decode_smaps_column(data, name), started)
+
+
+def read_smaps_nonzero(pid: int, name: str, *, started: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(start, bytes) of the VMAs of /proc/PID/smaps whose field `name` is not 0
+    (decode_smaps_nonzero), decoded a piece at a time as read_smaps_column does."""
+    return _joined(list(iter_smaps_nonzero(pid, name, started=started)))
+
+
+def iter_smaps_nonzero(pid: int, name: str, *, started: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """read_smaps_nonzero a piece (about a megabyte of whole VMAs) at a time, as it is read."""
+    return _iter_pieces(pid, lambda data: decode_smaps_nonzero(data, name), started)
+
+
+def _read_pieces(pid: int, decode: Callable[[bytes], tuple[np.ndarray, np.ndarray]],
+                 started: bool) -> tuple[np.ndarray, np.ndarray]:
+    """smaps decoded by `decode` about _PIECE bytes at a time, the (start, value) columns joined."""
+    return _joined(list(_iter_pieces(pid, decode, started)))
+
+
+def _joined(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    if not parts:
+        return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def _iter_pieces(pid: int, decode: Callable[[bytes], tuple[np.ndarray, np.ndarray]],
+                 started: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """smaps decoded by `decode` about _PIECE bytes at a time, each piece ending after a VmFlags
+    line (whole VMAs)."""
     pending: list[bytes] = []
     size = 0
     stream = True
@@ -103,21 +178,18 @@ def read_smaps_column(pid: int, name: str, *, started: bool = False) -> tuple[np
         size += len(chunk)
         if size < _PIECE or not stream:
             continue
-        data = b"".join(pending)
+        data = b"".join(pending) if len(pending) > 1 else pending[0]
         cut = data.rfind(b"\nVmFlags:")
         end = data.find(b"\n", cut + 1) if cut >= 0 else -1
         if end < 0:  # no VmFlags (before Linux 3.8): decoded whole at the end
             pending, stream = [data], False
             continue
-        parts.append(decode_smaps_column(data[:end + 1], name))
+        yield decode(data[:end + 1])
         pending = [data[end + 1:]]
         size = len(pending[0])
     rest = b"".join(pending)
     if rest:
-        parts.append(decode_smaps_column(rest, name))
-    if not parts:
-        return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        yield decode(rest)
 
 
 _PIECE = 1 << 20

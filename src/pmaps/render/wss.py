@@ -86,10 +86,11 @@ class WssView(View):
         vt = shown.table
         head = ["ADDRESS", "PERMS", "RESIDENT" + h, "ACCESSED" + h, "LOCATED" + h, "MAPPING"]
         foot = ["total", "", b(t["resident"]), b(t["accessed"]), b(t["located"]), ""]
-        perms = list(vt.perms)
+        # perms: each distinct value made a row of characters once, then picked for every VMA
+        kinds, code = vt.kinds("perms")
         cols = [hex_ranges(vt.start, vt.end),
-                char_matrix(perms, max(map(len, perms), default=0), left=True) if not unprintable("".join(perms))
-                else perms,
+                char_matrix(kinds, max(map(len, kinds), default=0), left=True)[code]
+                if not unprintable("".join(kinds)) else [kinds[k] for k in code.tolist()],
                 *(cell_matrix(x, b, max(len(head[j]), len(foot[j])))
                   for j, x in enumerate((shown.resident, shown.accessed, shown.located), start=2)),
                 list(vt.path)]
