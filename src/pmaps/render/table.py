@@ -6,7 +6,7 @@ import csv
 import functools
 import re
 from collections.abc import Callable, Iterable, Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -266,3 +266,85 @@ def write_csv(out: TextIO, header: Sequence[str], rows: Iterable[Sequence[object
     w = csv.writer(out, lineterminator="\n")
     w.writerow(header)
     w.writerows(["" if c is None else c for c in r] for r in rows)
+
+
+# -- rows of text from pieces, made by numpy --------------------------------------------------
+# The machine formats of many VMAs: each row is a few literal pieces (one of a few texts per
+# row) and numbers (decimal), the rows of a batch one matrix of bytes: no Python string or int
+# to text per row. Every piece fills a column of whole 4-byte cells, its unused bytes NUL (JSON
+# text never holds a NUL), so that the rows are the matrix's bytes without the NULs.
+_POW10 = np.array([10**k for k in range(1, 20)], dtype=np.uint64)
+# The four ASCII digits of 0-9999 as one u32 each (the bytes in memory order).
+_DIGITS4 = np.frombuffer("".join(f"{i:04d}" for i in range(10_000)).encode("ascii"), dtype=np.uint32)
+
+
+def dec_count(v: np.ndarray) -> np.ndarray:
+    """How many digits str() shows of each u64 (int64; 1 for 0)."""
+    return np.searchsorted(_POW10, np.asarray(v, dtype=np.uint64), side="right").astype(np.int64) + 1
+
+
+def dec_cells(v: np.ndarray, shown: np.ndarray | None) -> np.ndarray:
+    """str() of each u64, right-aligned in whole 4-byte cells and NUL-padded on the left (all NUL
+    where not `shown`): an (n, cells) uint32 matrix. Four digits at a time from a table."""
+    n = len(v)
+    count = dec_count(v)
+    if shown is not None:
+        count[~shown] = 0
+    width = int(count.max(initial=0))
+    cells = -(-width // 4)
+    out = np.empty((n, cells), dtype=np.uint32)
+    x = np.array(v, dtype=np.uint64)  # a copy: divided in place
+    q = np.empty_like(x)
+    t = np.empty_like(x)
+    base = np.uint64(10_000)
+    for k in range(cells - 1, -1, -1):
+        np.floor_divide(x, base, out=q)
+        np.subtract(x, np.multiply(q, base, out=t), out=t)
+        out[:, k] = _DIGITS4[t]
+        x, q = q, x
+    # The leading zeros made NUL: a mask per digit count, from a table.
+    u8 = out.view(np.uint8)
+    u8 &= _lead_masks(cells * 4)[count]
+    return out
+
+
+@functools.cache
+def _lead_masks(width: int) -> np.ndarray:
+    """Row c: 0xFF over the last c of `width` bytes, 0 before (width + 1 rows of uint8)."""
+    return np.where(np.arange(width) >= width - np.arange(width + 1)[:, None], 0xFF, 0).astype(np.uint8)
+
+
+def text_cells(texts: Sequence[str]) -> np.ndarray:
+    """ASCII texts (no NUL) as a (len(texts), cells) uint32 matrix, NUL-padded to whole cells."""
+    width = max(map(len, texts), default=0)
+    width += -width % 4
+    if not width:
+        return np.zeros((len(texts), 0), dtype=np.uint32)
+    return np.array([t.encode("ascii") for t in texts], dtype=f"S{width}").view(np.uint32).reshape(len(texts), -1)
+
+
+Piece = tuple[str, Any, "np.ndarray | None"]
+
+
+def rows_text(pieces: Sequence[Piece], n: int) -> str:
+    """The concatenation of n rows, each the pieces in order: ("text", texts, index) shows
+    texts[index[i]] (ASCII, no NUL; index None: texts[0] in every row), ("number", u64 values,
+    shown) the decimal of values[i] where shown[i] (None: everywhere). One matrix of 4-byte cells,
+    a column per piece, picked out at once."""
+    if not n:
+        return ""
+    cols: list[np.ndarray] = []
+    for kind, what, sel in pieces:
+        if kind == "text":
+            m = text_cells(what)
+            cols.append(m[:1] if sel is None else np.take(m, sel, axis=0))
+        else:
+            cols.append(dec_cells(what, sel))
+    width = sum(m.shape[1] for m in cols)
+    out = np.empty((n, width), dtype=np.uint32)
+    at = 0
+    for m in cols:
+        out[:, at:at + m.shape[1]] = m
+        at += m.shape[1]
+    b = out.view(np.uint8).ravel()
+    return codecs.ascii_decode(b[b != 0])[0]  # any buffer: no copy to bytes
