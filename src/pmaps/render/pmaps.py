@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import csv
 import io
-import itertools
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, TextIO
 
@@ -30,7 +29,6 @@ SCHEMA = "pmaps/1"
 VMA_SCHEMA = "pmaps-vma/1"
 SPOOL_BYTES = 32 << 20  # a process's JSON document held in memory up to this, then in a temporary file
 WRITE_BYTES = 1 << 20  # whole VMAs' JSON gathered up to this much text per write
-MARK = "\x01"  # where a named VMA's opening goes in rows_text's text: JSON text escapes control characters
 ROWS = 1 << 12  # rows of JSON text (VMA openings, ranges) made at once (render.table.rows_text)
 CSV_HEADER = ["pid", "comm", "vma_start", "vma_end", "perms", "path", "addr", "index", "count", "flags", "mapcount",
               "names"]
@@ -423,17 +421,20 @@ class RangeWriter:
         firsts = ['{"addr":', ("" if ndjson else ",") + prefix + '"start":', prefix + '"start":', ""]
         seconds = [',"index":', ',"end":', ',"end":', ""]
         thirds = [',"count":', ",", ",", ""]
-        close = ["", "]}\n" if ndjson else "]}"]
+        # A row's last: the end of a range's object (then a comma when the VMA has more), the end of
+        # its VMA's.
+        close = "]}\n" if ndjson else "]}"
+        lasts = ["", "}", "},", close, "}" + close]
         starts, ends, offsets, inodes = table.start, table.end, table.offset, table.inode
         (pv, pi), (dv, di) = perms, devs = table.kinds("perms"), table.kinds("dev")
         paths_all = table.path
         # After start and end, an opening is the same text for every VMA of the same perms and dev
         # with no offset, inode or path (most of a process of many VMAs): made once per such pair;
-        # the others' (made one by one) replace a mark (MARK: never in JSON text) once the rows are made.
+        # the others' one by one.
         kinds = _pairs(perms, devs)
         plain = (offsets == 0) & (inodes == 0) & ~table.named
         rest = '"perms":%s,"offset":%d,"dev":%s,"inode":%d,"path":%s,"ranges":['
-        open_tails = [rest % (_str(p), 0, _str(d), 0, '""') for p, d in kinds[0]] + [MARK]
+        open_tails = [rest % (_str(p), 0, _str(d), 0, '""') for p, d in kinds[0]] + [""]
         open_tail = np.where(plain, kinds[1], len(kinds[0]))
         base = (table.offset >> np.uint64(PAGE_SHIFT)).astype(np.int64) - table.start_page.astype(np.int64)
         z = np.zeros(1, dtype=np.uint64)
@@ -454,7 +455,9 @@ class RangeWriter:
                 index = (r.vpn.astype(np.int64) + base[g]).astype(np.uint64)
                 count = r.count.astype(np.uint64)
                 uniq, inv, extra = builder.json_pieces(r)
-            tails = open_tails + uniq + [""]
+            # A row's tail (spliced in): a range's mapcount, flags and names, a VMA's opening after
+            # its end; nothing in a row that only closes its VMA.
+            tails = np.array([*open_tails, *uniq, ""], dtype=object)
             done: list[str] = []
             held = ""
             a = 0
@@ -466,26 +469,25 @@ class RangeWriter:
                 item = ri >= 0
                 it = np.maximum(ri, 0)
                 kind = np.where(item, 0, np.where(op, np.where(rv == 0, 2, 1), 3))
-                tail = np.where(item, len(open_tails) + inv[it], np.where(op, open_tail[rv], len(tails) - 1))
-                end = np.where(item, 1 + comma[it], 0) if len(comma) else np.zeros(b - a, dtype=np.int64)
-                pieces: list[tuple[str, Sequence[str] | np.ndarray, np.ndarray | None]] = [
+                tail = tails[np.where(item, len(open_tails) + inv[it], np.where(op, open_tail[rv], len(tails) - 1))]
+                own = np.flatnonzero(op & ~plain[rv])
+                if len(own):
+                    tail[own] = [rest % (_str(pv[pi[i]]), int(offsets[i]), _str(dv[di[i]]), int(inodes[i]),
+                                         _str(paths_all[i])) for i in rv[own].tolist()]
+                last = 3 * closing[a:b]
+                if len(comma):
+                    last = last + np.where(item, 1 + comma[it], 0)
+                pieces: list[tuple[str, Any, np.ndarray | None]] = [
                     ("text", firsts, kind), ("number", np.where(item, addr[it], starts[rv]), kind < 3),
                     ("text", seconds, kind), ("number", np.where(item, index[it], ends[rv]), kind < 3),
-                    ("text", thirds, kind), ("number", count[it], item),
-                    ("text", tails, tail)]
+                    ("text", thirds, kind), ("number", count[it], item), ("splice", tail, None)]
                 for what, values, sel in extra:  # pfn, cgroup: nothing in a row that is not a range's
                     if what == "text":
                         pieces.append(("text", ["", *values], np.where(item, sel[it] + 1, 0)))
                     else:
                         pieces.append(("number", values[it], item & sel[it]))
-                pieces += [("text", ["", "}", "},"], end), ("text", close, closing[a:b].astype(np.int64))]
+                pieces.append(("text", lasts, last))
                 s = rows_text(pieces, b - a)
-                own = (rv[op & ~plain[rv]]).tolist()
-                if own:
-                    parts = s.split(MARK)
-                    s = "".join(itertools.chain.from_iterable(zip(parts, (rest % (
-                        _str(pv[pi[i]]), int(offsets[i]), _str(dv[di[i]]), int(inodes[i]), _str(paths_all[i]))
-                        for i in own)))) + parts[-1]
                 if b <= cut:
                     done.append(s)
                 else:

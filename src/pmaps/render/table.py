@@ -273,73 +273,76 @@ def write_csv(out: TextIO, header: Sequence[str], rows: Iterable[Sequence[object
 # row) and numbers (decimal), the rows of a batch one matrix of bytes: no Python string or int
 # to text per row. Every piece fills a column of whole 4-byte cells, its unused bytes NUL (JSON
 # text never holds a NUL), so that the rows are the matrix's bytes without the NULs.
-_POW10 = np.array([10**k for k in range(1, 20)], dtype=np.uint64)
-# The four ASCII digits of 0-9999 as one u32 each (the bytes in memory order).
-_DIGITS4 = np.frombuffer("".join(f"{i:04d}" for i in range(10_000)).encode("ascii"), dtype=np.uint32)
-
-
-def dec_count(v: np.ndarray) -> np.ndarray:
-    """How many digits str() shows of each u64 (int64; 1 for 0)."""
-    return np.searchsorted(_POW10, np.asarray(v, dtype=np.uint64), side="right").astype(np.int64) + 1
+# str() of 0-9999: four ASCII digits as one u32 each (bytes in memory order), '0'-padded; then
+# the same without leading zeros (NUL instead; 0 all NUL), for a number's leading cell; then, for
+# its last cell, the same but 0 shown as "0", and a cell of NULs (a number not shown).
+_CELLS = "".join(f"{i:04d}" for i in range(10_000)).encode("ascii")
+_LEAD = "".join(f"{i:>4}" if i else "    " for i in range(10_000)).encode("ascii").replace(b" ", b"\0")
+_DIGITS4 = np.frombuffer(_CELLS + _LEAD, dtype=np.uint32)
+_LAST4 = np.frombuffer(_CELLS + _LEAD[:3] + b"0" + _LEAD[4:] + bytes(4), dtype=np.uint32)
 
 
 def dec_cells(v: np.ndarray, shown: np.ndarray | None) -> np.ndarray:
     """str() of each u64, right-aligned in whole 4-byte cells and NUL-padded on the left (all NUL
-    where not `shown`): an (n, cells) uint32 matrix. Four digits at a time from a table."""
-    n = len(v)
-    count = dec_count(v)
-    if shown is not None:
-        count[~shown] = 0
-    width = int(count.max(initial=0))
-    cells = -(-width // 4)
-    out = np.empty((n, cells), dtype=np.uint32)
+    where not `shown`): an (n, cells) uint32 matrix. Four digits at a time from a table, the
+    leading cell's without its zeros."""
     x = np.array(v, dtype=np.uint64)  # a copy: divided in place
+    if shown is not None:
+        x[~shown] = 0
+    cells = -(-len(str(int(x.max(initial=0)))) // 4)
+    out = np.empty((len(x), cells), dtype=np.uint32)
     q = np.empty_like(x)
     t = np.empty_like(x)
     base = np.uint64(10_000)
     for k in range(cells - 1, -1, -1):
         np.floor_divide(x, base, out=q)
         np.subtract(x, np.multiply(q, base, out=t), out=t)
-        out[:, k] = _DIGITS4[t]
+        t += (q == 0) * base  # the leading cell (or one before it: all NUL)
+        if k == cells - 1:
+            if shown is not None:
+                t += ~shown * base
+            out[:, k] = _LAST4[t]
+        else:
+            out[:, k] = _DIGITS4[t]
         x, q = q, x
-    # The leading zeros made NUL: a mask per digit count, from a table.
-    u8 = out.view(np.uint8)
-    u8 &= _lead_masks(cells * 4)[count]
     return out
 
 
-@functools.cache
-def _lead_masks(width: int) -> np.ndarray:
-    """Row c: 0xFF over the last c of `width` bytes, 0 before (width + 1 rows of uint8)."""
-    return np.where(np.arange(width) >= width - np.arange(width + 1)[:, None], 0xFF, 0).astype(np.uint8)
-
-
 def text_cells(texts: Sequence[str]) -> np.ndarray:
-    """ASCII texts (no NUL) as a (len(texts), cells) uint32 matrix, NUL-padded to whole cells."""
+    """ASCII texts (no NUL or MARK) as a (len(texts), cells) uint32 matrix, NUL-padded to whole cells."""
     width = max(map(len, texts), default=0)
     width += -width % 4
     if not width:
         return np.zeros((len(texts), 0), dtype=np.uint32)
+    if any(MARK in t for t in texts):
+        raise ValueError("a text piece holds the mark")
     return np.array([t.encode("ascii") for t in texts], dtype=f"S{width}").view(np.uint32).reshape(len(texts), -1)
 
 
+MARK = "\x01"  # where a spliced text goes in the matrix's text (JSON text escapes control characters)
 Piece = tuple[str, Any, "np.ndarray | None"]
 
 
 def rows_text(pieces: Sequence[Piece], n: int) -> str:
     """The concatenation of n rows, each the pieces in order: ("text", texts, index) shows
-    texts[index[i]] (ASCII, no NUL; index None: texts[0] in every row), ("number", u64 values,
-    shown) the decimal of values[i] where shown[i] (None: everywhere). One matrix of 4-byte cells,
-    a column per piece, picked out at once."""
+    texts[index[i]] (ASCII, no NUL or MARK; index None: texts[0] in every row), ("number", u64
+    values, shown) the decimal of values[i] where shown[i] (None: everywhere), ("splice", texts of
+    each row, None) any text of each row's own. The texts and numbers are one matrix of 4-byte cells,
+    a column per piece, picked out at once; long texts (a few per row) are spliced in by a join,
+    cheaper than their bytes in the matrix."""
     if not n:
         return ""
     cols: list[np.ndarray] = []
+    spliced: list[Any] = []
     for kind, what, sel in pieces:
         if kind == "text":
             m = text_cells(what)
             cols.append(m[:1] if sel is None else np.take(m, sel, axis=0))
-        else:
+        elif kind == "number":
             cols.append(dec_cells(what, sel))
+        else:
+            cols.append(_MARK_CELL)
+            spliced.append(what)
     width = sum(m.shape[1] for m in cols)
     out = np.empty((n, width), dtype=np.uint32)
     at = 0
@@ -347,4 +350,19 @@ def rows_text(pieces: Sequence[Piece], n: int) -> str:
         out[:, at:at + m.shape[1]] = m
         at += m.shape[1]
     b = out.view(np.uint8).ravel()
-    return codecs.ascii_decode(b[b != 0])[0]  # any buffer: no copy to bytes
+    text: str = codecs.ascii_decode(b[b != 0])[0]  # any buffer: no copy to bytes
+    if not spliced:
+        return text
+    parts = np.empty(len(spliced) * n * 2 + 1, dtype=object)
+    parts[0::2] = text.split(MARK)
+    if len(spliced) == 1:
+        parts[1::2] = spliced[0]
+    else:
+        each = np.empty((n, len(spliced)), dtype=object)
+        for j, texts in enumerate(spliced):
+            each[:, j] = texts
+        parts[1::2] = each.ravel()
+    return "".join(parts.tolist())
+
+
+_MARK_CELL = np.frombuffer(MARK.encode("ascii").ljust(4, b"\0"), dtype=np.uint32).reshape(1, 1)
