@@ -273,13 +273,21 @@ def write_csv(out: TextIO, header: Sequence[str], rows: Iterable[Sequence[object
 # row) and numbers (decimal), the rows of a batch one matrix of bytes: no Python string or int
 # to text per row. Every piece fills a column of whole 4-byte cells, its unused bytes NUL (JSON
 # text never holds a NUL), so that the rows are the matrix's bytes without the NULs.
-# str() of 0-9999: four ASCII digits as one u32 each (bytes in memory order), '0'-padded; then
-# the same without leading zeros (NUL instead; 0 all NUL), for a number's leading cell; then, for
-# its last cell, the same but 0 shown as "0", and a cell of NULs (a number not shown).
-_CELLS = "".join(f"{i:04d}" for i in range(10_000)).encode("ascii")
-_LEAD = "".join(f"{i:>4}" if i else "    " for i in range(10_000)).encode("ascii").replace(b" ", b"\0")
-_DIGITS4 = np.frombuffer(_CELLS + _LEAD, dtype=np.uint32)
-_LAST4 = np.frombuffer(_CELLS + _LEAD[:3] + b"0" + _LEAD[4:] + bytes(4), dtype=np.uint32)
+@functools.cache
+def _digit_tables() -> tuple[np.ndarray, np.ndarray]:
+    """str() of 0-9999 as four ASCII digits in one u32 each (bytes in memory order), '0'-padded;
+    then the same without leading zeros (NUL instead; 0 all NUL), for a number's leading cell.
+    The second table is the same but 0 shown as "0" and then a cell of NULs (a number not shown),
+    for a number's last cell. Made on first use (no cost at import)."""
+    i = np.arange(10_000)
+    d = np.stack([i // 1000, i // 100 % 10, i // 10 % 10, i % 10], axis=1).astype(np.uint8) + np.uint8(ord("0"))
+    lead = d.copy()
+    lead[i[:, None] < np.array([1000, 100, 10, 1])] = 0
+    last = lead.copy()
+    last[0, 3] = ord("0")
+    cells = np.concatenate((d, lead)).view(np.uint32).ravel()
+    lasts = np.concatenate((d, last, np.zeros((1, 4), dtype=np.uint8))).view(np.uint32).ravel()
+    return cells, lasts
 
 
 def dec_cells(v: np.ndarray, shown: np.ndarray | None) -> np.ndarray:
@@ -294,6 +302,7 @@ def dec_cells(v: np.ndarray, shown: np.ndarray | None) -> np.ndarray:
     q = np.empty_like(x)
     t = np.empty_like(x)
     base = np.uint64(10_000)
+    digits, lasts = _digit_tables()
     for k in range(cells - 1, -1, -1):
         np.floor_divide(x, base, out=q)
         np.subtract(x, np.multiply(q, base, out=t), out=t)
@@ -301,9 +310,9 @@ def dec_cells(v: np.ndarray, shown: np.ndarray | None) -> np.ndarray:
         if k == cells - 1:
             if shown is not None:
                 t += ~shown * base
-            out[:, k] = _LAST4[t]
+            out[:, k] = lasts[t]
         else:
-            out[:, k] = _DIGITS4[t]
+            out[:, k] = digits[t]
         x, q = q, x
     return out
 
@@ -365,4 +374,4 @@ def rows_text(pieces: Sequence[Piece], n: int) -> str:
     return "".join(parts.tolist())
 
 
-_MARK_CELL = np.frombuffer(MARK.encode("ascii").ljust(4, b"\0"), dtype=np.uint32).reshape(1, 1)
+_MARK_CELL = np.array([[ord(MARK)]], dtype="<u4")  # the mark, then three NULs
