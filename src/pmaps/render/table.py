@@ -318,13 +318,14 @@ def dec_cells(v: np.ndarray, shown: np.ndarray | None) -> np.ndarray:
 
 
 def text_cells(texts: Sequence[str]) -> np.ndarray:
-    """ASCII texts (no NUL or MARK) as a (len(texts), cells) uint32 matrix, NUL-padded to whole cells."""
+    """ASCII texts (no NUL or MARK: JSON text escapes both) as a (len(texts), cells) uint32 matrix,
+    NUL-padded to whole cells."""
     width = max(map(len, texts), default=0)
     width += -width % 4
     if not width:
         return np.zeros((len(texts), 0), dtype=np.uint32)
-    if any(MARK in t for t in texts):
-        raise ValueError("a text piece holds the mark")
+    if any(MARK in t or "\0" in t for t in texts):
+        raise ValueError("a text piece holds a NUL or the mark")
     return np.array([t.encode("ascii") for t in texts], dtype=f"S{width}").view(np.uint32).reshape(len(texts), -1)
 
 
