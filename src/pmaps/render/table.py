@@ -4,6 +4,7 @@ from __future__ import annotations
 import codecs
 import csv
 import functools
+import itertools
 import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TextIO
@@ -363,16 +364,11 @@ def rows_text(pieces: Sequence[Piece], n: int) -> str:
     text: str = codecs.ascii_decode(b[b != 0])[0]  # any buffer: no copy to bytes
     if not spliced:
         return text
-    parts = np.empty(len(spliced) * n * 2 + 1, dtype=object)
+    parts: list[str] = [""] * (len(spliced) * n * 2 + 1)
     parts[0::2] = text.split(MARK)
-    if len(spliced) == 1:
-        parts[1::2] = spliced[0]
-    else:
-        each = np.empty((n, len(spliced)), dtype=object)
-        for j, texts in enumerate(spliced):
-            each[:, j] = texts
-        parts[1::2] = each.ravel()
-    return "".join(parts.tolist())
+    lists = [t.tolist() if isinstance(t, np.ndarray) else list(t) for t in spliced]
+    parts[1::2] = lists[0] if len(lists) == 1 else list(itertools.chain.from_iterable(zip(*lists)))
+    return "".join(parts)
 
 
 _MARK_CELL = np.array([[ord(MARK)]], dtype="<u4")  # the mark, then three NULs
