@@ -272,8 +272,8 @@ def write_csv(out: TextIO, header: Sequence[str], rows: Iterable[Sequence[object
 # -- rows of text from pieces, made by numpy --------------------------------------------------
 # The machine formats of many VMAs: each row is a few literal pieces (one of a few texts per
 # row) and numbers (decimal), the rows of a batch one matrix of bytes: no Python string or int
-# to text per row. Every piece fills a column of whole 4-byte cells, its unused bytes NUL (JSON
-# text never holds a NUL), so that the rows are the matrix's bytes without the NULs.
+# to text per row. Every piece fills columns of the matrix, its unused bytes NUL (JSON text never
+# holds a NUL), so that the rows are the matrix's bytes without the NULs.
 @functools.cache
 def _digit_tables() -> tuple[np.ndarray, np.ndarray]:
     """str() of 0-9999 as four ASCII digits in one u32 each (bytes in memory order), '0'-padded;
@@ -291,14 +291,15 @@ def _digit_tables() -> tuple[np.ndarray, np.ndarray]:
     return cells, lasts
 
 
-def dec_cells(v: np.ndarray, shown: np.ndarray | None) -> np.ndarray:
-    """str() of each u64, right-aligned in whole 4-byte cells and NUL-padded on the left (all NUL
-    where not `shown`): an (n, cells) uint32 matrix. Four digits at a time from a table, the
-    leading cell's without its zeros."""
+def dec_digits(v: np.ndarray, shown: np.ndarray | None) -> np.ndarray:
+    """str() of each u64, right-aligned and NUL-padded on the left (all NUL where not `shown`), as
+    wide as the longest: an (n, width) uint8 matrix. Four digits at a time from a table (as u32
+    cells), the leading cell's without its zeros."""
     x = np.array(v, dtype=np.uint64)  # a copy: divided in place
     if shown is not None:
         x[~shown] = 0
-    cells = -(-len(str(int(x.max(initial=0)))) // 4)
+    width = len(str(int(x.max(initial=0))))
+    cells = -(-width // 4)
     out = np.empty((len(x), cells), dtype=np.uint32)
     q = np.empty_like(x)
     t = np.empty_like(x)
@@ -315,19 +316,18 @@ def dec_cells(v: np.ndarray, shown: np.ndarray | None) -> np.ndarray:
         else:
             out[:, k] = digits[t]
         x, q = q, x
-    return out
+    return out.view(np.uint8)[:, cells * 4 - width:]  # no column of only NULs
 
 
-def text_cells(texts: Sequence[str]) -> np.ndarray:
-    """ASCII texts (no NUL or MARK: JSON text escapes both) as a (len(texts), cells) uint32 matrix,
-    NUL-padded to whole cells."""
+def text_bytes(texts: Sequence[str]) -> np.ndarray:
+    """ASCII texts (no NUL or MARK: JSON text escapes both) as a (len(texts), longest) uint8
+    matrix, NUL-padded."""
     width = max(map(len, texts), default=0)
-    width += -width % 4
     if not width:
-        return np.zeros((len(texts), 0), dtype=np.uint32)
+        return np.zeros((len(texts), 0), dtype=np.uint8)
     if any(MARK in t or "\0" in t for t in texts):
         raise ValueError("a text piece holds a NUL or the mark")
-    return np.array([t.encode("ascii") for t in texts], dtype=f"S{width}").view(np.uint32).reshape(len(texts), -1)
+    return np.array([t.encode("ascii") for t in texts], dtype=f"S{width}").view(np.uint8).reshape(len(texts), -1)
 
 
 MARK = "\x01"  # where a spliced text goes in the matrix's text (JSON text escapes control characters)
@@ -338,29 +338,29 @@ def rows_text(pieces: Sequence[Piece], n: int) -> str:
     """The concatenation of n rows, each the pieces in order: ("text", texts, index) shows
     texts[index[i]] (ASCII, no NUL or MARK; index None: texts[0] in every row), ("number", u64
     values, shown) the decimal of values[i] where shown[i] (None: everywhere), ("splice", texts of
-    each row, None) any text of each row's own. The texts and numbers are one matrix of 4-byte cells,
-    a column per piece, picked out at once; long texts (a few per row) are spliced in by a join,
+    each row, None) any text of each row's own. The texts and numbers are one matrix of bytes,
+    a few columns per piece, picked out at once; long texts (a few per row) are spliced in by a join,
     cheaper than their bytes in the matrix."""
     if not n:
         return ""
-    cols: list[np.ndarray] = []
+    cols: list[np.ndarray] = []  # (n or 1, width) uint8
     spliced: list[Any] = []
     for kind, what, sel in pieces:
         if kind == "text":
-            m = text_cells(what)
+            m = text_bytes(what)
             cols.append(m[:1] if sel is None else np.take(m, sel, axis=0))
         elif kind == "number":
-            cols.append(dec_cells(what, sel))
+            cols.append(dec_digits(what, sel))
         else:
-            cols.append(_MARK_CELL)
+            cols.append(_MARK_BYTE)
             spliced.append(what)
     width = sum(m.shape[1] for m in cols)
-    out = np.empty((n, width), dtype=np.uint32)
+    out = np.empty((n, width), dtype=np.uint8)
     at = 0
     for m in cols:
         out[:, at:at + m.shape[1]] = m
         at += m.shape[1]
-    b = out.view(np.uint8).ravel()
+    b = out.ravel()
     text: str = codecs.ascii_decode(b[b != 0])[0]  # any buffer: no copy to bytes
     if not spliced:
         return text
@@ -371,4 +371,4 @@ def rows_text(pieces: Sequence[Piece], n: int) -> str:
     return "".join(parts)
 
 
-_MARK_CELL = np.array([[ord(MARK)]], dtype="<u4")  # the mark, then three NULs
+_MARK_BYTE = np.array([[ord(MARK)]], dtype=np.uint8)
