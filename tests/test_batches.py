@@ -182,3 +182,75 @@ def test_json_openings_of_named_and_plain_vmas():
                                                      header=False, groups=snap.groups())
         assert got.getvalue() == expect.getvalue()
         assert '"comm":"a%sb%d"' in got.getvalue()
+
+
+def test_rows_text_numbers_and_texts():
+    """render.table.rows_text (the JSON writer's rows, made by numpy) is the Python text of each
+    row: decimal numbers at every digit count up to 2**64 - 1, hidden ones, text pieces of
+    different lengths (some empty) chosen per row, and spliced texts of any content."""
+    from pmaps.render.table import rows_text
+
+    rng = np.random.default_rng(11)
+    edges = [0, 1, 9, 10, 99, 100, 999, 1000, 9999, 10_000, 10_001, 99_999_999, 100_000_000, 2**53 + 1,
+             10**19 - 1, 10**19, 2**64 - 1]
+    v = np.concatenate([np.array(edges, dtype=U64),
+                        rng.integers(0, 2**63, 500, dtype=U64) >> rng.integers(0, 64, 500).astype(U64)])
+    n = len(v)
+    shown = rng.random(n) < 0.7
+    texts = ['{"addr":', "", ',"x":', "ab"]
+    pick = rng.integers(0, len(texts), n)
+    spliced = [["", "\x01", 'q"\\', "\n", "é", "\x00"][i % 6] * (i % 3) for i in range(n)]
+    w = v[::-1].copy()
+    got = rows_text([("text", texts, pick), ("number", v, None), ("text", [","], None), ("number", w, shown),
+                     ("splice", spliced, None), ("text", ["}", "]}\n"], (np.arange(n) % 2))], n)
+    want = "".join(f"{texts[p]}{int(a)},{int(b) if s else ''}{t}{'}' if i % 2 == 0 else ']}' + chr(10)}"
+                   for i, (p, a, b, s, t) in enumerate(zip(pick.tolist(), v, w, shown.tolist(), spliced)))
+    assert got == want
+    assert rows_text([("number", v[:0], None)], 0) == ""
+    with pytest.raises(ValueError):
+        rows_text([("text", ["a\x01"], None)], 1)  # the mark in a text piece would be taken for a splice
+
+
+HOSTILE = ['/tmp/a"b', "/tmp/back\\slash", "/tmp/ctl\x01\x1b[31m\x7f", "/tmp/new\nline", "/tmp/bad\udcff\udcfe",
+           "/tmp/%s%d%%", "/tmp/ünï\u202e", "/tmp/\ud800x", "[anon:\t\"]", " lead and trail  "]
+
+
+@pytest.mark.parametrize("opts", [ViewOptions(), ViewOptions(with_pfn=True),
+                                  ViewOptions(cgroup_names={0x20: '/a"b\\c\n', 0x21: "/ok"})])
+def test_json_batches_hostile_names(opts):
+    """Named VMAs whose paths (anyone's text, not always UTF-8) hold quotes, backslashes, control
+    characters, newlines, '%', lone surrogates; a hostile comm: the batch writer's JSON and NDJSON
+    are the per-VMA writer's byte for byte, and json.loads gives each path and comm back."""
+    import json
+    from dataclasses import replace
+
+    snap = layout(5)
+    vmas = [v._replace(offset=4096 * i, inode=i, dev="08:01", path=HOSTILE[i % len(HOSTILE)]) if i % 2 else v
+            for i, v in enumerate(snap.vmas)]
+    cg = np.where(np.arange(len(snap.pages)) % 3 == 0, 0x20, np.where(np.arange(len(snap.pages)) % 3 == 1, 0, 0x21))
+    pages = replace(snap.pages, kcgroup=cg.astype(U64)) if opts.cgroup_names else snap.pages
+    comm = 'c"\\\n%s\udcff'
+    snap = Snapshot(1, comm, vmas, pages, KNOWN)
+    for fmt in ("json", "ndjson"):
+        expect = io.StringIO()
+        RangeWriter(expect, fmt, opts).process(1, comm, snap.vmas, snap.chunks(), lambda: KNOWN, header=False)
+        for cuts in ([], [5], list(range(1, len(snap.pages), 3))):
+            src = Cut(snap, cuts)
+            got = io.StringIO()
+            RangeWriter(got, fmt, opts).process(1, comm, snap.vmas, src.chunks(), lambda: KNOWN, header=False,
+                                               groups=src.groups())
+            assert got.getvalue() == expect.getvalue(), (fmt, cuts)
+        text = expect.getvalue()
+        assert text.isascii()
+        if fmt == "json":
+            doc = json.loads(text)
+            vs = doc["vmas"]
+            assert doc["comm"] == comm
+        else:
+            vs = [json.loads(line) for line in text.splitlines()]
+            assert all(x["comm"] == comm for x in vs)
+        assert [x["path"] for x in vs] == [v.path for v in vmas]
+        assert sum(r["count"] for x in vs for r in x["ranges"]) == len(snap.pages)
+        if opts.cgroup_names:
+            # The cgroup paths as the text view shows them (render.table.printable), in JSON too.
+            assert {r["cgroup"] for x in vs for r in x["ranges"]} == {None, '/a"b\\c\\x0a', "/ok"}

@@ -396,3 +396,20 @@ def test_table_headers_and_plain(tail):
         assert t.headers() == [v.maps_line() if v.path else ln.rstrip() for v, ln in zip(decode_maps(data), text)]
         assert t.plain is plain
         assert t.take(np.arange(0, len(t), 3)).headers() == t.headers()[::3]
+
+
+def test_table_short_fields_with_a_nul():
+    """A NUL inside perms or dev (which the u64 read of a short field would take for padding) sends
+    kinds() to the strings: each line's own value, as decode_maps reads it."""
+    from pmaps.kernel.maps import decode_table
+
+    odd_perms, odd_dev = "r\0-p", "0\x000:00"
+    lines = [f"{0x10000 * (i + 1):08x}-{0x10000 * (i + 1) + 0x1000:08x} {odd_perms if i == 70 else 'rw-p'} "
+             f"00000000 {odd_dev if i == 80 else '00:00'} 0\n" for i in range(100)]
+    data = "".join(lines).encode()
+    want = decode_maps(data)
+    t = decode_table(data)
+    for name in ("perms", "dev"):
+        values, index = t.kinds(name)
+        assert [values[i] for i in index] == [getattr(v, name) for v in want]
+    assert t.perms[70] == odd_perms and t.dev[80] == odd_dev

@@ -193,20 +193,27 @@ class VmaTable:
 
     def _short_codes(self, a: int, b: int) -> tuple[list[str], np.ndarray] | None:
         """A field of at most 8 characters (perms, dev) as (distinct values, index of each line's):
-        each line's bytes read as one u64 by numpy, each distinct value decoded once (a few, for
-        thousands of lines). None for a few lines, or a field this cannot read."""
+        each line's bytes read as one u64 by numpy (the eight bytes from the field's start, one
+        gather of a u64 view of the text at every byte offset, the bytes after the field masked
+        off), each distinct value decoded once (a few, for thousands of lines). None for a few
+        lines, or a field this cannot read."""
         assert self._pos is not None
         p = self._pos
         if len(p) < 64:
             return None
         lens = p[:, b] - p[:, a]
         buf = self._buf if self._buf is not None else np.frombuffer(self._text.encode("ascii"), dtype=np.uint8)
-        inside = _COL8 < lens[:, None]
-        g = buf[np.minimum(p[:, a][:, None] + _COL8, len(buf) - 1)]
-        if int(lens.max()) > 8 or (g[inside] == 0).any():  # too long, or a NUL that padding would hide
+        starts = p[:, a]
+        if int(lens.max()) > 8 or int(starts.max()) > len(buf) - 8:  # too long, or too near the end
             return None
-        g[~inside] = 0
-        uniq, inv = distinct(np.ascontiguousarray(g).view("<u8").ravel())
+        words = np.ndarray((len(buf) - 7,), dtype="<u8", buffer=buf, strides=(1,))  # unaligned, overlapping
+        mask = _LEN_MASK[lens]
+        g = words[starts] & mask
+        low, high = np.uint64(0x0101010101010101), np.uint64(0x8080808080808080)
+        y = g | ~mask  # a NUL inside the field (padding would hide it): the zero-byte test on y
+        if ((y - low) & ~y & high).any():
+            return None
+        uniq, inv = distinct(g)
         return [int(u).to_bytes(8, "little").rstrip(b"\0").decode("ascii") for u in uniq.tolist()], inv
 
     def _short_field(self, name: str, a: int, b: int) -> list[str]:
@@ -397,7 +404,7 @@ def _fast_table(data: bytes) -> VmaTable | None:
     return VmaTable(start, end, offset, inode, text=data.decode("ascii"), pos=pos, buf=buf)
 
 
-_COL8 = np.arange(8)
+_LEN_MASK = np.array([(1 << 8 * k) - 1 for k in range(9)], dtype=np.uint64)  # the low k bytes of a u64
 _PAD = 20  # bytes before the maps text, so that every field has a full window of digits before its end
 _POW10 = np.uint64(10) ** np.arange(_PAD - 1, -1, -1, dtype=np.uint64)
 _COLS = np.arange(_PAD, dtype=np.int64)

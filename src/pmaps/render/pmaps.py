@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import csv
 import io
-import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO, TextIO
+from typing import Any, BinaryIO, TextIO
 
 import numpy as np
 
@@ -24,12 +23,13 @@ from ..model.snapshot import vma_table
 from ..model.state import S_SWAPPED
 from ..numeric import distinct
 from .output import View
-from .table import printable, unprintable
+from .table import printable, rows_text, unprintable
 
 SCHEMA = "pmaps/1"
 VMA_SCHEMA = "pmaps-vma/1"
 SPOOL_BYTES = 32 << 20  # a process's JSON document held in memory up to this, then in a temporary file
 WRITE_BYTES = 1 << 20  # whole VMAs' JSON gathered up to this much text per write
+ROWS = 1 << 12  # rows of JSON text (VMA openings, ranges) made at once (render.table.rows_text)
 CSV_HEADER = ["pid", "comm", "vma_start", "vma_end", "perms", "path", "addr", "index", "count", "flags", "mapcount",
               "names"]
 
@@ -205,28 +205,29 @@ class RowBuilder:
         names = self.cgroup_names
         return ["-" if c == 0 else printable(names.get(c, f"#{c}")) for c in r.cgroup.tolist()]
 
-    def json_items(self, r: Ranges, index: np.ndarray, comma: np.ndarray) -> list[str]:
-        """JSON objects of ranges of any VMAs (json's), given each range's first page index, each
-        followed by a comma where `comma` (the next range is of the same VMA)."""
-        addr = (r.vpn << np.uint64(PAGE_SHIFT)).tolist()
-        if not self.with_pfn and self.cgroup_names is None and len(r) >= 64:
-            # The object's end and the comma after it go with its tail: one format of four values
-            # per range, the tails (a few) ended both ways once.
-            uniq, inv = self._tail_index(r, self._json, self._json_tail)
-            ends = np.array([t + e for e in ("}", "},") for t in uniq], dtype=object)
-            tails: list[str] = ends[inv + len(uniq) * comma].tolist()
-            return list(map('{"addr":%d,"index":%d,"count":%d%s'.__mod__,
-                            zip(addr, index.tolist(), r.count.tolist(), tails)))
-        tails = self._tails(r, self._json, self._json_tail)
-        extra: Iterable[str] = itertools.repeat("")
+    def json_pieces(self, r: Ranges) -> tuple[list[str], np.ndarray, list[tuple[str, Any, np.ndarray]]]:
+        """The JSON objects of ranges as rows_text pieces, for a writer that makes many at once:
+        (each distinct tail (mapcount, flags, names: a few), the index of each range's, and the
+        pieces after the tail: ',"pfn":...' and ',"cgroup":...' as a text choice and a number
+        for each range)."""
+        uniq, inv = self._tail_index(r, self._json, self._json_tail)
+        extra: list[tuple[str, Any, np.ndarray]] = []
         if self.with_pfn:
-            extra = [',"pfn":' + ("null" if p in ("?", "-") else str(int(p, 16))) for p in self._pfns(r)]
+            shown = np.zeros(len(r), dtype=bool)
+            if r.pfn is not None and self.pfn_known:
+                shown = ((r.state >> np.uint64(S_SWAPPED)) & np.uint64(1)) == 0
+            pfn = r.pfn if r.pfn is not None else np.zeros(len(r), dtype=np.uint64)
+            extra += [("text", [',"pfn":null', ',"pfn":'], shown.astype(np.int64)), ("number", pfn, shown)]
         if self.cgroup_names is not None:
-            extra = [f'{e},"cgroup":' + ("null" if c in ("?", "-") else _dumps(c))
-                     for e, c in zip(extra, self._cgroups(r))]
-        seps = np.where(comma, ",", "").tolist()
-        return ['{"addr":%d,"index":%d,"count":%d%s%s}%s' % row
-                for row in zip(addr, index.tolist(), r.count.tolist(), tails, extra, seps)]
+            if r.cgroup is None:
+                extra.append(("text", [',"cgroup":null'], np.zeros(len(r), dtype=np.int64)))
+            else:
+                ids, at = distinct(r.cgroup)
+                names = self.cgroup_names
+                texts = [',"cgroup":' + ("null" if c == 0 else _dumps(printable(names.get(c, f"#{c}"))))
+                         for c in ids.tolist()]
+                extra.append(("text", texts, at))
+        return uniq, inv, extra
 
     def json(self, vma: Vma, r: Ranges) -> list[str]:
         """One JSON object (text) per range: addr, index, count, mapcount, flags, names[, pfn]."""
@@ -259,33 +260,39 @@ def interleave(heads: list[str], lo: int, hi: int, items: list[str], g: np.ndarr
     return out
 
 
-def interleave_closed(opens: list[str], closed: int, lo: int, hi: int, upto: int, items: list[str], g: np.ndarray,
-                      close: str) -> tuple[list[str], int]:
-    """Pieces in order: the openings of VMAs [lo, hi) (`opens`, one per VMA), the items of VMAs
-    (g: the VMA of each item, sorted, none before `closed`), and `close` after each VMA of
-    [closed, upto). VMAs before `closed` are closed already, those of [closed, lo) open. Returns
-    (pieces, index after the last close): the whole VMAs end there."""
+def vma_rows(closed: int, lo: int, hi: int, upto: int, g: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """The rows of a batch's text, in order: the opening of each VMA of [lo, hi), the items (ranges)
+    of VMAs (g: the VMA of each item, sorted, none before `closed`), each after its VMA's opening,
+    and a close after the last row of each VMA of [closed, upto) (a row of its own for a VMA with
+    no other row here). VMAs before `closed` are closed already, those of [closed, lo) open.
+    Returns per row (its VMA, its item or -1, whether it opens its VMA, whether it closes it), and
+    how many rows the VMAs closed here fill: the whole VMAs end there."""
     nv = max(hi, upto) - closed
     if nv <= 0:
-        return [], 0
+        e = np.zeros(0, dtype=np.int64)
+        return e, e, e.astype(bool), e.astype(bool), 0
     vi = np.arange(closed, closed + nv, dtype=np.int64)
     gi = g.astype(np.int64) - closed
-    has_open = (vi >= lo).astype(np.int64)
-    has_close = (vi < upto).astype(np.int64)
+    has_open = ((vi >= lo) & (vi < hi)).astype(np.int64)
     n_items = np.bincount(gi, minlength=nv) if len(gi) else np.zeros(nv, dtype=np.int64)
-    cnt = has_open + n_items + has_close
-    start = np.concatenate(([0], np.cumsum(cnt)[:-1])).astype(np.int64)
-    merged = np.empty(int(cnt.sum()), dtype=object)
+    closes = vi < upto
+    bare = closes & (has_open + n_items == 0)
+    cnt = has_open + n_items + bare
+    ends = np.cumsum(cnt)
+    start = ends - cnt
+    total = int(ends[-1])
+    row_vma = np.repeat(vi, cnt)
+    row_item = np.full(total, -1, dtype=np.int64)
     if len(gi):
         rank = np.arange(len(gi), dtype=np.int64) - np.searchsorted(gi, gi, side="left")
-        merged[start[gi] + has_open[gi] + rank] = items
-    if hi > lo:
-        merged[start[lo - closed:hi - closed]] = opens
-    c = np.flatnonzero(has_close)
-    merged[start[c] + has_open[c] + n_items[c]] = close
-    cut = int(start[c[-1]] + cnt[c[-1]]) if len(c) else 0
-    out: list[str] = merged.tolist()
-    return out, cut
+        row_item[start[gi] + has_open[gi] + rank] = np.arange(len(gi), dtype=np.int64)
+    opens = np.zeros(total, dtype=bool)
+    opens[start[has_open.astype(bool)]] = True
+    closing = np.zeros(total, dtype=bool)
+    closing[ends[closes] - 1] = True
+    cut = int(ends[upto - closed - 1]) if upto > closed else 0
+    return row_vma, row_item, opens, closing, cut
 
 
 def _pairs(perms: tuple[list[str], np.ndarray], devs: tuple[list[str], np.ndarray]
@@ -396,10 +403,11 @@ class RangeWriter:
 
     def _json_batches(self, pid: int, comm: str, table: VmaTable, groups: Iterable[tuple[Pages, np.ndarray]],
                       known: Callable[[], Known]) -> None:
-        """JSON / NDJSON a batch of many VMAs at a time, as _text_batches: each VMA's opening text made
-        in one pass over the columns, the ranges' objects per batch, all put in order by index.
-        Only whole VMAs are written (the text of a VMA still open is held back): an NDJSON line is
-        never left half written when the process exits mid-scan."""
+        """JSON / NDJSON a batch of many VMAs at a time, as _text_batches: a batch's text is rows (a
+        VMA's opening, a range's object), each a few texts chosen among a few and numbers, made by
+        numpy (render.table.rows_text): no Python string or int to text per VMA or range but for the
+        VMAs with an offset, inode or path. Only whole VMAs are written (the text of a VMA still open
+        is held back): an NDJSON line is never left half written when the process exits mid-scan."""
         out = self.out
         ndjson = self.fmt == "ndjson"
         if not ndjson:
@@ -408,61 +416,109 @@ class RangeWriter:
             out.write('{"pid":%d,"comm":%s,"vmas":[' % (pid, _dumps(comm)))
         self.first_process = False
         prefix = ('{"schema":"%s","pid":%d,"comm":%s,' % (VMA_SCHEMA, pid, _str(comm))) if ndjson else "{"
+        # A row's first text: a range's object, a VMA's opening (in JSON after a comma but the
+        # first VMA's), nothing (a row that only closes its VMA).
+        firsts = ['{"addr":', ("" if ndjson else ",") + prefix + '"start":', prefix + '"start":', ""]
+        seconds = [',"index":', ',"end":', ',"end":', ""]
+        thirds = [',"count":', ",", ",", ""]
+        # A row's last: the end of a range's object (then a comma when the VMA has more), the end of
+        # its VMA's.
         close = "]}\n" if ndjson else "]}"
+        lasts = ["", "}", "},", close, "}" + close]
         starts, ends, offsets, inodes = table.start, table.end, table.offset, table.inode
         (pv, pi), (dv, di) = perms, devs = table.kinds("perms"), table.kinds("dev")
         paths_all = table.path
         # After start and end, an opening is the same text for every VMA of the same perms and dev
-        # with no offset, inode or path (most of a process of many VMAs): made once per such pair.
+        # with no offset, inode or path (most of a process of many VMAs): made once per such pair;
+        # the others' one by one.
         kinds = _pairs(perms, devs)
         plain = (offsets == 0) & (inodes == 0) & ~table.named
         rest = '"perms":%s,"offset":%d,"dev":%s,"inode":%d,"path":%s,"ranges":['
-        pairs = np.empty(len(kinds[0]), dtype=object)
-        pairs[:] = [rest % (_str(p), 0, _str(d), 0, '""') for p, d in kinds[0]]
-        # A JSON VMA follows the one before it after a comma (the first one's is cut off).
-        fmt = ("" if ndjson else ",") + prefix.replace("%", "%%") + '"start":%d,"end":%d,%s'
-
-        def opens(lo: int, hi: int) -> list[str]:
-            """The opening text of VMAs [lo, hi) (made a batch at a time: memory stays a batch's)."""
-            tail = np.empty(hi - lo, dtype=object)
-            sel = plain[lo:hi]
-            tail[sel] = pairs[kinds[1][lo:hi][sel]]
-            for i in (lo + np.flatnonzero(~sel)).tolist():
-                tail[i - lo] = rest % (_str(pv[pi[i]]), int(offsets[i]), _str(dv[di[i]]), int(inodes[i]),
-                                       _str(paths_all[i]))
-            text = list(map(fmt.__mod__, zip(starts[lo:hi].tolist(), ends[lo:hi].tolist(), tail.tolist())))
-            if not ndjson and lo == 0 and text:
-                text[0] = text[0][1:]
-            return text
-
+        open_tails = [rest % (_str(p), 0, _str(d), 0, '""') for p, d in kinds[0]] + [""]
+        open_tail = np.where(plain, kinds[1], len(kinds[0]))
         base = (table.offset >> np.uint64(PAGE_SHIFT)).astype(np.int64) - table.start_page.astype(np.int64)
+        z = np.zeros(1, dtype=np.uint64)
         builder: RowBuilder | None = None
+
+        def text(closed: int, lo: int, hi: int, upto: int, g: np.ndarray, r: Ranges | None, comma: np.ndarray
+                 ) -> tuple[list[str], str]:
+            """The text of a batch: (the rows of the VMAs it closes, some thousand at a time; the
+            rows of the VMA still open)."""
+            row_vma, row_item, opens, closing, cut = vma_rows(closed, lo, hi, upto, g)
+            addr = index = count = z
+            uniq: list[str] = []
+            inv = np.zeros(1, dtype=np.int64)
+            extra: list[tuple[str, Any, np.ndarray]] = []
+            if r is not None and len(r):
+                assert builder is not None
+                addr = r.vpn << np.uint64(PAGE_SHIFT)
+                index = (r.vpn.astype(np.int64) + base[g]).astype(np.uint64)
+                count = r.count.astype(np.uint64)
+                uniq, inv, extra = builder.json_pieces(r)
+            # A row's tail (spliced in): a range's mapcount, flags and names, a VMA's opening after
+            # its end; nothing in a row that only closes its VMA.
+            tails = np.array([*open_tails, *uniq, ""], dtype=object)
+            done: list[str] = []
+            held = ""
+            a = 0
+            while a < len(row_vma):
+                b = min(a + ROWS, len(row_vma))
+                if a < cut < b:
+                    b = cut
+                rv, ri, op = row_vma[a:b], row_item[a:b], opens[a:b]
+                item = ri >= 0
+                it = np.maximum(ri, 0)
+                kind = np.where(item, 0, np.where(op, np.where(rv == 0, 2, 1), 3))
+                tail = tails[np.where(item, len(open_tails) + inv[it], np.where(op, open_tail[rv], len(tails) - 1))]
+                own = np.flatnonzero(op & ~plain[rv])
+                if len(own):
+                    tail[own] = [rest % (_str(pv[pi[i]]), int(offsets[i]), _str(dv[di[i]]), int(inodes[i]),
+                                         _str(paths_all[i])) for i in rv[own].tolist()]
+                last = 3 * closing[a:b]
+                if len(comma):
+                    last = last + np.where(item, 1 + comma[it], 0)
+                pieces: list[tuple[str, Any, np.ndarray | None]] = [
+                    ("text", firsts, kind), ("number", np.where(item, addr[it], starts[rv]), kind < 3),
+                    ("text", seconds, kind), ("number", np.where(item, index[it], ends[rv]), kind < 3),
+                    ("text", thirds, kind), ("number", count[it], item), ("splice", tail, None)]
+                for what, values, sel in extra:  # pfn, cgroup: nothing in a row that is not a range's
+                    if what == "text":
+                        pieces.append(("text", ["", *values], np.where(item, sel[it] + 1, 0)))
+                    else:
+                        pieces.append(("number", values[it], item & sel[it]))
+                pieces.append(("text", lasts, last))
+                s = rows_text(pieces, b - a)
+                if b <= cut:
+                    done.append(s)
+                else:
+                    held += s
+                a = b
+            return done, held
+
         held = ""  # the text of the VMA still open
         nxt = closed = 0  # VMAs opened, closed
         for upto, r, g in batch_ranges(groups, known, full=True, with_pfn=self.opts.with_pfn, swap=self.opts.swap):
             hi = max(upto, int(g[-1]) + 1) if len(r) else upto
-            items: list[str] = []
+            comma = np.zeros(0, dtype=np.int64)
             if len(r):
                 builder = builder or RowBuilder(known(), True, self.opts.with_pfn, self.opts.cgroup_names)
                 # A comma after each range but a VMA's last; the range held back for the next batch
                 # (batch_ranges) is of VMA `upto`.
-                comma = np.empty(len(g), dtype=bool)
-                comma[:-1] = g[1:] == g[:-1]
-                comma[-1] = g[-1] == upto
-                items = builder.json_items(r, r.vpn.astype(np.int64) + base[g], comma)
-            pieces, cut = interleave_closed(opens(nxt, hi) if hi > nxt else [], closed, nxt, hi, upto, items, g,
-                                            close)
-            if cut:
+                c = np.empty(len(g), dtype=bool)
+                c[:-1] = g[1:] == g[:-1]
+                c[-1] = g[-1] == upto
+                comma = c.astype(np.int64)
+            done, rest_text = text(closed, nxt, hi, upto, g, r, comma)
+            if done:
                 out.write(held)
                 held = ""
-                for a in range(0, cut, 1 << 13):  # written some thousand pieces at a time
-                    out.write("".join(pieces[a:min(a + (1 << 13), cut)]))
-            held += "".join(pieces[cut:])
+                for s in done:
+                    out.write(s)
+            held += rest_text
             nxt, closed = max(nxt, hi), max(closed, upto)
         n = len(table)
-        last, _ = interleave_closed(opens(nxt, n) if n > nxt else [], closed, nxt, n, n, [],
-                                    np.zeros(0, dtype=np.int64), close)
-        out.write(held + "".join(last))
+        done, rest_text = text(closed, nxt, n, n, np.zeros(0, dtype=np.int64), None, np.zeros(0, dtype=np.int64))
+        out.write(held + "".join(done) + rest_text)
         if not ndjson:
             # Written last: the first chunk may reveal that PFNs are hidden (collect.py).
             out.write('],"known":%s}' % _dumps(known().to_dict()))
