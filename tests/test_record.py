@@ -156,13 +156,15 @@ def test_packed_metadata_is_the_json():
     import zlib
 
     from helpers import ROOT as root
-    from pmaps.kernel.maps import VmaTable
+    from pmaps.kernel.maps import Vma, VmaTable
     from pmaps.store.codec import inflate
     from pmaps.store.recording import PackedVmas, packed_meta, sample_json
 
     s = load_sample(root / "tests" / "golden" / "time_a.parquet")
     odd = [v._replace(path=p) for v, p in zip(s.vmas, ["é\udcff", "\x1b[0m", '"q"\\', ""] * len(s.vmas))]
-    for table in (s.table, VmaTable.of_vmas(odd), VmaTable.of_vmas([])):
+    # Many VMAs: pieces long enough to be deflated on the helper thread.
+    many = [Vma(i << 14, (i << 14) + 8192, "rw-p", 0, "00:00", i % 7, ["", "/x", "é"][i % 3]) for i in range(30000)]
+    for table in (s.table, VmaTable.of_vmas(odd), VmaTable.of_vmas([]), VmaTable.of_vmas(many)):
         t = dataclasses.replace(s, table=table, seq=3, time=1.5, cost=0.25)
         packed = PackedVmas.of(table)
         for data in (packed_meta(t, packed), packed_meta(t)):
@@ -173,7 +175,7 @@ def test_vmas_json_in_pieces():
     """The VMAs' JSON made a few thousand VMAs at a time is json.dumps of them all."""
     import json
 
-    from pmaps.kernel.maps import Vma, VmaTable
+    from pmaps.kernel.maps import Vma, VmaTable, decode_table
     from pmaps.store.codec import encode_vmas, vmas_json
 
     paths = ["", "/lib/x.so", "é\udcff", '"q"\\', "\x1b"]
@@ -181,3 +183,14 @@ def test_vmas_json_in_pieces():
     for n in (0, 1, 3, 4, 5, 20000):
         t = VmaTable.of_vmas(vmas[:n])
         assert "".join(vmas_json(t, rows=4 if n < 10 else 8192)) == json.dumps(encode_vmas(t))
+    # Numbers of every length up to the u64 limit, perms and devs of several kinds, and a table
+    # decoded from maps text (its perms and devs read by numpy).
+    top = (1 << 64) - 1
+    edge = [Vma(top - (2 * i + 2) * 4096 if i % 2 else i * 8192, 0, ["r--p", "rwxs", "---p"][i % 3],
+                [0, 9, 10, 99999999, 100000000, top, 1 << 63][i % 7], ["00:00", "fd:01", "103:02"][i % 5 % 3],
+                (10 ** (i % 20)) - (i % 2), paths[i % 5]) for i in range(200)]
+    edge = sorted((v._replace(end=v.start + 4096) for v in edge), key=lambda v: v.start)
+    for t in (VmaTable.of_vmas(edge), decode_table("".join(v._replace(path=v.path.encode("ascii", "replace").decode())
+                                                                  .maps_line() + "\n" for v in edge[:150]).encode())):
+        for rows in (1, 7, 8192):
+            assert "".join(vmas_json(t, rows=rows)) == json.dumps(encode_vmas(t))
