@@ -191,7 +191,7 @@ def _rows_json(nums: list[np.ndarray], codes: list[np.ndarray], close: int, stri
         runs_off[:, j] = offs[c]
         runs_len[:, j] = lens[c]
     idx = arange_runs(runs_off.ravel().astype(np.int32), runs_len.ravel().astype(np.int32))
-    return codecs.ascii_decode(buf[idx])[0]  # type: ignore[arg-type]  # any buffer: no copy to bytes first
+    return codecs.ascii_decode(buf[idx])[0]  # any buffer: no copy to bytes first
 
 
 def decode_vmas(raw: object) -> list[Vma]:
