@@ -53,6 +53,53 @@ def test_round_trip(tmp_path, pfn):
     assert n_ranges("a") == len(range(0, 64, 3)) and n_ranges("t") <= 4
 
 
+# A child that maps one more anonymous page (a VMA of its own, PROT_READ between writable
+# neighbours) for each line it reads, and answers with the count.
+MAPPER = r"""
+import mmap, sys
+keep = []
+print("ready", flush=True)
+for line in sys.stdin:
+    keep.append(mmap.mmap(-1, 4096 * (len(keep) + 1), prot=mmap.PROT_READ))
+    print(len(keep), flush=True)
+"""
+
+
+@pytest.mark.parametrize("fields", ["full", "pagemap"])
+def test_first_sample_rereads_maps(fields):
+    """The first sample (seq 0) reads its pages with open()'s table while maps is read again
+    beside them: when maps changed in between, the sample is taken again with the new VMAs;
+    when not, it keeps open()'s table (the same object). Either way, as refresh_table first."""
+    from pmaps.collector import Options
+    from pmaps.kernel.maps import read_table
+
+    p = subprocess.Popen([sys.executable, "-c", MAPPER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdin is not None and p.stdout is not None
+        assert p.stdout.readline().strip() == "ready"
+        with Process(p.pid, Options.fields(fields)) as proc:
+            opened = proc.table
+            s = take_sample(proc, seq=0)
+            assert s.table is opened
+            p.stdin.write("map\n")
+            p.stdin.flush()
+            assert p.stdout.readline().strip() == "1"
+            proc2 = Process(p.pid, Options.fields(fields)).open()
+            with proc2:
+                p.stdin.write("map\n")
+                p.stdin.flush()
+                assert p.stdout.readline().strip() == "2"
+                stale = proc2.table
+                s2 = take_sample(proc2, seq=0)
+                now = read_table(p.pid)
+                assert s2.table is not stale and s2.table.source == now.source
+                assert len(s2.table) == len(stale) + 1
+                assert [v.start for v in s2.vmas] == [v.start for v in now.vmas]
+    finally:
+        p.kill()
+        p.wait()
+
+
 @needs_root
 def test_sigkill_keeps_completed_samples(tmp_path):
     out = tmp_path / "r"
