@@ -19,6 +19,7 @@ pyarrow is imported lazily (the `parquet` extra): `pmaps diff` of live PIDs work
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import importlib.util
 import itertools
@@ -344,6 +345,7 @@ class Recorder:
     # The last sample's VMAs, encoded and deflated: a sample whose maps read did not change
     # carries the same table (Process.refresh_table), and its VMAs are not encoded again.
     _vmas: PackedVmas | None = field(default=None, init=False, repr=False)
+    _preload: threading.Thread | None = field(default=None, init=False, repr=False)
 
     def open(self) -> Recorder:
         """Create the directory (0700), or take an existing empty one of ours (made 0700 too).
@@ -392,6 +394,16 @@ class Recorder:
         self._write_manifest()
         return self
 
+    def preload(self) -> None:
+        """Import pyarrow (and switch to the system allocator, when asked) on a helper thread
+        now, while the first sample is read: its ~30 ms then overlap the sample's reads, which
+        wait in the kernel without the GIL. add() waits for it. An import that fails here
+        fails again, with its message, in add()."""
+        if self._preload is None:
+            work = use_system_allocator if self.system_allocator else _pyarrow
+            self._preload = threading.Thread(target=_quietly, args=(work,), name="pmaps-import", daemon=True)
+            self._preload.start()
+
     def add(self, s: Sample) -> int:
         """Write one sample file, then the manifest; returns the sample's size in bytes.
         BadSnapshot, and nothing written, when the sample fails the loader's checks (a torn read)."""
@@ -399,6 +411,8 @@ class Recorder:
             check_sample(s)
         except ValueError as err:
             raise BadSnapshot(f"sample {s.seq} is inconsistent ({err})") from None
+        if self._preload is not None:
+            self._preload.join()
         if self.system_allocator:
             use_system_allocator()
             self.system_allocator = False
@@ -418,6 +432,11 @@ class Recorder:
 
     def _write_manifest(self) -> None:
         save_bytes(self.path / MANIFEST, (json.dumps(self.manifest, indent=1) + "\n").encode(), force=True)
+
+
+def _quietly(fn: Any) -> None:
+    with contextlib.suppress(Exception):
+        fn()
 
 
 def sample_files(path: str | os.PathLike[str]) -> list[Path]:
