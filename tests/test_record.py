@@ -218,6 +218,25 @@ def test_packed_metadata_is_the_json():
             assert inflate(data) == zlib.decompress(data) == sample_json(t).encode()
 
 
+def test_private_parquet_writer_writes_what_the_public_one_does():
+    """sample_bytes writes with pyarrow._parquet's writer (pyarrow.parquet's import is slow):
+    the same bytes as pyarrow.parquet.ParquetWriter, with and without PFNs, VMAs or ranges."""
+    import dataclasses
+
+    from helpers import ROOT as root
+    from pmaps.store.recording import loads_sample, sample_bytes
+
+    s = load_sample(root / "tests" / "golden" / "time_a.parquet")
+    with_pfn = dataclasses.replace(s, pfn=np.arange(len(s), dtype=np.uint64) * 7)
+    empty = dataclasses.replace(s, vma=s.vma[:0], vpn=s.vpn[:0], count=s.count[:0], state=s.state[:0],
+                                mapcount=s.mapcount[:0])
+    for t in (s, with_pfn, empty):
+        data = sample_bytes(t)
+        assert data == sample_bytes(t, public_writer=True)
+        back = loads_sample(data)
+        assert np.array_equal(back.vpn, t.vpn) and (back.pfn is None) == (t.pfn is None)
+
+
 def test_vmas_json_in_pieces():
     """The VMAs' JSON made a few thousand VMAs at a time is json.dumps of them all."""
     import json

@@ -70,12 +70,40 @@ PIPELINE_BYTES = 64 << 10  # a piece of VMAs' JSON this long is deflated on a he
 
 # -- Parquet ------------------------------------------------------------------------------
 def _pyarrow() -> Any:
+    pa = _arrow()
     try:
-        import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
         raise MissingExtra("recordings need pyarrow: pip install 'pmaps[parquet]'") from None
     return pa, pq
+
+
+def _arrow() -> Any:
+    """pyarrow alone: what writing a sample needs (see _parquet_writer)."""
+    try:
+        import pyarrow as pa
+    except ImportError:
+        raise MissingExtra("recordings need pyarrow: pip install 'pmaps[parquet]'") from None
+    return pa
+
+
+def _parquet_writer(sink: Any, schema: Any, public: bool = False, **options: Any) -> Any:
+    """pyarrow.parquet.ParquetWriter's own writer (pyarrow._parquet.ParquetWriter, given what
+    the public class gives it for a stream), without importing pyarrow.parquet: its import of
+    pyarrow.fs (ssl, the S3 and Azure modules) took 15-25 ms of a recorder's start. The public
+    class where the private one is missing or takes other arguments (a test checks that both
+    write the same bytes)."""
+    if not public:
+        try:
+            from pyarrow._parquet import ParquetWriter
+        except ImportError:
+            pass
+        else:
+            with contextlib.suppress(TypeError):
+                return ParquetWriter(sink, schema, version="2.6", writer_engine_version="V2",
+                                     data_page_version="1.0", **options)
+    _, pq = _pyarrow()
+    return pq.ParquetWriter(sink, schema, **options)
 
 
 def require_pyarrow() -> None:
@@ -92,7 +120,7 @@ def use_system_allocator() -> None:
     # The environment variable, read when the pool is first used, is what the Parquet writer
     # follows too (pa.set_memory_pool alone leaves it on mimalloc): set before the import.
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
-    pa, _ = _pyarrow()
+    pa = _arrow()
     pa.set_memory_pool(pa.system_memory_pool())
 
 
@@ -195,9 +223,9 @@ def adler32_combine(a1: int, a2: int, len2: int) -> int:
     return s1 | (s2 << 16)
 
 
-def sample_bytes(s: Sample, vmas: PackedVmas | None = None) -> bytes:
+def sample_bytes(s: Sample, vmas: PackedVmas | None = None, *, public_writer: bool = False) -> bytes:
     """The sample as one Parquet file (zstd), metadata in the schema's key-value metadata."""
-    pa, pq = _pyarrow()
+    pa = _arrow()
     starts = s.vma_starts()
     arrays = {
         "vma_start": pa.array(starts[s.vma] if len(s) else np.zeros(0, dtype=U64), pa.uint64()),
@@ -217,10 +245,13 @@ def sample_bytes(s: Sample, vmas: PackedVmas | None = None) -> bytes:
     # Dictionary encoding only for the columns of few distinct values: addresses hardly repeat,
     # and a dictionary of them made a sample of 65,531 VMAs' ranges 470 KB in 12 ms; without
     # it, 156 KB in 6 ms (a small process's samples shrink too).
-    with pq.ParquetWriter(sink, table.schema, compression="zstd", store_schema=False,
-                          use_dictionary=["count", "state", "mapcount"]) as w:
+    w = _parquet_writer(sink, table.schema, public_writer, compression="zstd", store_schema=False,
+                        use_dictionary=["count", "state", "mapcount"])
+    try:
         w.write_table(table)
         w.add_key_value_metadata({META_KEY: base64.b64encode(packed_meta(s, vmas))})
+    finally:
+        w.close()
     return sink.getvalue().to_pybytes()
 
 
@@ -400,9 +431,14 @@ class Recorder:
         wait in the kernel without the GIL. add() waits for it. An import that fails here
         fails again, with its message, in add()."""
         if self._preload is None:
-            work = use_system_allocator if self.system_allocator else _pyarrow
-            self._preload = threading.Thread(target=_quietly, args=(work,), name="pmaps-import", daemon=True)
+            self._preload = threading.Thread(target=_quietly, args=(self._import,), name="pmaps-import",
+                                             daemon=True)
             self._preload.start()
+
+    def _import(self) -> None:
+        if self.system_allocator:
+            use_system_allocator()
+        import pyarrow._parquet  # noqa: F401  # what _parquet_writer takes
 
     def add(self, s: Sample) -> int:
         """Write one sample file, then the manifest; returns the sample's size in bytes.
