@@ -74,10 +74,8 @@ class WatchRows:
         return len(self.start)
 
     def take(self, idx: np.ndarray) -> WatchRows:
-        pick = idx.tolist()
-        return WatchRows(self.start[idx], self.end[idx], list(map(self.perms.__getitem__, pick)),
-                         list(map(self.name.__getitem__, pick)), self.now[idx], self.delta[idx], self.had[idx],
-                         self.changes[idx])
+        return WatchRows(self.start[idx], self.end[idx], _pick(self.perms, idx), _pick(self.name, idx),
+                         self.now[idx], self.delta[idx], self.had[idx], self.changes[idx])
 
     def row(self, i: int) -> Row:
         now = dict(zip(STATS, self.now[i].tolist()))
@@ -85,6 +83,23 @@ class WatchRows:
         delta: dict[str, int | None] = dict(zip(STATS, self.delta[i].tolist())) if self.had[i] else none
         changes = {k: n for k, n in zip(KINDS, self.changes[i].tolist()) if n}
         return Row(int(self.start[i]), int(self.end[i]), self.perms[i], self.name[i], now, delta, changes)
+
+
+def _pick(items: list[str], idx: np.ndarray) -> list[str]:
+    """[items[i] for i in idx]; for increasing indexes in a few runs (the VMAs kept, all but a
+    few), as slices of the list: a frame of 65,000 VMAs copies runs, not 65,000 items one by one."""
+    n = len(idx)
+    if n > 64:
+        brk = np.flatnonzero(np.diff(idx) != 1) + 1
+        if len(brk) < n // 64:
+            firsts = [0, *brk.tolist()]
+            lasts = [*brk.tolist(), n]
+            lo, hi = idx[firsts].tolist(), (idx[np.array(lasts) - 1] + 1).tolist()
+            out: list[str] = []
+            for a, b in zip(lo, hi):
+                out += items[a:b]
+            return out
+    return list(map(items.__getitem__, idx.tolist()))
 
 
 @dataclass
@@ -158,10 +173,15 @@ class WatchView:
         elif self.sort == "change":
             key = -c.changes.sum(axis=1)
         else:
-            key = np.zeros(len(c), dtype=np.int64)
-        order = np.lexsort((c.start, key))  # stable, as sorted() by (key, start) is
-        if (order != np.arange(len(c))).any():
-            self.cols = c.take(order)
+            key = None
+        if key is None and bool((c.start[1:] > c.start[:-1]).all()):
+            pass  # by address, and in address order already (as maps lists the VMAs)
+        else:
+            if key is None:
+                key = np.zeros(len(c), dtype=np.int64)
+            order = np.lexsort((c.start, key))  # stable, as sorted() by (key, start) is
+            if (order != np.arange(len(c))).any():
+                self.cols = c.take(order)
         self.__dict__.pop("rows", None)
 
     def header(self) -> str:
