@@ -15,7 +15,7 @@ from ..analysis.diff import KIND_TITLES, KINDS, Diff
 from ..analysis.footprint import Facts, figures
 from ..kernel.maps import PAGE_SIZE, VmaTable
 from ..model import Sample
-from .table import cell_matrix, char_matrix, hex_ranges, printable, unprintable, write_columns
+from .table import cell_matrix, char_matrix, hex_ranges, printable, write_columns
 from .units import fmt_bytes
 
 STATS = ("resident", "swapped", "dirty", "thp")
@@ -63,7 +63,7 @@ class WatchRows:
 
     start: np.ndarray  # u64
     end: np.ndarray
-    perms: list[str]
+    perm_kinds: tuple[list[str], np.ndarray]  # the distinct perms, and each row's index among them
     name: list[str]
     now: np.ndarray  # int64 (rows, STATS): pages
     delta: np.ndarray  # int64 (rows, STATS): pages since the previous sample
@@ -73,8 +73,14 @@ class WatchRows:
     def __len__(self) -> int:
         return len(self.start)
 
+    @cached_property
+    def perms(self) -> list[str]:
+        values, idx = self.perm_kinds
+        return list(map(values.__getitem__, idx.tolist()))
+
     def take(self, idx: np.ndarray) -> WatchRows:
-        return WatchRows(self.start[idx], self.end[idx], _pick(self.perms, idx), _pick(self.name, idx),
+        values, codes = self.perm_kinds
+        return WatchRows(self.start[idx], self.end[idx], (values, codes[idx]), _pick(self.name, idx),
                          self.now[idx], self.delta[idx], self.had[idx], self.changes[idx])
 
     def row(self, i: int) -> Row:
@@ -146,7 +152,7 @@ class WatchView:
             np.add.at(changes, (owner[ok], kind[ok]), pages[ok])
             touched[where[where >= 0]] = True
         keep = np.arange(n) if all_vmas else np.flatnonzero(now.any(axis=1) | touched)
-        rows = WatchRows(t.start, t.end, t.perms, t.path, now, delta, had, changes)
+        rows = WatchRows(t.start, t.end, t.kinds("perms"), t.path, now, delta, had, changes)
         view = cls(cur.pid, cur.comm, cur.seq, rows if len(keep) == n else rows.take(keep), cost_ms, cpu_pct,
                    interval, fields, list(status or []), sort, unknown)
         view.sort_rows()
@@ -226,8 +232,11 @@ def _plain_columns(view: WatchView, unit: str, head: list[str], foot: list[str])
     CHANGED text made only for the rows that changed."""
     c = view.cols
     n = len(c)
-    perms = c.perms if not unprintable("".join(c.perms)) else [printable(p) for p in c.perms]
-    cols = [hex_ranges(c.start, c.end), char_matrix(perms, max(map(len, perms), default=0), left=True)]
+    # Each distinct perms (of those shown) made a row of characters once, then gathered.
+    values, idx = c.perm_kinds
+    used = np.bincount(idx, minlength=len(values)).astype(bool).tolist()
+    texts = [printable(p) if u else "" for p, u in zip(values, used)]
+    cols = [hex_ranges(c.start, c.end), char_matrix(texts, max(map(len, texts), default=0), left=True)[idx]]
     for j, k in enumerate(STATS):
         w_now, w_delta = (max(len(head[x]), len(foot[x])) for x in (2 + 2 * j, 3 + 2 * j))
         if k in view.unknown:
