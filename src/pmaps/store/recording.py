@@ -368,9 +368,10 @@ class Recorder:
     comm: str
     interval: float
     with_pfn: bool = False
-    # use_system_allocator() before the first sample is written (pyarrow's import, +37 MB of RSS,
-    # after the first sample's reads: their transient peak is not added to it). For a command
-    # that owns its process.
+    # use_system_allocator() before the first sample is written: in add(), or on preload()'s
+    # thread while the first sample is read (pyarrow's import then adds its RSS, ~25 MB without
+    # pyarrow.parquet, to the reads' transient peak: 99 MB for 65,531 VMAs, 108 MB before with
+    # the import after the reads). For a command that owns its process.
     system_allocator: bool = False
     manifest: dict[str, Any] = field(default_factory=dict)
     # The last sample's VMAs, encoded and deflated: a sample whose maps read did not change
