@@ -76,7 +76,6 @@ class Record(Command):
                 require_pyarrow()  # imported when the first sample is written
                 rec = Recorder(Path(str(args.output)), pid, proc.comm, args.interval, args.pfn,
                                system_allocator=True).open()
-                rec.preload()  # pyarrow's import, while the first sample is read
             old = {s: signal.signal(s, _raise) for s in (signal.SIGINT, signal.SIGTERM)}
             try:
                 reason, note = self._loop(proc, rec, args, err)

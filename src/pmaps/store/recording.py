@@ -368,16 +368,16 @@ class Recorder:
     comm: str
     interval: float
     with_pfn: bool = False
-    # use_system_allocator() before the first sample is written: in add(), or on preload()'s
-    # thread while the first sample is read (pyarrow's import then adds its RSS, ~25 MB without
-    # pyarrow.parquet, to the reads' transient peak: 99 MB for 65,531 VMAs, 108 MB before with
-    # the import after the reads). For a command that owns its process.
+    # use_system_allocator() before the first sample is written (pyarrow's import, +28 MB of RSS,
+    # after the first sample's reads: their transient peak is not added to it). For a command
+    # that owns its process. (Imported on a thread during the first sample's reads instead, it
+    # slowed them as much as it saved: the import holds the GIL that the reads' threads wait
+    # for between reads, up to the 5 ms switch interval each time.)
     system_allocator: bool = False
     manifest: dict[str, Any] = field(default_factory=dict)
     # The last sample's VMAs, encoded and deflated: a sample whose maps read did not change
     # carries the same table (Process.refresh_table), and its VMAs are not encoded again.
     _vmas: PackedVmas | None = field(default=None, init=False, repr=False)
-    _preload: threading.Thread | None = field(default=None, init=False, repr=False)
 
     def open(self) -> Recorder:
         """Create the directory (0700), or take an existing empty one of ours (made 0700 too).
@@ -426,21 +426,6 @@ class Recorder:
         self._write_manifest()
         return self
 
-    def preload(self) -> None:
-        """Import pyarrow (and switch to the system allocator, when asked) on a helper thread
-        now, while the first sample is read: its ~30 ms then overlap the sample's reads, which
-        wait in the kernel without the GIL. add() waits for it. An import that fails here
-        fails again, with its message, in add()."""
-        if self._preload is None:
-            self._preload = threading.Thread(target=_quietly, args=(self._import,), name="pmaps-import",
-                                             daemon=True)
-            self._preload.start()
-
-    def _import(self) -> None:
-        if self.system_allocator:
-            use_system_allocator()
-        import pyarrow._parquet  # noqa: F401  # what _parquet_writer takes
-
     def add(self, s: Sample) -> int:
         """Write one sample file, then the manifest; returns the sample's size in bytes.
         BadSnapshot, and nothing written, when the sample fails the loader's checks (a torn read)."""
@@ -448,8 +433,6 @@ class Recorder:
             check_sample(s)
         except ValueError as err:
             raise BadSnapshot(f"sample {s.seq} is inconsistent ({err})") from None
-        if self._preload is not None:
-            self._preload.join()
         if self.system_allocator:
             use_system_allocator()
             self.system_allocator = False
@@ -469,11 +452,6 @@ class Recorder:
 
     def _write_manifest(self) -> None:
         save_bytes(self.path / MANIFEST, (json.dumps(self.manifest, indent=1) + "\n").encode(), force=True)
-
-
-def _quietly(fn: Any) -> None:
-    with contextlib.suppress(Exception):
-        fn()
 
 
 def sample_files(path: str | os.PathLike[str]) -> list[Path]:
