@@ -174,16 +174,14 @@ class WatchView:
 
     def sort_rows(self) -> None:
         c = self.cols
-        if self.sort == "resident":
-            key = -c.now[:, STATS.index("resident")]
-        elif self.sort == "change":
-            key = -c.changes.sum(axis=1)
+        if self.sort == "address" and bool((c.start[1:] > c.start[:-1]).all()):
+            pass  # in address order already, as maps lists the VMAs: no sort
         else:
-            key = None
-        if key is None and bool((c.start[1:] > c.start[:-1]).all()):
-            pass  # by address, and in address order already (as maps lists the VMAs)
-        else:
-            if key is None:
+            if self.sort == "resident":
+                key = -c.now[:, STATS.index("resident")]
+            elif self.sort == "change":
+                key = -c.changes.sum(axis=1)
+            else:
                 key = np.zeros(len(c), dtype=np.int64)
             order = np.lexsort((c.start, key))  # stable, as sorted() by (key, start) is
             if (order != np.arange(len(c))).any():
