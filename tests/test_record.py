@@ -53,6 +53,53 @@ def test_round_trip(tmp_path, pfn):
     assert n_ranges("a") == len(range(0, 64, 3)) and n_ranges("t") <= 4
 
 
+# A child that maps one more anonymous page (a VMA of its own, PROT_READ between writable
+# neighbours) for each line it reads, and answers with the count.
+MAPPER = r"""
+import mmap, sys
+keep = []
+print("ready", flush=True)
+for line in sys.stdin:
+    keep.append(mmap.mmap(-1, 4096 * (len(keep) + 1), prot=mmap.PROT_READ))
+    print(len(keep), flush=True)
+"""
+
+
+@pytest.mark.parametrize("fields", ["full", "pagemap"])
+def test_first_sample_rereads_maps(fields):
+    """The first sample (seq 0) reads its pages with open()'s table while maps is read again
+    beside them: when maps changed in between, the sample is taken again with the new VMAs;
+    when not, it keeps open()'s table (the same object). Either way, as refresh_table first."""
+    from pmaps.collector import Options
+    from pmaps.kernel.maps import read_table
+
+    p = subprocess.Popen([sys.executable, "-c", MAPPER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdin is not None and p.stdout is not None
+        assert p.stdout.readline().strip() == "ready"
+        with Process(p.pid, Options.fields(fields)) as proc:
+            opened = proc.table
+            s = take_sample(proc, seq=0)
+            assert s.table is opened
+            p.stdin.write("map\n")
+            p.stdin.flush()
+            assert p.stdout.readline().strip() == "1"
+            proc2 = Process(p.pid, Options.fields(fields)).open()
+            with proc2:
+                p.stdin.write("map\n")
+                p.stdin.flush()
+                assert p.stdout.readline().strip() == "2"
+                stale = proc2.table
+                s2 = take_sample(proc2, seq=0)
+                now = read_table(p.pid)
+                assert s2.table is not stale and s2.table.source == now.source
+                assert len(s2.table) == len(stale) + 1
+                assert [v.start for v in s2.vmas] == [v.start for v in now.vmas]
+    finally:
+        p.kill()
+        p.wait()
+
+
 @needs_root
 def test_sigkill_keeps_completed_samples(tmp_path):
     out = tmp_path / "r"
@@ -156,24 +203,45 @@ def test_packed_metadata_is_the_json():
     import zlib
 
     from helpers import ROOT as root
-    from pmaps.kernel.maps import VmaTable
+    from pmaps.kernel.maps import Vma, VmaTable
     from pmaps.store.codec import inflate
     from pmaps.store.recording import PackedVmas, packed_meta, sample_json
 
     s = load_sample(root / "tests" / "golden" / "time_a.parquet")
     odd = [v._replace(path=p) for v, p in zip(s.vmas, ["é\udcff", "\x1b[0m", '"q"\\', ""] * len(s.vmas))]
-    for table in (s.table, VmaTable.of_vmas(odd), VmaTable.of_vmas([])):
+    # Many VMAs: pieces long enough to be deflated on the helper thread.
+    many = [Vma(i << 14, (i << 14) + 8192, "rw-p", 0, "00:00", i % 7, ["", "/x", "é"][i % 3]) for i in range(30000)]
+    for table in (s.table, VmaTable.of_vmas(odd), VmaTable.of_vmas([]), VmaTable.of_vmas(many)):
         t = dataclasses.replace(s, table=table, seq=3, time=1.5, cost=0.25)
         packed = PackedVmas.of(table)
         for data in (packed_meta(t, packed), packed_meta(t)):
             assert inflate(data) == zlib.decompress(data) == sample_json(t).encode()
 
 
+def test_private_parquet_writer_writes_what_the_public_one_does():
+    """sample_bytes writes with pyarrow._parquet's writer (pyarrow.parquet's import is slow):
+    the same bytes as pyarrow.parquet.ParquetWriter, with and without PFNs, VMAs or ranges."""
+    import dataclasses
+
+    from helpers import ROOT as root
+    from pmaps.store.recording import loads_sample, sample_bytes
+
+    s = load_sample(root / "tests" / "golden" / "time_a.parquet")
+    with_pfn = dataclasses.replace(s, pfn=np.arange(len(s), dtype=np.uint64) * 7)
+    empty = dataclasses.replace(s, vma=s.vma[:0], vpn=s.vpn[:0], count=s.count[:0], state=s.state[:0],
+                                mapcount=s.mapcount[:0])
+    for t in (s, with_pfn, empty):
+        data = sample_bytes(t)
+        assert data == sample_bytes(t, public_writer=True)
+        back = loads_sample(data)
+        assert np.array_equal(back.vpn, t.vpn) and (back.pfn is None) == (t.pfn is None)
+
+
 def test_vmas_json_in_pieces():
     """The VMAs' JSON made a few thousand VMAs at a time is json.dumps of them all."""
     import json
 
-    from pmaps.kernel.maps import Vma, VmaTable
+    from pmaps.kernel.maps import Vma, VmaTable, decode_table
     from pmaps.store.codec import encode_vmas, vmas_json
 
     paths = ["", "/lib/x.so", "é\udcff", '"q"\\', "\x1b"]
@@ -181,3 +249,14 @@ def test_vmas_json_in_pieces():
     for n in (0, 1, 3, 4, 5, 20000):
         t = VmaTable.of_vmas(vmas[:n])
         assert "".join(vmas_json(t, rows=4 if n < 10 else 8192)) == json.dumps(encode_vmas(t))
+    # Numbers of every length up to the u64 limit, perms and devs of several kinds, and a table
+    # decoded from maps text (its perms and devs read by numpy).
+    top = (1 << 64) - 1
+    edge = [Vma(top - (2 * i + 2) * 4096 if i % 2 else i * 8192, 0, ["r--p", "rwxs", "---p"][i % 3],
+                [0, 9, 10, 99999999, 100000000, top, 1 << 63][i % 7], ["00:00", "fd:01", "103:02"][i % 5 % 3],
+                (10 ** (i % 20)) - (i % 2), paths[i % 5]) for i in range(200)]
+    edge = sorted((v._replace(end=v.start + 4096) for v in edge), key=lambda v: v.start)
+    for t in (VmaTable.of_vmas(edge), decode_table("".join(v._replace(path=v.path.encode("ascii", "replace").decode())
+                                                                  .maps_line() + "\n" for v in edge[:150]).encode())):
+        for rows in (1, 7, 8192):
+            assert "".join(vmas_json(t, rows=rows)) == json.dumps(encode_vmas(t))

@@ -85,6 +85,8 @@ def test_matrix_text_is_rstripped_lines():
         tails = ["".join(rng.choice([*chars, "/x"]) for _ in range(rng.randint(0, 3))) for _ in range(200)]
         mats = [char_matrix(c, max(map(len, c)), left=j == 0) for j, c in enumerate(cols)]
         rows = rows_of(mats, 200)
-        for t in (None, tails):
+        # A few lines with a tail (one in 50; blank ones too): inserted into the text, not split.
+        few = [(t or "/y") if i % 50 == 3 else (" " if i % 50 == 7 else "") for i, t in enumerate(tails)]
+        for t in (None, tails, few):
             want = "".join((r if t is None else r + "  " + t[i]).rstrip() + "\n" for i, r in enumerate(rows))
             assert matrix_text(mats, 200, t, "  ") == want

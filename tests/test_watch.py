@@ -35,6 +35,58 @@ def test_golden_plain():
     assert out.getvalue() == path.read_text(), "watch.txt differs; PMAPS_BLESS=1 to accept"
 
 
+def many_vmas_sample(n: int, skip: set[int], odd_perms: dict[int, str]):
+    """A sample of n one-page VMAs (perms varied, some of them `odd_perms`), each page resident
+    except in the VMAs of `skip` (no ranges: not shown)."""
+    import dataclasses
+
+    import numpy as np
+
+    from pmaps.kernel.maps import Vma
+
+    a = load_sample(GOLDEN / "time_a.parquet")
+    perms = ["rw-p", "r--p", "r-xp", "---p"]
+    vmas = [Vma((1 << 30) + i * 8192, (1 << 30) + i * 8192 + 4096, odd_perms.get(i, perms[i % 7 % 4]), 0, "00:00",
+                0, "/lib/x.so" if i % 500 == 3 else "") for i in range(n)]
+    keep = np.array([i for i in range(n) if i not in skip], dtype=np.int32)
+    return dataclasses.replace(a, table=vmas, vma=keep, vpn=np.array([vmas[i].start >> 12 for i in keep], np.uint64),
+                               count=np.ones(len(keep), np.int64), state=np.full(len(keep), a.state[0], np.uint64),
+                               mapcount=np.ones(len(keep), np.int64))
+
+
+def test_plain_frame_of_many_vmas():
+    """A frame of thousands of VMAs (rows copied as runs, perms as the table's kinds): one line
+    per VMA with pages, in address order, its address and perms; the perms of a VMA not shown
+    does not widen the column; the rows of a view match its columns."""
+    n = 3000
+    skip = {0, 1, 700, 701, 702, 2999}
+    s = many_vmas_sample(n, skip, {5: "rwxs", 700: "r--p-very-long"})
+    view = WatchView.build(s, None, None, cost_ms=1.0, cpu_pct=1.0, interval=1.0, fields="full")
+    out = io.StringIO()
+    write_plain(out, view)
+    lines = out.getvalue().splitlines()
+    body = [ln for ln in lines if ln[:1].isdigit() or ln[:1] in "abcdef"]
+    shown = [i for i in range(n) if i not in skip]
+    assert len(body) == len(view) == len(shown)
+    for ln, i, r in zip(body, shown, view.rows):
+        v = s.vmas[i]
+        assert ln.split()[:2] == [f"{v.start:x}-{v.end:x}", v.perms] == [f"{r.start:x}-{r.end:x}", r.perms]
+        assert ln.rstrip().endswith("/lib/x.so") == (v.path == "/lib/x.so")
+    assert lines[1].index("RSS") - lines[1].index("PERMS") < len("r--p-very-long")  # not shown: not counted
+    assert view.cols.perms == [s.vmas[i].perms for i in shown]
+
+
+def test_pick_rows_as_runs():
+    import numpy as np
+
+    from pmaps.render.live import _pick
+
+    items = [str(i) for i in range(5000)]
+    for idx in (np.arange(5000), np.delete(np.arange(5000), [0, 9, 10, 4999]), np.arange(0, 5000, 2),
+                np.arange(4999, -1, -1), np.arange(0), np.array([7]), np.arange(100, 300)):
+        assert _pick(items, idx) == [items[i] for i in idx.tolist()]
+
+
 @needs_root
 def test_plain_frames_and_deltas(run):
     with MemChild(["a:anon:256K"]) as mc:

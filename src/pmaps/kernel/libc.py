@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 
 M_ARENA_MAX = -8  # mallopt's parameter (malloc.h)
@@ -10,8 +9,11 @@ M_ARENA_MAX = -8  # mallopt's parameter (malloc.h)
 
 @functools.cache
 def _libc() -> ctypes.CDLL | None:
+    # The process's own symbols (dlopen(NULL)): the C library Python runs on, glibc or musl.
+    # Not ctypes.util.find_library("c"): its import (shutil, subprocess, tempfile...) and the
+    # search took ~5 ms of every `pmaps watch` and `pmaps record`.
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return ctypes.CDLL(None)
     except OSError:
         return None
 
@@ -51,7 +53,7 @@ def disable_thp() -> bool:
     (thp_collapse_alloc, thp_split_page) that a scanner keeping other processes' pages between scans
     must treat as "any page may have moved". False where the kernel or libc refuses it."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)
         return libc.prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False

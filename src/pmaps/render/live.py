@@ -15,7 +15,7 @@ from ..analysis.diff import KIND_TITLES, KINDS, Diff
 from ..analysis.footprint import Facts, figures
 from ..kernel.maps import PAGE_SIZE, VmaTable
 from ..model import Sample
-from .table import cell_matrix, char_matrix, hex_ranges, printable, unprintable, write_columns
+from .table import cell_matrix, char_matrix, hex_ranges, printable, write_columns
 from .units import fmt_bytes
 
 STATS = ("resident", "swapped", "dirty", "thp")
@@ -63,7 +63,7 @@ class WatchRows:
 
     start: np.ndarray  # u64
     end: np.ndarray
-    perms: list[str]
+    perm_kinds: tuple[list[str], np.ndarray]  # the distinct perms, and each row's index among them
     name: list[str]
     now: np.ndarray  # int64 (rows, STATS): pages
     delta: np.ndarray  # int64 (rows, STATS): pages since the previous sample
@@ -73,11 +73,15 @@ class WatchRows:
     def __len__(self) -> int:
         return len(self.start)
 
+    @cached_property
+    def perms(self) -> list[str]:
+        values, idx = self.perm_kinds
+        return list(map(values.__getitem__, idx.tolist()))
+
     def take(self, idx: np.ndarray) -> WatchRows:
-        pick = idx.tolist()
-        return WatchRows(self.start[idx], self.end[idx], list(map(self.perms.__getitem__, pick)),
-                         list(map(self.name.__getitem__, pick)), self.now[idx], self.delta[idx], self.had[idx],
-                         self.changes[idx])
+        values, codes = self.perm_kinds
+        return WatchRows(self.start[idx], self.end[idx], (values, codes[idx]), _pick(self.name, idx),
+                         self.now[idx], self.delta[idx], self.had[idx], self.changes[idx])
 
     def row(self, i: int) -> Row:
         now = dict(zip(STATS, self.now[i].tolist()))
@@ -85,6 +89,23 @@ class WatchRows:
         delta: dict[str, int | None] = dict(zip(STATS, self.delta[i].tolist())) if self.had[i] else none
         changes = {k: n for k, n in zip(KINDS, self.changes[i].tolist()) if n}
         return Row(int(self.start[i]), int(self.end[i]), self.perms[i], self.name[i], now, delta, changes)
+
+
+def _pick(items: list[str], idx: np.ndarray) -> list[str]:
+    """[items[i] for i in idx]; for increasing indexes in a few runs (the VMAs kept, all but a
+    few), as slices of the list: a frame of 65,000 VMAs copies runs, not 65,000 items one by one."""
+    n = len(idx)
+    if n > 64:
+        brk = np.flatnonzero(np.diff(idx) != 1) + 1
+        if len(brk) < n // 64:
+            firsts = [0, *brk.tolist()]
+            lasts = [*brk.tolist(), n]
+            lo, hi = idx[firsts].tolist(), (idx[np.array(lasts) - 1] + 1).tolist()
+            out: list[str] = []
+            for a, b in zip(lo, hi):
+                out += items[a:b]
+            return out
+    return list(map(items.__getitem__, idx.tolist()))
 
 
 @dataclass
@@ -131,7 +152,7 @@ class WatchView:
             np.add.at(changes, (owner[ok], kind[ok]), pages[ok])
             touched[where[where >= 0]] = True
         keep = np.arange(n) if all_vmas else np.flatnonzero(now.any(axis=1) | touched)
-        rows = WatchRows(t.start, t.end, t.perms, t.path, now, delta, had, changes)
+        rows = WatchRows(t.start, t.end, t.kinds("perms"), t.path, now, delta, had, changes)
         view = cls(cur.pid, cur.comm, cur.seq, rows if len(keep) == n else rows.take(keep), cost_ms, cpu_pct,
                    interval, fields, list(status or []), sort, unknown)
         view.sort_rows()
@@ -153,15 +174,18 @@ class WatchView:
 
     def sort_rows(self) -> None:
         c = self.cols
-        if self.sort == "resident":
-            key = -c.now[:, STATS.index("resident")]
-        elif self.sort == "change":
-            key = -c.changes.sum(axis=1)
+        if self.sort == "address" and bool((c.start[1:] > c.start[:-1]).all()):
+            pass  # in address order already, as maps lists the VMAs: no sort
         else:
-            key = np.zeros(len(c), dtype=np.int64)
-        order = np.lexsort((c.start, key))  # stable, as sorted() by (key, start) is
-        if (order != np.arange(len(c))).any():
-            self.cols = c.take(order)
+            if self.sort == "resident":
+                key = -c.now[:, STATS.index("resident")]
+            elif self.sort == "change":
+                key = -c.changes.sum(axis=1)
+            else:
+                key = np.zeros(len(c), dtype=np.int64)
+            order = np.lexsort((c.start, key))  # stable, as sorted() by (key, start) is
+            if (order != np.arange(len(c))).any():
+                self.cols = c.take(order)
         self.__dict__.pop("rows", None)
 
     def header(self) -> str:
@@ -206,8 +230,11 @@ def _plain_columns(view: WatchView, unit: str, head: list[str], foot: list[str])
     CHANGED text made only for the rows that changed."""
     c = view.cols
     n = len(c)
-    perms = c.perms if not unprintable("".join(c.perms)) else [printable(p) for p in c.perms]
-    cols = [hex_ranges(c.start, c.end), char_matrix(perms, max(map(len, perms), default=0), left=True)]
+    # Each distinct perms (of those shown) made a row of characters once, then gathered.
+    values, idx = c.perm_kinds
+    used = np.bincount(idx, minlength=len(values)).astype(bool).tolist()
+    texts = [printable(p) if u else "" for p, u in zip(values, used)]
+    cols = [hex_ranges(c.start, c.end), char_matrix(texts, max(map(len, texts), default=0), left=True)[idx]]
     for j, k in enumerate(STATS):
         w_now, w_delta = (max(len(head[x]), len(foot[x])) for x in (2 + 2 * j, 3 + 2 * j))
         if k in view.unknown:

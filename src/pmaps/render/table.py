@@ -109,25 +109,45 @@ def matrix_text(cols: Sequence[np.ndarray], n: int, tails: Sequence[str] | None 
     end = np.zeros(n, dtype=np.int64)
     if width:
         # The last character that is not whitespace (str.rstrip's test) of each line.
-        ink = body > 32 if m.dtype == np.uint8 and not (body < 32).any() else ~_whitespace(body)
-        back = np.argmax(ink[:, ::-1], axis=1)  # 0 also when a line has no ink at all
-        end = np.where(ink[np.arange(n), width - 1 - back], width - back, 0)
+        # Tested right to left into a C-ordered matrix: argmax's fast path for contiguous bool
+        # rows (2x faster than argmax over a reversed view).
+        rev = body[:, ::-1]
+        if m.dtype == np.uint8 and not (body < 32).any():
+            ink = np.empty((n, width), dtype=bool)
+            np.greater(rev, 32, out=ink)
+        else:
+            ink = np.ascontiguousarray(~_whitespace(rev))
+        back = np.argmax(ink, axis=1)  # 0 also when a line has no ink at all
+        end = np.where(ink[np.arange(n), back], width - back, 0)
     tailed = np.zeros(0, dtype=np.int64)
     if tails is not None:
         tails = list(map(str.rstrip, tails))
         tailed = np.flatnonzero(np.fromiter(map(len, tails), dtype=np.int64, count=n))
         end[tailed] = width  # the tail follows the padded columns
     m[np.arange(n), end] = ord("\n")
-    picked = m[np.arange(m.shape[1]) <= end[:, None]]
+    small = np.dtype(np.int16 if m.shape[1] < 1 << 15 else np.int64)  # a narrower comparison: 2.5x faster
+    cols_at: np.ndarray = np.arange(m.shape[1], dtype=small)
+    picked = m[cols_at <= end.astype(small)[:, None]]
     if m.dtype == np.uint8:
         text = codecs.ascii_decode(picked)[0]  # type: ignore[arg-type]  # any buffer: no copy to bytes first
     else:
         text = picked.astype("<u4").tobytes().decode("utf-32-le", "surrogatepass")
     if not len(tailed):
         return text
-    lines = text.split("\n")
-    rows = tailed.tolist()
     assert tails is not None
+    rows = tailed.tolist()
+    if 8 * len(rows) < n:
+        # A few lines with a tail (a watch frame of many anonymous VMAs): each goes in before
+        # its line's newline, the text between copied as slices, not split into n lines.
+        nl = (np.cumsum(end + 1) - 1)[tailed].tolist()  # where those lines' newlines are
+        parts: list[str] = []
+        prev = 0
+        for at, r in zip(nl, rows):
+            parts += (text[prev:at], sep, tails[r])
+            prev = at
+        parts.append(text[prev:])
+        return "".join(parts)
+    lines = text.split("\n")
     joined = map(str.__add__, map(lines.__getitem__, rows), map(sep.__add__, map(tails.__getitem__, rows)))
     list(map(lines.__setitem__, rows, joined))
     return "\n".join(lines)

@@ -19,6 +19,7 @@ pyarrow is imported lazily (the `parquet` extra): `pmaps diff` of live PIDs work
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import importlib.util
 import itertools
@@ -26,6 +27,7 @@ import json
 import os
 import re
 import stat
+import threading
 import time
 import zlib
 from dataclasses import dataclass, field, replace
@@ -63,16 +65,45 @@ MANIFEST = "manifest.json"
 META_KEY = "pmaps"  # Parquet key-value metadata: base64 of zlib of the sample's JSON metadata
 SAMPLE_RE = re.compile(r"^sample-(\d{6,})\.parquet$")
 U64 = np.uint64
+PIPELINE_BYTES = 64 << 10  # a piece of VMAs' JSON this long is deflated on a helper thread
 
 
 # -- Parquet ------------------------------------------------------------------------------
 def _pyarrow() -> Any:
+    pa = _arrow()
     try:
-        import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
         raise MissingExtra("recordings need pyarrow: pip install 'pmaps[parquet]'") from None
     return pa, pq
+
+
+def _arrow() -> Any:
+    """pyarrow alone: what writing a sample needs (see _parquet_writer)."""
+    try:
+        import pyarrow as pa
+    except ImportError:
+        raise MissingExtra("recordings need pyarrow: pip install 'pmaps[parquet]'") from None
+    return pa
+
+
+def _parquet_writer(sink: Any, schema: Any, public: bool = False, **options: Any) -> Any:
+    """pyarrow.parquet.ParquetWriter's own writer (pyarrow._parquet.ParquetWriter, given what
+    the public class gives it for a stream), without importing pyarrow.parquet: its import of
+    pyarrow.fs (ssl, the S3 and Azure modules) took 15-25 ms of a recorder's start. The public
+    class where the private one is missing or takes other arguments (a test checks that both
+    write the same bytes)."""
+    if not public:
+        try:
+            from pyarrow._parquet import ParquetWriter
+        except ImportError:
+            pass
+        else:
+            with contextlib.suppress(TypeError):
+                return ParquetWriter(sink, schema, version="2.6", writer_engine_version="V2",
+                                     data_page_version="1.0", **options)
+    _, pq = _pyarrow()
+    return pq.ParquetWriter(sink, schema, **options)
 
 
 def require_pyarrow() -> None:
@@ -89,7 +120,7 @@ def use_system_allocator() -> None:
     # The environment variable, read when the pool is first used, is what the Parquet writer
     # follows too (pa.set_memory_pool alone leaves it on mimalloc): set before the import.
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
-    pa, _ = _pyarrow()
+    pa = _arrow()
     pa.set_memory_pool(pa.system_memory_pool())
 
 
@@ -129,18 +160,46 @@ class PackedVmas:
 
     @classmethod
     def of(cls, table: VmaTable) -> PackedVmas:
-        """Encoded and deflated a few thousand VMAs at a time: the text is never held whole."""
+        """Encoded and deflated a few thousand VMAs at a time: the text is never held whole.
+        Each piece is deflated on a helper thread while the next is encoded (zlib lets go of
+        the GIL): 65,531 VMAs' 22 ms of deflate hide behind their ~20 ms of encoding."""
         # Level 4 with Z_FILTERED (lazy matching, which favours the literals of JSON's numbers)
         # is both faster and smaller here than the default level 6: the 4 MB of 65,531 VMAs in
-        # 23 ms and 376 KB instead of 51 ms and 412 KB (a small process's: +2%).
+        # 23 ms and 376 KB instead of 51 ms and 412 KB (a small process's: +2%; levels 1-3,
+        # 14-19 ms, make it 610 KB).
         c = zlib.compressobj(4, zlib.DEFLATED, -zlib.MAX_WBITS, 8, zlib.Z_FILTERED)
-        out, adler, size = [], zlib.adler32(b""), 0
-        for piece in itertools.chain(vmas_json(table), ["}"]):
-            b = piece.encode()
-            adler, size = zlib.adler32(b, adler), size + len(b)
-            out.append(c.compress(b))
+        out: list[bytes] = []
+        state = [zlib.adler32(b""), 0]  # adler32 and size of the text so far
+        errors: list[BaseException] = []
+
+        def deflate(b: bytes) -> None:
+            try:
+                state[0], state[1] = zlib.adler32(b, state[0]), state[1] + len(b)
+                out.append(c.compress(b))
+            except BaseException as e:  # re-raised by the caller's thread
+                errors.append(e)
+
+        behind: threading.Thread | None = None
+        try:
+            for piece in itertools.chain(vmas_json(table), ["}"]):
+                b = piece.encode()
+                if behind is not None:
+                    behind.join()
+                    behind = None
+                if len(b) < PIPELINE_BYTES:  # a small process's VMAs: no thread
+                    deflate(b)
+                else:
+                    behind = threading.Thread(target=deflate, args=(b,), name="pmaps-deflate", daemon=True)
+                    behind.start()
+                if errors:
+                    break
+        finally:
+            if behind is not None:
+                behind.join()
+        if errors:
+            raise errors[0]
         out.append(c.flush())
-        return cls(table, b"".join(out), adler, size)
+        return cls(table, b"".join(out), state[0], state[1])
 
 
 def packed_meta(s: Sample, vmas: PackedVmas | None = None) -> bytes:
@@ -164,9 +223,9 @@ def adler32_combine(a1: int, a2: int, len2: int) -> int:
     return s1 | (s2 << 16)
 
 
-def sample_bytes(s: Sample, vmas: PackedVmas | None = None) -> bytes:
+def sample_bytes(s: Sample, vmas: PackedVmas | None = None, *, public_writer: bool = False) -> bytes:
     """The sample as one Parquet file (zstd), metadata in the schema's key-value metadata."""
-    pa, pq = _pyarrow()
+    pa = _arrow()
     starts = s.vma_starts()
     arrays = {
         "vma_start": pa.array(starts[s.vma] if len(s) else np.zeros(0, dtype=U64), pa.uint64()),
@@ -186,10 +245,13 @@ def sample_bytes(s: Sample, vmas: PackedVmas | None = None) -> bytes:
     # Dictionary encoding only for the columns of few distinct values: addresses hardly repeat,
     # and a dictionary of them made a sample of 65,531 VMAs' ranges 470 KB in 12 ms; without
     # it, 156 KB in 6 ms (a small process's samples shrink too).
-    with pq.ParquetWriter(sink, table.schema, compression="zstd", store_schema=False,
-                          use_dictionary=["count", "state", "mapcount"]) as w:
+    w = _parquet_writer(sink, table.schema, public_writer, compression="zstd", store_schema=False,
+                        use_dictionary=["count", "state", "mapcount"])
+    try:
         w.write_table(table)
         w.add_key_value_metadata({META_KEY: base64.b64encode(packed_meta(s, vmas))})
+    finally:
+        w.close()
     return sink.getvalue().to_pybytes()
 
 
@@ -306,9 +368,11 @@ class Recorder:
     comm: str
     interval: float
     with_pfn: bool = False
-    # use_system_allocator() before the first sample is written (pyarrow's import, +37 MB of RSS,
+    # use_system_allocator() before the first sample is written (pyarrow's import, +28 MB of RSS,
     # after the first sample's reads: their transient peak is not added to it). For a command
-    # that owns its process.
+    # that owns its process. (Imported on a thread during the first sample's reads instead, it
+    # slowed them as much as it saved: the import holds the GIL that the reads' threads wait
+    # for between reads, up to the 5 ms switch interval each time.)
     system_allocator: bool = False
     manifest: dict[str, Any] = field(default_factory=dict)
     # The last sample's VMAs, encoded and deflated: a sample whose maps read did not change
