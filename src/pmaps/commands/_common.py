@@ -5,13 +5,13 @@ import argparse
 import os
 import re
 from collections.abc import Callable
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from ..collector import scan_system
 from ..errors import PmapsError, UsageError
-from ..kernel.status import Ident
-from ..model import SystemScan
-from ..render.notes import skipped_line
+
+if TYPE_CHECKING:  # imported where used: `pmaps PID` needs parse_pid alone before its reads begin
+    from ..kernel.status import Ident
+    from ..model import SystemScan
 
 
 def parse_pid(text: str) -> int:
@@ -79,6 +79,8 @@ def charts(args: argparse.Namespace, items: list[tuple[str, int]], title: str) -
 
 def report_scan(scan: SystemScan, args: argparse.Namespace, err: TextIO) -> None:
     """The one line about processes not counted, and what these privileges cannot tell."""
+    from ..render.notes import skipped_line
+
     line = skipped_line(scan)
     if line and not args.quiet:
         err.write(f"pmaps: {line}\n")
@@ -133,6 +135,7 @@ def scan_from_args(args: argparse.Namespace, user_of: Callable[[int], str]) -> S
     """The scan the filter options ask for; page by page unless the command sets args.rollup_max
     (top: processes up to that RSS from their smaps_rollup)."""
     from ..analysis.system import process_sums
+    from ..collector import scan_system
 
     pids = parse_pids(args.pid) if args.pid else None
     return scan_system(pids, selector(args, user_of), scan=False if args.no_scan else None,
