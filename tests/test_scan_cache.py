@@ -18,6 +18,7 @@ from pmaps.analysis.system import mm_reps
 from pmaps.collector import system as CS
 from pmaps.kernel import pagemap as pmb
 from pmaps.model import Pages
+from pmaps.store import scan as scan_store
 from pmaps.analysis.exporter import KPF_ALL as KPF
 from pmaps.kernel.status import decode_schedstat, decode_stat_mm, read_mm_key
 from pmaps.kernel.vmstat import decode_vmstat, gate_of
@@ -104,6 +105,9 @@ def test_unchanged_process_is_reused_exactly(monkeypatch):
             assert cache.reused == 1 and cache.reused_pages == len(again.pages) > 2048
             # The fixed pages' kept sums are what the engine makes of all the pages, fixed or not.
             assert _figures(reused) == _figures(again)
+            # A saved scan holds every page, fixed or not.
+            loaded = scan_store.loads(scan_store.dumps(reused), "test")
+            assert np.array_equal(loaded.pages.vpn, again.pages.vpn) and np.array_equal(loaded.pages.pm, again.pages.pm)
             fresh = CS.scan_system([mc.pid])
             if CS.read_gate() != cache.gate:
                 continue  # reclaim or a migration (another test's compaction) in between: no fair pair

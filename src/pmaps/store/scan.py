@@ -27,6 +27,7 @@ U64 = np.uint64
 
 
 def dumps(scan: SystemScan) -> bytes:
+    scan = scan.with_fixed()  # a scan cache's fixed pages saved among the others: the file holds every page
     meta = {
         "schema": SCHEMA, "known": encode_known(scan.known), "skipped": scan.skipped, "meminfo": scan.meminfo,
         "self_pss": scan.self_pss, "complete": scan.complete, "time": scan.time,
