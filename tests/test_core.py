@@ -347,3 +347,35 @@ def test_fallback_streams_a_huge_vma():
     finally:
         p.stdin.close()
         p.wait(10)
+
+
+def test_one_reader_thread_on_one_cpu(child):
+    """Pinned to one CPU pmaps reads a process's batches on one thread (two would only preempt each
+    other inside the kernel's pagemap walk, holding the target's mmap_lock), and reads the same pages."""
+    from pmaps.collector import Options, Process
+    from pmaps.collector import process as P
+
+    mine = os.sched_getaffinity(0)
+    threads = []
+    real = P.ordered_map
+
+    def counted(fn, items, workers, ahead):
+        threads.append(workers)
+        return real(fn, items, workers, ahead)
+
+    def read():
+        with Process(child.pid, Options(chunk_pages=64)) as proc:
+            return proc.pages(lookup=False).vpn
+
+    try:
+        P.ordered_map = counted
+        both = read()
+        os.sched_setaffinity(0, {min(mine)})
+        assert P.reader_threads() == 1
+        one = read()
+    finally:
+        os.sched_setaffinity(0, mine)
+        P.ordered_map = real
+    assert threads == ([2] if len(mine) > 1 else [])  # the pinned read used no worker threads
+    assert P.reader_threads() == min(2, len(mine))
+    assert len(one) > 64 and (one == both).all()

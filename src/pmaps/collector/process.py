@@ -362,7 +362,7 @@ class Process:
         self._kpage = self._idle = None
         self._known = Known(soft_dirty=self._known.soft_dirty, categories=self._known.categories)
 
-    def chunks(self, workers: int = 2) -> Iterator[tuple[int, Pages]]:
+    def chunks(self, workers: int | None = None) -> Iterator[tuple[int, Pages]]:
         """(VMA index, Pages) in address order; a VMA may come in several chunks."""
         starts, ends = self.table.start_page, self.table.end_page
         for pages in self.batches(workers):
@@ -377,7 +377,7 @@ class Process:
                 if b > a:
                     yield i, pages.take(slice(a, b))
 
-    def groups(self, workers: int = 2) -> Iterator[tuple[Pages, np.ndarray]]:
+    def groups(self, workers: int | None = None) -> Iterator[tuple[Pages, np.ndarray]]:
         """(Pages, VMA index per page) a batch at a time, in address order; pages outside every VMA
         (grown into a scan group's gap after maps was read) dropped."""
         bounds = self.table.start_page, self.table.end_page
@@ -385,14 +385,17 @@ class Process:
             if len(pages):
                 yield vma_index(pages, self.table, bounds)
 
-    def batches(self, workers: int = 2, *, lookup: bool = True) -> Iterator[Pages]:
+    def batches(self, workers: int | None = None, *, lookup: bool = True) -> Iterator[Pages]:
         """Populated pages in address order, in batches of about chunk_pages pages.
 
         A batch may span many small VMAs: one pagemap pass and one kpage lookup for all of
         them. Batches are read by `workers` threads, a few ahead of the caller, and handed
         over in order: the reads spend their time in the kernel (pagemap, kpageflags) without
         the GIL, so two cores read while the caller renders. Memory stays bounded by the window.
+        workers: by default 2, or 1 where pmaps may run on one CPU only (reader_threads).
         """
+        if workers is None:
+            workers = reader_threads()
         todo = self._batch_regions()
         read = functools.partial(self._pages, lookup=lookup)
         first = next(todo, None)
@@ -471,11 +474,11 @@ class Process:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def snapshot(self, workers: int = 2) -> Snapshot:
+    def snapshot(self, workers: int | None = None) -> Snapshot:
         pages = self.pages(workers)
         return Snapshot(self.pid, self.comm, self.vmas, pages, self.known)
 
-    def pages(self, workers: int = 2, *, lookup: bool = True) -> Pages:
+    def pages(self, workers: int | None = None, *, lookup: bool = True) -> Pages:
         """Every populated page of the table's VMAs now (a snapshot's pages, without the Vma
         objects). lookup=False reads pagemap only: no kpageflags or kpagecount however opened
         (what pagemap and the scan's categories tell: present, swapped, PFN, file, zero)."""
@@ -491,6 +494,15 @@ class Process:
 def _well_formed(table: VmaTable) -> bool:
     """VMAs in address order, none overlapping the next: what one consistent maps read lists."""
     return bool((table.end[:-1] <= table.start[1:]).all())
+
+
+def reader_threads() -> int:
+    """Reader threads for a process's batches: two, or one when pmaps may run on a single CPU
+    (taskset, a cpuset). Two threads on one CPU read no faster, and one preempted inside the
+    kernel's pagemap walk keeps holding the target's mmap_lock for the other's timeslice: with the
+    readers pinned to one CPU, the target's mmap/munmap p99.9 was 1.2 ms with two and 0.11-0.81 ms
+    with one (bench/bench_impact.py, 8 GiB target)."""
+    return min(2, len(os.sched_getaffinity(0)))
 
 
 def pfns_visible(pages: Pages) -> bool:
