@@ -1,4 +1,4 @@
-"""The exporter's reuse of unchanged processes (collector.system.ScanCache): a process is reused only
+"""The exporter's reuse of unchanged processes (collector.scan_cache.ScanCache): a process is reused only
 while its change key and the machine's reclaim/migration counters stand still, and a scan that
 reuses gives exactly the figures of a fresh scan."""
 from __future__ import annotations

@@ -114,9 +114,9 @@ class Scanner:
         self.interval = args.interval
         self.user_of = user_namer()
         self.pids = parse_pids(args.pids) if args.pids else None
-        from ..collector.system import ScanCache
+        from ..collector.scan_cache import ScanCache
 
-        # Unchanged processes are not read again page by page (collector.system.ScanCache).
+        # Unchanged processes are not read again page by page (collector.scan_cache.ScanCache).
         self.cache = ScanCache(max_bytes=args.cache_max)
 
     def scan_once(self) -> None:

@@ -18,7 +18,7 @@ SKIP_REASONS = ("exited", "denied", "missing")
 
 @dataclass(eq=False)
 class Fixed:
-    """Pages of one process left out of SystemScan.pages: a scan cache (collector.system.ScanCache)
+    """Pages of one process left out of SystemScan.pages: a scan cache (collector.scan_cache.ScanCache)
     knows their pagemap entries and kpageflags to be those it read before, each mapped once
     (kpagecount 1). Whoever sums them keeps its sums in `memo`: they hold as long as this object,
     which the cache replaces when those pages change."""
