@@ -23,9 +23,8 @@ from ..kernel.status import Ident, read_ident_status
 from ..model.mapped import MappedScan
 from ..numeric import arange_runs
 from .parallel import ordered_map
-from .process import Options, Process
+from .process import Options, Process, reader_threads
 
-PARALLEL = 2
 TOP_PRESENT_FILE = np.uint8((1 << (pmb.PM_PRESENT - 56)) | (1 << (pmb.PM_FILE - 56)))
 U64 = np.uint64
 _Row = tuple[np.ndarray, np.ndarray, list[str]]  # pfn (int64), VMA index per page (int32), VMA paths
@@ -66,7 +65,8 @@ def scan_mapped(caps: capsmod.Caps | None = None) -> MappedScan:
 
     res = MappedScan.empty()
     pfns, vmas, counts, offsets = [], [], [], []
-    for status, pid, ident, row in ordered_map(one, procfs.list_pids(), workers=PARALLEL, ahead=4 * PARALLEL):
+    readers = reader_threads()  # two, one on a single CPU
+    for status, pid, ident, row in ordered_map(one, procfs.list_pids(), workers=readers, ahead=4 * readers):
         if status != "ok":
             if status != "skip":
                 res.skipped[status].append(pid)

@@ -30,13 +30,12 @@ from ..kernel.vmstat import COLLAPSES, RELOCATES, collapses_only_to_pmd, read_ga
 from ..model import Fixed, Known, Pages, ProcRec, RollupRec, Snapshot, SystemScan
 from .observer import Observer
 from .parallel import ordered_map
-from .process import Options, Process, lookup_pages, pfns_visible
+from .process import Options, Process, lookup_pages, pfns_visible, reader_threads
 from .rollup import Observed, mm_owners, observed_pages, read_rollup_pages
 from .scan_cache import KEPT_BYTES_PER_PAGE as KEPT_BYTES_PER_PAGE
 from .scan_cache import Kept, ScanCache, keep, same_pages, still_pages
 from .swap import machine_swap_refs
 
-PARALLEL = 2
 U64 = np.uint64
 
 
@@ -141,8 +140,9 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
         except Unsupported:  # a zombie: its memory is gone
             return "exited", pid, None, None, True
 
-    # Processes are read PARALLEL at a time: most of the time goes to the kernel (maps,
-    # PAGEMAP_SCAN, pagemap), which runs without the GIL.
+    # Processes are read two at a time (one on a single CPU: process.reader_threads): most of the
+    # time goes to the kernel (maps, PAGEMAP_SCAN, pagemap), which runs without the GIL.
+    readers = reader_threads()
     big: list[Ident] = []
     # (first page in the scan, kept process, index of each page in its pages or -1) of processes read
     # again whose pages may be the kept ones (recheck)
@@ -154,7 +154,7 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
     reused_pages = 0  # pages of the processes kept whole (status "kept")
     stale: list[tuple[int, int]] = []  # their pages' slices: pagemap entries as last read
     unread = 0  # processes whose maps and pagemap were not read again
-    for status, pid, ident, snap, scanning in ordered_map(one, todo, workers=PARALLEL, ahead=4 * PARALLEL):
+    for status, pid, ident, snap, scanning in ordered_map(one, todo, workers=readers, ahead=4 * readers):
         if status == "reduce":
             assert ident is not None
             big.append(ident)
