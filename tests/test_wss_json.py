@@ -96,14 +96,22 @@ def test_no_rows_and_no_ages():
     same(WssView.build(res, limit=1))
 
 
-def test_other_formats_unchanged():
-    """csv and text are not the JSON writer's."""
-    view = WssView.build(hostile_result(True, 6), all_vmas=True)
-    for fmt in ("csv", "text"):
-        a, b = io.StringIO(), io.StringIO()
-        view.write_to(a, fmt, "human")
-        View.write_to(view, b, fmt, "human")
-        assert a.getvalue() == b.getvalue()
+@pytest.mark.parametrize("chunk", [1, 3, 8192])
+def test_csv_and_text_are_the_generic_writers(chunk, monkeypatch):
+    """CSV (written by _csv_rows) is csv.writer's bytes of table(), hostile paths and perms
+    included (quotes, commas in none, line breaks, '%'); text is the generic View's."""
+    monkeypatch.setattr(render_wss, "_CHUNK", chunk)
+    res = hostile_result(True, 40)
+    res.rows[1].vma = res.rows[1].vma._replace(path="a,b")
+    for view in (WssView.build(res, all_vmas=True), WssView.build(res, sort="accessed", limit=7)):
+        for fmt in ("csv", "text"):
+            a, b = io.StringIO(), io.StringIO()
+            view.write_to(a, fmt, "human")
+            View.write_to(view, b, fmt, "human")
+            same_text(a.getvalue(), b.getvalue())
+    out = io.StringIO()
+    WssView.build(res, all_vmas=True).write_to(out, "csv", "human")
+    assert '"a,b"' in out.getvalue() and '"newline\nand' in out.getvalue()  # quoted where csv quotes
 
 
 # A child of many VMAs (an anon region with every other page made read-only: +2 VMAs each) and a

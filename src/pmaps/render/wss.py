@@ -1,6 +1,8 @@
 """`pmaps wss` output: per-cycle totals, a table per VMA, page ages, and the method's limits."""
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -89,6 +91,36 @@ def _json_rows(view: WssView) -> Iterator[str]:
         yield ",\n".join([row] * m) % tuple(flat)
 
 
+def _csv_cell(text: str) -> str:
+    """A text as Python's csv writer writes it in a row of several cells (quoted only when it holds
+    a comma, a quote or a line break): the writer itself, once per distinct text."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow([text, ""])
+    return buf.getvalue()[:-2]  # the ",\n" after it
+
+
+def _csv_rows(view: WssView) -> Iterator[str]:
+    """The CSV rows (after the header), _CHUNK at a time: csv.writer's bytes, each distinct path
+    and perms encoded once and the rows made by one format per chunk (65,000 VMAs: a row written
+    per VMA by csv.writer took ~0.1 s)."""
+    c = view.rows
+    t = c.table
+    paths = t.path
+    enc = {p: _csv_cell(p) for p in dict.fromkeys(paths)}
+    kinds, code = t.kinds("perms")
+    pk = [_csv_cell(k) for k in kinds]
+    cols: list[list[Any]] = [t.start.tolist(), t.end.tolist(), [pk[k] for k in code.tolist()],
+                             list(map(enc.__getitem__, paths)), (c.resident * PAGE_SIZE).tolist(),
+                             (c.accessed * PAGE_SIZE).tolist(), (c.located * PAGE_SIZE).tolist()]
+    k = len(cols)
+    for at in range(0, len(c), _CHUNK):
+        m = min(_CHUNK, len(c) - at)
+        flat: list[Any] = [None] * (k * m)
+        for j, col in enumerate(cols):
+            flat[j::k] = col[at:at + m]
+        yield "%d,%d,%s,%s,%d,%d,%d\n" * m % tuple(flat)
+
+
 @dataclass
 class WssView(View):
     res: WssResult
@@ -130,7 +162,13 @@ class WssView(View):
 
     def write_to(self, out: TextIO, fmt: str, unit: str) -> None:
         """JSON: json.dumps(self.document(), indent=1)'s bytes, the rows written by _json_rows (65,000
-        VMAs: ~40 ms instead of ~0.6 s); the other formats as any View's."""
+        VMAs: ~40 ms instead of ~0.6 s); CSV: csv.writer's bytes of table(), by _csv_rows; text as
+        any View's."""
+        if fmt == "csv":  # csv.writer's bytes, written by _csv_rows
+            out.write(",".join(map(_csv_cell, CSV_HEADER)) + "\n")
+            for piece in _csv_rows(self):
+                out.write(piece)
+            return
         if fmt != "json" or self.json_indent != 1:
             super().write_to(out, fmt, unit)
             return
