@@ -4,7 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as _str  # a str as json.dumps writes it: the C encoder
 from typing import Any, TextIO
@@ -12,6 +12,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from ..analysis.wss import WssResult, WssRows, totals
+from ..kernel.maps import VmaTable
 from ..numeric import PAGE_SHIFT, PAGE_SIZE
 from .output import View
 from .table import cell_matrix, char_matrix, hex_ranges, printable, unprintable, write_columns, write_table
@@ -64,31 +65,41 @@ def _runs_text(rs: tuple[np.ndarray, np.ndarray], start: np.ndarray, end: np.nda
     return out
 
 
+def _encoded(t: VmaTable, encode: Callable[[str], str]) -> tuple[list[str], list[str]]:
+    """Each VMA's perms and path as `encode` writes them, each distinct value encoded once."""
+    paths = t.path
+    enc = {p: encode(p) for p in dict.fromkeys(paths)}
+    kinds, code = t.kinds("perms")
+    pk = [encode(k) for k in kinds]
+    return [pk[k] for k in code.tolist()], list(map(enc.__getitem__, paths))
+
+
+def _formatted(cols: list[list[Any]], n: int, rows: Callable[[int], str]) -> Iterator[str]:
+    """n rows of the columns, _CHUNK at a time, each piece one % format (rows(m): that of m rows)."""
+    k = len(cols)
+    for at in range(0, n, _CHUNK):
+        m = min(_CHUNK, n - at)
+        flat: list[Any] = [None] * (k * m)
+        for j, col in enumerate(cols):
+            flat[j::k] = col[at:at + m]
+        yield rows(m) % tuple(flat)
+
+
 def _json_rows(view: WssView) -> Iterator[str]:
     """The rows of the "vmas" list, in pieces of _CHUNK rows joined by ",\n" (no separator at either end)."""
     c, rs = view.rows, view.res.runs
     t = c.table
     if not len(c):
         return
-    paths = t.path
-    escaped = {p: _str(p) for p in dict.fromkeys(paths)}
-    kinds, code = t.kinds("perms")
-    pk = [_str(k) for k in kinds]
-    cols: list[list[Any]] = [t.start.tolist(), t.end.tolist(), [pk[k] for k in code.tolist()],
-                             list(map(escaped.__getitem__, paths)), c.resident.tolist(), c.accessed.tolist(),
-                             c.located.tolist()]
+    perms, paths = _encoded(t, _str)
+    cols: list[list[Any]] = [t.start.tolist(), t.end.tolist(), perms, paths, c.resident.tolist(),
+                             c.accessed.tolist(), c.located.tolist()]
     row = _ROW_UNCOUNTED
     if c.counted is not None:
         cols.append(c.counted.tolist())
         row = _ROW
     cols.append(_runs_text(rs, t.start, t.end))
-    k = len(cols)
-    for at in range(0, len(c), _CHUNK):
-        m = min(_CHUNK, len(c) - at)
-        flat: list[Any] = [None] * (k * m)
-        for j, col in enumerate(cols):
-            flat[j::k] = col[at:at + m]
-        yield ",\n".join([row] * m) % tuple(flat)
+    yield from _formatted(cols, len(c), lambda m: ",\n".join([row] * m))
 
 
 def _csv_cell(text: str) -> str:
@@ -100,25 +111,14 @@ def _csv_cell(text: str) -> str:
 
 
 def _csv_rows(view: WssView) -> Iterator[str]:
-    """The CSV rows (after the header), _CHUNK at a time: csv.writer's bytes, each distinct path
-    and perms encoded once and the rows made by one format per chunk (65,000 VMAs: a row written
-    per VMA by csv.writer took ~0.1 s)."""
+    """The CSV rows (after the header): csv.writer's bytes, each distinct path and perms encoded
+    by it once (65,000 VMAs: a row written per VMA by csv.writer took ~0.1 s)."""
     c = view.rows
     t = c.table
-    paths = t.path
-    enc = {p: _csv_cell(p) for p in dict.fromkeys(paths)}
-    kinds, code = t.kinds("perms")
-    pk = [_csv_cell(k) for k in kinds]
-    cols: list[list[Any]] = [t.start.tolist(), t.end.tolist(), [pk[k] for k in code.tolist()],
-                             list(map(enc.__getitem__, paths)), (c.resident * PAGE_SIZE).tolist(),
+    perms, paths = _encoded(t, _csv_cell)
+    cols: list[list[Any]] = [t.start.tolist(), t.end.tolist(), perms, paths, (c.resident * PAGE_SIZE).tolist(),
                              (c.accessed * PAGE_SIZE).tolist(), (c.located * PAGE_SIZE).tolist()]
-    k = len(cols)
-    for at in range(0, len(c), _CHUNK):
-        m = min(_CHUNK, len(c) - at)
-        flat: list[Any] = [None] * (k * m)
-        for j, col in enumerate(cols):
-            flat[j::k] = col[at:at + m]
-        yield "%d,%d,%s,%s,%d,%d,%d\n" * m % tuple(flat)
+    yield from _formatted(cols, len(c), lambda m: "%d,%d,%s,%s,%d,%d,%d\n" * m)
 
 
 @dataclass
