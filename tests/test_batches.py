@@ -185,10 +185,10 @@ def test_json_openings_of_named_and_plain_vmas():
 
 
 def test_rows_text_numbers_and_texts():
-    """render.table.rows_text (the JSON writer's rows, made by numpy) is the Python text of each
+    """textrows.rows_text (the JSON writer's rows, made by numpy) is the Python text of each
     row: decimal numbers at every digit count up to 2**64 - 1, hidden ones, text pieces of
     different lengths (some empty) chosen per row, and spliced texts of any content."""
-    from pmaps.render.table import rows_text
+    from pmaps.textrows import rows_text
 
     rng = np.random.default_rng(11)
     edges = [0, 1, 9, 10, 99, 100, 999, 1000, 9999, 10_000, 10_001, 99_999_999, 100_000_000, 2**53 + 1,

@@ -22,14 +22,15 @@ from ..model.ranges import batch_ranges, ranges_by_group
 from ..model.snapshot import vma_table
 from ..model.state import S_SWAPPED
 from ..numeric import distinct
+from ..textrows import rows_text
 from .output import View
-from .table import printable, rows_text, unprintable
+from .table import printable, unprintable
 
 SCHEMA = "pmaps/1"
 VMA_SCHEMA = "pmaps-vma/1"
 SPOOL_BYTES = 32 << 20  # a process's JSON document held in memory up to this, then in a temporary file
 WRITE_BYTES = 1 << 20  # whole VMAs' JSON gathered up to this much text per write
-ROWS = 1 << 12  # rows of JSON text (VMA openings, ranges) made at once (render.table.rows_text)
+ROWS = 1 << 12  # rows of JSON text (VMA openings, ranges) made at once (textrows.rows_text)
 CSV_HEADER = ["pid", "comm", "vma_start", "vma_end", "perms", "path", "addr", "index", "count", "flags", "mapcount",
               "names"]
 
@@ -405,7 +406,7 @@ class RangeWriter:
                       known: Callable[[], Known]) -> None:
         """JSON / NDJSON a batch of many VMAs at a time, as _text_batches: a batch's text is rows (a
         VMA's opening, a range's object), each a few texts chosen among a few and numbers, made by
-        numpy (render.table.rows_text): no Python string or int to text per VMA or range but for the
+        numpy (textrows.rows_text): no Python string or int to text per VMA or range but for the
         VMAs with an offset, inode or path. Only whole VMAs are written (the text of a VMA still open
         is held back): an NDJSON line is never left half written when the process exits mid-scan."""
         out = self.out

@@ -7,7 +7,6 @@ type and range, so that a corrupt file is one BadSnapshot line, never a tracebac
 """
 from __future__ import annotations
 
-import codecs
 import io
 import json
 import math
@@ -21,7 +20,7 @@ import numpy as np
 
 from ..kernel.maps import Vma, VmaTable
 from ..model import Known
-from ..numeric import arange_runs
+from ..textrows import Piece, rows_text
 
 ADDR_LIMIT = 1 << 64  # VMAs of a 64-bit address space
 U64_MAX = ADDR_LIMIT - 1  # a VMA's start, end, offset and inode are the kernel's u64 values (VmaTable's columns)
@@ -102,29 +101,31 @@ def encode_vmas(vmas: list[Vma] | VmaTable) -> list[Sequence[object]]:
 
 
 def vmas_json(table: VmaTable, rows: int = 8192) -> Iterator[str]:
-    """json.dumps(encode_vmas(table)) in pieces of `rows` VMAs, made by numpy: each distinct
-    string (perms, dev, path) is encoded by json.dumps once, each number's decimal digits are
-    rows of a matrix, and a piece's text is gathered from them at once. (json.dumps of the rows
-    as tuples took ~45 ms for 65,000 VMAs, and ~15 MB at once.)"""
+    """json.dumps(encode_vmas(table)) in pieces of `rows` VMAs, made by numpy (textrows.rows_text):
+    each distinct string (perms, dev, path) is encoded by json.dumps once (ASCII: it escapes the
+    rest) and each row is those and its numbers' digits. (json.dumps of the rows as tuples took
+    ~45 ms for 65,000 VMAs, and ~15 MB at once.)"""
     t = table
     yield "["
     if len(t):
-        kinds = [t.kinds("perms"), t.kinds("dev"), _path_kinds(t)]
-        # What a row picks besides its numbers: every distinct string's JSON (ASCII: json.dumps
-        # escapes the rest), perms and dev with the ", " after them, then how rows close.
-        texts = [json.dumps(v) + ", " for v in kinds[0][0]] + [json.dumps(v) + ", " for v in kinds[1][0]]
-        texts += [json.dumps(v) for v in kinds[2][0]] + ["], [", "]"]
-        lens = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
-        offs = np.concatenate(([0], np.cumsum(lens)[:-1]))
-        strings = np.frombuffer("".join(texts).encode("ascii"), dtype=np.uint8)
-        first = np.cumsum([0] + [len(values) for values, _ in kinds]).tolist()
-        codes = [idx + k for (_, idx), k in zip(kinds, first)]  # each VMA's index in texts
-        close = first[-1]  # "], [" and "]"
+        perms, dev, paths = t.kinds("perms"), t.kinds("dev"), _path_kinds(t)
+        perms_text = [json.dumps(v) + ", " for v in perms[0]]
+        dev_text = [json.dumps(v) + ", " for v in dev[0]]
+        path_text = [json.dumps(v) + "]" for v in paths[0]]
         for lo in range(0, len(t), rows):
             s = slice(lo, lo + rows)
-            yield (", [" if lo else "[") + _rows_json([t.start[s], t.end[s], t.offset[s], t.inode[s]],
-                                                      [c[s] for c in codes], close, strings, offs, lens)
+            n = len(t.start[s])
+            opening = np.zeros(n, dtype=np.int64)
+            opening[0] = lo == 0  # "[" before the first row, ", [" before every other
+            yield rows_text([("text", [", [", "["], opening), ("number", t.start[s], None), _COMMA,
+                             ("number", t.end[s], None), _COMMA, ("text", perms_text, perms[1][s]),
+                             ("number", t.offset[s], None), _COMMA, ("text", dev_text, dev[1][s]),
+                             ("number", t.inode[s], None), _COMMA,
+                             ("splice", [path_text[k] for k in paths[1][s].tolist()], None)], n)
     yield "]"
+
+
+_COMMA: Piece = ("text", [", "], None)
 
 
 def _path_kinds(t: VmaTable) -> tuple[list[str], np.ndarray]:
@@ -139,59 +140,6 @@ def _path_kinds(t: VmaTable) -> tuple[list[str], np.ndarray]:
     pos = {p: i for i, p in enumerate(dict.fromkeys(["", *picked]))}
     idx[named] = np.fromiter(map(pos.__getitem__, picked), dtype=np.int64, count=len(picked))
     return list(pos), idx
-
-
-_POW10 = np.uint64(10) ** np.arange(1, 20, dtype=np.uint64)  # 10 .. 10**19
-
-
-def _digits10(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each u64 as str(int) shows it, then ", ": a matrix of ASCII rows, the digits right-aligned
-    before the two last columns; and how many characters each value takes with its ", "."""
-    v = np.ascontiguousarray(v, dtype=np.uint64)
-    count = np.searchsorted(_POW10, v, side="right") + 1
-    width = int(count.max())
-    d = np.empty((len(v), width + 2), dtype=np.uint8)
-    d[:, width], d[:, width + 1] = ord(","), ord(" ")
-    # Eight digits at a time in u32 (cheaper than dividing u64 by ten for every digit).
-    x = v
-    right = width
-    ten = np.uint32(10)
-    while right > 0:
-        part = (x % np.uint64(10**8)).astype(np.uint32)
-        x = x // np.uint64(10**8)
-        for j in range(right - 1, max(right - 8, 0) - 1, -1):
-            q = part // ten
-            d[:, j] = part - q * ten
-            part = q
-        right -= 8
-    d[:, :width] += np.uint8(ord("0"))
-    return d, count + 2
-
-
-def _rows_json(nums: list[np.ndarray], codes: list[np.ndarray], close: int, strings: np.ndarray,
-               offs: np.ndarray, lens: np.ndarray) -> str:
-    """The rows' JSON after their first "[": "start, end, perms, offset, dev, inode, path], ["
-    each, the last closed by "]" alone. A row is 8 runs of bytes gathered from one buffer: the
-    strings, then the numbers' digit matrices (see _digits10)."""
-    n = len(nums[0])
-    mats = [_digits10(c) for c in nums]
-    buf = np.concatenate([strings, *(d.ravel() for d, _ in mats)])
-    base = len(strings)
-    runs_off = np.empty((n, 8), dtype=np.int64)
-    runs_len = np.empty((n, 8), dtype=np.int64)
-    row = np.arange(n, dtype=np.int64)
-    for j, (d, count) in zip((0, 1, 3, 5), mats):
-        w = d.shape[1]
-        runs_off[:, j] = base + row * w + (w - count)
-        runs_len[:, j] = count
-        base += d.size
-    end = np.full(n, close, dtype=np.int64)
-    end[-1] = close + 1
-    for j, c in zip((2, 4, 6, 7), (*codes, end)):
-        runs_off[:, j] = offs[c]
-        runs_len[:, j] = lens[c]
-    idx = arange_runs(runs_off.ravel().astype(np.int32), runs_len.ravel().astype(np.int32))
-    return codecs.ascii_decode(buf[idx])[0]  # any buffer: no copy to bytes first
 
 
 def decode_vmas(raw: object) -> list[Vma]:
