@@ -11,7 +11,7 @@ from ..model import Ranges, flag_string, ranges_of, state_names
 from ..numeric import run_bounds
 from .files import safe_path
 from .output import View
-from .pmaps import RowBuilder
+from .range_rows import RowBuilder
 
 PAGES_SCHEMA = "pmaps-file-pages/1"
 
