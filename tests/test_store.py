@@ -48,6 +48,31 @@ def test_live_snapshot_roundtrip(tmp_path):
     assert back.known.pfn is False  # PFNs were stripped, and the file says so
 
 
+def test_live_snapshot_json_from_its_table(tmp_path, monkeypatch):
+    """A live snapshot's VMA list is written from its maps table (codec.vmas_json): the file's
+    metadata is the same bytes as json.dumps of its Vma list, hostile path text included."""
+    import io
+    import zipfile
+
+    from memchild import MemChild
+
+    from pmaps.collector import Process
+
+    odd = tmp_path / 'we"ird\\ n\u00e9\t'
+    odd.mkdir()
+    monkeypatch.setenv("MEMCHILD_TMPDIR", str(odd))
+    with MemChild(["a:anon:64K", "f:file:16K"]) as m, Process(m.pid) as p:
+        snap = p.snapshot()
+    assert snap.table is not None and any(v.path.startswith(str(odd)) for v in snap.vmas)
+    a = store.dumps(snap)
+    b = store.dumps(pmaps.Snapshot(snap.pid, snap.comm, snap.vmas, snap.pages, snap.known, snap.time))
+    meta = [zipfile.ZipFile(io.BytesIO(d)).read("meta.npy") for d in (a, b)]
+    assert meta[0] == meta[1]
+    _same(snap, store.loads(a), pfns=False)
+    with np.load(io.BytesIO(a)) as z:  # numpy itself reads the members written at pmaps' own levels
+        assert json.loads(bytes(z["meta"]))["pid"] == snap.pid and len(z["vpn"]) == len(snap.pages)
+
+
 def test_truncated_and_tampered_files(tmp_path):
     data = INPUT.read_bytes()
     for cut in (0, 10, len(data) // 2, len(data) - 1):

@@ -476,7 +476,7 @@ class Process:
 
     def snapshot(self, workers: int | None = None) -> Snapshot:
         pages = self.pages(workers)
-        return Snapshot(self.pid, self.comm, self.vmas, pages, self.known)
+        return Snapshot(self.pid, self.comm, self.vmas, pages, self.known, table=self.table)
 
     def pages(self, workers: int | None = None, *, lookup: bool = True) -> Pages:
         """Every populated page of the table's VMAs now (a snapshot's pages, without the Vma

@@ -6,7 +6,7 @@ from typing import TextIO
 
 from ..collector import Options, Process
 from ..errors import UsageError
-from ..store import save
+from ..store.snapshot import save_parts
 from . import Command
 from ._common import add_force_option, parse_pid
 
@@ -34,9 +34,9 @@ class Save(Command):
         if not args.output:
             raise UsageError("-o needs a file name")
         with Process(pid, Options(scan=False if args.no_scan else None)) as proc:
-            snap = proc.snapshot()
-        save(snap, args.output, keep_pfns=args.pfn, force=args.force)
+            # The parts, not a Snapshot: its list of Vma objects is not needed to write the file.
+            pages, table, comm = proc.pages(), proc.table, proc.comm
+            save_parts(args.output, pid, comm, table, pages, proc.known, keep_pfns=args.pfn, force=args.force)
         if not args.quiet:
-            err.write(f"pmaps: saved {len(snap.pages)} pages of {len(snap.vmas)} VMAs of {pid} ({snap.comm}) to "
-                      f"{args.output}\n")
+            err.write(f"pmaps: saved {len(pages)} pages of {len(table)} VMAs of {pid} ({comm}) to {args.output}\n")
         return 0

@@ -91,6 +91,9 @@ class Snapshot:
     known: Known
     time: float = field(default_factory=time.time)
     notes: list[str] = field(default_factory=list)
+    # The same VMAs as columns when they came from a live maps read (collector.Process.table):
+    # writers take them from here instead of 65,000 Vma objects (store.snapshot's JSON).
+    table: VmaTable | None = field(default=None, compare=False, repr=False)
 
     def bounds(self) -> np.ndarray:
         """[lo, hi) page-index slice of each VMA, shape (nvmas, 2)."""
@@ -121,9 +124,15 @@ class Snapshot:
 
     def without_pfns(self) -> Snapshot:
         """A copy whose pagemap entries no longer hold PFNs (for saving without --pfn)."""
-        pm = self.pages.pm.copy()
-        pm[pmb.present(pm)] &= ~pmb.PM_PFN_MASK
-        return replace(self, pages=replace(self.pages, pm=pm), known=replace(self.known, pfn=False))
+        pages, known = strip_pfns(self.pages, self.known)
+        return replace(self, pages=pages, known=known)
+
+
+def strip_pfns(pages: Pages, known: Known) -> tuple[Pages, Known]:
+    """Pages whose pagemap entries no longer hold PFNs, and what is known then."""
+    pm = pages.pm.copy()
+    pm[pmb.present(pm)] &= ~pmb.PM_PFN_MASK
+    return replace(pages, pm=pm), replace(known, pfn=False)
 
 
 def vma_table(src: PageSource) -> VmaTable:

@@ -178,11 +178,25 @@ def decode_known(raw: object) -> Known:
     return Known(**raw)
 
 
-def pack_npz(meta: dict[str, Any], columns: dict[str, np.ndarray | None]) -> bytes:
-    """Columns as arrays (None left out) and `meta` as a JSON byte array, compressed."""
-    arrays = {k: v for k, v in columns.items() if v is not None}
+# Deflate levels of pack_npz's members, measured on a snapshot of 65,531 VMAs: the page columns
+# compress to within 7% of level 6 at level 1 in an eighth of the time (8 vs 67 ms); the VMA list's
+# JSON needs level 5 to be as small as level 6 (412 KB: level 1 leaves 621 KB), in half its time.
+COLUMN_LEVEL = 1
+META_LEVEL = 5
+
+
+def pack_npz(meta: dict[str, Any] | str, columns: dict[str, np.ndarray | None]) -> bytes:
+    """Columns as arrays (None left out) and `meta` (a dict, or its JSON text) as a JSON byte
+    array, deflated: the members numpy.savez_compressed writes, at levels chosen per member."""
+    text = meta if isinstance(meta, str) else json.dumps(meta)
     buf = io.BytesIO()
-    np.savez_compressed(buf, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)  # type: ignore[arg-type]
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as z:
+        members = [("meta", np.frombuffer(text.encode(), dtype=np.uint8), META_LEVEL)]
+        members += [(k, v, COLUMN_LEVEL) for k, v in columns.items() if v is not None]
+        for name, arr, level in members:
+            npy = io.BytesIO()
+            np.lib.format.write_array(npy, np.ascontiguousarray(arr), allow_pickle=False)
+            z.writestr(name + ".npy", npy.getbuffer(), compresslevel=level)
     return buf.getvalue()
 
 
