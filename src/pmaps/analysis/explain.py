@@ -21,7 +21,7 @@ import numpy as np
 
 from ..kernel.kpage import KPF
 from ..kernel.pagemap import CAT_SHMEM_SWAP
-from ..model import Snapshot
+from ..model import Known, Pages
 from ..model.state import S_PRESENT, S_SWAPPED, sbit
 from ..numeric import PAGE_SIZE
 from .footprint import PSS_SHIFT
@@ -54,9 +54,8 @@ class Explanation:
     notes: list[str] = field(default_factory=list)
 
 
-def buckets_of(snap: Snapshot) -> tuple[dict[str, int], dict[str, int]]:
-    """(bytes per bucket, PSS bytes per resident bucket) of a snapshot with kpageflags and counts."""
-    p, known = snap.pages, snap.known
+def buckets_of(p: Pages, known: Known) -> tuple[dict[str, int], dict[str, int]]:
+    """(bytes per bucket, PSS bytes per resident bucket) of pages with kpageflags and counts."""
     st = p.state(known)
     kf = p.kflags if p.kflags is not None else np.zeros(len(p), dtype=np.uint64)
 
@@ -87,12 +86,13 @@ def buckets_of(snap: Snapshot) -> tuple[dict[str, int], dict[str, int]]:
     return buckets, pss
 
 
-def explain(snap: Snapshot, status: dict[str, int] | None, rollup: dict[str, int] | None,
-            uss: int, swap_pss: int) -> Explanation:
-    """The well-known numbers of one process against pmaps' buckets (bytes)."""
-    b, pss_fixed = buckets_of(snap)
+def explain(pid: int, comm: str, pages: Pages, known: Known, status: dict[str, int] | None,
+            rollup: dict[str, int] | None, uss: int, swap_pss: int) -> Explanation:
+    """The well-known numbers of one process (its pages and what is known of them) against pmaps'
+    buckets (bytes)."""
+    b, pss_fixed = buckets_of(pages, known)
     pss = {k: v >> PSS_SHIFT for k, v in pss_fixed.items()}
-    ex = Explanation(snap.pid, snap.comm, b, pss)
+    ex = Explanation(pid, comm, b, pss)
     st, ro = status or {}, rollup or {}
 
     def num(name: str, source: str, kernel: int | None, parts: tuple[str, ...]) -> None:

@@ -54,18 +54,17 @@ class Explain(Command):
         for _attempt in range(5):
             before = read_rollup(pid)
             with Process(pid, Options(include_self=True)) as proc:
-                snap = proc.snapshot()
+                p, known, comm = proc.pages(), proc.known, proc.comm  # no Vma objects: not needed
             status, rollup = read_status(pid), read_rollup(pid)
             if before == rollup:
                 break
-        if not (snap.known.flags and snap.known.count):
+        if not (known.flags and known.count):
             raise AccessDenied("pmaps explain needs kpageflags and kpagecount: run as root", pid)
-        p = snap.pages
         refs = machine_swap_refs() if pmb.swapped(p.pm).any() else None
         share = refs.share(p.pm) if refs is not None else None
-        figs = figures(Facts.of_pages(p, snap.known, share), ("uss", "swap_pss", "pss"))
+        figs = figures(Facts.of_pages(p, known, share), ("uss", "swap_pss", "pss"))
         fin = finish(figs.total(), figs.unknown, ("uss", "swap_pss", "pss"))
-        ex = explain(snap, status, rollup, fin["uss"] or 0, fin["swap_pss"] or 0)
+        ex = explain(pid, comm, p, known, status, rollup, fin["uss"] or 0, fin["swap_pss"] or 0)
         obs = Observer.read()
         without = None
         if obs is not None and p.kcount is not None:
@@ -73,7 +72,7 @@ class Explain(Command):
             pres = p.present
             kc[pres] = obs.subtract(p.pfn[pres], kc[pres])
             alt = type(p)(p.vpn, p.pm, p.cat, p.kflags, kc, p.idle)
-            without = finish(figures(Facts.of_pages(alt, snap.known), ("pss",)).total(), set(), ("pss",))["pss"]
+            without = finish(figures(Facts.of_pages(alt, known), ("pss",)).total(), set(), ("pss",))["pss"]
         view = ExplainView(ex, without)
         write(view, out, args.format, args.unit)
         if args.chart:
