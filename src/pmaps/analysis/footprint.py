@@ -129,6 +129,16 @@ class Prefix:
         a, b = self.pos[lo], self.pos[hi]
         return {k: s[b] - s[a] for k, s in self.sums.items()}
 
+    def between_many(self, lo: np.ndarray, hi: np.ndarray) -> dict[str, np.ndarray]:
+        """between() of many [lo[i], hi[i]) at once, as int64 arrays (the sums are int64's)."""
+        a = np.fromiter(map(self.pos.__getitem__, lo.tolist()), dtype=np.int64, count=len(lo))
+        b = np.fromiter(map(self.pos.__getitem__, hi.tolist()), dtype=np.int64, count=len(hi))
+        out = {}
+        for k, s in self.sums.items():
+            arr = np.array(s, dtype=np.int64)
+            out[k] = arr[b] - arr[a]
+        return out
+
 
 def unknown_of(known: Known) -> set[str]:
     """The figures pages with these facts cannot tell, whatever the pages."""
