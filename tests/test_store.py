@@ -129,3 +129,30 @@ def test_ndjson_matches_json(run):
     assert all(x["schema"] == "pmaps-vma/1" and x["pid"] == j["pid"] for x in lines)
     strip = [{k: v for k, v in x.items() if k not in ("schema", "pid", "comm")} for x in lines]
     assert strip == j["vmas"]
+
+
+GOOD_VMAS = [[0x1000, 0x2000, "r--p", 0, "00:00", 0, ""], [0x2000, 0x5000, "rw-p", 4096, "fe:01", 12, "/x y\n"],
+             [0xFFFFFFFFFF600000, 0xFFFFFFFFFF601000, "--xp", 0, "00:00", (1 << 64) - 1, "[vsyscall]"]]
+BAD_VMAS = [
+    [[-4096, 0x2000, "r--p", 0, "00:00", 0, ""]], [[0x1000, 1 << 64, "r--p", 0, "00:00", 0, ""]],
+    [[0x1000, 0x2000, "r--p", -1, "00:00", 0, ""]], [[0x1000, 0x2000, "r--p", 0, "00:00", 1 << 64, ""]],
+    [[0x1000, 0x2000, "r--p", True, "00:00", 0, ""]], [[0x1000, 0x2000, "r--p", 0.0, "00:00", 0, ""]],
+    [[0x1000, 0x1000, "r--p", 0, "00:00", 0, ""]], [[0x1001, 0x2000, "r--p", 0, "00:00", 0, ""]],
+    [[0x1000, 0x3000, "r--p", 0, "00:00", 0, ""], [0x2000, 0x4000, "r--p", 0, "00:00", 0, ""]],
+    [[0x1000, 0x2000, "r--p--x--", 0, "00:00", 0, ""]], [[0x1000, 0x2000, "r--p", 0, "0" * 33, 0, ""]],
+    [[0x1000, 0x2000, "r--p", 0, "00:00", 0, "x" * 5000]], [[0x1000, 0x2000, "r--p", 0, "00:00", 0]], ["x"],
+    [[0x1000, 0x2000, None, 0, "00:00", 0, ""]], [{"start": 0}],
+]
+
+
+def test_decode_vmas_at_once_and_one_by_one():
+    """The VMA list's checks made column by column agree with the one-by-one loop that names the
+    bad VMA: the same VMAs from good input, and both refuse every bad one."""
+    from pmaps.store.codec import _vmas_checked_at_once, decode_vmas
+
+    assert _vmas_checked_at_once(GOOD_VMAS) == decode_vmas(GOOD_VMAS) == [tuple(v) for v in GOOD_VMAS]
+    assert _vmas_checked_at_once([]) == []
+    for bad in BAD_VMAS:
+        assert _vmas_checked_at_once(bad) is None, bad
+        with pytest.raises((ValueError, TypeError)):
+            decode_vmas(bad)

@@ -142,11 +142,39 @@ def _path_kinds(t: VmaTable) -> tuple[list[str], np.ndarray]:
     return list(pos), idx
 
 
+def _vmas_checked_at_once(raw: list[Any]) -> list[Vma] | None:
+    """decode_vmas' checks as passes over whole columns (numpy for the numbers: 65,000 VMAs took
+    ~0.15 s checked one by one), or None when one fails. JSON makes only exact ints (or bools,
+    refused by the type test) and strs."""
+    if not all(type(x) is list and len(x) == 7 for x in raw):
+        return None
+    if not raw:
+        return []
+    a, b, p, o, d, ino, n = zip(*raw)
+    ints = (a, b, o, ino)
+    if not all(all(type(v) is int for v in col) for col in ints):
+        return None
+    if not all(all(type(v) is str for v in col) and max(map(len, col)) <= lim
+               for col, lim in ((p, 8), (d, 32), (n, MAX_TEXT))):
+        return None
+    try:  # numpy refuses a negative int or one past 2**64 - 1 for uint64: the fields' range
+        start, end, *_ = (np.array(col, dtype=np.uint64) for col in ints)
+    except (OverflowError, ValueError):
+        return None
+    if ((start | end) & np.uint64(0xFFF)).any() or not (start < end).all() or not (end[:-1] <= start[1:]).all():
+        return None
+    return list(map(Vma._make, raw))
+
+
 def decode_vmas(raw: object) -> list[Vma]:
     """VMAs as stored ([start, end, perms, offset, dev, inode, path] lists); ValueError unless they
     are sorted, disjoint, page-aligned and inside the 64-bit address space, as maps lists them."""
     if not isinstance(raw, list):
         raise TypeError("vmas is not a list")
+    fast = _vmas_checked_at_once(raw)
+    if fast is not None:
+        return fast
+    # Some check failed: VMA by VMA, to say which one and why.
     vmas = []
     prev_end = 0
     for i, x in enumerate(raw):
