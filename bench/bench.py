@@ -21,7 +21,8 @@ kpageflags and kpagecount per run of PFNs). On the many-VMAs target also the per
 `--count 3` (into a new temporary directory, removed after each run), both at `--interval 0.01`
 (each sample starts when the last one is written: watch may still sleep a little, as it stretches
 its interval to 1.5x a sample's cost), and `pmaps wss --interval 0.01` (one cycle: two reads of
-the pages, and smaps' Referenced with the clear_refs method); the marginal cost of one more
+the pages, and smaps' Referenced with the clear_refs method), and the other commands that read one
+live process: `pmaps save`, `explain`, `top -p`, `libs -p`; the marginal cost of one more
 sample (count 2 minus count 1; count 3 minus count 1, halved) is shown against cat smaps. The table shows the median and minimum wall time,
 stdout going to /dev/null, the peak RSS (ru_maxrss from wait4) and the ratios to cat smaps and to
 the lean reader in the same run. Then start-up alone: `python -c pass`, numpy's import,
@@ -253,6 +254,13 @@ PERIODIC_VARIANTS: list[tuple[str, list[str]]] = [
     ("record --count 3", ["record", "-q", "-o", "{dir}", "--count", "3", "--interval", "0.01"]),
     ("wss --interval 0.01", ["wss", "--interval", "0.01"]),
 ]
+# The other commands that read one live process, on the many-VMAs target too ("every command").
+OTHER_VARIANTS: list[tuple[str, list[str]]] = [
+    ("save", ["save", "-q", "-o", "{dir}/s.npz"]),
+    ("explain", ["explain"]),
+    ("top -p", ["top", "-p"]),
+    ("libs -p", ["libs", "-p"]),
+]
 # One more sample, as the difference of two commands' medians: (label, more, fewer, samples between).
 MARGINAL = [("watch: one more sample and frame", "watch --count 2", "watch --count 1", 1),
             ("record: one more sample written", "record --count 3", "record --count 1", 2)]
@@ -276,6 +284,9 @@ def commands_for(template: list[str], pid: int, lean: bool = True, periodic: boo
     if periodic:
         for label, extra in PERIODIC_VARIANTS:
             # The subcommand and its options, then the pid (watch/record/wss take it last or first alike).
+            argv, note = expand(template, pid, extra)
+            out.append(Command(f"pmaps {label}", in_new_dir(argv), note))
+        for label, extra in OTHER_VARIANTS:
             argv, note = expand(template, pid, extra)
             out.append(Command(f"pmaps {label}", in_new_dir(argv), note))
     if lean:
