@@ -33,5 +33,5 @@ def load() -> Core | None:
 def describe() -> str:
     """Which path reads kpageflags and kpagecount, for `pmaps --version`."""
     if os.environ.get(PURE_ENV):
-        return f"pure Python ({PURE_ENV} is set)"
-    return "compiled core" if load() is not None else "pure Python (the compiled core is not built)"
+        return f"pure Python: {PURE_ENV} is set"
+    return "compiled core" if load() is not None else "pure Python: the compiled core is not built"
