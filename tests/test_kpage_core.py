@@ -296,3 +296,35 @@ def test_live_lookup_both_ways(child, kpage_path):
     mask = kpage.KPF_ABI_MASK & ~VOLATILE
     assert np.array_equal(snap.pages.kflags[pres] & mask, real & mask)
     assert bool((pmb.present(snap.pages.pm) == pres).all())
+
+
+@needs_core
+def test_plan_survives_pfns_changing_under_it():
+    """The plan runs without the GIL: another thread may write to the PFNs meanwhile. A wrong plan
+    then, but no write outside the buffers (the interpreter lives on to check the next one)."""
+    import threading
+
+    assert CORE is not None
+    rng = np.random.default_rng(3)
+    pfns = rng.integers(0, 1 << 20, 200_000).astype(U64)
+    stop = threading.Event()
+
+    def scribble() -> None:
+        r = np.random.default_rng(4)
+        while not stop.is_set():
+            k = int(r.integers(0, len(pfns) - 1000))
+            pfns[k:k + 1000] = r.choice([0, 1, 2, 1 << 54, 2**64 - 1], 1000).astype(U64)
+
+    t = threading.Thread(target=scribble)
+    t.start()
+    try:
+        for _ in range(200):
+            idx = np.empty(len(pfns), np.int64)
+            try:
+                s, n = CORE.plan(pfns, 24, idx)
+            except ValueError:
+                continue  # a PFN out of range was seen
+            assert len(s) == len(n) <= len(pfns)
+    finally:
+        stop.set()
+        t.join()

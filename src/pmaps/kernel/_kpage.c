@@ -56,57 +56,88 @@ static int get_words(PyObject *obj, Py_buffer *view, int writable, const char *n
 typedef struct {
     int64_t start; /* lowest PFN of the run */
     int64_t end;   /* highest + 1 */
-    Py_ssize_t first; /* index of its first page; runs are numbered in page order */
+    Py_ssize_t first, len; /* its pages: [first, first + len) in page order */
 } run_t;
 
-static int cmp_run(const void *a, const void *b)
+/* A stable sort of runs by start (numpy's argsort(kind="stable")): bottom-up merges between a and
+ * the scratch b, both n long; returns the one that holds the result. Runs come in page order, so
+ * equal starts stay in it. */
+static run_t *sort_runs(run_t *a, run_t *b, Py_ssize_t n)
 {
-    const run_t *x = a, *y = b;
-    if (x->start != y->start)
-        return x->start < y->start ? -1 : 1;
-    return x->first < y->first ? -1 : x->first > y->first; /* stable: numpy's argsort(kind="stable") */
+    for (Py_ssize_t w = 1; w < n; w *= 2) {
+        for (Py_ssize_t lo = 0; lo < n; lo += 2 * w) {
+            Py_ssize_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
+            Py_ssize_t i = lo, j = mid, k = lo;
+            if (mid == hi || a[mid - 1].start <= a[mid].start) { /* already in order */
+                memcpy(b + lo, a + lo, sizeof(run_t) * (size_t)(hi - lo));
+                continue;
+            }
+            while (i < mid && j < hi)
+                b[k++] = a[j].start < a[i].start ? a[j++] : a[i++];
+            while (i < mid)
+                b[k++] = a[i++];
+            while (j < hi)
+                b[k++] = a[j++];
+        }
+        run_t *t = a;
+        a = b;
+        b = t;
+    }
+    return a;
 }
 
 /* The plan of kpage.plan_lookup: its segments into *segs (malloc'd, nseg pairs of first PFN and
- * length) and each page's position into index (n entries). Returns nseg, or -1 when out of memory. */
+ * length) and each page's position into index (n entries). Returns nseg, -1 when out of memory, -2
+ * when a PFN is not below PFN_LIMIT. */
 static Py_ssize_t make_plan(const char *pfns, Py_ssize_t n, int64_t gap, int64_t **segs, char *index)
 {
     *segs = NULL;
     if (n == 0)
         return 0;
     Py_ssize_t nruns = 1;
-    for (Py_ssize_t i = 1; i < n; i++)
-        if (ld(pfns, i) - ld(pfns, i - 1) + 1 > 2) /* the step is not -1, 0 or +1 (unsigned: see kpage.py) */
-            nruns++;
-    run_t *runs = malloc(sizeof(run_t) * (size_t)nruns);
+    uint64_t any = ld(pfns, 0);
+    for (Py_ssize_t i = 1; i < n; i++) { /* the step is not -1, 0 or +1 (unsigned: see kpage.py) */
+        nruns += ld(pfns, i) - ld(pfns, i - 1) + 1 > 2;
+        any |= ld(pfns, i);
+    }
+    if (any >= PFN_LIMIT)
+        return -2; /* not PFNs: the caller says which */
+    run_t *mem = malloc(sizeof(run_t) * 2 * (size_t)nruns);
     int64_t *seg = malloc(sizeof(int64_t) * 2 * (size_t)nruns);
-    if (!runs || !seg) {
-        free(runs);
+    if (!mem || !seg) {
+        free(mem);
         free(seg);
         return -1;
     }
-    /* A run covers every PFN between its lowest and highest (steps of at most one). */
+    /* A run covers every PFN between its lowest and highest (steps of at most one). The PFNs are
+     * read again: masked, and at most nruns runs, so that another thread writing to them meanwhile
+     * (the GIL is released) makes a wrong plan, never a write out of bounds. */
+    const uint64_t mask = PFN_LIMIT - 1;
     Py_ssize_t r = 0;
-    int64_t lo = (int64_t)ld(pfns, 0), hi = lo;
-    runs[0].first = 0;
+    int64_t lo = (int64_t)(ld(pfns, 0) & mask), hi = lo, prev = lo;
+    mem[0].first = 0;
     for (Py_ssize_t i = 1; i < n; i++) {
-        int64_t p = (int64_t)ld(pfns, i);
-        if ((uint64_t)p - ld(pfns, i - 1) + 1 > 2) {
-            runs[r].start = lo;
-            runs[r].end = hi + 1;
+        int64_t p = (int64_t)(ld(pfns, i) & mask);
+        int brk = (uint64_t)p - (uint64_t)prev + 1 > 2;
+        prev = p;
+        if (brk && r + 1 < nruns) {
+            mem[r].start = lo;
+            mem[r].end = hi + 1;
+            mem[r].len = i - mem[r].first;
             r++;
-            runs[r].first = i;
+            mem[r].first = i;
             lo = hi = p;
-        } else if (p < lo) {
-            lo = p;
-        } else if (p > hi) {
-            hi = p;
+        } else {
+            lo = p < lo ? p : lo;
+            hi = p > hi ? p : hi;
         }
     }
-    runs[r].start = lo;
-    runs[r].end = hi + 1;
-    /* Sorted by start; `first` still names each run's pages. */
-    qsort(runs, (size_t)nruns, sizeof(run_t), cmp_run);
+    mem[r].start = lo;
+    mem[r].end = hi + 1;
+    mem[r].len = n - mem[r].first;
+    run_t *scratch = mem + nruns;
+    nruns = r + 1; /* fewer only if the PFNs changed since they were counted */
+    run_t *runs = sort_runs(mem, scratch, nruns);
     /* numeric.merge_intervals: a new segment where a run starts more than gap past the reach so far. */
     Py_ssize_t nseg = 0;
     int64_t reach = 0, total = 0;
@@ -127,27 +158,25 @@ static Py_ssize_t make_plan(const char *pfns, Py_ssize_t n, int64_t gap, int64_t
     /* One whole span beats many segments when the PFNs are dense (kpage.PFNS_PER_CALL); reach is
      * the highest end of all. */
     int64_t span = reach - seg[0];
-    if (nseg > 1 && span <= total + gap * nseg) {
+    int over = gap > 0 && nseg > (INT64_MAX - total) / gap; /* then span (< 2**55) is below it */
+    if (nseg > 1 && (over || span <= total + gap * nseg)) {
         nseg = 1;
         seg[1] = span;
     }
     /* Each run lies in the segment its start is in (both sorted): its lowest PFN's position in the
-     * concatenated buffer, plus each page's distance from it. Its pages run from `first` to the next
-     * break in page order. */
+     * concatenated buffer, plus each page's distance from it. */
     Py_ssize_t j = 0;
     int64_t off = 0;
     for (Py_ssize_t k = 0; k < nruns; k++) {
-        while (runs[k].start >= seg[2 * j] + seg[2 * j + 1]) {
+        while (runs[k].start >= seg[2 * j] + seg[2 * j + 1] && j + 1 < nseg) {
             off += seg[2 * j + 1];
             j++;
         }
         int64_t base = off + (runs[k].start - seg[2 * j]) - runs[k].start;
-        Py_ssize_t i = runs[k].first;
-        st(index, i, base + (int64_t)ld(pfns, i));
-        for (i++; i < n && ld(pfns, i) - ld(pfns, i - 1) + 1 <= 2; i++)
-            st(index, i, base + (int64_t)ld(pfns, i));
+        for (Py_ssize_t i = runs[k].first, e = i + runs[k].len; i < e; i++)
+            st(index, i, base + (int64_t)(ld(pfns, i) & mask));
     }
-    free(runs);
+    free(mem);
     *segs = seg;
     return nseg;
 }
@@ -185,17 +214,18 @@ static PyObject *kp_plan(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "pfns and index overlap");
         goto done;
     }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (ld(pfns, i) >= PFN_LIMIT) {
-            PyErr_Format(PyExc_ValueError, "PFN %llu at %zd is out of range", (unsigned long long)ld(pfns, i), i);
-            goto done;
-        }
-    }
     int64_t *seg;
     Py_ssize_t nseg;
     Py_BEGIN_ALLOW_THREADS
     nseg = make_plan(pfns, n, (int64_t)gap, &seg, bi.buf);
     Py_END_ALLOW_THREADS
+    if (nseg == -2) {
+        Py_ssize_t i = 0;
+        while (ld(pfns, i) < PFN_LIMIT)
+            i++;
+        PyErr_Format(PyExc_ValueError, "PFN %llu at %zd is out of range", (unsigned long long)ld(pfns, i), i);
+        goto done;
+    }
     if (nseg < 0) {
         PyErr_NoMemory();
         goto done;
