@@ -313,7 +313,7 @@ def test_plan_survives_pfns_changing_under_it():
         r = np.random.default_rng(4)
         while not stop.is_set():
             k = int(r.integers(0, len(pfns) - 1000))
-            pfns[k:k + 1000] = r.choice([0, 1, 2, 1 << 54, 2**64 - 1], 1000).astype(U64)
+            pfns[k:k + 1000] = r.choice(np.array([0, 1, 2, 1 << 54, 2**64 - 1], dtype=U64), 1000)
 
     t = threading.Thread(target=scribble)
     t.start()
