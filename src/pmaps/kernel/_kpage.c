@@ -221,9 +221,12 @@ static PyObject *kp_plan(PyObject *self, PyObject *args)
     Py_END_ALLOW_THREADS
     if (nseg == -2) {
         Py_ssize_t i = 0;
-        while (ld(pfns, i) < PFN_LIMIT)
+        while (i < n && ld(pfns, i) < PFN_LIMIT) /* it may be gone (another thread): i < n */
             i++;
-        PyErr_Format(PyExc_ValueError, "PFN %llu at %zd is out of range", (unsigned long long)ld(pfns, i), i);
+        if (i < n)
+            PyErr_Format(PyExc_ValueError, "PFN %llu at %zd is out of range", (unsigned long long)ld(pfns, i), i);
+        else
+            PyErr_SetString(PyExc_ValueError, "a PFN is out of range");
         goto done;
     }
     if (nseg < 0) {
