@@ -9,7 +9,8 @@
  *   pread_spans(fd, buf, off, pos, size) -> None
  *       procfs.pread_runs: buf[pos:pos+size] from fd at off for each span (bytes); a short read
  *       is continued, EOF (past the end of RAM: fs/proc/page.c stops at max_pfn) zeroes the rest,
- *       EINTR is retried, any other error raises OSError (errno set) after the spans before it.
+ *       EINTR runs the signal handlers and goes on (as os.preadv), any other error raises OSError
+ *       (errno set) after the spans before it.
  *
  * Arrays are plain buffers of native 64-bit integers (numpy int64/uint64), read and written with
  * memcpy: no alignment is assumed. Every length and bound is checked before the GIL is released;
@@ -252,11 +253,39 @@ done:
 
 /* ---- pread_spans -------------------------------------------------------------------------- */
 
+/* The spans (off, pos, size triples) from span *at, *part bytes into it: 0 when all are read, EINTR
+ * when a read was interrupted (*at and *part say where to go on), else the errno of a failed read.
+ * Without the GIL. */
+static int read_spans(int fd, char *base, const int64_t *spans, Py_ssize_t n, Py_ssize_t *at, size_t *part)
+{
+    for (Py_ssize_t i = *at; i < n; i++) {
+        int64_t o = spans[3 * i];
+        char *dst = base + spans[3 * i + 1];
+        size_t want = (size_t)spans[3 * i + 2], done = i == *at ? *part : 0;
+        while (done < want) {
+            ssize_t r = pread(fd, dst + done, want - done, (off_t)(o + (int64_t)done));
+            if (r < 0) {
+                *at = i;
+                *part = done;
+                return errno;
+            }
+            if (r == 0)
+                break; /* EOF: past the last PFN */
+            done += (size_t)r;
+        }
+        if (done < want)
+            memset(dst + done, 0, want - done);
+    }
+    *at = n;
+    return 0;
+}
+
 PyDoc_STRVAR(pread_spans_doc,
 "pread_spans(fd, buf, off, pos, size) -> None\n\n"
 "procfs.pread_runs: for each span i, buf[pos[i]:pos[i] + size[i]] from fd at byte offset off[i]\n"
 "(off, pos, size: buffers of 64-bit words, in bytes). A short read is continued; what EOF leaves\n"
-"is zeroed; EINTR is retried; another error raises OSError. Runs with the GIL released.");
+"is zeroed; EINTR runs the signal handlers, then goes on; another error raises OSError. Runs with\n"
+"the GIL released.");
 
 static PyObject *kp_pread_spans(PyObject *self, PyObject *args)
 {
@@ -300,29 +329,22 @@ static PyObject *kp_pread_spans(PyObject *self, PyObject *args)
         spans[3 * i + 1] = (int64_t)ld(pos, i);
         spans[3 * i + 2] = (int64_t)ld(size, i);
     }
-    int err = 0;
-    char *base = buf.buf;
-    Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < n && !err; i++) {
-        int64_t o = spans[3 * i];
-        char *dst = base + spans[3 * i + 1];
-        size_t want = (size_t)spans[3 * i + 2], done = 0;
-        while (done < want) {
-            ssize_t r = pread(fd, dst + done, want - done, (off_t)(o + (int64_t)done));
-            if (r < 0) {
-                if (errno == EINTR)
-                    continue;
-                err = errno;
-                break;
-            }
-            if (r == 0)
-                break; /* EOF: past the last PFN */
-            done += (size_t)r;
+    /* As os.preadv (PEP 475): EINTR runs the signal handlers (with the GIL; in the main thread
+     * only, as Python does), then the reads go on unless one raised (Ctrl-C). */
+    int err;
+    Py_ssize_t at = 0;
+    size_t part = 0;
+    for (;;) {
+        Py_BEGIN_ALLOW_THREADS
+        err = read_spans(fd, buf.buf, spans, n, &at, &part);
+        Py_END_ALLOW_THREADS
+        if (err != EINTR)
+            break;
+        if (PyErr_CheckSignals() < 0) {
+            free(spans);
+            goto done;
         }
-        if (!err && done < want)
-            memset(dst + done, 0, want - done);
     }
-    Py_END_ALLOW_THREADS
     free(spans);
     if (err) {
         errno = err;
