@@ -309,25 +309,24 @@ static PyObject *kp_pread_spans(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "off, pos and size differ in length");
         goto done;
     }
+    /* The spans are copied, then checked: what is read is what was checked, even if pos or size
+     * share memory with buf, or another thread writes to them once the GIL is gone. */
     const char *off = b[0].buf, *pos = b[1].buf, *size = b[2].buf;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        int64_t o = (int64_t)ld(off, i), p = (int64_t)ld(pos, i), s = (int64_t)ld(size, i);
-        if (o < 0 || p < 0 || s < 0 || s > buf.len || p > buf.len - s || o > INT64_MAX - s) {
-            PyErr_Format(PyExc_ValueError, "span %zd (off %lld, pos %lld, size %lld) is outside a buffer of %zd bytes",
-                         i, (long long)o, (long long)p, (long long)s, buf.len);
-            goto done;
-        }
-    }
-    /* The spans' own bytes are copied before the GIL goes: pos/size may share memory with buf. */
     int64_t *spans = malloc(sizeof(int64_t) * 3 * (size_t)(n ? n : 1));
     if (!spans) {
         PyErr_NoMemory();
         goto done;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        spans[3 * i] = (int64_t)ld(off, i);
-        spans[3 * i + 1] = (int64_t)ld(pos, i);
-        spans[3 * i + 2] = (int64_t)ld(size, i);
+        int64_t o = spans[3 * i] = (int64_t)ld(off, i);
+        int64_t p = spans[3 * i + 1] = (int64_t)ld(pos, i);
+        int64_t s = spans[3 * i + 2] = (int64_t)ld(size, i);
+        if (o < 0 || p < 0 || s < 0 || s > buf.len || p > buf.len - s || o > INT64_MAX - s) {
+            PyErr_Format(PyExc_ValueError, "span %zd (off %lld, pos %lld, size %lld) is outside a buffer of %zd bytes",
+                         i, (long long)o, (long long)p, (long long)s, buf.len);
+            free(spans);
+            goto done;
+        }
     }
     /* As os.preadv (PEP 475): EINTR runs the signal handlers (with the GIL; in the main thread
      * only, as Python does), then the reads go on unless one raised (Ctrl-C). */
