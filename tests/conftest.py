@@ -58,5 +58,22 @@ def wait_for():
     return _wait
 
 
+@pytest.fixture(params=["pure", "core"])
+def kpage_path(request, monkeypatch):
+    """Run a test by kpage's pure path and by its compiled core (kernel/_kpage.c; PMAPS_PURE decides
+    per reader): the core's case is skipped where it is not built (tests/test_kpage_core.py fails
+    then, where a C compiler is). Returns the core, or None for the pure path."""
+    from pmaps.kernel import native
+
+    if request.param == "pure":
+        monkeypatch.setenv(native.PURE_ENV, "1")
+        return None
+    monkeypatch.delenv(native.PURE_ENV, raising=False)
+    core = native.load()
+    if core is None:
+        pytest.skip("the compiled core is not built")
+    return core
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "root: needs root")

@@ -73,27 +73,29 @@ def test_decode_u64():
 
 
 def _check_plan(pfns, gap=64):
+    from pmaps.kernel import native
+
     pfns = np.array(pfns, dtype=np.uint64)
-    plan = plan_lookup(pfns, gap)
+    plan = plan_lookup(pfns, gap, core=native.load())  # the core unless PMAPS_PURE (kpage_path)
     # Simulate the file: entry value = PFN * 3 + 1.
     buf = np.concatenate([np.arange(s, s + n, dtype=np.int64) * 3 + 1 for s, n in zip(plan.seg_start, plan.seg_len)])
     assert (buf[plan.index] == pfns.astype(np.int64) * 3 + 1).all()
     return plan
 
 
-def test_plan_lookup_contiguous_is_one_read():
+def test_plan_lookup_contiguous_is_one_read(kpage_path):
     plan = _check_plan(range(1000, 3000))
     assert plan.seg_start.tolist() == [1000] and plan.seg_len.tolist() == [2000]
 
 
-def test_plan_lookup_unsorted_duplicates_and_far_runs():
+def test_plan_lookup_unsorted_duplicates_and_far_runs(kpage_path):
     pfns = [10, 11, 12, 5_000_000, 5_000_001, 10, 11, 50, 2_000_000]
     plan = _check_plan(pfns)
     assert len(plan.seg_start) == 3  # 10..50 merged through the small gap, two far runs alone
     assert plan.total < 200
 
 
-def test_plan_lookup_dense_becomes_whole_span():
+def test_plan_lookup_dense_becomes_whole_span(kpage_path):
     rng = np.random.default_rng(1)
     pfns = rng.permutation(np.arange(0, 100_000, 2))
     plan = _check_plan(pfns, gap=1)

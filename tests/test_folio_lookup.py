@@ -18,10 +18,10 @@ def _plan(starts: list[int], lens: list[int]) -> LookupPlan:
     return LookupPlan(s, n, np.zeros(0, dtype=np.int64))
 
 
-def test_plan_lookup_falling_and_mixed_runs():
+def test_plan_lookup_falling_and_mixed_runs(kpage_path):
     """Runs that step by -1 as well as +1 (and stay, the zero page) are one interval each."""
     pfns = [500, 499, 498, 497, 498, 499, 500, 501, 7, 7, 7, 6, 5, 1000, 1001, 999]
-    plan = plan_lookup(np.array(pfns, dtype=np.uint64), gap=1)
+    plan = plan_lookup(np.array(pfns, dtype=np.uint64), gap=1, core=kpage_path)
     buf = np.concatenate([np.arange(s, s + n) for s, n in zip(plan.seg_start.tolist(), plan.seg_len.tolist())])
     assert buf[plan.index].tolist() == pfns
     assert plan.total == (501 - 497 + 1) + 3 + 3  # no PFN outside the runs is read
@@ -53,7 +53,7 @@ def _real_flags(pfn: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="kpageflags needs root")
-def test_file_folio_flags_derived_from_probes(monkeypatch):
+def test_file_folio_flags_derived_from_probes(monkeypatch, kpage_path):
     """collect() reads the flags of file pages a folio block at a time where one large folio fills
     the block: the flags must be what kpageflags says for each page (ABI bits, less the ones the
     kernel flips by itself), and the blocks must have been probed."""

@@ -202,8 +202,9 @@ def _main(argv: list[str] | None, out: TextIO, err: TextIO) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--version"]:
         from . import __version__
+        from .kernel.native import describe
 
-        out.write(f"pmaps {__version__}\n")
+        out.write(f"pmaps {__version__} ({describe()})\n")
         return 0
     if not argv:
         build_parser().print_help(err)

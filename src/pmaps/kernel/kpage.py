@@ -1,7 +1,8 @@
 """/proc/kpageflags, kpagecount, kpagecgroup: the flag table, batched lookups by PFN, and whole-range reads.
 
 Bits from include/uapi/linux/kernel-page-flags.h; letters from tools/mm/page-types.c.
-The lookup plan is pure (numpy on PFN arrays); only `PfnReader` reads, through procfs.
+The lookup plan is pure (numpy on PFN arrays); only `PfnReader` reads, through procfs. The compiled
+core (native.py, _kpage.c), when built, makes the same plans and reads the same spans without the GIL.
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import numpy as np
 from ..errors import AccessDenied
 from ..numeric import arange_runs, merge_intervals, seg_offsets, unique_sorted
 from . import procfs
+from .native import Core
+from .native import load as load_core
 
 # The one kpageflags table: (bit, pmaps name, page-types letter, page-types name). Bits 0-26 are
 # ABI (include/uapi/linux/kernel-page-flags.h); 32-41 are kernel-internal, fs/proc/page.c
@@ -96,17 +99,22 @@ class LookupPlan:
         return int(self.seg_len.sum())
 
 
-def plan_lookup(pfns: np.ndarray, gap: int = PFNS_PER_CALL) -> LookupPlan:
+def plan_lookup(pfns: np.ndarray, gap: int = PFNS_PER_CALL, core: Core | None = None) -> LookupPlan:
     """Coalesce PFNs into few contiguous read segments, without sorting every page.
 
     Pages come in virtual order, where physically contiguous runs are common (THP, fresh
-    memory); runs are found first, then only the runs are sorted and merged.
+    memory); runs are found first, then only the runs are sorted and merged. With the compiled
+    core, the same plan made in C (PFNs must be < 2**55, as pagemap's are).
     """
-    pfns = np.asarray(pfns, dtype=np.uint64)
+    pfns = np.ascontiguousarray(pfns, dtype=np.uint64)
     n = len(pfns)
     if n == 0:
         empty = np.zeros(0, dtype=np.int64)
         return LookupPlan(empty, empty, empty)
+    if core is not None:
+        index = np.empty(n, np.int64)
+        starts, lens = core.plan(pfns, gap, index)
+        return LookupPlan(np.frombuffer(starts, np.int64), np.frombuffer(lens, np.int64), index)
     p = pfns.view(np.int64)  # PFNs are < 2**55: the same values, no copy
     # A run continues while the PFN steps by +1, 0 or -1: physically contiguous pages in either
     # direction (anonymous memory faulted in address order comes as often in falling PFN order,
@@ -189,6 +197,7 @@ class PfnReader:
     """
 
     def __init__(self, want_flags: bool = True, want_count: bool = True) -> None:
+        self.core = load_core()  # None: the pure path
         self.flags_fd = procfs.open_kpage("kpageflags") if want_flags else None
         self.count_fd = procfs.open_kpage("kpagecount") if want_count else None
 
@@ -211,7 +220,8 @@ class PfnReader:
         fills is not read page by page (see FOLIO_BLOCK). Kernel-internal bits (32+) of its pages
         other than the first read 0."""
         jobs: list[Reads] = []
-        plan = plan_lookup(pfns if flag_pfns is None else flag_pfns)
+        core = self.core
+        plan = plan_lookup(pfns if flag_pfns is None else flag_pfns, core=core)
         fill: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         if folio_pfns is not None and self.flags_fd is not None and len(folio_pfns):
             fill = self._folio_fill(plan, folio_pfns)
@@ -219,9 +229,9 @@ class PfnReader:
         # kernel to count), the flags plan when it is most of the PFNs (no second plan).
         count_plan = plan
         if flag_pfns is not None and flag_pfns is not pfns:
-            count_plan = plan_lookup(pfns if count_sel is None else pfns[count_sel])
+            count_plan = plan_lookup(pfns if count_sel is None else pfns[count_sel], core=core)
         elif count_sel is not None and 4 * int(np.count_nonzero(count_sel)) < len(pfns):
-            count_plan = plan_lookup(pfns[count_sel])
+            count_plan = plan_lookup(pfns[count_sel], core=core)
         results: list[np.ndarray | None] = []
         for fd, path, pl in ((self.flags_fd, "/proc/kpageflags", plan),
                              (self.count_fd, "/proc/kpagecount", count_plan)):
@@ -232,9 +242,9 @@ class PfnReader:
             # and np.empty reuses freed heap memory where np.zeros takes fresh pages to fault in.
             buf = np.empty(pl.total, dtype="<u8")
             if fill is not None and fd is self.flags_fd:
-                jobs.append(Reads.spans(fd, path, buf, *cut_blocks(pl, fill[0])))
+                jobs.append(Reads.spans(fd, path, buf, *cut_blocks(pl, fill[0]), core=core))
             else:
-                jobs.append(Reads.of(fd, path, buf, pl))
+                jobs.append(Reads.of(fd, path, buf, pl, core))
             results.append(buf)
         _run_split(jobs, split)
         flags, counts = results
@@ -281,7 +291,7 @@ class PfnReader:
         assert self.flags_fd is not None
         out = np.empty(len(pfns), dtype="<u8")
         Reads.spans(self.flags_fd, "/proc/kpageflags", out, pfns, np.ones(len(pfns), dtype=np.int64),
-                    np.arange(len(pfns), dtype=np.int64)).run()
+                    np.arange(len(pfns), dtype=np.int64), core=self.core).run()
         return out
 
     def close(self) -> None:
@@ -300,58 +310,76 @@ SPLIT_MIN = 1 << 15  # PFNs: below this a second thread costs more than it saves
 
 
 class Reads:
-    """Reads of one file into one buffer, as plain lists (the read loop does no other work): the
-    byte offset in the file, and the position and size in the buffer, of each read. A plain slotted
-    class, as LookupPlan."""
+    """Reads of one file into one buffer, as int64 arrays (bytes): the offset in the file, and the
+    position and size in the buffer, of each read. Run by the compiled core in one call without
+    the GIL, or by procfs.pread_runs' loop over plain lists. A plain slotted class, as LookupPlan."""
 
-    __slots__ = ("buf", "fd", "off", "path", "pos", "size")
+    __slots__ = ("buf", "core", "fd", "off", "path", "pos", "size")
 
-    def __init__(self, fd: int, path: str, buf: memoryview, off: list[int], pos: list[int], size: list[int]) -> None:
+    def __init__(self, fd: int, path: str, buf: memoryview, off: np.ndarray, pos: np.ndarray, size: np.ndarray,
+                 core: Core | None = None) -> None:
         self.fd = fd
         self.path = path
         self.buf = buf
         self.off = off
         self.pos = pos
         self.size = size
+        self.core = core
 
     @classmethod
-    def of(cls, fd: int, path: str, buf: np.ndarray, plan: LookupPlan) -> Reads:
+    def of(cls, fd: int, path: str, buf: np.ndarray, plan: LookupPlan, core: Core | None = None) -> Reads:
         """The plan's segments into buf (u64 per PFN), as reads of at most MAX_READ PFNs."""
-        return cls.spans(fd, path, buf, plan.seg_start, plan.seg_len, seg_offsets(plan.seg_len))
+        return cls.spans(fd, path, buf, plan.seg_start, plan.seg_len, seg_offsets(plan.seg_len), core=core)
 
     @classmethod
     def spans(cls, fd: int, path: str, buf: np.ndarray, start: np.ndarray, length: np.ndarray,
-              pos: np.ndarray) -> Reads:
+              pos: np.ndarray, core: Core | None = None) -> Reads:
         """Spans of `length` PFNs from `start` into buf at `pos` (u64 per PFN), as reads of at most
         MAX_READ PFNs."""
+        pos = pos[:len(length)]  # seg_offsets of no segments is [0]
         if len(length) and int(length.max()) > MAX_READ:
             k = (length + MAX_READ - 1) // MAX_READ
             seg = np.repeat(np.arange(len(length)), k)
             within = (np.arange(int(k.sum())) - np.repeat(seg_offsets(k), k)) * MAX_READ
             start, length, pos = start[seg] + within, np.minimum(length[seg] - within, MAX_READ), pos[seg] + within
-        return cls(fd, path, buf.data.cast("B"), (start * 8).tolist(), (pos * 8).tolist(), (length * 8).tolist())
+        i8 = np.int64
+        return cls(fd, path, buf.data.cast("B"), np.multiply(start, 8, dtype=i8), np.multiply(pos, 8, dtype=i8),
+                   np.multiply(length, 8, dtype=i8), core)
 
     @property
     def total(self) -> int:
-        return sum(self.size)
+        return int(self.size.sum())
 
     def cut(self, nbytes: int) -> tuple[Reads, Reads]:
         """The first nbytes (a multiple of 8) of the reads, and the rest."""
-        i, acc = 0, 0
-        while i < len(self.size) and acc + self.size[i] <= nbytes:
-            acc += self.size[i]
-            i += 1
         off, pos, size = self.off, self.pos, self.size
+        ends = np.cumsum(size)
+        i = int(np.searchsorted(ends, nbytes, side="right"))  # the reads wholly inside the first nbytes
+        acc = int(ends[i - 1]) if i else 0
+
+        def part(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> Reads:
+            return Reads(self.fd, self.path, self.buf, a, b, c, self.core)
+
         if i == len(size) or acc == nbytes:
-            return (Reads(self.fd, self.path, self.buf, off[:i], pos[:i], size[:i]),
-                    Reads(self.fd, self.path, self.buf, off[i:], pos[i:], size[i:]))
+            return part(off[:i], pos[:i], size[:i]), part(off[i:], pos[i:], size[i:])
         k = nbytes - acc  # read i is split in two
-        return (Reads(self.fd, self.path, self.buf, [*off[:i], off[i]], [*pos[:i], pos[i]], [*size[:i], k]),
-                Reads(self.fd, self.path, self.buf, [off[i] + k, *off[i + 1:]], [pos[i] + k, *pos[i + 1:]],
-                      [size[i] - k, *size[i + 1:]]))
+        off2, pos2, size2 = off[i:].copy(), pos[i:].copy(), size[i:].copy()
+        off2[0] += k
+        pos2[0] += k
+        size2[0] -= k
+        size1 = size[:i + 1].copy()
+        size1[i] = k
+        return part(off[:i + 1], pos[:i + 1], size1), part(off2, pos2, size2)
 
     def run(self) -> None:
-        procfs.pread_runs(self.fd, self.buf, self.off, self.pos, self.size, self.path)
+        if self.core is None:
+            procfs.pread_runs(self.fd, self.buf, self.off.tolist(), self.pos.tolist(), self.size.tolist(), self.path)
+            return
+        try:
+            self.core.pread_spans(self.fd, self.buf, self.off, self.pos, self.size)
+        except OSError:
+            with procfs.translate(0, self.path, started=True):
+                raise
 
 
 def _read_jobs(jobs: list[Reads], errors: list[BaseException]) -> None:
@@ -436,9 +464,10 @@ def lookup_cgroup(pfns: np.ndarray) -> np.ndarray | None:
     if fd is None:
         return None
     try:
-        plan = plan_lookup(pfns)
+        core = load_core()
+        plan = plan_lookup(pfns, core=core)
         buf = np.zeros(plan.total, dtype="<u8")
-        _run_split([Reads.of(fd, KPAGECGROUP, buf, plan)])
+        _run_split([Reads.of(fd, KPAGECGROUP, buf, plan, core)])
         return buf[plan.index]
     finally:
         procfs.close(fd)

@@ -1,0 +1,377 @@
+/* pmaps.kernel._kpage: the compiled core of kpage.py's per-batch work (optional).
+ *
+ * Two functions, each the C twin of a pure one in kpage.py / procfs.py, over caller-made buffers
+ * (the buffer protocol; no numpy C API), each running with the GIL released:
+ *
+ *   plan(pfns, gap, index) -> (seg_start, seg_len)
+ *       kpage.plan_lookup: the same runs, the same merge, the same whole-span rule, the same
+ *       positions, so the two paths read the same segments and make the same folio blocks.
+ *   pread_spans(fd, buf, off, pos, size) -> None
+ *       procfs.pread_runs: buf[pos:pos+size] from fd at off for each span (bytes); a short read
+ *       is continued, EOF (past the end of RAM: fs/proc/page.c stops at max_pfn) zeroes the rest,
+ *       EINTR runs the signal handlers and goes on (as os.preadv), any other error raises OSError
+ *       (errno set) after the spans before it.
+ *
+ * Arrays are plain buffers of native 64-bit integers (numpy int64/uint64), read and written with
+ * memcpy: no alignment is assumed. Every length and bound is checked before the GIL is released;
+ * a bad argument raises ValueError, never touches memory outside the buffers. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define PFN_LIMIT ((uint64_t)1 << 55) /* pagemap's PFN field is bits 0-54 (pagemap.rst) */
+#define GAP_LIMIT ((long long)1 << 31)
+
+static inline uint64_t ld(const char *p, Py_ssize_t i)
+{
+    uint64_t v;
+    memcpy(&v, p + 8 * i, 8);
+    return v;
+}
+
+static inline void st(char *p, Py_ssize_t i, int64_t v)
+{
+    memcpy(p + 8 * i, &v, 8);
+}
+
+/* A buffer of whole 64-bit words; writable when asked. 0 on success, -1 with an exception set. */
+static int get_words(PyObject *obj, Py_buffer *view, int writable, const char *name)
+{
+    if (PyObject_GetBuffer(obj, view, writable ? PyBUF_WRITABLE : PyBUF_SIMPLE) < 0)
+        return -1;
+    if (view->len % 8) {
+        PyErr_Format(PyExc_ValueError, "%s: %zd bytes is not a whole number of 64-bit words", name, view->len);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- plan --------------------------------------------------------------------------------- */
+
+typedef struct {
+    int64_t start; /* lowest PFN of the run */
+    int64_t end;   /* highest + 1 */
+    Py_ssize_t first, len; /* its pages: [first, first + len) in page order */
+} run_t;
+
+/* A stable sort of runs by start (numpy's argsort(kind="stable")): bottom-up merges between a and
+ * the scratch b, both n long; returns the one that holds the result. Runs come in page order, so
+ * equal starts stay in it. */
+static run_t *sort_runs(run_t *a, run_t *b, Py_ssize_t n)
+{
+    for (Py_ssize_t w = 1; w < n; w *= 2) {
+        for (Py_ssize_t lo = 0; lo < n; lo += 2 * w) {
+            Py_ssize_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
+            Py_ssize_t i = lo, j = mid, k = lo;
+            if (mid == hi || a[mid - 1].start <= a[mid].start) { /* already in order */
+                memcpy(b + lo, a + lo, sizeof(run_t) * (size_t)(hi - lo));
+                continue;
+            }
+            while (i < mid && j < hi)
+                b[k++] = a[j].start < a[i].start ? a[j++] : a[i++];
+            while (i < mid)
+                b[k++] = a[i++];
+            while (j < hi)
+                b[k++] = a[j++];
+        }
+        run_t *t = a;
+        a = b;
+        b = t;
+    }
+    return a;
+}
+
+/* The plan of kpage.plan_lookup: its segments into *segs (malloc'd, nseg pairs of first PFN and
+ * length) and each page's position into index (n entries). Returns nseg, -1 when out of memory, -2
+ * when a PFN is not below PFN_LIMIT. */
+static Py_ssize_t make_plan(const char *pfns, Py_ssize_t n, int64_t gap, int64_t **segs, char *index)
+{
+    *segs = NULL;
+    if (n == 0)
+        return 0;
+    Py_ssize_t nruns = 1;
+    uint64_t any = ld(pfns, 0);
+    for (Py_ssize_t i = 1; i < n; i++) { /* the step is not -1, 0 or +1 (unsigned: see kpage.py) */
+        nruns += ld(pfns, i) - ld(pfns, i - 1) + 1 > 2;
+        any |= ld(pfns, i);
+    }
+    if (any >= PFN_LIMIT)
+        return -2; /* not PFNs: the caller says which */
+    run_t *mem = malloc(sizeof(run_t) * 2 * (size_t)nruns);
+    int64_t *seg = malloc(sizeof(int64_t) * 2 * (size_t)nruns);
+    if (!mem || !seg) {
+        free(mem);
+        free(seg);
+        return -1;
+    }
+    /* A run covers every PFN between its lowest and highest (steps of at most one). The PFNs are
+     * read again: masked, and at most nruns runs, so that another thread writing to them meanwhile
+     * (the GIL is released) makes a wrong plan, never a write out of bounds. */
+    const uint64_t mask = PFN_LIMIT - 1;
+    Py_ssize_t r = 0;
+    int64_t lo = (int64_t)(ld(pfns, 0) & mask), hi = lo, prev = lo;
+    mem[0].first = 0;
+    for (Py_ssize_t i = 1; i < n; i++) {
+        int64_t p = (int64_t)(ld(pfns, i) & mask);
+        int brk = (uint64_t)p - (uint64_t)prev + 1 > 2;
+        prev = p;
+        if (brk && r + 1 < nruns) {
+            mem[r].start = lo;
+            mem[r].end = hi + 1;
+            mem[r].len = i - mem[r].first;
+            r++;
+            mem[r].first = i;
+            lo = hi = p;
+        } else {
+            lo = p < lo ? p : lo;
+            hi = p > hi ? p : hi;
+        }
+    }
+    mem[r].start = lo;
+    mem[r].end = hi + 1;
+    mem[r].len = n - mem[r].first;
+    run_t *scratch = mem + nruns;
+    nruns = r + 1; /* fewer only if the PFNs changed since they were counted */
+    run_t *runs = sort_runs(mem, scratch, nruns);
+    /* numeric.merge_intervals: a new segment where a run starts more than gap past the reach so far. */
+    Py_ssize_t nseg = 0;
+    int64_t reach = 0, total = 0;
+    for (Py_ssize_t k = 0; k < nruns; k++) {
+        if (k == 0 || runs[k].start > reach + gap) {
+            if (k)
+                seg[2 * nseg - 1] = reach - seg[2 * nseg - 2];
+            seg[2 * nseg] = runs[k].start;
+            nseg++;
+            reach = runs[k].end;
+        } else if (runs[k].end > reach) {
+            reach = runs[k].end;
+        }
+    }
+    seg[2 * nseg - 1] = reach - seg[2 * nseg - 2];
+    for (Py_ssize_t j = 0; j < nseg; j++)
+        total += seg[2 * j + 1];
+    /* One whole span beats many segments when the PFNs are dense (kpage.PFNS_PER_CALL); reach is
+     * the highest end of all. */
+    int64_t span = reach - seg[0];
+    int over = gap > 0 && nseg > (INT64_MAX - total) / gap; /* then span (< 2**55) is below it */
+    if (nseg > 1 && (over || span <= total + gap * nseg)) {
+        nseg = 1;
+        seg[1] = span;
+    }
+    /* Each run lies in the segment its start is in (both sorted): its lowest PFN's position in the
+     * concatenated buffer, plus each page's distance from it. */
+    Py_ssize_t j = 0;
+    int64_t off = 0;
+    for (Py_ssize_t k = 0; k < nruns; k++) {
+        while (runs[k].start >= seg[2 * j] + seg[2 * j + 1] && j + 1 < nseg) {
+            off += seg[2 * j + 1];
+            j++;
+        }
+        int64_t base = off + (runs[k].start - seg[2 * j]) - runs[k].start;
+        for (Py_ssize_t i = runs[k].first, e = i + runs[k].len; i < e; i++)
+            st(index, i, base + (int64_t)(ld(pfns, i) & mask));
+    }
+    free(mem);
+    *segs = seg;
+    return nseg;
+}
+
+PyDoc_STRVAR(plan_doc,
+"plan(pfns, gap, index) -> (seg_start, seg_len)\n\n"
+"kpage.plan_lookup: pfns is a buffer of n native u64 PFNs (each < 2**55), index a writable buffer\n"
+"of n 64-bit words for each page's position; the segments come back as bytes of native int64.\n"
+"Runs with the GIL released.");
+
+static PyObject *kp_plan(PyObject *self, PyObject *args)
+{
+    PyObject *o_pfns, *o_ix;
+    long long gap;
+    if (!PyArg_ParseTuple(args, "OLO:plan", &o_pfns, &gap, &o_ix))
+        return NULL;
+    if (gap < 0 || gap > GAP_LIMIT)
+        return PyErr_Format(PyExc_ValueError, "gap %lld is out of range", gap);
+    Py_buffer bp, bi;
+    if (get_words(o_pfns, &bp, 0, "pfns") < 0)
+        return NULL;
+    if (get_words(o_ix, &bi, 1, "index") < 0) {
+        PyBuffer_Release(&bp);
+        return NULL;
+    }
+    PyObject *ret = NULL;
+    Py_ssize_t n = bp.len / 8;
+    const char *pfns = bp.buf;
+    if (bi.len / 8 != n) {
+        PyErr_Format(PyExc_ValueError, "index: %zd words for %zd PFNs", bi.len / 8, n);
+        goto done;
+    }
+    /* The index must not overlap the PFNs: the plan reads them to the end. */
+    if (n && pfns < (char *)bi.buf + bi.len && (char *)bi.buf < pfns + bp.len) {
+        PyErr_SetString(PyExc_ValueError, "pfns and index overlap");
+        goto done;
+    }
+    int64_t *seg;
+    Py_ssize_t nseg;
+    Py_BEGIN_ALLOW_THREADS
+    nseg = make_plan(pfns, n, (int64_t)gap, &seg, bi.buf);
+    Py_END_ALLOW_THREADS
+    if (nseg == -2) {
+        Py_ssize_t i = 0;
+        while (i < n && ld(pfns, i) < PFN_LIMIT) /* it may be gone (another thread): i < n */
+            i++;
+        if (i < n)
+            PyErr_Format(PyExc_ValueError, "PFN %llu at %zd is out of range", (unsigned long long)ld(pfns, i), i);
+        else
+            PyErr_SetString(PyExc_ValueError, "a PFN is out of range");
+        goto done;
+    }
+    if (nseg < 0) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    PyObject *s = PyBytes_FromStringAndSize(NULL, nseg * 8), *l = PyBytes_FromStringAndSize(NULL, nseg * 8);
+    if (s && l) {
+        for (Py_ssize_t j = 0; j < nseg; j++) {
+            st(PyBytes_AS_STRING(s), j, seg[2 * j]);
+            st(PyBytes_AS_STRING(l), j, seg[2 * j + 1]);
+        }
+        ret = PyTuple_Pack(2, s, l);
+    }
+    Py_XDECREF(s);
+    Py_XDECREF(l);
+    free(seg);
+done:
+    PyBuffer_Release(&bp);
+    PyBuffer_Release(&bi);
+    return ret;
+}
+
+/* ---- pread_spans -------------------------------------------------------------------------- */
+
+/* The spans (off, pos, size triples) from span *at, *part bytes into it: 0 when all are read, EINTR
+ * when a read was interrupted (*at and *part say where to go on), else the errno of a failed read.
+ * Without the GIL. */
+static int read_spans(int fd, char *base, const int64_t *spans, Py_ssize_t n, Py_ssize_t *at, size_t *part)
+{
+    for (Py_ssize_t i = *at; i < n; i++) {
+        int64_t o = spans[3 * i];
+        char *dst = base + spans[3 * i + 1];
+        size_t want = (size_t)spans[3 * i + 2], done = i == *at ? *part : 0;
+        while (done < want) {
+            ssize_t r = pread(fd, dst + done, want - done, (off_t)(o + (int64_t)done));
+            if (r < 0) {
+                *at = i;
+                *part = done;
+                return errno;
+            }
+            if (r == 0)
+                break; /* EOF: past the last PFN */
+            done += (size_t)r;
+        }
+        if (done < want)
+            memset(dst + done, 0, want - done);
+    }
+    *at = n;
+    return 0;
+}
+
+PyDoc_STRVAR(pread_spans_doc,
+"pread_spans(fd, buf, off, pos, size) -> None\n\n"
+"procfs.pread_runs: for each span i, buf[pos[i]:pos[i] + size[i]] from fd at byte offset off[i]\n"
+"(off, pos, size: buffers of 64-bit words, in bytes). A short read is continued; what EOF leaves\n"
+"is zeroed; EINTR runs the signal handlers, then goes on; another error raises OSError. Runs with\n"
+"the GIL released.");
+
+static PyObject *kp_pread_spans(PyObject *self, PyObject *args)
+{
+    int fd;
+    PyObject *o_buf, *o_off, *o_pos, *o_size;
+    if (!PyArg_ParseTuple(args, "iOOOO:pread_spans", &fd, &o_buf, &o_off, &o_pos, &o_size))
+        return NULL;
+    Py_buffer buf, b[3];
+    PyObject *objs[3] = {o_off, o_pos, o_size};
+    const char *names[3] = {"off", "pos", "size"};
+    int got = 0, have_buf = 0;
+    PyObject *ret = NULL;
+    if (PyObject_GetBuffer(o_buf, &buf, PyBUF_WRITABLE) < 0)
+        return NULL;
+    have_buf = 1;
+    for (; got < 3; got++)
+        if (get_words(objs[got], &b[got], 0, names[got]) < 0)
+            goto done;
+    Py_ssize_t n = b[0].len / 8;
+    if (b[1].len / 8 != n || b[2].len / 8 != n) {
+        PyErr_SetString(PyExc_ValueError, "off, pos and size differ in length");
+        goto done;
+    }
+    /* The spans are copied, then checked: what is read is what was checked, even if pos or size
+     * share memory with buf, or another thread writes to them once the GIL is gone. */
+    const char *off = b[0].buf, *pos = b[1].buf, *size = b[2].buf;
+    int64_t *spans = malloc(sizeof(int64_t) * 3 * (size_t)(n ? n : 1));
+    if (!spans) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int64_t o = spans[3 * i] = (int64_t)ld(off, i);
+        int64_t p = spans[3 * i + 1] = (int64_t)ld(pos, i);
+        int64_t s = spans[3 * i + 2] = (int64_t)ld(size, i);
+        if (o < 0 || p < 0 || s < 0 || s > buf.len || p > buf.len - s || o > INT64_MAX - s) {
+            PyErr_Format(PyExc_ValueError, "span %zd (off %lld, pos %lld, size %lld) is outside a buffer of %zd bytes",
+                         i, (long long)o, (long long)p, (long long)s, buf.len);
+            free(spans);
+            goto done;
+        }
+    }
+    /* As os.preadv (PEP 475): EINTR runs the signal handlers (with the GIL; in the main thread
+     * only, as Python does), then the reads go on unless one raised (Ctrl-C). */
+    int err;
+    Py_ssize_t at = 0;
+    size_t part = 0;
+    for (;;) {
+        Py_BEGIN_ALLOW_THREADS
+        err = read_spans(fd, buf.buf, spans, n, &at, &part);
+        Py_END_ALLOW_THREADS
+        if (err != EINTR)
+            break;
+        if (PyErr_CheckSignals() < 0) {
+            free(spans);
+            goto done;
+        }
+    }
+    free(spans);
+    if (err) {
+        errno = err;
+        PyErr_SetFromErrno(PyExc_OSError);
+        goto done;
+    }
+    ret = Py_NewRef(Py_None);
+done:
+    for (int k = 0; k < got; k++)
+        PyBuffer_Release(&b[k]);
+    if (have_buf)
+        PyBuffer_Release(&buf);
+    return ret;
+}
+
+static PyMethodDef kp_methods[] = {
+    {"plan", kp_plan, METH_VARARGS, plan_doc},
+    {"pread_spans", kp_pread_spans, METH_VARARGS, pread_spans_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef kp_module = {
+    PyModuleDef_HEAD_INIT, "_kpage",
+    "The compiled core of pmaps.kernel.kpage: the lookup plan and the span reads, without the GIL.",
+    0, kp_methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__kpage(void)
+{
+    return PyModule_Create(&kp_module);
+}
