@@ -498,3 +498,16 @@ def test_on_thread_hands_over_in_order_and_raises_there():
             taken.append(x)
     assert taken == [1, 2]
     assert list(wss.on_thread(iter(range(5)))) == [0, 1, 2, 3, 4]
+
+
+@needs_root
+def test_cycle_imports_no_numpy_ma():
+    """The VMAs smaps counted are looked up by numeric.unique_sorted: np.unique imports numpy.ma
+    (8-16 ms of a run) the first time. The process measures itself (its own pages are counted)."""
+    code = ("import os, sys; from pmaps.analysis.wss import measure; "
+            "r = measure(os.getpid(), 'clear_refs', 0.01); "
+            "print(any(v.counted for v in r.rows), 'numpy.ma' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "False"]

@@ -37,7 +37,7 @@ from ..kernel.maps import Vma, VmaTable
 from ..kernel.pagemap import CAT_HUGE, CAT_PFNZERO, CAT_PRESENT, PM_PRESENT, TASK_SIZE_MAX
 from ..kernel.smaps import iter_smaps_nonzero
 from ..model import Pages, inside_vmas
-from ..numeric import PAGE_SHIFT, PAGE_SIZE, arange_runs, consecutive_runs
+from ..numeric import PAGE_SHIFT, PAGE_SIZE, arange_runs, consecutive_runs, unique_sorted
 
 U64 = np.uint64
 T = TypeVar("T")
@@ -172,7 +172,7 @@ def flags_where_counted(proc: Process, after: Pages, table: VmaTable, counted: n
     if not (len(counted) and len(after) and len(table) and proc.known.flags):
         return
     k = np.searchsorted(table.start, counted)
-    k = np.unique(k[(k < len(table)) & (table.start[np.minimum(k, len(table) - 1)] == counted)])
+    k = unique_sorted(k[(k < len(table)) & (table.start[np.minimum(k, len(table) - 1)] == counted)])
     lo = np.searchsorted(after.vpn, table.start_page[k])
     hi = np.searchsorted(after.vpn, table.end_page[k])
     edge = np.zeros(len(after) + 1, dtype=np.int64)
