@@ -53,6 +53,29 @@ def test_round_trip(tmp_path, pfn):
     assert n_ranges("a") == len(range(0, 64, 3)) and n_ranges("t") <= 4
 
 
+@needs_root
+def test_recording_load_reuses_an_unchanged_vma_list(tmp_path):
+    """load_recording decodes a VMA list once while the samples list the same VMAs, and again when
+    they change; each sample's VMAs equal its own file's decoded alone."""
+    from pmaps.store.recording import load_recording
+
+    with MemChild(["a:anon:64K", "b:anon:64K"]) as mc, Process(mc.pid) as proc:
+        rec = Recorder(tmp_path / "r", proc.pid, proc.comm, 1.0).open()
+        rec.add(take_sample(proc, seq=0))
+        rec.add(take_sample(proc, seq=1))
+        mc.cmd("free b")  # the VMA stays: the same list
+        proc.refresh_table()
+        extra = MemChild(["c:anon:16K"])  # another process's sample: another VMA list
+    with extra, Process(extra.pid) as other:
+        rec.add(take_sample(other, seq=2))
+    samples, bad = load_recording(tmp_path / "r")
+    assert not bad and len(samples) == 3
+    assert samples[1].table is samples[0].table  # reused, not decoded again
+    assert samples[2].table is not samples[1].table and samples[2].vmas != samples[1].vmas
+    for s, f in zip(samples, sample_files(tmp_path / "r")):
+        assert s.vmas == load_sample(f).vmas
+
+
 # A child that maps one more anonymous page (a VMA of its own, PROT_READ between writable
 # neighbours) for each line it reads, and answers with the count.
 MAPPER = r"""

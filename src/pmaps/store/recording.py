@@ -291,16 +291,18 @@ def check_sample(s: Sample) -> None:
         raise ValueError("a map count is out of range")
 
 
-def load_sample(path: str | os.PathLike[str]) -> Sample:
+def load_sample(path: str | os.PathLike[str], memo: dict[str, Any] | None = None) -> Sample:
     """Read one sample file; BadSnapshot (one clear line) on a corrupt or truncated file."""
     name = str(path)
-    return loads_sample(read_regular(name, SAMPLE_CAP, "pmaps sample"), name)
+    return loads_sample(read_regular(name, SAMPLE_CAP, "pmaps sample"), name, memo)
 
 
-def loads_sample(data: bytes, name: str = "<bytes>") -> Sample:
+def loads_sample(data: bytes, name: str = "<bytes>", memo: dict[str, Any] | None = None) -> Sample:
     """A sample from a file's bytes. Parquet is parsed in memory (pyarrow's errors are no
     file errors here); the declared row counts and sizes are checked before any column is
-    decoded, and the zlib metadata is inflated with a cap."""
+    decoded, and the zlib metadata is inflated with a cap. `memo` (one dict for the samples of
+    a recording) keeps the last VMA list decoded: a sample listing the same VMAs (equal JSON
+    values, compared in C) takes it instead of decoding and checking 65,000 VMAs again."""
     pa, pq = _pyarrow()
     try:
         try:
@@ -329,13 +331,19 @@ def loads_sample(data: bytes, name: str = "<bytes>") -> Sample:
         if not isinstance(meta, dict) or meta.get("schema") != SAMPLE_SCHEMA:
             schema = meta.get("schema") if isinstance(meta, dict) else None
             raise ValueError(f"not a pmaps sample (schema {str(schema)[:40]!r})")
-        vmas = decode_vmas(meta["vmas"])
+        raw_vmas = meta["vmas"]
+        if memo is not None and memo.get("raw") == raw_vmas:
+            vmas = memo["table"]
+        else:
+            vmas = VmaTable.of_vmas(decode_vmas(raw_vmas))
+            if memo is not None:
+                memo.update(raw=raw_vmas, table=vmas)
+        starts = vmas.start
         for c in table.column_names:
             t = table.column(c).type
             if table.column(c).null_count or not (pa.types.is_integer(t)):
                 raise ValueError(f"column {c} holds {t}{' with nulls' if table.column(c).null_count else ''}")
         col = {c: table.column(c).to_numpy() for c in table.column_names}
-        starts = np.array([v.start for v in vmas], dtype=U64)
         vs = col["vma_start"].astype(U64)
         vma = np.searchsorted(starts, vs).astype(np.int32)
         if len(vs) and (vma.max() >= len(vmas) or not (starts[np.minimum(vma, len(vmas) - 1)] == vs).all()):
@@ -506,9 +514,10 @@ def load_recording(path: str | os.PathLike[str]) -> tuple[list[Sample], list[Bad
     (a torn or damaged sample must not cost the rest). BadSnapshot when none is readable."""
     good: list[Sample] = []
     bad: list[BadSnapshot] = []
+    memo: dict[str, Any] = {}
     for f in sample_files(path):
         try:
-            good.append(load_sample(f))
+            good.append(load_sample(f, memo))
         except BadSnapshot as e:
             bad.append(e)
     if not good:
