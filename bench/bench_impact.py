@@ -232,7 +232,7 @@ def describe(key: str, stalls: list[tuple[float, ...]], runs: list[tuple[float, 
             lines.append(line)
     summary = ""
     if trace:
-        summary = f"{key:<12} " + ", ".join(
+        summary = f"{key:<12} {trace.lock_waits()}\n{'':<12} " + ", ".join(
             f"{c}: {sum(u >= 2000 for u in v)} over 2 ms, max {max(v) / 1000:.1f} ms"
             for c, v in sorted(causes.items()))
     return "\n".join(lines), summary
@@ -255,6 +255,48 @@ class Trace:
             if m:
                 self.ev.append((float(m[4]), int(m[3]), m[1].strip(), int(m[2]), m[5], m[6]))
         self.times = [e[0] for e in self.ev]
+
+    def lock_waits(self) -> str:
+        """The probe's waits for the target's mmap_lock (the lock of most of its WRITE waits) over the
+        phase: asleep (until its last wake-up) plus runnable; and those during which CPU 0 ran nothing
+        else (under 10% of the wait): the lock alone, without the machine's other load."""
+        addrs = Counter(f.split()[0] for _, _, _, pid, name, f in self.ev
+                        if pid == self.tid and name == "contention_begin" and "WRITE" in f)
+        if not addrs:
+            return "no waits"
+        lock = addrs.most_common(1)[0][0]
+        every: list[float] = []
+        free: list[float] = []
+        begin = since = 0.0
+        waiting = False
+        busy = 0.0
+        oncpu = 0
+        handoffs = 0
+        for ts, cpu, _, pid, name, f in self.ev:
+            if name == "sched_switch" and cpu == PROBE_CPU:
+                if waiting and oncpu not in (0, self.tid):
+                    busy += ts - max(since, begin)
+                m = re.search(r"next_pid=(\d+)", f)
+                oncpu, since = (int(m[1]) if m else 0), ts
+            elif pid == self.tid and name == "contention_begin" and f.startswith(lock):
+                begin = ts
+                waiting, busy = True, 0.0
+            elif name == "contention_begin" and waiting and pid != self.tid and f.startswith(lock) and "READ" in f:
+                handoffs += 1  # a reader queued behind the waiting probe: the rwsem's handoff
+            elif pid == self.tid and name == "contention_end" and waiting:
+                waiting = False
+                every.append(ts - begin)
+                if busy < 0.1 * (ts - begin):
+                    free.append(ts - begin)
+
+        def q(xs: list[float]) -> str:
+            xs = sorted(xs)
+            if not xs:
+                return "none"
+            at = lambda f: xs[int((len(xs) - 1) * f)] * 1e3
+            return (f"{len(xs)}, p50 {at(0.5):.2f} p99 {at(0.99):.2f} max {at(1):.2f} ms, "
+                    f"{sum(x > 1e-3 for x in xs)} over 1 ms")
+        return f"mmap_lock waits: all {q(every)}, {handoffs} handoffs | CPU{PROBE_CPU} free {q(free)}"
 
     def _who(self, task: str, pid: int) -> str:
         return f"{task}-{pid}{'*' if pid in self.ours else ''}"
@@ -330,10 +372,11 @@ class Tracer:
         self._w("events/enable", "0")  # these events only
         for e in TRACE_EVENTS:
             self._w(f"events/{e}/enable", "1")
-        # The probe's own scheduling, and what ran on its CPU; every task's lock waits (a reader queueing
-        # behind the probe is the handoff).
+        # The probe's wake-ups; every CPU's switches (what ran on the probe's CPU, whether a reader was
+        # off its CPU holding the lock); every task's lock waits (a reader queueing behind the probe is
+        # the handoff).
         self._w("events/sched/sched_waking/filter", f"pid == {tid}")
-        self._w("events/sched/sched_switch/filter", f"cpu == {PROBE_CPU} || prev_pid == {tid} || next_pid == {tid}")
+
 
     def _w(self, f: str, v: str) -> None:
         with open(TRACING / f, "w") as fh:
@@ -353,8 +396,7 @@ class Tracer:
         self._w("tracing_on", "0")
         for e in TRACE_EVENTS:
             self._w(f"events/{e}/enable", "0")
-        for e in ("sched/sched_waking", "sched/sched_switch"):
-            self._w(f"events/{e}/filter", "0")
+        self._w("events/sched/sched_waking/filter", "0")
         self._w("trace", "")
 
 
