@@ -14,7 +14,7 @@ Phases (--phases picks some, by key, in the order given; the default is all of t
   raw       a bare back-to-back reader of the whole pagemap, 1 GiB preads (not pmaps)
   The ones that separate causes (each a new Python process, as pmaps is):
   true      /bin/true (fork and exec only)  python    Python imports numpy and exits, no target
-  version   `pmaps --version`               exit      Python writes 1 GiB of its own and exits
+  version   `pmaps --version`               exit      Python writes 256 MiB of its own and exits
   maps      reads /proc/PID/maps only       scan      pmaps' PAGEMAP_SCAN of the target only
   pagemap   pmaps' pagemap reads of the target's VMAs only (no scan, no kpageflags)
   kpage     kpageflags of the target's PFNs only (taken once before the phases)
@@ -70,7 +70,7 @@ def phases_for(pid: str, gib: float, seconds: float, tmp: Path) -> dict[str, tup
         "true": ("/bin/true", ["true"]),
         "python": ("python, numpy, exit", [*me, "python", pid]),
         "version": ("pmaps --version", [*py, "--version"]),
-        "exit": ("exit of 1 GiB reader", [*me, "exit", pid]),
+        "exit": ("exit of 256 MiB reader", [*me, "exit", pid]),
         "maps": ("maps only", [*me, "maps", pid]),
         "scan": ("PAGEMAP_SCAN only", [*me, "scan", pid]),
         "pagemap": ("pagemap only", [*me, "pagemap", pid]),
@@ -409,7 +409,7 @@ def reader(kind: str, pid_s: str, *rest: str) -> int:
         return 0
     if kind == "exit":
         import numpy as np
-        np.ones(1 << 27)  # 1 GiB of our own, written, freed at exit (exit_mmap of a big reader)
+        np.ones(1 << 25)  # 256 MiB of our own, written, freed at exit (exit_mmap of a big reader)
         return 0
     if kind == "maps":
         with open(f"/proc/{pid}/maps", "rb") as f:
@@ -422,8 +422,7 @@ def reader(kind: str, pid_s: str, *rest: str) -> int:
             for off in range(a, b, 1 << 30):
                 os.pread(fd, (min(b, off + (1 << 30)) - off) // 4096 * 8, off // 4096 * 8)
         return 0
-    sys.path.insert(0, str(HERE.parent / "src"))
-    import numpy as np
+    import numpy as np  # pmaps from the PYTHONPATH the bench gave this phase (a variant's, maybe)
 
     from pmaps.kernel import procfs
     if kind == "scan":
