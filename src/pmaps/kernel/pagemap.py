@@ -10,7 +10,6 @@ from __future__ import annotations
 import array
 import errno
 import fcntl
-import os
 import struct
 import threading
 import time
@@ -97,11 +96,12 @@ class Pacer(threading.local):
 
     def _spin(self, s: float) -> None:
         # Not a sleep: a timer wakes a sleeper 60-80 us late here whatever the interval (VM timer, 50 us
-        # default slack), more than twice the pause needed. sched_yield lets a writer that shares our
-        # CPU run meanwhile.
+        # default slack), more than twice the pause needed. Nor sched_yield: on a busy CPU it hands the
+        # rest of a timeslice (ms) to another task. A writer on our own CPU, woken by our release,
+        # preempts us on its own when the scheduler lets it.
         end = self.clock() + s
         while self.clock() < end:
-            os.sched_yield()
+            pass
 
     def before(self) -> None:
         now = self.clock()
