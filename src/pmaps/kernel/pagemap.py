@@ -73,9 +73,13 @@ READ_GAP = 512  # read through holes up to this many pages (4 KiB of entries) ra
 # jiffies: 4-8 ms at HZ=250, twice for an mmap and its munmap). Traced on 6.18 (bench_impact.py
 # --trace): the target's writer woken at every one of our releases and asleep again, 4-16 ms, until a
 # READ waiter of ours queues behind it (the handoff). So reads come in bursts of at most PACE_HOLD
-# seconds with a pause of PACE_GAP between them: a waiting writer waits one burst.
+# seconds with a pause of PACE_GAP between them: a waiting writer waits one burst. Not helped here: a
+# reader preempted while it holds the lock (its CPU busy with others) keeps the writer out for the
+# other task's timeslice, and a writer whose own CPU is busy may not run during any pause.
 PACE_HOLD = 0.25e-3
-PACE_GAP = 30e-6  # the writer's wake-up, 15-20 us (sched_waking to sched_switch), and its lock attempt
+# The writer's wake-up from an idle CPU (sched_waking to sched_switch, traced): p50 14-18 us, p90 18-26 us;
+# when a pause is missed, the writer waits one more burst.
+PACE_GAP = 30e-6
 # Pages one pagemap read covers (16 MiB of address space): its walk, 10-20 us per 2 MiB window of 4 KiB
 # pages, stays a fraction of a burst.
 READ_MAX_PAGES = 4096
