@@ -98,3 +98,42 @@ def merged(regs: np.ndarray) -> np.ndarray:
     first = np.flatnonzero(new)
     last = np.append(first[1:], len(regs)) - 1
     return np.stack([regs[first, 0], regs[last, 1], regs[first, 2]], axis=1)
+
+
+def test_own_pages_read_first_on_one_cpu():
+    """On one CPU pmaps' own pages (the observer correction) are read before the target's, not on a
+    thread that would preempt the reader inside its scan (holding the target's mmap_lock); on more
+    CPUs, on a thread while the target is read. The pages read are the same."""
+    import os
+
+    from pmaps.collector import Process
+    from pmaps.collector import process as P
+    from pmaps.kernel import caps as capsmod
+
+    if not capsmod.probe().sys_admin:
+        pytest.skip("the observer correction needs CAP_SYS_ADMIN (kpagecount)")
+    mine = os.sched_getaffinity(0)
+    started = []
+    real = P.background
+
+    def counted(fn):
+        started.append(fn)
+        return real(fn)
+
+    def read(pid: int) -> np.ndarray:
+        with Process(pid) as proc:
+            return proc.pages().vpn
+
+    with MemChild([f"a:anon:{64 * PAGE}"]) as mc:
+        try:
+            P.background = counted
+            both = read(mc.pid)
+            threaded = len(started)
+            os.sched_setaffinity(0, {min(mine)})
+            one = read(mc.pid)
+        finally:
+            os.sched_setaffinity(0, mine)
+            P.background = real
+    assert threaded == (1 if len(mine) > 1 else 0)
+    assert len(started) == threaded  # none on one CPU
+    assert len(one) == len(both) and (one == both).all()
