@@ -11,6 +11,9 @@ import array
 import errno
 import fcntl
 import struct
+import threading
+import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -60,6 +63,65 @@ TOP_FILE = 1 << (PM_FILE - 56)  # bit 61
 
 READ_GAP = 512  # read through holes up to this many pages (4 KiB of entries) rather than split a read
 
+# -- pacing: let the target's writers in -----------------------------------------------------------
+# Every pagemap read and PAGEMAP_SCAN call holds the target's mmap_lock for reading. A writer of the
+# target (mmap, munmap, mprotect, brk) that finds it held sleeps, and our release wakes it; but a reader
+# that comes back before the writer has woken up (15-20 us here) takes the lock again ("reader
+# optimistic lock stealing", kernel/locking/rwsem.c rwsem_down_read_slowpath), as do the 2 MiB windows
+# inside one pagemap read (fs/proc/task_mmu.c pagemap_read). The writer then gets its turn only when
+# the reads stop, or when the rwsem's handoff forces it, after RWSEM_WAIT_TIMEOUT (4 ms counted in
+# jiffies: 4-8 ms at HZ=250, twice for an mmap and its munmap). Traced on 6.18 (bench_impact.py
+# --trace): the target's writer woken at every one of our releases and asleep again, 4-16 ms, until a
+# READ waiter of ours queues behind it (the handoff). So reads come in bursts of at most PACE_HOLD
+# seconds with a pause of PACE_GAP between them: a waiting writer waits one burst. Not helped here: a
+# reader preempted while it holds the lock (its CPU busy with others) keeps the writer out for the
+# other task's timeslice, and a writer whose own CPU is busy may not run during any pause.
+PACE_HOLD = 0.25e-3
+# The writer's wake-up from an idle CPU (sched_waking to sched_switch, traced): p50 14-18 us, p90 18-26 us;
+# when a pause is missed, the writer waits one more burst.
+PACE_GAP = 30e-6
+# Pages one pagemap read covers (16 MiB of address space): its walk, 10-20 us per 2 MiB window of 4 KiB
+# pages, stays a fraction of a burst.
+READ_MAX_PAGES = 4096
+
+
+class Pacer(threading.local):
+    """The pacing of one thread's reads (see PACE_HOLD): `before` each read that takes a target's
+    mmap_lock, `after` it. `clock` and `nap` are seams for tests."""
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter, nap: Callable[[float], None] | None = None,
+                 hold: float = PACE_HOLD, gap: float = PACE_GAP) -> None:
+        self.clock = clock
+        self.nap = nap if nap is not None else self._spin
+        self.hold, self.gap = hold, gap
+        self.burst = 0.0  # when the current burst of back-to-back reads began
+        self.end = -gap  # when the last read returned
+        self.naps = 0
+
+    def _spin(self, s: float) -> None:
+        # Not a sleep: a timer wakes a sleeper 60-80 us late here whatever the interval (VM timer, 50 us
+        # default slack), more than twice the pause needed. Nor sched_yield: on a busy CPU it hands the
+        # rest of a timeslice (ms) to another task. A writer on our own CPU, woken by our release,
+        # preempts us on its own when the scheduler lets it.
+        end = self.clock() + s
+        while self.clock() < end:
+            pass
+
+    def before(self) -> None:
+        now = self.clock()
+        if now - self.end >= self.gap:
+            self.burst = now  # away long enough since the last read: a waiting writer had its turn
+        elif now - self.burst >= self.hold:
+            self.nap(self.gap)
+            self.naps += 1
+            self.burst = self.clock()
+
+    def after(self) -> None:
+        self.end = self.clock()
+
+
+PACER = Pacer()  # one state per thread (threading.local): each reader thread paces its own reads
+
 
 def open_pagemap(pid: int) -> int:
     """An fd on /proc/PID/pagemap (closed with procfs.close)."""
@@ -78,11 +140,15 @@ def read_runs(fd: int, pid: int, starts: np.ndarray, ends: np.ndarray, gap: int 
     path = procfs.proc_path(pid, "pagemap")
     pos = 0
     for s, ln in zip(seg_s.tolist(), seg_len.tolist()):
-        got = procfs.pread_into(fd, mv[pos * 8 : (pos + ln) * 8], s * 8, pid, path)
-        if got < ln * 8:
-            # pagemap reads 0 bytes once the mm is gone (fs/proc/task_mmu.c pagemap_read).
-            raise procfs.gone_error(pid, path, started=True)
-        pos += ln
+        for a in range(s, s + ln, READ_MAX_PAGES):
+            k = min(READ_MAX_PAGES, s + ln - a)
+            PACER.before()
+            got = procfs.pread_into(fd, mv[pos * 8 : (pos + k) * 8], a * 8, pid, path)
+            PACER.after()
+            if got < k * 8:
+                # pagemap reads 0 bytes once the mm is gone (fs/proc/task_mmu.c pagemap_read).
+                raise procfs.gone_error(pid, path, started=True)
+            pos += k
     if len(seg_s) == len(starts):
         return buf  # no holes were read through: the buffer is the runs, in order
     run_buf = seg_offsets(seg_len)[seg_id] + (starts.astype(np.int64) - seg_s[seg_id])
@@ -210,7 +276,9 @@ class Scanner:
         out: list[bytes] = []
         cur = start
         while cur < end:
+            PACER.before()
             n, walk_end = self._ioctl(cur, end)
+            PACER.after()
             if n:
                 out.append(self.vec[: 3 * n].tobytes())
             if n < self.vec_len and (not self.max_pages or walk_end >= end):
