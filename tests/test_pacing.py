@@ -137,3 +137,29 @@ def test_own_pages_read_first_on_one_cpu():
     assert threaded == (1 if len(mine) > 1 else 0)
     assert len(started) == threaded  # none on one CPU
     assert len(one) == len(both) and (one == both).all()
+
+
+def test_scan_windows_cover_every_vma_page_once():
+    """Category scans go window by window: every VMA page in exactly one window, windows sorted and
+    disjoint, each holding at most `window` pages of VMA, but a huge VMA (a reservation), alone."""
+    from pmaps.kernel.pagemap import scan_windows
+
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        n = int(rng.integers(0, 40))
+        sizes = rng.choice([1, 3, 16, 100, 1000, 5000, 1 << 20], size=n)
+        gaps = rng.integers(0, 50, size=n)
+        starts = np.cumsum(gaps + np.concatenate([[0], sizes[:-1]])).astype(np.uint64) + 10
+        ends = starts + sizes.astype(np.uint64)
+        ws, we = scan_windows(starts, ends, window=256, huge=1 << 19)
+        assert (ws < we).all() and (we[:-1] <= ws[1:]).all()
+        pages = np.concatenate([np.arange(a, b) for a, b in zip(starts.tolist(), ends.tolist())] or [np.zeros(0)])
+        at = np.searchsorted(ws, pages, side="right") - 1
+        assert (at >= 0).all() and (pages < we[at]).all()  # each page in the window that starts before it
+        for a, b in zip(ws.tolist(), we.tolist()):
+            inside = np.minimum(ends, b).astype(np.int64) - np.maximum(starts, a).astype(np.int64)
+            held = int(inside[inside > 0].sum())
+            huge = ((sizes > 1 << 19) & (starts < b) & (ends > a)).any()
+            assert held <= 256 or huge, (a, b, held)
+    ws, we = scan_windows(np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.uint64))
+    assert len(ws) == len(we) == 0

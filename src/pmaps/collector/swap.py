@@ -17,7 +17,8 @@ import numpy as np
 from ..errors import PmapsError
 from ..kernel import pagemap as pmb
 from ..kernel import procfs
-from ..kernel.pagemap import CAT_SWAPPED, TASK_SIZE_MAX, Scanner
+from ..kernel.maps import read_table
+from ..kernel.pagemap import CAT_SWAPPED, Scanner
 from ..model.swap import SwapRefs
 from ..numeric import PAGE_SHIFT
 
@@ -31,7 +32,13 @@ def process_swap_entries(pid: int) -> np.ndarray | None:
     except PmapsError:
         return None
     try:
-        regs = Scanner(fd, pid, anyof=CAT_SWAPPED, returns=CAT_SWAPPED).regions(0, TASK_SIZE_MAX)
+        # Window by window over its VMAs: a scan for the few swapped pages walks every present one,
+        # and one call over the whole space held the mmap_lock for the whole walk (23 ms for 8 GiB).
+        table = read_table(pid, started=True)
+        ws, we = pmb.scan_windows(table.start >> U64(PAGE_SHIFT), table.end >> U64(PAGE_SHIFT))
+        scanner = Scanner(fd, pid, anyof=CAT_SWAPPED, returns=CAT_SWAPPED)
+        parts = [scanner.regions(a << PAGE_SHIFT, b << PAGE_SHIFT) for a, b in zip(ws.tolist(), we.tolist())]
+        regs = np.concatenate(parts) if parts else np.zeros((0, 3), dtype=U64)
         if not len(regs):
             return np.zeros(0, dtype=U64)
         pm = pmb.read_runs(fd, pid, regs[:, 0] >> U64(PAGE_SHIFT), regs[:, 1] >> U64(PAGE_SHIFT))

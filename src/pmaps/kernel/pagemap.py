@@ -85,6 +85,37 @@ PACE_GAP = 30e-6
 READ_MAX_PAGES = 4096
 
 
+# A category scan (anyof: swapped, huge) matches few pages, so its max_pages does not bound its walk:
+# scan_windows bounds it by address instead.
+SCAN_WINDOW_PAGES = 1 << 15  # 128 MiB of VMA: one PAGEMAP_SCAN walk of it holds the mmap_lock ~0.4 ms
+HUGE_VMA_PAGES = 1 << 24  # 64 GiB: a VMA above this (a reservation: sparse) is one window, not 512 per TiB
+
+
+def scan_windows(starts: np.ndarray, ends: np.ndarray, window: int = SCAN_WINDOW_PAGES,
+                 huge: int = HUGE_VMA_PAGES) -> tuple[np.ndarray, np.ndarray]:
+    """[start, end) page windows covering the sorted, disjoint VMA page ranges, each holding at most
+    `window` pages of VMA (the gaps between VMAs cost a walk nothing), small VMAs together, big ones
+    cut; a VMA of more than `huge` pages is a window of its own. int64 page numbers."""
+    s, e = starts.astype(np.int64), ends.astype(np.int64)
+    size = e - s
+    if not len(s):
+        return s, e
+    # Pieces of at most half a window, grouped by the half window their first page falls in: a
+    # group is at most one half plus its last piece.
+    half = max(window // 2, 1)
+    big = size > huge
+    k = np.where(big, 1, np.maximum(-(-size // half), 1))
+    vma = np.repeat(np.arange(len(s)), k)
+    piece = arange_runs(np.zeros(len(s), dtype=np.int64), k)  # 0..k-1 within each VMA
+    ps = s[vma] + piece * half
+    pe = np.where(big[vma], e[vma], np.minimum(ps + half, e[vma]))
+    before = np.cumsum(pe - ps) - (pe - ps)  # VMA pages before each piece
+    group = before // half
+    first = np.flatnonzero(np.diff(group, prepend=-1))
+    last = np.append(first[1:], len(ps)) - 1
+    return ps[first], pe[last]
+
+
 class Pacer(threading.local):
     """The pacing of one thread's reads (see PACE_HOLD): `before` each read that takes a target's
     mmap_lock, `after` it. `clock` and `nap` are seams for tests."""
