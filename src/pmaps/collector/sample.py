@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -49,6 +50,7 @@ def _take_sample(proc: Process, with_pfn: bool, seq: int) -> Sample:
         # On one CPU it is read first: there a helper thread only takes turns with the reader and
         # may preempt it inside a scan that holds the target's mmap_lock (as Process.open's observer).
         read_maps = functools.partial(procfs.read_file, proc.pid, "maps", started=True)
+        reread: Callable[[], bytes | None]
         if reader_threads() > 1:
             reread = background(read_maps)
         else:
