@@ -16,6 +16,7 @@ from helpers import ROOT
 from memchild import MemChild
 from pmaps.collector import Process, take_sample
 from pmaps.errors import BadSnapshot
+from pmaps.kernel.maps import VmaTable
 from pmaps.store.recording import Recorder, load_sample, read_manifest, sample_files
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (kpageflags)")
@@ -51,6 +52,28 @@ def test_round_trip(tmp_path, pfn):
         return int(((s.vpn >= reg["start"] >> 12) & (s.vpn < reg["end"] >> 12)).sum())
 
     assert n_ranges("a") == len(range(0, 64, 3)) and n_ranges("t") <= 4
+
+
+@needs_root
+def test_prepared_vmas_are_the_ones_packed_in_add(tmp_path):
+    """Recorder.prepare packs the table's VMAs on a thread while the sample is read: the sample file
+    is the same bytes as without it; a sample of another table packs its own."""
+    from pmaps.store.recording import sample_bytes
+
+    with MemChild(["a:anon:64K"]) as mc, Process(mc.pid) as proc:
+        s = take_sample(proc, seq=0)
+        prepared = Recorder(tmp_path / "p", s.pid, s.comm, 1.0).open()
+        prepared.prepare(s.table)
+        prepared.add(s)
+        plain = Recorder(tmp_path / "q", s.pid, s.comm, 1.0).open()
+        plain.add(s)
+        assert prepared._vmas is not None and prepared._vmas.table is s.table
+        other = Recorder(tmp_path / "o", s.pid, s.comm, 1.0).open()
+        other.prepare(VmaTable.of_vmas(s.vmas[:1]))  # not the sample's table: not used
+        other.add(s)
+        assert other._vmas is not None and other._vmas.table is s.table
+    (a,), (b,), (c,) = (sample_files(tmp_path / d) for d in "pqo")
+    assert a.read_bytes() == b.read_bytes() == c.read_bytes() == sample_bytes(s, plain._vmas)
 
 
 @needs_root

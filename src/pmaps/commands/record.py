@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import time
 from pathlib import Path
@@ -76,6 +77,8 @@ class Record(Command):
                 require_pyarrow()  # imported when the first sample is written
                 rec = Recorder(Path(str(args.output)), pid, proc.comm, args.interval, args.pfn,
                                system_allocator=True).open()
+                if len(os.sched_getaffinity(0)) > 1:  # on one CPU a helper thread only takes turns
+                    rec.prepare(proc.table)
             old = {s: signal.signal(s, _raise) for s in (signal.SIGINT, signal.SIGTERM)}
             try:
                 reason, note = self._loop(proc, rec, args, err)

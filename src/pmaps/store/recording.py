@@ -386,6 +386,33 @@ class Recorder:
     # The last sample's VMAs, encoded and deflated: a sample whose maps read did not change
     # carries the same table (Process.refresh_table), and its VMAs are not encoded again.
     _vmas: PackedVmas | None = field(default=None, init=False, repr=False)
+    _packing: tuple[threading.Thread, list[PackedVmas | BaseException]] | None = field(
+        default=None, init=False, repr=False)
+
+    def prepare(self, table: VmaTable) -> None:
+        """Start packing `table`'s VMAs (PackedVmas.of) on a helper thread while the first sample
+        is read: `add` takes them when that sample carries this table (most of the work is numpy
+        and zlib, which let go of the GIL)."""
+        box: list[PackedVmas | BaseException] = []
+
+        def work() -> None:
+            try:
+                box.append(PackedVmas.of(table))
+            except BaseException as e:  # the sample packs its own in add
+                box.append(e)
+
+        t = threading.Thread(target=work, name="pmaps-pack-vmas", daemon=True)
+        t.start()
+        self._packing = (t, box)
+
+    def _prepared(self, table: VmaTable) -> PackedVmas | None:
+        if self._packing is None:
+            return None
+        t, box = self._packing
+        self._packing = None
+        t.join()
+        got = box[0] if box else None
+        return got if isinstance(got, PackedVmas) and got.table is table else None
 
     def open(self) -> Recorder:
         """Create the directory (0700), or take an existing empty one of ours (made 0700 too).
@@ -445,7 +472,7 @@ class Recorder:
             use_system_allocator()
             self.system_allocator = False
         if self._vmas is None or self._vmas.table is not s.table:
-            self._vmas = PackedVmas.of(s.table)
+            self._vmas = self._prepared(s.table) or PackedVmas.of(s.table)
         data = sample_bytes(s, self._vmas)
         name = sample_name(s.seq)
         save_bytes(self.path / name, data)
