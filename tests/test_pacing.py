@@ -57,6 +57,24 @@ def test_pacer_pauses_after_a_burst_only():
     assert len(naps) == n and p.naps == n
 
 
+def test_pacer_bursts_are_per_process():
+    """A burst is of one process's reads (one mmap_lock): reads of processes in turn, back to back,
+    never pause; the same process's reads do, once the burst is long enough."""
+    clock = Clock()
+    naps: list[float] = []
+    p = pmb.Pacer(clock=clock, nap=lambda s: naps.append(s), hold=1.0, gap=0.1)
+    for i in range(20):
+        p.before(target=1000 + i % 2)  # two processes in turn
+        clock.t += 0.3
+        p.after()
+    assert not naps
+    for _ in range(5):
+        p.before(target=7)
+        clock.t += 0.3
+        p.after()
+    assert len(naps) == 1
+
+
 @pytest.fixture
 def pacing(monkeypatch):
     """Reads cut small, and a pause every few reads: each clock reading counts 1 us."""

@@ -128,6 +128,7 @@ class Pacer(threading.local):
         self.burst = 0.0  # when the current burst of back-to-back reads began
         self.end = -gap  # when the last read returned
         self.naps = 0
+        self.target = 0  # whose mmap_lock the burst holds: reads of another process start a new one
 
     def _spin(self, s: float) -> None:
         # Not a sleep: a timer wakes a sleeper 60-80 us late here whatever the interval (VM timer, 50 us
@@ -138,10 +139,13 @@ class Pacer(threading.local):
         while self.clock() < end:
             pass
 
-    def before(self) -> None:
+    def before(self, target: int = 0) -> None:
         now = self.clock()
-        if now - self.end >= self.gap:
-            self.burst = now  # away long enough since the last read: a waiting writer had its turn
+        if now - self.end >= self.gap or target != self.target:
+            # Away long enough since the last read (a waiting writer had its turn), or a read of
+            # another process, under another mmap_lock (top and the exporter read many in a row).
+            self.burst = now
+            self.target = target
         elif now - self.burst >= self.hold:
             self.nap(self.gap)
             self.naps += 1
@@ -173,7 +177,7 @@ def read_runs(fd: int, pid: int, starts: np.ndarray, ends: np.ndarray, gap: int 
     for s, ln in zip(seg_s.tolist(), seg_len.tolist()):
         for a in range(s, s + ln, READ_MAX_PAGES):
             k = min(READ_MAX_PAGES, s + ln - a)
-            PACER.before()
+            PACER.before(pid)
             got = procfs.pread_into(fd, mv[pos * 8 : (pos + k) * 8], a * 8, pid, path)
             PACER.after()
             if got < k * 8:
@@ -307,7 +311,7 @@ class Scanner:
         out: list[bytes] = []
         cur = start
         while cur < end:
-            PACER.before()
+            PACER.before(self.pid)
             n, walk_end = self._ioctl(cur, end)
             PACER.after()
             if n:
