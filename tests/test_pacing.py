@@ -125,18 +125,18 @@ def test_own_pages_read_first_on_one_cpu():
     import os
 
     from pmaps.collector import Process
-    from pmaps.collector import process as P
+    from pmaps.collector import parallel as P
     from pmaps.kernel import caps as capsmod
 
     if not capsmod.probe().sys_admin:
         pytest.skip("the observer correction needs CAP_SYS_ADMIN (kpagecount)")
     mine = os.sched_getaffinity(0)
-    started = []
-    real = P.background
+    started = []  # threads collector.parallel.background started
+    real = P._start_thread
 
-    def counted(fn):
-        started.append(fn)
-        return real(fn)
+    def counted(work):
+        started.append(work)
+        return real(work)
 
     def read(pid: int) -> np.ndarray:
         with Process(pid) as proc:
@@ -144,14 +144,14 @@ def test_own_pages_read_first_on_one_cpu():
 
     with MemChild([f"a:anon:{64 * PAGE}"]) as mc:
         try:
-            P.background = counted
+            P._start_thread = counted
             both = read(mc.pid)
             threaded = len(started)
             os.sched_setaffinity(0, {min(mine)})
             one = read(mc.pid)
         finally:
             os.sched_setaffinity(0, mine)
-            P.background = real
+            P._start_thread = real
     assert threaded == (1 if len(mine) > 1 else 0)
     assert len(started) == threaded  # none on one CPU
     assert len(one) == len(both) and (one == both).all()

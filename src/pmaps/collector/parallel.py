@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -74,10 +75,29 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, ahead: i
             t.join()
 
 
-def background(fn: Callable[[], R]) -> Callable[[], R]:
-    """Start fn() on a thread now; the returned callable waits for its result (or re-raises)."""
+def reader_threads() -> int:
+    """Reader threads for a process's batches: two, or one when pmaps may run on a single CPU
+    (taskset, a cpuset). Two threads on one CPU read no faster, and one preempted inside the
+    kernel's pagemap walk keeps holding the target's mmap_lock for the other's timeslice: with the
+    readers pinned to one CPU, the target's mmap/munmap p99.9 was 1.2 ms with two and 0.11-0.81 ms
+    with one (bench/bench_impact.py, 8 GiB target)."""
+    return min(2, len(os.sched_getaffinity(0)))
+
+
+def _start_thread(work: Callable[[], None]) -> Callable[[], None]:
+    """work() on a new daemon thread; the returned callable joins it."""
     import threading
 
+    t = threading.Thread(target=work, name="pmaps-background", daemon=True)
+    t.start()
+    return t.join
+
+
+def background(fn: Callable[[], R]) -> Callable[[], R]:
+    """Start fn() on a thread now; the returned callable waits for its result (or re-raises). Where
+    pmaps may run on one CPU only (reader_threads), fn runs here and now instead: a thread there only
+    takes turns with the caller's reads, and preempts one inside a scan that holds a target's
+    mmap_lock (traced: the target's mmap/munmap stalled 2.5-5 ms, once a run)."""
     box: list[R] = []
     errs: list[BaseException] = []
 
@@ -87,11 +107,14 @@ def background(fn: Callable[[], R]) -> Callable[[], R]:
         except BaseException as e:  # re-raised by the caller
             errs.append(e)
 
-    t = threading.Thread(target=work, name="pmaps-background", daemon=True)
-    t.start()
+    if reader_threads() > 1:
+        join = _start_thread(work)
+    else:
+        work()
+        join = lambda: None
 
     def result() -> R:
-        t.join()
+        join()
         if errs:
             raise errs[0]
         return box[0]

@@ -37,7 +37,7 @@ from ..model import Known, Pages, Snapshot, inside_vmas
 from ..model.snapshot import vma_index
 from ..numeric import arange_runs, consecutive_runs
 from .observer import Observer
-from .parallel import background, ordered_map
+from .parallel import background, ordered_map, reader_threads
 
 U64 = np.uint64
 # Pages per batch. 32 Ki: a batch's columns are 256 KiB each, which glibc's malloc keeps reusing;
@@ -139,14 +139,8 @@ class Process:
             if opts.counts and not opts.include_self:
                 # pmaps' own pages (10-20 ms: its maps, pagemap, and numpy.ma's first import by
                 # np.unique) are read while the target's scan and first reads go on; the first
-                # kpagecount subtraction waits for them. On one CPU they are read first: there a
-                # thread only takes turns with the reader, and preempts it inside its scan, holding
-                # the target's mmap_lock (traced: the target's mmap/munmap stalled 2.5-5 ms, once a run).
-                if reader_threads() > 1:
-                    self._observer = background(Observer.read)
-                else:
-                    mine = Observer.read()
-                    self._observer = lambda: mine
+                # kpagecount subtraction waits for them (on one CPU they are read first: background).
+                self._observer = background(Observer.read)
         self._known = Known(
             pfn=caps.sys_admin,
             flags=bool(self._kpage and self._kpage.can_flags),
@@ -500,15 +494,6 @@ class Process:
 def _well_formed(table: VmaTable) -> bool:
     """VMAs in address order, none overlapping the next: what one consistent maps read lists."""
     return bool((table.end[:-1] <= table.start[1:]).all())
-
-
-def reader_threads() -> int:
-    """Reader threads for a process's batches: two, or one when pmaps may run on a single CPU
-    (taskset, a cpuset). Two threads on one CPU read no faster, and one preempted inside the
-    kernel's pagemap walk keeps holding the target's mmap_lock for the other's timeslice: with the
-    readers pinned to one CPU, the target's mmap/munmap p99.9 was 1.2 ms with two and 0.11-0.81 ms
-    with one (bench/bench_impact.py, 8 GiB target)."""
-    return min(2, len(os.sched_getaffinity(0)))
 
 
 def pfns_visible(pages: Pages) -> bool:

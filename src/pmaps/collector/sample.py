@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
 
 import numpy as np
 
@@ -18,7 +17,7 @@ from ..model.ranges import batch_ranges
 from ..model.state import S_FILE, S_PMD, S_PRESENT, S_SWAPPED
 from ..numeric import arange_runs
 from .parallel import background
-from .process import Process, reader_threads
+from .process import Process
 
 U64 = np.uint64
 
@@ -47,18 +46,8 @@ def _take_sample(proc: Process, with_pfn: bool, seq: int) -> Sample:
         # with that table, on a helper thread (~20 ms of kernel time for 65,000 VMAs). When it
         # agrees, the sample stands, as refresh_table would have kept the table; else the
         # sample is taken again after refresh_table.
-        # On one CPU it is read first: there a helper thread only takes turns with the reader and
-        # may preempt it inside a scan that holds the target's mmap_lock (as Process.open's observer).
-        read_maps = functools.partial(procfs.read_file, proc.pid, "maps", started=True)
-        reread: Callable[[], bytes | None]
-        if reader_threads() > 1:
-            reread = background(read_maps)
-        else:
-            try:
-                first: bytes | None = read_maps()
-            except PmapsError:
-                first = None
-            reread = lambda: first
+        # (On one CPU it is read first: background.)
+        reread = background(functools.partial(procfs.read_file, proc.pid, "maps", started=True))
         try:
             s = _read_sample(proc, with_pfn, seq, t0)
         finally:
