@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import signal
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from ..collector import FIELDS, Options, Process, take_sample
+from ..collector.parallel import reader_threads
 from ..errors import BadSnapshot, NoSuchProcess, PidReused, UsageError, ZombieProcess
 from ..kernel.libc import malloc_arena_max, malloc_trim
 from ..store.recording import Recorder, require_pyarrow
@@ -77,7 +77,7 @@ class Record(Command):
                 require_pyarrow()  # imported when the first sample is written
                 rec = Recorder(Path(str(args.output)), pid, proc.comm, args.interval, args.pfn,
                                system_allocator=True).open()
-                if len(os.sched_getaffinity(0)) > 1:  # on one CPU a helper thread only takes turns
+                if reader_threads() > 1:  # on one CPU a helper thread only takes turns
                     rec.prepare(proc.table)
             old = {s: signal.signal(s, _raise) for s in (signal.SIGINT, signal.SIGTERM)}
             try:
