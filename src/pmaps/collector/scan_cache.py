@@ -89,20 +89,16 @@ class Kept:
         """Whether its PMD-mapped pages (PAGEMAP_SCAN's PAGE_IS_HUGE) are the ones kept: a collapse
         of its memory maps a new PMD where it had 512 pages (one that also fills a missing page adds
         to its RSS, mm/khugepaged.c __collapse_huge_page_copy_succeeded, and so to its key). Only
-        where its pages are, in groups of runs of about COLLAPSE_WINDOW pages: each ioctl holds its
-        mmap_lock for one group's walk."""
+        where its pages are, in windows of at most COLLAPSE_WINDOW of them (pagemap.scan_windows):
+        each ioctl holds its mmap_lock for one window's walk."""
         v = self.pages.vpn
         if not len(v):
             return True
-        starts, ends = self.page_runs()
-        group = np.cumsum(ends - starts) // COLLAPSE_WINDOW
-        first = np.flatnonzero(np.diff(group, prepend=-1))
-        last = np.append(first[1:], len(starts)) - 1
+        ws, we = pmb.scan_windows(*self.page_runs(), window=COLLAPSE_WINDOW)
         fd = pmb.open_pagemap(pid)
         try:
             scanner = pmb.Scanner(fd, pid, anyof=pmb.CAT_HUGE, returns=pmb.CAT_HUGE)
-            regs = [scanner.regions(a << PAGE_SHIFT, b << PAGE_SHIFT)
-                    for a, b in zip(starts[first].tolist(), ends[last].tolist())]
+            regs = [scanner.regions(a << PAGE_SHIFT, b << PAGE_SHIFT) for a, b in zip(ws.tolist(), we.tolist())]
         finally:
             procfs.close(fd)
         r = np.concatenate(regs) if regs else np.zeros((0, 3), dtype=np.uint64)
