@@ -2,8 +2,9 @@
 (`take_sample`). One PAGEMAP_SCAN path and one kpage lookup path serve all three."""
 from __future__ import annotations
 
+from .lookup import lookup_pages
 from .parallel import ordered_map
-from .process import FIELDS, Options, Process, collect, lookup_pages
+from .process import FIELDS, Options, Process, collect
 from .sample import take_sample
 
 TYPE_CHECKING = False  # not typing's: mypy knows the constant by its name

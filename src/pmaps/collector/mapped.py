@@ -22,8 +22,8 @@ from ..kernel.pagemap import CAT_PRESENT
 from ..kernel.status import Ident, read_ident_status
 from ..model.mapped import MappedScan
 from ..numeric import arange_runs
-from .parallel import ordered_map
-from .process import Options, Process, reader_threads
+from .parallel import ordered_map, reader_threads
+from .process import Options, Process
 
 TOP_PRESENT_FILE = np.uint8((1 << (pmb.PM_PRESENT - 56)) | (1 << (pmb.PM_FILE - 56)))
 U64 = np.uint64

@@ -28,9 +28,10 @@ from ..kernel.smaps import read_rollup
 from ..kernel.status import Ident, read_ident_rss, read_mm_key
 from ..kernel.vmstat import COLLAPSES, RELOCATES, collapses_only_to_pmd, read_gate, split_gate
 from ..model import Fixed, Known, Pages, ProcRec, RollupRec, Snapshot, SystemScan
+from .lookup import lookup_pages, pfns_visible
 from .observer import Observer
-from .parallel import ordered_map
-from .process import Options, Process, lookup_pages, pfns_visible, reader_threads
+from .parallel import ordered_map, reader_threads
+from .process import Options, Process
 from .rollup import Observed, mm_owners, observed_pages, read_rollup_pages
 from .scan_cache import KEPT_BYTES_PER_PAGE as KEPT_BYTES_PER_PAGE
 from .scan_cache import Kept, ScanCache, keep, same_pages, still_pages
