@@ -63,29 +63,24 @@ class RowsView(View):
         return allkeys, iter_rows(rows, allkeys)
 
 
-def cell(v: object, c: Col, unit: str) -> str:
+def cells(values: list[Any], c: Col, unit: str) -> list[str]:
+    """A column's values as text: sizes in the unit, None as '?' ('' in a text column)."""
     if c.size:
-        return fmt_bytes(v, unit)
-    if v is None:
-        return "?" if not c.left else ""
-    return str(v)
+        return [fmt_bytes(v, unit) for v in values]
+    none = "" if c.left else "?"
+    return [none if v is None else str(v) for v in values]
+
+
+def cell(v: object, c: Col, unit: str) -> str:
+    return cells([v], c, unit)[0]
 
 
 def text_lines(view: RowsView, unit: str) -> tuple[list[str], list[list[str]], list[list[str]]]:
     """(header, body rows, footer rows) as strings."""
     suffix = unit_header(unit)
     header = [c.header + (suffix if c.size else "") for c in view.columns]
-    # Column by column (one comprehension per column, fmt_bytes cached): 65,000 rows of 8 cells
-    # were 0.34 s cell by cell.
-    cols = []
-    for c in view.columns:
-        vals = [r.get(c.key) for r in view.rows]
-        if c.size:
-            cols.append([fmt_bytes(v, unit) for v in vals])
-        elif c.left:
-            cols.append(["" if v is None else str(v) for v in vals])
-        else:
-            cols.append(["?" if v is None else str(v) for v in vals])
+    # Column by column (one comprehension per column, fmt_bytes cached), not a call per cell.
+    cols = [cells([r.get(c.key) for r in view.rows], c, unit) for c in view.columns]
     body = [list(r) for r in zip(*cols)] if cols else [[] for _ in view.rows]
     foot = []
     if view.total is not None:
