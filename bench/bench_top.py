@@ -9,6 +9,7 @@ workers sharing SHARED copy-on-write (a quarter of it then diverged by each work
 times, in the same interleaved run (one run of each per round, the order rotated every round,
 round 0 a dropped warm-up; every command reads the same processes but `top` whole-machine):
   rollups   `cat` of the smaps_rollup of the same processes: the reference of the ratios
+  every     `cat /proc/*/smaps_rollup`: every process's, the reference of `pmaps top` whole-machine
   kpage     one pass over /proc/kpageflags and /proc/kpagecount (every PFN)
   top       `pmaps top -p PIDS --format json` (smaps_rollup up to --rollup-max, pmaps' own share taken
             out page by page; bigger processes streamed page by page); with --include-self (no
@@ -84,6 +85,8 @@ def main() -> int:
         plist = ",".join(map(str, pids))
         cmds = [
             bench.Command("cat smaps_rollup (same processes)", ["cat", *[f"/proc/{p}/smaps_rollup" for p in pids]]),
+            bench.Command("cat /proc/*/smaps_rollup (every process)",
+                          ["sh", "-c", "cat /proc/[0-9]*/smaps_rollup > /dev/null 2>&1; true"]),
             bench.Command("one kpageflags+kpagecount pass",
                           ["sh", "-c", "cat /proc/kpageflags /proc/kpagecount > /dev/null"]),
             bench.Command("pmaps top -p PIDS", [*PMAPS, "top", "-p", plist, "--format", "json"]),
@@ -113,7 +116,8 @@ def main() -> int:
               f"load average {bench._load()}", flush=True)
         timings = bench.interleaved(cmds, a.runs, env)
         roll = timings[0].median
-        base = roll + timings[1].median
+        every = timings[1].median
+        base = roll + timings[2].median
         print(f"{'what':<40} {'seconds':>8} {'x rollups':>10} {'x baseline':>10} {'peak RSS MB':>12}")
         for i, (cmd, t) in enumerate(zip(cmds, timings)):
             if t.error:
@@ -121,8 +125,11 @@ def main() -> int:
                 continue
             print(f"{cmd.label:<40} {t.median:8.3f} {t.median / roll:10.2f} {t.median / base:10.2f} "
                   f"{bench.fmt_rss(t):>12}")
-            if i == 1:
+            if i == 2:
                 print(f"{'baseline = both':<40} {base:8.3f} {base / roll:10.2f} {1:10.2f}")
+        whole = next(t for c, t in zip(cmds, timings) if c.label == "pmaps top (whole machine)")
+        if not whole.error and every:
+            print(f"# pmaps top (whole machine) / cat /proc/*/smaps_rollup (every process): {whole.median / every:.2f}")
         for line in missing:
             print(line)
         print(f"# load average at the end {bench._load()}; peak RSS `<= N`: below the launcher's own")

@@ -332,3 +332,98 @@ def test_plan_survives_pfns_changing_under_it():
     finally:
         stop.set()
         t.join()
+
+
+# -- read_matching: top's observer pages (pagemap.read_matching) -----------------------------------
+@pytest.fixture
+def fake_pagemap(tmp_path):
+    """A file of 6,000 pagemap entries standing in for /proc/PID/pagemap: present pages with PFNs
+    from a small pool (so that many match), holes (0) and swapped entries (bit 62), seeded."""
+    rng = np.random.default_rng(11)
+    pfn = rng.integers(1000, 1400, 6000).astype(U64)
+    kind = rng.integers(0, 4, 6000)
+    ent = np.where(kind == 0, U64(0), np.where(kind == 1, (U64(1) << U64(62)) | pfn,
+                                               (U64(1) << U64(63)) | (U64(1) << U64(61)) | pfn))
+    path = tmp_path / "pagemap"
+    path.write_bytes(ent.astype("<u8").tobytes())
+    fd = os.open(path, os.O_RDONLY)
+    yield fd, ent
+    procfs.close(fd)
+
+
+def _matching_by_hand(ent: np.ndarray, starts: list[int], ends: list[int], pfns: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    pages = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)] or [np.zeros(0, np.int64)])
+    pm = ent[pages.astype(np.int64)]
+    pm = pm[pm >> U64(63) == 1]
+    at = {int(p): i for i, p in enumerate(pfns)}
+    idx = np.array([at.get(int(e & pmb.PM_PFN_MASK), -1) for e in pm], dtype=np.int64)
+    return pm[idx >= 0], idx[idx >= 0]
+
+
+@pytest.mark.parametrize("pure", [False, True])
+def test_read_matching_both_ways(fake_pagemap, monkeypatch, pure):
+    """The same entries and indexes as a page-by-page reading of the file, through holes read
+    through (gap) and not, both paths; reads past the end are the mm gone (ProcessGone/NoSuchProcess)."""
+    if not pure and CORE is None:
+        pytest.skip("the compiled core is not built")
+    if pure:
+        monkeypatch.setenv(native.PURE_ENV, "1")
+    fd, ent = fake_pagemap
+    rng = np.random.default_rng(5)
+    pools = [np.zeros(0, U64), np.array([1200], U64), np.unique(rng.integers(1000, 1400, 150)).astype(U64),
+             np.arange(1000, 1400, dtype=U64)]
+    runs = [([], []), ([0], [6000]), ([5, 900, 903, 2000], [10, 903, 1500, 2001]), ([7, 7, 9], [7, 8, 4000]),
+            ([100, 700], [600, 5999])]
+    for pfns in pools:
+        for starts, ends in runs:
+            for gap in (0, 1, 512):
+                got = pmb.read_matching(fd, os.getpid(), np.array(starts, U64), np.array(ends, U64), pfns, gap)
+                want = _matching_by_hand(ent, starts, ends, pfns)
+                assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1]), (len(pfns), starts, gap)
+    with pytest.raises(PmapsError):  # past the end of the file: 0 bytes, as pagemap once the mm is gone
+        pmb.read_matching(fd, 2**22 + 7, np.array([5990], U64), np.array([6010], U64), pools[3])
+
+
+@needs_core
+def test_read_matching_refuses_hostile_arguments(fake_pagemap):
+    assert CORE is not None
+    fd, _ = fake_pagemap
+    p = np.arange(1000, 1400, dtype=U64)
+
+    def a(*v: int) -> np.ndarray:
+        return np.array(v, dtype=U64)
+
+    for s, e in ((a(10), a(5)), (a(0, 5), a(10, 20)), (a(0), a(2**60)), (a(0), a(2**24 + 1)), (a(0), a(1, 2))):
+        with pytest.raises(ValueError):
+            CORE.read_matching(fd, s, e, 0, p)
+    for gap in (-1, 2**40):
+        with pytest.raises(ValueError):
+            CORE.read_matching(fd, a(0), a(1), gap, p)
+    with pytest.raises(ValueError):
+        CORE.read_matching(fd, b"123", a(1), 0, p)
+    with pytest.raises(OSError):
+        CORE.read_matching(-1, a(0), a(1), 0, p)
+    assert CORE.read_matching(fd, a(5990), a(6001), 0, p) is None  # EOF
+
+
+@needs_root
+def test_read_matching_live_both_ways(child, monkeypatch):
+    """A live child's pagemap, matched against pmaps' own file pages (top's observer correction):
+    the same both ways."""
+    from pmaps.collector.observer import Observer
+
+    obs = Observer.read()
+    assert obs is not None and len(obs)
+    spans = obs.file_ranges(procfs.read_file(child.pid, "maps", started=True))
+    assert spans  # it is a python too: libc, the interpreter
+    starts = np.array([a >> 12 for a, _ in spans], U64)
+    ends = np.array([b >> 12 for _, b in spans], U64)
+    fd = procfs.open_pagemap(child.pid)
+    try:
+        a = pmb.read_matching(fd, child.pid, starts, ends, obs.pfns)
+        monkeypatch.setenv(native.PURE_ENV, "1")
+        b = pmb.read_matching(fd, child.pid, starts, ends, obs.pfns)
+    finally:
+        procfs.close(fd)
+    assert len(a[0]) and np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])

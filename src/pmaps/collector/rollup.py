@@ -55,13 +55,9 @@ def read_rollup_pages(pid: int, observer: Observer | None) -> tuple[dict[str, in
     ends = np.array([b >> PAGE_SHIFT for _, b in spans], dtype=U64)
     fd = procfs.open_pagemap(pid)
     try:
-        pm = pmb.read_runs(fd, pid, starts, ends)
+        return fields, pmb.read_matching(fd, pid, starts, ends, observer.pfns)
     finally:
         procfs.close(fd)
-    pm = pm[pmb.present(pm)]
-    idx = observer.index(pm & pmb.PM_PFN_MASK)
-    hit = idx >= 0
-    return fields, (pm[hit], idx[hit])
 
 
 def observed_pages(parts: list[Observed], observer: Observer) -> tuple[Pages, np.ndarray, np.ndarray]:

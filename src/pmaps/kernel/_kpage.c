@@ -1,7 +1,7 @@
 /* pmaps.kernel._kpage: the compiled core of kpage.py's per-batch work (optional).
  *
- * Two functions, each the C twin of a pure one in kpage.py / procfs.py, over caller-made buffers
- * (the buffer protocol; no numpy C API), each running with the GIL released:
+ * Three functions, each the C twin of a pure one in kpage.py / procfs.py / pagemap.py, over
+ * caller-made buffers (the buffer protocol; no numpy C API), each running with the GIL released:
  *
  *   plan(pfns, gap, index) -> (seg_start, seg_len)
  *       kpage.plan_lookup: the same runs, the same merge, the same whole-span rule, the same
@@ -11,6 +11,11 @@
  *       is continued, EOF (past the end of RAM: fs/proc/page.c stops at max_pfn) zeroes the rest,
  *       EINTR runs the signal handlers and goes on (as os.preadv), any other error raises OSError
  *       (errno set) after the spans before it.
+ *   read_matching(fd, starts, ends, gap, pfns) -> (entries, index) | None
+ *       pagemap.read_matching: the present pagemap entries of the page runs [starts[i], ends[i])
+ *       whose PFN is in the sorted array pfns, and each one's index in it (top's observer
+ *       correction: a few thousand pages per process, a few hundred processes). None when a read
+ *       comes back empty (the mm is gone: fs/proc/task_mmu.c pagemap_read).
  *
  * Arrays are plain buffers of native 64-bit integers (numpy int64/uint64), read and written with
  * memcpy: no alignment is assumed. Every length and bound is checked before the GIL is released;
@@ -359,15 +364,203 @@ done:
     return ret;
 }
 
+/* ---- read_matching ------------------------------------------------------------------------ */
+
+#define MATCH_MAX_PAGES ((int64_t)1 << 24) /* 128 MiB of entries read: the caller splits bigger reads */
+#define ENTRY_PRESENT ((uint64_t)1 << 63)
+
+/* The segments (first page, pages, position in buf in pages) into buf, from segment *at, *part
+ * bytes into it: 0 when all are read, -1 at a read of 0 bytes (the mm is gone), else the errno of a
+ * failed read (EINTR: *at and *part say where to go on). Without the GIL. */
+static int read_segments(int fd, char *buf, const int64_t *segs, Py_ssize_t n, Py_ssize_t *at, size_t *part)
+{
+    for (Py_ssize_t i = *at; i < n; i++) {
+        size_t want = (size_t)segs[3 * i + 1] * 8, done = i == *at ? *part : 0;
+        off_t o = (off_t)(segs[3 * i] * 8);
+        char *dst = buf + segs[3 * i + 2] * 8;
+        while (done < want) {
+            ssize_t r = pread(fd, dst + done, want - done, o + (off_t)done);
+            if (r < 0) {
+                *at = i;
+                *part = done;
+                return errno;
+            }
+            if (r == 0)
+                return -1;
+            done += (size_t)r;
+        }
+        *part = 0;
+    }
+    *at = n;
+    return 0;
+}
+
+/* Append to out/idx the present entries of ents[0:n] whose PFN is in pfns (m, sorted), and each
+ * one's index in pfns; returns how many. pfns is read as it is: a thread writing to it meanwhile
+ * gives wrong matches, never an index outside [0, m). */
+static Py_ssize_t match(const uint64_t *ents, Py_ssize_t n, const char *pfns, Py_ssize_t m, uint64_t *out,
+                        int64_t *idx)
+{
+    Py_ssize_t k = 0;
+    const uint64_t mask = PFN_LIMIT - 1;
+    for (Py_ssize_t i = 0; i < n && m; i++) {
+        uint64_t e = ents[i];
+        if (!(e & ENTRY_PRESENT))
+            continue;
+        uint64_t p = e & mask;
+        Py_ssize_t lo = 0, hi = m; /* the first pfns[j] >= p */
+        while (lo < hi) {
+            Py_ssize_t mid = lo + (hi - lo) / 2;
+            if (ld(pfns, mid) < p)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if (lo < m && ld(pfns, lo) == p) {
+            out[k] = e;
+            idx[k++] = (int64_t)lo;
+        }
+    }
+    return k;
+}
+
+PyDoc_STRVAR(read_matching_doc,
+"read_matching(fd, starts, ends, gap, pfns) -> (entries, index) | None\n\n"
+"pagemap.read_matching: the present entries of the sorted, disjoint page runs [starts[i], ends[i])\n"
+"read from the pagemap fd (runs less than gap pages apart in one read, the hole's entries dropped)\n"
+"whose PFN is in pfns (sorted native u64), as bytes of native u64, and the index of each one's PFN\n"
+"in pfns, as bytes of native int64. None when a read returns 0 bytes (the mm is gone). At most\n"
+"2**24 pages read in all. EINTR runs the signal handlers, then goes on; another error raises\n"
+"OSError. Runs with the GIL released.");
+
+static PyObject *kp_read_matching(PyObject *self, PyObject *args)
+{
+    int fd;
+    long long gap;
+    PyObject *o_s, *o_e, *o_p;
+    if (!PyArg_ParseTuple(args, "iOOLO:read_matching", &fd, &o_s, &o_e, &gap, &o_p))
+        return NULL;
+    if (gap < 0 || gap > GAP_LIMIT)
+        return PyErr_Format(PyExc_ValueError, "gap %lld is out of range", gap);
+    Py_buffer b[3];
+    PyObject *objs[3] = {o_s, o_e, o_p};
+    const char *names[3] = {"starts", "ends", "pfns"};
+    int got = 0;
+    PyObject *ret = NULL;
+    int64_t *runs = NULL, *segs = NULL, *idx = NULL;
+    uint64_t *buf = NULL, *out = NULL;
+    for (; got < 3; got++)
+        if (get_words(objs[got], &b[got], 0, names[got]) < 0)
+            goto done;
+    Py_ssize_t n = b[0].len / 8, m = b[2].len / 8;
+    if (b[1].len / 8 != n) {
+        PyErr_SetString(PyExc_ValueError, "starts and ends differ in length");
+        goto done;
+    }
+    /* The runs are copied, checked (sorted, disjoint, below 2**52 pages) and cut into segments: what
+     * is read is what was checked, whatever another thread does to the buffers meanwhile. */
+    runs = malloc(sizeof(int64_t) * 2 * (size_t)(n ? n : 1));
+    segs = malloc(sizeof(int64_t) * 3 * (size_t)(n ? n : 1));
+    if (!runs || !segs) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t nseg = 0;
+    int64_t total = 0, pages = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint64_t s = ld(b[0].buf, i), e = ld(b[1].buf, i);
+        if (e < s || e > ((uint64_t)1 << 52) || (i && (int64_t)s < runs[2 * i - 1])) {
+            PyErr_Format(PyExc_ValueError, "run %zd [%llu, %llu) is out of range or order", i,
+                         (unsigned long long)s, (unsigned long long)e);
+            goto done;
+        }
+        runs[2 * i] = (int64_t)s;
+        runs[2 * i + 1] = (int64_t)e;
+        if (e == s)
+            continue;
+        if (nseg && (int64_t)s - (segs[3 * nseg - 3] + segs[3 * nseg - 2]) <= gap) {
+            int64_t grow = (int64_t)e - (segs[3 * nseg - 3] + segs[3 * nseg - 2]);
+            segs[3 * nseg - 2] += grow;
+            total += grow;
+        } else {
+            segs[3 * nseg] = (int64_t)s;
+            segs[3 * nseg + 1] = (int64_t)(e - s);
+            segs[3 * nseg + 2] = total;
+            total += (int64_t)(e - s);
+            nseg++;
+        }
+        pages += (int64_t)(e - s);
+        if (total > MATCH_MAX_PAGES) {
+            PyErr_SetString(PyExc_ValueError, "more than 2**24 pages to read");
+            goto done;
+        }
+    }
+    buf = malloc(8 * (size_t)(total ? total : 1));
+    out = malloc(8 * (size_t)(pages ? pages : 1));
+    idx = malloc(8 * (size_t)(pages ? pages : 1));
+    if (!buf || !out || !idx) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    int err;
+    Py_ssize_t at = 0, k = 0;
+    size_t part = 0;
+    for (;;) {
+        Py_BEGIN_ALLOW_THREADS
+        err = read_segments(fd, (char *)buf, segs, nseg, &at, &part);
+        if (err == 0) { /* each run's entries: its segment's position plus its distance from the segment's start */
+            Py_ssize_t j = 0;
+            for (Py_ssize_t i = 0; i < n; i++) {
+                if (runs[2 * i + 1] == runs[2 * i])
+                    continue;
+                while (runs[2 * i] >= segs[3 * j] + segs[3 * j + 1])
+                    j++;
+                int64_t from = segs[3 * j + 2] + (runs[2 * i] - segs[3 * j]);
+                k += match(buf + from, (Py_ssize_t)(runs[2 * i + 1] - runs[2 * i]), b[2].buf, m, out + k, idx + k);
+            }
+        }
+        Py_END_ALLOW_THREADS
+        if (err != EINTR)
+            break;
+        if (PyErr_CheckSignals() < 0)
+            goto done;
+    }
+    if (err == -1) {
+        ret = Py_NewRef(Py_None);
+        goto done;
+    }
+    if (err) {
+        errno = err;
+        PyErr_SetFromErrno(PyExc_OSError);
+        goto done;
+    }
+    PyObject *ents = PyBytes_FromStringAndSize((char *)out, k * 8), *ix = PyBytes_FromStringAndSize((char *)idx, k * 8);
+    if (ents && ix)
+        ret = PyTuple_Pack(2, ents, ix);
+    Py_XDECREF(ents);
+    Py_XDECREF(ix);
+done:
+    free(runs);
+    free(segs);
+    free(buf);
+    free(out);
+    free(idx);
+    for (int j = 0; j < got; j++)
+        PyBuffer_Release(&b[j]);
+    return ret;
+}
+
 static PyMethodDef kp_methods[] = {
     {"plan", kp_plan, METH_VARARGS, plan_doc},
     {"pread_spans", kp_pread_spans, METH_VARARGS, pread_spans_doc},
+    {"read_matching", kp_read_matching, METH_VARARGS, read_matching_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef kp_module = {
     PyModuleDef_HEAD_INIT, "_kpage",
-    "The compiled core of pmaps.kernel.kpage: the lookup plan and the span reads, without the GIL.",
+    "The compiled core of pmaps.kernel.kpage and pagemap: the lookup plan, the span reads and the matching\n"
+    "pagemap reads, without the GIL.",
     0, kp_methods, NULL, NULL, NULL, NULL,
 };
 

@@ -1,8 +1,9 @@
 """The optional compiled core: `_kpage`, built from _kpage.c by `pip install .` when the machine has
 a C compiler and Python's headers. It does kpage's per-batch work (the lookup plan, the span reads)
-with the GIL released, so that the reader threads and the renderer run at once; the pure
-Python/numpy path in kpage.py gives the same results and is used when the core is missing or
-PMAPS_PURE is set. No numpy here: `pmaps --version` says which path runs."""
+and top's matching pagemap reads (pagemap.read_matching) with the GIL released, so that the reader
+threads and the renderer run at once; the pure Python/numpy paths in kpage.py and pagemap.py give
+the same results and are used when the core is missing or PMAPS_PURE is set. No numpy here:
+`pmaps --version` says which path runs."""
 from __future__ import annotations
 
 import os
@@ -17,6 +18,9 @@ class Core(Protocol):
     def plan(self, pfns: object, gap: int, index: object, /) -> tuple[bytes, bytes]: ...
 
     def pread_spans(self, fd: int, buf: object, off: object, pos: object, size: object, /) -> None: ...
+
+    def read_matching(self, fd: int, starts: object, ends: object, gap: int, pfns: object, /
+                      ) -> tuple[bytes, bytes] | None: ...
 
 
 def load() -> Core | None:

@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import Unsupported
 from ..numeric import arange_runs, merge_intervals, seg_offsets
 from . import procfs
+from .native import Core
 
 PM_PFN_MASK = np.uint64((1 << 55) - 1)  # bits 0-54; zeroed without CAP_SYS_ADMIN since 4.2
 PM_SWAP_TYPE_MASK = np.uint64(0x1F)  # bits 0-4 when swapped
@@ -188,6 +189,44 @@ def read_runs(fd: int, pid: int, starts: np.ndarray, ends: np.ndarray, gap: int 
         return buf  # no holes were read through: the buffer is the runs, in order
     run_buf = seg_offsets(seg_len)[seg_id] + (starts.astype(np.int64) - seg_s[seg_id])
     return buf[arange_runs(run_buf, lens)]
+
+
+def read_matching(fd: int, pid: int, starts: np.ndarray, ends: np.ndarray, pfns: np.ndarray,
+                  gap: int = READ_GAP) -> tuple[np.ndarray, np.ndarray]:
+    """The present entries of the given sorted, disjoint [start, end) page runs whose PFN is in the
+    sorted array `pfns`, in order, and the index of each one's PFN in `pfns` (top's observer
+    correction: the few thousand pages per process it shares with pmaps). The compiled core does
+    it in one call without the GIL (one paced read: up to READ_MAX_PAGES pages); bigger reads, and
+    the pure path, read with read_runs."""
+    pfns = np.ascontiguousarray(pfns, dtype=np.uint64)
+    s = np.ascontiguousarray(starts, dtype=np.uint64)
+    e = np.ascontiguousarray(ends, dtype=np.uint64)
+    core = _core()
+    if core is not None and int((e - s).sum()) <= READ_MAX_PAGES:
+        path = procfs.proc_path(pid, "pagemap")
+        PACER.before(pid)
+        try:
+            with procfs.translate(pid, path, started=True):
+                got = core.read_matching(fd, s, e, gap, pfns)
+        finally:
+            PACER.after()
+        if got is None:  # pagemap reads 0 bytes once the mm is gone (fs/proc/task_mmu.c pagemap_read)
+            raise procfs.gone_error(pid, path, started=True)
+        return np.frombuffer(got[0], dtype=ENTRY), np.frombuffer(got[1], dtype=np.int64)
+    pm = read_runs(fd, pid, s, e, gap)
+    pm = pm[present(pm)]
+    if not len(pfns):
+        return pm[:0], np.zeros(0, dtype=np.int64)
+    pfn = pm & PM_PFN_MASK
+    at = np.minimum(np.searchsorted(pfns, pfn), len(pfns) - 1)
+    hit = pfns[at] == pfn
+    return pm[hit], at[hit].astype(np.int64)
+
+
+def _core() -> Core | None:
+    from .native import load
+
+    return load()
 
 
 def bit(entries: np.ndarray, n: int) -> np.ndarray:
