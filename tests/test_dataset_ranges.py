@@ -19,7 +19,8 @@ from pmaps.analysis.diff import diff_samples
 from pmaps.model import Sample
 from pmaps.render.diff import DiffView
 from pmaps.render.output import write
-from pmaps.store.recording import Recorder, load_recording, load_sample
+from pmaps.store.recorder import Recorder
+from pmaps.store.recording import load_recording, load_sample
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")

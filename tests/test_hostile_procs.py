@@ -152,7 +152,8 @@ def test_a_torn_sample_is_not_stored(tmp_path):
     The recorder refuses it before writing, the loader would refuse it after."""
     pytest.importorskip("pyarrow", reason="recordings need the parquet extra")
     from pmaps.errors import BadSnapshot
-    from pmaps.store.recording import Recorder, check_sample
+    from pmaps.store.recorder import Recorder
+    from pmaps.store.recording import check_sample
 
     good = _sample([(0x10000, 0x20000)], [0x10, 0x14], [2, 3])
     torn = _sample([(0x10000, 0x20000)], [0x10, 0x1e], [2, 8])  # runs past the VMA's end

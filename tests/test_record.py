@@ -17,7 +17,8 @@ from memchild import MemChild
 from pmaps.collector import Process, take_sample
 from pmaps.errors import BadSnapshot
 from pmaps.kernel.maps import VmaTable
-from pmaps.store.recording import Recorder, load_sample, read_manifest, sample_files
+from pmaps.store.recorder import Recorder
+from pmaps.store.recording import load_sample, read_manifest, sample_files
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (kpageflags)")
 

@@ -1,5 +1,5 @@
 """`record --dataset`: samples as rows of a fleet dataset (store/dataset.py, docs/dataset.md).
-The same add/finish/manifest interface as store.recording.Recorder, so record.py only picks one."""
+The same add/finish/manifest interface as store.recorder.Recorder, so record.py only picks one."""
 from __future__ import annotations
 
 import argparse

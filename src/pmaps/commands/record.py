@@ -12,7 +12,8 @@ from ..collector import FIELDS, Options, Process, take_sample
 from ..collector.parallel import reader_threads
 from ..errors import BadSnapshot, NoSuchProcess, PidReused, UsageError, ZombieProcess
 from ..kernel.libc import malloc_arena_max, malloc_trim
-from ..store.recording import Recorder, require_pyarrow
+from ..store.recorder import Recorder
+from ..store.recording import require_pyarrow
 from . import Command, add_cpu_option, budget_interval, positive, seconds
 from ._common import parse_pid
 
