@@ -33,9 +33,9 @@ from ..kernel import damon as damonmod
 from ..kernel.clear_refs import CLEAR_REFERENCED, clear_refs
 from ..kernel.idle import IdleBitmap
 from ..kernel.kpage import KPF
-from ..kernel.maps import Vma, VmaTable
+from ..kernel.maps import Vma, VmaTable, read_table
 from ..kernel.pagemap import CAT_HUGE, CAT_PFNZERO, CAT_PRESENT, PM_PRESENT, TASK_SIZE_MAX
-from ..kernel.smaps import iter_smaps_nonzero
+from ..kernel.smaps import iter_smaps_listed
 from ..model import Pages, inside_vmas
 from ..numeric import PAGE_SHIFT, PAGE_SIZE, arange_runs, consecutive_runs, unique_sorted
 
@@ -190,6 +190,63 @@ def flags_where_counted(proc: Process, after: Pages, table: VmaTable, counted: n
     idx = np.minimum(np.searchsorted(after.vpn, sub.vpn), len(after) - 1)
     ok = (after.vpn[idx] == sub.vpn) & sub.present
     after.kflags[idx[ok]] = sub.kflags[ok]
+
+
+def table_once(proc: Process) -> VmaTable:
+    """The VMAs of one maps read, made the process's table: clear_refs_end checks it against smaps'
+    own listing instead of a second maps read (refresh_table reads until two agree: 20-45 ms more at
+    65,000 VMAs). A read whose VMAs are out of order or overlap (the target changed them while it
+    was read) is refresh_table's instead."""
+    table = read_table(proc.pid, started=True)
+    if not bool((table.end[:-1] <= table.start[1:]).all()):
+        return proc.refresh_table()
+    proc.table = table
+    return table
+
+
+def clear_refs_end(proc: Process, table: VmaTable, counted: Iterator[tuple[np.ndarray, np.ndarray, int]]
+                   ) -> tuple[VmaTable, Pages, tuple[np.ndarray, np.ndarray]]:
+    """The end of a clear_refs cycle: (VMAs, pages now, smaps' non-zero Referenced as (start, bytes)),
+    from `counted` (iter_smaps_listed's pieces, read meanwhile on a thread) and the pages of `table`
+    read here. With PAGEMAP_SCAN, which pages are present from the scan, and kpageflags only in the
+    VMAs smaps counted, each piece's as soon as it is decoded (while the rest of smaps is read).
+
+    The table is of one maps read (table_once): when smaps lists another number of VMAs, or counts
+    a VMA that maps did not list, the target changed its VMAs between the two reads, and the pages
+    are read again for refresh_table's (two maps reads that agree), as before one read was trusted.
+    """
+    def pages(t: VmaTable) -> Pages:
+        if not proc.scanning:
+            return proc.pages()
+        got = scan_pages(proc, CAT_PFNZERO | CAT_HUGE, t)
+        got.kflags = np.zeros(len(got), dtype=U64)
+        return got
+
+    after = pages(table)
+    parts = []
+    listed = 0
+    for starts, values, n in counted:
+        parts.append((starts, values))
+        listed += n
+        if proc.scanning:
+            flags_where_counted(proc, after, table, starts)
+    ref = _joined(parts)  # the VMAs smaps counted: per_vma counts the others 0
+    if listed != len(table) or not _listed_in(ref[0], table):
+        table = proc.refresh_table()
+        after = pages(table)
+        if proc.scanning:
+            flags_where_counted(proc, after, table, ref[0])
+    return table, after, ref
+
+
+def _listed_in(starts: np.ndarray, table: VmaTable) -> bool:
+    """Is every start that of a VMA of the table (its starts sorted)?"""
+    if not len(starts):
+        return True
+    if not len(table):
+        return False
+    k = np.minimum(np.searchsorted(table.start, starts), len(table) - 1)
+    return bool((table.start[k] == starts).all())
 
 
 @dataclass
@@ -443,27 +500,16 @@ def measure(pid: int, method: str = "auto", interval: float = 1.0, cycles: int =
                     clear_refs(pid, CLEAR_REFERENCED)
                 if tried is None:
                     time.sleep(window)
-                counted = None
+                idle = None
+                ref = None
                 if method == "clear_refs":
                     # smaps' walk (the kernel's time, as long as `cat smaps`: it lets go of the GIL) on
                     # a thread while maps and the pages are read here.
-                    counted = on_thread(iter_smaps_nonzero(pid, "Referenced", started=True))
-                table = proc.refresh_table()
-                idle = None
-                ref = None
-                if counted is not None and proc.scanning:
-                    # Which pages are present from the scan; flags only where smaps counted, each
-                    # piece's VMAs as soon as it is decoded (while the rest of smaps is read).
-                    after = scan_pages(proc, CAT_PFNZERO | CAT_HUGE, table)
-                    after.kflags = np.zeros(len(after), dtype=U64)
-                    parts = []
-                    for part in counted:
-                        parts.append(part)
-                        flags_where_counted(proc, after, table, part[0])
-                    ref = _joined(parts)  # the VMAs smaps counted: per_vma counts the others 0
+                    counted = on_thread(iter_smaps_listed(pid, "Referenced", started=True))
+                    table, after, ref = clear_refs_end(proc, table_once(proc), counted)
                 else:
+                    table = proc.refresh_table()
                     after = proc.pages()
-                    ref = _joined(list(counted)) if counted is not None else None
                 if tried is not None:
                     idle = ~damonmod.accessed_pages(after.pfn, tried)
                 elif bitmap is not None:
