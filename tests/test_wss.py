@@ -595,3 +595,18 @@ def test_clear_refs_maps_read_that_smaps_contradicts(monkeypatch):
     assert torn == [mc.pid] and reads.count(mc.pid) == 1 + 2  # the torn read, then two that agree
     assert [r.vma.start for r in res.rows] == sorted(smaps)
     _rows_match_smaps(mc, res, smaps)
+
+
+@needs_root
+def test_cycle_imports_nothing_after_clear_refs():
+    """Nothing is imported between clear_refs and the last smaps read: an import runs code and reads
+    files of its own, whose faults can mark shared library pages referenced in the target (what
+    the interval would then count). The process measures itself."""
+    code = ("import os, sys; import pmaps.analysis.wss as w; real = w.clear_refs; seen = []\n"
+            "def cr(*a, **k):\n    real(*a, **k); seen.append(set(sys.modules))\n"
+            "w.clear_refs = cr; r = w.measure(os.getpid(), 'clear_refs', 0.01)\n"
+            "print(len(r.rows) > 0, sorted(set(sys.modules) - seen[0]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split(maxsplit=1) == ["True", "[]\n"]

@@ -19,7 +19,9 @@ Three readbacks feed it (docs/time.md says what each can and cannot see):
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
+from _queue import SimpleQueue  # queue.py's own, without importing queue (and heapq) inside a cycle
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar, overload
@@ -52,9 +54,6 @@ def _kbit(p: Pages, name: str) -> np.ndarray:
 def on_thread(items: Iterator[T]) -> Iterator[T]:
     """`items` made on a thread started now (reads that spend their time in the kernel, without
     the GIL), handed over as they come; an error raised there is raised here."""
-    import threading
-    from queue import SimpleQueue
-
     box: SimpleQueue[tuple[bool, object]] = SimpleQueue()
 
     def work() -> None:
