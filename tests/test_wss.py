@@ -592,7 +592,8 @@ def test_clear_refs_maps_read_that_smaps_contradicts(monkeypatch):
     with MemChild(LAYOUT) as mc:
         res = wss.measure(mc.pid, "clear_refs", interval=0.01)
         smaps = smaps_by_start(mc.pid)
-    assert torn == [mc.pid] and reads.count(mc.pid) == 1 + 2  # the torn read, then two that agree
+    start = 2 if os.environ.get("PMAPS_NO_SCAN") else 0  # without the scan: maps at the start
+    assert torn == [mc.pid] and reads.count(mc.pid) == start + 1 + 2  # the torn read, then two that agree
     assert [r.vma.start for r in res.rows] == sorted(smaps)
     _rows_match_smaps(mc, res, smaps)
 

@@ -94,19 +94,31 @@ def _zero(p: Pages) -> np.ndarray:
     return _kbit(p, "zero_page") | ((p.cat & CAT_PFNZERO) != 0)
 
 
-def located(before: Pages, after: Pages, *, idle: np.ndarray | None = None) -> np.ndarray:
+def located(before: Pages, after: Pages, *, idle: np.ndarray | None = None,
+            was: np.ndarray | None = None) -> np.ndarray:
     """Bool per page of `after`: accessed during the interval, as far as per-page signals tell.
 
-    `idle` (per page of after, from the idle bitmap) replaces the REFERENCED test when given.
+    `idle` (per page of after, from the idle bitmap) replaces the REFERENCED test when given;
+    `was`: was_resident(before, after), when already known.
     """
     pres = after.present & ~_zero(after)
-    # Was the page resident at the start? (absent or swapped then => it was faulted in since)
+    was_res = was_resident(before, after) if was is None else was
+    touched = ~idle if idle is not None else _kbit(after, "referenced")
+    return pres & (touched | ~was_res)
+
+
+def was_resident(before: Pages, after: Pages) -> np.ndarray:
+    """Bool per page of `after`: resident at the start (absent or swapped then: faulted in since)."""
     idx = np.searchsorted(before.vpn, after.vpn)
     idx_c = np.minimum(idx, max(len(before) - 1, 0))
     was = (idx < len(before)) & (before.vpn[idx_c] == after.vpn) if len(before) else np.zeros(len(after), bool)
-    was_res = was & before.present[idx_c] if len(before) else was
-    touched = ~idle if idle is not None else _kbit(after, "referenced")
-    return pres & (touched | ~was_res)
+    return was & before.present[idx_c] if len(before) else was
+
+
+def vma_bounds(table: VmaTable, pages: Pages) -> np.ndarray:
+    """[lo, hi) indexes of each VMA's pages among `pages` (sorted), as per_vma takes them."""
+    return np.stack([np.searchsorted(pages.vpn, table.start_page), np.searchsorted(pages.vpn, table.end_page)],
+                    axis=1)
 
 
 def runs(vpn: np.ndarray, sel: np.ndarray, cuts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -203,12 +215,15 @@ def table_once(proc: Process) -> VmaTable:
     return table
 
 
-def clear_refs_end(proc: Process, table: VmaTable, counted: Iterator[tuple[np.ndarray, np.ndarray, int]]
-                   ) -> tuple[VmaTable, Pages, tuple[np.ndarray, np.ndarray]]:
-    """The end of a clear_refs cycle: (VMAs, pages now, smaps' non-zero Referenced as (start, bytes)),
-    from `counted` (iter_smaps_listed's pieces, read meanwhile on a thread) and the pages of `table`
-    read here. With PAGEMAP_SCAN, which pages are present from the scan, and kpageflags only in the
-    VMAs smaps counted, each piece's as soon as it is decoded (while the rest of smaps is read).
+def clear_refs_end(proc: Process, table: VmaTable, counted: Iterator[tuple[np.ndarray, np.ndarray, int]],
+                   meanwhile: Callable[[VmaTable, Pages], T]
+                   ) -> tuple[VmaTable, Pages, tuple[np.ndarray, np.ndarray], T]:
+    """The end of a clear_refs cycle: (VMAs, pages now, smaps' non-zero Referenced as (start, bytes),
+    meanwhile(VMAs, pages)), from `counted` (iter_smaps_listed's pieces, read meanwhile on a thread)
+    and the pages of `table` read here. With PAGEMAP_SCAN, which pages are present from the scan,
+    and kpageflags only in the VMAs smaps counted, each piece's as soon as it is decoded (while the
+    rest of smaps is read). `meanwhile` is the caller's work that needs no smaps, done before its
+    first piece is taken (off the path after smaps' walk ends).
 
     The table is of one maps read (table_once): when smaps lists another number of VMAs, or counts
     a VMA that maps did not list, the target changed its VMAs between the two reads, and the pages
@@ -222,6 +237,7 @@ def clear_refs_end(proc: Process, table: VmaTable, counted: Iterator[tuple[np.nd
         return got
 
     after = pages(table)
+    early = meanwhile(table, after)
     parts = []
     listed = 0
     for starts, values, n in counted:
@@ -235,7 +251,8 @@ def clear_refs_end(proc: Process, table: VmaTable, counted: Iterator[tuple[np.nd
         after = pages(table)
         if proc.scanning:
             flags_where_counted(proc, after, table, ref[0])
-    return table, after, ref
+        early = meanwhile(table, after)
+    return table, after, ref, early
 
 
 def _listed_in(starts: np.ndarray, table: VmaTable) -> bool:
@@ -501,29 +518,31 @@ def measure(pid: int, method: str = "auto", interval: float = 1.0, cycles: int =
                     time.sleep(window)
                 idle = None
                 ref = None
+
+                def early(t: VmaTable, a: Pages, before: Pages = before) -> tuple[np.ndarray, np.ndarray]:
+                    return was_resident(before, a), vma_bounds(t, a)  # what needs no smaps
+
                 if method == "clear_refs":
                     # smaps' walk (the kernel's time, as long as `cat smaps`: it lets go of the GIL) on
                     # a thread while maps and the pages are read here.
                     counted = on_thread(iter_smaps_listed(pid, "Referenced", started=True))
-                    table, after, ref = clear_refs_end(proc, table_once(proc), counted)
+                    table, after, ref, (was, bounds) = clear_refs_end(proc, table_once(proc), counted, early)
                 else:
                     table = proc.refresh_table()
                     after = proc.pages()
+                    was, bounds = early(table, after)
                 if tried is not None:
                     idle = ~damonmod.accessed_pages(after.pfn, tried)
                 elif bitmap is not None:
                     idle = np.zeros(len(after), dtype=bool)
                     pres = after.present
                     idle[pres] = bitmap.read_idle(after.pfn[pres])
-                acc = located(before, after, idle=idle)
+                acc = located(before, after, idle=idle, was=was)
                 # Resident as smaps counts it: the zero page is not (vm_normal_page() is NULL for it).
                 pres = after.present & ~_zero(after)
-                starts = table.start_page
-                bounds = np.stack([np.searchsorted(after.vpn, starts), np.searchsorted(after.vpn, table.end_page)],
-                                  axis=1)
                 res.rows = per_vma(table, bounds, acc, pres, ref)
                 ages.update(after.vpn[pres], acc[pres])
-                res.runs = runs(after.vpn, acc, starts)
+                res.runs = runs(after.vpn, acc, table.start_page)
                 res.cycles.append(totals(res.rows))
                 res.intervals.append(window)
                 before = after
