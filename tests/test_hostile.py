@@ -318,20 +318,20 @@ def test_zombie_after_the_scan_began_is_gone_not_unsupported():
 def test_wss_target_exits_keeps_completed_cycles(run, monkeypatch, wait_for):
     """The target exits in cycle 2: killed when wss re-reads its maps at the end of that cycle's
     interval (the event, not a guessed time), so exactly one cycle completed."""
-    from pmaps.collector import Process
+    import pmaps.analysis.wss as wss
 
     p = _spin_child()
-    refresh = Process.refresh_table
+    table_once = wss.table_once
     calls = []
 
-    def refresh_then_exit(self):
-        calls.append(self.pid)
+    def read_then_exit(proc):
+        calls.append(proc.pid)
         if len(calls) == 2:  # the end of cycle 2's interval
             p.kill()
             wait_for(lambda: procfs.process_state(p.pid) in (None, "Z", "X"), "the target to exit")
-        return refresh(self)
+        return table_once(proc)
 
-    monkeypatch.setattr(Process, "refresh_table", refresh_then_exit)
+    monkeypatch.setattr(wss, "table_once", read_then_exit)
     try:
         r = run("wss", str(p.pid), "--interval", "0.05", "--cycles", "20", "--format", "json", "--method", "clear_refs")
     finally:

@@ -87,6 +87,10 @@ def test_matrix_text_is_rstripped_lines():
         rows = rows_of(mats, 200)
         # A few lines with a tail (one in 50; blank ones too): inserted into the text, not split.
         few = [(t or "/y") if i % 50 == 3 else (" " if i % 50 == 7 else "") for i, t in enumerate(tails)]
+        # The last column right-aligned, every cell ending in ink (a number): no line is stripped.
+        inked = char_matrix([c + "9" for c in cols[2]], max(map(len, cols[2])) + 1, left=False)
+        inked_rows = rows_of([*mats[:2], inked], 200)
         for t in (None, tails, few):
-            want = "".join((r if t is None else r + "  " + t[i]).rstrip() + "\n" for i, r in enumerate(rows))
-            assert matrix_text(mats, 200, t, "  ") == want
+            for ms, rs in ((mats, rows), ([*mats[:2], inked], inked_rows)):
+                want = "".join((r if t is None else r + "  " + t[i]).rstrip() + "\n" for i, r in enumerate(rs))
+                assert matrix_text(ms, 200, t, "  ") == want

@@ -511,3 +511,103 @@ def test_cycle_imports_no_numpy_ma():
                          env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "False"]
+
+
+def test_decode_smaps_listed_counts_the_vmas():
+    """decode_smaps_listed: decode_smaps_nonzero's columns, and the number of VMAs that list the
+    field, on each of its paths (all zero, a few, many, a text not of smaps' shape)."""
+    from pmaps.kernel.smaps import decode_smaps, decode_smaps_listed, decode_smaps_nonzero
+
+    rng = np.random.default_rng(5)
+    cases = [_smaps_text([0] * 50), _smaps_text([4] + [0] * 30 + [8, 0, 12]),
+             _smaps_text(rng.integers(0, 3, 700).tolist()), b"",
+             _smaps_text([0, 4, 8]).replace(b"Size:", b"Sz:", 2)]
+    for data in cases:
+        rows = decode_smaps(data)
+        for name in ("Referenced", "Size", "Swap"):
+            starts, values, listed = decode_smaps_listed(data, name)
+            want = decode_smaps_nonzero(data, name)
+            assert starts.tolist() == want[0].tolist() and values.tolist() == want[1].tolist()
+            assert listed == sum(name in r for r in rows), (name, data[:80])
+
+
+def _rows_match_smaps(mc, res, smaps):
+    """The child's own regions' rows: counted = smaps' Referenced, resident = its Rss (read after the
+    run: nothing touched them since; a shared library's pages can be marked referenced by any other
+    process meanwhile, so those rows are not compared)."""
+    by = {r.vma.start: r for r in res.rows}
+    for name, reg in mc.regions.items():
+        r, want = by[reg["start"]], smaps[reg["start"]]
+        assert (r.counted, r.resident) == (want["Referenced"] // 4096, want["Rss"] // 4096), name
+
+
+def _maps_reads(monkeypatch):
+    """A list that grows by one for every read of a maps file."""
+    from pmaps.kernel import procfs
+
+    reads = []
+    real = procfs.read_file
+
+    def read_file(pid, name, *args, **kw):
+        if name == "maps":
+            reads.append(pid)
+        return real(pid, name, *args, **kw)
+
+    monkeypatch.setattr(procfs, "read_file", read_file)
+    return reads
+
+
+@needs_root
+def test_clear_refs_reads_maps_once_a_cycle(monkeypatch):
+    """A still target: one maps read a cycle, which smaps' own listing confirms (no second read to
+    see two agree); per VMA, ACCESSED is smaps' Referenced read after the run, RESIDENT its Rss."""
+    reads = _maps_reads(monkeypatch)
+    with MemChild(LAYOUT) as mc:
+        res = wss.measure(mc.pid, "clear_refs", interval=0.01, cycles=2)
+        smaps = smaps_by_start(mc.pid)
+    assert reads == [mc.pid] * (4 if os.environ.get("PMAPS_NO_SCAN") else 2)  # without the scan: maps at the start
+    assert [r.vma.start for r in res.rows] == sorted(smaps)
+    _rows_match_smaps(mc, res, smaps)
+
+
+@needs_root
+def test_clear_refs_maps_read_that_smaps_contradicts(monkeypatch):
+    """A maps read that smaps contradicts (it lists a VMA fewer, as a read torn by a change of the
+    target's VMAs can): the table is read again, until two maps reads agree, and the rows are of
+    that table, each with smaps' count."""
+    from pmaps.kernel.maps import decode_table
+
+    reads = _maps_reads(monkeypatch)
+    torn = []
+
+    def read_table(pid, *, started=False):
+        raw = b"".join(procfs_read(pid, "maps").splitlines(keepends=True)[1:])  # the first VMA missing
+        torn.append(pid)
+        return decode_table(raw)
+
+    from pmaps.kernel import procfs
+
+    procfs_read = procfs.read_file
+    monkeypatch.setattr(wss, "read_table", read_table)
+    with MemChild(LAYOUT) as mc:
+        res = wss.measure(mc.pid, "clear_refs", interval=0.01)
+        smaps = smaps_by_start(mc.pid)
+    start = 2 if os.environ.get("PMAPS_NO_SCAN") else 0  # without the scan: maps at the start
+    assert torn == [mc.pid] and reads.count(mc.pid) == start + 1 + 2  # the torn read, then two that agree
+    assert [r.vma.start for r in res.rows] == sorted(smaps)
+    _rows_match_smaps(mc, res, smaps)
+
+
+@needs_root
+def test_cycle_imports_nothing_after_clear_refs():
+    """Nothing is imported between clear_refs and the last smaps read: an import runs code and reads
+    files of its own, whose faults can mark shared library pages referenced in the target (what
+    the interval would then count). The process measures itself."""
+    code = ("import os, sys; import pmaps.analysis.wss as w; real = w.clear_refs; seen = []\n"
+            "def cr(*a, **k):\n    real(*a, **k); seen.append(set(sys.modules))\n"
+            "w.clear_refs = cr; r = w.measure(os.getpid(), 'clear_refs', 0.01)\n"
+            "print(len(r.rows) > 0, sorted(set(sys.modules) - seen[0]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split(maxsplit=1) == ["True", "[]\n"]

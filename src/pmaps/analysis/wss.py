@@ -19,7 +19,9 @@ Three readbacks feed it (docs/time.md says what each can and cannot see):
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
+from _queue import SimpleQueue  # queue.py's own, without importing queue (and heapq) inside a cycle
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar, overload
@@ -33,9 +35,9 @@ from ..kernel import damon as damonmod
 from ..kernel.clear_refs import CLEAR_REFERENCED, clear_refs
 from ..kernel.idle import IdleBitmap
 from ..kernel.kpage import KPF
-from ..kernel.maps import Vma, VmaTable
+from ..kernel.maps import Vma, VmaTable, read_table
 from ..kernel.pagemap import CAT_HUGE, CAT_PFNZERO, CAT_PRESENT, PM_PRESENT, TASK_SIZE_MAX
-from ..kernel.smaps import iter_smaps_nonzero
+from ..kernel.smaps import iter_smaps_listed
 from ..model import Pages, inside_vmas
 from ..numeric import PAGE_SHIFT, PAGE_SIZE, arange_runs, consecutive_runs, unique_sorted
 
@@ -52,9 +54,6 @@ def _kbit(p: Pages, name: str) -> np.ndarray:
 def on_thread(items: Iterator[T]) -> Iterator[T]:
     """`items` made on a thread started now (reads that spend their time in the kernel, without
     the GIL), handed over as they come; an error raised there is raised here."""
-    import threading
-    from queue import SimpleQueue
-
     box: SimpleQueue[tuple[bool, object]] = SimpleQueue()
 
     def work() -> None:
@@ -95,19 +94,31 @@ def _zero(p: Pages) -> np.ndarray:
     return _kbit(p, "zero_page") | ((p.cat & CAT_PFNZERO) != 0)
 
 
-def located(before: Pages, after: Pages, *, idle: np.ndarray | None = None) -> np.ndarray:
+def located(before: Pages, after: Pages, *, idle: np.ndarray | None = None,
+            was: np.ndarray | None = None) -> np.ndarray:
     """Bool per page of `after`: accessed during the interval, as far as per-page signals tell.
 
-    `idle` (per page of after, from the idle bitmap) replaces the REFERENCED test when given.
+    `idle` (per page of after, from the idle bitmap) replaces the REFERENCED test when given;
+    `was`: was_resident(before, after), when already known.
     """
     pres = after.present & ~_zero(after)
-    # Was the page resident at the start? (absent or swapped then => it was faulted in since)
+    was_res = was_resident(before, after) if was is None else was
+    touched = ~idle if idle is not None else _kbit(after, "referenced")
+    return pres & (touched | ~was_res)
+
+
+def was_resident(before: Pages, after: Pages) -> np.ndarray:
+    """Bool per page of `after`: resident at the start (absent or swapped then: faulted in since)."""
     idx = np.searchsorted(before.vpn, after.vpn)
     idx_c = np.minimum(idx, max(len(before) - 1, 0))
     was = (idx < len(before)) & (before.vpn[idx_c] == after.vpn) if len(before) else np.zeros(len(after), bool)
-    was_res = was & before.present[idx_c] if len(before) else was
-    touched = ~idle if idle is not None else _kbit(after, "referenced")
-    return pres & (touched | ~was_res)
+    return was & before.present[idx_c] if len(before) else was
+
+
+def vma_bounds(table: VmaTable, pages: Pages) -> np.ndarray:
+    """[lo, hi) indexes of each VMA's pages among `pages` (sorted), as per_vma takes them."""
+    return np.stack([np.searchsorted(pages.vpn, table.start_page), np.searchsorted(pages.vpn, table.end_page)],
+                    axis=1)
 
 
 def runs(vpn: np.ndarray, sel: np.ndarray, cuts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -190,6 +201,68 @@ def flags_where_counted(proc: Process, after: Pages, table: VmaTable, counted: n
     idx = np.minimum(np.searchsorted(after.vpn, sub.vpn), len(after) - 1)
     ok = (after.vpn[idx] == sub.vpn) & sub.present
     after.kflags[idx[ok]] = sub.kflags[ok]
+
+
+def table_once(proc: Process) -> VmaTable:
+    """The VMAs of one maps read, made the process's table: clear_refs_end checks it against smaps'
+    own listing instead of a second maps read (refresh_table reads until two agree: 20-45 ms more at
+    65,000 VMAs). A read whose VMAs are out of order or overlap (the target changed them while it
+    was read) is refresh_table's instead."""
+    table = read_table(proc.pid, started=True)
+    if not bool((table.end[:-1] <= table.start[1:]).all()):
+        return proc.refresh_table()
+    proc.table = table
+    return table
+
+
+def clear_refs_end(proc: Process, table: VmaTable, counted: Iterator[tuple[np.ndarray, np.ndarray, int]],
+                   meanwhile: Callable[[VmaTable, Pages], T]
+                   ) -> tuple[VmaTable, Pages, tuple[np.ndarray, np.ndarray], T]:
+    """The end of a clear_refs cycle: (VMAs, pages now, smaps' non-zero Referenced as (start, bytes),
+    meanwhile(VMAs, pages)), from `counted` (iter_smaps_listed's pieces, read meanwhile on a thread)
+    and the pages of `table` read here. With PAGEMAP_SCAN, which pages are present from the scan,
+    and kpageflags only in the VMAs smaps counted, each piece's as soon as it is decoded (while the
+    rest of smaps is read). `meanwhile` is the caller's work that needs no smaps, done before its
+    first piece is taken (off the path after smaps' walk ends).
+
+    The table is of one maps read (table_once): when smaps lists another number of VMAs, or counts
+    a VMA that maps did not list, the target changed its VMAs between the two reads, and the pages
+    are read again for refresh_table's (two maps reads that agree), as before one read was trusted.
+    """
+    def pages(t: VmaTable) -> Pages:
+        if not proc.scanning:
+            return proc.pages()
+        got = scan_pages(proc, CAT_PFNZERO | CAT_HUGE, t)
+        got.kflags = np.zeros(len(got), dtype=U64)
+        return got
+
+    after = pages(table)
+    early = meanwhile(table, after)
+    parts = []
+    listed = 0
+    for starts, values, n in counted:
+        parts.append((starts, values))
+        listed += n
+        if proc.scanning:
+            flags_where_counted(proc, after, table, starts)
+    ref = _joined(parts)  # the VMAs smaps counted: per_vma counts the others 0
+    if listed != len(table) or not _listed_in(ref[0], table):
+        table = proc.refresh_table()
+        after = pages(table)
+        if proc.scanning:
+            flags_where_counted(proc, after, table, ref[0])
+        early = meanwhile(table, after)
+    return table, after, ref, early
+
+
+def _listed_in(starts: np.ndarray, table: VmaTable) -> bool:
+    """Is every start that of a VMA of the table (its starts sorted)?"""
+    if not len(starts):
+        return True
+    if not len(table):
+        return False
+    k = np.minimum(np.searchsorted(table.start, starts), len(table) - 1)
+    return bool((table.start[k] == starts).all())
 
 
 @dataclass
@@ -443,42 +516,33 @@ def measure(pid: int, method: str = "auto", interval: float = 1.0, cycles: int =
                     clear_refs(pid, CLEAR_REFERENCED)
                 if tried is None:
                     time.sleep(window)
-                counted = None
+                idle = None
+                ref = None
+
+                def early(t: VmaTable, a: Pages, before: Pages = before) -> tuple[np.ndarray, np.ndarray]:
+                    return was_resident(before, a), vma_bounds(t, a)  # what needs no smaps
+
                 if method == "clear_refs":
                     # smaps' walk (the kernel's time, as long as `cat smaps`: it lets go of the GIL) on
                     # a thread while maps and the pages are read here.
-                    counted = on_thread(iter_smaps_nonzero(pid, "Referenced", started=True))
-                table = proc.refresh_table()
-                idle = None
-                ref = None
-                if counted is not None and proc.scanning:
-                    # Which pages are present from the scan; flags only where smaps counted, each
-                    # piece's VMAs as soon as it is decoded (while the rest of smaps is read).
-                    after = scan_pages(proc, CAT_PFNZERO | CAT_HUGE, table)
-                    after.kflags = np.zeros(len(after), dtype=U64)
-                    parts = []
-                    for part in counted:
-                        parts.append(part)
-                        flags_where_counted(proc, after, table, part[0])
-                    ref = _joined(parts)  # the VMAs smaps counted: per_vma counts the others 0
+                    counted = on_thread(iter_smaps_listed(pid, "Referenced", started=True))
+                    table, after, ref, (was, bounds) = clear_refs_end(proc, table_once(proc), counted, early)
                 else:
+                    table = proc.refresh_table()
                     after = proc.pages()
-                    ref = _joined(list(counted)) if counted is not None else None
+                    was, bounds = early(table, after)
                 if tried is not None:
                     idle = ~damonmod.accessed_pages(after.pfn, tried)
                 elif bitmap is not None:
                     idle = np.zeros(len(after), dtype=bool)
                     pres = after.present
                     idle[pres] = bitmap.read_idle(after.pfn[pres])
-                acc = located(before, after, idle=idle)
+                acc = located(before, after, idle=idle, was=was)
                 # Resident as smaps counts it: the zero page is not (vm_normal_page() is NULL for it).
                 pres = after.present & ~_zero(after)
-                starts = table.start_page
-                bounds = np.stack([np.searchsorted(after.vpn, starts), np.searchsorted(after.vpn, table.end_page)],
-                                  axis=1)
                 res.rows = per_vma(table, bounds, acc, pres, ref)
                 ages.update(after.vpn[pres], acc[pres])
-                res.runs = runs(after.vpn, acc, starts)
+                res.runs = runs(after.vpn, acc, table.start_page)
                 res.cycles.append(totals(res.rows))
                 res.intervals.append(window)
                 before = after

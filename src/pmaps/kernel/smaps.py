@@ -4,11 +4,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from itertools import repeat
+from typing import TypeVar
 
 import numpy as np
 
 from . import procfs
 
+T = TypeVar("T")
 _HEADER = re.compile(rb"^([0-9a-f]+)-([0-9a-f]+) ")
 
 
@@ -75,16 +77,26 @@ def decode_smaps_nonzero(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray
     line. An idle process's 47 MB of smaps at 65,000 VMAs (Referenced: 26 non-zero) in 1 MiB
     pieces: ~20-30 ms instead of ~120. Through decode_smaps_column when many are non-zero or a
     header is not where it should be (then a few tens of ms more than that decoder alone)."""
+    starts, values, _ = decode_smaps_listed(data, name)
+    return starts, values
+
+
+def decode_smaps_listed(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """decode_smaps_nonzero, and how many 'Name:' lines the text holds (zero or not): the number
+    of VMAs it lists, as the kernel prints every field for every VMA. A count made anyway, which a
+    caller compares with a maps read of the same moment."""
     key = b"\n" + name.encode() + b":"
     # All zero? Each line of the field is the zero line when there are as many of those as of the
     # field: two counts of literal text (fast searches) take half the regex's time.
     first = re.compile(re.escape(key) + rb"( +)(\d+) kB\n").match(data, max(data.find(key), 0))
     many = False
+    listed = -1  # not counted (yet)
     if first is not None:
         zero = key + b" " * (len(first.group(1)) + len(first.group(2)) - 1) + b"0 kB\n"
-        nonzero = data.count(key) - data.count(zero)
+        listed = data.count(key)
+        nonzero = listed - data.count(zero)
         if not nonzero:
-            return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)
+            return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64), listed
         many = nonzero > _FEW
     hits = [] if many else list(re.finditer(re.escape(key) + rb" +0*([1-9]\d*) kB\n", data))
     if not many and len(hits) <= _FEW:
@@ -99,10 +111,11 @@ def decode_smaps_nonzero(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray
             starts.append(int(head.group(1), 16))
         else:
             return (np.array(starts, dtype=np.uint64).reshape(-1),
-                    np.array([int(m.group(1)) for m in hits], dtype=np.int64).reshape(-1) * 1024)
+                    np.array([int(m.group(1)) for m in hits], dtype=np.int64).reshape(-1) * 1024,
+                    listed if listed >= 0 else data.count(key))
     keys, values = decode_smaps_column(data, name)
     keep = values != 0
-    return keys[keep], values[keep]
+    return keys[keep], values[keep], listed if listed >= 0 else data.count(key)
 
 
 # A "Name:   N kB" line of smaps_rollup, from the newline before it (a literal: fast to find).
@@ -154,6 +167,11 @@ def iter_smaps_nonzero(pid: int, name: str, *, started: bool = False) -> Iterato
     return _iter_pieces(pid, lambda data: decode_smaps_nonzero(data, name), started)
 
 
+def iter_smaps_listed(pid: int, name: str, *, started: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+    """iter_smaps_nonzero with each piece's count of VMAs (decode_smaps_listed)."""
+    return _iter_pieces(pid, lambda data: decode_smaps_listed(data, name), started)
+
+
 def _read_pieces(pid: int, decode: Callable[[bytes], tuple[np.ndarray, np.ndarray]],
                  started: bool) -> tuple[np.ndarray, np.ndarray]:
     """smaps decoded by `decode` about _PIECE bytes at a time, the (start, value) columns joined."""
@@ -166,8 +184,7 @@ def _joined(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def _iter_pieces(pid: int, decode: Callable[[bytes], tuple[np.ndarray, np.ndarray]],
-                 started: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _iter_pieces(pid: int, decode: Callable[[bytes], T], started: bool) -> Iterator[T]:
     """smaps decoded by `decode` about _PIECE bytes at a time, each piece ending after a VmFlags
     line (whole VMAs)."""
     pending: list[bytes] = []

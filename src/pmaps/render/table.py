@@ -106,7 +106,12 @@ def matrix_text(cols: Sequence[np.ndarray], n: int, tails: Sequence[str] | None 
     m = side_by_side(cols, n)
     body = m[:, :width]
     end = np.zeros(n, dtype=np.int64)
-    if width:
+    # Every line's last column ends in ink (a right-aligned number, wss' and watch's tables): no
+    # line is stripped, and the text is the whole matrix, its last column the newlines.
+    full = bool(width) and m.dtype == np.uint8 and bool((body[:, width - 1] > 32).all())
+    if full:
+        end[:] = width
+    elif width:
         # The last character that is not whitespace (str.rstrip's test) of each line.
         # Tested right to left into a C-ordered matrix: argmax's fast path for contiguous bool
         # rows (2x faster than argmax over a reversed view).
@@ -124,9 +129,12 @@ def matrix_text(cols: Sequence[np.ndarray], n: int, tails: Sequence[str] | None 
         tailed = np.flatnonzero(np.fromiter(map(len, tails), dtype=np.int64, count=n))
         end[tailed] = width  # the tail follows the padded columns
     m[np.arange(n), end] = ord("\n")
-    small = np.dtype(np.int16 if m.shape[1] < 1 << 15 else np.int64)  # a narrower comparison: 2.5x faster
-    cols_at: np.ndarray = np.arange(m.shape[1], dtype=small)
-    picked = m[cols_at <= end.astype(small)[:, None]]
+    if full:
+        picked = m  # every character of every row (C-ordered, as side_by_side made it)
+    else:
+        small = np.dtype(np.int16 if m.shape[1] < 1 << 15 else np.int64)  # a narrower comparison: 2.5x faster
+        cols_at: np.ndarray = np.arange(m.shape[1], dtype=small)
+        picked = m[cols_at <= end.astype(small)[:, None]]
     if m.dtype == np.uint8:
         text = codecs.ascii_decode(picked)[0]  # type: ignore[arg-type]  # any buffer: no copy to bytes first
     else:
