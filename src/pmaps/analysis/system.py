@@ -203,7 +203,7 @@ def _fixed_sums(fixed: Fixed, known: Known, keys: tuple[str, ...], more: MoreCol
     if got is None:
         pages = fixed.pages()
         n = len(pages)
-        got = _run_figures(pages, Facts.of_pages(pages, known), np.unique(np.array([0, n], dtype=np.int64)), keys,
+        got = _run_figures(pages, Facts.of_pages(pages, known), unique_sorted(np.array([0, n], dtype=np.int64)), keys,
                            more).between(0, n)
         fixed.memo[memo_key] = got
     return dict(got)  # type: ignore[call-overload]
@@ -417,7 +417,7 @@ def lib_rows(scan: SystemScan, figs: ScanFigures, reps: np.ndarray, path_re: str
         acc[k] = np.zeros(len(name_list), dtype=np.int64)
         np.add.at(acc[k], idx, v)
     used = hi > lo
-    mm_pairs = np.unique(idx[used] * len(scan.procs) + proc[used])
+    mm_pairs = unique_sorted(idx[used] * len(scan.procs) + proc[used])  # (np.unique imports numpy.ma: 20 ms)
     nmms = np.bincount(mm_pairs // max(len(scan.procs), 1), minlength=len(name_list)).tolist()
     present = np.zeros(len(name_list), dtype=bool)
     present[idx] = True
