@@ -136,10 +136,11 @@ MoreColumns = Callable[[Pages, Known], dict[str, np.ndarray]]
 
 
 def page_figures(scan: SystemScan, reps: np.ndarray, keys: tuple[str, ...] = FIGURES,
-                 more: MoreColumns | None = None) -> ScanFigures:
+                 more: MoreColumns | None = None, vmas: bool = True) -> ScanFigures:
     """Each page's contribution to every figure, through the footprint engine (plus the caller's
     `more` per-page columns, a function of a page's pagemap entry, categories and kpageflags,
-    summed the same way), readable at process and VMA bounds.
+    summed the same way), readable at process and VMA bounds (at process bounds only with
+    vmas=False: what process and group rows read, and fewer runs for a process of many VMAs).
 
     Pages in one run of equal facts (state word, map count, PMD mapping, swap sharing, and with
     `more` the whole kpageflags word) inside one VMA contribute equally: the engine runs once per
@@ -151,7 +152,7 @@ def page_figures(scan: SystemScan, reps: np.ndarray, keys: tuple[str, ...] = FIG
     facts = Facts.of_pages(pages, known, share, pmd)
     edges = [np.array([0, len(pages)], dtype=np.int64)]
     for p in scan.procs:
-        edges += [np.array([p.lo, p.hi], dtype=np.int64), p.vma_lo, p.vma_hi]
+        edges += [np.array([p.lo, p.hi], dtype=np.int64), *((p.vma_lo, p.vma_hi) if vmas else ())]
     bounds = unique_sorted(np.concatenate(edges))
     fixed = [None if p.fixed is None else _fixed_sums(p.fixed, known, keys, more) for p in scan.procs]
     out = _run_figures(pages, facts, bounds, keys, more)
