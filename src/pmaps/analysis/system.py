@@ -150,14 +150,32 @@ def page_figures(scan: SystemScan, reps: np.ndarray, keys: tuple[str, ...] = FIG
     share = _swap_share(scan, reps)
     pmd = _pmd(pages, known, scan)
     facts = Facts.of_pages(pages, known, share, pmd)
-    edges = [np.array([0, len(pages)], dtype=np.int64)]
-    for p in scan.procs:
-        edges += [np.array([p.lo, p.hi], dtype=np.int64), *((p.vma_lo, p.vma_hi) if vmas else ())]
-    bounds = unique_sorted(np.concatenate(edges))
+    bounds = _bounds(scan, vmas)
     fixed = [None if p.fixed is None else _fixed_sums(p.fixed, known, keys, more) for p in scan.procs]
     out = _run_figures(pages, facts, bounds, keys, more)
     out.rollup, out.fixed = _rollup_sums(scan, keys), fixed if any(f is not None for f in fixed) else None
     return out
+
+
+def _bounds(scan: SystemScan, vmas: bool) -> np.ndarray:
+    """The sorted distinct page indexes where page_figures' sums are read: 0, the number of pages,
+    each process's [lo, hi) and (vmas) each VMA's. Laid out in address order (each VMA's lo then hi,
+    process after process) they are already sorted when the VMAs are (one maps read lists them so):
+    one pass checks it instead of a sort of 130,000 for a process of 65,000 VMAs."""
+    edges = [np.array([0], dtype=np.int64)]
+    for p in scan.procs:
+        edges.append(np.array([p.lo], dtype=np.int64))
+        if vmas:
+            edges.append(np.column_stack((p.vma_lo, p.vma_hi)).ravel().astype(np.int64, copy=False))
+        edges.append(np.array([p.hi], dtype=np.int64))
+    edges.append(np.array([len(scan.pages)], dtype=np.int64))
+    x = np.concatenate(edges)
+    if len(x) < 2 or not bool((x[1:] >= x[:-1]).all()):
+        return unique_sorted(x)
+    keep = np.empty(len(x), dtype=bool)
+    keep[0] = True
+    np.not_equal(x[1:], x[:-1], out=keep[1:])
+    return x[keep]
 
 
 def _run_figures(pages: Pages, facts: Facts, bounds: np.ndarray, keys: tuple[str, ...],
