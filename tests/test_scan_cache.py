@@ -58,8 +58,8 @@ def recorded(owner, name: str, who):
 
 
 def opened_processes():
-    """The PIDs whose maps and pagemap a scan reads (Process.snapshot)."""
-    return recorded(CS.Process, "snapshot", lambda self, *a: self.pid)
+    """The PIDs whose maps and pagemap a scan reads (Process.pages)."""
+    return recorded(CS.Process, "pages", lambda self, *a: self.pid)
 
 
 def rereads():

@@ -441,3 +441,55 @@ def _rollup_vs_pages(family, layout, npy: int) -> None:
 def test_rollup_max_sizes(run):
     r = run("top", "--rollup-max", "lots", "-n", "1")
     assert r.code == 2 and "not a size" in r.err
+
+
+def test_top_figures_without_vma_bounds(family, layout):
+    """top's page_figures(vmas=False) (runs not cut at VMA bounds, sums kept at process bounds only)
+    gives every process the figures of page_figures() (libs', read at every VMA): same scan."""
+    scan = scan_system([*family.pids, layout.pid], include_self=True)
+    reps = S.mm_reps(scan)
+    per_vma = [r.as_dict() for r in S.process_rows(scan, S.page_figures(scan, reps), reps)]
+    per_proc = [r.as_dict() for r in S.process_rows(scan, S.page_figures(scan, reps, vmas=False), reps)]
+    assert per_vma == per_proc and len(per_vma) == len(family.pids) + 1
+
+
+def test_lib_rows_are_their_vmas_sums(family, layout):
+    """lib_rows (VMAs named from the table's columns, all summed at once) against the plain way: each
+    counted mm's VMAs one by one (Vma objects, mapping_name, Prefix.between), names in first-seen
+    order (what a sort by PROCS keeps among equals)."""
+    scan = scan_system([*family.pids, layout.pid], include_self=True)
+    reps = S.mm_reps(scan)
+    figs = S.page_figures(scan, reps)
+    ref: dict[str, dict[str, int]] = {}
+    mms: dict[str, set[int]] = {}
+    for i, p in enumerate(scan.procs):
+        if reps[i] != i:
+            continue
+        for v, lo, hi in zip(p.vmas, p.vma_lo.tolist(), p.vma_hi.tolist()):
+            s = ref.setdefault(S.mapping_name(v), dict.fromkeys(S.FIGURES, 0))
+            for k, x in figs.between(lo, hi).items():
+                s[k] += x
+            if hi > lo:
+                mms.setdefault(S.mapping_name(v), set()).add(i)
+    rows = S.lib_rows(scan, figs, reps)
+    assert [r.key["path"] for r in rows] == [n for n in ref if n in {r.key["path"] for r in rows}]
+    assert "[anon]" in ref and any(n.startswith("/") for n in ref)
+    for r in rows:
+        path = str(r.key["path"])
+        assert r.fig == S.finish(ref[path], figs.unknown, S.FIGURES) and r.nprocs == len(mms.get(path, ())), path
+
+
+def test_prefix_reads_its_bounds_only():
+    """Prefix sums: between() and between_many() agree, and a bound they were not made at is an error."""
+    import numpy as np
+
+    from pmaps.analysis.footprint import Figures
+
+    pre = Figures({"rss": np.array([1, 2, 3, 4, 5], dtype=np.int64)}).prefix(np.array([0, 2, 5]))
+    assert pre.between(0, 2) == {"rss": 3} and pre.between(2, 5) == {"rss": 12} and pre.between(0, 5) == {"rss": 15}
+    many = pre.between_many(np.array([0, 2, 5]), np.array([5, 5, 5]))
+    assert many["rss"].tolist() == [15, 12, 0]
+    with pytest.raises(KeyError):
+        pre.between_many(np.array([1]), np.array([5]))
+    with pytest.raises(KeyError):
+        pre.between(1, 5)

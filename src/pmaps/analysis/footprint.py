@@ -107,8 +107,7 @@ class Figures:
         arrays: 4 M pages x 10 figures would be 350 MB of temporaries."""
         starts = bounds[:-1]
         empty = bounds[1:] == starts
-        pos = {int(x): i for i, x in enumerate(bounds.tolist())}
-        sums: dict[str, list[int]] = {}
+        sums: dict[str, np.ndarray] = {}
         for k, v in self.cols.items():
             if len(starts) and len(v):
                 # reduceat gives v[start] for empty segments: zero those.
@@ -116,28 +115,38 @@ class Figures:
                 seg[empty] = 0
             else:
                 seg = np.zeros(len(starts), dtype=np.int64)
-            sums[k] = [0, *np.cumsum(seg).tolist()]
-        return Prefix(pos, sums)
+            sums[k] = np.concatenate((np.zeros(1, dtype=np.int64), np.cumsum(seg, dtype=np.int64)))
+        return Prefix(np.asarray(bounds, dtype=np.int64), sums)
 
 
 @dataclass
 class Prefix:
-    pos: dict[int, int]
-    sums: dict[str, list[int]]
+    """Prefix sums of each figure readable at some element indexes: sums[k][i] is the sum of
+    elements [0, at[i]). Kept as arrays (between_many reads 65,000 VMAs' bounds with one binary
+    search); the dict and lists that between() reads one at a time are made on its first call."""
+
+    at: np.ndarray  # int64, sorted, unique
+    sums: dict[str, np.ndarray]  # int64, one per `at`
+    _pos: dict[int, int] | None = field(default=None, repr=False, compare=False)
+    _lists: dict[str, list[int]] | None = field(default=None, repr=False, compare=False)
 
     def between(self, lo: int, hi: int) -> dict[str, int]:
-        a, b = self.pos[lo], self.pos[hi]
-        return {k: s[b] - s[a] for k, s in self.sums.items()}
+        if self._pos is None or self._lists is None:
+            self._pos = {x: i for i, x in enumerate(self.at.tolist())}
+            self._lists = {k: s.tolist() for k, s in self.sums.items()}
+        a, b = self._pos[lo], self._pos[hi]
+        return {k: s[b] - s[a] for k, s in self._lists.items()}
 
     def between_many(self, lo: np.ndarray, hi: np.ndarray) -> dict[str, np.ndarray]:
         """between() of many [lo[i], hi[i]) at once, as int64 arrays (the sums are int64's)."""
-        a = np.fromiter(map(self.pos.__getitem__, lo.tolist()), dtype=np.int64, count=len(lo))
-        b = np.fromiter(map(self.pos.__getitem__, hi.tolist()), dtype=np.int64, count=len(hi))
-        out = {}
-        for k, s in self.sums.items():
-            arr = np.array(s, dtype=np.int64)
-            out[k] = arr[b] - arr[a]
-        return out
+        a, b = self._rows(lo), self._rows(hi)
+        return {k: s[b] - s[a] for k, s in self.sums.items()}
+
+    def _rows(self, x: np.ndarray) -> np.ndarray:
+        i = np.minimum(np.searchsorted(self.at, x), max(len(self.at) - 1, 0))
+        if len(x) and not (len(self.at) and (self.at[i] == x).all()):
+            raise KeyError("a bound the prefix sums were not made at")
+        return i
 
 
 def unknown_of(known: Known) -> set[str]:

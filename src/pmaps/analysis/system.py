@@ -11,6 +11,7 @@ many processes can tell:
 """
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import numpy as np
 
 from ..kernel import pagemap as pmb
 from ..kernel.kpage import KPF
-from ..kernel.maps import PAGE_SIZE, Vma
+from ..kernel.maps import PAGE_SIZE, Vma, VmaTable
 from ..model import Fixed, Ident, Known, Pages, PageSource, ProcRec, SystemScan
 from ..numeric import run_bounds, unique_sorted
 from .footprint import PSS_SHIFT, Facts, Figures, Prefix, figures, finish, vma_columns
@@ -55,11 +56,8 @@ def mm_reps(scan: SystemScan) -> np.ndarray:
     reps = np.arange(n)
     if not scan.known.pfn:
         return reps
-    by_maps: dict[tuple, list[int]] = {}
-    for i, p in enumerate(scan.procs):
-        by_maps.setdefault(tuple(p.vmas), []).append(i)
     pm = scan.pages.pm
-    for members in by_maps.values():
+    for members in _same_maps(scan.procs):
         if len(members) < 2:
             continue
         excl: dict[int, np.ndarray] = {}
@@ -86,6 +84,25 @@ def mm_reps(scan: SystemScan) -> np.ndarray:
             else:
                 found.append(i)
     return reps
+
+
+def _same_maps(procs: list[ProcRec]) -> list[list[int]]:
+    """Indexes of the processes with identical VMAs (every field), in groups of two or more, each in
+    scan order, the groups in the order of their first member. Told apart by their address columns
+    first: only processes with the same bounds (a few, forked ones) have their Vma objects compared."""
+    by_bounds: dict[bytes, list[int]] = {}
+    for i, p in enumerate(procs):
+        t = p.table
+        by_bounds.setdefault(t.start.tobytes() + b"/" + t.end.tobytes(), []).append(i)
+    out: list[list[int]] = []
+    for same in by_bounds.values():
+        if len(same) < 2:
+            continue
+        by_maps: dict[tuple, list[int]] = {}
+        for i in same:
+            by_maps.setdefault(tuple(procs[i].vmas), []).append(i)
+        out += [m for m in by_maps.values() if len(m) > 1]
+    return sorted(out, key=lambda m: m[0])
 
 
 @dataclass
@@ -119,10 +136,11 @@ MoreColumns = Callable[[Pages, Known], dict[str, np.ndarray]]
 
 
 def page_figures(scan: SystemScan, reps: np.ndarray, keys: tuple[str, ...] = FIGURES,
-                 more: MoreColumns | None = None) -> ScanFigures:
+                 more: MoreColumns | None = None, vmas: bool = True) -> ScanFigures:
     """Each page's contribution to every figure, through the footprint engine (plus the caller's
     `more` per-page columns, a function of a page's pagemap entry, categories and kpageflags,
-    summed the same way), readable at process and VMA bounds.
+    summed the same way), readable at process and VMA bounds (at process bounds only with
+    vmas=False: what process and group rows read, and fewer runs for a process of many VMAs).
 
     Pages in one run of equal facts (state word, map count, PMD mapping, swap sharing, and with
     `more` the whole kpageflags word) inside one VMA contribute equally: the engine runs once per
@@ -132,14 +150,32 @@ def page_figures(scan: SystemScan, reps: np.ndarray, keys: tuple[str, ...] = FIG
     share = _swap_share(scan, reps)
     pmd = _pmd(pages, known, scan)
     facts = Facts.of_pages(pages, known, share, pmd)
-    edges = [np.array([0, len(pages)], dtype=np.int64)]
-    for p in scan.procs:
-        edges += [np.array([p.lo, p.hi], dtype=np.int64), p.vma_lo, p.vma_hi]
-    bounds = unique_sorted(np.concatenate(edges))
+    bounds = _bounds(scan, vmas)
     fixed = [None if p.fixed is None else _fixed_sums(p.fixed, known, keys, more) for p in scan.procs]
     out = _run_figures(pages, facts, bounds, keys, more)
     out.rollup, out.fixed = _rollup_sums(scan, keys), fixed if any(f is not None for f in fixed) else None
     return out
+
+
+def _bounds(scan: SystemScan, vmas: bool) -> np.ndarray:
+    """The sorted distinct page indexes where page_figures' sums are read: 0, the number of pages,
+    each process's [lo, hi) and (vmas) each VMA's. Laid out in address order (each VMA's lo then hi,
+    process after process) they are already sorted when the VMAs are (one maps read lists them so):
+    one pass checks it instead of a sort of 130,000 for a process of 65,000 VMAs."""
+    edges = [np.array([0], dtype=np.int64)]
+    for p in scan.procs:
+        edges.append(np.array([p.lo], dtype=np.int64))
+        if vmas:
+            edges.append(np.column_stack((p.vma_lo, p.vma_hi)).ravel().astype(np.int64, copy=False))
+        edges.append(np.array([p.hi], dtype=np.int64))
+    edges.append(np.array([len(scan.pages)], dtype=np.int64))
+    x = np.concatenate(edges)
+    if len(x) < 2 or not bool((x[1:] >= x[:-1]).all()):
+        return unique_sorted(x)
+    keep = np.empty(len(x), dtype=bool)
+    keep[0] = True
+    np.not_equal(x[1:], x[:-1], out=keep[1:])
+    return x[keep]
 
 
 def _run_figures(pages: Pages, facts: Facts, bounds: np.ndarray, keys: tuple[str, ...],
@@ -174,7 +210,7 @@ def _run_figures(pages: Pages, facts: Facts, bounds: np.ndarray, keys: tuple[str
     # Bounds are run starts (or the end): the run index of each, and the prefix read by page index.
     rb = np.searchsorted(first, bounds)
     pre = figs.prefix(rb)
-    pre.pos = {int(b): pre.pos[int(r)] for b, r in zip(bounds.tolist(), rb.tolist())}
+    pre.at = bounds.astype(np.int64)  # one to one with rb (both sorted and unique)
     return ScanFigures(figs, pre, [])
 
 
@@ -186,7 +222,7 @@ def _fixed_sums(fixed: Fixed, known: Known, keys: tuple[str, ...], more: MoreCol
     if got is None:
         pages = fixed.pages()
         n = len(pages)
-        got = _run_figures(pages, Facts.of_pages(pages, known), np.unique(np.array([0, n], dtype=np.int64)), keys,
+        got = _run_figures(pages, Facts.of_pages(pages, known), unique_sorted(np.array([0, n], dtype=np.int64)), keys,
                            more).between(0, n)
         fixed.memo[memo_key] = got
     return dict(got)  # type: ignore[call-overload]
@@ -354,6 +390,25 @@ def mapping_name(v: Vma) -> str:
     return v.path or "[anon]"
 
 
+def _name_index(table: VmaTable, names: dict[str, int]) -> np.ndarray:
+    """The index in `names` of each VMA's mapping_name, new names added in the order of their
+    first VMA: a Python step per named VMA only (the unnamed ones are all "[anon]")."""
+    named = table.named
+    at = np.flatnonzero(named).tolist()
+    unnamed = np.flatnonzero(~named)
+    paths = table.path
+    order = at
+    if len(unnamed):  # "[anon]" takes its place at the first unnamed VMA
+        first = int(unnamed[0])
+        k = bisect.bisect_left(at, first)
+        order = [*at[:k], first, *at[k:]]
+    for i in order:
+        names.setdefault(paths[i] or "[anon]", len(names))
+    idx = np.full(len(table), names["[anon]"] if len(unnamed) else 0, dtype=np.int64)
+    idx[at] = np.fromiter((names[paths[i]] for i in at), dtype=np.int64, count=len(at))
+    return idx
+
+
 def lib_rows(scan: SystemScan, figs: ScanFigures, reps: np.ndarray, path_re: str | None = None) -> list[Row]:
     """One row per mapping path across all processes (librank): each mm counted once. Every VMA's
     sums are read at once (Prefix.between_many) and added per path (np.add.at): a process of
@@ -364,9 +419,7 @@ def lib_rows(scan: SystemScan, figs: ScanFigures, reps: np.ndarray, path_re: str
         if reps[i] != i:
             continue
         assert p.fixed is None, "a mapping's sums need all its pages in the scan (no scan cache)"
-        idx = np.fromiter((names.setdefault(mapping_name(v), len(names)) for v in p.vmas), dtype=np.int64,
-                          count=len(p.vmas))
-        parts.append((idx, p.vma_lo, p.vma_hi, i))
+        parts.append((_name_index(p.table, names), p.vma_lo, p.vma_hi, i))
     if not parts:
         return []
     idx = np.concatenate([x[0] for x in parts])
@@ -383,7 +436,7 @@ def lib_rows(scan: SystemScan, figs: ScanFigures, reps: np.ndarray, path_re: str
         acc[k] = np.zeros(len(name_list), dtype=np.int64)
         np.add.at(acc[k], idx, v)
     used = hi > lo
-    mm_pairs = np.unique(idx[used] * len(scan.procs) + proc[used])
+    mm_pairs = unique_sorted(idx[used] * len(scan.procs) + proc[used])  # (np.unique imports numpy.ma: 20 ms)
     nmms = np.bincount(mm_pairs // max(len(scan.procs), 1), minlength=len(name_list)).tolist()
     present = np.zeros(len(name_list), dtype=bool)
     present[idx] = True

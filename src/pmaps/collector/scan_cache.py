@@ -13,8 +13,9 @@ import numpy as np
 from ..kernel import pagemap as pmb
 from ..kernel import procfs
 from ..kernel.kpage import KPF
-from ..kernel.maps import Vma
-from ..model import Fixed, Known, Pages, ProcRec, Snapshot
+from ..kernel.maps import VmaTable
+from ..model import Fixed, Pages, ProcRec
+from ..model.system import page_slices
 from ..numeric import PAGE_SHIFT, arange_runs, consecutive_runs
 
 U64 = np.uint64
@@ -26,7 +27,7 @@ class Kept:
     """One process as the last scan read it, and its change key read just before (read_mm_key)."""
 
     key: tuple[int, ...]
-    vmas: list[Vma]
+    table: VmaTable  # its VMAs (the maps read's columns)
     pages: Pages  # with kflags and kcount
     scanning: bool
     still: np.ndarray | None = None  # still_pages(pages.pm, pages.kflags), made once while these pages stand
@@ -55,7 +56,7 @@ class Kept:
             self.fixed = Fixed(self.pages, still)
             self.rest = np.flatnonzero(~still)
             self.rest_pages = Pages(self.pages.vpn[self.rest], self.pages.pm[self.rest], self.pages.cat[self.rest])
-            self.rest_bounds = Snapshot(0, "", self.vmas, self.rest_pages, Known()).bounds().astype(np.int64)
+            self.rest_bounds = np.stack(page_slices(self.table, self.rest_pages.vpn), axis=1)
         # (A new Pages each scan over the same columns: the scan adds its own kflags and kcount.)
         p = self.rest_pages
         return self.fixed, Pages(p.vpn, p.pm, p.cat), self.rest_bounds
@@ -218,5 +219,5 @@ def keep(cache: ScanCache, procs: list[ProcRec], pages: Pages, keys: dict[int, t
         n = p.hi - p.lo
         key = keys[p.pid]
         assert key is not None
-        cache.procs[p.pid] = Kept(key, p.vmas, block.take(slice(at, at + n)), scanning[p.pid])
+        cache.procs[p.pid] = Kept(key, p.table, block.take(slice(at, at + n)), scanning[p.pid])
         at += n

@@ -23,11 +23,13 @@ from ..kernel import caps as capsmod
 from ..kernel import pagemap as pmb
 from ..kernel import procfs
 from ..kernel.kpage import PfnReader
+from ..kernel.maps import VmaTable
 from ..kernel.meminfo import read_meminfo
 from ..kernel.smaps import read_rollup
 from ..kernel.status import Ident, read_ident_rss, read_mm_key
 from ..kernel.vmstat import COLLAPSES, RELOCATES, collapses_only_to_pmd, read_gate, split_gate
-from ..model import Fixed, Known, Pages, ProcRec, RollupRec, Snapshot, SystemScan
+from ..model import Fixed, Known, Pages, ProcRec, RollupRec, SystemScan
+from ..model.system import page_slices
 from .lookup import lookup_pages, pfns_visible
 from .observer import Observer
 from .parallel import ordered_map, reader_threads
@@ -38,6 +40,20 @@ from .scan_cache import Kept, ScanCache, keep, same_pages, still_pages
 from .swap import machine_swap_refs
 
 U64 = np.uint64
+
+
+class _Read:
+    """One process's VMAs (the maps read's columns: no Vma objects) and pages, as one() read or reused them."""
+
+    __slots__ = ("pages", "table")
+
+    def __init__(self, table: VmaTable, pages: Pages) -> None:
+        self.table, self.pages = table, pages
+
+    def bounds(self) -> np.ndarray:
+        """[lo, hi) page-index slice of each VMA, shape (nvmas, 2), int64 (Snapshot.bounds)."""
+        lo, hi = page_slices(self.table, self.pages.vpn)
+        return np.stack([lo, hi], axis=1)
 
 
 def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] | None = None,
@@ -95,7 +111,7 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
 
     def one(pid: int) -> tuple[str, int, Ident | None, object, bool]:
         """Scan one process: ("ok" | "kept" | "entries" | "relocated" | "rollup" | "reduce" | "skip" |
-        "denied" | "exited" | "missing", pid, ident, snapshot or (rollup, observed pages), scanning)."""
+        "denied" | "exited" | "missing", pid, ident, _Read or (rollup, observed pages), scanning)."""
         if pid == me or procfs.is_kernel_thread(pid):
             return "skip", pid, None, None, True
         try:
@@ -113,23 +129,21 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
                 if kept is not None and kept.key == key:
                     if entries_same:  # its maps and pagemap as last read; kpageflags reused if flags_same
                         status = "kept" if flags_same else "entries"
-                        return status, pid, ident, Snapshot(pid, ident.comm, kept.vmas, kept.pages, Known()), \
-                            kept.scanning
+                        return status, pid, ident, _Read(kept.table, kept.pages), kept.scanning
                     if flags_same and (relocated or collapsed) and \
                             not (collapsed and not (kept.scanning and kept.pmds_unchanged(pid))):
                         # Not collapsed here: its pages are where they were, maybe at new PFNs.
                         if not relocated:
-                            return "kept", pid, ident, Snapshot(pid, ident.comm, kept.vmas, kept.pages, Known()), \
-                                kept.scanning
+                            return "kept", pid, ident, _Read(kept.table, kept.pages), kept.scanning
                         again = kept.reread(pid)  # only the entries at its kept addresses
                         if again is not None:
                             recheck[pid] = kept
-                            return "relocated", pid, ident, Snapshot(pid, ident.comm, kept.vmas, again, Known()), \
-                                kept.scanning
+                            return "relocated", pid, ident, _Read(kept.table, again), kept.scanning
                     if flags_same:
                         recheck[pid] = kept  # pages may have moved: read pagemap, keep what reads the same
             with Process(pid, opts, caps) as proc:
-                return "ok", pid, ident, proc.snapshot(workers=1), proc.scanning
+                # Its table, not proc.snapshot(): a Snapshot's Vma objects cost 1 us a VMA.
+                return "ok", pid, ident, _Read(proc.table, proc.pages(workers=1)), proc.scanning
         except KernelThread:
             return "skip", pid, None, None, True
         except AccessDenied:
@@ -175,7 +189,7 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
                 observed.append(own)
             opos += n
             continue
-        assert isinstance(snap, Snapshot)
+        assert isinstance(snap, _Read)
         categories &= scanning
         scanning_of[pid] = scanning
         n_fixed = 0
@@ -190,12 +204,12 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
                     recheck.get(pid) if status == "relocated" else None)
             if same is not None:  # the same VMAs over the same pages
                 if same.bounds is None:
-                    same.bounds = snap.bounds().astype(np.int64)
+                    same.bounds = snap.bounds()
                 bounds = same.bounds + pos
             else:
-                bounds = snap.bounds().astype(np.int64) + pos
+                bounds = snap.bounds() + pos
         n = len(snap.pages)
-        procs.append(ProcRec(ident, snap.vmas, pos, pos + n, bounds[:, 0].copy(), bounds[:, 1].copy(), fixed))
+        procs.append(ProcRec(ident, snap.table, pos, pos + n, bounds[:, 0].copy(), bounds[:, 1].copy(), fixed))
         if status in ("kept", "entries"):
             unread += 1
             entries_of[pid] = (cache.procs[pid], "split" if fixed is not None else "same")  # type: ignore[union-attr]
@@ -206,7 +220,7 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
             k = recheck[pid]
             kept_parts.append((pos, k, same_pages(snap.pages, k.pages)))
             if len(snap.pages) == len(k.pages) and np.array_equal(snap.pages.vpn, k.pages.vpn):
-                k.vmas = snap.vmas
+                k.table = snap.table
                 entries_of[pid] = (k, "reread")
         parts.append(snap.pages)
         pos += n
@@ -215,7 +229,8 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
             try:
                 with Process(ident.pid, Options(scan=scan, include_self=include_self), caps) as proc:
                     sums = reduce(proc)
-                    span = (proc.vmas[0].start, proc.vmas[-1].end) if proc.vmas else (0, 0)
+                    t = proc.table  # (not proc.vmas: no Vma objects)
+                    span = (int(t.start[0]), int(t.end[-1])) if len(t) else (0, 0)
             except (KernelThread, AccessDenied, ProcessGone, NoSuchProcess, Unsupported) as err:
                 skipped["denied" if isinstance(err, AccessDenied) else "exited"].append(ident.pid)
                 continue

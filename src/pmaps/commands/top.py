@@ -65,7 +65,7 @@ def source_note(scan: SystemScan) -> str:
 def top_view(scan: SystemScan, args: argparse.Namespace, user_of: Callable[[int], str]) -> RowsView:
     """Rows (per process, or per group), the totals row and the meminfo reconciliation."""
     reps = S.mm_reps(scan)
-    figs = S.page_figures(scan, reps)
+    figs = S.page_figures(scan, reps, vmas=False)  # process and group rows: no VMA's sums
     procs = S.process_rows(scan, figs, reps, user_of)
     procs_dicts = [r.key for r in procs]
     total = S.total_row(procs, scan, figs, reps)

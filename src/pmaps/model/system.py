@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..kernel.maps import Vma
+from ..kernel.maps import Vma, VmaTable
 from ..kernel.status import Ident
 from .pages import Pages
-from .snapshot import vma_bounds
 from .state import Known
 from .swap import SwapRefs
 
@@ -42,12 +42,23 @@ class Fixed:
         return p
 
 
+def page_slices(table: VmaTable, vpn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[lo, hi) index in the sorted page numbers `vpn` of each VMA's pages (int64 columns)."""
+    lo = np.searchsorted(vpn, table.start_page, side="left").astype(np.int64)
+    hi = np.searchsorted(vpn, table.end_page, side="left").astype(np.int64)
+    return lo, hi
+
+
 @dataclass
 class ProcRec:
-    """One scanned process: who it is, its VMAs, and where its pages sit in the scan's columns."""
+    """One scanned process: who it is, its VMAs, and where its pages sit in the scan's columns.
+
+    The VMAs are kept as columns (`table`, as the maps read decoded them; a list of `Vma` given is
+    made a VmaTable): a process of 65,000 VMAs is scanned and summed without a Python object per
+    VMA, and `vmas` makes them only when asked for."""
 
     ident: Ident
-    vmas: list[Vma]
+    table: VmaTable  # its VMAs; a list[Vma] given here is made a VmaTable
     lo: int  # first page index in SystemScan.pages
     hi: int
     vma_lo: np.ndarray  # per VMA: [lo, hi) page indexes in SystemScan.pages
@@ -55,6 +66,19 @@ class ProcRec:
     # Its pages that are not in SystemScan.pages (a scan cache's unchanged ones): they count in its
     # process figures (analysis.system.ScanFigures.process), not in any VMA's.
     fixed: Fixed | None = None
+
+    if TYPE_CHECKING:  # the generated __init__ also takes the VMAs as a list (made a VmaTable)
+        def __init__(self, ident: Ident, table: VmaTable | list[Vma], lo: int, hi: int, vma_lo: np.ndarray,
+                     vma_hi: np.ndarray, fixed: Fixed | None = None) -> None: ...
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.table, VmaTable):
+            self.table = VmaTable.of_vmas(list(self.table))
+
+    @property
+    def vmas(self) -> list[Vma]:
+        """Its VMAs as Vma objects (made on first use, then kept by the table)."""
+        return self.table.vmas
 
     @property
     def npages(self) -> int:
@@ -126,9 +150,8 @@ class SystemScan:
             if p.fixed is not None:
                 both = Pages.concat([part, p.fixed.pages()])
                 part = both.take(np.argsort(both.vpn, kind="stable"))
-            starts, ends = vma_bounds(p.vmas)
-            lo = np.searchsorted(part.vpn, starts).astype(np.int64) + pos
-            hi = np.searchsorted(part.vpn, ends).astype(np.int64) + pos
+            lo, hi = page_slices(p.table, part.vpn)
+            lo, hi = lo + pos, hi + pos
             procs.append(replace(p, lo=pos, hi=pos + len(part), vma_lo=lo, vma_hi=hi, fixed=None))
             parts.append(part)
             pos += len(part)

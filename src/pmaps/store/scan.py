@@ -4,8 +4,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import BadSnapshot
+from ..kernel.maps import VmaTable
 from ..kernel.status import Ident
 from ..model import Pages, ProcRec, SystemScan
+from ..model.system import page_slices
 from .codec import (
     DECODE_ERRORS,
     PID_LIMIT,
@@ -32,7 +34,7 @@ def dumps(scan: SystemScan) -> bytes:
         "schema": SCHEMA, "known": encode_known(scan.known), "skipped": scan.skipped, "meminfo": scan.meminfo,
         "self_pss": scan.self_pss, "complete": scan.complete, "time": scan.time,
         "procs": [{"pid": p.ident.pid, "comm": p.ident.comm, "uid": p.ident.uid, "cgroup": p.ident.cgroup,
-                   "lo": p.lo, "hi": p.hi, "vmas": encode_vmas(p.vmas)} for p in scan.procs],
+                   "lo": p.lo, "hi": p.hi, "vmas": encode_vmas(p.table)} for p in scan.procs],
     }
     cols = ["vpn", "pm", "cat", "kflags", "kcount"]
     if scan.memcgs is not None and scan.pages.kcgroup is not None:
@@ -55,16 +57,14 @@ def loads(data: bytes, name: str = "<bytes>") -> SystemScan:
             pages.kcgroup = cols["kcgroup"].astype(U64)
         procs = []
         for p in meta["procs"]:
-            vmas = decode_vmas(p["vmas"])
+            table = VmaTable.of_vmas(decode_vmas(p["vmas"]))
             lo, hi = as_int(p["lo"], "lo"), as_int(p["hi"], "hi")
             if not 0 <= lo <= hi <= len(pages):
                 raise ValueError(f"process {p['pid']} has pages [{lo}, {hi}) outside the scan")
-            sub = pages.vpn[lo:hi]
-            vlo = np.searchsorted(sub, np.array([v.start >> 12 for v in vmas], dtype=U64)) + lo
-            vhi = np.searchsorted(sub, np.array([v.end >> 12 for v in vmas], dtype=U64)) + lo
+            vlo, vhi = page_slices(table, pages.vpn[lo:hi])
             ident = Ident(as_int(p["pid"], "pid", 0, PID_LIMIT), as_str(p["comm"], "comm"),
                           as_int(p["uid"], "uid", 0, 1 << 32), as_str(p["cgroup"], "cgroup"))
-            procs.append(ProcRec(ident, vmas, lo, hi, vlo.astype(np.int64), vhi.astype(np.int64)))
+            procs.append(ProcRec(ident, table, lo, hi, vlo + lo, vhi + lo))
         return SystemScan(procs, pages, decode_known(meta["known"]), meta["skipped"], meta["meminfo"],
                           complete=bool(meta["complete"]), time=as_float(meta["time"], "time"),
                           self_pss=int(meta.get("self_pss", 0)), memcgs=memcgs)
