@@ -1,6 +1,6 @@
 /* pmaps.kernel._kpage: the compiled core of kpage.py's per-batch work (optional).
  *
- * Three functions, each the C twin of a pure one in kpage.py / procfs.py / pagemap.py, over
+ * Four functions, each the C twin of a pure one in kpage.py / procfs.py / pagemap.py / maps.py, over
  * caller-made buffers (the buffer protocol; no numpy C API), each running with the GIL released:
  *
  *   plan(pfns, gap, index) -> (seg_start, seg_len)
@@ -16,6 +16,11 @@
  *       whose PFN is in the sorted array pfns, and each one's index in it (top's observer
  *       correction: a few thousand pages per process, a few hundred processes). None when a read
  *       comes back empty (the mm is gone: fs/proc/task_mmu.c pagemap_read).
+ *
+ *   maps_columns(data) -> (cols, pos) | None
+ *       maps._fast_table: the start, end, offset and inode columns of a maps text and each line's
+ *       eight positions, in one pass; None exactly where _fast_table returns None (a line not of
+ *       the usual shape: the slow path then decides).
  *
  * Arrays are plain buffers of native 64-bit integers (numpy int64/uint64), read and written with
  * memcpy: no alignment is assumed. Every length and bound is checked before the GIL is released;
@@ -550,7 +555,148 @@ done:
     return ret;
 }
 
+/* ---- maps_columns ------------------------------------------------------------------------- */
+
+/* A byte's value as a lower-case hex digit (maps._HEX_LUT), -1 for any other byte. */
+static inline int hexv(unsigned char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+#define MAPS_HEX_MAX 16 /* digits: maps._digits' hex limit (a u64) */
+#define MAPS_DEC_MAX 19 /* digits: maps._PAD - 1 (below 2**64) */
+
+/* The hex number of t[i:j], j the first byte from i that is not a hex digit (or len): j when it
+ * has 1 to MAPS_HEX_MAX digits, else -1. */
+static inline Py_ssize_t hex_field(const unsigned char *t, Py_ssize_t i, Py_ssize_t len, uint64_t *out)
+{
+    Py_ssize_t a = i;
+    uint64_t x = 0;
+    int d;
+    while (i < len && (d = hexv(t[i])) >= 0) {
+        x = x << 4 | (uint64_t)d;
+        i++;
+    }
+    *out = x;
+    return i - a >= 1 && i - a <= MAPS_HEX_MAX ? i : -1;
+}
+
+/* The first blank from i (a field that is not a number: perms, dev), or -1 when the line or the
+ * text ends first. */
+static inline Py_ssize_t next_blank(const unsigned char *t, Py_ssize_t i, Py_ssize_t len)
+{
+    while (i < len && t[i] != ' ' && t[i] != '\n')
+        i++;
+    return i < len && t[i] == ' ' ? i : -1;
+}
+
+/* The columns (start, end, offset, inode: four columns of n u64) and positions (n rows of eight
+ * int64) of the n lines of t[0:len] (the last one may lack its newline: the text's end is its end),
+ * as maps._fast_table makes them: 0, or -1 where it returns None. A line must be
+ * "HEX-HEX PERMS HEX DEV DEC[ +PATH]" with 1-16 lower-case hex digits, 1-19 decimal ones, perms
+ * and dev not empty: the blanks s1-s4 are then the first four of the line, the inode ends at the
+ * fifth (s5) or at the line's end, the path starts after the blanks from s5. At most n rows are
+ * written: a text that another thread changes meanwhile gives -1 or wrong rows, never a write
+ * outside them. Without the GIL. */
+static int maps_pass(const unsigned char *t, Py_ssize_t len, Py_ssize_t n, char *cols, char *pos)
+{
+    Py_ssize_t r = 0, ls = 0;
+    while (ls < len) {
+        uint64_t start, end, offset, inode = 0;
+        Py_ssize_t dash, s1, s2, s3, s4, s5, path, le, i;
+        if (r >= n)
+            return -1;
+        dash = hex_field(t, ls, len, &start);
+        if (dash < 0 || dash >= len || t[dash] != '-')
+            return -1;
+        s1 = hex_field(t, dash + 1, len, &end);
+        if (s1 < 0 || s1 >= len || t[s1] != ' ')
+            return -1;
+        s2 = next_blank(t, s1 + 1, len);
+        if (s2 < 0 || s2 - s1 < 2)
+            return -1;
+        s3 = hex_field(t, s2 + 1, len, &offset);
+        if (s3 < 0 || s3 >= len || t[s3] != ' ')
+            return -1;
+        s4 = next_blank(t, s3 + 1, len);
+        if (s4 < 0 || s4 - s3 < 2)
+            return -1;
+        for (i = s4 + 1; i < len && t[i] >= '0' && t[i] <= '9'; i++)
+            inode = inode * 10 + (uint64_t)(t[i] - '0');
+        if (i - s4 - 1 < 1 || i - s4 - 1 > MAPS_DEC_MAX)
+            return -1;
+        s5 = i;
+        if (s5 < len && t[s5] == ' ') { /* a blank after the inode: the padding, then the path */
+            for (path = s5; path < len && t[path] == ' '; path++)
+                ;
+            const unsigned char *nl = path < len ? memchr(t + path, '\n', (size_t)(len - path)) : NULL;
+            le = nl ? nl - t : len;
+        } else if (s5 == len || t[s5] == '\n') {
+            path = le = s5;
+        } else {
+            return -1;
+        }
+        st(cols, r, (int64_t)start);
+        st(cols, n + r, (int64_t)end);
+        st(cols, 2 * n + r, (int64_t)offset);
+        st(cols, 3 * n + r, (int64_t)inode);
+        int64_t row[8] = {ls, le, s1 + 1, s2, s3 + 1, s4, path, s5};
+        memcpy(pos + 64 * r, row, sizeof row);
+        r++;
+        ls = le + 1;
+    }
+    return r == n ? 0 : -1;
+}
+
+PyDoc_STRVAR(maps_columns_doc,
+"maps_columns(data) -> (cols, pos) | None\n\n"
+"maps._fast_table in one pass: data is the maps text (a buffer of bytes; its last line may lack its\n"
+"newline), n its lines. cols: a bytearray of 4 * n native u64 (the start, end, offset and inode\n"
+"columns, one after the other); pos: a bytearray of n * 8 native int64 (per line: its start, end,\n"
+"perms start and end, dev start and end, path start, inode end). None where _fast_table returns\n"
+"None: an empty text, a blank line, a line not \"HEX-HEX PERMS HEX DEV DEC[ +PATH]\" (1-16 lower-case\n"
+"hex digits, 1-19 decimal ones). Runs with the GIL released.");
+
+static PyObject *kp_maps_columns(PyObject *self, PyObject *arg)
+{
+    Py_buffer b;
+    if (PyObject_GetBuffer(arg, &b, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *ret = NULL, *cols = NULL, *pos = NULL;
+    const unsigned char *t = b.buf;
+    Py_ssize_t len = b.len, n = 0;
+    if (len == 0) {
+        ret = Py_NewRef(Py_None);
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (const unsigned char *p = t, *e = t + len; (p = memchr(p, '\n', (size_t)(e - p))) != NULL; p++)
+        n++;
+    n += t[len - 1] != '\n';
+    Py_END_ALLOW_THREADS
+    if (n > PY_SSIZE_T_MAX / 64) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    cols = PyByteArray_FromStringAndSize(NULL, 32 * n);
+    pos = PyByteArray_FromStringAndSize(NULL, 64 * n);
+    if (!cols || !pos)
+        goto done;
+    int err;
+    char *c = PyByteArray_AS_STRING(cols), *q = PyByteArray_AS_STRING(pos);
+    Py_BEGIN_ALLOW_THREADS
+    err = maps_pass(t, len, n, c, q);
+    Py_END_ALLOW_THREADS
+    ret = err ? Py_NewRef(Py_None) : PyTuple_Pack(2, cols, pos);
+done:
+    Py_XDECREF(cols);
+    Py_XDECREF(pos);
+    PyBuffer_Release(&b);
+    return ret;
+}
+
 static PyMethodDef kp_methods[] = {
+    {"maps_columns", kp_maps_columns, METH_O, maps_columns_doc},
     {"plan", kp_plan, METH_VARARGS, plan_doc},
     {"pread_spans", kp_pread_spans, METH_VARARGS, pread_spans_doc},
     {"read_matching", kp_read_matching, METH_VARARGS, read_matching_doc},
@@ -559,8 +705,8 @@ static PyMethodDef kp_methods[] = {
 
 static struct PyModuleDef kp_module = {
     PyModuleDef_HEAD_INIT, "_kpage",
-    "The compiled core of pmaps.kernel.kpage and pagemap: the lookup plan, the span reads and the matching\n"
-    "pagemap reads, without the GIL.",
+    "The compiled core of pmaps.kernel.kpage, pagemap and maps: the lookup plan, the span reads, the matching\n"
+    "pagemap reads and the maps columns, without the GIL.",
     0, kp_methods, NULL, NULL, NULL, NULL,
 };
 

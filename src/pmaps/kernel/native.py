@@ -1,9 +1,10 @@
 """The optional compiled core: `_kpage`, built from _kpage.c by `pip install .` when the machine has
 a C compiler and Python's headers. It does kpage's per-batch work (the lookup plan, the span reads)
 and top's matching pagemap reads (pagemap.read_matching) with the GIL released, so that the reader
-threads and the renderer run at once; the pure Python/numpy paths in kpage.py and pagemap.py give
-the same results and are used when the core is missing or PMAPS_PURE is set. No numpy here:
-`pmaps --version` says which path runs."""
+threads and the renderer run at once, and the columns of a maps text (maps.decode_table) in one
+pass; the pure Python/numpy paths in kpage.py, pagemap.py and maps.py give the same results and
+are used when the core is missing or PMAPS_PURE is set. No numpy here: `pmaps --version` says
+which path runs."""
 from __future__ import annotations
 
 import os
@@ -21,6 +22,8 @@ class Core(Protocol):
 
     def read_matching(self, fd: int, starts: object, ends: object, gap: int, pfns: object, /
                       ) -> tuple[bytes, bytes] | None: ...
+
+    def maps_columns(self, data: object, /) -> tuple[bytearray, bytearray] | None: ...
 
 
 def load() -> Core | None:
