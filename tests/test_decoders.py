@@ -378,12 +378,16 @@ def test_table_string_fields_match_the_lines(long_dev):
         assert table.named.tolist() == [bool(v.path) for v in want]
 
 
+@pytest.mark.parametrize("pure", [False, True])
 @pytest.mark.parametrize("tail", ["", " ", "  "])
-def test_table_headers_and_plain(tail):
+def test_table_headers_and_plain(tail, pure, monkeypatch):
     """VmaTable.headers() are each line as printed, an unnamed one cut at its inode, whether unnamed
     lines end with the kernel's one blank, none, or more; a path ending in a blank keeps it. `plain`
-    says when no line holds a control character."""
+    says when no line holds a control character. Columns from the compiled core and from numpy."""
     from pmaps.kernel.maps import decode_table
+
+    if pure:
+        monkeypatch.setenv("PMAPS_PURE", "1")
 
     lines = []
     for i in range(200):
