@@ -75,7 +75,7 @@ def _address_matrix(start: np.ndarray) -> np.ndarray:
     count = np.full(len(v), 12, dtype=np.int64)
     for k in range(12, 16):  # a 13th digit and more for the addresses that need them
         count += v >= np.uint64(16**k)
-    w = int(count.max(initial=12))
+    w = int(count.max(initial=0))  # no row: no width of its own (the header's)
     out = np.full((len(v), w), ord(" "), dtype=np.uint8)
     for c in np.flatnonzero(np.bincount(count, minlength=w + 1)).tolist():
         rows = np.flatnonzero(count == c)
