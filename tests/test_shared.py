@@ -6,6 +6,11 @@ import os
 
 import pytest
 from helpers import PAGE, diverged_family, pmaps_cmd
+from test_shared_render import UNITS, row_text, written
+
+from pmaps import collect
+from pmaps.analysis.sharing import sharing
+from pmaps.render.shared import SharedView
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (PFNs)")
 
@@ -63,12 +68,6 @@ def test_rows_from_columns_on_real_processes(run, family):
     """The per-VMA rows written from the columns are the row dicts' text in every format; and
     kpageflags (--no-scan: pagemap read, the zero page told by its flags) gives the same figures
     as PAGEMAP_SCAN's categories without them."""
-    from test_shared_render import UNITS, row_text, written
-
-    from pmaps import collect
-    from pmaps.analysis.sharing import sharing
-    from pmaps.render.shared import SharedView
-
     sh = sharing([collect(p, counts=False) for p in family.pids])
     view = SharedView(sh)
     for unit in UNITS:
