@@ -9,6 +9,7 @@ import pytest
 
 from pmaps.analysis.sharing import Sharing
 from pmaps.kernel.maps import Vma, VmaTable
+from pmaps.render import shared as shared_render
 from pmaps.render.output import View
 from pmaps.render.rows import decimal_cells, join_cells, text_cells
 from pmaps.render.shared import SharedView, pair_view, vma_view
@@ -53,8 +54,10 @@ def made_up(rng: random.Random, n: int, pids: list[int], big: bool = False, nul:
                    VmaTable.of_vmas(vmas), pages * page, shared * page, withs.reshape(len(pids) - 1, n) * page)
 
 
+@pytest.mark.parametrize("chunk", [7, shared_render.CHUNK])
 @pytest.mark.parametrize("seed", range(8))
-def test_columns_write_the_rows(seed):
+def test_columns_write_the_rows(seed, chunk, monkeypatch):
+    monkeypatch.setattr(shared_render, "CHUNK", chunk)  # rows made a few at a time: chunks' seams
     rng = random.Random(seed)
     pids = [[100, 101], [100, 101, 102], [7, 8, 7], [5, 9, 9, 5]][seed % 4]
     sh = made_up(rng, [0, 1, 50, 400][seed % 4] if seed < 4 else 300, pids, big=seed == 5, nul=seed >= 6)

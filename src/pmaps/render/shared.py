@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -23,6 +23,7 @@ from .table import cell_matrix, char_matrix, printable, unprintable, write_colum
 from .units import fmt_bytes, unit_header
 
 SCHEMA = "pmaps-shared/1"
+CHUNK = 8192  # rows of the machine formats made at a time
 
 
 def pair_view(sh: Sharing) -> RowsView:
@@ -147,30 +148,40 @@ class SharedView(View):
             mats[0], mats[1], _pct_matrix(sh.vma_rss, sh.vma_shared), *mats[2:], list(sh.table.path)]
         write_columns(out, head, cols, left=2, text_last=True, footer=[foot])
 
-    def _vma_bytes(self, prefix: bytes, end: bytes, quote: Any, sep: bytes, with_keys: bool) -> bytes:
-        """The per-VMA rows as JSON objects after `prefix` (with_keys) or CSV lines, each followed by `end`."""
+    def _vma_rows(self, prefix: bytes, end: bytes, quote: Any, sep: bytes, json: bool) -> Iterator[str]:
+        """The per-VMA rows as JSON objects after `prefix` (json: a comma between rows when `end`
+        is empty) or as CSV lines (`sep` between the fields), each followed by `end`: the text of
+        CHUNK rows at a time (bounded memory)."""
         sh, n = self.sh, len(self.sh.table)
         t = sh.table
         kinds, code = t.kinds("perms")
         paths, pcode = _distinct(list(t.path))
-        nums = [decimal_cells(t.start), decimal_cells(t.end)]
-        sizes = [decimal_cells(sh.vma_rss), decimal_cells(sh.vma_shared), decimal_cells(sh.vma_rss - sh.vma_shared)]
-        perms, path = text_cells(quote(kinds), code), text_cells(quote(paths), pcode)
-        if with_keys:
-            others = list(dict.fromkeys(sh.pids[1:]))
-            shared_with: list[np.ndarray | bytes] = []
-            for j, k in enumerate(others):
-                shared_with += [b"," * bool(j) + dumps(str(k)).encode() + b":", decimal_cells(sh.with_column(k))]
-            parts: list[np.ndarray | bytes] = [
-                prefix + b'"start":', nums[0], b',"end":', nums[1], b',"perms":', perms, b',"path":', path,
-                b',"rss":', sizes[0], b',"shared":', sizes[1], b',"private":', sizes[2], b',"shared_with":{',
-                *shared_with, b"}}" + end]
-        else:
-            parts = [nums[0], sep, nums[1], sep, perms, sep, path, sep, sizes[0], sep, sizes[1], sep, sizes[2]]
-            for k in sh.pids[1:]:
-                parts += [sep, decimal_cells(sh.with_column(k))]
-            parts.append(end)
-        return join_cells(parts, n) if n else b""
+        perms, path = text_cells(quote(kinds)), text_cells(quote(paths))
+        others = list(dict.fromkeys(sh.pids[1:])) if json else sh.pids[1:]
+        withs = [sh.with_column(k) for k in others]
+        keys = [b"," * bool(j) + dumps(str(k)).encode() + b":" for j, k in enumerate(others)]
+        for lo in range(0, n, CHUNK):
+            at = slice(lo, min(lo + CHUNK, n))
+            rss, shared = sh.vma_rss[at], sh.vma_shared[at]
+            cells = [decimal_cells(t.start[at]), decimal_cells(t.end[at]), perms[code[at]], path[pcode[at]],
+                     decimal_cells(rss), decimal_cells(shared), decimal_cells(rss - shared)]
+            parts: list[np.ndarray | bytes]
+            if json:
+                comma = np.full((len(rss), 1), 0 if end else ord(","), dtype=np.uint8)
+                if lo == 0:
+                    comma[0] = 0  # between rows (a NUL: nothing): not before the first
+                parts = [comma, prefix + b'"start":', cells[0], b',"end":', cells[1], b',"perms":', cells[2],
+                         b',"path":', cells[3], b',"rss":', cells[4], b',"shared":', cells[5], b',"private":',
+                         cells[6], b',"shared_with":{']
+                for key, w in zip(keys, withs):
+                    parts += [key, decimal_cells(w[at])]
+                parts.append(b"}}" + end)
+            else:
+                parts = [cells[0]]
+                for c in [*cells[1:], *(decimal_cells(w[at]) for w in withs)]:
+                    parts += [sep, c]
+                parts.append(end)
+            yield join_cells(parts, len(rss)).decode("utf-8", "surrogatepass")
 
     def write_to(self, out: TextIO, fmt: str, unit: str) -> None:
         """The per-VMA rows of the machine formats written from the columns: the same text as
@@ -178,18 +189,21 @@ class SharedView(View):
         sh = self.sh
         if fmt == "json":
             head = dumps({"schema": SCHEMA, "processes": self._processes(), "pairs": self._pairs()})
-            rows = self._vma_bytes(b"{", b",", _json_texts, b"", True)[:-1]
-            out.write(head[:-1] + ',"vmas":[' + rows.decode("utf-8", "surrogatepass") + '],"total":'
-                      + dumps(_total(sh)) + "}\n")
+            out.write(head[:-1] + ',"vmas":[')
+            for text in self._vma_rows(b"{", b"", _json_texts, b"", True):
+                out.write(text)
+            out.write('],"total":' + dumps(_total(sh)) + "}\n")
         elif fmt == "ndjson":
             for r in pair_view(sh).rows:
                 out.write(dumps({"schema": SCHEMA, "kind": "pair", "pids": r["pids"],
                                  "shared_bytes": r["shared_bytes"]}) + "\n")
             prefix = dumps({"schema": SCHEMA, "kind": "vma", "pid": sh.pids[0]})[:-1] + ","
-            out.write(self._vma_bytes(prefix.encode(), b"\n", _json_texts, b"", True).decode("utf-8", "surrogatepass"))
+            for text in self._vma_rows(prefix.encode(), b"\n", _json_texts, b"", True):
+                out.write(text)
         elif fmt == "csv" and "\0" not in "".join(sh.table.path):  # (a NUL would be lost with the padding)
             write_csv(out, self._csv_keys(), [])
-            out.write(self._vma_bytes(b"", b"\n", _csv_cells, b",", False).decode("utf-8", "surrogatepass"))
+            for text in self._vma_rows(b"", b"\n", _csv_cells, b",", False):
+                out.write(text)
         else:
             super().write_to(out, fmt, unit)
 
