@@ -45,7 +45,8 @@ def made_up(rng: random.Random, n: int, pids: list[int], big: bool = False, nul:
         vmas.append(Vma(start, end, rng.choice(["r--p", "rw-p", "r-xp", "rw-s", "---p"]), 0, "00:00", 0,
                         rng.choice(paths)))
         start = end
-    pages = np.array([rng.choice([0, 1, 2, 7, 255, 300_000]) for _ in range(n)], dtype=np.int64)
+    sizes = [0, 1, 2, 7, 255, 300_000] + [1 << 40, (1 << 40) + 3] * big  # past 2**53 / 100 bytes: Python's %
+    pages = np.array([rng.choice(sizes) for _ in range(n)], dtype=np.int64)
     shared = np.array([rng.randint(0, p) for p in pages.tolist()], dtype=np.int64)
     withs = np.array([[rng.randint(0, s) for s in shared.tolist()] for _ in pids[1:]], dtype=np.int64)
     page = np.int64(4096)

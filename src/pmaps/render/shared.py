@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -89,8 +89,11 @@ def _pct_matrix(rss: np.ndarray, shared: np.ndarray) -> np.ndarray:
     n = len(rss)
     if not n:
         return np.zeros((0, 1), dtype=np.uint8)
-    # 100 * shared is exact in a float64 (below 2**53), so the quotient is the one Python's
-    # int / int rounds to, and its distinct values are formatted by Python itself.
+    if int(shared.max()) >= 2**53 // 100 or int(rss.max()) >= 2**53:  # (past 80 PiB) Python's own division
+        texts = list(map(_pct, rss.tolist(), shared.tolist()))
+        return char_matrix(texts, max(map(len, texts)), left=False)
+    # 100 * shared and rss are exact in float64s, so the quotient is the one Python's int / int
+    # rounds to, and its distinct values are formatted by Python itself.
     ratio = np.where(rss > 0, 100 * shared.astype(np.float64) / np.maximum(rss, 1), -1.0)
     uniq, inv = distinct(ratio)
     texts = ["-" if x < 0 else f"{x:.0f}%" for x in uniq.tolist()]
@@ -148,7 +151,8 @@ class SharedView(View):
             mats[0], mats[1], _pct_matrix(sh.vma_rss, sh.vma_shared), *mats[2:], list(sh.table.path)]
         write_columns(out, head, cols, left=2, text_last=True, footer=[foot])
 
-    def _vma_rows(self, prefix: bytes, end: bytes, quote: Any, sep: bytes, json: bool) -> Iterator[str]:
+    def _vma_rows(self, prefix: bytes, end: bytes, quote: Callable[[Sequence[str]], list[str]], sep: bytes,
+                  json: bool) -> Iterator[str]:
         """The per-VMA rows as JSON objects after `prefix` (json: a comma between rows when `end`
         is empty) or as CSV lines (`sep` between the fields), each followed by `end`: the text of
         CHUNK rows at a time (bounded memory)."""
