@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import TextIO
 
 from ..analysis.sharing import Mapped, sharing_of
 from ..collector import Options, Process
+from ..collector.process import NO_SCAN_ENV
 from ..errors import AccessDenied, UsageError
 from ..kernel import caps as capsmod
 from ..render import write
@@ -47,7 +49,9 @@ class Shared(Command):
             raise AccessDenied("pmaps shared compares physical page numbers, which only root (CAP_SYS_ADMIN) "
                                "can read in /proc/PID/pagemap")
         # The zero page is told by PAGEMAP_SCAN's categories, or else by kpageflags: those are read
-        # (90 ms more for 133,000 pages in 65,531 VMAs) only when pagemap is read without the scan.
-        procs = [self._read(pid, caps, args.no_scan, args.no_scan) for pid in pids]
+        # (90 ms more for 133,000 pages in 65,531 VMAs) only when pagemap is read without the scan
+        # (asked for here; a kernel without it reopens the process).
+        flags = args.no_scan or bool(os.environ.get(NO_SCAN_ENV))
+        procs = [self._read(pid, caps, args.no_scan, flags) for pid in pids]
         write(SharedView(sharing_of(procs)), out, args.format, args.unit)
         return 0
