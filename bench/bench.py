@@ -23,9 +23,12 @@ kpageflags and kpagecount per run of PFNs). On the many-VMAs target also the per
 its interval to 1.5x a sample's cost), and `pmaps wss --interval 0.01` (one cycle: two reads of
 the pages, and smaps' Referenced with the clear_refs method), and the other commands that read one
 live process: `pmaps save`, `explain`, `top -p`, `libs -p`; the marginal cost of one more
-sample (count 2 minus count 1; count 3 minus count 1, halved) is shown against cat smaps. The table shows the median and minimum wall time,
-stdout going to /dev/null, the peak RSS (ru_maxrss from wait4) and the ratios to cat smaps and to
-the lean reader in the same run. Then start-up alone: `python -c pass`, numpy's import,
+sample (count 2 minus count 1; count 3 minus count 1, halved) is shown against cat smaps; and
+`pmaps shared PID OTHER` (OTHER a `sleep` started beside the target), `pmaps diff --wait 0 PID`
+(two live samples) and `pmaps diff SAVED PID` (the target saved once before the rounds). The
+table shows the median and minimum wall time, stdout going to /dev/null, the peak RSS (ru_maxrss
+from wait4) and the ratios to cat smaps and to the lean reader in the same run. Then start-up
+alone: `python -c pass`, numpy's import,
 `pmaps --version`, `pmaps --legend`. pmaps' modules are byte-compiled first (compileall), as an
 installed pmaps has them: with PYTHONDONTWRITEBYTECODE set, each run would otherwise compile
 them again (~35 ms).
@@ -204,6 +207,28 @@ def spawn(target: Target) -> Iterator[tuple[int, Census, dict[str, Any]]]:
         p.wait()
 
 
+@contextmanager
+def beside(prefix: list[str], pid: int, env: dict[str, str], wanted: bool) -> Iterator[dict[str, str]]:
+    """What OTHER_VARIANTS name beside the target: {other}, a `sleep` (shares the C library's
+    pages with the target), and {saved}, the target saved by `pmaps save` now; both removed
+    afterwards. Empty when not wanted; {saved} is missing when the save fails."""
+    if not wanted:
+        yield {}
+        return
+    other = subprocess.Popen(["sleep", "100000"], stdin=subprocess.DEVNULL)
+    try:
+        with tempfile.TemporaryDirectory(prefix="pmaps-bench-") as d:
+            fill = {"other": str(other.pid)}
+            saved = os.path.join(d, "saved.npz")
+            argv, _ = expand(prefix, pid, ["save", "-q", "-o", saved])
+            if subprocess.run(argv, env=env, stdout=subprocess.DEVNULL).returncode == 0:
+                fill["saved"] = saved
+            yield fill
+    finally:
+        other.kill()
+        other.wait()
+
+
 def memory_shortfall(target: Target) -> str:
     """Why the target should not be built now (not enough available memory), or ''."""
     avail = _meminfo("MemAvailable") * 1024
@@ -225,7 +250,12 @@ class Command:
 
 
 def expand(template: list[str], pid: int, extra: list[str]) -> tuple[list[str], str]:
-    """Fill a --pmaps template for one target pid; return (argv, note)."""
+    """Fill a --pmaps template for one target pid; return (argv, note). Extra arguments that
+    name {pid} themselves have it replaced and get no pid appended."""
+    if any("{pid}" in tok for tok in extra):
+        extra = [tok.replace("{pid}", str(pid)) for tok in extra]
+        if not any("{pid}" in tok for tok in template):
+            return [*template, *extra], ""
     if not any("{pid}" in tok for tok in template):
         return [*template, *extra, str(pid)], ""
     argv: list[str] = []
@@ -255,11 +285,17 @@ PERIODIC_VARIANTS: list[tuple[str, list[str]]] = [
     ("wss --interval 0.01", ["wss", "--interval", "0.01"]),
 ]
 # The other commands that read one live process, on the many-VMAs target too ("every command").
+# {other} is a small process started beside the target (a `sleep`: the C library's pages in
+# common), {saved} a snapshot of the target saved once before the rounds (`pmaps save`); an
+# argument list naming {pid} itself gets no pid appended (shared's first PID is the one broken down).
 OTHER_VARIANTS: list[tuple[str, list[str]]] = [
     ("save", ["save", "-q", "-o", "{dir}/s.npz"]),
     ("explain", ["explain"]),
     ("top -p", ["top", "-p"]),
     ("libs -p", ["libs", "-p"]),
+    ("shared PID OTHER", ["shared", "{pid}", "{other}"]),
+    ("diff --wait 0 PID (two samples)", ["diff", "--wait", "0"]),
+    ("diff SAVED PID", ["diff", "{saved}"]),
 ]
 # One more sample, as the difference of two commands' medians: (label, more, fewer, samples between).
 MARGINAL = [("watch: one more sample and frame", "watch --count 2", "watch --count 1", 1),
@@ -276,7 +312,11 @@ def in_new_dir(argv: list[str]) -> list[str]:
     return ["sh", "-c", f'd=$(mktemp -d) || exit 1; {cmd}; rc=$?; rm -rf "$d"; exit $rc']
 
 
-def commands_for(template: list[str], pid: int, lean: bool = True, periodic: bool = False) -> list[Command]:
+def commands_for(template: list[str], pid: int, lean: bool = True, periodic: bool = False,
+                 fill: dict[str, str] | None = None) -> list[Command]:
+    """The commands on one target; `fill` gives the {other} and {saved} of OTHER_VARIANTS (those
+    naming one it lacks are left out)."""
+    fill = fill or {}
     out = [Command("cat smaps", ["cat", f"/proc/{pid}/smaps"])]
     for label, extra in PMAPS_VARIANTS:
         argv, note = expand(template, pid, extra)
@@ -287,6 +327,10 @@ def commands_for(template: list[str], pid: int, lean: bool = True, periodic: boo
             argv, note = expand(template, pid, extra)
             out.append(Command(f"pmaps {label}", in_new_dir(argv), note))
         for label, extra in OTHER_VARIANTS:
+            if any(f"{{{k}}}" in a for a in extra for k in ("other", "saved") if k not in fill):
+                continue
+            extra = [a.replace("{other}", fill.get("other", "")).replace("{saved}", fill.get("saved", ""))
+                     for a in extra]
             argv, note = expand(template, pid, extra)
             out.append(Command(f"pmaps {label}", in_new_dir(argv), note))
     if lean:
@@ -591,13 +635,14 @@ def _main(args: argparse.Namespace) -> int:
             )
             if "reserve" in regions:
                 reserve_scan_us = reservation_scan_cost(pid, regions["reserve"])
-            cmds = commands_for(prefix, pid, lean=not args.no_lean, periodic=target.vmas > 0)
-            print(f"  {target.name}: {len(cmds)} commands x {args.runs + 1} rounds, interleaved",
-                  file=sys.stderr, flush=True)
-            for cmd, timing in zip(cmds, interleaved(cmds, args.runs, env)):
-                failed |= bool(timing.error)
-                rows.append(Row(target.name, c.present, cmd.label, timing, cmd.note))
-                medians[target.name, cmd.label] = timing.median
+            with beside(prefix, pid, env, target.vmas > 0) as fill:
+                cmds = commands_for(prefix, pid, lean=not args.no_lean, periodic=target.vmas > 0, fill=fill)
+                print(f"  {target.name}: {len(cmds)} commands x {args.runs + 1} rounds, interleaved",
+                      file=sys.stderr, flush=True)
+                for cmd, timing in zip(cmds, interleaved(cmds, args.runs, env)):
+                    failed |= bool(timing.error)
+                    rows.append(Row(target.name, c.present, cmd.label, timing, cmd.note))
+                    medians[target.name, cmd.label] = timing.median
 
     print("## Targets\n")
     print("| target | VMAs | smaps Rss pages | zero-page pages | present pages | in THPs (pages) | build s "

@@ -22,6 +22,7 @@ from pmaps.commands import shared as shared_cmd
 from pmaps.commands import wss as wss_cmd
 from pmaps.kernel import pagemap as pmb
 from pmaps.kernel.kpage import kpf_mask
+from pmaps.kernel.maps import VmaTable
 from pmaps.model import Known, Pages, Snapshot, Vma
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -99,15 +100,17 @@ SNAPS = {
 class FakeProcess:
     def __init__(self, pid: int, opts: object, caps: object) -> None:
         self.pid = pid
+        snap = SNAPS[pid]
+        self.comm, self.known, self.table, self.scanning = snap.comm, snap.known, VmaTable.of_vmas(snap.vmas), False
+
+    def pages(self) -> Pages:
+        return SNAPS[self.pid].pages
 
     def __enter__(self) -> FakeProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:
         pass
-
-    def snapshot(self) -> Snapshot:
-        return SNAPS[self.pid]
 
 
 def fake_shared(mp: pytest.MonkeyPatch) -> None:

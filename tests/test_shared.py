@@ -6,6 +6,11 @@ import os
 
 import pytest
 from helpers import PAGE, diverged_family, pmaps_cmd
+from test_shared_render import UNITS, row_text, written
+
+from pmaps import collect
+from pmaps.analysis.sharing import sharing
+from pmaps.render.shared import SharedView
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (PFNs)")
 
@@ -57,3 +62,17 @@ def test_needs_root_says_so():
 
 def test_needs_two(run):
     assert run("shared", "1").code == 2
+
+
+def test_rows_from_columns_on_real_processes(run, family):
+    """The per-VMA rows written from the columns are the row dicts' text in every format; and
+    kpageflags (--no-scan: pagemap read, the zero page told by its flags) gives the same figures
+    as PAGEMAP_SCAN's categories without them."""
+    sh = sharing([collect(p, counts=False) for p in family.pids])
+    view = SharedView(sh)
+    for unit in UNITS:
+        assert written(view, "text", unit) == row_text(sh, unit)
+    for fmt in ("json", "ndjson", "csv"):
+        assert written(view, fmt, "human") == written(view, fmt, "human", dispatch=True), fmt
+    pids = list(map(str, family.pids))
+    assert run("shared", *pids, "--format", "json").out == run("shared", *pids, "--no-scan", "--format", "json").out
