@@ -7,7 +7,10 @@ type and range, so that a corrupt file is one BadSnapshot line, never a tracebac
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import io
+import itertools
 import json
 import math
 import struct
@@ -42,6 +45,20 @@ def reason(err: BaseException) -> str:
     lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
     text = lines[0] if lines else type(err).__name__
     return text if len(text) <= 160 else text[:157] + "..."
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """The cyclic collector off while a file's JSON is parsed and checked: a VMA list of 65,000
+    VMAs is 65,000 lists, and the collections their making sets off walk every object of the
+    process again and again (json.loads of one: 80 ms, 35 ms without). JSON makes no cycles."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def loads_json(data: bytes) -> Any:
@@ -151,7 +168,10 @@ def _table_checked_at_once(raw: list[Any]) -> VmaTable | None:
         return None
     if not raw:
         return VmaTable.of_vmas([])
-    a, b, p, o, d, ino, n = zip(*raw)
+    # The fields in one flat list, each column a slice of it (zip(*raw) makes an iterator per VMA:
+    # 65,000 objects for the cyclic collector, ~60 ms).
+    flat = list(itertools.chain.from_iterable(raw))
+    a, b, p, o, d, ino, n = (flat[k::7] for k in range(7))
     ints = (a, b, o, ino)
     if any(set(map(type, col)) != {int} for col in ints):
         return None
@@ -163,7 +183,7 @@ def _table_checked_at_once(raw: list[Any]) -> VmaTable | None:
         return None
     if ((start | end) & np.uint64(0xFFF)).any() or not (start < end).all() or not (end[:-1] <= start[1:]).all():
         return None
-    return VmaTable.of_fields(start, end, list(p), offset, list(d), inode, list(n))
+    return VmaTable.of_fields(start, end, p, offset, d, inode, n)
 
 
 def _vmas_checked_at_once(raw: list[Any]) -> list[Vma] | None:

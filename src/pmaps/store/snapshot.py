@@ -22,6 +22,7 @@ from .codec import (
     as_float,
     as_int,
     as_str,
+    collector_paused,
     decode_known,
     decode_vma_table,
     encode_known,
@@ -76,8 +77,9 @@ def loads_sample(data: bytes, name: str = "<bytes>") -> Sample:
 def _decode(data: bytes, name: str) -> tuple[int, str, VmaTable, Pages, Known, float, list[str]]:
     """A snapshot file's fields, checked; BadSnapshot on anything malformed."""
     try:
-        meta, cols = unpack_npz(data, SCHEMA)
-        table = decode_vma_table(meta["vmas"])
+        with collector_paused():  # the VMA list's objects made and dropped unseen by the collector
+            meta, cols = unpack_npz(data, SCHEMA)
+            table = decode_vma_table(meta.pop("vmas"))
         for k in ("vpn", "pm", "cat"):
             if k not in cols:
                 raise ValueError(f"no {k} column")
