@@ -201,3 +201,39 @@ def test_snapshot_as_sample_without_vma_objects(tmp_path):
         with pytest.raises(BadSnapshot) as b:
             loads_sample(data[:cut], "f")
         assert str(a.value) == str(b.value)
+
+
+def test_vma_list_read_by_numpy_or_by_json():
+    """loads_json_vmas: a snapshot's VMA list exactly as vmas_json writes it is read by numpy into
+    the VMAs json.loads reads; any other text (an escaped path, a number with a leading zero, a
+    key that only ends in "vmas", an out-of-order list) is json.loads', with its errors."""
+    import json
+
+    from pmaps.kernel.maps import Vma, VmaTable
+    from pmaps.store.codec import decode_vma_table, loads_json_vmas, vmas_json
+
+    vmas = [Vma(0x1000, 0x2000, "r--p", 0, "00:00", 0, ""), Vma(0x2000, 0x5000, "rw-p", 4096, "fe:01", 12, "/a, b], [c"),
+            Vma(0x7000, 0x9000, "rw-s", 1 << 40, "103:02", 99, "[anon:x]"),
+            Vma(0xFFFFFFFFFF600000, 0xFFFFFFFFFF601000, "--xp", 0, "00:00", (1 << 64) - 1, "[vsyscall]")]
+    head = '{"schema": "s", "known": {"pfn": true}, "vmas": '
+    text = head + "".join(vmas_json(VmaTable.of_vmas(vmas))) + "}"
+    meta = loads_json_vmas(text.encode())
+    assert isinstance(meta["vmas"], VmaTable) and decode_vma_table(meta["vmas"]).vmas == vmas
+    assert {k: v for k, v in meta.items() if k != "vmas"} == {"schema": "s", "known": {"pfn": True}}
+    others = [text.replace("/a, b], [c", '/a\\"b'),  # an escaped quote
+              text.replace("[anon:x]", "\\u00e9"),
+              text.replace(", 4096,", ", 04096,"),  # not JSON
+              text.replace('"vmas": ', '"x\\"vmas": '),  # another key
+              text.replace('"vmas": ', '"vmas": [], "v": '),
+              head + "".join(vmas_json(VmaTable.of_vmas(vmas[::-1]))) + "}",  # out of order: json.loads', then refused
+              text[:-1] + " }", text[:-1], text.replace('"known": {', '"known": {{')]
+    for other in others:
+        try:
+            want: object = json.loads(other)
+        except ValueError as e:
+            want = str(e)
+        try:
+            got: object = loads_json_vmas(other.encode())
+        except ValueError as e:
+            got = str(e)
+        assert got == want, other

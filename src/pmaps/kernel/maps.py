@@ -182,10 +182,14 @@ class VmaTable:
 
     @classmethod
     def of_fields(cls, start: np.ndarray, end: np.ndarray, perms: list[str], offset: np.ndarray, dev: list[str],
-                  inode: np.ndarray, path: list[str]) -> VmaTable:
-        """VMAs given as their fields (a stored VMA list), the `Vma` objects made only when asked for."""
+                  inode: np.ndarray, path: list[str],
+                  kinds: dict[str, tuple[list[str], np.ndarray]] | None = None) -> VmaTable:
+        """VMAs given as their fields (a stored VMA list), the `Vma` objects made only when asked for;
+        `kinds`: the kinds() of "perms" or "dev" when the reader has them."""
         t = cls(start, end, offset, inode)
         t.__dict__.update(perms=perms, dev=dev, path=path)
+        for name, got in (kinds or {}).items():
+            t.__dict__["_kinds_" + name] = got
         return t
 
     @property

@@ -78,7 +78,7 @@ def _decode(data: bytes, name: str) -> tuple[int, str, VmaTable, Pages, Known, f
     """A snapshot file's fields, checked; BadSnapshot on anything malformed."""
     try:
         with collector_paused():  # the VMA list's objects made and dropped unseen by the collector
-            meta, cols = unpack_npz(data, SCHEMA)
+            meta, cols = unpack_npz(data, SCHEMA, vmas=True)
             table = decode_vma_table(meta.pop("vmas"))
         for k in ("vpn", "pm", "cat"):
             if k not in cols:
