@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import functools
 import os
 import time
 from typing import TextIO
@@ -52,8 +50,6 @@ class DiffCommand(Command):
         if (opt := selector_given(args)) is not None:
             raise UsageError(f"{opt} chooses samples of a dataset ROOT (record --dataset): {args.a[:60]!r} is not one")
         b_src = args.b if args.b is not None else args.a
-        if _is_pid(args.a) != _is_pid(b_src):  # a file and a live process: both at once
-            return self._compare(out, err, args, *self._file_and_live(args, b_src), b_src)
         a = resolve_sample(args.a, last=False)
         if a is None:
             pid = _pid(args.a)
@@ -65,9 +61,6 @@ class DiffCommand(Command):
                 return self._write(out, err, args, a, b, "live", f"live, {args.wait:g}s later")
             a = self._live(pid, args)
         b = resolve_sample(b_src, last=True) or self._live(_pid(b_src), args)
-        return self._compare(out, err, args, a, b, b_src)
-
-    def _compare(self, out: TextIO, err: TextIO, args: argparse.Namespace, a: Sample, b: Sample, b_src: str) -> int:
         if a.pid != b.pid and not args.quiet:
             err.write(f"pmaps: note: comparing different processes ({a.pid} {a.comm}, {b.pid} {b.comm})\n")
         return self._write(out, err, args, a, b, _label(args.a), _label(b_src))
@@ -89,34 +82,6 @@ class DiffCommand(Command):
         a, b = sel.load(times)
         return self._write(out, err, args, a, b, sel.label(times[0]), sel.label(times[1]))
 
-    def _file_and_live(self, args: argparse.Namespace, b_src: str) -> tuple[Sample, Sample]:
-        """(A, B) when one is a file (or recording) and the other a live PID: the file is read on a
-        thread while the process is sampled (its reads wait on the kernel, the file's decoding on the
-        CPU: 65,531 VMAs' snapshot 0.13 s, their sample 0.2 s). Errors come in the order of A and B,
-        as when they were read one after the other."""
-        from ..collector.parallel import background
-
-        file_first = not _is_pid(args.a)
-        file_src, pid_src = (args.a, b_src) if file_first else (b_src, args.a)
-        pending = background(functools.partial(resolve_sample, file_src, last=not file_first))
-
-        def stored() -> Sample:
-            s = pending()
-            if s is None:
-                raise _not_found(file_src)
-            return s
-
-        try:
-            live = self._live(_pid(pid_src), args)
-        except BaseException:
-            if file_first:
-                stored()  # A's error first
-            else:
-                with contextlib.suppress(Exception):
-                    pending()  # (B is not read when A fails)
-            raise
-        return (stored(), live) if file_first else (live, stored())
-
     @staticmethod
     def _live(pid: int, args: argparse.Namespace) -> Sample:
         with Process(pid, Options.fields(args.fields)) as proc:
@@ -132,19 +97,11 @@ class DiffCommand(Command):
         return 0
 
 
-def _is_pid(src: str) -> bool:
-    return src.isascii() and src.isdigit()
-
-
 def _pid(src: str) -> int:
     try:
         return parse_pid(src)
     except UsageError:
-        raise _not_found(src) from None
-
-
-def _not_found(src: str) -> UsageError:
-    return UsageError(f"not a process ID, nor an existing sample file or recording: {src[:60]!r}")
+        raise UsageError(f"not a process ID, nor an existing sample file or recording: {src[:60]!r}") from None
 
 
 def _label(src: str) -> str:
