@@ -126,3 +126,27 @@ def test_global_output_options_before_the_command(run):
     a = run("-q", "top", "-n", "2", "--load-scan", golden)
     b = run("top", "-q", "-n", "2", "--load-scan", golden)
     assert a.code == b.code == 0 and a.out == b.out and a.err == b.err
+
+
+def test_saved_vs_live_either_order(run, tmp_path):
+    """A snapshot and a live PID, in either order (the file is read while the process is
+    sampled): the changes as between the two, and a bad file's error before a gone PID's."""
+    with MemChild(["a:anon:128K"]) as mc:
+        saved = str(tmp_path / "s.npz")
+        assert run("save", str(mc.pid), "-o", saved, "-q").code == 0
+        mc.cmd("free a 0 3")
+        fwd = run("diff", saved, str(mc.pid), "--format", "json")
+        back = run("diff", str(mc.pid), saved, "--format", "json")
+    assert fwd.code == back.code == 0, fwd.err + back.err
+    start = mc.regions["a"]["start"]
+    assert changes(json.loads(fwd.out), start) == [(0, 3, "freed")]
+    assert changes(json.loads(back.out), start) == [(0, 3, "present")]
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    gone = "4194304"  # past PID_MAX_LIMIT: never a live process
+    r = run("diff", str(bad), gone)
+    assert r.code == 6 and r.err.count("\n") == 1 and "corrupt snapshot" in r.err, r.err
+    r = run("diff", gone, str(bad))
+    assert r.code != 0 and r.err.count("\n") == 1 and "corrupt" not in r.err, r.err
+    r = run("diff", str(tmp_path / "missing.npz"), str(os.getpid()))
+    assert r.code == 2 and "nor an existing sample file" in r.err, r.err

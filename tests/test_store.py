@@ -156,3 +156,84 @@ def test_decode_vmas_at_once_and_one_by_one():
         assert _vmas_checked_at_once(bad) is None, bad
         with pytest.raises((ValueError, TypeError)):
             decode_vmas(bad)
+
+
+def test_decode_vma_table_columns():
+    """A stored VMA list as columns (no Vma object per VMA) holds what decode_vmas' objects hold:
+    the fields, one VMA, a take() of some, the JSON they are written as; bad lists are refused."""
+    import numpy as np
+
+    from pmaps.kernel.maps import VmaTable
+    from pmaps.store.codec import decode_vma_table, decode_vmas, vmas_json
+
+    t = decode_vma_table(GOOD_VMAS)
+    assert "vmas" not in t.__dict__
+    assert [t.vma(i) for i in range(len(t))] == [tuple(v) for v in GOOD_VMAS]
+    assert "vmas" not in t.__dict__  # vma(i) made only VMA i
+    assert t.take(np.array([2, 0])).vmas == [tuple(GOOD_VMAS[2]), tuple(GOOD_VMAS[0])]
+    assert t.path == [v[6] for v in GOOD_VMAS] and t.named.tolist() == [False, True, True]
+    assert "".join(vmas_json(t)) == "".join(vmas_json(VmaTable.of_vmas(decode_vmas(GOOD_VMAS))))
+    assert t.vmas == decode_vmas(GOOD_VMAS) and len(decode_vma_table([])) == 0
+    for bad in BAD_VMAS:
+        with pytest.raises((ValueError, TypeError)):
+            decode_vma_table(bad)
+
+
+def test_snapshot_as_sample_without_vma_objects(tmp_path):
+    """loads_sample (diff SAVED ...) makes the sample Sample.of_snapshot(loads(...)) makes, its
+    VMAs as columns; a corrupt file is the same one-line error either way."""
+    from pathlib import Path
+
+    from pmaps.errors import BadSnapshot
+    from pmaps.model import Sample
+    from pmaps.store.snapshot import loads, loads_sample
+
+    data = (Path(__file__).parent / "golden" / "layout.npz").read_bytes()
+    want, got = Sample.of_snapshot(loads(data)), loads_sample(data)
+    assert "vmas" not in got.table.__dict__
+    for k in ("vma", "vpn", "count", "state", "mapcount"):
+        assert (getattr(want, k) == getattr(got, k)).all() and getattr(want, k).dtype == getattr(got, k).dtype
+    assert (want.pid, want.comm, want.known, want.time) == (got.pid, got.comm, got.known, got.time)
+    assert got.vmas == want.vmas and len(got.vmas) > 0
+    for cut in (100, len(data) // 2, len(data) - 10):
+        with pytest.raises(BadSnapshot) as a:
+            loads(data[:cut], "f")
+        with pytest.raises(BadSnapshot) as b:
+            loads_sample(data[:cut], "f")
+        assert str(a.value) == str(b.value)
+
+
+def test_vma_list_read_by_numpy_or_by_json():
+    """loads_json_vmas: a snapshot's VMA list exactly as vmas_json writes it is read by numpy into
+    the VMAs json.loads reads; any other text (an escaped path, a number with a leading zero, a
+    key that only ends in "vmas", an out-of-order list) is json.loads', with its errors."""
+    import json
+
+    from pmaps.kernel.maps import Vma, VmaTable
+    from pmaps.store.codec import decode_vma_table, loads_json_vmas, vmas_json
+
+    vmas = [Vma(0x1000, 0x2000, "r--p", 0, "00:00", 0, ""), Vma(0x2000, 0x5000, "rw-p", 4096, "fe:01", 12, "/a, b], [c"),
+            Vma(0x7000, 0x9000, "rw-s", 1 << 40, "103:02", 99, "[anon:x]"),
+            Vma(0xFFFFFFFFFF600000, 0xFFFFFFFFFF601000, "--xp", 0, "00:00", (1 << 64) - 1, "[vsyscall]")]
+    head = '{"schema": "s", "known": {"pfn": true}, "vmas": '
+    text = head + "".join(vmas_json(VmaTable.of_vmas(vmas))) + "}"
+    meta = loads_json_vmas(text.encode())
+    assert isinstance(meta["vmas"], VmaTable) and decode_vma_table(meta["vmas"]).vmas == vmas
+    assert {k: v for k, v in meta.items() if k != "vmas"} == {"schema": "s", "known": {"pfn": True}}
+    others = [text.replace("/a, b], [c", '/a\\"b'),  # an escaped quote
+              text.replace("[anon:x]", "\\u00e9"),
+              text.replace(", 4096,", ", 04096,"),  # not JSON
+              text.replace('"vmas": ', '"x\\"vmas": '),  # another key
+              text.replace('"vmas": ', '"vmas": [], "v": '),
+              head + "".join(vmas_json(VmaTable.of_vmas(vmas[::-1]))) + "}",  # out of order: json.loads', then refused
+              text[:-1] + " }", text[:-1], text.replace('"known": {', '"known": {{')]
+    for other in others:
+        try:
+            want: object = json.loads(other)
+        except ValueError as e:
+            want = str(e)
+        try:
+            got: object = loads_json_vmas(other.encode())
+        except ValueError as e:
+            got = str(e)
+        assert got == want, other

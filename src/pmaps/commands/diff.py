@@ -125,8 +125,8 @@ def resolve_sample(src: str, *, last: bool) -> Sample | None:
         return load_sample(files[-1] if last else files[0])
     if os.path.lexists(src):  # the loader says what is wrong with a FIFO, a device, a looping symlink
         if src.endswith(".npz"):  # a `pmaps save` snapshot: its pages become ranges
-            from ..store import load
+            from ..store.snapshot import load_sample as load_snapshot_sample
 
-            return Sample.of_snapshot(load(src))
+            return load_snapshot_sample(src)
         return load_sample(src)
     return None

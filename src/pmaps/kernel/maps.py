@@ -180,6 +180,18 @@ class VmaTable:
         start, end, offset, inode = (np.fromiter((v[k] for v in vmas), dtype=np.uint64, count=n) for k in (0, 1, 3, 5))
         return cls(start, end, offset, inode, vmas=vmas)
 
+    @classmethod
+    def of_fields(cls, start: np.ndarray, end: np.ndarray, perms: list[str], offset: np.ndarray, dev: list[str],
+                  inode: np.ndarray, path: list[str],
+                  kinds: dict[str, tuple[list[str], np.ndarray]] | None = None) -> VmaTable:
+        """VMAs given as their fields (a stored VMA list), the `Vma` objects made only when asked for;
+        `kinds`: the kinds() of "perms" or "dev" when the reader has them."""
+        t = cls(start, end, offset, inode)
+        t.__dict__.update(perms=perms, dev=dev, path=path)
+        for name, got in (kinds or {}).items():
+            t.__dict__["_kinds_" + name] = got
+        return t
+
     @property
     def start_page(self) -> np.ndarray:
         return self.start >> np.uint64(PAGE_SHIFT)
@@ -300,6 +312,10 @@ class VmaTable:
         """The VMAs at these indexes (an int array), as a table of their own."""
         if self._pos is None:
             pick = idx.tolist()
+            if "vmas" not in self.__dict__ and "path" in self.__dict__:  # of_fields: no Vma objects
+                perms, dev, path = self.perms, self.dev, self.path
+                return VmaTable.of_fields(self.start[idx], self.end[idx], [perms[i] for i in pick], self.offset[idx],
+                                          [dev[i] for i in pick], self.inode[idx], [path[i] for i in pick])
             vmas = self.vmas
             return VmaTable(self.start[idx], self.end[idx], self.offset[idx], self.inode[idx],
                             vmas=[vmas[i] for i in pick])
@@ -310,8 +326,11 @@ class VmaTable:
 
     def vma(self, i: int) -> Vma:
         """VMA i, without making the others."""
-        if "vmas" in self.__dict__ or self._pos is None:
+        if "vmas" in self.__dict__ or (self._pos is None and "path" not in self.__dict__):
             return self.vmas[i]
+        if self._pos is None:  # of_fields
+            return Vma(int(self.start[i]), int(self.end[i]), self.perms[i], int(self.offset[i]), self.dev[i],
+                       int(self.inode[i]), self.path[i])
         _, b, pa, pb, da, db, path, _ = self._pos[i].tolist()
         t = self._text
         return Vma(int(self.start[i]), int(self.end[i]), t[pa:pb], int(self.offset[i]), t[da:db],

@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..kernel.maps import Vma, VmaTable
+from .pages import Pages
 from .ranges import Ranges, batch_ranges
-from .snapshot import Snapshot
+from .snapshot import Snapshot, page_groups
 from .state import U64, Known
 
 
@@ -62,9 +63,16 @@ class Sample:
     @classmethod
     def of_snapshot(cls, snap: Snapshot) -> Sample:
         """A snapshot's pages as ranges (full state word, swapped pages included), as take_sample makes."""
-        pieces = [(g, r) for _upto, r, g in batch_ranges(snap.groups(), lambda: snap.known, full=True,
+        return cls.of_pages(snap.pid, snap.comm, snap.columns(), snap.pages, snap.known, snap.time)
+
+    @classmethod
+    def of_pages(cls, pid: int, comm: str, vmas: list[Vma] | VmaTable, pages: Pages, known: Known,
+                 t: float) -> Sample:
+        """of_snapshot of a snapshot given as its parts (a stored one's VMAs as a table: no `Vma`
+        object per VMA)."""
+        pieces = [(g, r) for _upto, r, g in batch_ranges(page_groups(pages, vmas), lambda: known, full=True,
                                                           with_pfn=False, swap=True) if len(r)]
-        return cls.of_ranges(snap.pid, snap.comm, snap.vmas, snap.known, pieces, False, 0, snap.time, 0.0)
+        return cls.of_ranges(pid, comm, vmas, known, pieces, False, 0, t, 0.0)
 
     @classmethod
     def of_ranges(cls, pid: int, comm: str, vmas: list[Vma] | VmaTable, known: Known,

@@ -80,6 +80,14 @@ def vma_index(pages: Pages, vmas: list[Vma] | VmaTable, bounds: tuple[np.ndarray
     return pages.take(arange_runs(lo.astype(np.int64), counts)), group
 
 
+def page_groups(pages: Pages, vmas: list[Vma] | VmaTable) -> Iterator[tuple[Pages, np.ndarray]]:
+    """Sorted pages in batches of GROUP_BATCH, each with the index of every page's VMA (vma_index):
+    a snapshot's PageSource groups."""
+    bounds = vma_bounds(vmas)
+    for lo in range(0, len(pages), GROUP_BATCH):
+        yield vma_index(pages.take(slice(lo, lo + GROUP_BATCH)), vmas, bounds)
+
+
 @dataclass
 class Snapshot:
     """A process's VMAs and populated pages at one moment."""
@@ -95,9 +103,13 @@ class Snapshot:
     # writers take them from here instead of 65,000 Vma objects (store.snapshot's JSON).
     table: VmaTable | None = field(default=None, compare=False, repr=False)
 
+    def columns(self) -> list[Vma] | VmaTable:
+        """The VMAs as columns when known (no u64 column made from 65,000 objects), else the list."""
+        return self.table if self.table is not None else self.vmas
+
     def bounds(self) -> np.ndarray:
         """[lo, hi) page-index slice of each VMA, shape (nvmas, 2)."""
-        starts, ends = vma_bounds(self.vmas)
+        starts, ends = vma_bounds(self.columns())
         lo = np.searchsorted(self.pages.vpn, starts, side="left")
         hi = np.searchsorted(self.pages.vpn, ends, side="left")
         return np.stack([lo, hi], axis=1) if len(self.vmas) else np.zeros((0, 2), dtype=np.int64)
@@ -110,9 +122,7 @@ class Snapshot:
 
     def groups(self) -> Iterator[tuple[Pages, np.ndarray]]:
         """The PageSource batches: (Pages, VMA index per page), GROUP_BATCH pages at a time."""
-        bounds = vma_bounds(self.vmas)
-        for lo in range(0, len(self.pages), GROUP_BATCH):
-            yield vma_index(self.pages.take(slice(lo, lo + GROUP_BATCH)), self.vmas, bounds)
+        return page_groups(self.pages, self.columns())
 
     def iter_vmas(self) -> Iterator[tuple[Vma, Pages]]:
         for vma, (lo, hi) in zip(self.vmas, self.bounds().tolist()):

@@ -7,7 +7,10 @@ type and range, so that a corrupt file is one BadSnapshot line, never a tracebac
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import io
+import itertools
 import json
 import math
 import struct
@@ -18,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from ..kernel.maps import Vma, VmaTable
+from ..kernel.maps import _LEN_MASK, Vma, VmaTable, _digits, _windows
 from ..model import Known
+from ..numeric import distinct
 from ..textrows import Piece, rows_text
 
 ADDR_LIMIT = 1 << 64  # VMAs of a 64-bit address space
@@ -44,12 +48,137 @@ def reason(err: BaseException) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """The cyclic collector off while a file's JSON is parsed and checked: a VMA list of 65,000
+    VMAs is 65,000 lists, and the collections their making sets off walk every object of the
+    process again and again (json.loads of one: 80 ms, 35 ms without). JSON makes no cycles."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def loads_json(data: bytes) -> Any:
     """JSON from bytes (ValueError on malformed, too deep or non-UTF-8 text)."""
     try:
         return json.loads(data.decode("utf-8"))
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
+
+
+def loads_json_vmas(data: bytes) -> Any:
+    """loads_json(data) of a document whose last key is "vmas", as pmaps writes snapshots: when its
+    text is exactly vmas_json's of a table whose fields pass decode_vma_table's checks, "vmas" is
+    that table, read by numpy (no list per VMA: json.loads and the checks of 65,000 VMAs' lists
+    take ~70 ms). Anything else is parsed by loads_json, its "vmas" left to decode_vma_table."""
+    text = data.decode("utf-8")
+    key = '"vmas": '
+    at = text.rfind(key + "[")
+    if at > 0 and text.endswith("}") and (table := _canonical_vmas(text[at + len(key):-1])) is not None:
+        # The head with an empty list in the place of the VMAs: if it parses, the text with the
+        # VMAs (a JSON value) parses the same around them; the head's last pair says whose they are.
+        last: list[list[tuple[str, Any]]] = []
+
+        def pairs(kv: list[tuple[str, Any]]) -> dict[str, Any]:
+            last[:] = [kv]  # the outermost object is the last one closed
+            return dict(kv)
+
+        try:
+            head = json.loads(text[:at + len(key)] + "[]}", object_pairs_hook=pairs)
+        except (ValueError, RecursionError):  # said by loads_json below, at the same place
+            head = None
+        if isinstance(head, dict) and last and last[0][-1] == ("vmas", []):
+            head["vmas"] = table
+            return head
+    return loads_json(data)
+
+
+def _canonical_vmas(v: str) -> VmaTable | None:
+    """The table whose vmas_json is exactly `v`, if its fields pass decode_vma_table's checks; else
+    None. Read by positions: with no backslash every quote opens or closes a string, six a row
+    ([S, E, "perms", O, "dev", I, "path"]), and the first comma of a row ends its start;
+    whatever this reads is then written back by vmas_json and compared with `v`, so a text it
+    misreads is refused, never mistaken."""
+    if not v.isascii() or "\\" in v or not v.startswith("[[") or not v.endswith('"]]'):
+        return None
+    raw = v.encode("ascii")
+    buf = np.frombuffer(raw, dtype=np.uint8)
+    quotes = np.flatnonzero(buf == 34)
+    n = len(quotes) // 6
+    if n < 1 or len(quotes) != 6 * n:
+        return None
+    q = quotes.reshape(n, 6)
+    row = np.empty(n, dtype=np.int64)  # where each row's start begins: after "[[", then after '"], ['
+    row[0] = 2
+    row[1:] = q[:-1, 5] + 5
+    commas = np.flatnonzero(buf == 44)
+    k = np.searchsorted(commas, row)
+    if k[-1] >= len(commas):
+        return None
+    sep = commas[k]  # "S, E": no string before the first comma of a row
+    win = _windows(raw)
+    nums = [_decimals(win, v, a, b) for a, b in ((row, sep), (sep + 2, q[:, 0] - 2), (q[:, 1] + 3, q[:, 2] - 2),
+                                                (q[:, 3] + 3, q[:, 4] - 2))]
+    start, end, offset, inode = nums
+    if start is None or end is None or offset is None or inode is None:
+        return None
+    spans = [(q[:, 0] + 1, q[:, 1]), (q[:, 2] + 1, q[:, 3]), (q[:, 4] + 1, q[:, 5])]
+    (pa, pb), (da, db), (na, nb) = spans
+    if ((pb - pa) > 8).any() or ((db - da) > 32).any() or ((nb - na) > MAX_TEXT).any():
+        return None
+    if ((start | end) & np.uint64(0xFFF)).any() or not (start < end).all() or not (end[:-1] <= start[1:]).all():
+        return None
+    kinds = {}
+    short = []
+    for name, a, b in (("perms", pa, pb), ("dev", da, db)):
+        got = _short_strings(buf, a, b)
+        if got is None:
+            short.append([v[x:y] for x, y in zip(a.tolist(), b.tolist())])
+        else:
+            kinds[name] = got
+            short.append(np.array(got[0], dtype=object)[got[1]].tolist())
+    path = [""] * n
+    for i in np.flatnonzero(nb > na).tolist():
+        path[i] = v[na[i]:nb[i]]
+    table = VmaTable.of_fields(start, end, short[0], offset, short[1], inode, path, kinds)
+    if "".join(vmas_json(table)) != v:
+        return None
+    return table
+
+
+def _short_strings(buf: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[list[str], np.ndarray] | None:
+    """The strings buf[a:b] of at most 8 bytes (perms, dev) as (distinct values, index of each
+    row's): each read as one u64 (a gather from a u64 view at every byte offset, the bytes past
+    its end masked off), each distinct value decoded once. None when one is longer."""
+    lens = b - a
+    if not len(a) or int(lens.max()) > 8 or int(a.max()) > len(buf) - 8:
+        return None
+    words = np.ndarray((len(buf) - 7,), dtype="<u8", buffer=buf, strides=(1,))  # unaligned, overlapping
+    uniq, inv = distinct(words[a] & _LEN_MASK[lens])
+    return [int(u).to_bytes(8, "little").rstrip(b"\0").decode("ascii") for u in uniq.tolist()], inv
+
+
+def _decimals(win: np.ndarray, v: str, a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
+    """The decimal numbers v[a:b] per row (kernel.maps' _digits; the few of 20 digits, past its 19,
+    as ints: the vsyscall VMA's addresses), None when one is not."""
+    long = np.flatnonzero(b - a > 19)
+    if len(long) > 64:
+        return None
+    cut = b.copy()
+    cut[long] = a[long] + 1  # read by int() below
+    out = _digits(win, a, cut, False)
+    if out is None:
+        return None
+    for i in long.tolist():
+        text = v[a[i]:b[i]]
+        if not (text.isdigit() and len(text) <= 20 and int(text) <= U64_MAX):
+            return None
+        out[i] = int(text)
+    return out
 
 
 def inflate(data: bytes, limit: int = MAX_META) -> bytes:
@@ -142,39 +271,60 @@ def _path_kinds(t: VmaTable) -> tuple[list[str], np.ndarray]:
     return list(pos), idx
 
 
-def _vmas_checked_at_once(raw: list[Any]) -> list[Vma] | None:
-    """decode_vmas' checks as passes over whole columns (numpy for the numbers: 65,000 VMAs took
-    ~0.15 s checked one by one), or None when one fails. JSON makes only exact ints (or bools,
-    refused by the type test) and strs."""
-    if not all(type(x) is list and len(x) == 7 for x in raw):
+def _table_checked_at_once(raw: list[Any]) -> VmaTable | None:
+    """decode_vma_table's checks as passes over whole columns (numpy for the numbers: 65,000 VMAs
+    took ~0.15 s checked one by one), or None when one fails. JSON makes only exact ints (or bools,
+    refused by the type test) and strs. The types are tested as the set of each column's (map(type)
+    in C: a generator's test per field cost ~60 ms for 65,000 VMAs)."""
+    if set(map(type, raw)) - {list} or set(map(len, raw)) - {7}:
         return None
     if not raw:
-        return []
-    a, b, p, o, d, ino, n = zip(*raw)
+        return VmaTable.of_vmas([])
+    # The fields in one flat list, each column a slice of it (zip(*raw) makes an iterator per VMA:
+    # 65,000 objects for the cyclic collector, ~60 ms).
+    flat = list(itertools.chain.from_iterable(raw))
+    a, b, p, o, d, ino, n = (flat[k::7] for k in range(7))
     ints = (a, b, o, ino)
-    if not all(all(type(v) is int for v in col) for col in ints):
+    if any(set(map(type, col)) != {int} for col in ints):
         return None
-    if not all(all(type(v) is str for v in col) and max(map(len, col)) <= lim
-               for col, lim in ((p, 8), (d, 32), (n, MAX_TEXT))):
+    if any(set(map(type, col)) != {str} or max(map(len, col)) > lim for col, lim in ((p, 8), (d, 32), (n, MAX_TEXT))):
         return None
     try:  # numpy refuses a negative int or one past 2**64 - 1 for uint64: the fields' range
-        start, end, *_ = (np.array(col, dtype=np.uint64) for col in ints)
+        start, end, offset, inode = (np.array(col, dtype=np.uint64) for col in ints)
     except (OverflowError, ValueError):
         return None
     if ((start | end) & np.uint64(0xFFF)).any() or not (start < end).all() or not (end[:-1] <= start[1:]).all():
         return None
-    return list(map(Vma._make, raw))
+    return VmaTable.of_fields(start, end, p, offset, d, inode, n)
+
+
+def _vmas_checked_at_once(raw: list[Any]) -> list[Vma] | None:
+    """_table_checked_at_once's VMAs as objects."""
+    table = _table_checked_at_once(raw)
+    return None if table is None else table.vmas
+
+
+def decode_vma_table(raw: object) -> VmaTable:
+    """VMAs as stored ([start, end, perms, offset, dev, inode, path] lists), as columns (no `Vma`
+    object per VMA); ValueError unless they are sorted, disjoint, page-aligned and inside the
+    64-bit address space, as maps lists them."""
+    if isinstance(raw, VmaTable):  # read and checked by loads_json_vmas
+        return raw
+    if not isinstance(raw, list):
+        raise TypeError("vmas is not a list")
+    fast = _table_checked_at_once(raw)
+    if fast is not None:
+        return fast
+    return VmaTable.of_vmas(_vmas_one_by_one(raw))
 
 
 def decode_vmas(raw: object) -> list[Vma]:
-    """VMAs as stored ([start, end, perms, offset, dev, inode, path] lists); ValueError unless they
-    are sorted, disjoint, page-aligned and inside the 64-bit address space, as maps lists them."""
-    if not isinstance(raw, list):
-        raise TypeError("vmas is not a list")
-    fast = _vmas_checked_at_once(raw)
-    if fast is not None:
-        return fast
-    # Some check failed: VMA by VMA, to say which one and why.
+    """decode_vma_table's VMAs as objects."""
+    return decode_vma_table(raw).vmas
+
+
+def _vmas_one_by_one(raw: list[Any]) -> list[Vma]:
+    """Some check failed: VMA by VMA, to say which one and why."""
     vmas = []
     prev_end = 0
     for i, x in enumerate(raw):
@@ -256,9 +406,10 @@ def _npy_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int) -> np.ndarr
     return np.frombuffer(data, dtype=dtype).copy()
 
 
-def unpack_npz(data: bytes, schema: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def unpack_npz(data: bytes, schema: str, vmas: bool = False) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """(meta, columns) of a pack_npz file; ValueError when the schema is not `schema`. Columns are
-    checked to be 1-D integer arrays of one length, every size before anything is inflated."""
+    checked to be 1-D integer arrays of one length, every size before anything is inflated. With
+    `vmas`, meta's "vmas" may come as a VmaTable (loads_json_vmas)."""
     with zipfile.ZipFile(io.BytesIO(data)) as z:
         infos = z.infolist()
         if len(infos) > 16 or len({i.filename for i in infos}) != len(infos):
@@ -272,7 +423,7 @@ def unpack_npz(data: bytes, schema: str) -> tuple[dict[str, Any], dict[str, np.n
             arrays[info.filename[:-4]] = _npy_member(z, info, MAX_META if info.filename == "meta.npy" else 8 * MAX_ROWS)
     if "meta" not in arrays:
         raise ValueError("no metadata")
-    meta = loads_json(arrays.pop("meta").astype(np.uint8).tobytes())
+    meta = (loads_json_vmas if vmas else loads_json)(arrays.pop("meta").astype(np.uint8).tobytes())
     cols = arrays
     if not isinstance(meta, dict) or meta.get("schema") != schema:
         raise ValueError(f"schema {str(meta.get('schema'))[:40] if isinstance(meta, dict) else None!r}, not {schema}")

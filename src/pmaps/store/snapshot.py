@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import BadSnapshot
 from ..kernel.maps import Vma, VmaTable
-from ..model import Known, Pages, Snapshot, inside_vmas
+from ..model import Known, Pages, Sample, Snapshot, inside_vmas
 from ..model.snapshot import strip_pfns
 from .codec import (
     DECODE_ERRORS,
@@ -22,8 +22,9 @@ from .codec import (
     as_float,
     as_int,
     as_str,
+    collector_paused,
     decode_known,
-    decode_vmas,
+    decode_vma_table,
     encode_known,
     encode_vmas,
     pack_npz,
@@ -62,9 +63,23 @@ def dumps_parts(pid: int, comm: str, vmas: list[Vma] | VmaTable, pages: Pages, k
 
 def loads(data: bytes, name: str = "<bytes>") -> Snapshot:
     """Parse a snapshot file's bytes; BadSnapshot on anything malformed."""
+    pid, comm, table, pages, known, when, notes = _decode(data, name)
+    return Snapshot(pid, comm, table.vmas, pages, known, when, notes, table=table)
+
+
+def loads_sample(data: bytes, name: str = "<bytes>") -> Sample:
+    """Sample.of_snapshot(loads(data, name)), the VMAs kept as columns: no `Vma` object per VMA
+    (65,000 of them cost ~40 ms to make), as `pmaps diff SAVED PID` reads a snapshot."""
+    pid, comm, table, pages, known, when, _notes = _decode(data, name)
+    return Sample.of_pages(pid, comm, table, pages, known, when)
+
+
+def _decode(data: bytes, name: str) -> tuple[int, str, VmaTable, Pages, Known, float, list[str]]:
+    """A snapshot file's fields, checked; BadSnapshot on anything malformed."""
     try:
-        meta, cols = unpack_npz(data, SCHEMA)
-        vmas = decode_vmas(meta["vmas"])
+        with collector_paused():  # the VMA list's objects made and dropped unseen by the collector
+            meta, cols = unpack_npz(data, SCHEMA, vmas=True)
+            table = decode_vma_table(meta.pop("vmas"))
         for k in ("vpn", "pm", "cat"):
             if k not in cols:
                 raise ValueError(f"no {k} column")
@@ -75,13 +90,12 @@ def loads(data: bytes, name: str = "<bytes>") -> Snapshot:
                       None if cols.get("idle") is None else cols["idle"].astype(bool), _u64(cols.get("kcgroup")))
         if len(pages) > 1 and not (pages.vpn[1:] > pages.vpn[:-1]).all():
             raise ValueError("pages are not in address order")
-        check_inside(pages.vpn, vmas)
+        check_inside(pages.vpn, table)
         notes = meta.get("notes", [])
         if not isinstance(notes, list) or len(notes) > 1000:
             raise ValueError("notes is not a list")
-        return Snapshot(as_int(meta["pid"], "pid", 0, PID_LIMIT), as_str(meta["comm"], "comm"), vmas, pages,
-                        decode_known(meta["known"]), as_float(meta["time"], "time"),
-                        [as_str(n, "a note") for n in notes])
+        return (as_int(meta["pid"], "pid", 0, PID_LIMIT), as_str(meta["comm"], "comm"), table, pages,
+                decode_known(meta["known"]), as_float(meta["time"], "time"), [as_str(n, "a note") for n in notes])
     except DECODE_ERRORS as err:
         raise BadSnapshot(f"{name}: corrupt snapshot, or not a pmaps snapshot file ({reason(err)})", path=name) from err
 
@@ -90,7 +104,7 @@ def _u64(a: np.ndarray | None) -> np.ndarray | None:
     return None if a is None else a.astype(np.uint64)
 
 
-def check_inside(vpn: np.ndarray, vmas: list[Vma]) -> None:
+def check_inside(vpn: np.ndarray, vmas: list[Vma] | VmaTable) -> None:
     """ValueError unless every page lies inside one of the VMAs."""
     if len(vpn) and not inside_vmas(vpn, vmas).all():
         raise ValueError("pages lie outside every VMA")
@@ -110,3 +124,8 @@ def save_parts(path: PathLike, pid: int, comm: str, vmas: list[Vma] | VmaTable, 
 
 def load(path: PathLike) -> Snapshot:
     return loads(read_regular(path, what="pmaps snapshot"), str(path))
+
+
+def load_sample(path: PathLike) -> Sample:
+    """load(path) as a Sample (loads_sample)."""
+    return loads_sample(read_regular(path, what="pmaps snapshot"), str(path))
