@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -14,6 +15,12 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
 from pmaps.cli import main  # noqa: E402
+
+# A test runner started in the background by a shell without job control (`.ci/run &` in a script)
+# has SIGINT ignored, and every pmaps it spawns would inherit that (pmaps keeps an inherited SIG_IGN,
+# as Python does): the tests of Ctrl-C want the pmaps a terminal starts.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class Result:

@@ -363,6 +363,21 @@ def test_sigint_during_start_up(sleeper, module):
     assert "Traceback" not in r.stderr and len(r.stderr.splitlines()) <= 1, r.stderr
 
 
+def test_sigint_ignored_when_started_ignoring_it(sleeper):
+    """Started with SIGINT ignored (a background job of a shell without job control), pmaps keeps
+    ignoring it, at start-up and after, as Python itself does: the command runs to its end."""
+    def ignore() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    for delay in (0.0, 0.05, 0.4):
+        p = subprocess.Popen([*PMAPS, "diff", "--wait", "0.8", str(sleeper)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=ENV, preexec_fn=ignore)
+        time.sleep(delay)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0 and out, (delay, p.returncode, err)
+
+
 def test_sigint_at_random_moments_of_start_up(sleeper):
     """Ctrl-C at 20 moments over the first 90 ms (seeded). pmaps' own start-up is covered; the
     interpreter's (site, runpy: before any pmaps code runs) is Python's, so a signal there may still

@@ -10,7 +10,10 @@ def _during_startup(signum: int, frame: object) -> None:
     os._exit(130)
 
 
-_signal.signal(_signal.SIGINT, _during_startup)
+# Not when SIGINT is ignored: a command started in the background by a shell without job control
+# (`pmaps ... &` in a script) inherits SIG_IGN, and keeps it, as Python itself does.
+if _signal.getsignal(_signal.SIGINT) != _signal.SIG_IGN:
+    _signal.signal(_signal.SIGINT, _during_startup)
 
 
 def entry() -> None:
