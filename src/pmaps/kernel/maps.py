@@ -174,6 +174,11 @@ class VmaTable:
         return len(self.start)
 
     @classmethod
+    def of(cls, vmas: VmaTable | list[Vma]) -> VmaTable:
+        """`vmas` as a table: itself when it is one, else of_vmas (the places that take either)."""
+        return vmas if isinstance(vmas, VmaTable) else cls.of_vmas(list(vmas))
+
+    @classmethod
     def of_vmas(cls, vmas: list[Vma]) -> VmaTable:
         """The columns of a list of VMAs (a snapshot's, a sample's)."""
         n = len(vmas)

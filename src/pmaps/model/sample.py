@@ -43,8 +43,7 @@ class Sample:
                      exclusive_known: bool = True) -> None: ...
 
     def __post_init__(self) -> None:
-        if not isinstance(self.table, VmaTable):
-            self.table = VmaTable.of_vmas(list(self.table))
+        self.table = VmaTable.of(self.table)
 
     @property
     def vmas(self) -> list[Vma]:
@@ -90,5 +89,5 @@ class Sample:
             vpn, state = np.zeros(0, dtype=U64), np.zeros(0, dtype=U64)
             count, mc = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
             pfn = np.zeros(0, dtype=U64) if with_pfn else None
-        table = vmas if isinstance(vmas, VmaTable) else VmaTable.of_vmas(vmas)
+        table = VmaTable.of(vmas)
         return cls(pid, comm, table, known, vma, vpn, count, state, mc, pfn, t, seq, cost)

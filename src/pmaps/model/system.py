@@ -72,8 +72,7 @@ class ProcRec:
                      vma_hi: np.ndarray, fixed: Fixed | None = None) -> None: ...
 
     def __post_init__(self) -> None:
-        if not isinstance(self.table, VmaTable):
-            self.table = VmaTable.of_vmas(list(self.table))
+        self.table = VmaTable.of(self.table)
 
     @property
     def vmas(self) -> list[Vma]:

@@ -75,7 +75,7 @@ class RangeWriter:
                 groups: Iterable[tuple[Pages, np.ndarray]] | None = None) -> None:
         """One process's view; `vmas` as a VmaTable keeps the batch paths free of Vma objects."""
         full = self.opts.full or self.fmt != "text"  # JSON groups by the full state
-        table = vmas if isinstance(vmas, VmaTable) else VmaTable.of_vmas(vmas)
+        table = VmaTable.of(vmas)
         if self.fmt == "text" and groups is not None:
             if header:
                 self.out.write(f"# {pid} {printable(comm)}\n")

@@ -51,7 +51,7 @@ class ProcessSummary:
     def build(cls, pid: int, comm: str, vmas: list[Vma] | VmaTable, raw: dict[str, np.ndarray],
               unknown: set[str]) -> ProcessSummary:
         """From the engine's raw sums per VMA, one column per figure (footprint.vma_columns)."""
-        table = vmas if isinstance(vmas, VmaTable) else VmaTable.of_vmas(vmas)
+        table = VmaTable.of(vmas)
         view = cls(pid, comm, table)
         fin = finish_columns(raw, unknown, KEYS)
         tot = finish_columns({k: np.array([int(raw[k].sum())]) for k in KEYS}, unknown, KEYS)
