@@ -182,7 +182,7 @@ def test_refused_shapes(name):
     ("offset", "0123456789abcdef", "0" * 17), ("inode", "9" * 19, "0" * 20),
     ("inode", "18446744073709551615"[:19], "1" * 20)])
 def test_longest_fields_and_one_more(field, longest, one_more):
-    """16 hex digits (a u64), 19 decimal ones (_digits' window): taken, exactly; one more: None."""
+    """16 hex digits (a u64), 19 decimal ones (read_digits' window): taken, exactly; one more: None."""
     want, _ = both(text(GOOD[0], line(**{field: longest}), GOOD[1]))
     assert want is not None and int(getattr(want, field)[1]) == int(longest, 10 if field == "inode" else 16)
     assert both(text(GOOD[0], line(**{field: one_more}), GOOD[1])) == (None, None)

@@ -226,7 +226,7 @@ class VmaTable:
         if int(lens.max()) > 8 or int(starts.max()) > len(buf) - 8:  # too long, or too near the end
             return None
         words = np.ndarray((len(buf) - 7,), dtype="<u8", buffer=buf, strides=(1,))  # unaligned, overlapping
-        mask = _LEN_MASK[lens]
+        mask = LEN_MASK[lens]
         g = words[starts] & mask
         low, high = np.uint64(0x0101010101010101), np.uint64(0x8080808080808080)
         y = g | ~mask  # a NUL inside the field (padding would hide it): the zero-byte test on y
@@ -415,11 +415,11 @@ def _fast_table(data: bytes) -> VmaTable | None:
     dash = dashes[kd]
     if (dash >= s1).any():
         return None
-    hexw = _windows(data, _HEX_LUT)
-    start = _digits(hexw, ls, dash, True)
-    end = _digits(hexw, dash + 1, s1, True)
-    offset = _digits(hexw, s2 + 1, s3, True)
-    inode = _digits(_windows(data), s4 + 1, s5, False)
+    hexw = digit_windows(data, _HEX_LUT)
+    start = read_digits(hexw, ls, dash, True)
+    end = read_digits(hexw, dash + 1, s1, True)
+    offset = read_digits(hexw, s2 + 1, s3, True)
+    inode = read_digits(digit_windows(data), s4 + 1, s5, False)
     if start is None or end is None or offset is None or inode is None:
         return None
     # Blanks between the inode and the path (` *` in decode_maps' pattern): the run of blanks from s5.
@@ -449,13 +449,13 @@ def _core_table(data: bytes, core: Core) -> VmaTable | None:
                     buf=np.frombuffer(data, dtype=np.uint8))
 
 
-_LEN_MASK = np.array([(1 << 8 * k) - 1 for k in range(9)], dtype=np.uint64)  # the low k bytes of a u64
+LEN_MASK = np.array([(1 << 8 * k) - 1 for k in range(9)], dtype=np.uint64)  # the low k bytes of a u64
 _PAD = 20  # bytes before the maps text, so that every field has a full window of digits before its end
 _POW10 = np.uint64(10) ** np.arange(_PAD - 1, -1, -1, dtype=np.uint64)
 _COLS = np.arange(_PAD, dtype=np.int64)
 
 
-def _windows(data: bytes, lut: np.ndarray | None = None) -> np.ndarray:
+def digit_windows(data: bytes, lut: np.ndarray | None = None) -> np.ndarray:
     """Sliding windows of _PAD bytes over the text, or over its bytes' values in `lut` (one
     translate of the whole text: cheaper than a lookup per field when several fields read it):
     row i holds text[i - _PAD:i] (zeros before the text)."""
@@ -464,9 +464,9 @@ def _windows(data: bytes, lut: np.ndarray | None = None) -> np.ndarray:
     return np.lib.stride_tricks.sliding_window_view(vals, _PAD)
 
 
-def _digits(win: np.ndarray, a: np.ndarray, b: np.ndarray, hexa: bool) -> np.ndarray | None:
-    """The numbers written in text[a:b] per row, hex (up to 16 digits; `win`: _windows of the text
-    through _HEX_LUT) or decimal (up to 19; `win`: _windows of the raw text, only as many columns
+def read_digits(win: np.ndarray, a: np.ndarray, b: np.ndarray, hexa: bool) -> np.ndarray | None:
+    """The numbers written in text[a:b] per row, hex (up to 16 digits; `win`: digit_windows of the text
+    through _HEX_LUT) or decimal (up to 19; `win`: digit_windows of the raw text, only as many columns
     looked up in _DEC_LUT as the longest value has: an anonymous VMA's inode is "0"), as u64; None
     when a field is empty, too long, or holds another character."""
     lens = b - a

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..kernel.maps import _LEN_MASK, Vma, VmaTable, _digits, _windows
+from ..kernel.maps import LEN_MASK, Vma, VmaTable, digit_windows, read_digits
 from ..model import Known
 from ..numeric import distinct
 from ..textrows import Piece, rows_text
@@ -120,7 +120,7 @@ def _canonical_vmas(v: str) -> VmaTable | None:
     if k[-1] >= len(commas):
         return None
     sep = commas[k]  # "S, E": no string before the first comma of a row
-    win = _windows(raw)
+    win = digit_windows(raw)
     nums = [_decimals(win, v, a, b) for a, b in ((row, sep), (sep + 2, q[:, 0] - 2), (q[:, 1] + 3, q[:, 2] - 2),
                                                 (q[:, 3] + 3, q[:, 4] - 2))]
     start, end, offset, inode = nums
@@ -158,19 +158,19 @@ def _short_strings(buf: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[list[
     if not len(a) or int(lens.max()) > 8 or int(a.max()) > len(buf) - 8:
         return None
     words = np.ndarray((len(buf) - 7,), dtype="<u8", buffer=buf, strides=(1,))  # unaligned, overlapping
-    uniq, inv = distinct(words[a] & _LEN_MASK[lens])
+    uniq, inv = distinct(words[a] & LEN_MASK[lens])
     return [int(u).to_bytes(8, "little").rstrip(b"\0").decode("ascii") for u in uniq.tolist()], inv
 
 
 def _decimals(win: np.ndarray, v: str, a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
-    """The decimal numbers v[a:b] per row (kernel.maps' _digits; the few of 20 digits, past its 19,
+    """The decimal numbers v[a:b] per row (kernel.maps' read_digits; the few of 20 digits, past its 19,
     as ints: the vsyscall VMA's addresses), None when one is not."""
     long = np.flatnonzero(b - a > 19)
     if len(long) > 64:
         return None
     cut = b.copy()
     cut[long] = a[long] + 1  # read by int() below
-    out = _digits(win, a, cut, False)
+    out = read_digits(win, a, cut, False)
     if out is None:
         return None
     for i in long.tolist():
