@@ -21,8 +21,8 @@ from .recording import (
     RECORDING_SCHEMA,
     SAMPLE_RE,
     PackedVmas,
-    _arrow,
     check_sample,
+    import_arrow,
     sample_bytes,
     use_system_allocator,
 )
@@ -65,7 +65,7 @@ class Recorder:
                 box.append(PackedVmas.of(table))
                 if self.system_allocator:
                     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
-                    _arrow()
+                    import_arrow()
             except BaseException as e:  # the sample packs its own in add
                 box.append(e)
 

@@ -67,7 +67,7 @@ PIPELINE_BYTES = 64 << 10  # a piece of VMAs' JSON this long is deflated on a he
 
 # -- Parquet ------------------------------------------------------------------------------
 def _pyarrow() -> Any:
-    pa = _arrow()
+    pa = import_arrow()
     try:
         import pyarrow.parquet as pq
     except ImportError:
@@ -75,7 +75,7 @@ def _pyarrow() -> Any:
     return pa, pq
 
 
-def _arrow() -> Any:
+def import_arrow() -> Any:
     """pyarrow alone: what writing a sample needs (see _parquet_writer)."""
     try:
         import pyarrow as pa
@@ -117,7 +117,7 @@ def use_system_allocator() -> None:
     # The environment variable, read when the pool is first used, is what the Parquet writer
     # follows too (pa.set_memory_pool alone leaves it on mimalloc): set before the import.
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
-    pa = _arrow()
+    pa = import_arrow()
     pa.set_memory_pool(pa.system_memory_pool())
 
 
@@ -222,7 +222,7 @@ def adler32_combine(a1: int, a2: int, len2: int) -> int:
 
 def sample_bytes(s: Sample, vmas: PackedVmas | None = None, *, public_writer: bool = False) -> bytes:
     """The sample as one Parquet file (zstd), metadata in the schema's key-value metadata."""
-    pa = _arrow()
+    pa = import_arrow()
     starts = s.vma_starts()
     arrays = {
         "vma_start": pa.array(starts[s.vma] if len(s) else np.zeros(0, dtype=U64), pa.uint64()),
