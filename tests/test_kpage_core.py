@@ -427,3 +427,72 @@ def test_read_matching_live_both_ways(child, monkeypatch):
     finally:
         procfs.close(fd)
     assert len(a[0]) and np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+@needs_core
+def test_fill_reads_until_eof_or_little_room(tmp_path):
+    """fill: read(2) into buf from `at` until EOF or less than `room` bytes are left; returns the end."""
+    assert CORE is not None
+    data = bytes(range(256)) * 40  # 10,240 bytes
+    f = tmp_path / "f"
+    f.write_bytes(data)
+    fd = os.open(f, os.O_RDONLY)
+    try:
+        buf = bytearray(4000)
+        assert CORE.fill(fd, buf, 0, 1) == 4000 and bytes(buf) == data[:4000]  # full: no room left
+        assert CORE.fill(fd, buf, 100, 4000) == 100  # less room than asked: nothing read
+        assert CORE.fill(fd, buf, 100, 3900) == 4000 and bytes(buf[100:]) == data[4000:7900]
+        big = bytearray(10_000)
+        assert CORE.fill(fd, big, 0, 1) == len(data) - 7900  # stopped at EOF with room left
+        assert bytes(big[:len(data) - 7900]) == data[7900:]
+        assert CORE.fill(fd, big, 0, 1) == 0
+    finally:
+        os.close(fd)
+
+
+@needs_core
+def test_fill_refuses_hostile_arguments(tmp_path):
+    assert CORE is not None
+    f = tmp_path / "f"
+    f.write_bytes(b"x" * 100)
+    fd = os.open(f, os.O_RDONLY)
+    try:
+        for at, room in ((-1, 1), (11, 1), (0, 0), (0, -5)):
+            with pytest.raises(ValueError):
+                CORE.fill(fd, bytearray(10), at, room)
+        with pytest.raises(BufferError):  # bytes are read-only
+            CORE.fill(fd, b"read-only", 0, 1)
+        with pytest.raises(OSError):
+            CORE.fill(-1, bytearray(10), 0, 1)
+        wfd = os.open(f, os.O_WRONLY)
+        try:
+            with pytest.raises(OSError):  # EBADF: not open for reading
+                CORE.fill(wfd, bytearray(10), 0, 1)
+        finally:
+            os.close(wfd)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("pure", [False, True])
+def test_read_chunks_is_the_file_both_ways(monkeypatch, tmp_path, pure):
+    """procfs.read_chunks (a reused buffer filled by the core's loop of reads, or Python's) gives the
+    file's bytes, in chunks of at most `size` bytes: a live child's maps (seq_file: a page or so a
+    read) and a regular file of 3 MB standing in for a proc file (reads as long as asked)."""
+    if pure:
+        monkeypatch.setenv(native.PURE_ENV, "1")
+    elif CORE is None:
+        pytest.skip("the compiled core is not built")
+    sizes = (1, 100, 4095, 4096, 4097, 5000, 1 << 20)
+    with MemChild(["a:anon:256K", "b:anon:64K"]) as mc:
+        whole = procfs.read_file(mc.pid, "maps")
+        for size in sizes:
+            chunks = list(procfs.read_chunks(mc.pid, "maps", size=size))
+            assert b"".join(chunks) == whole and max(map(len, chunks)) <= size, size
+    data = os.urandom(3 << 20)
+    (tmp_path / "big").write_bytes(data)
+    monkeypatch.setattr(procfs, "proc_path", lambda pid, name: str(tmp_path / name))
+    for size in sizes[3:]:
+        chunks = list(procfs.read_chunks(1, "big", size=size))
+        assert b"".join(chunks) == data and max(map(len, chunks)) <= size, size
+        assert all(len(c) > size - 4096 for c in chunks[:-1]), size  # chunks are filled

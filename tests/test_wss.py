@@ -500,6 +500,26 @@ def test_on_thread_hands_over_in_order_and_raises_there():
     assert list(wss.on_thread(iter(range(5)))) == [0, 1, 2, 3, 4]
 
 
+def test_on_thread_shortens_the_switch_interval_while_it_reads():
+    """While on_thread's thread runs, the GIL's switch interval is short (the thread takes the GIL
+    back after each chunk of reads); it is restored when the thread ends, by an error too."""
+    before = sys.getswitchinterval()
+    seen = []
+    go = threading.Event()
+
+    def items():
+        seen.append(sys.getswitchinterval())
+        go.wait(10)
+        yield 1
+        raise OSError("gone")
+
+    got = wss.on_thread(items())
+    go.set()
+    with pytest.raises(OSError):
+        list(got)
+    assert seen == [min(before, wss.SWITCH_WHILE_READING)] and sys.getswitchinterval() == before
+
+
 @needs_root
 def test_cycle_imports_no_numpy_ma():
     """The VMAs smaps counted are looked up by numeric.unique_sorted: np.unique imports numpy.ma

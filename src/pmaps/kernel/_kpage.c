@@ -1,6 +1,6 @@
 /* pmaps.kernel._kpage: the compiled core of kpage.py's per-batch work (optional).
  *
- * Four functions, each the C twin of a pure one in kpage.py / procfs.py / pagemap.py / maps.py, over
+ * Five functions, each the C twin of a pure one in kpage.py / procfs.py / pagemap.py / maps.py, over
  * caller-made buffers (the buffer protocol; no numpy C API), each running with the GIL released:
  *
  *   plan(pfns, gap, index) -> (seg_start, seg_len)
@@ -16,6 +16,10 @@
  *       whose PFN is in the sorted array pfns, and each one's index in it (top's observer
  *       correction: a few thousand pages per process, a few hundred processes). None when a read
  *       comes back empty (the mm is gone: fs/proc/task_mmu.c pagemap_read).
+ *
+ *   fill(fd, buf, at, room) -> end
+ *       procfs.read_chunks: read(2) into buf from at until EOF or less than room bytes are left
+ *       (a seq_file returns a page a read: hundreds of reads in one call, without the GIL).
  *
  *   maps_columns(data) -> (cols, pos) | None
  *       maps._fast_table: the start, end, offset and inode columns of a maps text and each line's
@@ -369,6 +373,64 @@ done:
     return ret;
 }
 
+/* ---- fill ----------------------------------------------------------------------------------- */
+
+PyDoc_STRVAR(fill_doc,
+"fill(fd, buf, at, room) -> int\n\n"
+"procfs.read_chunks: read(2) fd into buf from byte at on, again and again, until a read returns 0\n"
+"(EOF) or less than room bytes are left; returns where the data now ends. A seq_file read (smaps,\n"
+"maps) returns about a page, so one call is hundreds of reads without the GIL, where a Python loop\n"
+"waits for the GIL after each one. EINTR runs the signal handlers, then goes on; another error\n"
+"raises OSError.");
+
+static PyObject *kp_fill(PyObject *self, PyObject *args)
+{
+    int fd;
+    PyObject *o_buf;
+    Py_ssize_t at, room;
+    if (!PyArg_ParseTuple(args, "iOnn:fill", &fd, &o_buf, &at, &room))
+        return NULL;
+    Py_buffer buf;
+    if (PyObject_GetBuffer(o_buf, &buf, PyBUF_WRITABLE) < 0)
+        return NULL;
+    PyObject *ret = NULL;
+    if (at < 0 || at > buf.len || room < 1) {
+        PyErr_Format(PyExc_ValueError, "at %zd, room %zd: outside a buffer of %zd bytes", at, room, buf.len);
+        goto done;
+    }
+    char *base = buf.buf;
+    Py_ssize_t len = buf.len;
+    int err = 0;
+    for (;;) {
+        Py_BEGIN_ALLOW_THREADS
+        while (len - at >= room) {
+            ssize_t r = read(fd, base + at, (size_t)(len - at));
+            if (r < 0) {
+                err = errno;
+                break;
+            }
+            if (r == 0)
+                break;
+            at += r;
+        }
+        Py_END_ALLOW_THREADS
+        if (err != EINTR)
+            break;
+        err = 0;
+        if (PyErr_CheckSignals() < 0)
+            goto done;
+    }
+    if (err) {
+        errno = err;
+        PyErr_SetFromErrno(PyExc_OSError);
+        goto done;
+    }
+    ret = PyLong_FromSsize_t(at);
+done:
+    PyBuffer_Release(&buf);
+    return ret;
+}
+
 /* ---- read_matching ------------------------------------------------------------------------ */
 
 #define MATCH_MAX_PAGES ((int64_t)1 << 24) /* 128 MiB of entries read: the caller splits bigger reads */
@@ -711,6 +773,7 @@ done:
 }
 
 static PyMethodDef kp_methods[] = {
+    {"fill", kp_fill, METH_VARARGS, fill_doc},
     {"maps_columns", kp_maps_columns, METH_O, maps_columns_doc},
     {"plan", kp_plan, METH_VARARGS, plan_doc},
     {"pread_spans", kp_pread_spans, METH_VARARGS, pread_spans_doc},

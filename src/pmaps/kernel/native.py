@@ -1,6 +1,7 @@
 """The optional compiled core: `_kpage`, built from _kpage.c by `pip install .` when the machine has
 a C compiler and Python's headers. It does kpage's per-batch work (the lookup plan, the span reads)
-and top's matching pagemap reads (pagemap.read_matching) with the GIL released, so that the reader
+top's matching pagemap reads (pagemap.read_matching) and procfs.read_chunks' loops of reads with
+the GIL released, so that the reader
 threads and the renderer run at once, and the columns of a maps text (maps.decode_table) in one
 pass; the pure Python/numpy paths in kpage.py, pagemap.py and maps.py give the same results and
 are used when the core is missing or PMAPS_PURE is set. No numpy here: `pmaps --version` says
@@ -24,6 +25,8 @@ class Core(Protocol):
                       ) -> tuple[bytes, bytes] | None: ...
 
     def maps_columns(self, data: object, /) -> tuple[bytearray, bytearray] | None: ...
+
+    def fill(self, fd: int, buf: object, at: int, room: int, /) -> int: ...
 
 
 def load() -> Core | None:

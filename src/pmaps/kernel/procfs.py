@@ -108,11 +108,25 @@ def read_chunks(pid: int, name: str, *, started: bool = False, size: int = 1 << 
     that decodes as it reads rather than holding the whole text. A seq_file read returns a page or
     so (smaps: 13,000 reads for 65,000 VMAs), so a chunk is several reads into one buffer, reused:
     a new `size`-byte object per read cost 40% more than the reads (70 ms for those 13,000)."""
+    from .native import load  # the compiled core: its import is a few microseconds
+
     path = proc_path(pid, name)
     buf = bytearray(size)
     view = memoryview(buf)
+    core = load()
     with translate(pid, path, started=started):
         with open(path, "rb", buffering=0) as f:
+            if core is not None:
+                # A chunk's reads in one call without the GIL: a Python loop took the GIL back
+                # after every read, and waited for it while another thread decoded (wss: smaps
+                # read in 0.24 s instead of cat's 0.18 at 65,000 VMAs).
+                fd, room = f.fileno(), min(size, _READ_ROOM)
+                while True:
+                    fill = core.fill(fd, buf, 0, room)
+                    if fill:
+                        yield bytes(view[:fill])
+                    if size - fill >= room:  # stopped with room left: EOF
+                        return
             fill = 0
             while True:
                 n = f.readinto(view[fill:])

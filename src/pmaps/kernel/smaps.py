@@ -167,11 +167,6 @@ def iter_smaps_nonzero(pid: int, name: str, *, started: bool = False) -> Iterato
     return _iter_pieces(pid, lambda data: decode_smaps_nonzero(data, name), started)
 
 
-def iter_smaps_listed(pid: int, name: str, *, started: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
-    """iter_smaps_nonzero with each piece's count of VMAs (decode_smaps_listed)."""
-    return _iter_pieces(pid, lambda data: decode_smaps_listed(data, name), started)
-
-
 def _read_pieces(pid: int, decode: Callable[[bytes], tuple[np.ndarray, np.ndarray]],
                  started: bool) -> tuple[np.ndarray, np.ndarray]:
     """smaps decoded by `decode` about _PIECE bytes at a time, the (start, value) columns joined."""
@@ -187,6 +182,13 @@ def _joined(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.
 def _iter_pieces(pid: int, decode: Callable[[bytes], T], started: bool) -> Iterator[T]:
     """smaps decoded by `decode` about _PIECE bytes at a time, each piece ending after a VmFlags
     line (whole VMAs)."""
+    return map(decode, smaps_pieces(pid, started=started))
+
+
+def smaps_pieces(pid: int, *, started: bool = False) -> Iterator[bytes]:
+    """/proc/PID/smaps as it is read, about _PIECE bytes at a time, each piece ending after a
+    VmFlags line (whole VMAs), undecoded: a caller may read on one thread and decode on another
+    (the kernel's walk then never waits for a decode)."""
     pending: list[bytes] = []
     size = 0
     stream = True
@@ -201,12 +203,12 @@ def _iter_pieces(pid: int, decode: Callable[[bytes], T], started: bool) -> Itera
         if end < 0:  # no VmFlags (before Linux 3.8): decoded whole at the end
             pending, stream = [data], False
             continue
-        yield decode(data[:end + 1])
+        yield data[:end + 1]
         pending = [data[end + 1:]]
         size = len(pending[0])
     rest = b"".join(pending)
     if rest:
-        yield decode(rest)
+        yield rest
 
 
 _PIECE = 1 << 20
