@@ -46,7 +46,7 @@ from .codec import (
     as_int,
     as_str,
     decode_known,
-    decode_vmas,
+    decode_vma_table,
     encode_known,
     encode_vmas,
     inflate,
@@ -332,7 +332,7 @@ def loads_sample(data: bytes, name: str = "<bytes>", memo: dict[str, Any] | None
         if memo is not None and memo.get("raw") == raw_vmas:
             vmas = memo["table"]
         else:
-            vmas = VmaTable.of_vmas(decode_vmas(raw_vmas))
+            vmas = decode_vma_table(raw_vmas)
             if memo is not None:
                 memo.update(raw=raw_vmas, table=vmas)
         starts = vmas.start

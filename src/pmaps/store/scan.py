@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import BadSnapshot
-from ..kernel.maps import VmaTable
 from ..kernel.status import Ident
 from ..model import Pages, ProcRec, SystemScan
 from ..model.system import page_slices
@@ -15,7 +14,7 @@ from .codec import (
     as_int,
     as_str,
     decode_known,
-    decode_vmas,
+    decode_vma_table,
     encode_known,
     encode_vmas,
     pack_npz,
@@ -57,7 +56,7 @@ def loads(data: bytes, name: str = "<bytes>") -> SystemScan:
             pages.kcgroup = cols["kcgroup"].astype(U64)
         procs = []
         for p in meta["procs"]:
-            table = VmaTable.of_vmas(decode_vmas(p["vmas"]))
+            table = decode_vma_table(p["vmas"])
             lo, hi = as_int(p["lo"], "lo"), as_int(p["hi"], "hi")
             if not 0 <= lo <= hi <= len(pages):
                 raise ValueError(f"process {p['pid']} has pages [{lo}, {hi}) outside the scan")
