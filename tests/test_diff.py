@@ -9,9 +9,11 @@ import pytest
 
 from helpers import PAGE
 from memchild import MemChild
-from pmaps.analysis.diff import KINDS, diff_samples
+from pmaps.analysis.diff import KINDS, Diff, VmaDiff, diff_samples
 from pmaps.collector import Process, take_sample
-from pmaps.render.diff import to_json
+from pmaps.kernel.maps import Vma
+from pmaps.model.state import S_EXCLUSIVE, S_PRESENT
+from pmaps.render.diff import change_dicts, to_json
 from pmaps.store.recording import load_sample
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -69,7 +71,7 @@ def test_identical_samples_no_change(run):
     assert r.code == 0 and "no page changed state" in r.out
 
 
-@pytest.mark.parametrize("fmt", ["text", "csv", "ndjson"])
+@pytest.mark.parametrize("fmt", ["text", "json", "csv", "ndjson"])
 def test_golden(run, fmt, monkeypatch):
     monkeypatch.chdir(GOLDEN)
     r = run("diff", "time_a.parquet", "time_b.parquet", "--format", fmt)
@@ -150,3 +152,68 @@ def test_saved_vs_live_either_order(run, tmp_path):
     assert r.code != 0 and r.err.count("\n") == 1 and "corrupt" not in r.err, r.err
     r = run("diff", str(tmp_path / "missing.npz"), str(os.getpid()))
     assert r.code == 2 and "nor an existing sample file" in r.err, r.err
+
+
+def _hand_diff() -> Diff:
+    """A Diff of three VMAs made by hand: a hostile path, unknown map counts, an absent page's empty
+    state, a VMA new in B and one gone."""
+    import numpy as np
+
+    def vd(vma: Vma, status: str, rows: list[tuple[int, int, int, int, int, int, int]]) -> VmaDiff:
+        cols = list(zip(*rows))
+        u, i = np.uint64, np.int64
+        return VmaDiff(vma, status, np.array(cols[0], u), np.array(cols[1], i), np.array(cols[2], u),
+                       np.array(cols[3], u), np.array(cols[4], i), np.array(cols[5], i), np.array(cols[6], i))
+
+    p, x = 1 << S_PRESENT, 1 << S_EXCLUSIVE
+    evil = Vma(0x1000, 0x9000, "rw-p", 0, "fe:00", 7, "/tmp/evil\n\x1b[2Jname \u00e9")
+    return Diff("a.npz", "B \x1b[1m", 1.5, 2.25, [
+        vd(evil, "both", [(0x1000, 2, 0, p | x, 0, 1, 0), (0x4000, 1, p, 0, -1, 0, 1), (0x8000, 300, p, p | x, 2, 1, 5)]),
+        vd(Vma(0x10000, 0x20000, "r--p", 0x3000, "00:00", 0, ""), "new", [(0x10000, 16, 0, p, 0, -1, 0)]),
+        vd(Vma(0x30000, 0x31000, "---p", 0, "00:00", 0, "[gone]"), "gone", [(0x30000, 1, p, 0, 1, 0, 1)]),
+    ])
+
+
+def test_json_streamed_is_the_document():
+    """DiffView writes its JSON a VMA at a time: the bytes of json.dumps(to_json(d), indent=1)."""
+    import io
+
+    from pmaps.render.diff import DiffView
+    from pmaps.render.output import write
+
+    for d in (_hand_diff(), diff_samples(load_sample(A), load_sample(B)), Diff("x", "y", 0.0, 0.0)):
+        out = io.StringIO()
+        write(DiffView(d), out, "json")
+        assert out.getvalue() == json.dumps(to_json(d), indent=1) + "\n"
+
+
+def test_text_escapes_and_aligns_each_vma():
+    """Text: each VMA's maps line escaped (its path is the target's text), then its own table, aligned
+    as write_table aligns it (the reference here: one write_table per VMA, as before)."""
+    import io
+
+    from pmaps.render.diff import KIND_TITLES, letters, write_text
+    from pmaps.render.table import printable, write_table
+    from pmaps.render.units import fmt_bytes
+
+    d = _hand_diff()
+    out = io.StringIO()
+    write_text(out, d)
+    text = out.getvalue()
+    assert "\x1b" not in text and "/tmp/evil\\x0a\\x1b[2Jname \u00e9" in text
+    want = io.StringIO()
+    for v in d.vmas:
+        want.write(printable(v.vma.maps_line()) + {"both": "", "new": "  [new in B]", "gone": "  [gone in B]"}[v.status]
+                   + "\n")
+        rows = []
+        for c, b, a in zip(change_dicts(v), v.before.tolist(), v.after.tolist()):
+            mb, ma = c["mapcount_before"], c["mapcount_after"]
+            mc = "" if mb == ma else f" {'?' if mb is None else mb}->{'?' if ma is None else ma}"
+            rows.append([f"  {c['addr']:x}", KIND_TITLES[c["change"]], str(c["pages"]), fmt_bytes(c["bytes"]),
+                         letters(b), letters(a) + mc])
+        wb = max(len("BEFORE"), *(len(r[4]) for r in rows))
+        for r in rows:
+            r[4] = r[4].ljust(wb)
+        write_table(want, ["  ADDR", "CHANGE", "PAGES", "SIZE", "BEFORE".ljust(wb), "AFTER"], rows, left=2)
+    body = text.split("\n", 2)[2]
+    assert body.startswith(want.getvalue()) and "?->0" in body and "0->?" in body

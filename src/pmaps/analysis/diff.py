@@ -70,11 +70,13 @@ class Diff:
     vmas: list[VmaDiff] = field(default_factory=list)
 
     def totals(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for v in self.vmas:
-            for k, n in v.totals().items():
-                out[k] = out.get(k, 0) + n
-        return {k: out[k] for k in KINDS if k in out}
+        """Pages per kind, over every VMA (one bincount: a diff may have 30,000 VMAs)."""
+        if not self.vmas:
+            return {}
+        kind = np.concatenate([v.kind for v in self.vmas])
+        pages = np.concatenate([v.pages for v in self.vmas])
+        t = np.bincount(kind, weights=pages, minlength=len(KINDS)).astype(np.int64)
+        return {k: int(t[i]) for i, k in enumerate(KINDS) if t[i]}
 
 
 def classify(before: np.ndarray, after: np.ndarray, mcb: np.ndarray, mca: np.ndarray) -> np.ndarray:
@@ -153,13 +155,15 @@ def diff_samples(a: Sample, b: Sample, *, a_label: str = "A", b_label: str = "B"
     kind = classify(sa, sb, ma, mb)
     # Whether each VMA of one side is also in the other (same start and end): "both", else new/gone.
     b_in_a, a_in_b = a.table.find(b.table) >= 0, b.table.find(a.table) >= 0
-    cuts = np.flatnonzero(np.diff(key)) + 1
-    for grp in np.split(np.arange(len(key)), cuts):
-        k = int(key[grp[0]])
+    # Each VMA's changes are a run of consecutive rows: views of the columns (30,000 changed VMAs
+    # made 200,000 fancy-indexed copies).
+    first = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
+    addr, pages = start << U64(PAGE_SHIFT), (end - start).astype(np.int64)
+    for k, lo, hi in zip(key[first].tolist(), first.tolist(), [*first[1:].tolist(), len(key)]):
         if k < len(vb):
             vma, status = b.table.vma(k), "both" if b_in_a[k] else "new"
         else:
             vma, status = a.table.vma(k - len(vb)), "both" if a_in_b[k - len(vb)] else "gone"
-        out.vmas.append(VmaDiff(vma, status, start[grp] << U64(PAGE_SHIFT), (end[grp] - start[grp]).astype(np.int64),
-                                sa[grp], sb[grp], ma[grp], mb[grp], kind[grp]))
+        out.vmas.append(VmaDiff(vma, status, addr[lo:hi], pages[lo:hi], sa[lo:hi], sb[lo:hi], ma[lo:hi], mb[lo:hi],
+                                kind[lo:hi]))
     return out
