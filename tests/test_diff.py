@@ -217,3 +217,32 @@ def test_text_escapes_and_aligns_each_vma():
         write_table(want, ["  ADDR", "CHANGE", "PAGES", "SIZE", "BEFORE".ljust(wb), "AFTER"], rows, left=2)
     body = text.split("\n", 2)[2]
     assert body.startswith(want.getvalue()) and "?->0" in body and "0->?" in body
+
+
+@needs_root
+def test_cli_saved_and_live_either_way(run, tmp_path):
+    """A file and a live PID, in either order (the file is loaded while the process is sampled)."""
+    with MemChild(["a:anon:128K"]) as mc:
+        snap = str(tmp_path / "s.npz")
+        assert run("save", str(mc.pid), "-o", snap, "-q").code == 0
+        mc.cmd("free a 0 3")
+        fwd = run("diff", snap, str(mc.pid), "--format", "json")
+        mc.cmd("touch a 0 1")
+        rev = run("diff", str(mc.pid), snap, "--format", "json")
+    assert fwd.code == 0 and rev.code == 0, (fwd.err, rev.err)
+    start = mc.regions["a"]["start"]
+    assert changes(json.loads(fwd.out), start) == [(0, 3, "freed")]
+    assert changes(json.loads(rev.out), start) == [(1, 2, "present")]
+
+
+def test_cli_errors_come_in_the_order_of_a_then_b(run, tmp_path):
+    """With one file and one PID, A's error is reported first, as when A was read before B."""
+    gone = "999999999"
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"PK\x03\x04 not a zip")
+    r = run("diff", str(tmp_path / "missing"), gone)
+    assert r.code != 0 and "not a process ID, nor an existing sample file" in r.err and "Traceback" not in r.err
+    r = run("diff", str(bad), gone)
+    assert r.code != 0 and "bad.npz" in r.err and gone not in r.err, r.err
+    r = run("diff", gone, str(bad))
+    assert r.code != 0 and gone in r.err and "bad.npz" not in r.err, r.err
