@@ -260,6 +260,31 @@ def test_hostile_comm_in_terminal_views(named, run):
                 assert "\\x1b[2J\\x1b]0;pwn\\x07" in r.out, r.out
 
 
+def test_hostile_comm_in_every_message(named, run, tmp_path):
+    """The rest of the text a process name reaches, on stdout and stderr alike: explain, --folios of
+    several processes, the notes of save, record and a diff of two processes, a diff's maps lines,
+    and error messages. Each of them once wrote it raw."""
+    evil = [(p, n) for p, n in zip(named, HOSTILE_COMMS) if "\x1b" in n]
+    assert evil
+    p, _ = evil[0]
+    other = named[0]
+    pid = str(p.pid)
+    snap, rec = str(tmp_path / "s.npz"), str(tmp_path / "rec")
+    for argv in (["explain", pid], ["--folios", pid, str(other.pid)], ["save", "-o", snap, pid],
+                 ["record", "-o", rec, "--count", "1", pid], ["diff", snap, str(other.pid)],
+                 ["diff", str(other.pid), snap]):
+        r = run(*argv)
+        assert r.code == 0, (argv, r.err)
+        for text in (r.out, r.err):
+            assert "\x1b" not in text and "\x07" not in text, (argv, text[-300:])
+    assert "\\x1b[2J" in run("explain", pid).out
+    # An error whose message quotes a path that holds a newline and an escape sequence: one line.
+    bad = tmp_path / "x\x1b]0;pwn\x07\nsecond line.npz"
+    bad.write_bytes(b"PK\x03\x04 not a zip")
+    r = run("show", str(bad))
+    assert r.code != 0 and r.err.count("\n") == 1 and "\x1b" not in r.err and "\x07" not in r.err, r.err
+
+
 def test_hostile_comm_in_the_live_watch(named):
     from rich.console import Console
 

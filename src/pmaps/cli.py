@@ -19,6 +19,7 @@ from typing import Any, TextIO, cast
 from . import commands as commands_pkg
 from .commands import Command
 from .errors import PmapsError
+from .safetext import printable
 
 DEFAULT = "show"
 EPILOG = """\
@@ -226,7 +227,8 @@ def _main(argv: list[str] | None, out: TextIO, err: TextIO) -> int:
     try:
         return int(args.cmd.run(args, out, err))
     except PmapsError as e:
-        err.write(f"pmaps: {e}\n")
+        # One line, whatever the message quotes: paths, process names and files' text are anyone's.
+        err.write(f"pmaps: {printable(str(e))}\n")
         return e.exit_code
     except KeyboardInterrupt:
         err.write("pmaps: interrupted\n")

@@ -3,6 +3,8 @@
 UsageError belongs to the command layer: nothing below commands/ raises it."""
 from __future__ import annotations
 
+from .safetext import printable
+
 
 class PmapsError(Exception):
     """Base of every error pmaps reports to the user."""
@@ -13,6 +15,11 @@ class PmapsError(Exception):
         super().__init__(msg)
         self.pid = pid
         self.path = path
+
+    def __str__(self) -> str:
+        # Messages quote paths, process names and files' text, which are anyone's: however the
+        # message is printed, a control character in it shows escaped, never acts on the terminal.
+        return printable(super().__str__())
 
 
 class NoSuchProcess(PmapsError):

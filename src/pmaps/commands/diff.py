@@ -11,6 +11,7 @@ from ..errors import UsageError
 from ..model import Sample
 from ..render import write
 from ..render.diff import DiffView
+from ..safetext import printable
 from ..store.recording import load_sample, sample_files
 from . import Command, add_output_options, seconds_or_zero
 from ._common import add_selector_options, parse_pid, selector_given
@@ -66,7 +67,8 @@ class DiffCommand(Command):
             a = loaded
             b = resolve_sample(b_src, last=True) or self._live(_pid(b_src), args)
         if a.pid != b.pid and not args.quiet:
-            err.write(f"pmaps: note: comparing different processes ({a.pid} {a.comm}, {b.pid} {b.comm})\n")
+            err.write(printable(f"pmaps: note: comparing different processes ({a.pid} {a.comm}, {b.pid} {b.comm})")
+                      + "\n")
         return self._write(out, err, args, a, b, _label(args.a), _label(b_src))
 
     def _dataset(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

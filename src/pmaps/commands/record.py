@@ -12,6 +12,7 @@ from ..collector import FIELDS, Options, Process, take_sample
 from ..collector.parallel import reader_threads
 from ..errors import BadSnapshot, NoSuchProcess, PidReused, UsageError, ZombieProcess
 from ..kernel.libc import malloc_arena_max, malloc_trim
+from ..safetext import printable
 from ..store.recorder import Recorder
 from ..store.recording import require_pyarrow
 from . import Command, add_cpu_option, budget_interval, positive, seconds
@@ -95,8 +96,9 @@ class Record(Command):
             rec.finish(reason, note)
         n = len(rec.manifest["samples"])
         size = sum(s["bytes"] for s in rec.manifest["samples"])
-        err.write(f"pmaps: recorded {n} samples of {pid} ({proc.comm}) to {args.dataset or args.output}: {reason}"
-                  + (f" ({note})" if note else "") + f"; {size // max(n, 1)} bytes per sample\n")
+        err.write(printable(f"pmaps: recorded {n} samples of {pid} ({proc.comm}) to {args.dataset or args.output}: "
+                            f"{reason}" + (f" ({note})" if note else "") + f"; {size // max(n, 1)} bytes per sample")
+                  + "\n")
         return 0
 
     def _loop(self, proc: Process, rec: Recorder | DatasetRecorder, args: argparse.Namespace,

@@ -6,6 +6,7 @@ from typing import TextIO
 
 from ..collector import Options, Process
 from ..errors import UsageError
+from ..safetext import printable
 from ..store.snapshot import save_parts
 from . import Command
 from ._common import add_force_option, parse_pid
@@ -38,5 +39,6 @@ class Save(Command):
             pages, table, comm = proc.pages(), proc.table, proc.comm
             save_parts(args.output, pid, comm, table, pages, proc.known, keep_pfns=args.pfn, force=args.force)
         if not args.quiet:
-            err.write(f"pmaps: saved {len(pages)} pages of {len(table)} VMAs of {pid} ({comm}) to {args.output}\n")
+            said = f"pmaps: saved {len(pages)} pages of {len(table)} VMAs of {pid} ({comm}) to {args.output}"
+            err.write(printable(said) + "\n")
         return 0

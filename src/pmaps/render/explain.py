@@ -43,8 +43,8 @@ class ExplainView(View):
 
     def text(self, out: TextIO, unit: str) -> None:
         ex, h = self.ex, unit_header(unit)
-        out.write(f"pmaps explain {ex.pid} ({ex.comm}): each number is the sum of the buckets pmaps measured page by "
-                  "page\n")
+        out.write(f"pmaps explain {ex.pid} ({printable(ex.comm)}): each number is the sum of the buckets pmaps "
+                  "measured page by page\n")
         rows = []
         for n in ex.numbers:
             made = " + ".join(f"{p.replace('pss:', 'PSS of ')} {fmt_bytes(_value(ex, p), unit)}"
@@ -84,7 +84,7 @@ def chart_png(ex: Explanation, title: str) -> bytes:
                 ax.plot([n.kernel / (1 << 20)] * 2, [y - 0.4, y + 0.4], color="black", lw=1.5)
         ax.set_yticks(range(len(nums)), labels=[n.name for n in reversed(nums)])
         ax.set_xlabel("MiB (black line: the kernel's number)")
-        ax.set_title(title.replace("$", r"\$"))
+        ax.set_title(printable(title).replace("$", r"\$"))
         ax.legend(loc="lower right", fontsize=8)
         fig.tight_layout()
         return figure_bytes(fig, "png", dpi=100)

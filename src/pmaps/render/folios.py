@@ -9,7 +9,7 @@ from typing import Any, TextIO
 from ..analysis.folios import FolioRow
 from ..model import Vma
 from .output import View
-from .table import write_table
+from .table import printable, write_table
 from .units import fmt_bytes, unit_header
 
 SCHEMA = "pmaps-folios/1"
@@ -74,7 +74,7 @@ class FoliosView(View):
             if n:
                 out.write("\n")
             if len(self.processes) > 1:
-                out.write(f"# {p.pid} {p.comm}\n")
+                out.write(f"# {p.pid} {printable(p.comm)}\n")
             sizes = sorted(p.total.by_size)
             header = ["ADDRESS", "PERMS", *[size_label(s) + suffix for s in sizes], *(h + suffix for _, h in EXTRA),
                       "MAPPING"]

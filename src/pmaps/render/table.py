@@ -4,34 +4,14 @@ from __future__ import annotations
 import codecs
 import csv
 import functools
-import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import TextIO
 
 import numpy as np
 
 from ..numeric import distinct
-
-# Process names, paths and cgroup names are anyone's text: on a terminal a control character
-# (ESC starts a sequence that can move the cursor, retitle the window, rewrite what root reads)
-# or a bidi override must not act. C0, DEL, C1 and the Unicode bidi controls are shown as \xNN
-# or \uNNNN; everything printable is kept.
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-
-
-def _escape(m: re.Match[str]) -> str:
-    c = ord(m.group())
-    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
-
-
-def printable(text: str) -> str:
-    """`text` safe to print on a terminal: control characters escaped."""
-    return _UNPRINTABLE.sub(_escape, text) if _UNPRINTABLE.search(text) else text
-
-
-def unprintable(text: str) -> bool:
-    """Whether printable() would change the text."""
-    return _UNPRINTABLE.search(text) is not None
+from ..safetext import printable as printable  # the renderers import both from here
+from ..safetext import unprintable as unprintable
 
 
 def write_table(out: TextIO, header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 0,
@@ -44,7 +24,7 @@ def write_table(out: TextIO, header: Sequence[str], rows: Sequence[Sequence[str]
     if not allrows:
         return
     # One search over every cell; cell by cell only when some cell needs escaping.
-    if _UNPRINTABLE.search("".join(c for r in allrows for c in r)):
+    if unprintable("".join(c for r in allrows for c in r)):
         allrows = [list(map(printable, r)) for r in allrows]
     ncol = len(header)
     if lefts is None:

@@ -1,0 +1,26 @@
+"""Text from the target (process names, paths, cgroup names, files' contents in error messages) made
+safe to print on a terminal. No numpy: the CLI's error path uses it before anything else is imported."""
+from __future__ import annotations
+
+import re
+
+# Process names, paths and cgroup names are anyone's text: on a terminal a control character
+# (ESC starts a sequence that can move the cursor, retitle the window, rewrite what root reads)
+# or a bidi override must not act. C0, DEL, C1 and the Unicode bidi controls are shown as \xNN
+# or \uNNNN; everything printable is kept.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape(m: re.Match[str]) -> str:
+    c = ord(m.group())
+    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+
+def printable(text: str) -> str:
+    """`text` safe to print on a terminal: control characters escaped."""
+    return _UNPRINTABLE.sub(_escape, text) if _UNPRINTABLE.search(text) else text
+
+
+def unprintable(text: str) -> bool:
+    """Whether printable() would change the text."""
+    return _UNPRINTABLE.search(text) is not None
