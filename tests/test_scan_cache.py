@@ -85,6 +85,10 @@ def _figures(scan):
     return {g.name: ({k: v for k, v in g.fig.items() if k != "pss"}, g.pages, g.procs) for g in ex.groups}
 
 
+def _without_uss(figs: dict) -> dict:
+    return {name: ({k: v for k, v in f.items() if k != "uss"}, pages, procs) for name, (f, pages, procs) in figs.items()}
+
+
 @needs_root
 def test_unchanged_process_is_reused_exactly(monkeypatch):
     real_gate = CS.read_gate
@@ -252,6 +256,7 @@ def test_collapse_reads_only_the_collapsed_process():
         reg = mc.regions["a"]
         lo = (reg["start"] + (2 << 20) - 1) & ~((2 << 20) - 1)  # the first 2 MiB-aligned range in it
         cache = CS.ScanCache()
+        uss_moved = None
         for _ in range(10):
             for _ in range(50):  # both reused
                 CS.scan_system([mc.pid, other.pid], cache=cache)
@@ -277,9 +282,17 @@ def test_collapse_reads_only_the_collapsed_process():
             for c in ("vpn", "pm"):
                 assert np.array_equal(getattr(whole.pages, c), getattr(fresh.pages, c)), c
             figs, now = _figures(scan), _figures(fresh)
+            if figs != now and _without_uss(figs) == _without_uss(now):
+                # USS alone moved: a page the child shared (libpython's) gained or lost its other
+                # mappers between the two reads (a Python started or ended elsewhere). Not a clean
+                # pair: try again; a real difference shows in every attempt.
+                uss_moved = (figs, now)
+                continue
             assert figs == now
             assert figs[str(mc.pid)][0]["anon_thp"] == _figures(before)[str(mc.pid)][0]["anon_thp"] + (2 << 20)
             return
+        if uss_moved is not None:
+            pytest.fail(f"USS differs between a reused and a fresh scan in every clean attempt: {uss_moved}")
         pytest.skip("the gate never moved by the collapse alone")
 
 
