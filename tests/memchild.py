@@ -84,6 +84,37 @@ _SIZE_RE = re.compile(r"^(\d+)([KMGTP]?)(?:i?B)?$", re.IGNORECASE)
 _UNITS = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40, "P": 50}
 
 
+# The many-VMAs target: one 16 KiB-strided anonymous region, fully written, every other 8 KiB
+# made read-only, so that each mprotect adds two VMAs, until the process has `target` VMAs or the
+# kernel refuses (vm.max_map_count). It prints its VMA count, then waits for EOF on stdin.
+MANY_VMAS = r"""
+import ctypes, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+target = int(sys.argv[1])
+n = target // 2 + 64
+a = libc.mmap(None, n * 16384, 3, 0x22, -1, 0)
+for i in range(0, n * 16384, 4096):
+    ctypes.c_char.from_address(a + i).value = b"x"
+def count():
+    with open("/proc/self/maps", "rb") as f:
+        return sum(1 for _ in f)
+have = count()
+i = 0
+while i < n and have < target:
+    if libc.mprotect(a + i * 16384 + 4096, 8192, 1):  # inside the region: +2 VMAs
+        break
+    i += 1
+    have += 2
+    if have >= target - 8:
+        have = count()
+print(count(), flush=True)
+sys.stdin.read()
+"""
+
+
 class MemChildError(RuntimeError):
     """The child failed to start, answered with an error, or timed out."""
 

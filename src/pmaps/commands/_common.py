@@ -14,9 +14,15 @@ if TYPE_CHECKING:  # imported where used: `pmaps PID` needs parse_pid alone befo
     from ..model import SystemScan
 
 
+def is_pid_text(text: str) -> bool:
+    """Whether an argument is a PID rather than a file: ASCII digits always are (`pmaps 123` never
+    reads a file named 123 in the current directory; ./123 is the file)."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_pid(text: str) -> int:
     """A PID as typed: ASCII digits only (int() would also take ' 12', '+1' or Arabic digits)."""
-    if not (text.isascii() and text.isdigit()) or len(text) > 10 or int(text) <= 0:
+    if not is_pid_text(text) or len(text) > 10 or int(text) <= 0:
         raise UsageError(f"not a process ID: {text[:40]!r}")
     return int(text)
 

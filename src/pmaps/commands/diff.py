@@ -14,7 +14,7 @@ from ..render.diff import DiffView
 from ..safetext import printable
 from ..store.recording import load_sample, sample_files
 from . import Command, add_output_options, seconds_or_zero
-from ._common import add_selector_options, parse_pid, selector_given
+from ._common import add_selector_options, is_pid_text, parse_pid, selector_given
 
 
 class DiffCommand(Command):
@@ -46,12 +46,12 @@ class DiffCommand(Command):
     def run(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         from ..store.dataset import is_dataset
 
-        if not (args.a.isascii() and args.a.isdigit()) and is_dataset(args.a):
+        if not is_pid_text(args.a) and is_dataset(args.a):
             return self._dataset(args, out, err)
         if (opt := selector_given(args)) is not None:
             raise UsageError(f"{opt} chooses samples of a dataset ROOT (record --dataset): {args.a[:60]!r} is not one")
         b_src = args.b if args.b is not None else args.a
-        if _is_pid(args.a) != _is_pid(b_src):  # one live PID and one file
+        if is_pid_text(args.a) != is_pid_text(b_src):  # one live PID and one file
             a, b = self._file_beside_live(args, b_src)
         else:
             loaded = resolve_sample(args.a, last=False)
@@ -94,7 +94,7 @@ class DiffCommand(Command):
         Errors come as if A were done first: A's, then B's."""
         from ..collector.parallel import background
 
-        live_a = _is_pid(args.a)
+        live_a = is_pid_text(args.a)
         src = b_src if live_a else args.a
         load = background(lambda: resolve_sample(src, last=not live_a))
         try:
@@ -134,19 +134,14 @@ def _not_a_source(src: str) -> UsageError:
     return UsageError(f"not a process ID, nor an existing sample file or recording: {src[:60]!r}")
 
 
-def _is_pid(src: str) -> bool:
-    """Digits are always a PID (./123 is the file)."""
-    return src.isascii() and src.isdigit()
-
-
 def _label(src: str) -> str:
-    return src if not (src.isascii() and src.isdigit()) and (os.path.lexists(src) or "@" in src) else "live"
+    return src if not is_pid_text(src) and (os.path.lexists(src) or "@" in src) else "live"
 
 
 def resolve_sample(src: str, *, last: bool) -> Sample | None:
     """A sample file, a recording (its first or last sample; DIR@N picks sample N), or None for a
     PID. Digits are always a PID (./123 is the file)."""
-    if _is_pid(src):
+    if is_pid_text(src):
         return None
     path, at, idx = src.rpartition("@") if "@" in src else (src, "", "")
     if at and os.path.isdir(path):

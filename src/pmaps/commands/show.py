@@ -18,7 +18,7 @@ from ..render import View, write
 from ..render.notes import missing_notes
 from ..render.pmaps import PageRangesView, ViewOptions
 from . import Command, add_output_options
-from ._common import parse_pid
+from ._common import is_pid_text, parse_pid
 
 if TYPE_CHECKING:
     from ..render.folios import ProcessFolios
@@ -218,7 +218,7 @@ def _source_arg(arg: str) -> int | str:
     the current directory (write ./123 for the file). Any other existing name is a file, and
     the loader says what is wrong with it (a FIFO, a device, a looping symlink).
     """
-    if arg.isascii() and arg.isdigit():
+    if is_pid_text(arg):
         return parse_pid(arg)
     if os.path.isdir(arg):
         raise UsageError(f"{arg} is a directory, not a snapshot file (see 'pmaps save')")
