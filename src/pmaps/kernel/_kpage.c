@@ -68,6 +68,13 @@ static int get_words(PyObject *obj, Py_buffer *view, int writable, const char *n
 
 /* ---- plan --------------------------------------------------------------------------------- */
 
+/* OSError from an errno saved while the GIL was released (errno itself may have changed since). */
+static void os_error(int err)
+{
+    errno = err;
+    PyErr_SetFromErrno(PyExc_OSError);
+}
+
 typedef struct {
     int64_t start; /* lowest PFN of the run */
     int64_t end;   /* highest + 1 */
@@ -360,8 +367,7 @@ static PyObject *kp_pread_spans(PyObject *self, PyObject *args)
     }
     free(spans);
     if (err) {
-        errno = err;
-        PyErr_SetFromErrno(PyExc_OSError);
+        os_error(err);
         goto done;
     }
     ret = Py_NewRef(Py_None);
@@ -374,6 +380,21 @@ done:
 }
 
 /* ---- fill ----------------------------------------------------------------------------------- */
+
+/* read(2) into base[*at:len] until EOF or less than room bytes are left: 0, or the errno of a failed
+ * read (EINTR: *at says where to go on). Without the GIL. */
+static int fill_reads(int fd, char *base, Py_ssize_t len, Py_ssize_t *at, Py_ssize_t room)
+{
+    while (len - *at >= room) {
+        ssize_t r = read(fd, base + *at, (size_t)(len - *at));
+        if (r < 0)
+            return errno;
+        if (r == 0)
+            break;
+        *at += r;
+    }
+    return 0;
+}
 
 PyDoc_STRVAR(fill_doc,
 "fill(fd, buf, at, room) -> int\n\n"
@@ -398,31 +419,18 @@ static PyObject *kp_fill(PyObject *self, PyObject *args)
         PyErr_Format(PyExc_ValueError, "at %zd, room %zd: outside a buffer of %zd bytes", at, room, buf.len);
         goto done;
     }
-    char *base = buf.buf;
-    Py_ssize_t len = buf.len;
-    int err = 0;
+    int err;
     for (;;) {
         Py_BEGIN_ALLOW_THREADS
-        while (len - at >= room) {
-            ssize_t r = read(fd, base + at, (size_t)(len - at));
-            if (r < 0) {
-                err = errno;
-                break;
-            }
-            if (r == 0)
-                break;
-            at += r;
-        }
+        err = fill_reads(fd, buf.buf, buf.len, &at, room);
         Py_END_ALLOW_THREADS
         if (err != EINTR)
             break;
-        err = 0;
         if (PyErr_CheckSignals() < 0)
             goto done;
     }
     if (err) {
-        errno = err;
-        PyErr_SetFromErrno(PyExc_OSError);
+        os_error(err);
         goto done;
     }
     ret = PyLong_FromSsize_t(at);
@@ -597,8 +605,7 @@ static PyObject *kp_read_matching(PyObject *self, PyObject *args)
         goto done;
     }
     if (err) {
-        errno = err;
-        PyErr_SetFromErrno(PyExc_OSError);
+        os_error(err);
         goto done;
     }
     PyObject *ents = PyBytes_FromStringAndSize((char *)out, k * 8), *ix = PyBytes_FromStringAndSize((char *)idx, k * 8);
