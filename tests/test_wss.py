@@ -15,7 +15,7 @@ import pmaps.analysis.wss as wss
 from helpers import ROOT, smaps_by_start
 from memchild import MemChild
 from pmaps.analysis.wss import Ages, located, runs
-from pmaps.collector import collect
+from pmaps.collector import collect, parallel
 from pmaps.kernel import damon
 from pmaps.kernel.clear_refs import clear_refs
 from pmaps.kernel.idle import IDLE_BITMAP, IdleBitmap, idle_bits, idle_words
@@ -490,14 +490,14 @@ def test_on_thread_hands_over_in_order_and_raises_there():
         made.set()
         raise ValueError("read failed")
 
-    got = wss.on_thread(items())
+    got = parallel.on_thread(items())
     assert made.wait(10)  # produced without being asked
     taken = []
     with pytest.raises(ValueError, match="read failed"):
         for x in got:
             taken.append(x)
     assert taken == [1, 2]
-    assert list(wss.on_thread(iter(range(5)))) == [0, 1, 2, 3, 4]
+    assert list(parallel.on_thread(iter(range(5)))) == [0, 1, 2, 3, 4]
 
 
 def test_on_thread_shortens_the_switch_interval_while_it_reads():
@@ -513,11 +513,11 @@ def test_on_thread_shortens_the_switch_interval_while_it_reads():
         yield 1
         raise OSError("gone")
 
-    got = wss.on_thread(items())
+    got = parallel.on_thread(items())
     go.set()
     with pytest.raises(OSError):
         list(got)
-    assert seen == [min(before, wss.SWITCH_WHILE_READING)] and sys.getswitchinterval() == before
+    assert seen == [min(before, parallel.SWITCH_WHILE_READING)] and sys.getswitchinterval() == before
 
 
 @needs_root

@@ -19,10 +19,7 @@ Three readbacks feed it (docs/time.md says what each can and cannot see):
 from __future__ import annotations
 
 import contextlib
-import sys
-import threading
 import time
-from _queue import SimpleQueue  # queue.py's own, without importing queue (and heapq) inside a cycle
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar, overload
@@ -30,6 +27,7 @@ from typing import TypeVar, overload
 import numpy as np
 
 from ..collector import Options, Process
+from ..collector.parallel import on_thread
 from ..errors import NoSuchProcess, PmapsError, Unsupported, ZombieProcess
 from ..kernel import caps as capsmod
 from ..kernel import damon as damonmod
@@ -44,53 +42,12 @@ from ..numeric import PAGE_SHIFT, PAGE_SIZE, arange_runs, consecutive_runs, uniq
 
 U64 = np.uint64
 T = TypeVar("T")
-SWITCH_WHILE_READING = 0.0005  # seconds: the GIL switch interval while on_thread's thread reads
 
 
 def _kbit(p: Pages, name: str) -> np.ndarray:
     if p.kflags is None:
         return np.zeros(len(p), dtype=bool)
     return ((p.kflags >> U64(KPF[name])) & U64(1)).astype(bool)
-
-
-def on_thread(items: Iterator[T]) -> Iterator[T]:
-    """`items` made on a thread started now (reads that spend their time in the kernel, without
-    the GIL), handed over as they come; an error raised there is raised here.
-
-    While the thread reads, the GIL's switch interval is 0.5 ms (restored when it is done): the
-    thread takes the GIL back after each chunk of reads, and with the default 5 ms it waited that
-    long each time the caller was busy in Python (smaps at 65,000 VMAs: 0.23-0.29 s instead of
-    0.19-0.20 s beside a busy caller)."""
-    box: SimpleQueue[tuple[bool, object]] = SimpleQueue()
-    switch = sys.getswitchinterval()
-    sys.setswitchinterval(min(switch, SWITCH_WHILE_READING))
-
-    def work() -> None:
-        try:
-            for x in items:
-                box.put((True, x))
-        except BaseException as e:  # re-raised by the consumer
-            box.put((False, e))
-        else:
-            box.put((False, None))
-        finally:
-            sys.setswitchinterval(switch)
-
-    thread = threading.Thread(target=work, name="pmaps-smaps", daemon=True)
-    thread.start()
-
-    def take() -> Iterator[T]:
-        while True:
-            more, x = box.get()
-            if not more:
-                thread.join()
-                if x is not None:
-                    assert isinstance(x, BaseException)
-                    raise x
-                return
-            yield x  # type: ignore[misc]
-
-    return take()
 
 
 def _joined(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:

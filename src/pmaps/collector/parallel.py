@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import collections
 import os
+from _queue import SimpleQueue  # queue.py's own, without queue.py's imports (heapq); a builtin: microseconds
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -31,7 +32,6 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, ahead: i
     in) is ~5 ms of start-up, a hundredth of `pmaps top`. _queue's SimpleQueue is queue's own,
     without queue.py's imports (heapq, ~1.5 ms)."""
     import threading
-    from _queue import SimpleQueue
 
     jobs: SimpleQueue[_Job | None] = SimpleQueue()
 
@@ -120,3 +120,49 @@ def background(fn: Callable[[], R]) -> Callable[[], R]:
         return box[0]
 
     return result
+
+
+SWITCH_WHILE_READING = 0.0005  # seconds: the GIL switch interval while on_thread's thread reads
+
+
+def on_thread(items: Iterator[T]) -> Iterator[T]:
+    """`items` made on a thread started now (reads that spend their time in the kernel, without
+    the GIL), handed over as they come; an error raised there is raised here.
+
+    While the thread reads, the GIL's switch interval is 0.5 ms (restored when it is done): the
+    thread takes the GIL back after each chunk of reads, and with the default 5 ms it waited that
+    long each time the caller was busy in Python (smaps at 65,000 VMAs: 0.23-0.29 s instead of
+    0.19-0.20 s beside a busy caller)."""
+    import sys
+    import threading
+
+    box: SimpleQueue[tuple[bool, object]] = SimpleQueue()
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(min(switch, SWITCH_WHILE_READING))
+
+    def work() -> None:
+        try:
+            for x in items:
+                box.put((True, x))
+        except BaseException as e:  # re-raised by the consumer
+            box.put((False, e))
+        else:
+            box.put((False, None))
+        finally:
+            sys.setswitchinterval(switch)
+
+    thread = threading.Thread(target=work, name="pmaps-stream", daemon=True)
+    thread.start()
+
+    def take() -> Iterator[T]:
+        while True:
+            more, x = box.get()
+            if not more:
+                thread.join()
+                if x is not None:
+                    assert isinstance(x, BaseException)
+                    raise x
+                return
+            yield x  # type: ignore[misc]
+
+    return take()
