@@ -57,8 +57,7 @@ class VmaDiff:
 
     def totals(self) -> dict[str, int]:
         """Pages per kind."""
-        t = np.bincount(self.kind, weights=self.pages, minlength=len(KINDS)).astype(np.int64)
-        return {k: int(t[i]) for i, k in enumerate(KINDS) if t[i]}
+        return kind_totals(self.kind, self.pages)
 
 
 @dataclass
@@ -73,10 +72,13 @@ class Diff:
         """Pages per kind, over every VMA (one bincount: a diff may have 30,000 VMAs)."""
         if not self.vmas:
             return {}
-        kind = np.concatenate([v.kind for v in self.vmas])
-        pages = np.concatenate([v.pages for v in self.vmas])
-        t = np.bincount(kind, weights=pages, minlength=len(KINDS)).astype(np.int64)
-        return {k: int(t[i]) for i, k in enumerate(KINDS) if t[i]}
+        return kind_totals(np.concatenate([v.kind for v in self.vmas]), np.concatenate([v.pages for v in self.vmas]))
+
+
+def kind_totals(kind: np.ndarray, pages: np.ndarray) -> dict[str, int]:
+    """Pages per kind of change ranges (their kind index and pages), the kinds with none left out."""
+    t = np.bincount(kind, weights=pages, minlength=len(KINDS)).astype(np.int64)
+    return {k: int(t[i]) for i, k in enumerate(KINDS) if t[i]}
 
 
 def classify(before: np.ndarray, after: np.ndarray, mcb: np.ndarray, mca: np.ndarray) -> np.ndarray:
@@ -157,9 +159,9 @@ def diff_samples(a: Sample, b: Sample, *, a_label: str = "A", b_label: str = "B"
     b_in_a, a_in_b = a.table.find(b.table) >= 0, b.table.find(a.table) >= 0
     # Each VMA's changes are a run of consecutive rows: views of the columns (30,000 changed VMAs
     # made 200,000 fancy-indexed copies).
-    first = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
+    vma_at = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))  # each VMA's first change
     addr, pages = start << U64(PAGE_SHIFT), (end - start).astype(np.int64)
-    for k, lo, hi in zip(key[first].tolist(), first.tolist(), [*first[1:].tolist(), len(key)]):
+    for k, lo, hi in zip(key[vma_at].tolist(), vma_at.tolist(), [*vma_at[1:].tolist(), len(key)]):
         if k < len(vb):
             vma, status = b.table.vma(k), "both" if b_in_a[k] else "new"
         else:

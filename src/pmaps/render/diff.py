@@ -157,7 +157,8 @@ def write_text(out: TextIO, d: Diff, unit: str = "human") -> None:
         out.write("no page changed state\n")
         return
     size_h = "SIZE" + unit_header(unit)
-    out.write("".join(_change_lines(d, unit, size_h)))
+    for piece in _change_lines(d, unit, size_h):
+        out.write(piece)
     tot = d.totals()
     out.write("\n")
     write_table(out, ["CHANGE", "PAGES", size_h], [[KIND_TITLES[k], str(n), fmt_bytes(n * PAGE_SIZE, unit)]
@@ -170,10 +171,10 @@ def _change_lines(d: Diff, unit: str, size_h: str) -> Iterator[str]:
     CHANGE left-aligned, the others right-aligned, BEFORE padded to read left-aligned), built for
     every change at once: a diff of 30,000 changed VMAs made as many write_table calls (0.6 s). The
     cells are made here from numbers and fixed names: none needs escaping, the maps line does.
-    _VMAS_AT_ONCE VMAs at a time: the cells of every change at once would hold 100,000s of strings."""
+    _VMAS_AT_ONCE VMAs a piece: the cells of every change at once would hold 100,000s of strings."""
     size = functools.lru_cache(maxsize=1 << 12)(lambda pages: fmt_bytes(pages * PAGE_SIZE, unit))
     for at in range(0, len(d.vmas), _VMAS_AT_ONCE):
-        yield from _vma_tables(d.vmas[at:at + _VMAS_AT_ONCE], size, size_h)
+        yield "".join(_vma_tables(d.vmas[at:at + _VMAS_AT_ONCE], size, size_h))
 
 
 _VMAS_AT_ONCE = 4096
@@ -185,7 +186,7 @@ def _vma_tables(vs: list[VmaDiff], size: Callable[[int], str], size_h: str) -> I
             for name in ("addr", "pages", "before", "after", "mc_before", "mc_after", "kind")]
     cells = [[f"  {a:x}" for a in cols[0]], [TITLES[k] for k in cols[6]], list(map(str, cols[1])),
              list(map(size, cols[1])), list(map(letters, cols[2])),
-             [letters(a) + ("" if mb == ma else f" {_mcs(_mc(mb))}->{_mcs(_mc(ma))}")
+             [letters(a) + ("" if mb == ma else f" {_mc_text(mb)}->{_mc_text(ma)}")
               for a, mb, ma in zip(cols[3], cols[4], cols[5])]]
     head = ["  ADDR", "CHANGE", "PAGES", size_h, "BEFORE", "AFTER"]
     bounds = np.cumsum([0] + [len(v.addr) for v in vs])
@@ -202,5 +203,6 @@ def _vma_tables(vs: list[VmaDiff], size: Callable[[int], str], size_h: str) -> I
             yield spec.format(*row).rstrip() + "\n"
 
 
-def _mcs(v: int | None) -> str:
-    return "?" if v is None else str(v)
+def _mc_text(v: int) -> str:
+    """A map count as text: '?' unknown (-1)."""
+    return "?" if v < 0 else str(v)
