@@ -433,7 +433,7 @@ def reader(kind: str, pid_s: str, *rest: str) -> int:
         return 0
     if kind == "pagemap":
         # pmaps' batches (CHUNK_PAGES) over every VMA below the vsyscall page, read as pmaps reads them
-        from pmaps.collector.process import CHUNK_PAGES
+        from pmaps.collector.options import CHUNK_PAGES
         from pmaps.kernel.pagemap import TASK_SIZE_MAX, read_runs
         fd = procfs.open_pagemap(pid)
         with open(f"/proc/{pid}/maps") as f:

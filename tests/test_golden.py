@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from pmaps import collector
 from pmaps.analysis.wss import Ages, VmaWss, WssResult, totals
 from pmaps.commands import phys as phys_cmd
 from pmaps.commands import shared as shared_cmd
@@ -114,7 +115,7 @@ class FakeProcess:
 
 
 def fake_shared(mp: pytest.MonkeyPatch) -> None:
-    mp.setattr(shared_cmd, "Process", FakeProcess)
+    mp.setattr(collector, "Process", FakeProcess)  # the command imports it when it runs
     mp.setattr(shared_cmd, "capsmod", SimpleNamespace(probe=lambda: SimpleNamespace(sys_admin=True)))
 
 

@@ -147,6 +147,100 @@ def test_first_sample_rereads_maps(fields):
         p.wait()
 
 
+@pytest.mark.parametrize("fields", ["full", "pagemap"])
+def test_later_samples_reread_maps_while_steady(fields):
+    """A later sample guesses maps unchanged (reads the pages with the last table while maps is
+    read again beside them) only while it was unchanged at the sample before: a change is
+    found either way, and the sample after a change reads maps first."""
+    from pmaps.collector import Options
+    from pmaps.kernel.maps import read_table
+
+    p = subprocess.Popen([sys.executable, "-c", MAPPER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdin is not None and p.stdout is not None
+        assert p.stdout.readline().strip() == "ready"
+
+        def mapped(n: int) -> None:
+            p.stdin.write("map\n")
+            p.stdin.flush()
+            assert p.stdout.readline().strip() == str(n)
+
+        with Process(p.pid, Options.fields(fields)) as proc:
+            opened = proc.table
+            assert take_sample(proc, seq=0).table is opened and proc.maps_steady
+            assert take_sample(proc, seq=1).table is opened and proc.maps_steady
+            mapped(1)
+            s2 = take_sample(proc, seq=2)  # guessed, found changed, taken again
+            assert s2.table is not opened and s2.table.source == read_table(p.pid).source
+            assert len(s2.table) == len(opened) + 1 and not proc.maps_steady
+            mapped(2)
+            s3 = take_sample(proc, seq=3)  # maps read first: the new VMA is in
+            assert len(s3.table) == len(opened) + 2 and s3.table.source == read_table(p.pid).source
+            assert not proc.maps_steady
+            s4 = take_sample(proc, seq=4)  # read first, unchanged: the next one guesses again
+            assert s4.table is s3.table and proc.maps_steady
+            mapped(3)
+            s5 = take_sample(proc, seq=5)
+            assert len(s5.table) == len(opened) + 3 and not proc.maps_steady
+            assert [v.start for v in s5.vmas] == [v.start for v in read_table(p.pid).vmas]
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_read_ahead_is_taken_once_by_its_process():
+    """procfs.read_ahead reads a file whole on a thread; take_ahead gives it once, and only to the
+    process with the start time it was read from; a failed read or a dropped one gives None."""
+    from pmaps.kernel import procfs
+    from pmaps.kernel.status import read_start_time
+
+    p = subprocess.Popen([sys.executable, "-c", MAPPER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        born = read_start_time(p.pid)
+        procfs.read_ahead(p.pid, "maps")
+        assert procfs.take_ahead(p.pid, "maps", born) == procfs.read_file(p.pid, "maps")
+        assert procfs.take_ahead(p.pid, "maps", born) is None  # once
+        procfs.read_ahead(p.pid, "maps")
+        assert procfs.take_ahead(p.pid, "maps", born + 1) is None  # another process, given the PID since
+        procfs.read_ahead(p.pid, "maps")
+        procfs.drop_ahead()
+        assert procfs.take_ahead(p.pid, "maps", born) is None
+    finally:
+        p.kill()
+        p.wait()
+    procfs.read_ahead(p.pid, "maps")  # gone: the read fails, and the caller's own read reports it
+    assert procfs.take_ahead(p.pid, "maps", born) is None
+
+
+@pytest.mark.parametrize("fields", ["full", "pagemap"])
+def test_read_ahead_maps_is_checked_by_the_first_sample(fields):
+    """A command reads maps ahead while it imports; open() takes that table, and the first sample
+    reads maps again beside its pages: a VMA made in between is in the sample."""
+    from pmaps.collector import Options
+    from pmaps.kernel import procfs
+    from pmaps.kernel.maps import read_table
+
+    p = subprocess.Popen([sys.executable, "-c", MAPPER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdin is not None and p.stdout is not None
+        assert p.stdout.readline().strip() == "ready"
+        procfs.read_ahead(p.pid, "maps")
+        procfs._AHEAD[(p.pid, "maps")][0].join()  # read before the VMA below is made
+        ahead = read_table(p.pid)
+        p.stdin.write("map\n")
+        p.stdin.flush()
+        assert p.stdout.readline().strip() == "1"
+        with Process(p.pid, Options.fields(fields)) as proc:
+            assert proc.table.source == ahead.source  # the read ahead, not a read now
+            s = take_sample(proc, seq=0)
+            now = read_table(p.pid)
+            assert len(s.table) == len(ahead) + 1 and s.table.source == now.source
+    finally:
+        p.kill()
+        p.wait()
+
+
 @needs_root
 def test_sigkill_keeps_completed_samples(tmp_path):
     out = tmp_path / "r"

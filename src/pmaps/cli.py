@@ -19,6 +19,7 @@ from typing import Any, TextIO, cast
 from . import commands as commands_pkg
 from .commands import Command
 from .errors import PmapsError
+from .kernel import procfs
 from .safetext import printable
 
 DEFAULT = "show"
@@ -238,6 +239,8 @@ def _main(argv: list[str] | None, out: TextIO, err: TextIO) -> int:
             err.write("pmaps: interrupted\n")
             return 130
         raise
+    finally:
+        procfs.drop_ahead()  # a read ahead lives for its command only (main may run again in-process)
 
 
 def _interrupted(e: BaseException | None) -> bool:

@@ -10,7 +10,6 @@ import functools
 import itertools
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -37,42 +36,16 @@ from ..model.snapshot import vma_index
 from ..numeric import arange_runs, consecutive_runs
 from .lookup import lookup_pages, pfns_visible
 from .observer import Observer
+from .options import NO_SCAN_ENV, Options
 from .parallel import background, ordered_map, reader_threads
 
 U64 = np.uint64
-# Pages per batch. 32 Ki: a batch's columns are 256 KiB each, which glibc's malloc keeps reusing;
-# at 128 Ki (1 MiB columns) it gave pages back and faulted them in again, 29,000 page faults per
-# 8 GiB process instead of 11,000: 5% more CPU (watch, --summary and 65,000 VMAs no slower).
-CHUNK_PAGES = 1 << 15
-NO_SCAN_ENV = "PMAPS_NO_SCAN"
 FIRST_BATCH_PAGES = 1 << 12
 SCAN_GROUP_BYTES = 256 << 20  # VMAs scanned together, at least one VMA
 SCAN_MAX_PAGES = 1 << 15  # pages one PAGEMAP_SCAN call may walk past: each mmap_lock hold stays well under 1 ms
 FALLBACK_ZERO_LIMIT = 4 << 30  # bytes of VMA (8 MiB of pagemap) read just to find zero pages
 MAPS_TRIES = 4  # maps reads until two well-formed ones agree
 PROGRESS_PAGES = 1 << 27  # fallback reads of more pages than this (512 GiB of VMA, about a second) report progress
-FIELDS = ("full", "flags", "pagemap")  # what a sample reads (--fields); pagemap skips kpageflags/kpagecount
-
-
-@dataclass(frozen=True)
-class Options:
-    """What to read. Reading less is cheaper (a pagemap-only sample skips kpageflags)."""
-
-    flags: bool = True  # kpageflags
-    counts: bool = True  # kpagecount
-    scan: bool | None = None  # None: PAGEMAP_SCAN when the kernel has it (and PMAPS_NO_SCAN unset)
-    chunk_pages: int = CHUNK_PAGES
-    include_self: bool = False  # keep pmaps' own mappings in map counts (the raw kernel view)
-    cgroup: bool = False  # kpagecgroup: the memory cgroup each page is charged to
-    file_vmas: bool = False  # only the VMAs with an inode or shared (collector.mapped): no maps lines
-    maps: bool = True  # False: maps is not read by open(); the table is empty until refresh_table()
-
-    @classmethod
-    def fields(cls, name: str, scan: bool | None = None) -> Options:
-        """Options for a --fields name: full (flags and counts), flags, pagemap."""
-        if name not in FIELDS:
-            raise ValueError(f"unknown fields {name!r}")
-        return cls(flags=name in ("full", "flags"), counts=name == "full", scan=scan)
 
 
 class Process:
@@ -88,6 +61,8 @@ class Process:
         # The VMAs as columns (and the lines as read): Vma objects are built only when `vmas` is read.
         self.table = VmaTable.of_vmas([])
         self.scanning = False
+        # Did maps read the same at the last sample as the table it was read with (collector.sample)?
+        self.maps_steady = False
         self._known = Known()
         self._fd: int | None = None
         self._kpage: PfnReader | None = None
@@ -119,7 +94,8 @@ class Process:
         if opts.file_vmas:
             self.table = VmaTable.of_vmas(read_file_vmas(pid))
         elif opts.maps:
-            self.table = read_table(pid)
+            # Read ahead by the command while it imported (procfs.read_ahead), when it was.
+            self.table = read_table(pid, data=procfs.take_ahead(pid, "maps", self.start_time))
         elif procfs.process_state(pid) in (None, "Z", "X") or procfs.is_kernel_thread(pid):
             # What read_table's empty maps would say: no such process, a zombie, a kernel thread.
             raise procfs.gone_error(pid, procfs.proc_path(pid, "maps"), started=False)

@@ -26,7 +26,8 @@ def take_sample(proc: Process, *, with_pfn: bool = False, seq: int = 0) -> Sampl
     """Read the process now into ranges (full state word, swapped pages included). PidReused
     when its PID came to name another process, before or during the sample. seq 0 is taken as
     the first sample of a Process just opened (see _take_sample): any other is as correct, and
-    costs a second read of the pages when maps changed since the table was read."""
+    costs a second read of the pages when maps changed since the table was read and had not
+    changed at the sample before."""
     try:
         return _take_sample(proc, with_pfn, seq)
     except ProcessGone as e:
@@ -40,13 +41,14 @@ def _take_sample(proc: Process, with_pfn: bool, seq: int) -> Sample:
     # The same start time before and after: every read between was of this process, not of
     # one that was given its PID after it exited (checked even when only pagemap is read).
     proc.check_identity()
-    if seq == 0 and proc.table.source and _well_formed(proc.table):
-        # The first sample of a process just opened: its table is open()'s maps read, and the
-        # read that must agree with it (Process.refresh_table) is made while the pages are read
-        # with that table, on a helper thread (~20 ms of kernel time for 65,000 VMAs). When it
-        # agrees, the sample stands, as refresh_table would have kept the table; else the
-        # sample is taken again after refresh_table.
-        # (On one CPU it is read first: background.)
+    if (seq == 0 or proc.maps_steady) and proc.table.source and _well_formed(proc.table):
+        # The table is open()'s maps read (the first sample of a process just opened), or the
+        # last sample's, and maps had not changed then. The read that must agree with it
+        # (Process.refresh_table) is made while the pages are read with that table, on a helper
+        # thread (~20 ms of kernel time for 65,000 VMAs). When it agrees, the sample stands, as
+        # refresh_table would have kept the table; else the sample is taken again after
+        # refresh_table, and the next one is not guessed (a process whose maps keep changing
+        # would have its pages read twice a sample). (On one CPU it is read first: background.)
         reread = background(functools.partial(procfs.read_file, proc.pid, "maps", started=True))
         try:
             s = _read_sample(proc, with_pfn, seq, t0)
@@ -55,9 +57,14 @@ def _take_sample(proc: Process, with_pfn: bool, seq: int) -> Sample:
                 raw: bytes | None = reread()
             except PmapsError:  # gone: the refresh below says so
                 raw = None
-        if raw == proc.table.source and s.table is proc.table:
+        proc.maps_steady = raw == proc.table.source and s.table is proc.table
+        if proc.maps_steady:
             return s
+        proc.refresh_table()
+        return _read_sample(proc, with_pfn, seq, t0)
+    old = proc.table
     proc.refresh_table()
+    proc.maps_steady = proc.table is old  # refresh_table keeps the table when maps read the same
     return _read_sample(proc, with_pfn, seq, t0)
 
 

@@ -2,19 +2,22 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from ..collector import FIELDS, Options, Process, take_sample
+from ..collector.options import FIELDS, Options
 from ..errors import UsageError
-from ..model import Sample
-from ..render import write
-from ..render.diff import DiffView
+from ..kernel import procfs
 from ..safetext import printable
-from ..store.recording import load_sample, sample_files
 from . import Command, add_output_options, seconds_or_zero
 from ._common import add_selector_options, is_pid_text, parse_pid, selector_given
+
+# numpy and the layers that use it are imported once a live process's maps is being read ahead
+# (procfs.read_ahead): the read and the imports overlap.
+if TYPE_CHECKING:
+    from ..model import Sample
 
 
 class DiffCommand(Command):
@@ -44,6 +47,10 @@ class DiffCommand(Command):
         add_output_options(p)
 
     def run(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+        live = [src for src in (args.a, args.b) if src is not None and is_pid_text(src)]
+        if live:
+            with contextlib.suppress(UsageError):  # reported in its turn
+                procfs.read_ahead(parse_pid(live[0]), "maps")
         from ..store.dataset import is_dataset
 
         if not is_pid_text(args.a) and is_dataset(args.a):
@@ -58,6 +65,8 @@ class DiffCommand(Command):
             if loaded is None:
                 pid = _pid(args.a)
                 if b_src == args.a:  # one live process twice: sample, wait, sample again, one open pagemap
+                    from ..collector import Process, take_sample
+
                     with Process(pid, Options.fields(args.fields)) as proc:
                         a = take_sample(proc, seq=0)
                         time.sleep(max(args.wait, 0.0))
@@ -110,12 +119,16 @@ class DiffCommand(Command):
 
     @staticmethod
     def _live(pid: int, args: argparse.Namespace) -> Sample:
+        from ..collector import Process, take_sample
+
         with Process(pid, Options.fields(args.fields)) as proc:
             return take_sample(proc)
 
     @staticmethod
     def _write(out: TextIO, err: TextIO, args: argparse.Namespace, a: Sample, b: Sample, la: str, lb: str) -> int:
         from ..analysis.diff import diff_samples
+        from ..render import write
+        from ..render.diff import DiffView
 
         d = diff_samples(a, b, a_label=f"{la} (pid {a.pid} {a.comm})", b_label=f"{lb} (pid {b.pid} {b.comm})",
                          all_flags=args.all_flags)
@@ -141,6 +154,8 @@ def _label(src: str) -> str:
 def resolve_sample(src: str, *, last: bool) -> Sample | None:
     """A sample file, a recording (its first or last sample; DIR@N picks sample N), or None for a
     PID. Digits are always a PID (./123 is the file)."""
+    from ..store.recording import load_sample, sample_files
+
     if is_pid_text(src):
         return None
     path, at, idx = src.rpartition("@") if "@" in src else (src, "", "")

@@ -8,17 +8,19 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from ..collector import FIELDS, Options, Process, take_sample
-from ..collector.parallel import reader_threads
+from ..collector.options import FIELDS, Options
 from ..errors import BadSnapshot, NoSuchProcess, PidReused, UsageError, ZombieProcess
+from ..kernel import procfs
 from ..kernel.libc import malloc_arena_max, malloc_trim
 from ..safetext import printable
-from ..store.recorder import Recorder
-from ..store.recording import require_pyarrow
 from . import Command, add_cpu_option, budget_interval, positive, seconds
 from ._common import parse_pid
 
+# numpy and the layers that use it are imported once the process's maps is being read ahead
+# (procfs.read_ahead): the read and the imports overlap.
 if TYPE_CHECKING:
+    from ..collector import Process
+    from ..store.recorder import Recorder
     from ._dataset import DatasetRecorder
 
 
@@ -70,6 +72,12 @@ class Record(Command):
         # batches freed, and the peak of 3 samples of 65,531 VMAs moved between 126 and 165 MB
         # with their timing (119 MB with one arena, and no slower).
         malloc_arena_max(1)
+        procfs.read_ahead(pid, "maps")
+        from ..collector import Process
+        from ..collector.parallel import reader_threads
+        from ..store.recorder import Recorder
+        from ..store.recording import require_pyarrow
+
         with Process(pid, Options.fields(args.fields)) as proc:
             if args.dataset:
                 from ._dataset import DatasetRecorder
@@ -103,6 +111,8 @@ class Record(Command):
 
     def _loop(self, proc: Process, rec: Recorder | DatasetRecorder, args: argparse.Namespace,
               err: TextIO) -> tuple[str, str]:
+        from ..collector import take_sample
+
         t0 = start = time.monotonic()
         seq = 0
         while True:

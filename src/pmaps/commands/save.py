@@ -4,10 +4,10 @@ from __future__ import annotations
 import argparse
 from typing import TextIO
 
-from ..collector import Options, Process
+from ..collector.options import Options
 from ..errors import UsageError
+from ..kernel import procfs
 from ..safetext import printable
-from ..store.snapshot import save_parts
 from . import Command
 from ._common import add_force_option, parse_pid
 
@@ -34,6 +34,10 @@ class Save(Command):
         pid = parse_pid(args.pid)
         if not args.output:
             raise UsageError("-o needs a file name")
+        procfs.read_ahead(pid, "maps")  # while numpy and the rest are imported
+        from ..collector import Process
+        from ..store.snapshot import save_parts
+
         with Process(pid, Options(scan=False if args.no_scan else None)) as proc:
             # The parts, not a Snapshot: its list of Vma objects is not needed to write the file.
             pages, table, comm = proc.pages(), proc.table, proc.comm

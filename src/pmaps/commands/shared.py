@@ -3,17 +3,19 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from ..analysis.sharing import Mapped, sharing_of
-from ..collector import Options, Process
-from ..collector.process import NO_SCAN_ENV
+from ..collector.options import NO_SCAN_ENV, Options
 from ..errors import AccessDenied, UsageError
 from ..kernel import caps as capsmod
-from ..render import write
-from ..render.shared import SharedView
+from ..kernel import procfs
 from . import Command, add_output_options
 from ._common import parse_pid
+
+# numpy and the layers that use it are imported once the first process's maps is being read ahead
+# (procfs.read_ahead): the read and the imports overlap.
+if TYPE_CHECKING:
+    from ..analysis.sharing import Mapped
 
 
 class Shared(Command):
@@ -35,6 +37,9 @@ class Shared(Command):
     def _read(pid: int, caps: capsmod.Caps, no_scan: bool, flags: bool) -> Mapped:
         """The process's pages and VMA table (no Vma objects); kpageflags read too when pagemap
         turns out to be read without PAGEMAP_SCAN (its categories tell the zero page otherwise)."""
+        from ..analysis.sharing import Mapped
+        from ..collector import Process
+
         with Process(pid, Options(flags=flags, counts=False, scan=False if no_scan else None), caps) as proc:
             if flags or proc.scanning:
                 return Mapped(pid, proc.comm, proc.pages(), proc.known, proc.table)
@@ -52,6 +57,11 @@ class Shared(Command):
         # (90 ms more for 133,000 pages in 65,531 VMAs) only when pagemap is read without the scan
         # (asked for here; a kernel without it reopens the process).
         flags = args.no_scan or bool(os.environ.get(NO_SCAN_ENV))
+        procfs.read_ahead(pids[0], "maps")
+        from ..analysis.sharing import sharing_of
+        from ..render import write
+        from ..render.shared import SharedView
+
         procs = [self._read(pid, caps, args.no_scan, flags) for pid in pids]
         write(SharedView(sharing_of(procs)), out, args.format, args.unit)
         return 0

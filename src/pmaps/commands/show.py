@@ -7,20 +7,19 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, TextIO
 
-from ..collector import Options, Process
 from ..errors import PmapsError, UsageError
-from ..kernel import caps as capsmod
-from ..kernel.kpage import KPF_BITS
-from ..kernel.maps import PAGE_SIZE, VmaTable
-from ..kernel.pagemap import PM_BITS
-from ..model import PageSource
-from ..render import View, write
-from ..render.notes import missing_notes
-from ..render.pmaps import PageRangesView, ViewOptions
+from ..kernel import procfs
 from . import Command, add_output_options
 from ._common import is_pid_text, parse_pid
 
+# numpy and the layers that use it are imported by run(), once the first process's maps is being
+# read ahead (procfs.read_ahead): the read and the imports overlap.
 if TYPE_CHECKING:
+    from ..collector import Options
+    from ..kernel import caps as capsmod
+    from ..kernel.maps import VmaTable
+    from ..model import PageSource
+    from ..render import View
     from ..render.folios import ProcessFolios
     from ..render.summary import ProcessSummary
 
@@ -43,6 +42,9 @@ RFC flags (default view), '_' clear, '?' unknown on this kernel or with these pr
 
 
 def legend() -> str:
+    from ..kernel.kpage import KPF_BITS
+    from ..kernel.pagemap import PM_BITS
+
     lines = [LEGEND_RFC, "--flags=all: kpageflags letters (bits 0-26, as page-types prints them), ':', pagemap bits:"]
     lines += [f"  {ch}  {name:<14} kpageflags bit {b}" for b, name, ch in KPF_BITS]
     lines += [f"  {ch}  {name:<14} pagemap bit {b}" for b, name, ch in PM_BITS]
@@ -91,6 +93,14 @@ class Show(Command):
         if not args.pids:
             raise UsageError("give at least one PID (or --legend)")
         srcs = [_source_arg(p) for p in args.pids]
+        if isinstance(srcs[0], int):
+            procfs.read_ahead(srcs[0], "maps")
+        from ..collector import Options
+        from ..kernel import caps as capsmod
+        from ..render import write
+        from ..render.notes import missing_notes
+        from ..render.pmaps import PageRangesView, ViewOptions
+
         opts = Options(scan=False if args.no_scan else None, include_self=args.include_self, cgroup=args.cgroup)
         names: dict[int, str] | None = None
         if args.cgroup:
@@ -162,6 +172,7 @@ class Show(Command):
 def summarize(src: PageSource) -> ProcessSummary:
     """Per-VMA footprints of a source, through the footprint engine."""
     from ..analysis.footprint import vma_columns
+    from ..collector import Process
     from ..collector.swap import machine_swap_refs
     from ..model.snapshot import vma_table
     from ..render.summary import KEYS, ProcessSummary
@@ -177,8 +188,10 @@ def folio_summary(src: PageSource, caps: capsmod.Caps) -> ProcessFolios:
     import numpy as np
 
     from ..analysis.folios import blocks_from_pages, folio_of, folio_rows
+    from ..collector import Process
     from ..collector.folios import read_folio_blocks
     from ..errors import AccessDenied
+    from ..kernel import caps as capsmod
     from ..model import Snapshot
     from ..render.folios import ProcessFolios
 
@@ -205,6 +218,8 @@ def batch_pages(table: VmaTable, pages: int) -> int:
     page: with many small VMAs, smaller batches let the two reader threads read the next ones while
     this one writes (65,531 VMAs of 2 pages: batches of 16 Ki pages, ~10% faster than of 128 Ki;
     smaller ones were not faster)."""
+    from ..kernel.maps import PAGE_SIZE
+
     if not len(table):
         return pages
     mean = int((table.end - table.start).sum()) / len(table) / PAGE_SIZE
@@ -233,6 +248,8 @@ def _source_arg(arg: str) -> int | str:
 def _opened(srcs: list[int | str], opts: Options, caps: capsmod.Caps, failed: Callable[[PmapsError], None],
             progress: Callable[[int, int], None] | None = None) -> Iterator[PageSource]:
     """Each source opened in turn (a live process is closed after its turn); failures reported."""
+    from ..collector import Process
+
     for src in srcs:
         try:
             if isinstance(src, str):

@@ -8,14 +8,20 @@ import select
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from ..collector import FIELDS, Options, Process, take_sample
+from ..collector.options import FIELDS, Options
 from ..errors import NoSuchProcess, ZombieProcess
+from ..kernel import procfs
 from ..kernel.libc import malloc_arena_max
-from ..model import Sample
 from . import Command, add_cpu_option, add_output_options, budget_interval, positive, seconds
 from ._common import parse_pid
+
+# numpy and the layers that use it are imported once the process's maps is being read ahead
+# (procfs.read_ahead): the read and the imports overlap.
+if TYPE_CHECKING:
+    from ..collector import Process
+    from ..model import Sample
 
 SLOWDOWN = 1.5  # when a sample outlasts the interval, the next interval is this times the sample
 
@@ -49,6 +55,9 @@ class Watch(Command):
         pid = parse_pid(args.pid)
         tty = not args.once and _isatty(out) and _isatty(sys.stdin)
         malloc_arena_max(1)  # the reader threads' arenas kept what they freed (see record)
+        procfs.read_ahead(pid, "maps")
+        from ..collector import Process
+
         with Process(pid, Options.fields(args.fields)) as proc:
             loop = WatchLoop(proc, args)
             if tty:
@@ -80,6 +89,7 @@ class WatchLoop:
     def step(self) -> Any | None:
         """Take a sample and build the view; None when the process is gone."""
         from ..analysis.diff import diff_samples
+        from ..collector import take_sample
         from ..render.live import WatchView
 
         try:

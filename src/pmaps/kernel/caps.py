@@ -4,9 +4,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from .idle import IDLE_BITMAP
-
 CAP_SYS_ADMIN = 21
+# Idle page tracking's bitmap (idle.py reads it). Here, not there: this module imports no numpy,
+# and the commands probe before they import it.
+IDLE_BITMAP = "/sys/kernel/mm/page_idle/bitmap"
 
 
 def _cap_eff() -> int:

@@ -14,9 +14,9 @@ import os
 import numpy as np
 
 from . import procfs
+from .caps import IDLE_BITMAP
 from .kpage import plan_lookup
 
-IDLE_BITMAP = "/sys/kernel/mm/page_idle/bitmap"
 U64 = np.uint64
 
 

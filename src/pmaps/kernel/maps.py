@@ -103,9 +103,10 @@ def maps_lines(data: bytes, vmas: list[Vma]) -> list[str] | None:
     return lines if len(lines) == len(vmas) else None
 
 
-def read_table(pid: int, *, started: bool = False) -> VmaTable:
-    """read_maps as a VmaTable (columns; the lines as read)."""
-    table = decode_table(procfs.read_file(pid, "maps", started=started))
+def read_table(pid: int, *, started: bool = False, data: bytes | None = None) -> VmaTable:
+    """read_maps as a VmaTable (columns; the lines as read); `data`: the maps text, already read
+    (procfs.take_ahead)."""
+    table = decode_table(data or procfs.read_file(pid, "maps", started=started))
     if not len(table):
         _checked(pid, [], started)
     return table
