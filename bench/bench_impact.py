@@ -426,7 +426,7 @@ def reader(kind: str, pid_s: str, *rest: str) -> int:
 
     from pmaps.kernel import procfs
     if kind == "scan":
-        from pmaps.collector.process import SCAN_MAX_PAGES
+        from pmaps.kernel.pagemap_scan import SCAN_MAX_PAGES
         from pmaps.kernel.pagemap import PAGES_RETURN_MASK, TASK_SIZE_MAX, Scanner
         fd = procfs.open_pagemap(pid)
         Scanner(fd, pid, returns=PAGES_RETURN_MASK, max_pages=SCAN_MAX_PAGES).regions(0, TASK_SIZE_MAX)
@@ -473,7 +473,7 @@ def holds(pid: int) -> None:
     for its whole walk (fs/proc/task_mmu.c do_pagemap_scan), so a call's duration bounds one hold;
     pagemap reads take it per 2 MiB window (pagemap_read, PAGEMAP_WALK_SIZE)."""
     sys.path.insert(0, str(HERE.parent / "src"))
-    from pmaps.collector.process import SCAN_MAX_PAGES
+    from pmaps.kernel.pagemap_scan import SCAN_MAX_PAGES
     from pmaps.kernel import procfs
     from pmaps.kernel.pagemap import PAGES_RETURN_MASK, TASK_SIZE_MAX, Scanner
 

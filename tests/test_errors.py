@@ -85,7 +85,7 @@ def test_forced_scan_on_kernel_without_it_is_clear(monkeypatch):
     """A kernel without PAGEMAP_SCAN answers ENOTTY: forced scan says so; auto falls back."""
     import errno
 
-    from pmaps.kernel import pagemap as scan
+    from pmaps.kernel import pagemap_scan as scan
 
     def no_ioctl(*a, **k):
         raise OSError(errno.ENOTTY, "Inappropriate ioctl for device")

@@ -9,6 +9,7 @@ import pytest
 from helpers import PAGE
 from memchild import MemChild
 from pmaps.kernel import pagemap as pmb
+from pmaps.kernel import pagemap_scan
 from pmaps.kernel import procfs
 
 U64 = np.uint64
@@ -80,7 +81,7 @@ def pacing(monkeypatch):
     """Reads cut small, and a pause every few reads: each clock reading counts 1 us."""
     clock = Clock(step=1e-6)
     pacer = pmb.Pacer(clock=clock, nap=lambda s: None, hold=5e-6, gap=1.0)
-    monkeypatch.setattr(pmb, "PACER", pacer)
+    monkeypatch.setattr(pagemap_scan, "PACER", pacer)
     monkeypatch.setattr(pmb, "READ_MAX_PAGES", 3)
     return pacer
 
@@ -98,7 +99,7 @@ def test_paced_reads_are_the_same(pacing, monkeypatch):
             paced = pmb.read_runs(fd, mc.pid, starts, ends)
             naps = pacing.naps
             monkeypatch.setattr(pmb, "READ_MAX_PAGES", 1 << 40)
-            monkeypatch.setattr(pmb, "PACER", pmb.Pacer(hold=float("inf")))
+            monkeypatch.setattr(pagemap_scan, "PACER", pmb.Pacer(hold=float("inf")))
             whole = pmb.read_runs(fd, mc.pid, starts, ends)
             whole_regs = pmb.Scanner(fd, mc.pid).regions(0, pmb.TASK_SIZE_MAX)
         finally:

@@ -24,6 +24,7 @@ from ..kernel.pagemap import (
     CAT_SHMEM_SWAP,
     CAT_UNKNOWN,
     PAGES_RETURN_MASK,
+    SCAN_MAX_PAGES,
     SHMEM_SWAP_ENTRY,
     TASK_SIZE_MAX,
     Scanner,
@@ -42,7 +43,6 @@ from .parallel import background, ordered_map, reader_threads
 U64 = np.uint64
 FIRST_BATCH_PAGES = 1 << 12
 SCAN_GROUP_BYTES = 256 << 20  # VMAs scanned together, at least one VMA
-SCAN_MAX_PAGES = 1 << 15  # pages one PAGEMAP_SCAN call may walk past: each mmap_lock hold stays well under 1 ms
 FALLBACK_ZERO_LIMIT = 4 << 30  # bytes of VMA (8 MiB of pagemap) read just to find zero pages
 MAPS_TRIES = 4  # maps reads until two well-formed ones agree
 PROGRESS_PAGES = 1 << 27  # fallback reads of more pages than this (512 GiB of VMA, about a second) report progress

@@ -1,26 +1,46 @@
 """/proc/PID/pagemap: the entry layout (Documentation/admin-guide/mm/pagemap.rst) and the
 PAGEMAP_SCAN ioctl (Linux 6.7+, man 2const PAGEMAP_SCAN) that finds populated regions without
-reading holes. Decoders are pure (numpy); `Scanner` and `read_entries` are the thin readers.
+reading holes. Decoders are pure (numpy); `read_runs` and pagemap_scan's `Scanner` (the ioctl and
+the pacing of reads, without numpy) are the thin readers.
 
 PAGEMAP_SCAN: the kernel walks page tables and merges adjacent pages of equal categories into
 one region, so unpopulated space (a 64 TiB PROT_NONE reservation) costs nothing.
 """
 from __future__ import annotations
 
-import array
-import errno
-import fcntl
-import struct
-import threading
-import time
-from collections.abc import Callable
-
 import numpy as np
 
-from ..errors import Unsupported
 from ..numeric import arange_runs, merge_intervals, seg_offsets
-from . import procfs
+from . import pagemap_scan, procfs
 from .native import Core
+
+# PAGEMAP_SCAN and the pacing of reads, without numpy (pagemap_scan.py), under their names here too
+# (but PACER: one state per thread for reads and scans, pagemap_scan's).
+from .pagemap_scan import (  # noqa: F401  (re-exported)
+    ARG,
+    CAT_FILE,
+    CAT_GUARD,
+    CAT_HUGE,
+    CAT_PFNZERO,
+    CAT_PRESENT,
+    CAT_SHMEM_SWAP,
+    CAT_SOFT_DIRTY,
+    CAT_SWAPPED,
+    CAT_UNKNOWN,
+    CAT_WPALLOWED,
+    CAT_WRITTEN,
+    PACE_GAP,
+    PACE_HOLD,
+    PAGEMAP_SCAN,
+    PAGES_RETURN_MASK,
+    RETURN_MASK,
+    SCAN_MAX_PAGES,
+    TASK_SIZE_MAX,
+    VEC_LEN,
+    Pacer,
+    Scanner,
+    probe,
+)
 
 PM_PFN_MASK = np.uint64((1 << 55) - 1)  # bits 0-54; zeroed without CAP_SYS_ADMIN since 4.2
 PM_SWAP_TYPE_MASK = np.uint64(0x1F)  # bits 0-4 when swapped
@@ -64,23 +84,6 @@ TOP_FILE = 1 << (PM_FILE - 56)  # bit 61
 
 READ_GAP = 512  # read through holes up to this many pages (4 KiB of entries) rather than split a read
 
-# -- pacing: let the target's writers in -----------------------------------------------------------
-# Every pagemap read and PAGEMAP_SCAN call holds the target's mmap_lock for reading. A writer of the
-# target (mmap, munmap, mprotect, brk) that finds it held sleeps, and our release wakes it; but a reader
-# that comes back before the writer has woken up (15-20 us here) takes the lock again ("reader
-# optimistic lock stealing", kernel/locking/rwsem.c rwsem_down_read_slowpath), as do the 2 MiB windows
-# inside one pagemap read (fs/proc/task_mmu.c pagemap_read). The writer then gets its turn only when
-# the reads stop, or when the rwsem's handoff forces it, after RWSEM_WAIT_TIMEOUT (4 ms counted in
-# jiffies: 4-8 ms at HZ=250, twice for an mmap and its munmap). Traced on 6.18 (bench_impact.py
-# --trace): the target's writer woken at every one of our releases and asleep again, 4-16 ms, until a
-# READ waiter of ours queues behind it (the handoff). So reads come in bursts of at most PACE_HOLD
-# seconds with a pause of PACE_GAP between them: a waiting writer waits one burst. Not helped here: a
-# reader preempted while it holds the lock (its CPU busy with others) keeps the writer out for the
-# other task's timeslice, and a writer whose own CPU is busy may not run during any pause.
-PACE_HOLD = 0.25e-3
-# The writer's wake-up from an idle CPU (sched_waking to sched_switch, traced): p50 14-18 us, p90 18-26 us;
-# when a pause is missed, the writer waits one more burst.
-PACE_GAP = 30e-6
 # Pages one pagemap read covers (16 MiB of address space): its walk, 10-20 us per 2 MiB window of 4 KiB
 # pages, stays a fraction of a burst.
 READ_MAX_PAGES = 4096
@@ -117,46 +120,6 @@ def scan_windows(starts: np.ndarray, ends: np.ndarray, window: int = SCAN_WINDOW
     return ps[first], pe[last]
 
 
-class Pacer(threading.local):
-    """The pacing of one thread's reads (see PACE_HOLD): `before` each read that takes a target's
-    mmap_lock, `after` it. `clock` and `nap` are seams for tests."""
-
-    def __init__(self, clock: Callable[[], float] = time.perf_counter, nap: Callable[[float], None] | None = None,
-                 hold: float = PACE_HOLD, gap: float = PACE_GAP) -> None:
-        self.clock = clock
-        self.nap = nap if nap is not None else self._spin
-        self.hold, self.gap = hold, gap
-        self.burst = 0.0  # when the current burst of back-to-back reads began
-        self.end = -gap  # when the last read returned
-        self.naps = 0
-        self.target = 0  # whose mmap_lock the burst holds: reads of another process start a new one
-
-    def _spin(self, s: float) -> None:
-        # Not a sleep: a timer wakes a sleeper 60-80 us late here whatever the interval (VM timer, 50 us
-        # default slack), more than twice the pause needed. Nor sched_yield: on a busy CPU it hands the
-        # rest of a timeslice (ms) to another task. A writer on our own CPU, woken by our release,
-        # preempts us on its own when the scheduler lets it.
-        end = self.clock() + s
-        while self.clock() < end:
-            pass
-
-    def before(self, target: int = 0) -> None:
-        now = self.clock()
-        if now - self.end >= self.gap or target != self.target:
-            # Away long enough since the last read (a waiting writer had its turn), or a read of
-            # another process, under another mmap_lock (top and the exporter read many in a row).
-            self.burst = now
-            self.target = target
-        elif now - self.burst >= self.hold:
-            self.nap(self.gap)
-            self.naps += 1
-            self.burst = self.clock()
-
-    def after(self) -> None:
-        self.end = self.clock()
-
-
-PACER = Pacer()  # one state per thread (threading.local): each reader thread paces its own reads
 
 
 def open_pagemap(pid: int) -> int:
@@ -178,9 +141,9 @@ def read_runs(fd: int, pid: int, starts: np.ndarray, ends: np.ndarray, gap: int 
     for s, ln in zip(seg_s.tolist(), seg_len.tolist()):
         for a in range(s, s + ln, READ_MAX_PAGES):
             k = min(READ_MAX_PAGES, s + ln - a)
-            PACER.before(pid)
+            pagemap_scan.PACER.before(pid)
             got = procfs.pread_into(fd, mv[pos * 8 : (pos + k) * 8], a * 8, pid, path)
-            PACER.after()
+            pagemap_scan.PACER.after()
             if got < k * 8:
                 # pagemap reads 0 bytes once the mm is gone (fs/proc/task_mmu.c pagemap_read).
                 raise procfs.gone_error(pid, path, started=True)
@@ -204,12 +167,12 @@ def read_matching(fd: int, pid: int, starts: np.ndarray, ends: np.ndarray, pfns:
     core = _core()
     if core is not None and int((e - s).sum()) <= READ_MAX_PAGES:
         path = procfs.proc_path(pid, "pagemap")
-        PACER.before(pid)
+        pagemap_scan.PACER.before(pid)
         try:
             with procfs.translate(pid, path, started=True):
                 got = core.read_matching(fd, s, e, gap, pfns)
         finally:
-            PACER.after()
+            pagemap_scan.PACER.after()
         if got is None:  # pagemap reads 0 bytes once the mm is gone (fs/proc/task_mmu.c pagemap_read)
             raise procfs.gone_error(pid, path, started=True)
         return np.frombuffer(got[0], dtype=ENTRY), np.frombuffer(got[1], dtype=np.int64)
@@ -261,34 +224,7 @@ def swap_offset(entries: np.ndarray) -> np.ndarray:
     return np.where(swapped(entries), (entries & PM_PFN_MASK) >> np.uint64(5), np.uint64(0))
 
 
-# -- PAGEMAP_SCAN ----------------------------------------------------------------------
-
-PAGEMAP_SCAN = 0xC0606610  # _IOWR('f', 16, struct pm_scan_arg) on x86-64/arm64
-ARG = struct.Struct("<12Q")  # struct pm_scan_arg: 12 u64, 96 bytes
-TASK_SIZE_MAX = 0x7FFFFFFFF000  # x86-64 user space top; EFAULT above it
-
-CAT_WPALLOWED = 1 << 0
-CAT_WRITTEN = 1 << 1
-CAT_FILE = 1 << 2
-CAT_PRESENT = 1 << 3
-CAT_SWAPPED = 1 << 4
-CAT_PFNZERO = 1 << 5
-CAT_HUGE = 1 << 6  # PMD-mapped THP or hugetlb
-CAT_SOFT_DIRTY = 1 << 7
-CAT_GUARD = 1 << 8  # Linux 6.15+
-# Not a kernel category: marks pages read by the plain pagemap fallback (no categories known).
-CAT_UNKNOWN = 1 << 15
-# Not a kernel category either: a shmem page in swap, found through its file (kernel/shmem.py); it
-# has no pte, and pmaps gives it the pagemap entry below (swapped, file, no swap entry).
-CAT_SHMEM_SWAP = 1 << 14
 SHMEM_SWAP_ENTRY = (1 << PM_SWAPPED) | (1 << PM_FILE)
-
-RETURN_MASK = CAT_FILE | CAT_PRESENT | CAT_SWAPPED | CAT_PFNZERO | CAT_HUGE | CAT_SOFT_DIRTY
-# What the page reads need from the scan: pagemap entries say present, swapped, file and soft-dirty
-# themselves; only the zero page and PMD mappings come from the categories. Asking for PAGE_IS_FILE
-# alone cost 60-70 ms of an 8 GiB scan (the kernel looks up every page's folio mapping).
-PAGES_RETURN_MASK = CAT_PFNZERO | CAT_HUGE
-VEC_LEN = 16384  # regions per ioctl (384 KiB)
 
 
 def decode_regions(buf: bytes | bytearray | memoryview, n: int | None = None) -> np.ndarray:
@@ -306,74 +242,3 @@ def decode_regions(buf: bytes | bytearray | memoryview, n: int | None = None) ->
         if not keep.all():
             regs = regs[keep]
     return regs
-
-
-class Scanner:
-    """Populated (present or swapped) regions of a process via PAGEMAP_SCAN."""
-
-    def __init__(self, fd: int, pid: int, vec_len: int = VEC_LEN, anyof: int = CAT_PRESENT | CAT_SWAPPED,
-                 returns: int = RETURN_MASK | CAT_GUARD, max_pages: int = 0) -> None:
-        self.fd = fd
-        self.pid = pid
-        self.vec_len = vec_len
-        self.vec = array.array("Q", [0]) * (3 * vec_len)
-        # Fewer categories returned, fewer and longer regions: the kernel merges adjacent pages whose
-        # returned categories are equal (fs/proc/task_mmu.c pagemap_scan_push_range).
-        self.return_mask = returns
-        self.anyof = anyof  # category_anyof_mask: regions with any of these categories
-        # max_pages: the ioctl stops after this many matching pages and says where (walk_end). It
-        # holds the target's mmap_lock for one call's walk (fs/proc/task_mmu.c do_pagemap_scan), so
-        # a bound keeps each hold short for the process being read; 0: no bound.
-        self.max_pages = max_pages
-
-    def _ioctl(self, start: int, end: int) -> tuple[int, int]:
-        arg = bytearray(
-            ARG.pack(ARG.size, 0, start, end, 0, self.vec.buffer_info()[0], self.vec_len, self.max_pages, 0, 0,
-                     self.anyof, self.return_mask)
-        )
-        try:
-            n = fcntl.ioctl(self.fd, PAGEMAP_SCAN, arg, True)
-        except OSError as err:
-            if err.errno == errno.EINVAL and self.return_mask & CAT_GUARD:
-                # Kernels before 6.15 reject the GUARD category bit.
-                self.return_mask &= ~CAT_GUARD
-                return self._ioctl(start, end)
-            if err.errno in (errno.ENOTTY, errno.EINVAL, errno.EOPNOTSUPP):
-                raise Unsupported("this kernel has no PAGEMAP_SCAN (Linux 6.7+)", self.pid) from err
-            with procfs.translate(self.pid, procfs.proc_path(self.pid, "pagemap"), started=True):
-                raise
-        return n, ARG.unpack(arg)[4]
-
-    def regions_raw(self, start: int, end: int) -> bytes:
-        """struct page_region array (u64 start, end, categories) covering [start, end), sorted."""
-        end = min(end, TASK_SIZE_MAX)
-        out: list[bytes] = []
-        cur = start
-        while cur < end:
-            PACER.before(self.pid)
-            n, walk_end = self._ioctl(cur, end)
-            PACER.after()
-            if n:
-                out.append(self.vec[: 3 * n].tobytes())
-            if n < self.vec_len and (not self.max_pages or walk_end >= end):
-                break
-            # Seen on 6.18: once the kernel's 512-region buffer has flushed, walk_end stays at
-            # that flush point even when the walk went further; trust the last region too.
-            nxt = max(walk_end, self.vec[3 * n - 2] if n else 0)
-            if nxt <= cur:
-                break  # no progress: nothing more to find (never loop)
-            cur = nxt
-        return b"".join(out)
-
-    def regions(self, start: int, end: int) -> np.ndarray:
-        """(k, 3) array of [start, end, categories] byte addresses, sorted, for [start, end)."""
-        return decode_regions(self.regions_raw(start, end))
-
-
-def probe(fd: int, pid: int) -> bool:
-    """Whether PAGEMAP_SCAN works on this kernel (an empty scan of page 0)."""
-    try:
-        Scanner(fd, pid, vec_len=1)._ioctl(0, 4096)
-    except Unsupported:
-        return False
-    return True
