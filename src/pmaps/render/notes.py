@@ -1,8 +1,11 @@
 """The prose pmaps adds on stderr about what a view cannot tell or did not count (one line each)."""
 from __future__ import annotations
 
-from ..model import Known, SystemScan
-from ..model.mapped import MappedScan
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # types only: the 2007 view's notes need none of the scans' modules
+    from ..model import Known, SystemScan
+    from ..model.mapped import MappedScan
 
 
 def missing_notes(known: Known, pfn: bool = False) -> list[str]:

@@ -6,7 +6,6 @@ then written. This is the one streaming View: its write_to reads while it writes
 """
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -64,6 +63,8 @@ class RangeWriter:
         if self.fmt == "json":
             self.out.write('{"schema":"%s","processes":[' % SCHEMA)
         elif self.fmt == "csv":
+            import csv  # only here and in _csv: off the text view's start-up
+
             csv.writer(self.out, lineterminator="\n").writerow(CSV_HEADER + (["pfn"] if self.opts.with_pfn else []))
 
     def end(self) -> None:
@@ -291,6 +292,8 @@ class RangeWriter:
     def _csv(self, pid: int, comm: str, vmas: list[Vma], events: Iterable[tuple[int, Ranges | None]],
              known: Callable[[], Known]) -> None:
         """One row per range (numbers in decimal, names space-separated), a VMA at a time."""
+        import csv
+
         w = csv.writer(self.out, lineterminator="\n")
         for i, r in events:
             if r is None:

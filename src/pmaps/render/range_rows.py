@@ -4,7 +4,6 @@ rows they become (RowBuilder: each distinct state formatted once; vma_rows/inter
 placed between range lines by index). Used by render.pmaps' RangeWriter and render.filepages."""
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -281,8 +280,15 @@ def perm_dev_pairs(perms: tuple[list[str], np.ndarray], devs: tuple[list[str], n
 
 
 def json_compact(obj: object) -> str:
+    import json  # here: the json package is 3-4 ms of every text command's start-up otherwise
+
     return json.dumps(obj, separators=(",", ":"))
 
 
-# A JSON string, as json.dumps writes it (ASCII, escaped), without json.dumps' per-call set-up.
-json_str: Callable[[str], str] = json.encoder.encode_basestring_ascii
+# A JSON string, as json.dumps writes it (ASCII, escaped), without json.dumps' per-call set-up: the
+# json package's own encoder (its C accelerator, _json, without the package's import).
+try:
+    from _json import encode_basestring_ascii as _encode_ascii
+except ImportError:  # an interpreter without the accelerator
+    from json.encoder import py_encode_basestring_ascii as _encode_ascii
+json_str: Callable[[str], str] = _encode_ascii

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import codecs
-import csv
 import functools
 from collections.abc import Callable, Iterable, Sequence
 from typing import TextIO
@@ -271,6 +270,8 @@ def side_by_side(cols: Sequence[np.ndarray], n: int, sep: str = " ") -> np.ndarr
 
 
 def write_csv(out: TextIO, header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    import csv  # here: off the start-up of every text command
+
     w = csv.writer(out, lineterminator="\n")
     w.writerow(header)
     w.writerows(["" if c is None else c for c in r] for r in rows)
