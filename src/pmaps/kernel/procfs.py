@@ -154,11 +154,15 @@ _AHEAD: dict[tuple[int, str], tuple[threading.Thread, list[tuple[int, bytes]]]] 
 def read_ahead(pid: int, name: str) -> None:
     """Start reading /proc/PID/NAME whole on a helper thread, for take_ahead. Any error is left for
     the caller's own read to meet and report."""
+    # Imported here, not on the thread: the thread runs no import beside the command's own (the
+    # import lock, and Python code holding the GIL while numpy is imported).
+    from .native import load
+    from .status import read_start_time
+
+    load()  # the compiled core, loaded once: read_chunks' reads without the GIL
     got: list[tuple[int, bytes]] = []
 
     def read() -> None:
-        from .status import read_start_time
-
         try:
             born = read_start_time(pid)  # before the read: the process it reads had this start time
             got.append((born, b"".join(read_chunks(pid, name, size=_AHEAD_CHUNK))))
