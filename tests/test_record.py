@@ -213,6 +213,31 @@ def test_read_ahead_is_taken_once_by_its_process():
     assert procfs.take_ahead(p.pid, "maps", born) is None
 
 
+def test_read_ahead_is_not_taken_after_an_exec():
+    """An exec keeps the PID and the start time but replaces the address space: what was read ahead
+    before it is not taken after it (the stack's start, stat field 28, moved)."""
+    from pmaps.kernel import procfs
+    from pmaps.kernel.status import read_start_time
+
+    code = "import os, sys; print('ready', flush=True); sys.stdin.readline(); os.execv('/bin/sleep', ['sleep', '30'])"
+    p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdin is not None and p.stdout is not None and p.stdout.readline().strip() == "ready"
+        born = read_start_time(p.pid)
+        procfs.read_ahead(p.pid, "maps")
+        procfs._AHEAD[(p.pid, "maps")][0].join()
+        p.stdin.write("exec\n")
+        p.stdin.flush()
+        deadline = time.monotonic() + 10
+        while procfs.read_file(p.pid, "comm").strip() != b"sleep" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert read_start_time(p.pid) == born
+        assert procfs.take_ahead(p.pid, "maps", born) is None
+    finally:
+        p.kill()
+        p.wait()
+
+
 @pytest.mark.parametrize("fields", ["full", "pagemap"])
 def test_read_ahead_maps_is_checked_by_the_first_sample(fields):
     """A command reads maps ahead while it imports; open() takes that table, and the first sample

@@ -148,25 +148,24 @@ _READ_ROOM = 1 << 12  # a chunk is handed over when less room than this (a page)
 # A command that will read a process starts its first read (maps) on a helper thread before it
 # imports numpy and the rest (60-90 ms of the GIL's time): the read waits in the kernel without the
 # GIL (the compiled core's fill), so the two overlap. Maps of 65,000 VMAs: 20 ms of the kernel's.
-_AHEAD: dict[tuple[int, str], tuple[threading.Thread, list[tuple[int, bytes]]]] = {}
+_AHEAD: dict[tuple[int, str], tuple[threading.Thread, list[tuple[tuple[int, int], bytes]]]] = {}
 
 
 def read_ahead(pid: int, name: str) -> None:
     """Start reading /proc/PID/NAME whole on a helper thread, for take_ahead. Any error is left for
     the caller's own read to meet and report."""
-    # Imported here, not on the thread: the thread runs no import beside the command's own (the
-    # import lock, and Python code holding the GIL while numpy is imported).
-    from .native import load
-    from .status import read_start_time
+    from .native import load  # here, not on the thread: it runs no import beside the command's own
 
     load()  # the compiled core, loaded once: read_chunks' reads without the GIL
-    got: list[tuple[int, bytes]] = []
+    got: list[tuple[tuple[int, int], bytes]] = []
 
     def read() -> None:
+        mark = _mm_mark(pid)  # before the read: the process and address space it reads
+        if mark is None:
+            return
         try:
-            born = read_start_time(pid)  # before the read: the process it reads had this start time
-            got.append((born, b"".join(read_chunks(pid, name, size=_AHEAD_CHUNK))))
-        except (PmapsError, ValueError, IndexError):
+            got.append((mark, b"".join(read_chunks(pid, name, size=_AHEAD_CHUNK))))
+        except PmapsError:
             pass
 
     t = threading.Thread(target=read, name=f"pmaps-ahead-{name}", daemon=True)
@@ -176,16 +175,29 @@ def read_ahead(pid: int, name: str) -> None:
 
 def take_ahead(pid: int, name: str, start_time: int) -> bytes | None:
     """What read_ahead read of /proc/PID/NAME (waiting for it), once: when it was read from the
-    process that has `start_time` (not one that had the PID before), and read without error; else
-    None, and the caller reads as usual."""
+    process that has `start_time` (not one given the PID since) and from the address space it has
+    now (not the one before an exec, which keeps the start time: the stack's start moves, with
+    ASLR), and read without error; else None, and the caller reads as usual."""
     ahead = _AHEAD.pop((pid, name), None)
     if ahead is None:
         return None
     thread, got = ahead
     thread.join()
-    if not got or got[0][0] != start_time or not got[0][1]:
+    if not got or not got[0][1] or got[0][0][0] != start_time or got[0][0] != _mm_mark(pid):
         return None
     return got[0][1]
+
+
+def _mm_mark(pid: int) -> tuple[int, int] | None:
+    """(start time, start of the stack): /proc/PID/stat fields 22 and 28 (proc(5)); None when the
+    process is gone or the line is short."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return None
+    try:
+        return int(fields[19]), int(fields[25])
+    except (IndexError, ValueError):
+        return None
 
 
 def drop_ahead() -> None:
