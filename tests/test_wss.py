@@ -104,7 +104,8 @@ def test_started_interval_is_the_first_cycle(monkeypatch):
     """measure(started=...): the first interval began with scan_and_clear (the command runs it on a
     thread while it imports): its scan is the pages present before, so pages faulted in after it are
     located, and measure clears only the later cycles itself. A start of another process (the PID
-    given on since: another start time) or a failed one (None) is not used: measure starts anew."""
+    given on since: another start time), of another address space (an exec since: the stack moved)
+    or a failed one (None) is not used: measure starts anew."""
     from pmaps.kernel.clear_refs import Cleared, scan_and_clear
 
     cleared = []
@@ -121,7 +122,11 @@ def test_started_interval_is_the_first_cycle(monkeypatch):
         assert res.cycles[0]["located"] == 3 + 5
         assert res.intervals == [0.05, 0.05]
         good = scan_and_clear(mc.pid)
-        for head in (Cleared(good.start_time + 1, good.regions, good.at, good.cpu), None):
+        assert good.mark is not None
+        born, stack = good.mark
+        for head in (Cleared((born + 1, stack), good.regions, good.at, good.cpu),  # the PID given on since
+                     Cleared((born, stack + 4096), good.regions, good.at, good.cpu),  # an exec since
+                     None):
             cleared.clear()
             res = wss.measure(mc.pid, "clear_refs", interval=0.01, started=lambda head=head: head)
             assert cleared == [mc.pid] and len(res.cycles) == 1

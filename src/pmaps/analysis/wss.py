@@ -31,6 +31,7 @@ from ..collector.parallel import on_thread
 from ..errors import NoSuchProcess, PmapsError, ZombieProcess
 from ..kernel import caps as capsmod
 from ..kernel import damon as damonmod
+from ..kernel import procfs
 from ..kernel.clear_refs import CLEAR_REFERENCED, Cleared, clear_refs
 from ..kernel.idle import IdleBitmap
 from ..kernel.kpage import KPF
@@ -446,9 +447,9 @@ def measure(pid: int, method: str = "auto", interval: float = 1.0, cycles: int =
         opts = Options(counts=False, maps=method != "clear_refs")
         with Process(pid, opts, caps) as proc, contextlib.ExitStack() as stack:
             res.comm = proc.comm
-            if not (method == "clear_refs" and proc.scanning and head is not None
-                    and head.start_time == proc.start_time):  # else not of this process: PID reused since
-                head = None
+            if not (method == "clear_refs" and proc.scanning and head is not None and head.mark is not None
+                    and head.mark[0] == proc.start_time and head.mark == procfs.mm_mark(pid)):
+                head = None  # of another process (the PID given on since) or address space (an exec)
             c0 = time.process_time()  # the process's CPU, all threads: the budget counts them all
             # The start of the first cycle: which pages are resident (and their PFNs, to mark idle);
             # each later cycle starts from the end of the one before.

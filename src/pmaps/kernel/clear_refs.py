@@ -38,7 +38,7 @@ def clear_refs(pid: int, what: int = CLEAR_REFERENCED) -> None:
 class Cleared:
     """The start of a clear_refs interval (scan_and_clear)."""
 
-    start_time: int  # of the process read and cleared (stat field 22), read before both
+    mark: tuple[int, int] | None  # procfs.mm_mark of the process read and cleared, read before both
     regions: bytes  # PAGEMAP_SCAN's regions (u64 start, end, categories) of its present pages, just before
     at: float  # time.monotonic() when clear_refs returned: the interval began then
     cpu: float  # this thread's CPU seconds for both
@@ -48,14 +48,12 @@ def scan_and_clear(pid: int) -> Cleared:
     """Which pages are present (PAGEMAP_SCAN over the whole address space, paced), then clear_refs 1:
     the start of wss's first interval. Without numpy: wss runs it on a thread while numpy and the
     analysis are imported (65,000 VMAs: scan 22 ms and clear_refs 25 ms of the kernel's time)."""
-    from .status import read_start_time
-
     t = time.thread_time()
-    born = read_start_time(pid)
+    mark = procfs.mm_mark(pid)
     fd = procfs.open_pagemap(pid)
     try:
         raw = Scanner(fd, pid, returns=CAT_PRESENT, max_pages=SCAN_MAX_PAGES).regions_raw(0, TASK_SIZE_MAX)
     finally:
         os.close(fd)
     clear_refs(pid, CLEAR_REFERENCED)
-    return Cleared(born, raw, time.monotonic(), time.thread_time() - t)
+    return Cleared(mark, raw, time.monotonic(), time.thread_time() - t)
