@@ -57,11 +57,11 @@ def test_public_api_is_lazy_and_typed():
     assert (SRC / "py.typed").exists()
 
 
-@pytest.mark.parametrize("command", ["show", "diff", "watch", "record", "save", "shared", "wss"])
+@pytest.mark.parametrize("command", ["show", "diff", "watch", "record", "save", "shared"])
 def test_process_commands_parse_before_numpy(command):
     """A command that reads one process imports no numpy with its module: it parses its arguments
-    and starts its first read (procfs.read_ahead, wss's first interval) before numpy's 60-90 ms of
-    imports, which then overlap that read (docs/architecture.md, "Start-up")."""
+    and starts its first read (procfs.read_ahead) before numpy's 60-90 ms of imports, which then
+    overlap that read (docs/architecture.md, "Start-up")."""
     code = (f"import sys, pmaps.cli, pmaps.commands.{command}, pmaps.collector;"
             "assert 'numpy' not in sys.modules, [m for m in sys.modules if m.startswith('pmaps.')]")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 
 from pmaps import collector
-from pmaps.analysis import wss as wss_analysis
 from pmaps.analysis.wss import Ages, VmaWss, WssResult, totals
 from pmaps.commands import phys as phys_cmd
 from pmaps.commands import shared as shared_cmd
@@ -179,17 +178,13 @@ def wss_result(method: str, interval: float, cycles: int) -> WssResult:
     return WssResult(4242, "server", method, interval, rows, done, ages.histogram(), WSS_RUNS)
 
 
-def fake_measure(pid, method="auto", interval=1.0, cycles=1, caps=None, note=None, pace=None,
-                 started=None) -> WssResult:
+def fake_measure(pid, method="auto", interval=1.0, cycles=1, caps=None, note=None, pace=None) -> WssResult:
     assert pid == 4242 and method in ("clear_refs", "idle")
-    assert started is None or started() is None  # the fake start below: nothing was cleared
     return wss_result(method, interval, cycles)
 
 
 def fake_wss(mp: pytest.MonkeyPatch) -> None:
-    mp.setattr(wss_analysis, "measure", fake_measure)  # the command imports it when it runs
-    mp.setattr(wss_cmd, "scan_and_clear", lambda pid: None)  # never clear_refs a real process 4242
-    mp.setattr(wss_cmd, "choose_method", lambda method, interval, caps: method)  # idle: not on every machine
+    mp.setattr(wss_cmd, "measure", fake_measure)
 
 
 WSS = ["wss", "4242", "--method", "clear_refs", "--interval", "2", "--cycles", "2"]

@@ -378,7 +378,8 @@ SIGINT_AT = textwrap.dedent("""\
 """)
 
 
-@pytest.mark.parametrize("module", ["pmaps.cli", "pmaps.commands", "numpy", "pmaps.collector", "pmaps.render.diff"])
+@pytest.mark.parametrize("module", ["pmaps.cli", "pmaps.commands", "numpy", "datetime", "pmaps.collector",
+                                    "pmaps.render.diff"])
 def test_sigint_during_start_up(sleeper, module):
     """Ctrl-C at each stage of start-up: exit 130, no traceback (numpy turns an interrupt inside its
     C import into an ImportError: still an interruption)."""

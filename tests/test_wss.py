@@ -16,7 +16,6 @@ from helpers import ROOT, smaps_by_start
 from memchild import MemChild
 from pmaps.analysis.wss import Ages, located, runs
 from pmaps.collector import collect, parallel
-from pmaps.kernel import clear_refs as clear_refs_mod
 from pmaps.kernel import damon
 from pmaps.kernel.clear_refs import clear_refs
 from pmaps.kernel.idle import IDLE_BITMAP, IdleBitmap, idle_bits, idle_words
@@ -81,8 +80,6 @@ def test_cli_counts_cpu_writes_exactly(run, monkeypatch):
         with MemChild([*LAYOUT, "tlb:anon:32M"]) as mc:
             hook, calls = _touch_after(mc, clear_refs, evict=True)
             monkeypatch.setattr(wss, "clear_refs", hook)
-            # The command's first clear_refs: on a thread, while it imports (kernel.clear_refs.scan_and_clear).
-            monkeypatch.setattr(clear_refs_mod, "clear_refs", hook)
             r = run("wss", str(mc.pid), "--interval", "0.2", "--method", "clear_refs", "--format", "json")
             smaps = smaps_by_start(mc.pid)
         assert r.code == 0, r.err
@@ -97,39 +94,6 @@ def test_cli_counts_cpu_writes_exactly(run, monkeypatch):
             return
         seen.append(got)
     pytest.fail(f"accessed pages (a, c, b) never (20, 3, 0): {seen}")
-
-
-@needs_root
-def test_started_interval_is_the_first_cycle(monkeypatch):
-    """measure(started=...): the first interval began with scan_and_clear (the command runs it on a
-    thread while it imports): its scan is the pages present before, so pages faulted in after it are
-    located, and measure clears only the later cycles itself. A start of another process (the PID
-    given on since: another start time), of another address space (an exec since: the stack moved)
-    or a failed one (None) is not used: measure starts anew."""
-    from pmaps.kernel.clear_refs import Cleared, scan_and_clear
-
-    cleared = []
-    monkeypatch.setattr(wss, "clear_refs", lambda pid, what=1: (cleared.append(pid), clear_refs(pid, what)))
-    with MemChild(LAYOUT) as mc:
-        def start():
-            head = scan_and_clear(mc.pid)
-            mc.cmd("read a 100 103")  # GUP marks the folios accessed
-            mc.cmd("touch b 7 12")  # never touched: faulted in now, after the scan
-            return head
-
-        res = wss.measure(mc.pid, "clear_refs", interval=0.05, cycles=2, started=start)
-        assert cleared == [mc.pid]  # the second cycle's; the first was scan_and_clear's
-        assert res.cycles[0]["located"] == 3 + 5
-        assert res.intervals == [0.05, 0.05]
-        good = scan_and_clear(mc.pid)
-        assert good.mark is not None
-        born, stack = good.mark
-        for head in (Cleared((born + 1, stack), good.regions, good.at, good.cpu),  # the PID given on since
-                     Cleared((born, stack + 4096), good.regions, good.at, good.cpu),  # an exec since
-                     None):
-            cleared.clear()
-            res = wss.measure(mc.pid, "clear_refs", interval=0.01, started=lambda head=head: head)
-            assert cleared == [mc.pid] and len(res.cycles) == 1
 
 
 def test_ages_histogram():

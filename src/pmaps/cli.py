@@ -221,10 +221,12 @@ def _main(argv: list[str] | None, out: TextIO, err: TextIO) -> int:
         return e.code if isinstance(e.code, int) else 2
     except KeyboardInterrupt:
         return 130
+    _SIGNALLED.clear()
     if getattr(signal.getsignal(signal.SIGINT), "__module__", "") == "pmaps._entry":
-        # The command's imports are done: from here Ctrl-C raises KeyboardInterrupt (files being
-        # written are removed, the terminal restored) and ends with exit 130 below.
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        # From here Ctrl-C raises KeyboardInterrupt (files being written are removed, the terminal
+        # restored) and ends with exit 130 below, also inside the imports that commands make when
+        # they run (after their first read has started: procfs.read_ahead).
+        signal.signal(signal.SIGINT, _interrupt)
     try:
         return int(args.cmd.run(args, out, err))
     except PmapsError as e:
@@ -243,7 +245,15 @@ def _main(argv: list[str] | None, out: TextIO, err: TextIO) -> int:
         procfs.drop_ahead()  # a read ahead lives for its command only (main may run again in-process)
 
 
+# Set by the handlers below: an error raised after one of them ran is the interruption's. numpy's
+# import turns a KeyboardInterrupt into an ImportError, and not always with the interrupt in its
+# chain (PyCapsule_Import: "could not import module 'datetime'").
+_SIGNALLED: set[int] = set()
+
+
 def _interrupted(e: BaseException | None) -> bool:
+    if _SIGNALLED:
+        return True
     seen = 0
     while e is not None and seen < 20:
         if isinstance(e, KeyboardInterrupt):
@@ -252,9 +262,14 @@ def _interrupted(e: BaseException | None) -> bool:
     return False
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    _SIGNALLED.add(signum)
+    raise KeyboardInterrupt
+
+
 def _terminate(signum: int, frame: object) -> None:
     # `kill PID` ends pmaps as Ctrl-C does: temp files removed, the terminal restored.
-    raise KeyboardInterrupt
+    _interrupt(signum, frame)
 
 
 def entry() -> None:

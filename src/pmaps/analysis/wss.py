@@ -28,19 +28,17 @@ import numpy as np
 
 from ..collector import Options, Process
 from ..collector.parallel import on_thread
-from ..errors import NoSuchProcess, PmapsError, ZombieProcess
+from ..errors import NoSuchProcess, PmapsError, Unsupported, ZombieProcess
 from ..kernel import caps as capsmod
 from ..kernel import damon as damonmod
-from ..kernel import procfs
-from ..kernel.clear_refs import CLEAR_REFERENCED, Cleared, clear_refs
+from ..kernel.clear_refs import CLEAR_REFERENCED, clear_refs
 from ..kernel.idle import IdleBitmap
 from ..kernel.kpage import KPF
 from ..kernel.maps import Vma, VmaTable, read_table
-from ..kernel.pagemap import CAT_HUGE, CAT_PFNZERO, CAT_PRESENT, PM_PRESENT, TASK_SIZE_MAX, decode_regions
+from ..kernel.pagemap import CAT_HUGE, CAT_PFNZERO, CAT_PRESENT, PM_PRESENT, TASK_SIZE_MAX
 from ..kernel.smaps import decode_smaps_listed, smaps_pieces
 from ..model import Pages, inside_vmas
 from ..numeric import PAGE_SHIFT, PAGE_SIZE, arange_runs, consecutive_runs, unique_sorted
-from .wss_method import DAMON_AUTO_MIN_INTERVAL, choose_method
 
 U64 = np.uint64
 T = TypeVar("T")
@@ -124,12 +122,7 @@ def scan_pages(proc: Process, returns: int, table: VmaTable | None = None) -> Pa
     if table is not None and not len(table):
         return Pages.empty()
     lo, hi = (0, TASK_SIZE_MAX) if table is None else (int(table.start[0]), int(table.end[-1]))
-    return present_pages(proc.regions(lo, hi, returns=returns | CAT_PRESENT), table)
-
-
-def present_pages(regs: np.ndarray, table: VmaTable | None = None) -> Pages:
-    """The present pages of PAGEMAP_SCAN regions (bytes: start, end, categories), without PFNs;
-    only those inside the table's VMAs when one is given."""
+    regs = proc.regions(lo, hi, returns=returns | CAT_PRESENT)
     regs = regs[(regs[:, 2] & U64(CAT_PRESENT)) != 0]
     first = regs[:, 0] >> U64(PAGE_SHIFT)
     lens = ((regs[:, 1] >> U64(PAGE_SHIFT)) - first).astype(np.int64)
@@ -354,6 +347,10 @@ class Ages:
 
 # -- the measurement -------------------------------------------------------------------------
 
+# auto picks DAMON only for intervals this long: each DAMON cycle also writes one sysfs region per
+# resident page and its samples stretch with the region count (measured: a 4200-page process took
+# 0.7 s for a 0.3 s interval), so shorter cycles would mostly measure overhead. method="damon" forces it.
+DAMON_AUTO_MIN_INTERVAL = 1.0
 LIMITS = {
     "idle": [
         "idle page tracking: page-exact for pages on the LRU; a THP is tracked by its head page;",
@@ -379,9 +376,32 @@ LIMITS = {
         "(read()/write(), GUP, faults); a CPU access to a resident page sets only the pte young bit, which",
         "no per-page interface exports without idle page tracking (CONFIG_IDLE_PAGE_TRACKING) or soft-dirty",
         "(CONFIG_MEM_SOFT_DIRTY, writes only). A large folio is referenced as a whole. Page ages count",
-        "located accesses only.",
+        "located accesses only. A page other processes map or read too (a library, shared memory) counts",
+        "as accessed when any of them set its folio's referenced or young flag (read() of the file, DAMON's",
+        "scans): those flags are the folio's, shared by every process that maps it.",
     ],
 }
+
+
+def choose_method(requested: str, interval: float, caps: capsmod.Caps) -> str:
+    """The method to use ("auto": idle tracking, else DAMON for long intervals, else clear_refs);
+    Unsupported when a requested method cannot run here."""
+    method = requested
+    if method == "auto":
+        if caps.idle_tracking and caps.sys_admin:
+            method = "idle"
+        elif interval >= DAMON_AUTO_MIN_INTERVAL and caps.sys_admin and damonmod.usable() is None:
+            method = "damon"
+        else:
+            method = "clear_refs"
+    if method == "idle" and not (caps.idle_tracking and caps.sys_admin):
+        raise Unsupported("idle page tracking is unavailable (no /sys/kernel/mm/page_idle/bitmap, or not root)")
+    if method == "damon":
+        why = None if caps.sys_admin else "DAMON needs root (CAP_SYS_ADMIN: PFNs and /sys/kernel/mm/damon)"
+        why = why or damonmod.usable()
+        if why is not None:
+            raise Unsupported(why)
+    return method
 
 
 @dataclass
@@ -415,20 +435,13 @@ def totals(rows: Sequence[VmaWss]) -> dict[str, int]:
 
 
 def measure(pid: int, method: str = "auto", interval: float = 1.0, cycles: int = 1, caps: capsmod.Caps | None = None,
-            note: Callable[[str], None] | None = None, pace: Callable[[float], float] | None = None,
-            started: Callable[[], Cleared | None] | None = None) -> WssResult:
+            note: Callable[[str], None] | None = None, pace: Callable[[float], float] | None = None) -> WssResult:
     """Measure the working set of `pid` over `cycles` intervals. A KeyboardInterrupt ends it after
     the current cycle (result.interrupted); notes (one line each) go to `note`.
 
     `pace` (the CLI's --max-cpu) maps the CPU seconds of the last cycle's work (the first
     cycle: of the initial snapshot) to the next cycle's interval, e.g. stretched to keep a
-    CPU budget; the intervals used are in result.intervals.
-
-    `started` waits for the first clear_refs interval's start made beforehand (scan_and_clear, on
-    a thread while the command imported this module) and gives it, or None when it failed: the
-    first cycle then starts here, and its reads meet the error again and raise it."""
-    # Waited for first, whatever happens next: no clear_refs runs after measure has returned.
-    head = started() if started is not None else None
+    CPU budget; the intervals used are in result.intervals."""
     caps = caps or capsmod.probe()
     say = note or (lambda _msg: None)
     chosen = choose_method(method, interval, caps)
@@ -447,17 +460,11 @@ def measure(pid: int, method: str = "auto", interval: float = 1.0, cycles: int =
         opts = Options(counts=False, maps=method != "clear_refs")
         with Process(pid, opts, caps) as proc, contextlib.ExitStack() as stack:
             res.comm = proc.comm
-            if not (method == "clear_refs" and proc.scanning and head is not None and head.mark is not None
-                    and head.mark[0] == proc.start_time and head.mark == procfs.mm_mark(pid)):
-                head = None  # of another process (the PID given on since) or address space (an exec)
             c0 = time.process_time()  # the process's CPU, all threads: the budget counts them all
             # The start of the first cycle: which pages are resident (and their PFNs, to mark idle);
             # each later cycle starts from the end of the one before.
-            if head is not None:
-                before, cost = present_pages(decode_regions(head.regions)), head.cpu
-            else:
-                before = start_pages(proc, method)
-                cost = time.process_time() - c0
+            before = start_pages(proc, method)
+            cost = time.process_time() - c0
             if method == "idle":
                 bitmap = stack.enter_context(contextlib.closing(IdleBitmap.open(write=True)))
             dm = stack.enter_context(damonmod.Damon(pid)) if method == "damon" else None
@@ -477,11 +484,10 @@ def measure(pid: int, method: str = "auto", interval: float = 1.0, cycles: int =
                         say(f"{int(pres.sum())} resident pages: DAMON regions of {group} adjacent PFNs, "
                             "accesses are sampled per region, not page-exact")
                     tried = dm.sample(first, end, window, damonmod.SAMPLE_US)  # takes `window`
-                elif head is None or c:
+                else:
                     clear_refs(pid, CLEAR_REFERENCED)
                 if tried is None:
-                    # The first interval began when the head start's clear_refs returned.
-                    time.sleep(window if head is None or c else max(0.0, window - (time.monotonic() - head.at)))
+                    time.sleep(window)
                 idle = None
                 ref = None
 

@@ -4,11 +4,9 @@ from __future__ import annotations
 import argparse
 from typing import TextIO
 
-from ..analysis.wss_method import choose_method
-from ..collector.parallel import background
-from ..errors import PmapsError
-from ..kernel import caps as capsmod
-from ..kernel.clear_refs import Cleared, scan_and_clear
+from ..analysis.wss import measure
+from ..render import write
+from ..render.wss import WssView
 from . import Command, add_cpu_option, add_output_options, budget_interval, positive, seconds
 from ._common import parse_pid
 
@@ -48,18 +46,8 @@ class Wss(Command):
         def pace(cost: float) -> float:
             return budget_interval(args.interval, cost, args.max_cpu)
 
-        # clear_refs: the first interval starts (which pages are present, then clear_refs) on a
-        # thread while numpy and the analysis are imported here (65,531 VMAs: 0.37 -> 0.33 s).
-        caps = capsmod.probe()
-        started = None
-        if choose_method(args.method, args.interval, caps) == "clear_refs":
-            started = background(lambda: _start(pid))
-        from ..analysis.wss import measure
-        from ..render import write
-        from ..render.wss import WssView
-
-        res = measure(pid, args.method, args.interval, args.cycles, caps, note=note,
-                      pace=pace if args.max_cpu else None, started=started)
+        res = measure(pid, args.method, args.interval, args.cycles, note=note,
+                      pace=pace if args.max_cpu else None)
         if res.interrupted:
             err.write("pmaps: interrupted: results of the completed cycles follow\n")
         if res.ended is not None:
@@ -68,11 +56,3 @@ class Wss(Command):
         if res.ended is not None:
             return res.ended.exit_code
         return 130 if res.interrupted else 0
-
-
-def _start(pid: int) -> Cleared | None:
-    """scan_and_clear, or None when it fails: measure's own reads then meet the error and say it."""
-    try:
-        return scan_and_clear(pid)
-    except PmapsError:
-        return None
