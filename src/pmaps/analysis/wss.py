@@ -354,7 +354,8 @@ DAMON_AUTO_MIN_INTERVAL = 1.0
 LIMITS = {
     "idle": [
         "idle page tracking: page-exact for pages on the LRU; a THP is tracked by its head page;",
-        "pages outside the LRU (zero page, kernel-owned) are never reported idle.",
+        "pages outside the LRU (zero page, kernel-owned) are never reported idle; a page mapped or read by",
+        "other processes too (a library, shared memory) is seen accessed when any of them touched it.",
     ],
     "damon": [
         "DAMON (paddr operations, one region per resident physical page, min = max regions so none merge or split)",
