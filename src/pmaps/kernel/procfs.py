@@ -160,7 +160,7 @@ def read_ahead(pid: int, name: str) -> None:
     got: list[tuple[tuple[int, int], bytes]] = []
 
     def read() -> None:
-        mark = mm_mark(pid)  # before the read: the process and address space it reads
+        mark = _mm_mark(pid)  # before the read: the process and address space it reads
         if mark is None:
             return
         try:
@@ -183,12 +183,12 @@ def take_ahead(pid: int, name: str, start_time: int) -> bytes | None:
         return None
     thread, got = ahead
     thread.join()
-    if not got or not got[0][1] or got[0][0][0] != start_time or got[0][0] != mm_mark(pid):
+    if not got or not got[0][1] or got[0][0][0] != start_time or got[0][0] != _mm_mark(pid):
         return None
     return got[0][1]
 
 
-def mm_mark(pid: int) -> tuple[int, int] | None:
+def _mm_mark(pid: int) -> tuple[int, int] | None:
     """(start time, start of the stack): /proc/PID/stat fields 22 and 28 (proc(5)), which name a
     process and its address space (an exec keeps the start time; with ASLR it moves the stack);
     None when the process is gone or the line is short."""
