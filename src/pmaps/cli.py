@@ -227,6 +227,7 @@ def _main(argv: list[str] | None, out: TextIO, err: TextIO) -> int:
         # restored) and ends with exit 130 below, also inside the imports that commands make when
         # they run (after their first read has started: procfs.read_ahead).
         signal.signal(signal.SIGINT, _interrupt)
+        sys.unraisablehook = _unraisable
     try:
         return int(args.cmd.run(args, out, err))
     except PmapsError as e:
@@ -265,6 +266,22 @@ def _interrupted(e: BaseException | None) -> bool:
 def _interrupt(signum: int, frame: object) -> None:
     _SIGNALLED.add(signum)
     raise KeyboardInterrupt
+
+
+def _unraisable(unraisable: Any) -> None:
+    """An interrupt raised where Python cannot raise it is raised again a moment later, in the main
+    thread, instead of being printed and lost: a Ctrl-C that lands in a weakref callback of the
+    import system (`_get_module_lock.<locals>.cb`: commands import numpy and their layers after
+    their first read has started) or in a __del__."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        import threading
+
+        # A real SIGINT to the main thread, from another one: it also ends a sleep or a blocking read.
+        main = threading.main_thread().ident
+        assert main is not None
+        threading.Timer(0.001, signal.pthread_kill, (main, signal.SIGINT)).start()
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 def _terminate(signum: int, frame: object) -> None:
