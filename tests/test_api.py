@@ -14,7 +14,7 @@ from pmaps.numeric import arange_runs, consecutive_runs, merge_intervals, run_bo
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "pmaps"
 # Layers from the bottom; a module may import its own layer and those listed before it.
-LAYERS = [{"errors", "numeric", "safetext", "textrows"}, {"kernel"}, {"model"}, {"collector", "store"}, {"analysis"}, {"render"},
+LAYERS = [{"errors", "lazy", "numeric", "safetext", "textrows"}, {"kernel"}, {"model"}, {"collector", "store"}, {"analysis"}, {"render"},
           {"commands", "cli", "__main__", "_entry", "__init__"}]
 
 

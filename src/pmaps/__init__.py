@@ -14,7 +14,7 @@ describes each.
 """
 from __future__ import annotations
 
-import importlib
+from .lazy import lazy_names
 
 # Not `from typing import ...`: typing costs 8 ms of every `pmaps` start-up, the window in which
 # Ctrl-C would print a traceback (mypy knows a TYPE_CHECKING constant by its name).
@@ -22,35 +22,35 @@ TYPE_CHECKING = False
 
 __version__ = "0.1.0"
 
-# name -> (module, attribute)
+# name -> (module, attribute): imported on first use (lazy.py)
 _API: dict[str, tuple[str, str]] = {
-    "collect": ("collector.process", "collect"),
-    "Process": ("collector.process", "Process"),
-    "Options": ("collector.process", "Options"),
-    "scan_system": ("collector.system", "scan_system"),
-    "take_sample": ("collector.sample", "take_sample"),
-    "footprint": ("analysis.footprint", "footprint"),
-    "diff": ("analysis.diff", "diff_samples"),
-    "wss": ("analysis.wss", "measure"),
-    "save": ("store.snapshot", "save"),
-    "load": ("store.snapshot", "load"),
-    "load_sample": ("store.recording", "load_sample"),
-    "Snapshot": ("model", "Snapshot"),
-    "Sample": ("model", "Sample"),
-    "SystemScan": ("model", "SystemScan"),
-    "PageSource": ("model", "PageSource"),
-    "Pages": ("model", "Pages"),
-    "Ranges": ("model", "Ranges"),
-    "Known": ("model", "Known"),
-    "Vma": ("model", "Vma"),
-    "PmapsError": ("errors", "PmapsError"),
-    "NoSuchProcess": ("errors", "NoSuchProcess"),
-    "ProcessGone": ("errors", "ProcessGone"),
-    "AccessDenied": ("errors", "AccessDenied"),
-    "Unsupported": ("errors", "Unsupported"),
-    "ZombieProcess": ("errors", "ZombieProcess"),
-    "KernelThread": ("errors", "KernelThread"),
-    "BadSnapshot": ("errors", "BadSnapshot"),
+    "collect": (".collector.process", "collect"),
+    "Process": (".collector.process", "Process"),
+    "Options": (".collector.options", "Options"),
+    "scan_system": (".collector.system", "scan_system"),
+    "take_sample": (".collector.sample", "take_sample"),
+    "footprint": (".analysis.footprint", "footprint"),
+    "diff": (".analysis.diff", "diff_samples"),
+    "wss": (".analysis.wss", "measure"),
+    "save": (".store.snapshot", "save"),
+    "load": (".store.snapshot", "load"),
+    "load_sample": (".store.recording", "load_sample"),
+    "Snapshot": (".model", "Snapshot"),
+    "Sample": (".model", "Sample"),
+    "SystemScan": (".model", "SystemScan"),
+    "PageSource": (".model", "PageSource"),
+    "Pages": (".model", "Pages"),
+    "Ranges": (".model", "Ranges"),
+    "Known": (".model", "Known"),
+    "Vma": (".model", "Vma"),
+    "PmapsError": (".errors", "PmapsError"),
+    "NoSuchProcess": (".errors", "NoSuchProcess"),
+    "ProcessGone": (".errors", "ProcessGone"),
+    "AccessDenied": (".errors", "AccessDenied"),
+    "Unsupported": (".errors", "Unsupported"),
+    "ZombieProcess": (".errors", "ZombieProcess"),
+    "KernelThread": (".errors", "KernelThread"),
+    "BadSnapshot": (".errors", "BadSnapshot"),
 }
 __all__ = [
     "AccessDenied",
@@ -84,8 +84,6 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from typing import Any
-
     from .analysis.diff import diff_samples as diff
     from .analysis.footprint import footprint
     from .analysis.wss import measure as wss
@@ -107,15 +105,4 @@ if TYPE_CHECKING:
     from .store.snapshot import load, save
 
 
-def __getattr__(name: str) -> Any:
-    try:
-        mod, attr = _API[name]
-    except KeyError:
-        raise AttributeError(f"module 'pmaps' has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(f".{mod}", __name__), attr)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_names(__name__, _API)

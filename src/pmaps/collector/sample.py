@@ -57,12 +57,12 @@ def _take_sample(proc: Process, with_pfn: bool, seq: int) -> Sample:
                 raw: bytes | None = reread()
             except PmapsError:  # gone: the refresh below says so
                 raw = None
-        proc.maps_steady = raw == proc.table.source and s.table is proc.table
-        if proc.maps_steady:
+        if raw == proc.table.source and s.table is proc.table:
+            proc.maps_steady = True
             return s
-        proc.refresh_table()
-        return _read_sample(proc, with_pfn, seq, t0)
-    old = proc.table
+        old = None  # the guess was wrong: the next sample reads maps first
+    else:
+        old = proc.table
     proc.refresh_table()
     proc.maps_steady = proc.table is old  # refresh_table keeps the table when maps read the same
     return _read_sample(proc, with_pfn, seq, t0)

@@ -1,11 +1,11 @@
 """Pure data every layer above shares: the state word, per-page columns, ranges, snapshots,
 samples and whole-machine scans. Nothing here touches the OS.
 
-Each name is imported on its first use (PEP 562): `pmaps PID` does not load the whole-machine scan's
+Each name is imported on its first use (lazy.py, PEP 562): `pmaps PID` does not load the whole-machine scan's
 and swap's modules (3-4 ms of its start-up)."""
 from __future__ import annotations
 
-import importlib
+from ..lazy import lazy_names
 
 TYPE_CHECKING = False  # not typing's: mypy knows the constant by its name
 if TYPE_CHECKING:
@@ -51,12 +51,4 @@ _HOME = {"PAGE_SHIFT": "..kernel.maps", "PAGE_SIZE": "..kernel.maps", "Vma": "..
          "RollupRec": ".system", "SystemScan": ".system"}
 
 
-def __getattr__(name: str) -> object:
-    home = _HOME.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(home, __name__), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))  # the lazy names too (tab completion)
+__getattr__, __dir__ = lazy_names(__name__, {name: (mod, name) for name, mod in _HOME.items()})
