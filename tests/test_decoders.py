@@ -10,7 +10,7 @@ from pmaps.kernel import pagemap as pmb
 from pmaps.kernel.kpage import decode_u64, plan_lookup
 from pmaps.kernel.maps import MapsFormatError, Vma, decode_maps, decode_maps_line
 from pmaps.kernel.pagemap import ARG, decode_regions
-from pmaps.kernel.smaps import decode_rollup, decode_smaps, decode_smaps_field
+from pmaps.kernel.smaps import decode_rollup, decode_smaps, decode_smaps_column
 
 MAPS = (
     b"55cc6aa05000-55cc6aa06000 r--p 00000000 fe:00 26723                      /usr/bin/python3.11\n"
@@ -142,8 +142,13 @@ def test_decode_smaps_field():
     for data in (whole, SMAPS, whole + whole.replace(b"00400000-", b"00500000-", 1)[:60], b"", whole[:40]):
         for name in ("Size", "Rss", "AnonHugePages", "Referenced"):
             want = {r["start"]: r.get(name, 0) for r in decode_smaps(data)}
-            assert decode_smaps_field(data, name) == want, (data[-30:], name)
-    assert decode_smaps_field(whole, "Size") == {0x400000: 328 << 10, 0x7F0000000000: 2 << 20}
+            assert _column(data, name) == want, (data[-30:], name)
+    assert _column(whole, "Size") == {0x400000: 328 << 10, 0x7F0000000000: 2 << 20}
+
+
+def _column(data: bytes, name: str) -> dict[int, int]:
+    starts, values = decode_smaps_column(data, name)
+    return dict(zip(starts.tolist(), values.tolist()))
 
 
 def test_idle_bits():
@@ -297,9 +302,9 @@ def test_ordered_map_orders_raises_and_stops():
     assert len(ran) <= 3 + 4 and not any(t.name.startswith("pmaps-read") for t in threading.enumerate())
 
 
-def test_read_smaps_field_streams(monkeypatch):
-    """read_smaps_field decodes the text a piece at a time, each ending after a VmFlags line, with
-    the reads cut anywhere: the same as decoding it whole; without VmFlags, decoded whole."""
+def test_smaps_pieces_stream(monkeypatch):
+    """smaps_pieces cuts the text, read in chunks cut anywhere, into pieces that each end after a
+    VmFlags line (whole VMAs) and join to the text; without VmFlags, one piece at the end."""
     import pmaps.kernel.smaps as smaps
 
     block = SMAPS + b"VmFlags: rd wr mr mw me ac\n"
@@ -309,7 +314,16 @@ def test_read_smaps_field_streams(monkeypatch):
             monkeypatch.setattr(smaps, "_PIECE", size * 3)
             chunks = [text[i:i + size] for i in range(0, len(text), size)]
             monkeypatch.setattr(smaps.procfs, "read_chunks", lambda pid, name, started=False, c=chunks: iter(c))
-            assert smaps.read_smaps_field(1, "Rss") == decode_smaps_field(text, "Rss"), size
+            pieces = list(smaps.smaps_pieces(1))
+            assert b"".join(pieces) == text, size
+            if text is data:
+                assert all(p.endswith(b"ac\n") and p.count(b"VmFlags") for p in pieces), size
+                # A _PIECE shorter than one VMA finds no VmFlags line in it: read whole, as before 3.8.
+                assert len(pieces) > 1 or not len(block) < size * 3 < len(text), size
+            else:
+                assert len(pieces) == 1, size
+            got = [_column(p, "Rss") for p in pieces]
+            assert {k: v for d in got for k, v in d.items()} == _column(text, "Rss"), size
 
 
 @pytest.mark.parametrize("max_read", [3, 1 << 20])

@@ -403,8 +403,9 @@ def test_decode_smaps_nonzero_few_without_the_full_decoder(monkeypatch):
         assert list(zip(starts.tolist(), values.tolist())) == want[name]
 
 
-def test_read_smaps_nonzero_streams(monkeypatch):
-    """read_smaps_nonzero over reads cut anywhere: the whole text's non-zero fields."""
+def test_smaps_nonzero_streams(monkeypatch):
+    """decode_smaps_nonzero of each of smaps_pieces' pieces over reads cut anywhere (what wss
+    decodes): the whole text's non-zero fields."""
     import pmaps.kernel.smaps as smaps
 
     text = _smaps_text([0] * 40 + [4, 0, 0, 8] + [0] * 40 + [12])
@@ -414,7 +415,8 @@ def test_read_smaps_nonzero_streams(monkeypatch):
         monkeypatch.setattr(smaps, "_PIECE", size * 3)
         chunks = [text[i:i + size] for i in range(0, len(text), size)]
         monkeypatch.setattr(smaps.procfs, "read_chunks", lambda pid, name, started=False, c=chunks: iter(c))
-        got = smaps.read_smaps_nonzero(1, "Referenced")
+        parts = [smaps.decode_smaps_nonzero(p, "Referenced") for p in smaps.smaps_pieces(1)]
+        got = [np.concatenate([p[i] for p in parts]) for i in (0, 1)]
         assert [x.tolist() for x in got] == [x.tolist() for x in want], size
 
 

@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from itertools import repeat
-from typing import TypeVar
 
 import numpy as np
 
 from . import procfs
 
-T = TypeVar("T")
 _HEADER = re.compile(rb"^([0-9a-f]+)-([0-9a-f]+) ")
 
 
@@ -38,12 +36,6 @@ def decode_smaps(data: bytes) -> list[dict[str, int]]:
 # Every VMA's block ends with its VmFlags line (proc.rst; last since Linux 3.8): the next VMA's
 # header follows it. Both patterns start with literal text, which re scans for quickly.
 _NEXT_START = re.compile(rb"\nVmFlags:[^\n]*\n([0-9a-f]+)-")
-
-
-def decode_smaps_field(data: bytes, name: str) -> dict[int, int]:
-    """VMA start -> one 'Name: N kB' field of each VMA, in bytes (decode_smaps_column as a dict)."""
-    starts, values = decode_smaps_column(data, name)
-    return dict(zip(starts.tolist(), values.tolist()))
 
 
 def decode_smaps_column(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -140,49 +132,6 @@ def decode_rollup(data: bytes) -> dict[str, int]:
 def read_smaps(pid: int, *, started: bool = False) -> list[dict[str, int]]:
     """/proc/PID/smaps, decoded. Costly on a large process: the kernel walks every page table."""
     return decode_smaps(procfs.read_file(pid, "smaps", started=started))
-
-
-def read_smaps_field(pid: int, name: str, *, started: bool = False) -> dict[int, int]:
-    """VMA start -> one field of /proc/PID/smaps in bytes (read_smaps_column as a dict)."""
-    starts, values = read_smaps_column(pid, name, started=started)
-    return dict(zip(starts.tolist(), values.tolist()))
-
-
-def read_smaps_column(pid: int, name: str, *, started: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(start, bytes) per VMA of one field of /proc/PID/smaps (decode_smaps_column), decoded about
-    a megabyte at a time as it is read, each piece ending after a VmFlags line: 65,000 VMAs are
-    47 MB of smaps, which held whole (and joined) cost twice that. (A read returns a few VMAs:
-    smaps' seq_file buffer is a page.)"""
-    return _read_pieces(pid, lambda data: decode_smaps_column(data, name), started)
-
-
-def read_smaps_nonzero(pid: int, name: str, *, started: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(start, bytes) of the VMAs of /proc/PID/smaps whose field `name` is not 0
-    (decode_smaps_nonzero), decoded a piece at a time as read_smaps_column does."""
-    return _joined(list(iter_smaps_nonzero(pid, name, started=started)))
-
-
-def iter_smaps_nonzero(pid: int, name: str, *, started: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """read_smaps_nonzero a piece (about a megabyte of whole VMAs) at a time, as it is read."""
-    return _iter_pieces(pid, lambda data: decode_smaps_nonzero(data, name), started)
-
-
-def _read_pieces(pid: int, decode: Callable[[bytes], tuple[np.ndarray, np.ndarray]],
-                 started: bool) -> tuple[np.ndarray, np.ndarray]:
-    """smaps decoded by `decode` about _PIECE bytes at a time, the (start, value) columns joined."""
-    return _joined(list(_iter_pieces(pid, decode, started)))
-
-
-def _joined(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    if not parts:
-        return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-
-
-def _iter_pieces(pid: int, decode: Callable[[bytes], T], started: bool) -> Iterator[T]:
-    """smaps decoded by `decode` about _PIECE bytes at a time, each piece ending after a VmFlags
-    line (whole VMAs)."""
-    return map(decode, smaps_pieces(pid, started=started))
 
 
 def smaps_pieces(pid: int, *, started: bool = False) -> Iterator[bytes]:
