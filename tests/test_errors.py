@@ -47,6 +47,17 @@ def test_kernel_thread():
     assert r.returncode == 5 and "kernel thread" in _one_line(r.stderr)
 
 
+@pytest.mark.parametrize("argv", [["wss", "{}", "--interval", "0.01"], ["watch", "{}", "--count", "1"],
+                                  ["explain", "{}"], ["diff", "{}", "--wait", "0"], ["--summary", "{}"]],
+                         ids=lambda a: a[0])
+def test_commands_say_only_the_error(argv):
+    """A bad target is the one line, before any note (wss' choice of method is said only once the
+    process was read)."""
+    for pid, code, msg in ((_free_pid(), 3, "no such process"), (2, 5, "kernel thread")):
+        r = pmaps_cmd(*[str(pid) if a == "{}" else a for a in argv], check=False)
+        assert r.returncode == code and msg in _one_line(r.stderr), (argv, r.stderr)
+
+
 def test_zombie():
     p = subprocess.Popen([sys.executable, "-c", "pass"])
     deadline = time.time() + 10

@@ -194,6 +194,13 @@ def test_filters_and_sort(run, layout, family):
                                              "json").out)["rows"]] == [layout.pid]
     r = run("top", "-p", str(layout.pid), "--group-by", "cgroup")
     assert r.code == 0 and cg in r.out
+    # A kernel thread asked for by PID is named, not dropped silently (kthreadd is PID 2).
+    r = run("top", "-p", f"2,{layout.pid}", "--format", "json")
+    assert [x["pid"] for x in json.loads(r.out)["rows"]] == [layout.pid]
+    assert json.loads(r.out)["skipped"]["kernel"] == [2]
+    assert "1 kernel thread (no user memory: pid 2)" in r.err
+    r = run("top", "-p", "2")
+    assert r.code == 0 and "# figures: no process counted" in r.out
 
 
 @needs_root

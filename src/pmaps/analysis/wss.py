@@ -446,11 +446,12 @@ def measure(pid: int, method: str = "auto", interval: float = 1.0, cycles: int =
     caps = caps or capsmod.probe()
     say = note or (lambda _msg: None)
     chosen = choose_method(method, interval, caps)
+    chose = ""  # said once the process is read: not before an error about it
     if method == "auto" and chosen == "clear_refs":
         why = ("not root" if not caps.sys_admin else
                damonmod.usable() or f"DAMON is used for intervals of {DAMON_AUTO_MIN_INTERVAL:g} s or more")
-        say(f"method auto: no idle page tracking here and no DAMON ({why}): using clear_refs, which resets the "
-            "referenced state reclaim uses (see the limits below)")
+        chose = (f"method auto: no idle page tracking here and no DAMON ({why}): using clear_refs, which resets the "
+                 "referenced state reclaim uses (see the limits below)")
     method = chosen
     res = WssResult(pid, "", method, interval)
     ages = Ages()
@@ -466,6 +467,8 @@ def measure(pid: int, method: str = "auto", interval: float = 1.0, cycles: int =
             # each later cycle starts from the end of the one before.
             before = start_pages(proc, method)
             cost = time.process_time() - c0
+            if chose:
+                say(chose)
             if method == "idle":
                 bitmap = stack.enter_context(contextlib.closing(IdleBitmap.open(write=True)))
             dm = stack.enter_context(damonmod.Damon(pid)) if method == "damon" else None

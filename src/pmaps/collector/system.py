@@ -111,9 +111,12 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
 
     def one(pid: int) -> tuple[str, int, Ident | None, object, bool]:
         """Scan one process: ("ok" | "kept" | "entries" | "relocated" | "rollup" | "reduce" | "skip" |
-        "denied" | "exited" | "missing", pid, ident, _Read or (rollup, observed pages), scanning)."""
-        if pid == me or procfs.is_kernel_thread(pid):
+        "denied" | "exited" | "missing" | "kernel", pid, ident, _Read or (rollup, observed pages), scanning)."""
+        if pid == me:
             return "skip", pid, None, None, True
+        if procfs.is_kernel_thread(pid):
+            # Named when asked for by PID (top -p 2): said, not dropped silently.
+            return "skip" if pids is None else "kernel", pid, None, None, True
         try:
             ident, rss = read_ident_rss(pid)
             if select is not None and not select(ident):
@@ -176,7 +179,7 @@ def scan_system(pids: list[int] | None = None, select: Callable[[Ident], bool] |
             continue
         if status not in ("ok", "kept", "entries", "relocated", "rollup"):
             if status != "skip":
-                skipped[status].append(pid)
+                skipped.setdefault(status, []).append(pid)
             continue
         assert ident is not None
         if status == "rollup":

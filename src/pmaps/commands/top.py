@@ -52,6 +52,8 @@ def source_note(scan: SystemScan) -> str:
     """Which source each row's figures came from, in one line."""
     n_pages = len(scan.procs) + sum(r.sums is not None for r in scan.rollups)
     n_roll = len(scan.rollups) + len(scan.procs) - n_pages
+    if not n_pages and not n_roll:
+        return "# figures: no process counted"
     if not n_roll:
         return "# figures: page by page (pagemap, kpageflags, kpagecount)"
     text = f"# figures: {n_roll} process{'es' if n_roll != 1 else ''} from smaps_rollup"

@@ -38,6 +38,9 @@ def skipped_line(scan: SystemScan | MappedScan) -> str | None:
         parts.append(f"{len(sk['denied'])} unreadable (permission denied: pid {_pids(sk['denied'])})")
     if sk.get("missing"):
         parts.append(f"{len(sk['missing'])} not found (no such process: pid {_pids(sk['missing'])})")
+    if sk.get("kernel"):  # only when asked for by PID
+        parts.append(f"{len(sk['kernel'])} kernel thread{'s' if len(sk['kernel']) > 1 else ''} "
+                     f"(no user memory: pid {_pids(sk['kernel'])})")
     if not parts:
         return None
     n = sum(len(v) for v in sk.values())
