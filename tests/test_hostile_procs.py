@@ -225,7 +225,7 @@ def test_churning_target_maps_and_samples(tmp_path, run):
 
 
 # -- process names that are markup, mathtext or escape sequences --------------------------------
-HOSTILE_COMMS = ["$\\frac{$", '<s>x&y"</s>', "\x1b[2J\x1b]0;pwn\x07", "[bold red]x[/]"]
+HOSTILE_COMMS = ["$\\frac{$", '<s>x&y"</s>', "\x1b[2J\x1b]0;pwn\x07", "[bold red]x[/]", "=cmd|'/C calc'"]
 
 
 def _named_child(name: str) -> subprocess.Popen:
@@ -258,6 +258,36 @@ def test_hostile_comm_in_terminal_views(named, run):
             assert "\x1b" not in r.out and "\x07" not in r.out, argv
             if "\x1b" in name and argv[0] in ("top", "watch"):
                 assert "\\x1b[2J\\x1b]0;pwn\\x07" in r.out, r.out
+
+
+def test_hostile_comm_in_csv(named, run):
+    """A process name a spreadsheet would run as a formula is written with a leading apostrophe in
+    every CSV (OWASP CSV injection); JSON keeps it exact; numbers, negative ones too, stay numbers."""
+    import csv
+    import io
+
+    p = next(p for p, n in zip(named, HOSTILE_COMMS) if n.startswith("="))
+    pid = str(p.pid)
+    for argv in (["--format", "csv", pid], ["top", "-q", "-p", pid, "--format", "csv"],
+                 ["shared", pid, pid, "--format", "csv"], ["diff", "--wait", "0", pid, "--format", "csv"],
+                 ["wss", "--interval", "0.01", pid, "--format", "csv"],
+                 ["libs", "-q", "-p", pid, "--format", "csv"]):
+        r = run(*argv)
+        assert r.code == 0, (argv, r.err)
+        cells = [c for row in csv.reader(io.StringIO(r.out)) for c in row]
+        assert cells and not [c for c in cells if c[:1] in ("=", "+", "@") or c[:1] == "-" and not (c[1:].isdigit() or c[1:] in ("--p", "w-p", "--s"))], argv
+        if argv[0] in ("--format", "top"):
+            assert "'=cmd|'/C calc'" in cells, (argv, r.out[:300])
+    assert json.loads(run("top", "-q", "-p", pid, "--format", "json").out)["rows"][0]["comm"] == "=cmd|'/C calc'"
+
+
+def test_csv_text_decoder():
+    from pmaps.safetext import csv_text
+    for text, want in (("=1+2", "'=1+2"), ("+x", "'+x"), ("-2+3+cmd|' /C calc'!A0", "'-2+3+cmd|' /C calc'!A0"),
+                       ("@SUM(A1)", "'@SUM(A1)"), ("\t=x", "'\t=x"), ("\r=x", "'\r=x"), ("-4096", "-4096"),
+                       ("+1.5e3", "+1.5e3"), ("---p", "---p"), ("-w-s", "-w-s"), ("-", "-"), ("--x", "'--x"), ("/usr/lib/libc.so.6", "/usr/lib/libc.so.6"), ("[heap]", "[heap]"),
+                       ("", ""), ("a=b", "a=b")):
+        assert csv_text(text) == want, text
 
 
 def test_hostile_comm_in_every_message(named, run, tmp_path):

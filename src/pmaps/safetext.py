@@ -24,3 +24,19 @@ def printable(text: str) -> str:
 def unprintable(text: str) -> bool:
     """Whether printable() would change the text."""
     return _UNPRINTABLE.search(text) is not None
+
+
+# A spreadsheet that opens a CSV file runs a cell starting with = + - @ (or a tab or CR) as a
+# formula (OWASP, "CSV Injection"): `=HYPERLINK(...)` as a process name would run on a double
+# click. Such text gets a leading apostrophe, which spreadsheets show as a text marker; a plain
+# number ("-4096"), a maps perms field ("---p") or dashes alone are no formula and are left alone.
+# JSON and Parquet keep the exact text.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[-+]?[0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?|[-r][-w][-x][-ps]|-+")
+
+
+def csv_text(text: str) -> str:
+    """`text` for a CSV cell: prefixed with ' when a spreadsheet would take it for a formula."""
+    if text.startswith(_FORMULA_START) and _NUMBER.fullmatch(text) is None:
+        return "'" + text
+    return text

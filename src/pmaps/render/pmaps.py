@@ -31,7 +31,7 @@ from .range_rows import (
     vma_ranges,
     vma_rows,
 )
-from .table import printable, unprintable
+from .table import csv_text, printable, unprintable
 
 SCHEMA = "pmaps/1"
 VMA_SCHEMA = "pmaps-vma/1"
@@ -295,10 +295,12 @@ class RangeWriter:
         import csv
 
         w = csv.writer(self.out, lineterminator="\n")
+        comm = csv_text(comm)  # never a spreadsheet formula (safetext)
         for i, r in events:
             if r is None:
                 continue
             v = vmas[i]
+            path = csv_text(v.path)
             mask = int(known().mask())
             base = v.pgoff - (v.start >> PAGE_SHIFT)
             pfns = r.pfn.tolist() if self.opts.with_pfn and r.pfn is not None and known().pfn else None
@@ -306,7 +308,7 @@ class RangeWriter:
             for j, (vpn, count, st, mc) in enumerate(zip(r.vpn.tolist(), r.count.tolist(), r.state.tolist(),
                                                          r.mapcount.tolist())):
                 sw = bool(st >> S_SWAPPED & 1)
-                row = [pid, comm, v.start, v.end, v.perms, v.path, vpn << PAGE_SHIFT, vpn + base, count,
+                row = [pid, comm, v.start, v.end, v.perms, path, vpn << PAGE_SHIFT, vpn + base, count,
                        flag_string(st, mask, full=False, swapped=sw), "" if mc < 0 or sw else mc,
                        " ".join(state_names(st))]
                 if self.opts.with_pfn:

@@ -19,7 +19,7 @@ from ..analysis.sharing import Sharing
 from ..numeric import distinct
 from .output import View, dumps
 from .rows import Col, RowsView, decimal_cells, join_cells, text_cells
-from .table import cell_matrix, char_matrix, printable, unprintable, write_columns, write_csv
+from .table import cell_matrix, char_matrix, csv_text, printable, unprintable, write_columns, write_csv
 from .units import fmt_bytes, unit_header
 
 SCHEMA = "pmaps-shared/1"
@@ -101,14 +101,15 @@ def _pct_matrix(rss: np.ndarray, shared: np.ndarray) -> np.ndarray:
 
 
 def _csv_cells(texts: Sequence[str]) -> list[str]:
-    """Each text as the csv module writes it in a row of several fields (quoted when it must be)."""
+    """Each text as the csv module writes it in a row of several fields (quoted when it must be;
+    safetext.csv_text: never a formula)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     out = []
     for t in texts:
         buf.seek(0)
         buf.truncate()
-        w.writerow(["", t])
+        w.writerow(["", csv_text(t)])
         out.append(buf.getvalue()[1:-1])
     return out
 

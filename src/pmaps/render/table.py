@@ -9,7 +9,8 @@ from typing import TextIO
 import numpy as np
 
 from ..numeric import distinct
-from ..safetext import printable as printable  # the renderers import both from here
+from ..safetext import csv_text as csv_text  # the renderers import these from here
+from ..safetext import printable as printable
 from ..safetext import unprintable as unprintable
 
 
@@ -274,6 +275,7 @@ def write_csv(out: TextIO, header: Sequence[str], rows: Iterable[Sequence[object
 
     w = csv.writer(out, lineterminator="\n")
     w.writerow(header)
-    w.writerows(["" if c is None else c for c in r] for r in rows)
+    # Text cells through csv_text: a process name or path is never a spreadsheet formula.
+    w.writerows(["" if c is None else csv_text(c) if isinstance(c, str) else c for c in r] for r in rows)
 
 

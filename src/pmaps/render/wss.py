@@ -15,7 +15,7 @@ from ..analysis.wss import WssResult, WssRows, totals
 from ..kernel.maps import VmaTable
 from ..numeric import PAGE_SHIFT, PAGE_SIZE
 from .output import View
-from .table import cell_matrix, char_matrix, hex_ranges, printable, unprintable, write_columns, write_table
+from .table import cell_matrix, char_matrix, csv_text, hex_ranges, printable, unprintable, write_columns, write_table
 from .units import fmt_bytes, unit_header
 
 SCHEMA = "pmaps-wss/1"
@@ -104,9 +104,10 @@ def _json_rows(view: WssView) -> Iterator[str]:
 
 def _csv_cell(text: str) -> str:
     """A text as Python's csv writer writes it in a row of several cells (quoted only when it holds
-    a comma, a quote or a line break): the writer itself, once per distinct text."""
+    a comma, a quote or a line break; safetext.csv_text: never a formula): the writer itself, once
+    per distinct text."""
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerow([text, ""])
+    csv.writer(buf, lineterminator="\n").writerow([csv_text(text), ""])
     return buf.getvalue()[:-2]  # the ",\n" after it
 
 
