@@ -39,7 +39,9 @@ def skipped_line(skipped: dict[str, list[str]]) -> str | None:
     if not skipped:
         return None
     n = sum(len(v) for v in skipped.values())
-    parts = [f"{len(v)} {k} (e.g. {safe_path(v[0])})" for k, v in sorted(skipped.items())]
+    # A directory is skipped only when given without -r (pagecache.walk): say how to walk it.
+    hint = {"directory": "; -r walks it"}
+    parts = [f"{len(v)} {k} (e.g. {safe_path(v[0])}{hint.get(k, '')})" for k, v in sorted(skipped.items())]
     return f"{n} path{'s' if n > 1 else ''} not counted: " + "; ".join(parts)
 
 
