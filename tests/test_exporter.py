@@ -322,10 +322,21 @@ def test_tls_and_basic_auth(tls_files, wait_for):
 def test_bad_tls_and_auth_files(run, tmp_path):
     bad = tmp_path / "users"
     bad.write_text("alice:plaintext\n")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    big = tmp_path / "big"
+    big.write_bytes(b"#" * (2 << 20))
     for argv, msg in [(["--basic-auth-file", str(bad)], "BCRYPT"),
                       (["--basic-auth-file", str(tmp_path / "none")], "cannot read"),
                       (["--tls-cert", str(bad)], "go together"),
-                      (["--tls-cert", str(bad), "--tls-key", str(bad)], "cannot load")]:
+                      (["--tls-cert", str(bad), "--tls-key", str(bad)], "cannot load"),
+                      # Never read without end nor blocked on: /dev/zero, a FIFO, a directory.
+                      (["--basic-auth-file", "/dev/zero"], "a character device, not a credentials file"),
+                      (["--basic-auth-file", str(fifo)], "a FIFO, not a credentials file"),
+                      (["--basic-auth-file", str(tmp_path)], "a directory, not a credentials file"),
+                      (["--basic-auth-file", str(big)], "more than a credentials file can be"),
+                      (["--tls-cert", "/dev/zero", "--tls-key", str(bad)], "--tls-cert: /dev/zero: a character"),
+                      (["--tls-cert", str(bad), "--tls-key", str(fifo)], "--tls-key: " + str(fifo) + ": a FIFO")]:
         r = run("exporter", "--listen", "127.0.0.1:0", *argv)
         assert r.code == 2 and len(r.err.strip().splitlines()) == 1 and msg in r.err, (argv, r.err)
 

@@ -9,7 +9,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 from typing import Any, TextIO
 
 from ..analysis.exporter import BY
@@ -41,12 +40,20 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+CONFIG_CAP = 1 << 20  # bytes: a credentials or PEM file is a few kB
+
+
 def load_users(path: str) -> dict[str, bytes]:
     """bcrypt users: htpasswd lines `user:$2y$...`, or Prometheus' web config `basic_auth_users:` map."""
+    from ..store.files import read_regular
+
     try:
-        text = Path(path).read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"cannot read --basic-auth-file {path}: {getattr(e, 'strerror', None) or e}") from None
+        # A regular file under a cap, never blocking (a FIFO) nor read without end (/dev/zero).
+        text = read_regular(path, CONFIG_CAP, "credentials file").decode()
+    except UnicodeDecodeError as e:
+        raise UsageError(f"cannot read --basic-auth-file {path}: {e}") from None
+    except PmapsError as e:
+        raise UsageError(f"--basic-auth-file: {e}") from None
     users: dict[str, bytes] = {}
     for n, line in enumerate(text.splitlines(), 1):
         s = line.strip()
@@ -304,6 +311,13 @@ class Exporter(Command):
 
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        from ..store.files import check_regular
+
+        for opt, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
+            try:
+                check_regular(path, CONFIG_CAP, "PEM file")  # ssl opens it: a FIFO would hang
+            except PmapsError as e:
+                raise UsageError(f"{opt}: {e}") from None
         try:
             ctx.load_cert_chain(args.tls_cert, args.tls_key)
         except (OSError, ssl.SSLError) as e:

@@ -151,6 +151,18 @@ def read_regular(path: PathLike, cap: int = READ_CAP, what: str = "pmaps file") 
             os.close(fd)
 
 
+def check_regular(path: PathLike, cap: int, what: str) -> None:
+    """For a file another library opens by name (ssl's certificate and key): that it is a regular
+    file of at most `cap` bytes now, as read_regular checks (a FIFO would hang the open, /dev/zero
+    would be read until memory runs out)."""
+    with file_errors(path, "read"):
+        st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise BadSnapshot(f"{path}: {kind_of(st.st_mode)}, not a {what}", path=str(path))
+    if st.st_size > cap:
+        raise BadSnapshot(f"{path}: {st.st_size} bytes, more than a {what} can be ({cap})", path=str(path))
+
+
 def load_bytes(path: PathLike, cap: int = READ_CAP) -> bytes:
     """A whole regular file, errors translated."""
     return read_regular(path, cap)
