@@ -281,6 +281,34 @@ def test_hostile_comm_in_csv(named, run):
     assert json.loads(run("top", "-q", "-p", pid, "--format", "json").out)["rows"][0]["comm"] == "=cmd|'/C calc'"
 
 
+def test_path_bytes_not_utf8_are_escaped(run, tmp_path):
+    """A mapped file whose name holds bytes that are not UTF-8 (0x9b, which some terminals take for
+    CSI, and 0xff) is shown with them as \\xNN in every text view, never written back raw."""
+    name = os.fsencode(tmp_path) + b"/x\x9by\xffz.bin"
+    with open(name, "wb") as f:
+        f.write(b"a" * 8192)
+    code = ("import mmap,os,sys; fd=os.open(sys.argv[1].encode('utf-8','surrogateescape'), os.O_RDONLY); "
+            "m=mmap.mmap(fd, 8192, prot=mmap.PROT_READ); m[0]; m[4096]; print('ready', flush=True); sys.stdin.read()")
+    p = subprocess.Popen([sys.executable, "-c", code, os.fsdecode(name)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert p.stdout is not None and p.stdout.readline() == b"ready\n"
+        pid = str(p.pid)
+        snap = str(tmp_path / "s.npz")
+        for argv in ([pid], ["--summary", pid], ["libs", "-q", "-p", pid], ["watch", "--once", pid],
+                     ["wss", "--interval", "0.01", pid], ["shared", pid, pid], ["explain", pid],
+                     ["diff", "--wait", "0", pid], ["save", "-o", snap, pid], ["show", snap],
+                     ["top", "-q", "-p", pid, "--group-by", "program"]):
+            r = run(*argv)
+            assert r.code == 0, (argv, r.err)
+            for text in (r.out, r.err):
+                assert not any("\udc80" <= c <= "\udcff" for c in text), (argv, text[-300:])
+            if argv[0] not in ("save", "top", "wss", "explain", "diff"):
+                assert "x\\x9by\\xffz.bin" in r.out, (argv, r.out[-500:])
+    finally:
+        p.kill()
+        p.wait()
+
+
 def test_csv_text_decoder():
     from pmaps.safetext import csv_text
     for text, want in (("=1+2", "'=1+2"), ("+x", "'+x"), ("-2+3+cmd|' /C calc'!A0", "'-2+3+cmd|' /C calc'!A0"),

@@ -7,12 +7,17 @@ import re
 # Process names, paths and cgroup names are anyone's text: on a terminal a control character
 # (ESC starts a sequence that can move the cursor, retitle the window, rewrite what root reads)
 # or a bidi override must not act. C0, DEL, C1 and the Unicode bidi controls are shown as \xNN
-# or \uNNNN; everything printable is kept.
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# or \uNNNN; everything printable is kept. A byte that is not UTF-8 (a path holding 0x9b, which
+# some terminals take for CSI, or 0xff) arrives as a surrogate (decoded with surrogateescape) and
+# would be written back raw: it is shown as the byte, \xNN.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+                          "\udc80-\udcff]")
 
 
 def _escape(m: re.Match[str]) -> str:
     c = ord(m.group())
+    if 0xDC80 <= c <= 0xDCFF:
+        return f"\\x{c - 0xDC00:02x}"
     return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
 
 
