@@ -231,6 +231,24 @@ def test_chart_unwritable_output(run, sleeper, tmp_path):
     assert r.code == 1 and "cannot write /nonexistent/x.png" in one_line(r.err)
 
 
+def test_outputs_refused_before_the_work(run, sleeper, tmp_path):
+    """An output that the write would refuse (it exists, no --force; both charts to one file) is
+    refused before the scan: nothing on stdout, the file untouched."""
+    old = tmp_path / "old.png"
+    old.write_bytes(b"mine")
+    pid = str(sleeper)
+    for argv, code, msg in ((["top", "-p", pid, "--pie", str(old)], 2, "exists: use --force"),
+                            (["libs", "-p", pid, "--bar", str(old)], 2, "exists: use --force"),
+                            (["explain", pid, "--chart", str(old)], 2, "exists: use --force"),
+                            (["save", pid, "-o", str(old)], 2, "exists: use --force"),
+                            (["top", "-p", pid, "--pie", str(tmp_path / "n.png"), "--bar", str(tmp_path / "n.png")],
+                             2, "give two file names"),
+                            (["explain", pid, "--chart", "/nonexistent/x.png"], 1, "cannot write /nonexistent/x.png")):
+        r = run(*argv)
+        assert r.code == code and msg in one_line(r.err) and r.out == "", (argv, r.err, r.out[:200])
+    assert old.read_bytes() == b"mine" and sorted(p.name for p in tmp_path.iterdir()) == ["old.png"]
+
+
 def test_chart_as_a_user_whose_home_is_not_writable(sleeper, wait_for):
     """matplotlib's multi-line warnings about its config directory stay off pmaps' stderr."""
     pytest.importorskip("matplotlib", reason="charts need the plot extra")

@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO
 
-from ..errors import PmapsError, UsageError
+from ..errors import UsageError
 
 if TYPE_CHECKING:  # imported where used: `pmaps PID` needs parse_pid alone before its reads begin
     from ..kernel.status import Ident
@@ -58,17 +58,19 @@ def add_chart_options(p: argparse.ArgumentParser) -> None:
 
 
 def check_charts(args: argparse.Namespace) -> None:
-    """Refuse a chart path that is not .png before any work is done (the picture is always PNG)."""
-    for kind in ("pie", "bar"):
-        path = getattr(args, kind, None)
+    """Refuse a chart path before any work is done: not .png (the picture is always PNG), both
+    charts to one file, or a path the write would refuse at the end (store.files.check_output)."""
+    from ..store.files import check_output
+
+    paths = [(kind, getattr(args, kind, None)) for kind in ("pie", "bar")]
+    for kind, path in paths:
         if path is None:
             continue
         if not path.lower().endswith(".png"):
             raise UsageError(f"--{kind} writes a PNG: the file name must end in .png ({path!r})")
-        # Before the scan, not after it: a directory that does not exist fails now.
-        parent = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(parent):
-            raise PmapsError(f"cannot write {path}: no such directory", path=path)
+        check_output(path, args.force)
+    if paths[0][1] and paths[1][1] and os.path.abspath(paths[0][1]) == os.path.abspath(paths[1][1]):
+        raise UsageError(f"--pie and --bar write two pictures: give two file names ({paths[0][1]!r})")
 
 
 def charts(args: argparse.Namespace, items: list[tuple[str, int]], title: str) -> None:

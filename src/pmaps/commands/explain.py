@@ -52,6 +52,10 @@ class Explain(Command):
         pid = parse_pid(args.pid)
         if args.chart and not args.chart.lower().endswith(".png"):
             raise UsageError(f"--chart writes a PNG: the file name must end in .png ({args.chart!r})")
+        if args.chart:
+            from ..store.files import check_output
+
+            check_output(args.chart)  # before the work, not after it
         # The kernel's numbers are read while pmaps runs: compare with the raw counts (pmaps' own
         # mappings included), and say what PSS is without pmaps.
         for _attempt in range(5):

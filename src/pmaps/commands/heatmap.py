@@ -46,6 +46,9 @@ class Heatmap(Command):
         fmt = args.output.rpartition(".")[2]
         if fmt not in ("png", "svg", "html"):
             raise UsageError("the output must end in .png, .svg or .html")
+        from ..store.files import check_output
+
+        check_output(args.output, args.force)  # refused now, not after the samples are read
         if is_dataset(args.recording):
             from ._dataset import Selection
 

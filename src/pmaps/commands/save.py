@@ -36,7 +36,10 @@ class Save(Command):
             raise UsageError("-o needs a file name")
         procfs.read_ahead(pid, "maps")  # while numpy and the rest are imported
         from ..collector import Process
+        from ..store.files import check_output
         from ..store.snapshot import save_parts
+
+        check_output(args.output, args.force)  # refused now, not after the scan
 
         with Process(pid, Options(scan=False if args.no_scan else None)) as proc:
             # The parts, not a Snapshot: its list of Vma objects is not needed to write the file.

@@ -72,6 +72,18 @@ def check_target(path: PathLike, force: bool = False, dir_fd: int | None = None)
     return True
 
 
+def check_output(path: PathLike, force: bool = False) -> None:
+    """Before any work: the refusals write_new would make at the end (a missing directory, an
+    existing file without `force`, something that is not a regular file), so that a command does
+    not scan and print for a minute and then fail. write_new checks again when it writes."""
+    with file_errors(path, "write"):
+        dfd = _dir_fd(Path(path))
+    try:
+        check_target(path, force, dfd)
+    finally:
+        os.close(dfd)
+
+
 def write_new(path: PathLike, data: bytes, mode: int = 0o600, force: bool = False) -> None:
     """Write `data` to `path` all or nothing: a new temp file (O_EXCL|O_NOFOLLOW, `mode`) in the
     same directory, fsync, then into place. Without `force` the final step is link(2), which
