@@ -123,6 +123,22 @@ def test_diff_takes_snapshots(run, tmp_path):
     assert int(s.count.sum()) == sum(len(p) for _, p in snap.chunks()) > 0
 
 
+def test_diff_takes_a_snapshot_of_no_pages(run, tmp_path):
+    """A snapshot with no resident page is a file to compare, as A or as B (a Sample of no ranges
+    has length 0: it was taken for 'not a file' as B)."""
+    import dataclasses
+
+    from pmaps.model import Pages
+    from pmaps.store import load, save
+
+    golden = str(Path(__file__).parent / "golden" / "layout.npz")
+    empty = str(tmp_path / "zero.npz")
+    save(dataclasses.replace(load(golden), pages=Pages.empty()), empty)
+    for a, b in ((golden, empty), (empty, golden)):
+        r = run("diff", a, b, "--format", "json")
+        assert r.code == 0, r.err
+
+
 def test_global_output_options_before_the_command(run):
     golden = str(Path(__file__).parent / "golden" / "sysscan.npz")
     a = run("-q", "top", "-n", "2", "--load-scan", golden)

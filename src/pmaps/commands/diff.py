@@ -74,7 +74,8 @@ class DiffCommand(Command):
                     return self._write(out, err, args, a, b, "live", f"live, {args.wait:g}s later")
                 loaded = self._live(pid, args)
             a = loaded
-            b = resolve_sample(b_src, last=True) or self._live(_pid(b_src), args)
+            got = resolve_sample(b_src, last=True)  # a Sample of no pages is falsy (len 0): compare with None
+            b = got if got is not None else self._live(_pid(b_src), args)
         if a.pid != b.pid and not args.quiet:
             err.write(printable(f"pmaps: note: comparing different processes ({a.pid} {a.comm}, {b.pid} {b.comm})")
                       + "\n")
