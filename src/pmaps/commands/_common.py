@@ -107,12 +107,28 @@ def parse_pids(text: str) -> list[int]:
 
 
 def selector(args: argparse.Namespace, user_of: Callable[[int], str]) -> Callable[[Ident], bool] | None:
-    users = set(re.split(r"[,\s]+", args.user)) if args.user else None
+    """The filter of -u, -c and --cgroup, or None. A user or cgroup that does not exist is a usage
+    error, not an empty table (a typo would look like 'no such processes')."""
+    users = {w for w in re.split(r"[,\s]+", args.user) if w} if args.user else None
+    if users is not None:
+        import pwd
+
+        for w in sorted(users):
+            if not w.isdigit():
+                try:
+                    pwd.getpwnam(w)
+                except KeyError:
+                    raise UsageError(f"-u: no such user {w!r}") from None
     try:
         rx = re.compile(args.command) if args.command else None
     except re.error as err:
         raise UsageError(f"-c: not a regular expression: {args.command!r} ({err})") from None
     cg = args.cgroup
+    if cg is not None:
+        from ..kernel.cgroup import memcg_exists
+
+        if memcg_exists(cg) is False:
+            raise UsageError(f"--cgroup: no memory cgroup {cg!r}")
     if users is None and rx is None and cg is None:
         return None
 

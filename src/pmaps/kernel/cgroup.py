@@ -56,6 +56,15 @@ def find_memory_hierarchy(base: str = CGROUP_ROOT) -> MemHierarchy | None:
     return None
 
 
+def memcg_exists(path: str, base: str = CGROUP_ROOT) -> bool | None:
+    """Whether `path` (as /proc/PID/cgroup prints it, decode_cgroup's) is a cgroup of the memory
+    controller's hierarchy; None when there is no memory controller to tell."""
+    h = find_memory_hierarchy(base)
+    if h is None:
+        return None
+    return os.path.isdir(os.path.join(h.root, path.strip("/")))
+
+
 def memcg_dirs(h: MemHierarchy) -> dict[int, str]:
     """inode -> cgroup path (as /proc/PID/cgroup prints it: "/" for the root) of every memory
     cgroup: kpagecgroup's values are these inodes (fs/proc/page.c, page_cgroup_ino)."""
