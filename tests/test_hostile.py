@@ -100,6 +100,7 @@ def test_argparse_errors_are_one_line(run, argv):
     (["top", "-u", "no-such-user-xyz"], "-u: no such user 'no-such-user-xyz'"),
     (["libs", "-u", "root,no-such-user-xyz"], "-u: no such user 'no-such-user-xyz'"),
     (["top", "--cgroup", "/no-such-cgroup-xyz"], "--cgroup: no memory cgroup '/no-such-cgroup-xyz'"),
+    (["cgroups", "--cgroup", "/no-such-cgroup-xyz"], "--cgroup: no memory cgroup '/no-such-cgroup-xyz'"),
     (["diff", "nothere.parquet"], "nor an existing sample file"),
 ], ids=lambda x: " ".join(x) if isinstance(x, list) else "")
 def test_usage_errors(run, argv, msg):

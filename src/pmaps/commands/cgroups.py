@@ -52,6 +52,8 @@ class Cgroups(Command):
         if h is None:
             raise Unsupported("no memory cgroup controller here (neither v1 'memory' nor v2 with memory)")
         names = K.memcg_dirs(h)
+        if args.cgroup and K.memcg_exists(args.cgroup) is False:  # before the passes, not after
+            raise UsageError(f"--cgroup: no memory cgroup {args.cgroup!r}")
         scanning = None
         if not args.no_mapped:
             # The processes are scanned on their own thread during the pass over physical memory:
@@ -69,7 +71,7 @@ class Cgroups(Command):
 
             scan = scanning()
             line = skipped_line(scan)
-            if line:
+            if line and not args.quiet:  # as top's report_scan
                 err.write(f"pmaps: {line}\n")
             mapped = C.mapped_by(scan, charged.by_pfn, names)
         lru_gen = K.lru_gen_enabled()
