@@ -181,6 +181,11 @@ def test_evict_and_touch_say_what_they_did(run, tmp_path):
     assert r.code == 0, r.err
     assert "evicted 1 file: cached 160K before, 0 after (-160K)" in r.err
     assert json.loads(r.out)["files"][0]["resident"] == 0 == fincore([str(path)])[str(path)]
+    # Nothing acted on: the one line of paths not counted, no "evicted 0 files" before it.
+    os.mkfifo(tmp_path / "fifo")
+    r = run("files", "--evict", str(tmp_path / "fifo"), str(tmp_path / "none"))
+    assert r.code == 1 and r.err == "pmaps: 2 paths not counted: 1 not found (e.g. %s); 1 special (e.g. %s)\n" % (
+        tmp_path / "none", tmp_path / "fifo"), r.err
 
 
 @needs_root
@@ -204,7 +209,7 @@ def test_unreadable_hidden_and_evict_without_write_access(public_dir):
         r = pmaps_cmd("files", "--mincore", str(p), user=True, check=False)
         assert r.returncode == 1 and "permission" in r.stderr
     r = pmaps_cmd("files", "--evict", str(other), user=True, check=False)
-    assert r.returncode == 1 and "permission" in r.stderr
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "1 path not counted: 1 permission" in r.stderr
     assert fincore([str(other)])[str(other)] == 2 * PAGE  # nothing evicted
     r = pmaps_cmd("files", "--evict", "--bytes", str(mine), user=True)
     assert f"evicted 1 file: cached {2 * PAGE} before, 0 after" in r.stderr

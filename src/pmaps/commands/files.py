@@ -142,6 +142,8 @@ class Files(Command):
                 before, after, n = before + b, after + a, n + 1
                 item = pc.file_stat(item.path, True)
             yield item
+        if not n:  # nothing acted on: the line of paths not counted says why (one line, not two)
+            return
         verb = "evicted" if args.evict else "touched"
         moved = (before - after) if args.evict else (after - before)
         err.write(f"pmaps: {verb} {n} file{'s' if n != 1 else ''}: cached {fmt_bytes(before * PAGE_SIZE, args.unit)}"
