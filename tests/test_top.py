@@ -195,12 +195,20 @@ def test_filters_and_sort(run, layout, family):
     r = run("top", "-p", str(layout.pid), "--group-by", "cgroup")
     assert r.code == 0 and cg in r.out
     # A kernel thread asked for by PID is named, not dropped silently (kthreadd is PID 2).
+    # Exit codes as `pmaps PID PID`: 7 when some PIDs asked for were not counted, else the code of
+    # the first one's reason; a PID filtered out by -u is not a failure.
     r = run("top", "-p", f"2,{layout.pid}", "--format", "json")
-    assert [x["pid"] for x in json.loads(r.out)["rows"]] == [layout.pid]
+    assert r.code == 7 and [x["pid"] for x in json.loads(r.out)["rows"]] == [layout.pid]
     assert json.loads(r.out)["skipped"]["kernel"] == [2]
     assert "1 kernel thread (no user memory: pid 2)" in r.err
     r = run("top", "-p", "2")
-    assert r.code == 0 and "# figures: no process counted" in r.out
+    assert r.code == 5 and "# figures: no process counted" in r.out
+    r = run("libs", "-p", "2")
+    assert r.code == 5
+    free = next(p for p in range(4_000_000, 3_000_000, -1) if not os.path.exists(f"/proc/{p}"))
+    r = run("top", "-p", str(free))
+    assert r.code == 3 and f"1 not found (no such process: pid {free})" in r.err
+    assert run("top", "-p", str(layout.pid), "-u", "no" + "body").code == 0
 
 
 @needs_root

@@ -85,6 +85,23 @@ def charts(args: argparse.Namespace, items: list[tuple[str, int]], title: str) -
             save_bytes(path, chart_png(kind, items, title), force=args.force)
 
 
+# A PID asked for with -p and not counted, by reason: the exit code `pmaps PID` would give.
+_REASON_EXIT = {"missing": 3, "exited": 3, "denied": 4, "kernel": 5}
+
+
+def asked_exit(args: argparse.Namespace, skipped: dict[str, list[int]]) -> int:
+    """0, or for PIDs asked for with -p and not counted (their line is on stderr already): 7 when
+    some others were, else the first one's code (3 no such process, 4 denied, 5 a kernel thread),
+    as `pmaps PID PID` exits. A whole-machine scan skips what it cannot read: 0."""
+    if not getattr(args, "pid", None) or args.load_scan:
+        return 0
+    asked = set(parse_pids(args.pid))
+    failed = [(reason, pid) for reason, pids in skipped.items() for pid in pids if pid in asked]
+    if not failed:
+        return 0
+    return 7 if len({p for _, p in failed}) < len(asked) else _REASON_EXIT.get(failed[0][0], 1)
+
+
 def report_scan(scan: SystemScan, args: argparse.Namespace, err: TextIO) -> None:
     """The one line about processes not counted, and what these privileges cannot tell."""
     from ..render.notes import skipped_line

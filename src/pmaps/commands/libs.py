@@ -11,7 +11,16 @@ from ..model import SystemScan
 from ..render import write
 from ..render.rows import Col, RowsView
 from . import Command, add_output_options, positive
-from ._common import add_chart_options, add_filter_options, charts, check_charts, load_or_scan, report_scan, user_namer
+from ._common import (
+    add_chart_options,
+    add_filter_options,
+    asked_exit,
+    charts,
+    check_charts,
+    load_or_scan,
+    report_scan,
+    user_namer,
+)
 
 SCHEMA = "pmaps-libs/1"
 COLS = [Col("rss", "RSS", True), Col("pss", "PSS", True), Col("uss", "USS", True), Col("swap", "SWAP", True),
@@ -57,4 +66,4 @@ class Libs(Command):
         view = libs_view(scan, args)
         write(view, out, args.format, args.unit)
         charts(args, [(str(r["path"]), r["pss"] or 0) for r in view.rows], "PSS by mapping")
-        return 0
+        return asked_exit(args, scan.skipped)

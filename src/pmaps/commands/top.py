@@ -17,6 +17,7 @@ from . import Command, add_output_options, positive, seconds, size
 from ._common import (
     add_chart_options,
     add_filter_options,
+    asked_exit,
     charts,
     check_charts,
     load_or_scan,
@@ -197,7 +198,7 @@ class Top(Command):
         charts(args, [(f"{r[key]}" + ("" if args.group_by else f" [{r['pid']}]"), r["pss"] or 0)
                       for r in view.rows if args.group_by or r["mm"] == r["pid"]],
                "PSS by " + (args.group_by or "process"))
-        return 0
+        return asked_exit(args, scan.skipped)
 
     def _watch(self, args: argparse.Namespace, out: TextIO, err: TextIO, user_of: Callable[[int], str]) -> int:
         if args.watch <= 0:
