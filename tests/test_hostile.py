@@ -101,6 +101,8 @@ def test_argparse_errors_are_one_line(run, argv):
     (["libs", "-u", "root,no-such-user-xyz"], "-u: no such user 'no-such-user-xyz'"),
     (["top", "--cgroup", "/no-such-cgroup-xyz"], "--cgroup: no memory cgroup '/no-such-cgroup-xyz'"),
     (["cgroups", "--cgroup", "/no-such-cgroup-xyz"], "--cgroup: no memory cgroup '/no-such-cgroup-xyz'"),
+    (["explain", "1", "--system"], "give one of a PID, --cgroup PATH or --system"),
+    (["explain", "--cgroup", "/", "--system"], "give one of a PID, --cgroup PATH or --system"),
     (["diff", "nothere.parquet"], "nor an existing sample file"),
 ], ids=lambda x: " ".join(x) if isinstance(x, list) else "")
 def test_usage_errors(run, argv, msg):

@@ -43,6 +43,8 @@ class Explain(Command):
         from ..render import write
         from ..render.explain import ExplainView, chart_png
 
+        if sum(x is not None and x is not False for x in (args.pid, args.cgroup, args.system or None)) > 1:
+            raise UsageError("give one of a PID, --cgroup PATH or --system")
         if args.system:
             return self._system(args, out)
         if args.cgroup:
