@@ -7,6 +7,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import stat
 import struct
 import subprocess
@@ -211,6 +212,29 @@ def test_top_dataset_every_process(tmp_path):
     assert got[(m2.pid, f"{m2.regions['z']['start']:x}")]["zero_page"] == 1 << 20
 
 
+def test_path_bytes_not_utf8(tmp_path):
+    """A mapped file whose name is not UTF-8 (Parquet strings are): stored with each such byte as
+    the text \\xNN, by record and top alike; a dataset diff reads it back."""
+    name = os.fsencode(tmp_path) + b"/raw\x9bx\xff.bin"
+    with open(name, "wb") as f:
+        f.write(b"a" * 8192)
+    code = ("import mmap,os,sys; fd=os.open(os.fsencode(sys.argv[1]), os.O_RDONLY); "
+            "m=mmap.mmap(fd, 8192, prot=mmap.PROT_READ); m[0]; print('ready', flush=True); sys.stdin.read()")
+    p = subprocess.Popen([sys.executable, "-c", code, os.fsdecode(name)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    root = tmp_path / "ds"
+    try:
+        assert p.stdout is not None and p.stdout.readline() == b"ready\n"
+        pmaps_cmd("record", str(p.pid), "--dataset", str(root), "--count", "2", "--interval", "0.05", "-q")
+        pmaps_cmd("top", "-p", str(p.pid), "--dataset", str(root), "-q")
+    finally:
+        p.kill()
+        p.wait()
+    want = os.fsdecode(tmp_path) + "/raw\\x9bx\\xff.bin"
+    rows = query(root, "SELECT DISTINCT path FROM samples WHERE path LIKE '%raw%'")
+    assert [r["path"] for r in rows] == [want]
+    assert pmaps_cmd("diff", str(root), "--pid", str(p.pid)).returncode == 0
+
+
 def test_ranges_of_the_known_layout(fleet, run, tmp_path):
     """record --dataset wrote the child's page ranges: its regions' present pages, page-exact; diff
     and heatmap read them back (the child did not change between its two samples)."""
@@ -235,3 +259,178 @@ def test_ranges_of_the_known_layout(fleet, run, tmp_path):
     assert r.code == 0 and "3 samples" in r.err, r.err
     r = run("heatmap", str(root), "-o", str(tmp_path / "h2.png"))
     assert r.code == 2 and r.err.count("\n") == 1 and "2 processes on host" in r.err and "--pid" in r.err, r.err
+
+
+# -- bad input: one line, a usage error, nothing written ------------------------------------
+def one_line(r: subprocess.CompletedProcess[str], code: int) -> None:
+    assert r.returncode == code and r.stderr.count("\n") == 1 and r.stderr.startswith("pmaps"), r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("sql", ["", " ", ";", "-- x", "/* nothing */"])
+def test_query_empty_sql_is_a_usage_error(fleet, sql):
+    r = pmaps_cmd("query", str(fleet[0]), sql, check=False)
+    one_line(r, 2)
+    assert "empty" in r.stderr and not r.stdout
+
+
+def test_query_text_in_a_size_column(fleet):
+    """A column named as a size column but holding text (or booleans, lists) prints as it is."""
+    sql = "SELECT 'abc' AS rss, true AS pss, [1, 2] AS swap, 2048 AS uss, NULL AS dirty, 1.5 AS x_bytes"
+    r = pmaps_cmd("query", str(fleet[0]), sql)
+    head, row = r.stdout.splitlines()
+    assert head.split() == ["RSS", "PSS", "SWAP", "USS", "DIRTY", "X_BYTES"] and row.split()[:4] == \
+        ["abc", "True", "[1,", "2]"] and row.split()[4:] == ["2.0K", "?", "1.5"], r.stdout
+    assert query(fleet[0], sql) == [{"rss": "abc", "pss": True, "swap": [1, 2], "uss": 2048, "dirty": None,
+                                     "x_bytes": 1.5}]
+
+
+@pytest.mark.parametrize("fmt", ["json", "ndjson"])
+def test_query_nan_and_infinity_are_null(fleet, fmt):
+    """JSON has no NaN nor Infinity: a reader refuses them (parse_constant below is a strict one)."""
+    sql = "SELECT 'nan'::DOUBLE AS rss, 'inf'::DOUBLE AS x, ['-inf'::DOUBLE, 1.5] AS l, {'a': 'nan'::DOUBLE} AS s"
+    r = pmaps_cmd("query", str(fleet[0]), sql, "--format", fmt)
+
+    def strict(name: str) -> None:
+        raise AssertionError(f"{name} in pmaps' JSON: {r.stdout}")
+
+    doc = json.loads(r.stdout.splitlines()[0], parse_constant=strict)
+    row = doc["rows"][0] if fmt == "json" else {k: v for k, v in doc.items() if k != "schema"}
+    assert row == {"rss": None, "x": None, "l": [None, 1.5], "s": {"a": None}}
+
+
+NOWHERE = [("s3://", "s3:// names no bucket"), ("gs://", "gs:// names no bucket"), ("s3:///fleet", "no bucket"),
+           ("s3://?region=us-east-1", "no bucket"), ("file://", "file:// names no directory"), ("", "")]
+
+
+# diff takes '' and file:// for a recording's path (store.dataset.is_dataset): not a dataset ROOT.
+@pytest.mark.parametrize("cmd,root,msg", [(c, r, m) for c in ("record", "top", "query", "diff") for r, m in NOWHERE
+                                          if not (c == "diff" and r in ("", "file://"))])
+def test_dataset_root_that_names_no_place(cmd, root, msg):
+    """A ROOT without a bucket, or an empty path (file://: the filesystem's root for the writer, the
+    working directory for the readers), is a usage error before any scan. As nobody: a run that
+    went on would fail to write to / rather than fill it."""
+    pid = str(os.getpid())
+    argv = {"record": ("record", pid, "--dataset", root, "--count", "1"), "top": ("top", "--dataset", root, "-p", pid),
+            "query": ("query", root, "SELECT 1"), "diff": ("diff", root)}[cmd]
+    r = pmaps_cmd(*argv, user=True, check=False, env={"AWS_EC2_METADATA_DISABLED": "true"})
+    one_line(r, 2)
+    assert msg in r.stderr, r.stderr
+
+
+def test_record_output_and_dataset_are_exclusive(tmp_path):
+    """record writes -o DIR *or* --dataset ROOT ("instead"): both given, the second was ignored."""
+    r = pmaps_cmd("record", str(os.getpid()), "-o", str(tmp_path / "rec"), "--dataset", str(tmp_path / "ds"),
+                  "--count", "1", check=False)
+    one_line(r, 2)
+    assert "not allowed with" in r.stderr and not list(tmp_path.iterdir())
+
+
+# -- a write's two files: both or neither -----------------------------------------------------
+def _cols(n: int = 1) -> tuple[dict, dict]:
+    """A samples row and a ranges row of one write (every column, dummy values)."""
+    from pmaps.store.dataset import COLUMNS, RANGE_COLUMNS
+
+    def fill(cols: tuple) -> dict:
+        v = {"int32": 0, "int64": 0, "string": "x", "timestamp": 1.0e9}
+        return {c: [v[t]] * n for c, t in cols}
+
+    return fill(COLUMNS), fill(RANGE_COLUMNS)
+
+
+def _published(root: Path) -> tuple[list, list, list]:
+    files = [f.relative_to(root) for f in root.rglob("*") if f.is_file()]
+    ranges = sorted(f.relative_to("_ranges") for f in files if f.parts[0] == "_ranges" and not f.name.startswith("."))
+    samples = sorted(f for f in files if f.parts[0] != "_ranges" and not f.name.startswith("."))
+    return samples, ranges, [f for f in files if f.name.startswith(".")]
+
+
+def test_write_fails_between_the_files(tmp_path, monkeypatch):
+    """An interruption (or an error) once the ranges file is written and before the samples file
+    is: neither is published, no temp file stays."""
+    import pmaps.store.dataset as ds
+
+    calls = []
+    real = ds.save_bytes
+
+    def second_interrupted(path: str, data: bytes, *a: object) -> None:
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real(path, data, *a)
+
+    monkeypatch.setattr(ds, "save_bytes", second_interrupted)
+    cols, ranges = _cols()
+    with pytest.raises(KeyboardInterrupt):
+        ds.DatasetWriter(str(tmp_path / "ds"), "h").write(cols, 1.0e9, 42, 0, ranges)
+    assert len(calls) == 2 and _published(tmp_path / "ds") == ([], [], [])
+
+
+def test_signal_during_publication_waits_for_both(tmp_path, monkeypatch):
+    """SIGINT arriving as the first file is published acts once both are (KeyboardInterrupt then),
+    and not before: a query never finds ranges of a sample the table lacks."""
+    import pmaps.store.dataset as ds
+
+    real_link = os.link
+    sent = []
+
+    def link(src: str, dst: str, *a: object, **k: object) -> None:
+        real_link(src, dst, *a, **k)  # type: ignore[arg-type]
+        if os.path.basename(dst).startswith("part-") and not sent:
+            sent.append(dst)
+            os.kill(os.getpid(), signal.SIGINT)  # Python raises it at the next bytecode, unless held
+
+    monkeypatch.setattr(ds.os, "link", link)
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        cols, ranges = _cols()
+        with pytest.raises(KeyboardInterrupt):
+            ds.DatasetWriter(str(tmp_path / "ds"), "h").write(cols, 1.0e9, 42, 0, ranges)
+    finally:
+        signal.signal(signal.SIGINT, old)
+    samples, ranges_, temps = _published(tmp_path / "ds")
+    assert sent and len(samples) == 1 and samples == ranges_ and not temps
+
+
+def _interrupt_after_first_write(argv: list[str], root: Path, sig: int, wait_for) -> subprocess.CompletedProcess[str]:
+    """Run pmaps until its first part file is published, then send `sig`."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    p = subprocess.Popen([sys.executable, "-m", "pmaps", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=env)
+    try:
+        wait_for(lambda: list(root.glob("host=*/date=*/part-*.parquet")), "the first part file")
+        p.send_signal(sig)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    return subprocess.CompletedProcess(argv, p.returncode, out, err)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_top_dataset_interrupted_exits_130(tmp_path, sig, wait_for):
+    """top --dataset --interval S ends on a signal as an interrupted command does (exit 130, one
+    line), every scan it wrote with its ranges file, no temp file."""
+    root = tmp_path / "fleet"
+    with MemChild(["a:anon:1M"]) as mc:
+        r = _interrupt_after_first_write(["top", "--dataset", str(root), "-p", str(mc.pid), "--interval", "0.05",
+                                          "-q"], root, sig, wait_for)
+    one_line(r, 130)
+    assert "interrupted" in r.stderr
+    samples, ranges, temps = _published(root)
+    assert samples and samples == ranges and not temps
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_record_dataset_interrupted_keeps_pairs(tmp_path, sig, wait_for):
+    """record --dataset takes the same write path: stopped by a signal (exit 0, its note), every
+    sample has its ranges file, each written once."""
+    root = tmp_path / "fleet"
+    with MemChild(["a:anon:1M"]) as mc:
+        r = _interrupt_after_first_write(["record", str(mc.pid), "--dataset", str(root), "--interval", "0.01", "-q"],
+                                         root, sig, wait_for)
+    assert r.returncode == 0 and "interrupted (stopped by SIG" in r.stderr, r.stderr
+    samples, ranges, temps = _published(root)
+    n = int(re.search(r"recorded (\d+) samples", r.stderr).group(1))  # type: ignore[union-attr]
+    assert len(samples) == n and samples == ranges and not temps

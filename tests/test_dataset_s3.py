@@ -156,3 +156,47 @@ def test_schema_evolution_on_s3(s3):
     r = pmaps_cmd("query", uri, "SELECT count(*) FROM samples", env=env, check=False)
     assert r.returncode == 6 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
     assert "column 'numa_node' is " in r.stderr and keys[0].split("/")[-1] in r.stderr, r.stderr
+
+
+def test_s3_write_is_both_objects_or_neither(s3):
+    """The samples object failing after its ranges object was published takes the ranges object
+    back: a query never finds ranges of a sample the table lacks."""
+    from pmaps.errors import PmapsError
+    from pmaps.store.dataset import COLUMNS, RANGE_COLUMNS, DatasetWriter
+
+    endpoint, _, fs = s3
+
+    class SecondFails:
+        """The writer's filesystem, its second object refused as a full or offline store would."""
+
+        def __init__(self, real: object) -> None:
+            self.real, self.opened = real, 0
+
+        def open_output_stream(self, path: str) -> object:
+            self.opened += 1
+            if self.opened == 2:
+                raise OSError("injected: the store refused the object")
+            return self.real.open_output_stream(path)  # type: ignore[attr-defined]
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.real, name)
+
+    fill = {"int32": 0, "int64": 0, "string": "x", "timestamp": 1.0e9}
+    w = DatasetWriter(f"s3://bkt/pair?endpoint_override={endpoint}&scheme=http", "h")
+    w.fs = SecondFails(w.fs)
+    with pytest.raises(PmapsError, match="injected"):
+        w.write({c: [fill[t]] for c, t in COLUMNS}, 1.0e9, 42, 0, {c: [fill[t]] for c, t in RANGE_COLUMNS})
+    assert w.fs.opened == 2
+    assert [i.path for i in fs.get_file_info(pafs.FileSelector("bkt/pair", recursive=True, allow_not_found=True))
+            if i.type == pafs.FileType.File] == []
+
+
+@pytest.mark.parametrize("argv", [("record", "{pid}", "--dataset", "s3://", "--count", "1"),
+                                  ("top", "--dataset", "s3://?endpoint_override={endpoint}", "-p", "{pid}"),
+                                  ("query", "gs://", "SELECT 1"), ("heatmap", "s3://", "-o", "h.png")])
+def test_url_without_a_bucket_is_a_usage_error(s3, argv):
+    """s3:// (no bucket) is no place to read or write: one line, exit 2, before any scan (pyarrow
+    would list every bucket, or raise ArrowInvalid on the path '/')."""
+    endpoint, env, _ = s3
+    r = pmaps_cmd(*(a.format(pid=os.getpid(), endpoint=endpoint) for a in argv), env=env, check=False)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "names no bucket" in r.stderr, r.stderr

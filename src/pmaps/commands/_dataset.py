@@ -6,6 +6,7 @@ import argparse
 import bisect
 import os
 import time
+import urllib.parse
 from collections.abc import Callable
 from typing import Any, TextIO
 
@@ -15,7 +16,7 @@ from ..kernel import identity as kid
 from ..kernel.maps import Vma
 from ..kernel.status import Ident, read_ident
 from ..model import Sample, SystemScan
-from ..store.dataset import DatasetWriter, iso_us
+from ..store.dataset import RANGE_COLUMNS, DatasetWriter, iso_us, signals_held, table_bytes
 from ..store.recording import check_sample
 from ._common import parse_pid
 
@@ -43,41 +44,56 @@ def build_ids_of(pid: int, vmas: list[Vma], cache: dict[str, str | None]) -> Non
             cache[v.path] = kid.read_build_id_of(pid, v.path)
 
 
+def check_root(root: str) -> str:
+    """A dataset ROOT as typed, refused (UsageError) before anything is read or written when it
+    names no place: empty, a bare file:// (the writer would take it for '/', the readers for the
+    working directory), an object-store URL without a bucket (s3://: pyarrow would list every
+    bucket, or refuse the path '/'). The URL itself is not echoed: its query may hold a secret."""
+    if not root:
+        raise UsageError("the dataset ROOT is empty: give a directory or a URL (s3://bucket/prefix)")
+    if "://" not in root:
+        return root
+    scheme = root.split("://", 1)[0]
+    if scheme == "file":
+        if not root[len("file://"):]:
+            raise UsageError("file:// names no directory: give file:///path/to/root or a path")
+    elif not urllib.parse.urlsplit(root).netloc:
+        raise UsageError(f"{scheme[:20]}:// names no bucket: give {scheme[:20]}://bucket/prefix")
+    return root
+
+
 def record_scans(args: argparse.Namespace, err: TextIO, scan: Callable[[], SystemScan]) -> int:
-    """`top --dataset ROOT [--interval S]`: one part file per scan of every process (and its ranges
-    file, written first, its row groups built a batch of processes at a time), until --iterations
-    or a signal."""
+    """`top --dataset ROOT [--interval S]`: one part file per scan of every process and its ranges
+    file (built first, its row groups a batch of processes at a time: they count the ranges the
+    part file's rows give), published both or neither, until --iterations or a signal. A signal
+    is an interruption (exit 130, as docs/formats.md has it): the scans written stay."""
+    root = check_root(args.dataset)
     host = Host()
-    writer = DatasetWriter(args.dataset, host.name)
+    writer = DatasetWriter(root, host.name)
     cache: dict[str, str | None] = {}
     n = 0
-    try:
-        while True:
-            t0 = time.monotonic()
-            sc = scan()
-            idents = {}
-            for p in sc.procs:
-                try:
-                    idents[p.pid] = host.identity(p.pid, p.ident)
-                except PmapsError:
-                    continue  # exited since the scan: its rows would have no start time
-                build_ids_of(p.pid, p.vmas, cache)
-            t1 = time.monotonic()
-            counts: dict[int, int] = {}
-            size = writer.write_ranges(scan_range_rows(sc, idents, n, counts), sc.time, os.getpid(), n)
-            path, size2 = writer.write_samples(scan_rows(sc, idents, cache, n, counts), sc.time, os.getpid(), n)
-            if not args.quiet:
-                err.write(f"pmaps: scan {n}: {len(idents)} processes, {sum(counts.values())} ranges, "
-                          f"{size + size2} bytes to {path}; scan {t1 - t0:.2f} s, "
-                          f"write {time.monotonic() - t1:.2f} s\n")
-                err.flush()
-            n += 1
-            if args.watch is None or (args.iterations and n >= args.iterations):
-                break
-            time.sleep(max(0.0, t0 + args.watch - time.monotonic()))
-    except KeyboardInterrupt:
-        pass  # Ctrl-C ends a recording: what is written stays
-    return 0
+    while True:
+        t0 = time.monotonic()
+        sc = scan()
+        idents = {}
+        for p in sc.procs:
+            try:
+                idents[p.pid] = host.identity(p.pid, p.ident)
+            except PmapsError:
+                continue  # exited since the scan: its rows would have no start time
+            build_ids_of(p.pid, p.vmas, cache)
+        t1 = time.monotonic()
+        counts: dict[int, int] = {}
+        ranges = table_bytes(scan_range_rows(sc, idents, n, counts), RANGE_COLUMNS)  # fills counts
+        path, size = writer.put(table_bytes(scan_rows(sc, idents, cache, n, counts)), sc.time, os.getpid(), n, ranges)
+        if not args.quiet:
+            err.write(f"pmaps: scan {n}: {len(idents)} processes, {sum(counts.values())} ranges, "
+                      f"{size} bytes to {path}; scan {t1 - t0:.2f} s, write {time.monotonic() - t1:.2f} s\n")
+            err.flush()
+        n += 1
+        if args.watch is None or (args.iterations and n >= args.iterations):
+            return 0
+        time.sleep(max(0.0, t0 + args.watch - time.monotonic()))
 
 
 class DatasetRecorder:
@@ -86,7 +102,7 @@ class DatasetRecorder:
     def __init__(self, root: str, pid: int, batch: int = 1) -> None:
         self.host = Host()
         self.ident = self.host.identity(pid)
-        self.writer = DatasetWriter(root, self.host.name)
+        self.writer = DatasetWriter(check_root(root), self.host.name)
         self.batch = batch
         self.build_ids: dict[str, str | None] = {}
         self.pending: dict[str, list[Any]] = {}
@@ -117,12 +133,15 @@ class DatasetRecorder:
     def flush(self) -> int:
         if self.first is None:
             return 0
-        ranges = concat_rows(self.pending_ranges)
-        _, size = self.writer.write(self.pending, self.first.time, self.first.pid, self.first.seq, ranges)
-        mine = [x for x in self.manifest["samples"] if not x["bytes"]]
-        for x in mine:
-            x["bytes"] = size // len(mine) or 1
-        self.pending, self.pending_ranges, self.first = {}, [], None
+        # SIGINT/SIGTERM (record's Interrupted) wait for the bookkeeping too: raised between the
+        # write and it, they would have finish() write the same rows again.
+        with signals_held():
+            ranges = concat_rows(self.pending_ranges)
+            _, size = self.writer.write(self.pending, self.first.time, self.first.pid, self.first.seq, ranges)
+            mine = [x for x in self.manifest["samples"] if not x["bytes"]]
+            for x in mine:
+                x["bytes"] = size // len(mine) or 1
+            self.pending, self.pending_ranges, self.first = {}, [], None
         return size
 
     def finish(self, reason: str, note: str = "") -> None:
@@ -158,7 +177,7 @@ class Selection:
     def __init__(self, root: str, args: argparse.Namespace) -> None:
         from ..store.dataset import DatasetReader, partition_value
 
-        self.root = root
+        self.root = check_root(root)
         self.reader = DatasetReader(root)
         hosts = self.reader.hosts()
         if not hosts:

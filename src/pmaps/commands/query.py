@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import decimal
+import math
 import re
+from collections.abc import Iterable
 from typing import Any, TextIO
 
 from ..errors import BadSnapshot, MissingExtra, PmapsError, UsageError
@@ -20,7 +22,11 @@ SIZES = {"rss", "pss", "uss", "shared", "swap", "swap_pss", "dirty", "referenced
 
 def _plain(v: Any) -> Any:
     """DuckDB's Python values -> what pmaps' formats print (JSON-safe): also those of columns a
-    newer pmaps added (lists, structs, ...) and of SQL expressions (an interval)."""
+    newer pmaps added (lists, structs, ...) and of SQL expressions (an interval). NaN and
+    infinities are no number to print: None (JSON has no literal for them; json.dumps would write
+    NaN, which JSON readers refuse)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
     if v is None or isinstance(v, bool | int | float | str):
         return v
     if isinstance(v, dt.datetime):
@@ -38,6 +44,11 @@ def _plain(v: Any) -> Any:
     if isinstance(v, dict):
         return {str(k): _plain(x) for k, x in v.items()}
     return str(v)  # a time of day, a UUID, ...: as text rather than a JSON writer's TypeError
+
+
+def _numbers(values: Iterable[Any]) -> bool:
+    """Whether a column's values are all numbers (or null): what the byte formatters take."""
+    return all(v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in values)
 
 
 class Query(Command):
@@ -64,9 +75,18 @@ class Query(Command):
         except ImportError:
             raise MissingExtra("pmaps query needs duckdb: pip install 'pmaps[query]'") from None
         from ..store.dataset import TABLES, arrow_tables
+        from ._dataset import check_root
+
+        check_root(args.root)
 
         con = duckdb.connect(":memory:")
         try:
+            try:
+                empty = not con.extract_statements(args.sql)
+            except duckdb.Error:  # a syntax error: execute's to report
+                empty = False
+            if empty:  # '', ';', a comment: checked before the dataset's files are opened
+                raise UsageError("the SQL is empty: give a query (SELECT ... FROM samples)")
             # Only the views the SQL names are opened (all when it names none: SHOW TABLES): each
             # costs a read of its files' footers, and a damaged table stays out of the others' way.
             try:
@@ -82,6 +102,8 @@ class Query(Command):
             for name, t in tables.items():
                 con.register(name, t)
             cur = con.execute(args.sql)
+            if cur is None:  # DuckDB's answer to no statement (should extract_statements have missed it)
+                raise UsageError("the SQL is empty: give a query (SELECT ... FROM samples)")
             names = [d[0] for d in cur.description or []]
             rows = cur.fetchall()
         except (duckdb.IOException, duckdb.InvalidInputException) as e:
@@ -93,7 +115,8 @@ class Query(Command):
         finally:
             con.close()
         recs = [{n: _plain(v) for n, v in zip(names, r)} for r in rows]
-        cols = [Col(n, n.upper(), size=n in SIZES or n.endswith("_bytes"),
+        # A size column by its name, and only while it holds numbers: `SELECT path AS rss` is text.
+        cols = [Col(n, n.upper(), size=(n in SIZES or n.endswith("_bytes")) and _numbers(r[n] for r in recs),
                     left=any(isinstance(r[n], str) for r in recs)) for n in names]
         write(RowsView(SCHEMA, cols, recs), out, args.format, args.unit)
         return 0

@@ -47,9 +47,11 @@ class Record(Command):
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("pid", metavar="PID")
-        p.add_argument("-o", "--output", metavar="DIR", help="recording directory (new or empty)")
-        p.add_argument("--dataset", metavar="ROOT", help="append rows to the fleet dataset ROOT instead (a path or a "
-                       "pyarrow.fs URL; docs/dataset.md)")
+        # One destination: --dataset writes instead of -o (both given, one would be silently ignored).
+        where = p.add_mutually_exclusive_group()
+        where.add_argument("-o", "--output", metavar="DIR", help="recording directory (new or empty)")
+        where.add_argument("--dataset", metavar="ROOT", help="append rows to the fleet dataset ROOT instead (a path "
+                           "or a pyarrow.fs URL; docs/dataset.md)")
         p.add_argument("--batch", type=positive, default=1, metavar="N", help="with --dataset: N samples per file")
         p.add_argument("--interval", type=seconds, default=1.0, metavar="S", help="seconds between samples (default 1)")
         add_cpu_option(p)
@@ -73,6 +75,10 @@ class Record(Command):
         # with their timing (119 MB with one arena, and no slower).
         malloc_arena_max(1)
         procfs.read_ahead(pid, "maps")
+        if args.dataset:
+            from ._dataset import check_root
+
+            check_root(args.dataset)  # a ROOT that names no place: a usage error before any read
         from ..collector import Process
         from ..collector.parallel import reader_threads
         from ..store.recorder import Recorder

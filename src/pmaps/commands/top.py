@@ -183,7 +183,7 @@ class Top(Command):
             raise UsageError("--dataset needs page-level reads (its rows are per VMA and per page range): "
                              "drop --source rollup")
         args.rollup_max = rollup_max(args)
-        if args.dataset:
+        if args.dataset is not None:  # '' too: record_scans refuses it (check_root)
             from ._dataset import record_scans
 
             return record_scans(args, err, lambda: scan_from_args(args, user_of))
