@@ -70,6 +70,8 @@ class Record(Command):
             raise UsageError("-o needs a directory name")
         if not args.output and not args.dataset:
             raise UsageError("record needs -o DIR or --dataset ROOT")
+        if args.batch != 1 and args.output:  # not silently ignored: a recording is a file a sample
+            raise UsageError("--batch goes with --dataset (a recording directory has one file per sample)")
         # One malloc arena for the reader threads too: each thread's own arena kept what its
         # batches freed, and the peak of 3 samples of 65,531 VMAs moved between 126 and 165 MB
         # with their timing (119 MB with one arena, and no slower).
