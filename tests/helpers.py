@@ -189,3 +189,22 @@ def uncached_file(path: Path, size: int) -> Path:
 def within(ours: int, theirs: int) -> bool:
     """The issue's tolerance: 1% plus 64 pages."""
     return abs(ours - theirs) <= theirs // 100 + 64 * PAGE
+
+
+@contextlib.contextmanager
+def mapping_file_named(name: bytes, size: int = 8192) -> Iterator[int]:
+    """A child that maps (read, every page touched) a new file at `name`, bytes that need not be
+    UTF-8; yields its pid, kills it afterwards."""
+    with open(name, "wb") as f:
+        f.write(b"a" * size)
+    code = ("import mmap,os,sys; fd=os.open(os.fsencode(sys.argv[1]), os.O_RDONLY); n=int(sys.argv[2]); "
+            "m=mmap.mmap(fd, n, prot=mmap.PROT_READ); [m[i] for i in range(0, n, 4096)]; "
+            "print('ready', flush=True); sys.stdin.read()")
+    p = subprocess.Popen([sys.executable, "-c", code, os.fsdecode(name), str(size)], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE)
+    try:
+        assert p.stdout is not None and p.stdout.readline() == b"ready\n"
+        yield p.pid
+    finally:
+        p.kill()
+        p.wait()

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, pmaps_cmd
+from helpers import ROOT, mapping_file_named, pmaps_cmd
 from memchild import MemChild
 
 from pmaps.kernel.identity import decode_build_id, decode_start_ticks
@@ -215,24 +215,14 @@ def test_top_dataset_every_process(tmp_path):
 def test_path_bytes_not_utf8(tmp_path):
     """A mapped file whose name is not UTF-8 (Parquet strings are): stored with each such byte as
     the text \\xNN, by record and top alike; a dataset diff reads it back."""
-    name = os.fsencode(tmp_path) + b"/raw\x9bx\xff.bin"
-    with open(name, "wb") as f:
-        f.write(b"a" * 8192)
-    code = ("import mmap,os,sys; fd=os.open(os.fsencode(sys.argv[1]), os.O_RDONLY); "
-            "m=mmap.mmap(fd, 8192, prot=mmap.PROT_READ); m[0]; print('ready', flush=True); sys.stdin.read()")
-    p = subprocess.Popen([sys.executable, "-c", code, os.fsdecode(name)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     root = tmp_path / "ds"
-    try:
-        assert p.stdout is not None and p.stdout.readline() == b"ready\n"
-        pmaps_cmd("record", str(p.pid), "--dataset", str(root), "--count", "2", "--interval", "0.05", "-q")
-        pmaps_cmd("top", "-p", str(p.pid), "--dataset", str(root), "-q")
-    finally:
-        p.kill()
-        p.wait()
+    with mapping_file_named(os.fsencode(tmp_path) + b"/raw\x9bx\xff.bin") as pid:
+        pmaps_cmd("record", str(pid), "--dataset", str(root), "--count", "2", "--interval", "0.05", "-q")
+        pmaps_cmd("top", "-p", str(pid), "--dataset", str(root), "-q")
     want = os.fsdecode(tmp_path) + "/raw\\x9bx\\xff.bin"
     rows = query(root, "SELECT DISTINCT path FROM samples WHERE path LIKE '%raw%'")
     assert [r["path"] for r in rows] == [want]
-    assert pmaps_cmd("diff", str(root), "--pid", str(p.pid)).returncode == 0
+    assert pmaps_cmd("diff", str(root), "--pid", str(pid)).returncode == 0
 
 
 def test_ranges_of_the_known_layout(fleet, run, tmp_path):

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import ROOT
+from helpers import ROOT, mapping_file_named
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
 PMAPS = [sys.executable, "-m", "pmaps"]
@@ -284,15 +284,8 @@ def test_hostile_comm_in_csv(named, run):
 def test_path_bytes_not_utf8_are_escaped(run, tmp_path):
     """A mapped file whose name holds bytes that are not UTF-8 (0x9b, which some terminals take for
     CSI, and 0xff) is shown with them as \\xNN in every text view, never written back raw."""
-    name = os.fsencode(tmp_path) + b"/x\x9by\xffz.bin"
-    with open(name, "wb") as f:
-        f.write(b"a" * 8192)
-    code = ("import mmap,os,sys; fd=os.open(sys.argv[1].encode('utf-8','surrogateescape'), os.O_RDONLY); "
-            "m=mmap.mmap(fd, 8192, prot=mmap.PROT_READ); m[0]; m[4096]; print('ready', flush=True); sys.stdin.read()")
-    p = subprocess.Popen([sys.executable, "-c", code, os.fsdecode(name)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    try:
-        assert p.stdout is not None and p.stdout.readline() == b"ready\n"
-        pid = str(p.pid)
+    with mapping_file_named(os.fsencode(tmp_path) + b"/x\x9by\xffz.bin") as child:
+        pid = str(child)
         snap = str(tmp_path / "s.npz")
         for argv in ([pid], ["--summary", pid], ["libs", "-q", "-p", pid], ["watch", "--once", pid],
                      ["wss", "--interval", "0.01", pid], ["shared", pid, pid], ["explain", pid],
@@ -304,9 +297,6 @@ def test_path_bytes_not_utf8_are_escaped(run, tmp_path):
                 assert not any("\udc80" <= c <= "\udcff" for c in text), (argv, text[-300:])
             if argv[0] not in ("save", "top", "wss", "explain", "diff"):
                 assert "x\\x9by\\xffz.bin" in r.out, (argv, r.out[-500:])
-    finally:
-        p.kill()
-        p.wait()
 
 
 def test_csv_text_decoder():

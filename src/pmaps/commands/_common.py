@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO
 
-from ..errors import UsageError
+from ..errors import AccessDenied, KernelThread, NoSuchProcess, PmapsError, ProcessGone, UsageError
 
 if TYPE_CHECKING:  # imported where used: `pmaps PID` needs parse_pid alone before its reads begin
     from ..kernel.status import Ident
@@ -85,8 +85,10 @@ def charts(args: argparse.Namespace, items: list[tuple[str, int]], title: str) -
             save_bytes(path, chart_png(kind, items, title), force=args.force)
 
 
-# A PID asked for with -p and not counted, by reason: the exit code `pmaps PID` would give.
-_REASON_EXIT = {"missing": 3, "exited": 3, "denied": 4, "kernel": 5}
+EXIT_SOME_FAILED = 7  # several PIDs given, some of them failed (the others shown)
+# A PID asked for with -p and not counted, by reason: the error `pmaps PID` would raise.
+_REASON_ERROR: dict[str, type[PmapsError]] = {"missing": NoSuchProcess, "exited": ProcessGone,
+                                             "denied": AccessDenied, "kernel": KernelThread}
 
 
 def asked_exit(args: argparse.Namespace, skipped: dict[str, list[int]]) -> int:
@@ -99,7 +101,9 @@ def asked_exit(args: argparse.Namespace, skipped: dict[str, list[int]]) -> int:
     failed = [(reason, pid) for reason, pids in skipped.items() for pid in pids if pid in asked]
     if not failed:
         return 0
-    return 7 if len({p for _, p in failed}) < len(asked) else _REASON_EXIT.get(failed[0][0], 1)
+    if len({p for _, p in failed}) < len(asked):
+        return EXIT_SOME_FAILED
+    return _REASON_ERROR.get(failed[0][0], PmapsError).exit_code
 
 
 def report_scan(scan: SystemScan, args: argparse.Namespace, err: TextIO) -> None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, TextIO
 from ..errors import PmapsError, UsageError
 from ..kernel import procfs
 from . import Command, add_output_options
-from ._common import is_pid_text, parse_pid
+from ._common import EXIT_SOME_FAILED, is_pid_text, parse_pid
 
 # numpy and the layers that use it are imported by run(), once the first process's maps is being
 # read ahead (procfs.read_ahead): the read and the imports overlap.
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from ..render.folios import ProcessFolios
     from ..render.summary import ProcessSummary
 
-EXIT_SOME_FAILED = 7
 BATCH_VMAS = 8192  # about as many VMAs per batch of pages read, when VMAs are small (batch_pages)
 MIN_BATCH_PAGES = 1 << 14
 

@@ -144,11 +144,7 @@ def read_regular(path: PathLike, cap: int = READ_CAP, what: str = "pmaps file") 
     with file_errors(path, "read"):
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
         try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise BadSnapshot(f"{path}: {kind_of(st.st_mode)}, not a {what}", path=str(path))
-            if st.st_size > cap:
-                raise BadSnapshot(f"{path}: {st.st_size} bytes, more than a {what} can be ({cap})", path=str(path))
+            _check_stat(os.fstat(fd), path, cap, what)
             chunks, left = [], cap + 1
             while left > 0:
                 b = os.read(fd, min(left, 1 << 24))
@@ -169,6 +165,11 @@ def check_regular(path: PathLike, cap: int, what: str) -> None:
     would be read until memory runs out)."""
     with file_errors(path, "read"):
         st = os.stat(path)
+    _check_stat(st, path, cap, what)
+
+
+def _check_stat(st: os.stat_result, path: PathLike, cap: int, what: str) -> None:
+    """BadSnapshot unless `st` is of a regular file of at most `cap` bytes."""
     if not stat.S_ISREG(st.st_mode):
         raise BadSnapshot(f"{path}: {kind_of(st.st_mode)}, not a {what}", path=str(path))
     if st.st_size > cap:
