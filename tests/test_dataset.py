@@ -338,7 +338,7 @@ def _published(root: Path) -> tuple[list, list, list]:
 def test_write_fails_between_the_files(tmp_path, monkeypatch):
     """An interruption (or an error) once the ranges file is written and before the samples file
     is: neither is published, no temp file stays."""
-    import pmaps.store.dataset as ds
+    import pmaps.store.dataset_writer as ds
 
     calls = []
     real = ds.save_bytes
@@ -359,7 +359,7 @@ def test_write_fails_between_the_files(tmp_path, monkeypatch):
 def test_signal_during_publication_waits_for_both(tmp_path, monkeypatch):
     """SIGINT arriving as the first file is published acts once both are (KeyboardInterrupt then),
     and not before: a query never finds ranges of a sample the table lacks."""
-    import pmaps.store.dataset as ds
+    import pmaps.store.dataset_writer as ds
 
     real_link = os.link
     sent = []

@@ -35,7 +35,7 @@ def ident(s: Sample, host: str = "alpha", ticks: int = 1234) -> Identity:
 
 def put(root: Path, samples: list[Sample], host: str = "alpha", ticks: int = 1234, ranges: bool = True) -> None:
     """Write samples as record --dataset does: one part file (and one ranges file) per sample."""
-    from pmaps.store.dataset import DatasetWriter
+    from pmaps.store.dataset_writer import DatasetWriter
 
     w = DatasetWriter(str(root), host)
     for s in samples:

@@ -162,7 +162,8 @@ def test_s3_write_is_both_objects_or_neither(s3):
     """The samples object failing after its ranges object was published takes the ranges object
     back: a query never finds ranges of a sample the table lacks."""
     from pmaps.errors import PmapsError
-    from pmaps.store.dataset import COLUMNS, RANGE_COLUMNS, DatasetWriter
+    from pmaps.store.dataset import COLUMNS, RANGE_COLUMNS
+    from pmaps.store.dataset_writer import DatasetWriter
 
     endpoint, _, fs = s3
 

@@ -62,7 +62,7 @@ def test_other_sums_the_rest():
 
 
 def _fixed_dataset(root) -> None:
-    from pmaps.store.dataset import DatasetWriter
+    from pmaps.store.dataset_writer import DatasetWriter
 
     s = load_sample(GOLDEN / "time_a.parquet")
     for host, t in (("alpha", 1796000000.0), ("beta", 1796086400.0)):

@@ -16,7 +16,8 @@ from ..kernel import identity as kid
 from ..kernel.maps import Vma
 from ..kernel.status import Ident, read_ident
 from ..model import Sample, SystemScan
-from ..store.dataset import RANGE_COLUMNS, DatasetWriter, iso_us, signals_held, table_bytes
+from ..store.dataset import RANGE_COLUMNS, iso_us, table_bytes
+from ..store.dataset_writer import DatasetWriter, signals_held
 from ..store.recording import check_sample
 from ._common import parse_pid
 
