@@ -101,6 +101,7 @@ def test_argparse_errors_are_one_line(run, argv):
     (["libs", "-u", "root,no-such-user-xyz"], "-u: no such user 'no-such-user-xyz'"),
     (["top", "--cgroup", "/no-such-cgroup-xyz"], "--cgroup: no memory cgroup '/no-such-cgroup-xyz'"),
     (["cgroups", "--cgroup", "/no-such-cgroup-xyz"], "--cgroup: no memory cgroup '/no-such-cgroup-xyz'"),
+    (["explain", "--cgroup", "/no-such-cgroup-xyz"], "--cgroup: no memory cgroup '/no-such-cgroup-xyz'"),
     (["explain", "1", "--system"], "give one of a PID, --cgroup PATH or --system"),
     (["record", "1", "-o", "x", "--batch", "5"], "--batch goes with --dataset"),
     (["explain", "--cgroup", "/", "--system"], "give one of a PID, --cgroup PATH or --system"),

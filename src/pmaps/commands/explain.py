@@ -105,7 +105,7 @@ class Explain(Command):
     def _cgroup(self, args: argparse.Namespace, out: TextIO) -> int:
         from ..analysis.cgroups import kernel_side
         from ..analysis.explain import cgroup_buckets, explain_cgroup
-        from ..errors import NoSuchProcess, Unsupported
+        from ..errors import Unsupported
         from ..kernel import cgroup as K
         from ..kernel.kpage import iter_kpageflags_cgroup
         from ..render import write
@@ -118,7 +118,7 @@ class Explain(Command):
         names = K.memcg_dirs(h)
         inode = next((i for i, p in names.items() if p == path), None)
         if inode is None:
-            raise NoSuchProcess(f"no such memory cgroup: {args.cgroup}")
+            raise UsageError(f"--cgroup: no memory cgroup {args.cgroup!r}")  # exit 2, as top's and cgroups'
         below = {i for i, p in names.items() if p.startswith(path.rstrip("/") + "/")}
         b = cgroup_buckets(iter_kpageflags_cgroup(), inode, below)
         stats = {p: K.read_memory_stat(h, p) for p in names.values()}
