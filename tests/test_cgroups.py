@@ -126,7 +126,7 @@ import sys; sys.stdin.read()
             else:
                 pytest.fail(f"explain --cgroup: {by}")
             assert doc["buckets"]["own_anon"] >= 8 << 20
-            assert run("explain", "--cgroup", "/no-such-cgroup-here").code == 3
+            assert run("explain", "--cgroup", "/no-such-cgroup-here").code == 2  # usage, as top and cgroups
         finally:
             close(p)
 

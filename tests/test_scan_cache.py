@@ -116,7 +116,7 @@ def test_unchanged_process_is_reused_exactly(monkeypatch):
             if CS.read_gate() != cache.gate:
                 continue  # reclaim or a migration (another test's compaction) in between: no fair pair
             assert again.pages.kflags is not None and fresh.pages.kflags is not None
-            kept = CS.still_pages(again.pages.pm, again.pages.kflags)
+            kept = CS.still_pages(again.pages.pm, again.pages.kflags, again.pages.cat)
             assert np.array_equal(again.pages.vpn, fresh.pages.vpn)
             # A kept entry is as last read: its exclusive bit only where the page is still, since
             # another process mapping a shared page clears it in this one's pagemap (no figure reads
@@ -182,7 +182,7 @@ def test_unchanged_process_is_reused_exactly(monkeypatch):
             assert cache.moved == {e: e == event for e in events}, cache.moved
             now = CS.scan_system([mc.pid])  # (a migration elsewhere may move a PFN meanwhile: not compared)
             assert np.array_equal(scan.pages.vpn, now.pages.vpn), (name, "vpn")
-            still = CS.still_pages(now.pages.pm, now.pages.kflags)  # (others map libpython's pages too)
+            still = CS.still_pages(now.pages.pm, now.pages.kflags, now.pages.cat)  # (others map libpython's pages too)
             assert np.array_equal(pmb.top_byte(scan.pages.pm)[still], pmb.top_byte(now.pages.pm)[still]), (name, "pm")
             monkeypatch.setattr(CS, "read_gate", real_gate)
 
@@ -211,7 +211,7 @@ def test_compaction_rereads_entries_at_kept_addresses():
             assert again == [mc.pid]
             assert np.array_equal(scan.pages.vpn, fresh.pages.vpn) and np.array_equal(scan.pages.pm, fresh.pages.pm)
             assert scan.pages.kflags is not None and fresh.pages.kflags is not None
-            still = CS.still_pages(fresh.pages.pm, fresh.pages.kflags)
+            still = CS.still_pages(fresh.pages.pm, fresh.pages.kflags, fresh.pages.cat)
             assert still.sum() >= 16384  # a's 64 MiB
             diff = (scan.pages.kflags[still] ^ fresh.pages.kflags[still]) & np.uint64(FIGURE_BITS)
             assert not diff.any()
@@ -378,7 +378,7 @@ def test_shared_pages_are_read_afresh():
         scan = settle(cache, mc.pid).with_fixed()
         kept = cache.procs[mc.pid].pages
         assert kept.kflags is not None
-        still = CS.still_pages(kept.pm, kept.kflags)
+        still = CS.still_pages(kept.pm, kept.kflags, kept.cat)
         start = mc.regions["s"]["start"] >> 12
         mine = (scan.pages.vpn >= start) & (scan.pages.vpn < start + 64)
         assert mine.sum() == 64 and not still[mine].any()  # shmem pages, mapped twice: never kept

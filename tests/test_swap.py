@@ -128,6 +128,35 @@ def test_swap_pss_with_a_forked_holder(swapfile):
         p.wait(10)
 
 
+def test_swap_pss_unknown_without_root(swapfile):
+    """Without root pagemap hides every swap entry (frame 0): which ptes share one is unknown, so
+    SwapPss is null, never the figure of all of them taken as one entry; Swap stays exact."""
+    import sys
+
+    from helpers import NOBODY
+
+    p = subprocess.Popen([*NOBODY, sys.executable, "-c", SWAPPED_FORK], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        int(p.stdout.readline())
+        k = decode(p.pid)
+        if k["Swap"] < 512 << 10:
+            pytest.skip("MADV_PAGEOUT pushed out too little")
+        for env in ({}, {"PMAPS_NO_SCAN": "1"}):
+            r = pmaps_cmd("--summary", "--format", "json", str(p.pid), user=True, env=env)
+            (proc,) = json.loads(r.stdout)["processes"]
+            assert proc["total"]["swap"] == k["Swap"] and proc["total"]["swap_pss"] is None, env
+            sm = smaps_by_start(p.pid)
+            for v in proc["vmas"]:
+                assert v["swap"] == sm[v["start"]].get("Swap", 0) and v["swap_pss"] is None, hex(v["start"])
+        rows = json.loads(pmaps_cmd("top", "-p", str(p.pid), "--source", "pages", "--format", "json",
+                                    user=True).stdout)["rows"]
+        assert rows[0]["swap"] == k["Swap"] and rows[0]["swap_pss"] is None
+    finally:
+        p.stdin.close()
+        p.wait(10)
+
+
 def decode(pid: int) -> dict[str, int]:
     from pmaps.kernel.smaps import decode_rollup
 

@@ -10,8 +10,10 @@ here, from the same rules (fs/proc/task_mmu.c smaps_account / smaps_pte_entry / 
   folio_precise_page_mapcount()/folio_average_page_mapcount() as smaps on 6.x), in 12-bit fixed
   point, summed and shifted once, as smaps_account() does.
 - USS (Private_Clean + Private_Dirty): pages mapped once (mapcount < 2); without kpagecount,
-  pagemap's "exclusively mapped" bit (56) tells the same.
-- Swap: swap ptes. SwapPss: PAGE_SIZE << PSS_SHIFT divided by the swap entry's count
+  pagemap's "exclusively mapped" bit (56) tells the same, but for PMD-mapped pages: theirs is
+  their THP head page's (6.x), so USS and Shared are unknown where a PMD maps a page without it.
+- Swap: swap ptes (not the pte markers and migration entries that also carry pagemap's bit 62:
+  pagemap.not_swap). SwapPss: PAGE_SIZE << PSS_SHIFT divided by the swap entry's count
   (swp_swapcount). No interface exports that count; a caller that scanned every holder passes the
   number of swap ptes sharing each entry (analysis/system.py), else each entry counts once.
 - AnonHugePages: anonymous pages mapped by a PMD (PAGEMAP_SCAN PAGE_IS_HUGE, or the layout test
@@ -35,7 +37,7 @@ from ..kernel.kpage import KPF
 from ..kernel.pagemap import CAT_SHMEM_SWAP
 from ..model import Known, Pages, PageSource, Sample, SwapRefs
 from ..model.snapshot import vma_table
-from ..model.state import S_EXCLUSIVE, S_FILE, S_PMD, S_PRESENT, S_SWAPPED, sbit
+from ..model.state import S_EXCLUSIVE, S_FILE, S_PMD, S_PRESENT, S_SWAPPED, S_UFFD_WP, sbit
 from ..numeric import PAGE_SIZE
 
 PSS_SHIFT = 12
@@ -190,11 +192,21 @@ def figures(f: Facts, want: tuple[str, ...] = FIGURES) -> Figures:
 
     put("rss", res)
     put("pss", np.where(res, (PAGE_SIZE << PSS_SHIFT) // mc, 0) if mc is not None else None)
-    put("uss", res & single)
-    put("shared", res & ~single)
+    # Without map counts, bit 56 of a PMD-mapped page is its THP's head page's (6.x
+    # pagemap_pmd_range_thp), not its own, which smaps counts. Clear (the head is shared: a fork),
+    # any page of the THP may be mapped once: USS and Shared are unknown. (Set, another process may
+    # still map its other pages by ptes; only root's kpagecount tells: docs/footprints.md.)
+    unsure = mc is None and f.pmd is not None and bool((res & f.pmd & ~single).any())
+    put("uss", None if unsure else res & single)
+    put("shared", None if unsure else res & ~single)
     swapped = sbit(s, S_SWAPPED)
-    put("swap", swapped)
-    if "swap_pss" in want:
+    # Without root pagemap hides swap entries (frame 0): which ptes share one (SwapPss) is unknown,
+    # and a uffd-wp marker reads as a swapped page under uffd-wp (pagemap.not_swap).
+    hidden = not known.pfn and bool(swapped.any())
+    put("swap", None if hidden and bool((swapped & sbit(s, S_UFFD_WP)).any()) else swapped)
+    if "swap_pss" in want and hidden:
+        put("swap_pss", None)
+    elif "swap_pss" in want:
         share = np.ones(n, dtype=np.int64) if f.swap_share is None else np.maximum(f.swap_share, 1)
         # smaps adds SwapPss for swap ptes only; swapped shmem counts in Swap alone (shmem_swap_usage).
         pte = swapped if f.shmem_swap is None else swapped & ~f.shmem_swap

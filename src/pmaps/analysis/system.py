@@ -64,7 +64,8 @@ def mm_reps(scan: SystemScan) -> np.ndarray:
         for i in members:
             p = scan.procs[i]
             e = pm[p.lo:p.hi]
-            sel = pmb.present(e) & pmb.bit(e, pmb.PM_EXCLUSIVE)
+            # (Not a PMD-mapped page: its bit is its THP head page's, collector/lookup.py.)
+            sel = pmb.present(e) & pmb.bit(e, pmb.PM_EXCLUSIVE) & ((scan.pages.cat[p.lo:p.hi] & pmb.CAT_HUGE) == 0)
             if scan.pages.kflags is not None:
                 sel &= ~_kbit(scan.pages.kflags[p.lo:p.hi], "zero_page")
             pfns = e[sel] & pmb.PM_PFN_MASK

@@ -1,7 +1,7 @@
 """A batch of pages' kpageflags and kpagecount, filled in place: what each page's pagemap entry
-says decides what is read (kpagecount only where the page is not exclusively mapped, one
-kpageflags read per PMD-mapped THP, folio blocks for file pages), and pmaps' own mappings are
-taken out of the counts (observer.py). Shared by collector.process and collector.system."""
+says decides what is read (kpagecount only where the page is not exclusively mapped or is
+PMD-mapped, one kpageflags read per PMD-mapped THP, folio blocks for file pages), and pmaps' own
+mappings are taken out of the counts (observer.py). Shared by collector.process and collector.system."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -49,6 +49,10 @@ def lookup_pages(pages: Pages, reader: PfnReader, idle: IdleBitmap | None = None
     # flags once and derive the 511 tails' (checked against real reads by the tests).
     cat = pages.cat if allp else pages.cat[pres]
     huge = (cat & CAT_HUGE) != 0
+    # But not its map counts: bit 56 of a PMD-mapped page is its head page's (pagemap_pmd_range_thp,
+    # 6.x), while another process may map any of its pages by a pte (a forked child that split its
+    # PMD and dropped or copied the head): read every page's count.
+    shared |= huge
     tails: np.ndarray | None = None
     if huge.any():  # the rest is asked only where a PMD maps something
         tails = huge & ((cat & CAT_UNKNOWN) == 0) & ((pfn & THP_MASK) != 0)

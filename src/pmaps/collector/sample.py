@@ -11,10 +11,19 @@ from ..errors import PidReused, PmapsError, ProcessGone
 from ..kernel import procfs
 from ..kernel.kpage import KPF
 from ..kernel.maps import PAGE_SHIFT, VmaTable
-from ..kernel.pagemap import CAT_FILE, CAT_HUGE, CAT_PFNZERO, CAT_PRESENT, CAT_SWAPPED, RETURN_MASK
+from ..kernel.pagemap import (
+    CAT_FILE,
+    CAT_GUARD,
+    CAT_HUGE,
+    CAT_PFNZERO,
+    CAT_PRESENT,
+    CAT_SWAPPED,
+    CAT_WRITTEN,
+    RETURN_MASK,
+)
 from ..model import Known, Ranges, Sample
 from ..model.ranges import batch_ranges
-from ..model.state import S_FILE, S_PMD, S_PRESENT, S_SWAPPED
+from ..model.state import S_FILE, S_GUARD, S_PMD, S_PRESENT, S_SWAPPED, S_UFFD_WP
 from ..numeric import arange_runs
 from .parallel import background
 from .process import Process
@@ -96,11 +105,12 @@ def _scan_sample(proc: Process, seq: int, t0: float) -> Sample:
 
     The kernel already merges adjacent pages of equal categories into one region (present,
     swapped, file, PFN-zero): those are our ranges. What this leaves out, compared with reading
-    pagemap entries: the exclusive bit (56) and uffd-wp, which PAGEMAP_SCAN does not report.
+    pagemap entries: the exclusive bit (56), which PAGEMAP_SCAN does not report. uffd-wp is a
+    populated page not PAGE_IS_WRITTEN; a guard marker is PAGE_IS_GUARD (6.15+), not swapped.
     """
     vm = proc.table
     vs, ve = vm.start, vm.end
-    regs = proc.regions(int(vs[0]), int(ve[-1]), returns=RETURN_MASK)
+    regs = proc.regions(int(vs[0]), int(ve[-1]), returns=RETURN_MASK | CAT_WRITTEN | CAT_GUARD)
     rs, re_, cat = regs[:, 0], regs[:, 1], regs[:, 2]
     # Regions never cross VMAs (the walk is per VMA), but clip to be safe: one piece per overlap.
     a = np.searchsorted(re_, vs, side="right")
@@ -112,7 +122,10 @@ def _scan_sample(proc: Process, seq: int, t0: float) -> Sample:
     en = np.minimum(re_[idx], ve[vma]) >> U64(PAGE_SHIFT)
     c = cat[idx]
     state = (((c & U64(CAT_PRESENT)) != 0).astype(U64) << U64(S_PRESENT)) \
-        | (((c & U64(CAT_SWAPPED)) != 0).astype(U64) << U64(S_SWAPPED)) \
+        | (((c & U64(CAT_SWAPPED | CAT_GUARD)) == U64(CAT_SWAPPED)).astype(U64) << U64(S_SWAPPED)) \
+        | (((c & U64(CAT_PRESENT | CAT_SWAPPED)) != 0) & ((c & U64(CAT_WRITTEN | CAT_GUARD)) == 0)).astype(U64) \
+        << U64(S_UFFD_WP) \
+        | (((c & U64(CAT_GUARD)) != 0).astype(U64) << U64(S_GUARD)) \
         | (((c & U64(CAT_FILE)) != 0).astype(U64) << U64(S_FILE)) \
         | (((c & U64(CAT_PFNZERO)) != 0).astype(U64) << U64(KPF["zero_page"])) \
         | (((c & U64(CAT_HUGE)) != 0).astype(U64) << U64(S_PMD))

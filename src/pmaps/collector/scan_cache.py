@@ -45,7 +45,7 @@ class Kept:
         entries nor those bits of the flags change while it is kept."""
         if self.still is None:
             assert self.pages.kflags is not None
-            self.still = still_pages(self.pages.pm, self.pages.kflags)
+            self.still = still_pages(self.pages.pm, self.pages.kflags, self.pages.cat)
         return self.still
 
     def split(self) -> tuple[Fixed, Pages, np.ndarray]:
@@ -147,11 +147,12 @@ _STILL = U64(1 << KPF["anon"])
 _NOT_STILL = U64((1 << KPF["ksm"]) | (1 << KPF["zero_page"]) | (1 << KPF["huge"]))
 
 
-def still_pages(pm: np.ndarray, kflags: np.ndarray) -> np.ndarray:
-    """Present, exclusively mapped anonymous pages (not KSM, not the zero page, not hugetlb): the
-    pages whose pagemap entry and kpageflags change only through their own process or the kernel
-    events vmstat.read_gate watches."""
-    excl = pmb.present(pm) & ((pmb.top_byte(pm) & pmb.TOP_EXCLUSIVE) != 0)
+def still_pages(pm: np.ndarray, kflags: np.ndarray, cat: np.ndarray) -> np.ndarray:
+    """Present, exclusively mapped anonymous pages (not KSM, not the zero page, not hugetlb, not
+    PMD-mapped): the pages whose pagemap entry and kpageflags change only through their own process
+    or the kernel events vmstat.read_gate watches. (A PMD-mapped page's exclusive bit is its THP head
+    page's: a forked child may map or drop its other pages by ptes: collector/lookup.py.)"""
+    excl = pmb.present(pm) & ((pmb.top_byte(pm) & pmb.TOP_EXCLUSIVE) != 0) & ((cat & pmb.CAT_HUGE) == 0)
     return excl & ((kflags & _STILL) != 0) & ((kflags & _NOT_STILL) == 0)
 
 

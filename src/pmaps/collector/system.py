@@ -317,7 +317,7 @@ def _lookup_union(pages: Pages, known: Known, observer: Observer | None,
                 j = np.maximum(idx, 0)
                 hi = lo + len(idx)
                 flags[lo:hi] = p.kflags[j]
-                still[lo:hi] = (idx >= 0) & still_pages(p.pm[j], p.kflags[j])
+                still[lo:hi] = (idx >= 0) & still_pages(p.pm[j], p.kflags[j], p.cat[j])
             need = np.flatnonzero(~still)
             sub = Pages(pages.vpn[need], pm[need], pages.cat[need])
             lookup_pages(sub, reader, observer=observer)

@@ -202,8 +202,40 @@ def present(entries: np.ndarray) -> np.ndarray:
     return entries >= np.uint64(1 << PM_PRESENT)
 
 
+# Bit 62 also marks entries that are not swap (include/linux/swap.h, fs/proc/task_mmu.c
+# pte_to_pagemap_entry, 6.x): pte markers (guard regions, uffd-wp on an empty pte, poison) and
+# migration, hwpoison and device entries, which smaps never counts as Swap (non_swap_entry()). A guard
+# marker carries bit 58 (6.15+); to root, the others show their swap type: the special types are the
+# top ones (SWP_PTE_MARKER is 31 since 6.5), above MAX_SWAPFILES, which is 24-27 by configuration (32
+# less the device, migration, hwpoison and marker types). Without root the frame is 0, and a uffd-wp
+# marker (bits 62 and 57) cannot be told from a swapped page under uffd-wp protection.
+SWAP_TYPE_SPECIAL = 24  # the lowest MAX_SWAPFILES of a 6.x configuration: types from here on are not swap files
+TOP_SWAPPED = 1 << (PM_SWAPPED - 56)
+TOP_GUARD = 1 << (PM_GUARD - 56)
+TOP_UFFD_WP = 1 << (PM_UFFD_WP - 56)
+
+
+def any_swapped_bit(entries: np.ndarray) -> bool:
+    """Has any entry bit 62 (swapped or a marker) and not 63? One signed compare: present entries
+    are negative as int64, and bit 62 alone is at least 2**62."""
+    return bool(len(entries)) and bool((np.ascontiguousarray(entries).view(np.int64) >= (1 << PM_SWAPPED)).any())
+
+
+def not_swap(entries: np.ndarray) -> np.ndarray:
+    """Bool per entry: bit 62 set, but not a swap pte (a guard marker, or to root a special swap type)."""
+    top = top_byte(entries)
+    marked = (top & TOP_SWAPPED) != 0
+    out = marked & ((top & TOP_GUARD) != 0)
+    frame = entries & PM_PFN_MASK
+    return out | (marked & (frame != 0) & ((frame & PM_SWAP_TYPE_MASK) >= SWAP_TYPE_SPECIAL))
+
+
 def swapped(entries: np.ndarray) -> np.ndarray:
-    return bit(entries, PM_SWAPPED)
+    """Bool per entry: a swap pte (what smaps counts as Swap), not a marker or migration entry."""
+    sw = bit(entries, PM_SWAPPED)
+    if any_swapped_bit(entries):
+        sw &= ~not_swap(entries)
+    return sw
 
 
 def populated(entries: np.ndarray) -> np.ndarray:

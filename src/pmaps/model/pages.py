@@ -9,7 +9,7 @@ from ..kernel import pagemap as pmb
 from ..kernel.kpage import KPF, KPF_ABI_MASK
 from ..kernel.pagemap import CAT_HUGE, CAT_PFNZERO
 from ..numeric import run_bounds
-from .state import _PM_LOW, _PM_LUT, _TOP_LUT, S_PMD, S_YOUNG, U64, Known
+from .state import _PM_LOW, _PM_LUT, _TOP_LUT, S_PMD, S_SWAPPED, S_YOUNG, U64, Known
 
 
 @dataclass
@@ -104,6 +104,8 @@ class Pages:
         elif known.categories:
             w |= ((self.cat & CAT_PFNZERO) != 0).astype(U64) << U64(KPF["zero_page"])
         w |= _PM_LUT[self.pm >> U64(_PM_LOW)] if known.soft_dirty else _TOP_LUT[pmb.top_byte(self.pm)]
+        if pmb.any_swapped_bit(self.pm):  # markers and migration entries carry bit 62 too: not swapped
+            w[pmb.not_swap(self.pm)] &= ~U64(1 << S_SWAPPED)
         if known.categories:
             w |= ((self.cat & CAT_HUGE) != 0).astype(U64) << U64(S_PMD)
         if known.young and self.idle is not None:

@@ -94,11 +94,15 @@ def batch_ranges(groups: Iterable[tuple[Pages, np.ndarray]], known: Callable[[],
 
 def _ranges(pages: Pages, group: np.ndarray | None, known: Known, *, full: bool, with_pfn: bool,
             swap: bool) -> tuple[Ranges, np.ndarray | None]:
-    if not swap:
-        pres = pmb.present(pages.pm)
-        if not pres.all():
-            pages = pages.take(pres)
-            group = None if group is None else group[pres]
+    # Resident pages, and with `swap` swap ptes; never the markers that carry bit 62 (pagemap.not_swap).
+    pres = pmb.present(pages.pm)
+    if swap and pmb.any_swapped_bit(pages.pm):
+        pres |= pmb.swapped(pages.pm)
+    elif swap:
+        pres[:] = True  # no entry has bit 62: all are present
+    if not pres.all():
+        pages = pages.take(pres)
+        group = None if group is None else group[pres]
     n = len(pages)
     state = pages.state(known)
     if not full:

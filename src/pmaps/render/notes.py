@@ -14,13 +14,14 @@ def missing_notes(known: Known, pfn: bool = False) -> list[str]:
     if pfn and not known.pfn:
         out.append("PFNs (pagemap shows them only to CAP_SYS_ADMIN, since Linux 4.2)")
     if not (known.flags and known.count):
-        out.append("page flags and map counts (need CAP_SYS_ADMIN and /proc/kpageflags, kpagecount: run as root)")
+        out.append("page flags, map counts and swap entries (need CAP_SYS_ADMIN and /proc/kpageflags, kpagecount: "
+                   "run as root)")
     if not known.young:
         out.append("Y (no idle page tracking in this kernel)")
     if not known.soft_dirty:
         out.append("P (no soft-dirty in this kernel)")
     if not known.zero:
-        out.append("the zero page (needs PAGEMAP_SCAN or root)")
+        out.append("the zero page, which RSS then counts as resident (needs PAGEMAP_SCAN or root)")
     return out
 
 
