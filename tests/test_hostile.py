@@ -165,6 +165,29 @@ def test_corrupt_snapshot(run, snapshot, tmp_path, name, meta, cols):
         assert "ranges" not in r.out
 
 
+def test_lone_surrogate_in_a_snapshot_name(snapshot, tmp_path):
+    """A crafted snapshot whose comm and path hold a lone surrogate (a JSON "\\ud8ff": no real name
+    decodes to one) is shown with it escaped, in every format, through a real stdout. Before, the
+    encoder's error was taken for a closed stdout: exit 1, and nothing written."""
+    from helpers import pmaps_cmd
+
+    def hostile(m):
+        m["comm"] = "c\ud8ffd"
+        m["vmas"][0][-1] = "/x\udc41\ud9ff"
+
+    bad = _rewrite_npz(snapshot, tmp_path / "surrogate.npz", hostile)
+    for fmt in ("text", "csv", "json", "ndjson"):
+        r = pmaps_cmd("--format", fmt, str(bad), "-q", check=False)
+        assert r.returncode == 0, (fmt, r.stderr)
+        assert "closed" not in r.stderr and len(r.stdout) > 200, fmt
+        if fmt in ("text", "csv"):
+            assert "\\ud9ff" in r.stdout and "\ud9ff" not in r.stdout, fmt
+    r = pmaps_cmd("--format", "text", "--summary", str(bad), check=False)
+    assert r.returncode == 0 and "\\udc41\\ud9ff" in r.stdout
+    r = pmaps_cmd("diff", str(bad), str(snapshot), check=False)
+    assert r.returncode == 0 and "c\\ud8ffd" in r.stdout
+
+
 # -- corrupt samples and recordings (.parquet) ----------------------------------------------
 @pytest.fixture(scope="module")
 def recording(sleeper, tmp_path_factory):
@@ -212,6 +235,27 @@ def test_corrupt_samples(run, recording, tmp_path):
         r = run("diff", str(bad), str(good))
         assert r.code == 6, (name, r.err)
         assert "corrupt pmaps sample" in one_line(r.err), name
+
+
+def test_lone_surrogate_in_a_recording(run, recording, tmp_path):
+    """A sample whose comm holds lone surrogates: diff shows it escaped, heatmap draws its title
+    with it escaped (matplotlib refused the text: a traceback)."""
+    pytest.importorskip("matplotlib")
+    from helpers import pmaps_cmd
+
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    for f in sorted(recording.iterdir()):
+        if f.name.startswith("sample-"):
+            _rewrite_sample(f, rec / f.name, _set("comm", "a\udc41b\ud9ffc"))
+        else:
+            (rec / f.name).write_bytes(f.read_bytes())
+    a, b = sorted(rec.glob("sample-*.parquet"))[:2]
+    r = pmaps_cmd("diff", str(a), str(b), check=False)
+    assert r.returncode == 0 and "a\\udc41b\\ud9ffc" in r.stdout, r.stderr
+    for ext in ("png", "svg", "html"):
+        r = run("heatmap", str(rec), "-o", str(tmp_path / f"h.{ext}"))
+        assert r.code == 0 and (tmp_path / f"h.{ext}").stat().st_size > 0, (ext, r.err)
 
 
 def test_heatmap_survives_a_damaged_manifest(run, recording, tmp_path):

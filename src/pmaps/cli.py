@@ -12,6 +12,7 @@ import contextlib
 import errno
 import importlib
 import os
+import re
 import signal
 import sys
 from typing import Any, TextIO, cast
@@ -131,6 +132,20 @@ class ClosedStream:
         return False
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udc7f\udd00-\udfff]")  # not the bytes surrogateescape writes back
+
+
+def _encodable(s: str, encoding: str) -> str:
+    """`s` with the lone surrogates an encoder refuses written as \\uNNNN (and, for an encoding
+    that cannot take the rest either, every unencodable character backslash-escaped)."""
+    s = _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", s)
+    try:
+        s.encode(encoding, "surrogateescape")
+    except UnicodeEncodeError:
+        s = s.encode(encoding, "backslashreplace").decode(encoding)
+    return s
+
+
 class GuardedOut:
     """stdout with its write errors tagged, so that main tells them from every other error."""
 
@@ -139,7 +154,13 @@ class GuardedOut:
 
     def write(self, s: str) -> int:
         try:
-            return cast(int, self._f.write(s))
+            try:
+                return cast(int, self._f.write(s))
+            except UnicodeEncodeError:
+                # Not a closed stdout (UnicodeEncodeError is a ValueError): a lone surrogate that
+                # only a crafted file holds (a JSON "\ud8ff" in a name), which no encoder writes.
+                # Written as \uNNNN, as printable() shows it; the rest of the output stands.
+                return cast(int, self._f.write(_encodable(s, getattr(self._f, "encoding", None) or "utf-8")))
         except OSError as e:
             raise OutputFailed(e) from e
         except ValueError as e:  # I/O on a closed file

@@ -9,9 +9,11 @@ import re
 # or a bidi override must not act. C0, DEL, C1 and the Unicode bidi controls are shown as \xNN
 # or \uNNNN; everything printable is kept. A byte that is not UTF-8 (a path holding 0x9b, which
 # some terminals take for CSI, or 0xff) arrives as a surrogate (decoded with surrogateescape) and
-# would be written back raw: it is shown as the byte, \xNN.
+# would be written back raw: it is shown as the byte, \xNN. Any other lone surrogate (only a
+# crafted file holds one: a JSON "\ud8ff") cannot be encoded at all: \uNNNN. (A backslash is
+# kept: a name may read like an escape, but printable() stays idempotent: callers apply it twice.)
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
-                          "\udc80-\udcff]")
+                          "\ud800-\udfff]")
 
 
 def _escape(m: re.Match[str]) -> str:
