@@ -188,6 +188,40 @@ def test_lone_surrogate_in_a_snapshot_name(snapshot, tmp_path):
     assert r.returncode == 0 and "c\\ud8ffd" in r.stdout
 
 
+def test_snapshot_deflate_bomb_is_refused_before_it_inflates(snapshot, tmp_path):
+    """Members of zeros deflate ~1000:1, under the zip ratio check: a 7 MB crafted file of seven
+    such members took 12.8 GB before "pages are not in address order". The page numbers must rise,
+    so they cannot deflate that well: that column is checked first, before anything is inflated;
+    the run is held to 600 MB of address space (a small snapshot needs less)."""
+    import resource
+    import zipfile
+
+
+    n = 1 << 25  # 256 MiB a member
+    z = dict(np.load(snapshot))
+    bomb = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED, allowZip64=True, compresslevel=1) as out:
+        for name, dtype in (("meta", None), ("vpn", "<u8"), ("pm", "<u8"), ("cat", "<u2")):
+            with out.open(name + ".npy", "w", force_zip64=True) as f:
+                if dtype is None:
+                    np.lib.format.write_array(f, z["meta"], allow_pickle=False)
+                    continue
+                np.lib.format.write_array_header_1_0(f, {"descr": dtype, "fortran_order": False, "shape": (n,)})
+                zero = bytes(16 << 20)
+                left = n * np.dtype(dtype).itemsize
+                while left > 0:
+                    f.write(zero[:left])
+                    left -= len(zero)
+    assert bomb.stat().st_size < 4 << 20
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (600 << 20, 600 << 20))
+
+    r = subprocess.run([sys.executable, "-m", "pmaps", str(bomb)], capture_output=True, text=True, preexec_fn=cap,
+                       env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, timeout=120)
+    assert r.returncode == 6 and "deflates more than an increasing column can" in one_line(r.stderr), r.stderr
+
+
 # -- corrupt samples and recordings (.parquet) ----------------------------------------------
 @pytest.fixture(scope="module")
 def recording(sleeper, tmp_path_factory):

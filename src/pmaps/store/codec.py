@@ -17,7 +17,7 @@ import struct
 import zipfile
 import zlib
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -378,49 +378,89 @@ def pack_npz(meta: dict[str, Any] | str, columns: dict[str, np.ndarray | None]) 
     return buf.getvalue()
 
 
-def _npy_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int) -> np.ndarray:
-    """One .npy member, its sizes checked before it is inflated: the zip's declared size must be
-    plausible for its compressed size, and the array header's shape and dtype must account for
-    exactly that size. Only 1-D integer and bool arrays are taken (never pickles)."""
+INCREASING_MAX_RATIO = 16  # a strictly increasing u64 column deflates ~5:1 (page numbers in runs)
+READ_CHUNK = 16 << 20  # a member is inflated into its array this much at a time: no second copy
+
+
+def _npy_header(z: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int) -> tuple[int, np.dtype[Any]]:
+    """(rows, dtype) of one .npy member, from its header alone: the zip's declared size must be
+    plausible for its compressed size, and the header's shape and dtype must account for exactly
+    that size. Only 1-D integer and bool arrays are taken (never pickles)."""
     if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):  # numpy writes only these
         raise ValueError(f"member {info.filename} has compression method {info.compress_type}")
     if info.file_size > cap or info.file_size > DEFLATE_MAX_RATIO * info.compress_size + 4096:
         raise ValueError(f"member {info.filename} declares {info.file_size} bytes: too large")
-    fmt = np.lib.format
     with z.open(info) as f:
-        version = fmt.read_magic(f)
-        if version == (1, 0):
-            shape, _fortran, dtype = fmt.read_array_header_1_0(f, max_header_size=4096)
-        elif version == (2, 0):
-            shape, _fortran, dtype = fmt.read_array_header_2_0(f, max_header_size=4096)
-        else:
-            raise ValueError(f"member {info.filename}: npy version {version}")
-        if len(shape) != 1 or dtype.kind not in "uib" or dtype.itemsize > 8 or dtype.hasobject:
-            raise ValueError(f"member {info.filename} is not a 1-D integer array ({dtype}, shape {shape})")
-        n = shape[0]
-        if not 0 <= n <= MAX_ROWS or f.tell() + n * dtype.itemsize != info.file_size:
-            raise ValueError(f"member {info.filename}: its header does not match its size")
-        data = f.read(n * dtype.itemsize)
-    if len(data) != n * dtype.itemsize:
+        n, dtype = _read_header(f, info)
+    return n, dtype
+
+
+def _read_header(f: IO[bytes], info: zipfile.ZipInfo) -> tuple[int, np.dtype[Any]]:
+    fmt = np.lib.format
+    version = fmt.read_magic(f)
+    if version == (1, 0):
+        shape, _fortran, dtype = fmt.read_array_header_1_0(f, max_header_size=4096)
+    elif version == (2, 0):
+        shape, _fortran, dtype = fmt.read_array_header_2_0(f, max_header_size=4096)
+    else:
+        raise ValueError(f"member {info.filename}: npy version {version}")
+    if len(shape) != 1 or dtype.kind not in "uib" or dtype.itemsize > 8 or dtype.hasobject:
+        raise ValueError(f"member {info.filename} is not a 1-D integer array ({dtype}, shape {shape})")
+    n = shape[0]
+    if not 0 <= n <= MAX_ROWS or f.tell() + n * dtype.itemsize != info.file_size:
+        raise ValueError(f"member {info.filename}: its header does not match its size")
+    return n, dtype
+
+
+def _npy_member(z: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
+    """One .npy member (its header checked by _npy_header), inflated straight into its array."""
+    with z.open(info) as f:
+        n, dtype = _read_header(f, info)
+        out = np.empty(n, dtype=dtype)
+        view = out.view(np.uint8).data  # any byte order: the bytes as stored
+        got = 0
+        while got < len(view):
+            chunk = f.read(min(READ_CHUNK, len(view) - got))
+            if not chunk:
+                break
+            view[got:got + len(chunk)] = chunk
+            got += len(chunk)
+    if got != len(view):
         raise ValueError(f"member {info.filename} is truncated")
-    return np.frombuffer(data, dtype=dtype).copy()
+    return out
 
 
-def unpack_npz(data: bytes, schema: str, vmas: bool = False) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def unpack_npz(data: bytes, schema: str, vmas: bool = False, increasing: str | None = None
+               ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """(meta, columns) of a pack_npz file; ValueError when the schema is not `schema`. Columns are
-    checked to be 1-D integer arrays of one length, every size before anything is inflated. With
-    `vmas`, meta's "vmas" may come as a VmaTable (loads_json_vmas)."""
+    checked to be 1-D integer arrays of one length from their headers before any is inflated, and
+    the `increasing` column (a snapshot's page numbers) is inflated first and must rise strictly:
+    it cannot deflate much (INCREASING_MAX_RATIO), so it bounds what a small file makes the others
+    inflate to (a crafted 7 MB file of zero-filled members took 12.8 GB before it was refused).
+    With `vmas`, meta's "vmas" may come as a VmaTable (loads_json_vmas)."""
     with zipfile.ZipFile(io.BytesIO(data)) as z:
         infos = z.infolist()
         if len(infos) > 16 or len({i.filename for i in infos}) != len(infos):
             raise ValueError("not the members of a pmaps file")
         if sum(i.file_size for i in infos) > 8 * MAX_ROWS * 8:
             raise ValueError("members declare more data than a pmaps file holds")
-        arrays = {}
         for info in infos:
             if not info.filename.endswith(".npy"):
                 raise ValueError(f"unexpected member {info.filename[:40]!r}")
-            arrays[info.filename[:-4]] = _npy_member(z, info, MAX_META if info.filename == "meta.npy" else 8 * MAX_ROWS)
+        rows = {i.filename[:-4]: _npy_header(z, i, MAX_META if i.filename == "meta.npy" else 8 * MAX_ROWS)[0]
+                for i in infos}
+        col_rows = {k: n for k, n in rows.items() if k != "meta"}
+        if len(set(col_rows.values())) > 1:
+            raise ValueError("columns of different lengths: " + ", ".join(f"{k} {n}" for k, n in col_rows.items()))
+        order = sorted(infos, key=lambda i: i.filename[:-4] != increasing)  # that one first
+        arrays = {}
+        for info in order:
+            name = info.filename[:-4]
+            if name == increasing and info.file_size > INCREASING_MAX_RATIO * info.compress_size + 4096:
+                raise ValueError(f"column {name} deflates more than an increasing column can")
+            arrays[name] = a = _npy_member(z, info)
+            if name == increasing and len(a) > 1 and not bool((a[1:] > a[:-1]).all()):
+                raise ValueError("pages are not in address order")
     if "meta" not in arrays:
         raise ValueError("no metadata")
     meta = (loads_json_vmas if vmas else loads_json)(arrays.pop("meta").astype(np.uint8).tobytes())

@@ -78,14 +78,15 @@ def _decode(data: bytes, name: str) -> tuple[int, str, VmaTable, Pages, Known, f
     """A snapshot file's fields, checked; BadSnapshot on anything malformed."""
     try:
         with collector_paused():  # the VMA list's objects made and dropped unseen by the collector
-            meta, cols = unpack_npz(data, SCHEMA, vmas=True)
+            meta, cols = unpack_npz(data, SCHEMA, vmas=True, increasing="vpn")
             table = decode_vma_table(meta.pop("vmas"))
         for k in ("vpn", "pm", "cat"):
             if k not in cols:
                 raise ValueError(f"no {k} column")
         if (cols["cat"].astype(np.int64) >> 16).any() or (cols["cat"] < 0).any():
             raise ValueError("column cat holds values beyond 16 bits")
-        pages = Pages(cols["vpn"].astype(np.uint64), cols["pm"].astype(np.uint64), cols["cat"].astype(np.uint16),
+        pages = Pages(cols["vpn"].astype(np.uint64, copy=False), cols["pm"].astype(np.uint64, copy=False),
+                      cols["cat"].astype(np.uint16, copy=False),
                       _u64(cols.get("kflags")), _u64(cols.get("kcount")),
                       None if cols.get("idle") is None else cols["idle"].astype(bool), _u64(cols.get("kcgroup")))
         if len(pages) > 1 and not (pages.vpn[1:] > pages.vpn[:-1]).all():
@@ -101,7 +102,7 @@ def _decode(data: bytes, name: str) -> tuple[int, str, VmaTable, Pages, Known, f
 
 
 def _u64(a: np.ndarray | None) -> np.ndarray | None:
-    return None if a is None else a.astype(np.uint64)
+    return None if a is None else a.astype(np.uint64, copy=False)
 
 
 def check_inside(vpn: np.ndarray, vmas: list[Vma] | VmaTable) -> None:
