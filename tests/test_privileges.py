@@ -90,3 +90,24 @@ def test_root_without_cap_sys_admin(tmp_path):
         a = {v["start"]: v for v in proc["vmas"]}[mc.regions["a"]["start"]]["ranges"]
         assert sum(x["count"] for x in a) == 64
         assert all(x["flags"] == "???????" and x["mapcount"] is None for x in a)
+
+
+def test_folios_of_a_snapshot_saved_without_root(nobody_child):
+    """A snapshot nobody saved has no kpageflags or PFNs: `--folios` of it says so (exit 5), even
+    as root, who cannot add them now (it said "run as root", exit 4)."""
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    d = Path(tempfile.mkdtemp(prefix="pmaps-nobody-"))  # under /tmp: nobody reaches it
+    try:
+        os.chown(d, 65534, 65534)
+        snap = d / "s.npz"
+        pmaps_cmd("save", str(nobody_child.pid), "-o", str(snap), user=True)
+        r = pmaps_cmd("show", "--folios", str(snap), check=False)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    assert r.returncode == 5 and "this snapshot has none" in r.stderr and len(r.stderr.splitlines()) == 1
+    r = pmaps_cmd("show", "--folios", str(nobody_child.pid), user=True, check=False)
+    assert r.returncode == 4 and "run as root" in r.stderr

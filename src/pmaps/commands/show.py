@@ -189,7 +189,7 @@ def folio_summary(src: PageSource, caps: capsmod.Caps) -> ProcessFolios:
     from ..analysis.folios import blocks_from_pages, folio_of, folio_rows
     from ..collector import Process
     from ..collector.folios import read_folio_blocks
-    from ..errors import AccessDenied
+    from ..errors import AccessDenied, Unsupported
     from ..kernel import caps as capsmod
     from ..model import Snapshot
     from ..render.folios import ProcessFolios
@@ -197,6 +197,8 @@ def folio_summary(src: PageSource, caps: capsmod.Caps) -> ProcessFolios:
     snap = src.snapshot() if isinstance(src, Process) else src
     assert isinstance(snap, Snapshot)
     if not (snap.known.flags and snap.known.pfn):
+        if not isinstance(src, Process):  # a file saved without them: root now cannot add them
+            raise Unsupported("--folios needs kpageflags and PFNs: this snapshot has none (saved without root)")
         raise AccessDenied("--folios needs kpageflags and PFNs: run as root (CAP_SYS_ADMIN)", snap.pid)
     p = snap.pages
     pres = p.present
