@@ -1,10 +1,13 @@
 """pmaps exporter against a real Prometheus (Debian's `prometheus`, tests/setup-system.sh installs it):
 Prometheus scrapes the exporter on loopback and its query API must return a known child's
 smaps_rollup figures. Also promtool's lint, bounded series under process churn, TLS + bcrypt basic
-auth, bad --listen, and clean SIGTERM."""
+auth (whose timing does not tell user names), bad --listen and config files (exit codes), clean
+SIGTERM, /metrics on its path only, and a server that idle, slow or flooding clients cannot exhaust."""
 from __future__ import annotations
 
 import base64
+import gzip
+import http.client
 import json
 import os
 import shutil
@@ -13,6 +16,8 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -22,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from helpers import NOBODY, ROOT
+from helpers import NOBODY, ROOT, pmaps_cmd
 from memchild import MemChild
 from test_swap import swapfile  # noqa: F401  (the fixture: make, enable, then remove a swap file)
 
@@ -326,19 +331,48 @@ def test_bad_tls_and_auth_files(run, tmp_path):
     os.mkfifo(fifo)
     big = tmp_path / "big"
     big.write_bytes(b"#" * (2 << 20))
-    for argv, msg in [(["--basic-auth-file", str(bad)], "BCRYPT"),
-                      (["--basic-auth-file", str(tmp_path / "none")], "cannot read"),
-                      (["--tls-cert", str(bad)], "go together"),
-                      (["--tls-cert", str(bad), "--tls-key", str(bad)], "cannot load"),
-                      # Never read without end nor blocked on: /dev/zero, a FIFO, a directory.
-                      (["--basic-auth-file", "/dev/zero"], "a character device, not a credentials file"),
-                      (["--basic-auth-file", str(fifo)], "a FIFO, not a credentials file"),
-                      (["--basic-auth-file", str(tmp_path)], "a directory, not a credentials file"),
-                      (["--basic-auth-file", str(big)], "more than a credentials file can be"),
-                      (["--tls-cert", "/dev/zero", "--tls-key", str(bad)], "--tls-cert: /dev/zero: a character"),
-                      (["--tls-cert", str(bad), "--tls-key", str(fifo)], "--tls-key: " + str(fifo) + ": a FIFO")]:
+    # docs/formats.md, "Exit codes": a file that cannot be read 1; one that is a FIFO, a device, a
+    # directory or over the size cap 6; a file whose content is not what the option needs 2 (usage).
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"\xffscraper: $2b$04$x\n")
+    for argv, msg, code in [(["--basic-auth-file", str(bad)], "BCRYPT", 2),
+                            (["--basic-auth-file", str(binary)], "not UTF-8 text", 2),
+                            (["--basic-auth-file", str(tmp_path / "none")], "--basic-auth-file: cannot read", 1),
+                            (["--tls-cert", str(bad)], "go together", 2),
+                            (["--tls-cert", str(bad), "--tls-key", str(bad)], "cannot load", 2),
+                            (["--tls-cert", str(tmp_path / "none"), "--tls-key", str(bad)], "--tls-cert: cannot read",
+                             1),
+                            (["--tls-cert", str(bad), "--tls-key", str(tmp_path / "none")], "--tls-key: cannot read",
+                             1),
+                            # Never read without end nor blocked on: /dev/zero, a FIFO, a directory.
+                            (["--basic-auth-file", "/dev/zero"], "a character device, not a credentials file", 6),
+                            (["--basic-auth-file", str(fifo)], "a FIFO, not a credentials file", 6),
+                            (["--basic-auth-file", str(tmp_path)], "a directory, not a credentials file", 6),
+                            (["--basic-auth-file", str(big)], "more than a credentials file can be", 6),
+                            (["--tls-cert", "/dev/zero", "--tls-key", str(bad)], "--tls-cert: /dev/zero: a character",
+                             6),
+                            (["--tls-cert", str(bad), "--tls-key", str(fifo)], "--tls-key: " + str(fifo) + ": a FIFO",
+                             6)]:
         r = run("exporter", "--listen", "127.0.0.1:0", *argv)
-        assert r.code == 2 and len(r.err.strip().splitlines()) == 1 and msg in r.err, (argv, r.err)
+        assert r.code == code and len(r.err.strip().splitlines()) == 1 and msg in r.err, (argv, r.code, r.err)
+
+
+def test_unreadable_auth_and_key_files_exit_1(tls_files):
+    """A root-only --basic-auth-file or --tls-key (as keys usually are), the exporter run as another
+    user: exit 1, "a file that cannot be read" (docs/formats.md), not 2."""
+    with tempfile.TemporaryDirectory() as t:  # under /tmp: another user can reach it (pytest's are 0700)
+        os.chmod(t, 0o755)
+        for name in ("users", "key.pem", "cert.pem"):
+            shutil.copy(tls_files / name, Path(t, name))
+            os.chmod(Path(t, name), 0o644 if name == "cert.pem" else 0o600)
+        user = os.geteuid() == 0  # as root, nobody is the other user; else the files are made unreadable
+        if not user:
+            os.chmod(Path(t, "users"), 0)
+            os.chmod(Path(t, "key.pem"), 0)
+        for argv, msg in [(["--basic-auth-file", f"{t}/users"], "--basic-auth-file: cannot read"),
+                          (["--tls-cert", f"{t}/cert.pem", "--tls-key", f"{t}/key.pem"], "--tls-key: cannot read")]:
+            r = pmaps_cmd("exporter", "--listen", "127.0.0.1:0", *argv, user=user, check=False)
+            assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and msg in r.stderr, (argv, r.stderr)
 
 
 def test_cpu_budget_stretches_interval(wait_for):
@@ -349,3 +383,233 @@ def test_cpu_budget_stretches_interval(wait_for):
         interval = s["pmaps_scan_interval_seconds"][0][1]
         assert cpu > 0 and interval == pytest.approx(max(0.1, cpu / 0.0005))
         assert interval > 0.1
+
+
+def _threads(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def _request(port: int, method: str, path: str) -> tuple[int, dict[str, str], bytes]:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        c.request(method, path)
+        r = c.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        c.close()
+
+
+def test_metrics_on_metrics_only_and_head(wait_for):
+    """/metrics only (it was served on every path): / points there, anything else is 404; HEAD is
+    GET without the body (it was 405)."""
+    with exporter("--interval", "60", "--pids", "1") as (_, port):
+        scrape(port, wait_for)
+        code, head, body = _request(port, "GET", "/metrics")
+        assert code == 200 and b"\npmaps_scans_total 1.0\n" in body
+        code, hhead, hbody = _request(port, "HEAD", "/metrics")
+        assert code == 200 and hbody == b"" and int(hhead["content-length"]) == len(body)
+        assert hhead["content-type"] == head["content-type"]
+        code, _, body = _request(port, "GET", "/")
+        assert code == 200 and b"/metrics" in body and b"pmaps_" not in body
+        for path in ("/anything", "/metrics/", "/metricsx", "/favicon.ico"):
+            code, _, body = _request(port, "GET", path)
+            assert code == 404 and b"pmaps_" not in body, path
+        assert _request(port, "HEAD", "/anything")[0] == 404
+        code, h, _ = _request(port, "POST", "/metrics")
+        assert code == 405 and "GET" in h["allow"] and "HEAD" in h["allow"]
+
+
+def test_idle_and_slow_clients_bounded(wait_for):
+    """300 connections that send half a request and wait: the handler threads stay bounded (they
+    were a thread each) and a scrape is answered at once; the listen backlog is not socketserver's 5;
+    a client that sends half a request, or trickles it, is cut off after REQUEST_TIMEOUT (one was
+    still served 45 s later)."""
+    from pmaps.commands._http import MAX_CONNECTIONS, REQUEST_TIMEOUT
+
+    with exporter("--interval", "60", "--pids", "1") as (exp, port):
+        scrape(port, wait_for)
+        base, fds = _threads(exp.pid), len(os.listdir(f"/proc/{exp.pid}/fd"))
+        if shutil.which("ss"):
+            line = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True).stdout.split()
+            assert int(line[2]) >= 128, line  # Send-Q of a listening socket: its backlog
+        held = []
+        try:
+            for _ in range(300):
+                s = socket.create_connection(("127.0.0.1", port), timeout=5)
+                s.sendall(b"GET /metrics HTTP/1.1\r\nX: ")
+                held.append(s)
+            time.sleep(0.5)
+            assert _threads(exp.pid) <= base + 2 * MAX_CONNECTIONS, _threads(exp.pid)
+            t0 = time.monotonic()
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                assert r.status == 200 and b"pmaps_scans_total" in r.read()
+            assert time.monotonic() - t0 < 5
+        finally:
+            for s in held:
+                s.close()
+        wait_for(lambda: _threads(exp.pid) <= base, "the held connections' threads to end", 10)
+        wait_for(lambda: len(os.listdir(f"/proc/{exp.pid}/fd")) <= fds, "the held connections to be closed", 10)
+
+        half = socket.create_connection(("127.0.0.1", port))
+        half.sendall(b"GET /metrics HTTP/1.1\r\n")
+        trickled: list[object] = []
+
+        def trickle() -> None:
+            """A header byte every 0.2 s: without a deadline on the whole request, never cut off."""
+            with socket.create_connection(("127.0.0.1", port)) as s:
+                s.sendall(b"GET /metrics HTTP/1.1\r\n")
+                end = time.monotonic() + REQUEST_TIMEOUT + 10
+                try:
+                    while time.monotonic() < end:
+                        s.sendall(b"X")
+                        time.sleep(0.2)
+                except OSError as e:
+                    trickled.append(e)
+
+        t = threading.Thread(target=trickle)
+        t.start()
+        try:
+            half.settimeout(REQUEST_TIMEOUT + 10)
+            try:
+                got = half.recv(100)
+            except ConnectionResetError:
+                got = b""
+            except TimeoutError:
+                raise AssertionError("half a request held its connection open") from None
+            assert got == b""  # closed without an answer
+        finally:
+            half.close()
+            t.join()
+        assert trickled, "a trickled request held its connection open"
+
+
+def test_exposition_serialized_once_per_scan(monkeypatch):
+    """A real server (in this process, to count): each scan's figures are serialized once per format,
+    whatever the number of scrapes (200 half requests that hung up were 200 serializations), and
+    again after the next scan."""
+    from pmaps.commands import _http as E
+    from pmaps.render.metrics import families
+
+    made: list[str] = []
+    encode = E.encode
+    monkeypatch.setattr(E, "encode", lambda fams, fmt: (made.append(fmt), encode(fams, fmt))[1])
+    published = [(1, families(None, {"scan_interval": 1.0}, {}, 0, 1))]
+    httpd = E.make_server("127.0.0.1", 0, E.metrics_app(E.Exposition(lambda: published[0])))
+    server = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05})
+    server.start()
+    try:
+        port = httpd.server_address[1]
+
+        def get(accept: str = "", encoding: str = "") -> bytes:
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/metrics",
+                                         headers={"Accept": accept, "Accept-Encoding": encoding})
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return bytes(r.read())
+
+        for _ in range(200):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(b"GET /metrics HTTP/1.1\r\nX: ")
+        om = "application/openmetrics-text; version=1.0.0"
+        texts = {get() for _ in range(20)}
+        oms = {get(om) for _ in range(20)}
+        gz = {get(encoding="gzip") for _ in range(5)}
+        assert len(texts) == len(oms) == len(gz) == 1
+        assert b"pmaps_scans_total 1.0" in next(iter(texts)) and next(iter(oms)).endswith(b"# EOF\n")
+        assert gzip.decompress(next(iter(gz))) == next(iter(texts))
+        wait_for_idle = time.monotonic() + 10
+        while httpd.slots.live and time.monotonic() < wait_for_idle:
+            time.sleep(0.01)
+        assert sorted(made) == ["openmetrics", "text"], made
+        published[0] = (2, families(None, {"scan_interval": 1.0}, {}, 0, 2))
+        assert b"pmaps_scans_total 2.0" in get() and b"pmaps_scans_total 2.0" in get()
+        assert sorted(made) == ["openmetrics", "text", "text"], made
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        server.join()
+
+
+def _basic(user: str, pw: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode()
+
+
+def _auth_app(users: dict[str, bytes]):
+    from pmaps.commands._http import basic_auth
+
+    def ok(environ, start_response):
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    app = basic_auth(ok, users)
+
+    def call(auth: str) -> str:
+        got = []
+        app({"HTTP_AUTHORIZATION": auth, "REQUEST_METHOD": "GET"}, lambda status, headers: got.append(status))
+        return got[0]
+
+    return call
+
+
+def test_basic_auth_unknown_user_checks_a_dummy_hash(monkeypatch):
+    """An unknown user costs a bcrypt check too, of a hash of the same cost (it answered in 1.4 ms
+    where a known user's wrong password took 276 ms: which names exist showed); only good checks
+    are cached."""
+    bcrypt = pytest.importorskip("bcrypt")
+    h = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(5))
+    checked: list[bytes] = []
+    checkpw = bcrypt.checkpw
+    monkeypatch.setattr(bcrypt, "checkpw", lambda pw, hh: (checked.append(hh), checkpw(pw, hh))[1])
+    call = _auth_app({"scraper": h})
+    assert call(_basic("nobody", "s3cret")).startswith("401")
+    assert len(checked) == 1 and checked[0] != h and checked[0][:7] == h[:7]  # $2b$05$: the same cost
+    assert call(_basic("scraper", "wrong")).startswith("401") and call(_basic("scraper", "wrong")).startswith("401")
+    assert checked[1:] == [h, h]  # failures are not cached
+    assert call(_basic("scraper", "s3cret")).startswith("200") and call(_basic("scraper", "s3cret")).startswith("200")
+    assert checked[3:] == [h]  # a good pair is, once checked
+    assert call(_basic("scrape", "s3cret")).startswith("401") and call(_basic("scraperx", "s3cret")).startswith("401")
+
+
+def test_basic_auth_checks_run_at_once(monkeypatch):
+    """No lock around bcrypt: 20 clients with wrong passwords delayed a good login by 3.1 s. Four
+    checks must be able to run together (each waits for the others at a barrier)."""
+    bcrypt = pytest.importorskip("bcrypt")
+    call = _auth_app({"scraper": bcrypt.hashpw(b"s3cret", bcrypt.gensalt(4))})
+    together = threading.Barrier(4, timeout=5)
+    broken: list[BaseException] = []
+
+    def meet(pw: bytes, h: bytes) -> bool:
+        try:
+            together.wait()
+        except threading.BrokenBarrierError as e:
+            broken.append(e)
+        return False
+
+    monkeypatch.setattr(bcrypt, "checkpw", meet)
+    clients = [threading.Thread(target=call, args=(_basic(u, "wrong"),)) for u in ("scraper", "scraper", "x", "y")]
+    for c in clients:
+        c.start()
+    for c in clients:
+        c.join()
+    assert not broken, "the checks ran one at a time"
+
+
+def test_basic_auth_time_does_not_tell_user_names(tmp_path):
+    """Through the server: an unknown user's 401 takes as long as a known user's wrong password (a
+    cost-11 hash, ~0.1 s; the unknown user's took ~1 ms). Medians, with a margin of 2x."""
+    bcrypt = pytest.importorskip("bcrypt")
+    users = tmp_path / "users"
+    users.write_text("scraper: " + bcrypt.hashpw(b"s3cret", bcrypt.gensalt(11)).decode() + "\n")
+    with exporter("--interval", "60", "--pids", "1", "--basic-auth-file", str(users)) as (_, port):
+
+        def took(user: str) -> float:
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers={"Authorization":
+                                                                                     _basic(user, "wrong")})
+            t0 = time.perf_counter()
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(req, timeout=10)
+            assert e.value.code == 401
+            return time.perf_counter() - t0
+
+        known = sorted(took("scraper") for _ in range(5))[2]
+        unknown = sorted(took("nobody") for _ in range(5))[2]
+        assert unknown > known / 2, (unknown, known)

@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import base64
 import ipaddress
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TextIO
 
 from ..analysis.exporter import BY
@@ -16,11 +14,9 @@ from ..errors import MissingExtra, PmapsError, UsageError
 from ..render.metrics import Family, families
 from . import Command, budget_interval, percent, positive, seconds, size
 from ._common import parse_pids, user_namer
+from ._http import Exposition, basic_auth, make_server, metrics_app
 
 DEFAULT_LISTEN = "127.0.0.1:9475"
-BCRYPT_MAX = 72  # bcrypt hashes at most 72 bytes of password; bcrypt >= 5 raises beyond that
-
-
 def parse_listen(text: str) -> tuple[str, int]:
     """HOST:PORT or [V6]:PORT -> (host, port)."""
     host, sep, port = text.rpartition(":")
@@ -43,6 +39,12 @@ def is_loopback(host: str) -> bool:
 CONFIG_CAP = 1 << 20  # bytes: a credentials or PEM file is a few kB
 
 
+def _for_option(opt: str, e: PmapsError) -> PmapsError:
+    """The same error (the same exit code), its message naming the option that gave the file."""
+    e.args = (f"{opt}: {e.args[0]}", *e.args[1:])
+    return e
+
+
 def load_users(path: str) -> dict[str, bytes]:
     """bcrypt users: htpasswd lines `user:$2y$...`, or Prometheus' web config `basic_auth_users:` map."""
     from ..store.files import read_regular
@@ -50,10 +52,10 @@ def load_users(path: str) -> dict[str, bytes]:
     try:
         # A regular file under a cap, never blocking (a FIFO) nor read without end (/dev/zero).
         text = read_regular(path, CONFIG_CAP, "credentials file").decode()
-    except UnicodeDecodeError as e:
-        raise UsageError(f"cannot read --basic-auth-file {path}: {e}") from None
-    except PmapsError as e:
-        raise UsageError(f"--basic-auth-file: {e}") from None
+    except UnicodeDecodeError as e:  # its content: the option's value is wrong (usage)
+        raise UsageError(f"--basic-auth-file {path}: not UTF-8 text (byte {e.start})") from None
+    except PmapsError as e:  # the file itself (missing, unreadable, a FIFO...): its own exit code, 1 or 6
+        raise _for_option("--basic-auth-file", e) from e.__cause__
     users: dict[str, bytes] = {}
     for n, line in enumerate(text.splitlines(), 1):
         s = line.strip()
@@ -69,53 +71,15 @@ def load_users(path: str) -> dict[str, bytes]:
     return users
 
 
-def basic_auth(app: Callable[..., Any], users: dict[str, bytes]) -> Callable[..., Any]:
-    """WSGI middleware: 401 unless the Authorization header matches a bcrypt hash. Good pairs are
-    cached (a cost-12 check takes ~0.2 s of CPU: once per scrape would blow the budget)."""
-    import bcrypt
-
-    good: set[tuple[str, bytes]] = set()
-    # One check at a time: wrong passwords (never cached) cost at most one core, whatever the clients.
-    one = threading.Lock()
-
-    def check(header: str) -> bool:
-        if not header.startswith("Basic "):
-            return False
-        try:
-            user, sep, pw = base64.b64decode(header[6:], validate=True).decode().partition(":")
-        except (ValueError, UnicodeDecodeError):
-            return False
-        h = users.get(user)
-        if not sep or h is None or len(pw.encode()) > BCRYPT_MAX:
-            return False
-        if (user, pw.encode()) in good:
-            return True
-        try:
-            with one:
-                ok = bcrypt.checkpw(pw.encode(), h)
-        except ValueError:
-            return False
-        if ok:
-            good.add((user, pw.encode()))
-        return ok
-
-    def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if check(environ.get("HTTP_AUTHORIZATION", "")):
-            return app(environ, start_response)
-        start_response("401 Unauthorized", [("WWW-Authenticate", 'Basic realm="pmaps"'),
-                                            ("Content-Type", "text/plain")])
-        return [b"unauthorized\n"]
-
-    return wrapped
-
-
 class Scanner:
     """The background scans: the last completed one, as metric families, is all a scrape reads."""
 
     def __init__(self, args: argparse.Namespace, err: TextIO) -> None:
         self.args, self.err = args, err
         self.stop = threading.Event()
-        self.fams: list[Family] = families(None, {"scan_interval": args.interval}, {}, 0, 0)
+        # (generation, families): one value, replaced whole by each completed scan, so that a scrape
+        # never pairs one scan's figures with another's generation (Exposition caches by generation).
+        self.published: tuple[int, list[Family]] = (0, families(None, {"scan_interval": args.interval}, {}, 0, 0))
         self.skipped: dict[str, int] = {}
         self.errors = self.scans = 0
         self.interval = args.interval
@@ -150,7 +114,7 @@ class Scanner:
             me["exporter_rss"] = read_rollup(os.getpid()).get("Rss", 0)
         except PmapsError:
             pass
-        self.fams = families(ex, me, self.skipped, self.errors, self.scans)
+        self.published = (self.published[0] + 1, families(ex, me, self.skipped, self.errors, self.scans))
 
     def loop(self) -> None:
         while not self.stop.is_set():
@@ -162,26 +126,6 @@ class Scanner:
                 self.err.write(f"pmaps: scan failed: {e}\n")
                 self.err.flush()
             self.stop.wait(max(0.0, start + self.interval - time.monotonic()))
-
-
-def _collector(scanner: Scanner) -> Any:
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-    class Collector:
-        """Serializes the last completed scan; never scans on the request path."""
-
-        def describe(self) -> list[Any]:
-            return []
-
-        def collect(self) -> Iterator[Any]:
-            for f in scanner.fams:
-                cls = GaugeMetricFamily if f.kind == "gauge" else CounterMetricFamily
-                m = cls(f.name, f.help, labels=list(f.labels))
-                for labels, value in f.samples:
-                    m.add_metric(list(labels), value)
-                yield m
-
-    return Collector()
 
 
 class Exporter(Command):
@@ -227,8 +171,7 @@ class Exporter(Command):
             raise UsageError("--tls-cert and --tls-key go together")
         host, port = parse_listen(args.listen)
         try:
-            from prometheus_client import CollectorRegistry, make_wsgi_app
-            from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
+            import prometheus_client  # noqa: F401
         except ImportError:
             raise MissingExtra("the exporter needs prometheus-client: pip install 'pmaps[exporter]'") from None
         users = load_users(args.basic_auth_file) if args.basic_auth_file else None
@@ -238,30 +181,14 @@ class Exporter(Command):
             except ImportError:
                 raise MissingExtra("--basic-auth-file needs bcrypt: pip install 'pmaps[exporter]'") from None
         ctx = self._tls(args) if args.tls_cert else None
-        from wsgiref.simple_server import make_server
-
         scanner = Scanner(args, err)
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(_collector(scanner))
-        app = make_wsgi_app(registry)
+        app = metrics_app(Exposition(lambda: scanner.published))
         if users is not None:
             app = basic_auth(app, users)
-        import socket
-
-        class Server(ThreadingWSGIServer):
-            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-
-            def handle_error(self, request: Any, client_address: Any) -> None:
-                """A client that hung up, or spoke plain HTTP to the TLS port: its problem, not a traceback."""
-
         try:
-            httpd = make_server(host, port, app, Server, handler_class=_SilentHandler)
+            httpd = make_server(host, port, app, ctx)
         except OSError as e:
             raise UsageError(f"cannot listen on {args.listen}: {e.strerror or e}") from None
-        if ctx is not None:
-            # Handshake in the request thread, not in accept(): one idle TCP client must not stall
-            # every scrape (the server's accept loop is single-threaded).
-            httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True, do_handshake_on_connect=False)
         stop = scanner.stop
         got: list[str] = []
 
@@ -311,15 +238,19 @@ class Exporter(Command):
 
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        from ..store.files import check_regular
+        from ..store.files import read_regular
 
         for opt, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
             try:
-                check_regular(path, CONFIG_CAP, "PEM file")  # ssl opens it: a FIFO would hang
+                # Read once here, where errors name the file (exit 1 unreadable, 6 not a regular file or
+                # too big): ssl opens it by name after, and a FIFO would hang it, /dev/zero exhaust it.
+                read_regular(path, CONFIG_CAP, "PEM file")
             except PmapsError as e:
-                raise UsageError(f"{opt}: {e}") from None
+                raise _for_option(opt, e) from e.__cause__
         try:
             ctx.load_cert_chain(args.tls_cert, args.tls_key)
-        except (OSError, ssl.SSLError) as e:
-            raise UsageError(f"cannot load --tls-cert/--tls-key: {getattr(e, 'strerror', None) or e}") from None
+        except ssl.SSLError as e:  # its content: not PEM, or a key that is not the certificate's (usage)
+            raise UsageError(f"cannot load --tls-cert/--tls-key: {e}") from None
+        except OSError as e:  # gone or unreadable since: a file that cannot be read
+            raise PmapsError(f"cannot read --tls-cert/--tls-key: {e.strerror or e}") from e
         return ctx
