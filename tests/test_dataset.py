@@ -316,6 +316,56 @@ def test_record_output_and_dataset_are_exclusive(tmp_path):
     assert "not allowed with" in r.stderr and not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("links", ["apart", "same", "date", "ranges"])
+def test_record_refuses_symlinked_partitions(tmp_path, links):
+    """A link below ROOT (host=, date=, _ranges) is refused, one line and exit 1, before anything
+    is written: record wrote root-owned files wherever the links pointed (and, both links to one
+    directory, failed with a misleading 'File exists'). ROOT itself may be a link."""
+    import datetime as dt
+
+    from pmaps.store.dataset import partition_value
+
+    host = f"host={partition_value(os.uname().nodename)}"
+    root, out = tmp_path / "fleet", tmp_path / "out"
+    (root / "_ranges").mkdir(parents=True)
+    targets = [out / "a", out / "b"]
+    for t in targets:
+        t.mkdir(parents=True)
+    if links == "apart":
+        (root / host).symlink_to(targets[0])
+        (root / "_ranges" / host).symlink_to(targets[1])
+    elif links == "same":
+        (root / host).symlink_to(targets[0])
+        (root / "_ranges" / host).symlink_to(targets[0])
+    elif links == "date":  # today's and tomorrow's (UTC): the run may cross midnight
+        (root / host).mkdir()
+        today = dt.datetime.now(dt.UTC).date()
+        for d in (today, today + dt.timedelta(days=1)):
+            (root / host / f"date={d}").symlink_to(targets[0])
+    else:
+        (root / "_ranges").rmdir()
+        (root / "_ranges").symlink_to(targets[1])
+    before = sorted(root.rglob("*"))
+    with MemChild(["a:anon:64K"]) as mc:
+        r = pmaps_cmd("record", str(mc.pid), "--dataset", str(root), "--count", "1", "-q", check=False)
+    one_line(r, 1)
+    assert "is a symbolic link, not a directory" in r.stderr and "File exists" not in r.stderr, r.stderr
+    assert not [f for f in out.rglob("*") if f not in targets], "written through a link"
+    assert sorted(root.rglob("*")) == before, "a directory or file made below ROOT"
+
+
+def test_record_into_a_linked_root(tmp_path):
+    """ROOT itself may be a symlink (the user's choice): the dataset is written where it points."""
+    real, link = tmp_path / "real", tmp_path / "link"
+    real.mkdir()
+    link.symlink_to(real)
+    with MemChild(["a:anon:64K"]) as mc:
+        pmaps_cmd("record", str(mc.pid), "--dataset", str(link), "--count", "1", "-q")
+    samples, ranges, temps = _published(real)
+    assert len(samples) == 1 and samples == ranges and not temps
+    assert all(d.stat().st_mode & 0o777 == 0o700 for d in real.rglob("*") if d.is_dir())
+
+
 # -- a write's two files: both or neither -----------------------------------------------------
 def _cols(n: int = 1) -> tuple[dict, dict]:
     """A samples row and a ranges row of one write (every column, dummy values)."""
@@ -341,15 +391,15 @@ def test_write_fails_between_the_files(tmp_path, monkeypatch):
     import pmaps.store.dataset_writer as ds
 
     calls = []
-    real = ds.save_bytes
+    real = ds._stage
 
-    def second_interrupted(path: str, data: bytes, *a: object) -> None:
-        calls.append(path)
+    def second_interrupted(dir_fd: int, tmp: str, data: bytes) -> None:
+        calls.append(tmp)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        real(path, data, *a)
+        real(dir_fd, tmp, data)
 
-    monkeypatch.setattr(ds, "save_bytes", second_interrupted)
+    monkeypatch.setattr(ds, "_stage", second_interrupted)
     cols, ranges = _cols()
     with pytest.raises(KeyboardInterrupt):
         ds.DatasetWriter(str(tmp_path / "ds"), "h").write(cols, 1.0e9, 42, 0, ranges)

@@ -5,6 +5,7 @@ The golden pair (time_a/time_b) runs anywhere; a live child recorded by `record 
 root (kpageflags)."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -300,3 +301,132 @@ def test_live_child_round_trip(run, tmp_path):
     # The ranges of the known regions: a's first 5 pages gone, t one THP-backed run (or 4K pages).
     for s, got in zip((s0, s1), back):
         assert got.vmas == s.vmas and np.array_equal(got.state, s.state) and np.array_equal(got.count, s.count)
+
+
+# -- damaged and oversized files: one line, exit 6, never a traceback nor gigabytes ------------
+def _part(root: Path, table: str = "", k: int = -1) -> Path:
+    """A part file of the samples table (or of `ranges` with table=RANGES_DIR), in sample order."""
+    return sorted((root / table).glob("host=*/date=*/part-*.parquet"), key=lambda f: f.name)[k]
+
+
+def _not_utf8(n: int) -> pa.Array:
+    """n strings of bytes that are not UTF-8 (0xff 0x9b), which pyarrow writes unchecked."""
+    offsets = pa.array(range(0, 2 * n + 1, 2), pa.int32()).buffers()[1]
+    return pa.Array.from_buffers(pa.string(), n, [None, offsets, pa.py_buffer(b"\xff\x9b" * n)])
+
+
+def _set_column(f: Path, name: str, value: object) -> None:
+    """Rewrite a part file with one column replaced: null, not UTF-8, or one value on every row."""
+    t = pq.read_table(f)
+    i, typ, n = t.schema.get_field_index(name), t.schema.field(name).type, len(t)
+    col = pa.nulls(n, typ) if value is None else _not_utf8(n) if value == "not utf-8" else pa.array([value] * n, typ)
+    pq.write_table(t.set_column(i, name, col), f)
+
+
+@pytest.mark.parametrize("table, column, value, why", [
+    # the audit's case: diff and heatmap sorted None with ints (TypeError) ...
+    ("", "time", None, "column time holds nulls"), ("", "comm", None, "column comm holds nulls"),
+    ("", "vma_start", None, "column vma_start holds nulls"), ("", "vma_size", None, "column vma_size holds nulls"),
+    ("", "seq", None, "column seq holds nulls"), ("", "boot_id", None, "column boot_id holds nulls"),
+    ("", "pid", None, "column pid holds nulls"), ("", "start_ticks", None, "column start_ticks holds nulls"),
+    ("", "vma_index", None, "column vma_index holds nulls"), ("", "perms", None, "column perms holds nulls"),
+    ("ranges", "vma_start", None, "column vma_start holds nulls"), ("ranges", "page", None, "column page holds nulls"),
+    # ... or decoded a string column that is not UTF-8 (UnicodeDecodeError)
+    ("", "comm", "not utf-8", "column comm holds text that is not UTF-8"),
+    ("", "path", "not utf-8", "column path holds text that is not UTF-8"),
+    ("", "boot_id", "not utf-8", "column boot_id holds text that is not UTF-8"),
+    ("", "perms", "not utf-8", "column perms holds text that is not UTF-8"),
+    ("", "known", "not utf-8", "column known holds text that is not UTF-8"),
+    ("ranges", "vma_start", "not utf-8", "column vma_start holds text that is not UTF-8"),
+    # values no pmaps writes: a time past 2^40 s (iso_us would overflow), pid 0, a path past the cap
+    ("", "time", 1 << 62, "column time holds 4611686018427387904, out of range"),
+    ("", "pid", 0, "column pid holds 0, out of range"),
+    ("", "path", "/" + "x" * 20000, "column path holds a text of 20001 bytes"),
+])
+def test_corrupt_rows_are_one_line(run, golden_ds, tmp_path, table, column, value, why):
+    """A null where pmaps always writes a value, text that is not UTF-8 or a value out of range:
+    one line naming the file and what is wrong, exit 6 (as `pmaps query` on the same data)."""
+    from pmaps.store.dataset import RANGES_DIR
+
+    f = _part(golden_ds, RANGES_DIR if table else "")
+    _set_column(f, column, value)
+    argv = [("diff", str(golden_ds))]
+    if importlib.util.find_spec("matplotlib"):
+        argv.append(("heatmap", str(golden_ds), "-o", str(tmp_path / "h.png")))
+    for a in argv:
+        r = run(*a)
+        assert r.code == 6 and r.err.count("\n") == 1 and "Traceback" not in r.err, (a, r.err)
+        assert f"corrupt dataset file {f.relative_to(golden_ds)} ({why})" in r.err, (a, r.err)
+
+
+def _copies(f: Path, n: int, into: Path) -> None:
+    """A part file `into` of n copies of the first row of `f` (the same sample): zstd makes it
+    a few kilobytes, as the audit's 0.7 MB of 4 M rows."""
+    t = pq.read_table(f)
+    pq.write_table(t.take(pa.array(np.zeros(n, np.int64))), into, compression="zstd")
+
+
+def _peak(fn):  # -> (fn(), the peak of Python's allocations while it ran: objects, numpy arrays)
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        return fn(), tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_sample_rows_past_the_cap_are_refused_unread(run, golden_ds, monkeypatch):
+    """A sample with more VMA rows than a sample holds (MAX_VMAS, lowered here) is corrupt, said
+    before its rows are read: copies of one row made 4 M Python objects per column (5.3 GB)."""
+    from pmaps.store import dataset
+
+    monkeypatch.setattr(dataset, "MAX_VMAS", 50_000)
+    last = _part(golden_ds)
+    _copies(last, 300_000, last.with_name(last.name[:-len("000001.parquet")] + "000099.parquet"))
+    n = pq.read_metadata(last).num_rows + 300_000
+    for argv in (("diff", str(golden_ds)), ("diff", str(golden_ds), "--at", "1", "--at", "0")):
+        r, peak = _peak(lambda a=argv: run(*a))
+        assert r.code == 6 and r.err.count("\n") == 1, r.err
+        assert f"at 1970-01-01T00:16:42.500000Z: corrupt dataset rows ({n} VMA rows: more than a sample holds, 50000)" \
+            in r.err, r.err
+        assert peak < 16 << 20, peak  # was 300,000 rows x 13 columns of Python objects
+    r = run("diff", str(golden_ds), "--at", "0", "--at", "0")  # the other sample still reads
+    assert r.code == 0 and "no page changed state" in r.out, r.err
+
+
+def test_range_rows_past_those_written_are_refused_early(run, golden_ds):
+    """More range rows than the sample says it wrote: refused at the first batch past them, not
+    once all are read (50 M copies of one row, 2.8 MB, took 11.8 GB)."""
+    from pmaps.store.dataset import RANGES_DIR
+
+    last = _part(golden_ds, RANGES_DIR)
+    bomb = last.with_name(last.name[:-len("000001.parquet")] + "000099.parquet")
+    _copies(last, 300_000, bomb)
+    r, peak = _peak(lambda: run("diff", str(golden_ds)))
+    assert r.code == 6 and r.err.count("\n") == 1, r.err
+    assert f"corrupt dataset rows (more than 9 range rows, the last in {bomb.relative_to(golden_ds)})" in r.err, r.err
+    assert peak < 16 << 20, peak  # was a Python string per range row and their sort
+
+
+def test_ranges_declared_past_the_cap(run, golden_ds, monkeypatch):
+    """A sample declaring more range rows than a sample file may hold (MAX_ROWS, lowered here)."""
+    from pmaps.store import dataset
+
+    monkeypatch.setattr(dataset, "MAX_ROWS", 5)
+    r = run("diff", str(golden_ds))
+    assert r.code == 6 and r.err.count("\n") == 1, r.err
+    assert f"corrupt dataset file {_part(golden_ds).relative_to(golden_ds)} (column ranges holds 9, out of range)" \
+        in r.err, r.err
+
+
+def test_copies_of_a_vma_row_stop_at_the_second(run, golden_ds):
+    """Under the cap, copies of one VMA row are refused as they come (a vma_index seen twice),
+    not once all are read and converted (the old path: 13 Python objects a row)."""
+    last = _part(golden_ds)
+    bomb = last.with_name(last.name[:-len("000001.parquet")] + "000099.parquet")
+    _copies(last, 300_000, bomb)
+    r, peak = _peak(lambda: run("diff", str(golden_ds)))
+    assert r.code == 6 and r.err.count("\n") == 1, r.err
+    assert f"corrupt dataset rows (VMA rows are not numbered 0..n-1: {bomb.relative_to(golden_ds)})" in r.err, r.err
+    assert peak < 16 << 20, peak

@@ -5,8 +5,10 @@ layout, schema and readers are in store.dataset."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
+import stat
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -15,9 +17,10 @@ from typing import Any
 from ..errors import PmapsError
 from .codec import reason
 from .dataset import OBJECT_STORES, RANGE_COLUMNS, RANGES_DIR, filesystem, local_path, partition_value, table_bytes
-from .files import file_errors, save_bytes
+from .files import file_errors, kind_of
 
 HELD = (signal.SIGINT, signal.SIGTERM)
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 @contextlib.contextmanager
@@ -58,8 +61,12 @@ class DatasetWriter:
             self.fs, self.path = filesystem(root)
 
     def _dir(self, when: float, table: str = "") -> str:
-        sub = f"/{table}" if table else ""
-        return f"{self.path.rstrip('/')}{sub}/host={self.host}/date={time.strftime('%Y-%m-%d', time.gmtime(when))}"
+        return "/".join([self.path.rstrip("/"), *self._parts(when, table)])
+
+    def _parts(self, when: float, table: str = "") -> list[str]:
+        """The directories of a write below ROOT: [_ranges,] host=H, date=D."""
+        date = time.strftime("%Y-%m-%d", time.gmtime(when))
+        return [*([table] if table else []), f"host={self.host}", f"date={date}"]
 
     def write(self, cols: dict[str, list[Any]], when: float, pid: int, seq: int,
               ranges: dict[str, Any] | Iterable[dict[str, Any]] | None = None) -> tuple[str, int]:
@@ -81,42 +88,62 @@ class DatasetWriter:
         ranges are missing). The ranges file is published first: only a kill -9 between the two
         can leave it alone. Returns (the samples file's path, the bytes of both)."""
         name = self.part_name(when, pid, seq)
-        files = [(self._dir(when, RANGES_DIR), ranges)] if ranges is not None else []
-        files.append((self._dir(when), samples))
+        files = ([(RANGES_DIR, ranges)] if ranges is not None else []) + [("", samples)]  # (table, bytes)
         if self.fs is None:
-            self._put_local(name, files)
+            self._put_local(name, when, files)
         else:
-            self._put_remote(name, files)
+            self._put_remote(name, [(self._dir(when, t), data) for t, data in files])
         return f"{self._dir(when)}/{name}", sum(len(data) for _, data in files)
 
-    def _put_local(self, name: str, files: list[tuple[str, bytes]]) -> None:
-        # Each file whole under a hidden name (readers skip dot-files; write_new: temp, fsync), then
-        # the two links, with SIGINT/SIGTERM held for them only: the slow part stays interruptible.
-        staged: list[str] = []
+    def _put_local(self, name: str, when: float, files: list[tuple[str, bytes]]) -> None:
+        # Each file whole under a hidden name (readers skip dot-files; temp, fsync), then the two
+        # links, with SIGINT/SIGTERM held for them only: the slow part stays interruptible. Every
+        # step is relative to a directory descriptor opened from ROOT down without following a
+        # link (_walk): a symlink below ROOT is refused before anything is written (ROOT itself
+        # may be one: the user's choice), and one swapped in meanwhile cannot redirect a write.
+        dirs = [(self._dir(when, t), self._parts(when, t)) for t, _ in files]
+        with file_errors(self.path, "create"):
+            _makedirs(self.path)
+        fds: list[int] = []
+        staged: list[tuple[int, str]] = []
         try:
-            for d, data in files:
-                with file_errors(d, "create"):
-                    _makedirs(d)
-                staged.append(f"{d}/.{name}.{os.urandom(6).hex()}.pending")
-                save_bytes(staged[-1], data, 0o600)
-            done: list[str] = []
+            with file_errors(self.path, "open"):
+                root = os.open(self.path, DIR_FLAGS)
+            try:
+                for _, parts in dirs:  # every existing directory checked before any is made
+                    _walk(root, parts, self.path, create=False)
+                for _, parts in dirs:
+                    fd = _walk(root, parts, self.path, create=True)
+                    assert fd is not None
+                    fds.append(fd)
+            finally:
+                os.close(root)
+            for fd, (d, _), (_, data) in zip(fds, dirs, files):
+                staged.append((fd, f".{name}.{os.urandom(6).hex()}.pending"))
+                with file_errors(f"{d}/{name}", "write"):
+                    _stage(fd, staged[-1][1], data)
+            done: list[tuple[int, str]] = []
             with signals_held():
                 try:
-                    for tmp, (d, _) in zip(staged, files):
+                    for (fd, tmp), (d, _) in zip(staged, dirs):
                         with file_errors(f"{d}/{name}", "write"):
-                            os.link(tmp, f"{d}/{name}")  # never replaces: a name no other write has
-                        done.append(f"{d}/{name}")
+                            # never replaces: a name no other write has
+                            os.link(tmp, name, src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)
+                        done.append((fd, name))
                 except BaseException:
-                    for path in done:  # the first file without the second: neither
+                    for fd, path in done:  # the first file without the second: neither
                         with contextlib.suppress(OSError):
-                            os.unlink(path)
+                            os.unlink(path, dir_fd=fd)
                     raise
-            for d, _ in files:
-                _sync_dir(d)
-        finally:
-            for tmp in staged:
+            for fd in fds:
                 with contextlib.suppress(OSError):
-                    os.unlink(tmp)
+                    os.fsync(fd)  # best effort: a crash then keeps the names
+        finally:
+            for fd, tmp in staged:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=fd)
+            for fd in fds:
+                os.close(fd)
 
     def _put_remote(self, name: str, files: list[tuple[str, bytes]]) -> None:
         # An object store has no rename: each object is published on close, so SIGINT/SIGTERM are
@@ -150,11 +177,55 @@ def _makedirs(d: str) -> None:
         os.makedirs(p, mode=0o700, exist_ok=True)
 
 
-def _sync_dir(d: str) -> None:
-    """fsync a directory after links in it (best effort: a crash then keeps the names)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
+def _walk(root: int, parts: list[str], shown: str, create: bool) -> int | None:
+    """With `create`, a descriptor of the directory root/parts[0]/parts[1]/..., each made 0700
+    when missing and entered without following a link (O_NOFOLLOW); without it, None once those
+    that exist are checked. PmapsError (exit 1) at a symlink or a file that is not a directory: a
+    dataset's directories below ROOT are never links out of it."""
+    fd = root
+    try:
+        for part in parts:
+            shown = f"{shown.rstrip('/')}/{part}"
+            if create:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o700, dir_fd=fd)
+            try:
+                nfd = os.open(part, DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+            except FileNotFoundError:
+                if create:
+                    raise
+                break  # the rest is made later
+            except OSError as e:  # ELOOP: a symlink (O_NOFOLLOW); ENOTDIR: a file
+                if e.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                mode = os.stat(part, dir_fd=fd, follow_symlinks=False).st_mode
+                what = "a regular file" if stat.S_ISREG(mode) else kind_of(mode)
+                raise PmapsError(f"cannot write into {shown}: it is {what}, not a directory (a dataset's "
+                                 "directories below ROOT must be real ones)", path=shown) from None
+            if fd != root:
+                os.close(fd)
+            fd = nfd
+    except BaseException as e:
+        if fd != root:
             os.close(fd)
+        if isinstance(e, OSError):
+            raise PmapsError(f"cannot write into {shown}: {e.strerror or e}", path=shown) from e
+        raise
+    if create:
+        return fd
+    if fd != root:
+        os.close(fd)
+    return None
+
+
+def _stage(dir_fd: int, tmp: str, data: bytes) -> None:
+    """Write `data` to a new file `tmp` (0600, never through a link) in this directory, fsync'd."""
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+    try:
+        os.fchmod(fd, 0o600)  # the umask must not widen or narrow what pmaps promises
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
