@@ -81,7 +81,7 @@ def test_diff_from_dataset_is_the_golden_diff(run, golden_ds, fmt, monkeypatch):
 
 def test_samples_round_trip(golden_ds):
     """Every column of a sample comes back from the dataset (PFNs are never stored)."""
-    from pmaps.store.dataset import DatasetReader
+    from pmaps.store.dataset_reader import DatasetReader
 
     r = DatasetReader(str(golden_ds))
     assert r.hosts() == ["alpha"]
@@ -379,9 +379,9 @@ def _peak(fn):  # -> (fn(), the peak of Python's allocations while it ran: objec
 def test_sample_rows_past_the_cap_are_refused_unread(run, golden_ds, monkeypatch):
     """A sample with more VMA rows than a sample holds (MAX_VMAS, lowered here) is corrupt, said
     before its rows are read: copies of one row made 4 M Python objects per column (5.3 GB)."""
-    from pmaps.store import dataset
+    from pmaps.store import dataset_reader
 
-    monkeypatch.setattr(dataset, "MAX_VMAS", 50_000)
+    monkeypatch.setattr(dataset_reader, "MAX_VMAS", 50_000)
     last = _part(golden_ds)
     _copies(last, 300_000, last.with_name(last.name[:-len("000001.parquet")] + "000099.parquet"))
     n = pq.read_metadata(last).num_rows + 300_000
@@ -411,9 +411,9 @@ def test_range_rows_past_those_written_are_refused_early(run, golden_ds):
 
 def test_ranges_declared_past_the_cap(run, golden_ds, monkeypatch):
     """A sample declaring more range rows than a sample file may hold (MAX_ROWS, lowered here)."""
-    from pmaps.store import dataset
+    from pmaps.store import dataset_reader
 
-    monkeypatch.setattr(dataset, "MAX_ROWS", 5)
+    monkeypatch.setattr(dataset_reader, "MAX_ROWS", 5)
     r = run("diff", str(golden_ds))
     assert r.code == 6 and r.err.count("\n") == 1, r.err
     assert f"corrupt dataset file {_part(golden_ds).relative_to(golden_ds)} (column ranges holds 9, out of range)" \

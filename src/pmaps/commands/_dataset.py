@@ -176,7 +176,8 @@ class Selection:
     """One process of a dataset chosen by --host/--pid/--start-ticks, and its reader."""
 
     def __init__(self, root: str, args: argparse.Namespace) -> None:
-        from ..store.dataset import DatasetReader, partition_value
+        from ..store.dataset import partition_value
+        from ..store.dataset_reader import DatasetReader
 
         self.root = check_root(root)
         self.reader = DatasetReader(root)
