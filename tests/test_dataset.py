@@ -391,7 +391,7 @@ def test_write_fails_between_the_files(tmp_path, monkeypatch):
     import pmaps.store.dataset_writer as ds
 
     calls = []
-    real = ds._stage
+    real = ds.stage
 
     def second_interrupted(dir_fd: int, tmp: str, data: bytes) -> None:
         calls.append(tmp)
@@ -399,7 +399,7 @@ def test_write_fails_between_the_files(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         real(dir_fd, tmp, data)
 
-    monkeypatch.setattr(ds, "_stage", second_interrupted)
+    monkeypatch.setattr(ds, "stage", second_interrupted)
     cols, ranges = _cols()
     with pytest.raises(KeyboardInterrupt):
         ds.DatasetWriter(str(tmp_path / "ds"), "h").write(cols, 1.0e9, 42, 0, ranges)

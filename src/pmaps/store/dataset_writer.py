@@ -17,7 +17,7 @@ from typing import Any
 from ..errors import PmapsError
 from .codec import reason
 from .dataset import OBJECT_STORES, RANGE_COLUMNS, RANGES_DIR, filesystem, local_path, partition_value, table_bytes
-from .files import file_errors, kind_of
+from .files import file_errors, kind_of, stage
 
 HELD = (signal.SIGINT, signal.SIGTERM)
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -121,7 +121,7 @@ class DatasetWriter:
             for fd, (d, _), (_, data) in zip(fds, dirs, files):
                 staged.append((fd, f".{name}.{os.urandom(6).hex()}.pending"))
                 with file_errors(f"{d}/{name}", "write"):
-                    _stage(fd, staged[-1][1], data)
+                    stage(fd, staged[-1][1], data)
             done: list[tuple[int, str]] = []
             with signals_held():
                 try:
@@ -216,16 +216,3 @@ def _walk(root: int, parts: list[str], shown: str, create: bool) -> int | None:
     if fd != root:
         os.close(fd)
     return None
-
-
-def _stage(dir_fd: int, tmp: str, data: bytes) -> None:
-    """Write `data` to a new file `tmp` (0600, never through a link) in this directory, fsync'd."""
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
-    try:
-        os.fchmod(fd, 0o600)  # the umask must not widen or narrow what pmaps promises
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -84,6 +84,20 @@ def check_output(path: PathLike, force: bool = False) -> None:
         os.close(dfd)
 
 
+def stage(dir_fd: int, name: str, data: bytes, mode: int = 0o600) -> None:
+    """Write `data` to a new file `name` in the directory `dir_fd` (never through a link, never over
+    a name that exists), `mode` exactly, fsync'd: the temp file a caller then links into place."""
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dir_fd)
+    try:
+        os.fchmod(fd, mode)  # the umask must not widen or narrow what pmaps promises
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_new(path: PathLike, data: bytes, mode: int = 0o600, force: bool = False) -> None:
     """Write `data` to `path` all or nothing: a new temp file (O_EXCL|O_NOFOLLOW, `mode`) in the
     same directory, fsync, then into place. Without `force` the final step is link(2), which
@@ -96,16 +110,8 @@ def write_new(path: PathLike, data: bytes, mode: int = 0o600, force: bool = Fals
     try:
         check_target(p, force, dfd)
         tmp = f".{p.name[:200]}.{os.urandom(6).hex()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dfd)
         try:
-            try:
-                os.fchmod(fd, mode)  # the umask must not widen or narrow what pmaps promises
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            stage(dfd, tmp, data, mode)  # (a failed write leaves its file: unlinked below)
             if not force:
                 try:
                     os.link(tmp, p.name, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
