@@ -232,10 +232,9 @@ def not_swap(entries: np.ndarray) -> np.ndarray:
 
 def swapped(entries: np.ndarray) -> np.ndarray:
     """Bool per entry: a swap pte (what smaps counts as Swap), not a marker or migration entry."""
-    sw = bit(entries, PM_SWAPPED)
-    if any_swapped_bit(entries):
-        sw &= ~not_swap(entries)
-    return sw
+    if not any_swapped_bit(entries):  # the usual case: one compare
+        return np.zeros(len(entries), dtype=bool)
+    return bit(entries, PM_SWAPPED) & ~not_swap(entries)
 
 
 def populated(entries: np.ndarray) -> np.ndarray:

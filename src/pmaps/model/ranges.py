@@ -96,10 +96,8 @@ def _ranges(pages: Pages, group: np.ndarray | None, known: Known, *, full: bool,
             swap: bool) -> tuple[Ranges, np.ndarray | None]:
     # Resident pages, and with `swap` swap ptes; never the markers that carry bit 62 (pagemap.not_swap).
     pres = pmb.present(pages.pm)
-    if swap and pmb.any_swapped_bit(pages.pm):
+    if swap:
         pres |= pmb.swapped(pages.pm)
-    elif swap:
-        pres[:] = True  # no entry has bit 62: all are present
     if not pres.all():
         pages = pages.take(pres)
         group = None if group is None else group[pres]
