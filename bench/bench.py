@@ -2,7 +2,8 @@
 """Benchmark pmaps against processes with a known memory layout (tests/memchild.py).
 
     python bench/bench.py [--sizes 1,2,4,8,16] [--runs 7] [--targets mixed,thp,reserve,vmas]
-                          [--thp-gib 8] [--vmas 65532] [--no-lean] [--no-startup] [--pmaps CMD]
+                          [--thp-gib 8] [--vmas 65532] [--no-lean] [--no-startup] [--replay]
+                          [--pmaps CMD]
 
 Targets, built one at a time (so at most one is resident) and killed afterwards; a target that
 MemAvailable cannot hold (with room for the readers) is skipped unless --force:
@@ -27,7 +28,11 @@ sample (count 2 minus count 1; count 3 minus count 1, halved) is shown against c
 `pmaps shared PID OTHER` (OTHER a `sleep` started beside the target), `pmaps diff --wait 0 PID`
 (two live samples) and `pmaps diff SAVED PID` (the target saved once before the rounds). The
 table shows the median and minimum wall time, stdout going to /dev/null, the peak RSS (ru_maxrss
-from wait4) and the ratios to cat smaps and to the lean reader in the same run. Then start-up
+from wait4) and the ratios to cat smaps and to the lean reader in the same run. With --replay, on
+the targets other than vmas, also the kernel floor of `pmaps PID` (bench/replay.py: its own
+pagemap, kpageflags and kpagecount reads, recorded once with strace, made again by a C program
+with no Python, on two threads and on one; the one-thread time is the kernel CPU those reads
+cost, which no reader of the same pages can spend less of). Then start-up
 alone: `python -c pass`, numpy's import,
 `pmaps --version`, `pmaps --legend`. pmaps' modules are byte-compiled first (compileall), as an
 installed pmaps has them: with PYTHONDONTWRITEBYTECODE set, each run would otherwise compile
@@ -288,7 +293,7 @@ def in_new_dir(argv: list[str]) -> list[str]:
 def commands_for(template: list[str], pid: int, lean: bool = True, periodic: bool = False,
                  fill: dict[str, str] | None = None) -> list[Command]:
     """The commands on one target; `fill` gives the {other} and {saved} of OTHER_VARIANTS (those
-    naming one it lacks are left out)."""
+    naming one it lacks are left out) and the {replay} program and its {ops} (see replayed)."""
     fill = fill or {}
     out = [Command("cat smaps", ["cat", f"/proc/{pid}/smaps"])]
     for label, extra in PMAPS_VARIANTS:
@@ -308,7 +313,28 @@ def commands_for(template: list[str], pid: int, lean: bool = True, periodic: boo
             out.append(Command(f"pmaps {label}", in_new_dir(argv), note))
     if lean:
         out.append(Command("lean reader", [sys.executable, LEAN, str(pid)]))
+    if "replay" in fill:
+        for threads in ("2", "1"):
+            out.append(Command(f"C replay, {threads} thread{'s' if threads == '2' else ''}",
+                               [fill["replay"], str(pid), fill["ops"], threads]))
     return out
+
+
+@contextmanager
+def replayed(prefix: list[str], pid: int, env: dict[str, str], wanted: bool) -> Iterator[dict[str, str]]:
+    """{replay, ops}: bench/replay.c built and `pmaps PID`'s reads of this target recorded (once,
+    under strace), in a temporary directory removed afterwards; {} when not wanted."""
+    if not wanted:
+        yield {}
+        return
+    import replay  # bench/replay.py, beside this script (sys.path[0])
+
+    with tempfile.TemporaryDirectory(prefix="pmaps-bench-") as d:
+        exe = replay.build(Path(d) / "replay")
+        argv, _ = expand(prefix, pid, [])
+        n = replay.record(argv, pid, env, Path(d) / "ops")
+        print(f"  recorded {n:,} reads of `pmaps PID` for the C replay", file=sys.stderr, flush=True)
+        yield {"replay": str(exe), "ops": str(Path(d) / "ops")}
 
 
 @dataclass
@@ -539,6 +565,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="VMAs of the vmas target (default 65,532; vm.max_map_count caps it)")
     ap.add_argument("--no-lean", action="store_true", help="leave out the lean reference reader")
     ap.add_argument("--no-startup", action="store_true", help="leave out the start-up figures")
+    ap.add_argument("--replay", action="store_true",
+                    help="add the C replay of pmaps' own kernel reads (needs strace and gcc; not on vmas)")
     ap.add_argument("--force", action="store_true", help="build targets even when MemAvailable looks too small")
     ap.add_argument("--pmaps", default=None, metavar="CMD", help="command prefix or {pid}/{args} template")
     args = ap.parse_args(argv)
@@ -608,7 +636,9 @@ def _main(args: argparse.Namespace) -> int:
             )
             if "reserve" in regions:
                 reserve_scan_us = reservation_scan_cost(pid, regions["reserve"])
-            with beside(prefix, pid, env, target.vmas > 0) as fill:
+            with beside(prefix, pid, env, target.vmas > 0) as fill, \
+                    replayed(prefix, pid, env, args.replay and target.vmas == 0) as replay_fill:
+                fill = {**fill, **replay_fill}
                 cmds = commands_for(prefix, pid, lean=not args.no_lean, periodic=target.vmas > 0, fill=fill)
                 print(f"  {target.name}: {len(cmds)} commands x {args.runs + 1} rounds, interleaved",
                       file=sys.stderr, flush=True)
@@ -637,6 +667,22 @@ def _main(args: argparse.Namespace) -> int:
         for t, label, more, fewer, n in marginal:
             sec = (medians[t, f"pmaps {more}"] - medians[t, f"pmaps {fewer}"]) / n
             print(f"| {t} | {label} | {sec:.3f} | {sec / medians[t, 'cat smaps']:.2f} |")
+    floors = [t for t in dict.fromkeys(t for t, _ in medians) if (t, "C replay, 1 thread") in medians]
+    if floors:
+        print("\n## The kernel floor of `pmaps PID` (its own reads replayed in C)\n")
+        print("| target | cat smaps s | C replay, 2 threads s (x cat) | 1 thread s (x cat) | pmaps s (x cat) "
+              "| (1 thread + numpy import) / 2 CPUs, x cat |")
+        print("|---|---:|---:|---:|---:|---:|")
+        numpy_s = _numpy_import(env)
+        for t in floors:
+            cat, two, one = medians[t, "cat smaps"], medians[t, "C replay, 2 threads"], medians[t, "C replay, 1 thread"]
+            pm = medians.get((t, "pmaps"), float("nan"))
+            print(f"| {t} | {cat:.3f} | {two:.3f} ({two / cat:.2f}) | {one:.3f} ({one / cat:.2f}) "
+                  f"| {pm:.3f} ({pm / cat:.2f}) | {(one + numpy_s) / 2 / cat:.2f} |")
+        print(f"\n- numpy's import (`python -c 'import numpy'`, median of 9 here after the rounds): {numpy_s:.3f} s. "
+              "The last column is a lower bound for any Python reader with numpy on 2 CPUs that makes "
+              "the same reads: all of their kernel CPU and the interpreter's start shared perfectly "
+              "between the two, and no other work at all.")
     if any(t == "reserve" for t, _ in medians) and any(t == "mixed1" for t, _ in medians):
         print("\n## Cost of a 64 TiB reservation (reserve minus mixed1)\n")
         for label in dict.fromkeys(lbl for t, lbl in medians if t == "reserve"):
@@ -650,6 +696,11 @@ def _main(args: argparse.Namespace) -> int:
         startup(prefix, args.runs, env)
     print(f"\n- load average at the end: {_load()}")
     return 1 if failed else 0
+
+
+def _numpy_import(env: dict[str, str], runs: int = 9) -> float:
+    """Median wall seconds of `python -c 'import numpy'` (the interpreter's start included)."""
+    return statistics.median(run_once([sys.executable, "-c", "import numpy"], env)[0] for _ in range(runs))
 
 
 def startup(prefix: list[str], runs: int, env: dict[str, str]) -> None:
