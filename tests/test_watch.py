@@ -159,3 +159,26 @@ def test_watch_cpu_budget_says_so(run):
         r = run("watch", str(mc.pid), "--once", "--max-cpu", "0.1")
         assert r.code == 0, r.err
         assert "! CPU budget 0.1% of a core: every" in r.out
+
+
+@needs_root
+@pytest.mark.parametrize("argv", [["watch", "--interval", "0.2"], ["top", "--watch", "0.2", "-p"]])
+def test_sigterm_exits_130_ctrl_c_0(argv):
+    """Ctrl-C ends a watch as q does (exit 0); SIGTERM is someone else stopping it: 130, as every
+    command exits when interrupted. Either way the frames written so far are kept, no traceback."""
+    import signal
+
+    with MemChild(["a:anon:256K"]) as mc:
+        for sig, code in ((signal.SIGTERM, 130), (signal.SIGINT, 0)):
+            p = subprocess.Popen([sys.executable, "-m", "pmaps", *argv, str(mc.pid)], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, cwd=ROOT)
+            try:
+                first = p.stdout.readline()  # type: ignore[union-attr]
+                assert first, p.stderr.read()  # type: ignore[union-attr]
+                time.sleep(0.3)  # a frame or two more: the signal lands mid-run, not at start-up
+                p.send_signal(sig)
+                out, err = p.communicate(timeout=30)
+            finally:
+                p.kill()
+            assert p.returncode == code, (sig, p.returncode, err)
+            assert "Traceback" not in err, err

@@ -334,6 +334,10 @@ def entry() -> None:
         code = main(out=out)
     except KeyboardInterrupt:
         code = 130
+    if code == 0 and signal.SIGTERM in _SIGNALLED:
+        # watch and top --watch end on Ctrl-C as on q (exit 0): a SIGTERM is someone else
+        # stopping them (a supervisor, a timeout): 130, as documented, as for every command.
+        code = 130
     # Leave without the interpreter's teardown (freeing every array, joining idle reader
     # threads): tens of milliseconds of a command's run. Everything pmaps writes to files
     # is closed by then; only the standard streams need flushing (their errors were reported).
