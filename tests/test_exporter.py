@@ -534,7 +534,7 @@ def _basic(user: str, pw: str) -> str:
 
 
 def _auth_app(users: dict[str, bytes]):
-    from pmaps.commands._http import basic_auth
+    from pmaps.commands._auth import basic_auth
 
     def ok(environ, start_response):
         start_response("200 OK", [])
@@ -542,9 +542,10 @@ def _auth_app(users: dict[str, bytes]):
 
     app = basic_auth(ok, users)
 
-    def call(auth: str) -> str:
+    def call(auth: str, client: str = "127.0.0.1") -> str:
         got = []
-        app({"HTTP_AUTHORIZATION": auth, "REQUEST_METHOD": "GET"}, lambda status, headers: got.append(status))
+        app({"HTTP_AUTHORIZATION": auth, "REQUEST_METHOD": "GET", "REMOTE_ADDR": client},
+            lambda status, headers: got.append(status))
         return got[0]
 
     return call
@@ -569,46 +570,121 @@ def test_basic_auth_unknown_user_checks_a_dummy_hash(monkeypatch):
     assert call(_basic("scrape", "s3cret")).startswith("401") and call(_basic("scraperx", "s3cret")).startswith("401")
 
 
-def test_basic_auth_checks_run_at_once(monkeypatch):
-    """No lock around bcrypt: 20 clients with wrong passwords delayed a good login by 3.1 s. Four
-    checks must be able to run together (each waits for the others at a barrier)."""
+def test_basic_auth_one_check_at_a_time_cached_logins_not_held(monkeypatch):
+    """Wrong passwords from three addresses: their bcrypt checks run one at a time (all at once, 20
+    such clients kept both CPUs busy and a good login waited 2.5-3 s), and a login already proven
+    good is answered while a check runs (no lock around bcrypt holds it)."""
     bcrypt = pytest.importorskip("bcrypt")
     call = _auth_app({"scraper": bcrypt.hashpw(b"s3cret", bcrypt.gensalt(4))})
-    together = threading.Barrier(4, timeout=5)
-    broken: list[BaseException] = []
+    good = _basic("scraper", "s3cret")
+    assert call(good).startswith("200")  # checked once, remembered
+    inside, most, calls = [0], [0], [0]
+    lock, entered, release = threading.Lock(), threading.Event(), threading.Event()
 
-    def meet(pw: bytes, h: bytes) -> bool:
-        try:
-            together.wait()
-        except threading.BrokenBarrierError as e:
-            broken.append(e)
+    def slow(pw: bytes, h: bytes) -> bool:
+        with lock:
+            inside[0] += 1
+            calls[0] += 1
+            most[0] = max(most[0], inside[0])
+        entered.set()
+        release.wait(10)
+        with lock:
+            inside[0] -= 1
         return False
 
-    monkeypatch.setattr(bcrypt, "checkpw", meet)
-    clients = [threading.Thread(target=call, args=(_basic(u, "wrong"),)) for u in ("scraper", "scraper", "x", "y")]
+    monkeypatch.setattr(bcrypt, "checkpw", slow)
+    got: list[str] = []
+    clients = [threading.Thread(target=lambda a=a: got.append(call(_basic("scraper", "wrong"), a)))
+               for a in ("10.0.0.1", "10.0.0.2", "10.0.0.3")]
     for c in clients:
         c.start()
+    assert entered.wait(10)
+    assert call(good).startswith("200")  # while a check is under way
+    release.set()
     for c in clients:
         c.join()
-    assert not broken, "the checks ran one at a time"
+    assert calls[0] == 3 and most[0] == 1, (calls, most)
+    assert sorted(got) == ["401 Unauthorized"] * 3
+
+
+def test_auth_gate_clean_first_and_bounded_wait():
+    """The gate lets one check in; among the waiting, the client with fewer failures first (a
+    clean address's login passes an attacker's queued retries); the line is bounded (a newcomer
+    ranked worse than all is refused at once, a better one pushes the worst out); a wait past its
+    bound gives up."""
+    from pmaps.commands._auth import Gate
+
+    gate = Gate(most=2)
+    assert gate.enter(0, 1)
+    order: list[tuple[str, bool]] = []
+
+    def wait(name: str, rank: int) -> None:
+        entered = gate.enter(rank, 10)
+        order.append((name, entered))
+        if entered:
+            gate.leave()
+
+    def queue(name: str, rank: int, waiting: int) -> threading.Thread:
+        t = threading.Thread(target=wait, args=(name, rank))
+        t.start()
+        while len(gate.waiting) < waiting:
+            time.sleep(0.01)
+        return t
+
+    threads = [queue("attacker", 3, 1)]
+    assert not gate.enter(0, 0.05) and len(gate.waiting) == 1  # gave up, and left the line
+    threads.append(queue("clean", 0, 2))
+    t0 = time.monotonic()
+    assert not gate.enter(5, 10) and time.monotonic() - t0 < 5  # refused at once: the line is full
+    threads.append(queue("second", 1, 2))
+    threads[0].join(10)
+    assert order == [("attacker", False)]  # pushed out by a better-ranked one
+    gate.leave()
+    for t in threads:
+        t.join()
+    assert order == [("attacker", False), ("clean", True), ("second", True)]
+    assert not gate.waiting and not gate.busy and not gate.dropped
+
+
+def test_auth_failures_per_address_bounded():
+    """Failures count per IPv4 address or IPv6 /64, up to FAIL_LIMIT a window; a good login forgives
+    them; at most TRACKED_MAX addresses are followed."""
+    from pmaps.commands._auth import FAIL_LIMIT, FAIL_WINDOW, Failures, client_of
+
+    assert client_of("2001:db8::1") == client_of("2001:db8::ffff:1") == "2001:db8::/64"
+    assert client_of("::ffff:192.0.2.7") == "192.0.2.7" and client_of("") == ""
+    f = Failures(most=3)
+    assert [f.begin("a", 0.0) for _ in range(FAIL_LIMIT + 1)] == [*range(FAIL_LIMIT), None]
+    assert f.begin("b", 1.0) == 0 and f.retry_after("a", 1.0) == int(FAIL_WINDOW) - 1
+    assert f.begin("a", FAIL_WINDOW) == 0  # a new window
+    f.forget("a")
+    assert f.begin("a", FAIL_WINDOW) == 0
+    for c in "cde":
+        f.begin(c, FAIL_WINDOW + 1)
+    assert len(f.seen) == 3 and "b" not in f.seen
 
 
 def test_basic_auth_time_does_not_tell_user_names(tmp_path):
     """Through the server: an unknown user's 401 takes as long as a known user's wrong password (a
-    cost-11 hash, ~0.1 s; the unknown user's took ~1 ms). Medians, with a margin of 2x."""
+    cost-11 hash, ~0.1 s; the unknown user's took ~1 ms). Medians, with a margin of 2x. Each request
+    from its own loopback address: one address is refused after a few failures, whatever the name."""
     bcrypt = pytest.importorskip("bcrypt")
     users = tmp_path / "users"
     users.write_text("scraper: " + bcrypt.hashpw(b"s3cret", bcrypt.gensalt(11)).decode() + "\n")
+    sources = (f"127.0.1.{i}" for i in range(1, 11))
     with exporter("--interval", "60", "--pids", "1", "--basic-auth-file", str(users)) as (_, port):
 
         def took(user: str) -> float:
-            req = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers={"Authorization":
-                                                                                     _basic(user, "wrong")})
-            t0 = time.perf_counter()
-            with pytest.raises(urllib.error.HTTPError) as e:
-                urllib.request.urlopen(req, timeout=10)
-            assert e.value.code == 401
-            return time.perf_counter() - t0
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(next(sources), 0))
+            try:
+                t0 = time.perf_counter()
+                c.request("GET", "/metrics", headers={"Authorization": _basic(user, "wrong")})
+                r = c.getresponse()
+                r.read()
+                assert r.status == 401
+                return time.perf_counter() - t0
+            finally:
+                c.close()
 
         known = sorted(took("scraper") for _ in range(5))[2]
         unknown = sorted(took("nobody") for _ in range(5))[2]

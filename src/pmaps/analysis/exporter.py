@@ -110,10 +110,11 @@ def why_unknown(scan: SystemScan, unknown: set[str]) -> dict[str, str]:
     return out
 
 
-def export(scan: SystemScan, by: str = "program", top: int = 50,
-           user_of: Callable[[int], str] = str) -> Export:
+def export(scan: SystemScan, by: str = "program", top: int = 50, user_of: Callable[[int], str] = str,
+           comm_of: Callable[[int, str], str] | None = None) -> Export:
     """Group the scan by `by` (each mm counted once, in the group of its first pid), keep the `top`
-    groups by PSS (RSS when PSS is unknown) and sum the rest into `other`."""
+    groups by PSS (RSS when PSS is unknown) and sum the rest into `other`. comm_of(pid, comm): the
+    name to group a process under by program (default: its comm as scanned)."""
     reps = S.mm_reps(scan)
     flags = scan.known.flags and scan.pages.kflags is not None
     figs = S.page_figures(scan, reps, ENGINE, _columns)
@@ -125,8 +126,10 @@ def export(scan: SystemScan, by: str = "program", top: int = 50,
     nprocs: dict[str, int] = {}
     total = dict.fromkeys(figs.prefix.sums, 0)
     for i, p in enumerate(scan.procs):
-        name = {"program": p.ident.comm, "user": user_of(p.ident.uid), "cgroup": p.ident.cgroup or "/",
-                "pid": str(p.pid)}[by]
+        if by == "program":
+            name = p.ident.comm if comm_of is None else comm_of(p.pid, p.ident.comm)
+        else:
+            name = {"user": user_of(p.ident.uid), "cgroup": p.ident.cgroup or "/", "pid": str(p.pid)}[by]
         nprocs[name] = nprocs.get(name, 0) + 1
         s = acc.setdefault(name, dict.fromkeys(figs.prefix.sums, 0))
         if reps[i] != i:

@@ -1,15 +1,11 @@
 """The exporter's HTTP side: /metrics served from the bytes of the last scan, serialized once per
-scan and format (Exposition), behind optional bcrypt basic auth, by a server that bounds what a
-client can hold (Slots: MAX_CONNECTIONS, REQUEST_TIMEOUT, SEND_TIMEOUT). The scanning and the
-command line are commands/exporter.py's; the families are render/metrics.py's."""
+scan and format (Exposition), by a server that bounds what a client can hold (Slots:
+MAX_CONNECTIONS, REQUEST_TIMEOUT, SEND_TIMEOUT). The basic auth in front of it is _auth.py's, the
+scanning and the command line commands/exporter.py's, the families render/metrics.py's."""
 from __future__ import annotations
 
-import base64
 import gzip
-import hashlib
-import hmac
 import io
-import os
 import socket
 import threading
 import time
@@ -18,7 +14,6 @@ from typing import Any, cast
 
 from ..render.metrics import Family
 
-BCRYPT_MAX = 72  # bcrypt hashes at most 72 bytes of password; bcrypt >= 5 raises beyond that
 # A client has this long from its connection to send its whole request (the TLS handshake included): one
 # that sent half a request was still served 45 s later, each holding a thread; one that trickles a byte
 # at a time is cut off the same. A scraper sends its request at once.
@@ -32,70 +27,6 @@ MAX_CONNECTIONS = 32
 # Connections the kernel queues before accept() (capped by net.core.somaxconn): socketserver's 5 dropped the
 # SYNs of a burst, a scrape among them waiting for its retransmission (1 s, then 3, 7...).
 LISTEN_BACKLOG = 1024
-
-
-
-def _cost(hashes: Iterable[bytes]) -> int:
-    """The highest bcrypt cost among the hashes ($2b$12$...: 12; 12 if none can be read), in 4-31."""
-    costs = []
-    for h in hashes:
-        try:
-            costs.append(int(h.split(b"$")[2]))
-        except (IndexError, ValueError):
-            pass
-    return min(max(max(costs, default=12), 4), 31)
-
-
-def basic_auth(app: Callable[..., Any], users: dict[str, bytes]) -> Callable[..., Any]:
-    """WSGI middleware: 401 unless the Authorization header matches a bcrypt hash. Good pairs are
-    cached (a cost-12 check takes ~0.2 s of CPU: once per scrape would blow the budget).
-
-    Which user names exist must not show: every name is compared in constant time, and an unknown
-    user's password is checked against a dummy hash of the same cost (it answered in 1.4 ms, a known
-    user's wrong password in 276 ms). No lock is held while bcrypt runs (it releases the GIL): one
-    check at a time made 20 clients with wrong passwords delay a good login by 3 s. What bounds the
-    CPU of wrong passwords is the number of connections handled at once (MAX_CONNECTIONS)."""
-    import bcrypt
-
-    names = [(u.encode(), h) for u, h in users.items()]
-    dummy = bcrypt.hashpw(os.urandom(16), bcrypt.gensalt(_cost(users.values())))
-    good: set[tuple[bytes, bytes]] = set()  # (user, SHA-256 of the password) that bcrypt accepted
-    adding = threading.Lock()
-
-    def check(header: str) -> bool:
-        if not header.startswith("Basic "):
-            return False
-        try:
-            user, sep, pw = base64.b64decode(header[6:], validate=True).partition(b":")
-        except ValueError:
-            return False
-        if not sep or len(pw) > BCRYPT_MAX:
-            return False
-        h, known = dummy, False
-        for name, uh in names:  # all of them, whatever matches: the time must not tell where
-            if hmac.compare_digest(name, user):
-                h, known = uh, True
-        key = (user, hashlib.sha256(pw).digest())
-        if key in good:
-            return True
-        try:
-            ok = bcrypt.checkpw(pw, h) and known
-        except ValueError:
-            return False
-        if ok:  # failed checks are never cached: a wrong password costs a bcrypt check every time
-            with adding:
-                good.add(key)
-        return ok
-
-    def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if check(environ.get("HTTP_AUTHORIZATION", "")):
-            return app(environ, start_response)
-        body = b"unauthorized\n"
-        start_response("401 Unauthorized", [("WWW-Authenticate", 'Basic realm="pmaps"'),
-                                            ("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
-        return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
-
-    return wrapped
 
 
 def _collector(fams: list[Family]) -> Any:

@@ -9,12 +9,13 @@ import threading
 import time
 from typing import Any, TextIO
 
-from ..analysis.exporter import BY
+from ..analysis.exporter import BY, Export
 from ..errors import MissingExtra, PmapsError, UsageError
 from ..render.metrics import Family, families
 from . import Command, budget_interval, percent, positive, seconds, size
+from ._auth import basic_auth
 from ._common import parse_pids, user_namer
-from ._http import Exposition, basic_auth, make_server, metrics_app
+from ._http import Exposition, make_server, metrics_app
 
 DEFAULT_LISTEN = "127.0.0.1:9475"
 def parse_listen(text: str) -> tuple[str, int]:
@@ -71,6 +72,23 @@ def load_users(path: str) -> dict[str, bytes]:
     return users
 
 
+def comm_kept(pid: int, comm: str) -> str:
+    """The comm with its bytes that are not UTF-8 kept (surrogateescape, shown as \\xNN in the
+    labels): the scan's Ident has them as U+FFFD (kernel.status.decode_comm), and 0xff and 0x9b made
+    one series of two programs. Read again only for a comm holding U+FFFD; kept as scanned when the
+    process is gone or its comm changed since (a new name, or a reused PID's other one)."""
+    if "\ufffd" not in comm:
+        return comm
+    from ..kernel import procfs
+    from ..kernel.status import decode_comm
+
+    try:
+        raw = procfs.read_file(pid, "comm")
+    except PmapsError:
+        return comm
+    return raw.decode("utf-8", "surrogateescape").strip() if decode_comm(raw) == comm else comm
+
+
 class Scanner:
     """The background scans: the last completed one, as metric families, is all a scrape reads."""
 
@@ -82,6 +100,8 @@ class Scanner:
         self.published: tuple[int, list[Family]] = (0, families(None, {"scan_interval": args.interval}, {}, 0, 0))
         self.skipped: dict[str, int] = {}
         self.errors = self.scans = 0
+        # The last completed scan's figures, published again with the counters when a scan fails.
+        self.last: tuple[Export | None, dict[str, float]] = (None, {"scan_interval": args.interval})
         self.interval = args.interval
         self.user_of = user_namer()
         self.pids = parse_pids(args.pids) if args.pids else None
@@ -98,7 +118,7 @@ class Scanner:
 
         t0, c0 = time.monotonic(), time.process_time()
         ex = export(scan_system(self.pids, include_self=self.args.include_self, cache=self.cache), self.args.by,
-                    self.args.top, self.user_of)
+                    self.args.top, self.user_of, comm_kept)
         malloc_trim()  # the scan's columns are garbage now: between scans the exporter stays small
         # Process CPU time, so the scan's worker threads (and scrapes) count against the budget.
         wall, cpu = time.monotonic() - t0, time.process_time() - c0
@@ -114,6 +134,12 @@ class Scanner:
             me["exporter_rss"] = read_rollup(os.getpid()).get("Rss", 0)
         except PmapsError:
             pass
+        self.last = (ex, me)
+        self.publish()
+
+    def publish(self) -> None:
+        """The last completed scan's figures and the counters as they stand, as the next generation."""
+        ex, me = self.last
         self.published = (self.published[0] + 1, families(ex, me, self.skipped, self.errors, self.scans))
 
     def loop(self) -> None:
@@ -123,6 +149,8 @@ class Scanner:
                 self.scan_once()
             except Exception as e:  # one bad scan must not end the exporter: count it, say it, go on
                 self.errors += 1
+                # Published now: only after the next good scan, a failing exporter showed 0 errors.
+                self.publish()
                 self.err.write(f"pmaps: scan failed: {e}\n")
                 self.err.flush()
             self.stop.wait(max(0.0, start + self.interval - time.monotonic()))

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..analysis.exporter import BYTES, Export
+from ..safetext import printable
 
 HELP = {
     "rss": "Resident memory (smaps Rss: zero page and hugetlb excluded)",
@@ -26,6 +27,17 @@ HELP = {
 }
 
 
+def label_text(name: str) -> str:
+    """A group's name (a comm, a user or cgroup name: anyone's text) as a label value, escaped as
+    pmaps escapes such text everywhere (safetext.printable). A byte that is not UTF-8 (a
+    surrogateescape surrogate) as \\xNN: names differing in such bytes stay apart (0xff and 0x9b
+    were one U+FFFD), and a surrogate, which UTF-8 cannot encode, would fail the whole scrape.
+    Control characters too: the exposition escapes only backslash, quote and newline, and a curl
+    of /metrics on a terminal ran a comm's ESC sequence. A name that spells \\xff is not told from
+    the byte: its owner could as well take the very same name, which grouping by program merges."""
+    return printable(name)
+
+
 @dataclass
 class Family:
     name: str
@@ -41,15 +53,16 @@ def families(ex: Export | None, me: dict[str, float], skipped_total: dict[str, i
     out: list[Family] = []
     if ex is not None:
         lab = (ex.by,)
+        names = [label_text(g.name) for g in ex.groups]
         for k in BYTES:
             f = Family(f"pmaps_{k}_bytes", HELP[k] + f", per {ex.by}", "gauge", lab)
-            f.samples = [((g.name,), float(v)) for g in ex.groups if (v := g.fig.get(k)) is not None]
+            f.samples = [((n,), float(v)) for n, g in zip(names, ex.groups) if (v := g.fig.get(k)) is not None]
             if f.samples:
                 out.append(f)
         out.append(Family("pmaps_processes", f"Processes scanned, per {ex.by}", "gauge", lab,
-                          [((g.name,), float(g.procs)) for g in ex.groups]))
+                          [((n,), float(g.procs)) for n, g in zip(names, ex.groups)]))
         pages = Family("pmaps_pages", f"Resident pages per kpageflags class, per {ex.by}", "gauge", (*lab, "state"))
-        pages.samples = [((g.name, st), float(n)) for g in ex.groups if g.pages for st, n in g.pages.items()]
+        pages.samples = [((n, st), float(c)) for n, g in zip(names, ex.groups) if g.pages for st, c in g.pages.items()]
         if pages.samples:
             out.append(pages)
         out.append(Family("pmaps_unknown", "1 for each figure this host cannot tell; `reason` says why", "gauge",
