@@ -177,7 +177,7 @@ class Selection:
 
     def __init__(self, root: str, args: argparse.Namespace) -> None:
         from ..store.dataset import partition_value
-        from ..store.dataset_reader import DatasetReader
+        from ..store.dataset_reader import DatasetReader, TooManySamples
 
         self.root = check_root(root)
         self.reader = DatasetReader(root)
@@ -193,9 +193,16 @@ class Selection:
             if host not in hosts:
                 raise UsageError(f"{root}: no host {args.host[:60]!r} (hosts: {_few(hosts)})")
         pid = parse_pid(args.pid) if args.pid is not None else None
-        procs = self.reader.processes(host, pid)
-        if args.start_ticks is not None:
-            procs = [p for p in procs if p.start_ticks == args.start_ticks]
+        try:
+            procs = self.reader.processes(host, pid, args.start_ticks)
+        except TooManySamples as e:
+            if pid is None:
+                how = "choose one process with --pid (and --start-ticks)"
+            elif args.start_ticks is None:
+                how = "--start-ticks chooses one process of the PID; the SQL of `pmaps query` reads any number"
+            else:
+                how = "`pmaps query ROOT SQL` reads any number (docs/dataset.md)"
+            raise UsageError(f"{e}: {how}") from None
         what = f"pid {pid}" if pid is not None else "process"
         ticks = f" started at tick {args.start_ticks}" if args.start_ticks is not None else ""
         if not procs:

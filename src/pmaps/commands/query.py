@@ -16,6 +16,13 @@ from ..render.rows import Col, RowsView
 from . import Command, add_output_options
 
 SCHEMA = "pmaps-query/1"
+# Values (rows x columns) a result may hold: each becomes a Python object, then a cell of the
+# table (~100 bytes each, the view-model's text included), so 8 M values take about 1 GB. DuckDB
+# streams the result, fetched FETCH_ROWS rows at a time, so the refusal comes once this many are
+# held, whatever the query would return: more than anyone reads in a terminal; a program that
+# needs more reads the Parquet files itself (docs/dataset.md, "Reading hostile datasets").
+MAX_CELLS = 1 << 23
+FETCH_ROWS = 1 << 12
 SIZES = {"rss", "pss", "uss", "shared", "swap", "swap_pss", "dirty", "referenced", "ksm", "zero_page", "hugetlb", "thp",
          "vma_size"}
 
@@ -80,6 +87,7 @@ class Query(Command):
         check_root(args.root)
 
         con = duckdb.connect(":memory:")
+        tables: dict[str, Any] = {}
         try:
             try:
                 empty = not con.extract_statements(args.sql)
@@ -105,12 +113,14 @@ class Query(Command):
             if cur is None:  # DuckDB's answer to no statement (should extract_statements have missed it)
                 raise UsageError("the SQL is empty: give a query (SELECT ... FROM samples)")
             names = [d[0] for d in cur.description or []]
-            rows = cur.fetchall()
+            rows = _fetch(cur, len(names))
         except (duckdb.IOException, duckdb.InvalidInputException) as e:
+            _failure(tables)
             # "Invalid Input Error: reading the stream registered as 'samples' failed: Invalid: <arrow's>"
             why = re.sub(r"^.*? failed: (\w+: )?", "", str(e).splitlines()[0])
             raise BadSnapshot(f"{args.root}: corrupt dataset file ({why[:300]})", path=args.root) from None
         except duckdb.Error as e:
+            _failure(tables)
             raise UsageError(f"query failed: {str(e).splitlines()[0]}") from None
         finally:
             con.close()
@@ -120,3 +130,24 @@ class Query(Command):
                     left=any(isinstance(r[n], str) for r in recs)) for n in names]
         write(RowsView(SCHEMA, cols, recs), out, args.format, args.unit)
         return 0
+
+
+def _fetch(cur: Any, ncols: int) -> list[Any]:
+    """The result's rows, fetched FETCH_ROWS at a time; UsageError past MAX_CELLS values."""
+    rows: list[Any] = []
+    while chunk := cur.fetchmany(FETCH_ROWS):
+        rows += chunk
+        if len(rows) * max(1, ncols) > MAX_CELLS:
+            raise UsageError(f"the query returns more than {MAX_CELLS // max(1, ncols)} rows of {ncols} columns "
+                             f"({MAX_CELLS} values, what pmaps query prints at most): add a LIMIT, aggregate "
+                             "(GROUP BY), choose fewer columns or narrow it (WHERE host = ..., date BETWEEN ..., "
+                             "pid = ...)")
+    return rows
+
+
+def _failure(tables: dict[str, Any]) -> None:
+    """Raise what a dataset's scan failed on (kept by store.dataset's bounded scan: DuckDB's message
+    of it is a Python traceback), if it did."""
+    for t in tables.values():
+        if getattr(t, "failure", None) is not None:
+            raise t.failure

@@ -23,8 +23,9 @@ from __future__ import annotations
 import os
 import re
 import time
+import types
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -61,9 +62,13 @@ RANGES_DIR = "_ranges"  # ROOT/_ranges/host=H/date=D/part-...: Spark, pyarrow an
 OBJECT_STORES = ("s3", "gcs")  # pyarrow FileSystem.type_name of stores whose objects need no parent directory
 KNOWN_FACTS = ("pfn", "flags", "count", "young", "soft_dirty", "categories", "exclusive")
 TIMES = {name for name, t in COLUMNS + RANGE_COLUMNS if t == "timestamp"}
-PART_RE = re.compile(r"^part-[0-9-]+\.parquet$")
+PART_RE = re.compile(r"part-[0-9-]+\.parquet")  # a part file's name (fullmatch: no trailing newline)
 PARTITION_KEYS = ("host", "date")  # from the path; a file column of either name is shadowed by it
 TIME_UNITS = ("s", "ms", "us", "ns")  # coarse to fine: a coarser unit reads exactly in a finer one
+SCAN_ROWS = 1 << 16  # rows the readers decode at a time (diff, heatmap and query's scans)
+# Bytes of text a query's scan expands at a time: a batch whose strings (read as dictionaries)
+# would take more is cut in pieces first (a 16 KB path on 65,536 rows would be 1 GB).
+SCAN_TEXT = 16 << 20
 
 
 def _pyarrow() -> Any:
@@ -229,10 +234,11 @@ def unify(root: str, base: Any, schemas: list[tuple[str, Any]], extra: bool = Tr
 
 
 def _open(fs: Any, root: str, top: str, files: list[Any], base_dir: str, base: Any, keys: Any = None,
-          extra: bool = True) -> Any:
+          extra: bool = True, bounded: bool = False) -> Any:
     """One Arrow dataset over these files (pyarrow FileInfos, sorted; `top`: ROOT's path in `fs`,
     messages name files from there), reading as `unify` says (partition columns `keys`, when given,
-    parsed from the paths under base_dir and appended).
+    parsed from the paths under base_dir and appended); `bounded`: one that DuckDB scans a batch
+    at a time (`bounded_class`).
     Every footer is read first, in parallel (an object store's latency, not its bandwidth, is the
     cost), and kept in its fragment: the scan reuses it (no second footer read), and DuckDB's
     filters skip row groups by their statistics before a file is opened again."""
@@ -274,45 +280,194 @@ def _open(fs: Any, root: str, top: str, files: list[Any], base_dir: str, base: A
     sch = unify(root, base, [(n, x) for x, n in first.items()], extra)
     if keys is not None:
         sch = pa.unify_schemas([sch, keys])
-    return pads.FileSystemDataset(frags, sch, fmt, fs)
+    if not bounded:
+        return pads.FileSystemDataset(frags, sch, fmt, fs)
+    dset = bounded_class()(frags, sch, fmt, fs)
+    dset.root, dset.top, dset.failure = root, top, None
+    return dset
 
 
 def arrow_tables(root: str, names: Iterable[str] = TABLES) -> tuple[dict[str, Any], int]:
     """(The dataset's tables named in `names` as pyarrow datasets by view name, the number of files
     of all): `samples` (ROOT/host=*/date=*/part-*.parquet) and `ranges` (the same under
-    ROOT/_ranges/), each with its
-    partition columns host (string) and date (date) last; a table without files is an empty one of
-    its columns. The files are found by one recursive listing (local or object store) and are those
-    the writer names (not dot-files, not temp files). Each table reads as the union of its files'
-    schemas (`unify`): this version's columns, then any a newer pmaps added; NULL where a file
-    lacks a column (an older or a newer writer's)."""
-    pa, _, pafs = _pyarrow()
+    ROOT/_ranges/), each with its partition columns host (string) and date (date) last; a table
+    without files is an empty one of its columns. The files are found as dataset_checks.Tree
+    says (one recursive listing of an object store; locally a walk that follows no link below
+    ROOT, files opened the same way: a link, a FIFO or a partition pmaps does not write is
+    BadSnapshot) and are those the writer names (not dot-files, not temp files). Each table
+    reads as the union of its files' schemas (`unify`): this version's columns, then any a newer
+    pmaps added; NULL where a file lacks a column (an older or a newer writer's). DuckDB scans
+    them a batch at a time (`bounded_class`)."""
+    from .dataset_checks import Tree
 
-    fs, path = filesystem(root)
-    try:
-        infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
-    except OSError as e:
-        raise PmapsError(f"cannot read dataset {root}: {reason(e).splitlines()[0][:300]}") from None
-    prefix = path.rstrip("/") + "/"
-    files: dict[str, list[Any]] = {"samples": [], "ranges": []}
-    for i in infos:
-        rel = i.path[len(prefix):].split("/")
-        table = "samples"
-        if rel[0] == RANGES_DIR:
-            rel, table = rel[1:], "ranges"
-        if i.type == pafs.FileType.File and len(rel) == 3 and rel[0].startswith("host=") \
-                and rel[1].startswith("date=") and PART_RE.match(rel[2]):
-            files[table].append(i)
+    pa, _, _ = _pyarrow()
+    tree = Tree(root)
+    path = tree.path
     keys = pa.schema([("host", pa.string()), ("date", pa.date32())])
     out = {}
-    for name, cols, base in (("samples", COLUMNS, path.rstrip("/")), ("ranges", RANGE_COLUMNS, prefix + RANGES_DIR)):
+    nfiles = 0
+    for name, table, cols in (("samples", "", COLUMNS), ("ranges", RANGES_DIR, RANGE_COLUMNS)):
+        files = tree.parts(table)
+        nfiles += len(files)
         if name not in names:
-            continue  # not read: neither its footers nor its files' types
-        if not files[name]:
+            continue  # listed, but neither its footers nor its files' types read
+        if not files:
             out[name] = pa.unify_schemas([schema(cols), keys]).empty_table()
             continue
-        out[name] = _open(fs, root, path, sorted(files[name], key=lambda i: str(i.path)), base, schema(cols), keys)
-    return out, sum(len(f) for f in files.values())
+        base = "/".join([path.rstrip("/"), *([table] if table else [])])
+        out[name] = _open(tree.fs, root, path, files, base, schema(cols), keys, bounded=True)
+    return out, nfiles
+
+
+# DuckDB scans a registered dataset through `type(dataset).scanner(dataset, columns=, filter=)`,
+# then that scanner's to_reader() (duckdb's python package, src/arrow/arrow_array_stream.cpp,
+# PythonTableArrowArrayStreamFactory::Produce): bounded_class's datasets read there. pyarrow's own
+# scan decodes each row group whole, whatever its batch_size: a file of 4 M copies of one VMA row
+# (0.6 MB) made `SELECT * FROM samples LIMIT 5` take 1.8 GB, 50 M copies of a range row (2.6 MB)
+# `sum(count)` 2.0 GB (tests/test_dataset_hostile.py holds the query to an address-space limit).
+_BOUNDED: list[Any] = []
+
+
+def bounded_class() -> Any:
+    """pyarrow's FileSystemDataset whose scanner() reads each file's row groups (those the filter's
+    statistics can match) SCAN_ROWS rows at a time with pyarrow.parquet's batch reader, text as
+    dictionaries expanded SCAN_TEXT bytes at a time (`_scan_batches`), then filters and projects
+    them as pyarrow's scan would (a few small files at once: one plan per SCAN_ROWS rows): a
+    query's memory is DuckDB's and a batch, whatever a file's row groups hold. DuckDB pulls the
+    reader: no read-ahead thread is left running when a LIMIT stops the query or the process
+    exits. An error there is kept in the dataset's `failure` (DuckDB's message of it is a
+    traceback): `pmaps query` reports that one."""
+    if not _BOUNDED:
+        import pyarrow.dataset as pads
+
+        class Bounded(pads.FileSystemDataset):
+            def scanner(self, columns: list[str] | None = None, filter: Any = None, **_: Any) -> Any:
+                names = list(self.schema.names if columns is None else columns)
+                reader = lambda: _reader(self, names, filter)  # DuckDB's use; to_table() is pyarrow's
+                return types.SimpleNamespace(to_reader=reader, to_batches=lambda: iter(reader()),
+                                             to_table=lambda: reader().read_all())
+
+        _BOUNDED.append(Bounded)
+    return _BOUNDED[0]
+
+
+def _reader(dset: Any, names: list[str], where: Any) -> Any:
+    """The rows of `dset` that match `where`, these columns: a pull-based RecordBatchReader."""
+    pa, _, _ = _pyarrow()
+    need = names + [c for c in (_fields(where, dset.schema) if where is not None else []) if c not in names]
+
+    def filtered(held: list[Any]) -> Iterator[Any]:
+        t = pa.Table.from_batches(held)
+        yield from (t if where is None else t.filter(where)).select(names).to_batches()
+
+    def batches() -> Iterator[Any]:
+        held: list[Any] = []
+        rows = size = 0
+        for b in _scan_batches(dset, need, where):
+            held.append(b)
+            rows, size = rows + len(b), size + b.nbytes
+            if rows >= SCAN_ROWS or size >= SCAN_TEXT:
+                yield from filtered(held)
+                held, rows, size = [], 0, 0
+        if held:
+            yield from filtered(held)
+
+    return pa.RecordBatchReader.from_batches(pa.schema([dset.schema.field(c) for c in names]), batches())
+
+
+def _fields(where: Any, sch: Any) -> list[str]:
+    """The columns of `sch` a filter expression reads: those without which it does not bind."""
+    pa, _, _ = _pyarrow()
+    import pyarrow.dataset as pads
+
+    out = []
+    for i, f in enumerate(sch):
+        try:
+            pads.dataset(sch.remove(i).empty_table()).scanner(filter=where)
+        except pa.ArrowException:
+            out.append(f.name)
+    return out
+
+
+def _scan_batches(dset: Any, need: list[str], where: Any) -> Iterator[Any]:
+    """The rows of `dset`'s row groups whose statistics can match `where`, these columns typed as
+    its schema says (`_typed`), a batch of at most SCAN_ROWS rows (and SCAN_TEXT bytes of text) at
+    a time: a file whose chosen row groups hold at most SCAN_ROWS rows (by its footer) read whole,
+    a larger one with the batch reader. One file after the other: on threads, the Python around
+    each read (many small files) only made the GIL busier. BadSnapshot naming the file (also kept
+    in dset.failure) when one cannot be read."""
+    pa, pq, _ = _pyarrow()
+    import pyarrow.dataset as pads
+
+    def is_text(t: Any) -> bool:  # text, or a dictionary of it: read as a dictionary
+        t = t.value_type if pa.types.is_dictionary(t) else t
+        return bool(pa.types.is_string(t) or pa.types.is_large_string(t))
+
+    for frag in dset.get_fragments():
+        name = str(frag.path)[len(dset.top.rstrip("/")) + 1:]
+        try:
+            groups = [g.id for g in (frag if where is None else frag.subset(where, schema=dset.schema)).row_groups]
+            if not groups:
+                continue
+            keys = pads.get_partition_keys(frag.partition_expression)  # the path's: a file column is shadowed
+            phys = frag.physical_schema
+            cols = [c for c in need if c in phys.names and c not in keys]
+            text = [c for c in cols if is_text(phys.field(c).type)]
+            with dset.filesystem.open_input_file(frag.path) as f:
+                pf = pq.ParquetFile(f, metadata=frag.metadata, read_dictionary=text,
+                                    pre_buffer=dset.filesystem.type_name in OBJECT_STORES)
+                if sum(frag.metadata.row_group(g).num_rows for g in groups) <= SCAN_ROWS:
+                    got = pf.read_row_groups(groups, columns=cols, use_threads=False).to_batches()
+                else:
+                    got = pf.iter_batches(batch_size=SCAN_ROWS, row_groups=groups, columns=cols, use_threads=False)
+                for batch in got:
+                    for piece in _text_pieces(batch, text):
+                        yield _typed(piece, dset.schema, need, keys)
+        except Exception as e:
+            if isinstance(e, (pa.ArrowException, OSError, KeyError, ValueError)) and not isinstance(e, PmapsError):
+                why = (str(e).strip().splitlines() or [type(e).__name__])[0].split("': ", 1)[-1][:200]
+                e = BadSnapshot(f"{dset.root}: corrupt dataset file {name} ({why})", path=dset.root)
+            dset.failure = e
+            raise e from None
+
+
+def _text_pieces(batch: Any, text: list[str]) -> Iterator[Any]:
+    """The batch, cut so that its text columns (dictionaries) expand to at most SCAN_TEXT bytes a
+    piece (or one row: its value is in memory already, in its dictionary)."""
+    import pyarrow.compute as pc
+
+    dicts = [batch.column(c) for c in text if hasattr(batch.column(c), "dictionary") and len(batch)]
+    if sum(pc.max(pc.binary_length(d.dictionary)).as_py() or 0 for d in dicts) * len(batch) <= SCAN_TEXT:
+        yield batch  # most batches: no row can take more
+        return
+    ends = np.cumsum(sum(pc.take(pc.binary_length(d.dictionary), d.indices).fill_null(0).to_numpy().astype(np.int64)
+                         for d in dicts))
+    start = 0
+    while start < len(batch):
+        stop = max(start + 1, int(np.searchsorted(ends, (ends[start - 1] if start else 0) + SCAN_TEXT, "right")))
+        yield batch.slice(start, stop - start)
+        start = stop
+
+
+def _typed(batch: Any, sch: Any, need: list[str], keys: dict[str, Any]) -> Any:
+    """A batch of a file as a record batch of the columns `need`, typed as `sch` says: partition
+    columns from the path, a column the file lacks null, text expanded, a narrower type widened
+    (`unify`); no column: one of nulls, for the rows' count."""
+    pa, _, _ = _pyarrow()
+    n = len(batch)
+    cols = []
+    for c in need:
+        want = sch.field(c).type
+        if c in keys:
+            col = pa.repeat(pa.scalar(keys[c], want), n)
+        elif c in batch.schema.names:
+            col = batch.column(c)
+            col = col.dictionary_decode() if pa.types.is_dictionary(col.type) else col
+            col = col if col.type == want else col.cast(want)
+        else:
+            col = pa.nulls(n, want)
+        cols.append(col)
+    return pa.RecordBatch.from_arrays(cols or [pa.nulls(n)], names=need or ["_"])
 
 
 # -- reading a process's samples back (pmaps diff / heatmap ROOT) --------------------------

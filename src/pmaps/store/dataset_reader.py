@@ -17,16 +17,16 @@ from ..model import Sample
 from .codec import ADDR_LIMIT, MAX_META, MAX_ROWS, MAX_TEXT, PID_LIMIT, TIME_LIMIT, reason
 from .dataset import (
     COLUMNS,
-    PART_RE,
     RANGE_COLUMNS,
     RANGES_DIR,
+    SCAN_ROWS,
     _open,
     _pyarrow,
     decode_known_text,
-    filesystem,
     iso_us,
     schema,
 )
+from .dataset_checks import Tree
 from .recording import check_sample
 
 
@@ -63,7 +63,12 @@ NOT_NULL = frozenset(READS[""] + READS[RANGES_DIR]) - {"path", "dev", "inode", "
 MAX_VMAS = MAX_META // 64
 TEXT_CAP = 4 * MAX_TEXT
 TEXT_CAPS = {"vma_start": 16, "perms": 8, "dev": 32, "comm": 256, "boot_id": 64, "known": 256}
-SCAN_ROWS = 1 << 16  # rows the readers of diff and heatmap decode at a time
+# Samples `processes` keeps (one row each in Arrow, then a few Python objects: ~0.85 KB a sample
+# at the peak, measured) before it refuses: about what a recording holds (its manifest's cap,
+# MANIFEST_CAP, is over half a million samples), ~0.45 GB; a refusal peaks at ~0.4 GB whatever
+# the dataset holds. A host's samples are all its processes' (`top --dataset` every minute on 300
+# processes: ~430,000 a day), so --pid (and --start-ticks), pushed into the scan, narrow them.
+MAX_SAMPLES = 1 << 19
 PROC_KEYS = ["boot_id", "pid", "start_ticks", "time", "seq"]  # one sample of one process
 
 
@@ -72,6 +77,14 @@ def bounds() -> dict[str, tuple[int, int]]:
     fields are checked."""
     return {"time": (0, TIME_LIMIT * 1_000_000 - 1), "seq": (0, 1 << 40), "pid": (1, PID_LIMIT - 1),
             "start_ticks": (0, (1 << 63) - 1), "ranges": (0, MAX_ROWS), "vma_index": (0, MAX_VMAS - 1)}
+
+
+class TooManySamples(PmapsError):
+    """More samples than `processes` reads (MAX_SAMPLES): a selection to narrow, not a damaged file."""
+
+    def __init__(self, msg: str, count: int, path: str) -> None:
+        super().__init__(msg, path=path)
+        self.count = count
 
 
 class DatasetReader:
@@ -83,6 +96,9 @@ class DatasetReader:
     whose column of READS has a type that does not widen to this version's (`unify`), is
     BadSnapshot, one line naming it.
 
+    Its files are those dataset_checks.Tree finds and opens: no link, FIFO or device below ROOT,
+    only the partitions pmaps writes (else BadSnapshot naming the path).
+
     Rows come from Arrow a batch at a time (SCAN_ROWS), each checked before it is kept (no null
     where pmaps always writes a value, UTF-8 text of a sane length, identities in range: BadSnapshot
     naming the file), and a sample's rows are counted as they come: past the caps above (or past
@@ -90,32 +106,16 @@ class DatasetReader:
 
     def __init__(self, root: str) -> None:
         self.root = root
-        self.fs, self.path = filesystem(root)
+        self.tree = Tree(root)  # what is walked, checked and opened below ROOT (dataset_checks)
+        self.fs, self.path = self.tree.fs, self.tree.path
         self._sets: dict[tuple[str, str], Any] = {}  # (host, table) -> dataset: footers read once
-
-    def _list(self, d: str, recursive: bool = False) -> list[Any]:
-        _, _, pafs = _pyarrow()
-        try:
-            return list(self.fs.get_file_info(pafs.FileSelector(d, recursive=recursive, allow_not_found=True)))
-        except OSError as e:
-            raise PmapsError(f"cannot read dataset {self.root}: {e}") from None
 
     def hosts(self) -> list[str]:
         """Host partition values (as written: partition_value of the node name), sorted."""
-        _, _, pafs = _pyarrow()
-        return sorted(i.base_name[5:] for i in self._list(self.path)
-                      if i.type == pafs.FileType.Directory and i.base_name.startswith("host="))
+        return self.tree.hosts()
 
     def _files(self, host: str, table: str = "") -> list[Any]:
-        _, _, pafs = _pyarrow()
-        d = f"{self.path}{'/' + table if table else ''}/host={host}"
-        out = []
-        for i in self._list(d, recursive=True):
-            rel = i.path[len(d) + 1:].split("/")
-            if i.type == pafs.FileType.File and len(rel) == 2 and rel[0].startswith("date=") \
-                    and PART_RE.match(rel[1]):
-                out.append(i)
-        return sorted(out, key=lambda i: str(i.path))
+        return self.tree.parts(table, host)
 
     def _dataset(self, host: str, table: str) -> Any:
         """The Arrow dataset of a host's files of `samples` (table "") or `ranges` (RANGES_DIR),
@@ -163,7 +163,7 @@ class DatasetReader:
                     continue
                 with self.fs.open_input_file(frag.path) as f:
                     pf = pq.ParquetFile(f, metadata=frag.metadata, read_dictionary=text,
-                                        pre_buffer=self.fs.type_name != "local")
+                                        pre_buffer=not self.tree.local)
                     for batch in pf.iter_batches(batch_size=SCAN_ROWS, row_groups=groups, columns=present,
                                                  use_threads=False):
                         t = self._conform(batch, dset.schema, read, name)
@@ -238,14 +238,18 @@ class DatasetReader:
                 raise BadSnapshot(f"{self.root}: corrupt dataset file {name} (column {c} {why})", path=self.root)
         return t
 
-    def processes(self, host: str, pid: int | None = None) -> list[ProcSamples]:
-        """The processes of a host (or those with this pid), each with its samples in time order.
-        The rows are grouped a batch at a time: memory is one batch and the samples' keys."""
+    def processes(self, host: str, pid: int | None = None, start_ticks: int | None = None) -> list[ProcSamples]:
+        """The processes of a host (or those with this pid, and this start time), each with its
+        samples in time order. The rows are grouped a batch at a time: memory is one batch and the
+        samples' keys, at most MAX_SAMPLES of them (else TooManySamples, before any is Python)."""
         import pyarrow.compute as pc
         import pyarrow.dataset as pads
 
         pa, _, _ = _pyarrow()
-        where = pads.field("pid") == pid if pid is not None else None
+        where = None
+        for c, v in (("pid", pid), ("start_ticks", start_ticks)):
+            if v is not None:
+                where = pads.field(c) == v if where is None else where & (pads.field(c) == v)
         names = ["comm_max", "ranges_max", "comm_count"]
 
         def group(t: Any, merge: bool) -> Any:  # per sample: its comm, its ranges, its rows (VMAs)
@@ -260,11 +264,13 @@ class DatasetReader:
         for t, _ in self._scan(host, "", ["time", "seq", "boot_id", "pid", "start_ticks", "comm", "ranges"], where):
             parts.append(group(t.set_column(0, "time", pc.cast(t.column("time"), pa.int64())), False))
             held += len(parts[-1])
-            if len(parts) > 1 and held > 4 * SCAN_ROWS:  # many samples: merge what is held
-                parts = [group(pa.concat_tables(parts), True)]
+            if len(parts) > 1 and held > max(4 * SCAN_ROWS, 2 * len(parts[0])):  # many samples: merge what
+                parts = [group(pa.concat_tables(parts), True)]  # is held, once it doubled (log-many merges)
                 held = len(parts[0])
+                self._count(held, host, pid)
         if len(parts) > 1:
             parts = [group(pa.concat_tables(parts), True)]
+        self._count(len(parts[0]) if parts else 0, host, pid)
         g = parts[0].to_pydict() if parts else {c: [] for c in PROC_KEYS + names}
         per: dict[tuple[str, int, int], list[tuple[int, int, str, int | None, int]]] = {}
         for b, p, st, tm, sq, comm, nr, n in zip(*(g[c] for c in PROC_KEYS + names)):
@@ -275,6 +281,12 @@ class DatasetReader:
             out.append(ProcSamples(host, b, p, st, rows[-1][2], tuple(r[0] for r in rows), tuple(r[1] for r in rows),
                                    tuple(r[3] for r in rows), tuple(r[4] for r in rows)))
         return sorted(out, key=lambda x: (x.pid, x.times_us[0], x.boot_id))
+
+    def _count(self, n: int, host: str, pid: int | None) -> None:
+        if n > MAX_SAMPLES:
+            who = f"pid {pid} on host {host}" if pid is not None else f"host {host}"
+            raise TooManySamples(f"{self.root}: {who} has more than {MAX_SAMPLES} samples (at least {n}): more "
+                                 "than diff and heatmap read", n, self.root)
 
     def samples(self, proc: ProcSamples, times_us: list[int]) -> list[Sample]:
         """The samples of `proc` taken at these times, rebuilt from their VMA rows and their ranges:
